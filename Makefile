@@ -1,0 +1,28 @@
+# roomgate: `make run` starts the gateway, `make test` runs every test. Both install what is missing first.
+CARGO ?= cargo
+ARGS ?=
+
+.PHONY: deps build run test testdata bench fmt clippy
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release
+
+run: deps
+	$(CARGO) run --release -- serve $(ARGS)
+
+# Unit tests, then integration tests (real ffmpeg publishers against an in-process gateway).
+test: deps
+	$(CARGO) test --all-targets -- --test-threads=2
+
+# Regenerate the sample media in testdata/ (needs ffmpeg).
+testdata: deps
+	bash testdata/make-samples.sh
+
+fmt:
+	$(CARGO) fmt
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings

@@ -1,0 +1,365 @@
+//! Configuration: embedded defaults, then an optional TOML file, then `ROOMGATE_*` environment variables, then
+//! command-line flags (each layer overrides the one before).
+//!
+//! Every key can be set from the environment: the variable name is `ROOMGATE_` plus the key path in upper case
+//! joined by `_` (array elements by index), e.g. `ROOMGATE_RTMP_LISTEN`, `ROOMGATE_AUDIO_OPUS_BITRATE`,
+//! `ROOMGATE_APPS_0_SECRET_KEY`.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+    #[error("environment variable {var}: {why}")]
+    Env { var: String, why: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where roomgate keeps its state (SQLite database, the demo app's key).
+    pub data_dir: PathBuf,
+    /// Log filter (tracing-subscriber syntax), e.g. `info` or `roomgate=debug`.
+    pub log: String,
+    /// Host name or address put in the URLs roomgate prints (ffmpeg/OBS lines).
+    pub public_host: String,
+    pub http: HttpConfig,
+    pub rtmp: RtmpConfig,
+    pub audio: AudioConfig,
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtmpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Largest RTMP message accepted (bytes); a larger one ends the connection.
+    pub max_message_size: u32,
+    /// Largest chunk size a client may announce.
+    pub max_chunk_size: u32,
+    /// Chunk size roomgate sends with.
+    pub chunk_size: u32,
+    /// Concurrent RTMP connections; more are refused at accept.
+    pub max_connections: usize,
+    /// Seconds without any byte from a client before its connection is closed.
+    pub idle_timeout_secs: u64,
+    /// Seconds a client has to complete the handshake and start publishing.
+    pub handshake_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AudioConfig {
+    /// Opus bitrate (bit/s) of transcoded audio.
+    pub opus_bitrate: u32,
+}
+
+/// An application: its SDKAppID and the secret key UserSigs are made with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub sdkappid: u64,
+    pub secret_key: String,
+    /// Publishing needs a PrivateMapKey granting enter room + send audio/video for the room.
+    #[serde(default)]
+    pub require_private_map_key: bool,
+    #[serde(default)]
+    pub name: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./roomgate-data"),
+            log: "info".into(),
+            public_host: "127.0.0.1".into(),
+            http: HttpConfig::default(),
+            rtmp: RtmpConfig::default(),
+            audio: AudioConfig::default(),
+            apps: Vec::new(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "0.0.0.0:8080".parse().expect("valid address") }
+    }
+}
+
+impl Default for RtmpConfig {
+    fn default() -> Self {
+        RtmpConfig {
+            enabled: true,
+            listen: "0.0.0.0:1935".parse().expect("valid address"),
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_size: 1 << 20,
+            chunk_size: 4096,
+            max_connections: 1000,
+            idle_timeout_secs: 30,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        AudioConfig { opus_bitrate: 64_000 }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the given environment variables.
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+            let file_value: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            merge(&mut value, file_value);
+        }
+        // Round-trip through `Config` so every key exists (serde defaults included) before the environment
+        // is resolved against the key tree; file errors are reported here, before any env error.
+        let normalized: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        let mut normalized = normalized;
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        // Apps named only in the environment (ROOMGATE_APPS_<n>_...) start from an empty template.
+        let wanted_apps = env
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix("ROOMGATE_APPS_")?.split('_').next()?.parse::<usize>().ok())
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0);
+        while normalized.apps.len() < wanted_apps {
+            normalized.apps.push(AppConfig { sdkappid: 0, secret_key: String::new(), require_private_map_key: false, name: String::new() });
+        }
+        let mut value = toml::Value::try_from(normalized).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix("ROOMGATE_") else { continue };
+            if rest == "CONFIG" {
+                continue;
+            }
+            set_by_env_path(&mut value, &rest.to_ascii_lowercase(), &raw).map_err(|why| ConfigError::Env { var: var.clone(), why })?;
+        }
+        let config: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for app in &self.apps {
+            if !seen.insert(app.sdkappid) {
+                return Err(ConfigError::Invalid(format!("app {} is configured twice", app.sdkappid)));
+            }
+            if app.sdkappid == 0 {
+                return Err(ConfigError::Invalid("an app has no sdkappid".into()));
+            }
+            if app.secret_key.is_empty() {
+                return Err(ConfigError::Invalid(format!("app {} has an empty secret_key", app.sdkappid)));
+            }
+        }
+        if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {
+            return Err(ConfigError::Invalid("audio.opus_bitrate must be within 6000..=510000".into()));
+        }
+        if self.rtmp.chunk_size < 128 || self.rtmp.chunk_size > self.rtmp.max_chunk_size {
+            return Err(ConfigError::Invalid("rtmp.chunk_size must be within 128..=rtmp.max_chunk_size".into()));
+        }
+        Ok(())
+    }
+
+    pub fn app(&self, sdkappid: u64) -> Option<&AppConfig> {
+        self.apps.iter().find(|a| a.sdkappid == sdkappid)
+    }
+
+    /// When no app is configured, load (or create and store, mode 0600) the demo app in the data dir.
+    /// Returns the demo app when one is in use.
+    pub fn ensure_demo_app(&mut self) -> Result<Option<AppConfig>, ConfigError> {
+        if !self.apps.is_empty() {
+            return Ok(None);
+        }
+        let path = self.data_dir.join("demo-app.toml");
+        let app = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<AppConfig>(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let app = AppConfig {
+                    sdkappid: 1_400_000_000 + rand::random_range(0..100_000_000u64),
+                    secret_key: (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
+                    require_private_map_key: false,
+                    name: "demo".into(),
+                };
+                write_private(&path, &toml::to_string(&app).expect("app serializes"))?;
+                app
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        self.apps.push(app.clone());
+        Ok(Some(app))
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> Result<(), ConfigError> {
+    use std::io::Write;
+    let err = |source| ConfigError::Write { path: path.into(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path).map_err(err)?;
+    f.write_all(text.as_bytes()).map_err(err)
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) if existing.is_table() && v.is_table() => merge(existing, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// Resolve `path` (lower case, `_`-joined) against the keys that exist and set the value there. Key names
+/// contain `_` themselves, so each step tries the keys of the current table as prefixes.
+fn set_by_env_path(node: &mut toml::Value, path: &str, raw: &str) -> Result<(), String> {
+    match node {
+        toml::Value::Table(t) => {
+            let mut keys: Vec<String> = t.keys().cloned().collect();
+            keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
+            for k in keys {
+                if path == k {
+                    let typed = typed_like(t.get(&k), raw)?;
+                    t.insert(k, typed);
+                    return Ok(());
+                }
+                if let Some(rest) = path.strip_prefix(&format!("{k}_")) {
+                    let child = t.get_mut(&k).expect("key listed");
+                    if child.is_table() || child.is_array() {
+                        return set_by_env_path(child, rest, raw);
+                    }
+                }
+            }
+            Err(format!("no configuration key matches {path:?}"))
+        }
+        toml::Value::Array(a) => {
+            let (idx, rest) = path.split_once('_').ok_or_else(|| format!("{path:?} needs an index and a key"))?;
+            let idx: usize = idx.parse().map_err(|_| format!("{idx:?} is not an array index"))?;
+            let len = a.len();
+            let elem = a.get_mut(idx).ok_or_else(|| format!("index {idx} is past the {len} elements"))?;
+            set_by_env_path(elem, rest, raw)
+        }
+        _ => Err("not a table".into()),
+    }
+}
+
+fn typed_like(existing: Option<&toml::Value>, raw: &str) -> Result<toml::Value, String> {
+    Ok(match existing {
+        Some(toml::Value::String(_)) => toml::Value::String(raw.into()),
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(raw.trim().parse().map_err(|_| format!("{raw:?} is not an integer"))?),
+        Some(toml::Value::Boolean(_)) => toml::Value::Boolean(match raw.trim() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" => false,
+            _ => return Err(format!("{raw:?} is not a boolean")),
+        }),
+        Some(toml::Value::Float(_)) => toml::Value::Float(raw.trim().parse().map_err(|_| format!("{raw:?} is not a number"))?),
+        _ => toml::Value::String(raw.into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_need_nothing() {
+        let c = Config::load(None, vec![]).unwrap();
+        assert_eq!(c.rtmp.listen.port(), 1935);
+        assert_eq!(c.http.listen.port(), 8080);
+        assert_eq!(c.data_dir, PathBuf::from("./roomgate-data"));
+        assert_eq!(c.audio.opus_bitrate, 64000);
+    }
+
+    #[test]
+    fn file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("roomgate.toml");
+        std::fs::write(&f, "[rtmp]\nlisten = \"127.0.0.1:2935\"\n[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\n").unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[
+                ("ROOMGATE_HTTP_LISTEN", "127.0.0.1:9999"),
+                ("ROOMGATE_AUDIO_OPUS_BITRATE", "96000"),
+                ("ROOMGATE_APPS_0_SECRET_KEY", "123"),
+                ("ROOMGATE_APPS_0_REQUIRE_PRIVATE_MAP_KEY", "true"),
+                ("ROOMGATE_APPS_1_SDKAPPID", "8"),
+                ("ROOMGATE_APPS_1_SECRET_KEY", "other"),
+                ("ROOMGATE_RTMP_ENABLED", "false"),
+                ("ROOMGATE_DATA_DIR", "/tmp/x"),
+                ("UNRELATED", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rtmp.listen.port(), 2935);
+        assert!(!c.rtmp.enabled);
+        assert_eq!(c.http.listen.port(), 9999);
+        assert_eq!(c.audio.opus_bitrate, 96000);
+        assert_eq!(c.apps[0].secret_key, "123", "string keys stay strings");
+        assert!(c.apps[0].require_private_map_key);
+        assert_eq!((c.apps[1].sdkappid, c.apps[1].secret_key.as_str()), (8, "other"));
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = Config::load(None, env(&[("ROOMGATE_RTMP_NOPE", "1")])).unwrap_err().to_string();
+        assert!(e.contains("ROOMGATE_RTMP_NOPE"), "{e}");
+        let e = Config::load(None, env(&[("ROOMGATE_AUDIO_OPUS_BITRATE", "lots")])).unwrap_err().to_string();
+        assert!(e.contains("not an integer"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "[rtmp]\nlisen = \"x\"\n").unwrap();
+        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("lisen"));
+    }
+
+    #[test]
+    fn demo_app_is_created_once_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config { data_dir: dir.path().join("data"), ..Config::default() };
+        let app = c.ensure_demo_app().unwrap().unwrap();
+        let mut c2 = Config { data_dir: dir.path().join("data"), ..Config::default() };
+        assert_eq!(c2.ensure_demo_app().unwrap().unwrap(), app, "the stored key is reused");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("data/demo-app.toml")).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert_eq!(c.apps.len(), 1);
+    }
+}

@@ -1,0 +1,87 @@
+//! `Gateway`: the running server. Binds every enabled listener, starts its tasks and reports the bound
+//! addresses (so tests can ask for port 0).
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::ingest::rtmp::{self, RtmpContext};
+use crate::room::RoomHub;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+pub struct Gateway {
+    pub config: Arc<Config>,
+    pub hub: Arc<RoomHub>,
+    pub http_addr: SocketAddr,
+    pub rtmp_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The process-wide Prometheus recorder (a process has one, however many gateways a test starts).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+                .expect("static buckets are valid");
+            match builder.install_recorder() {
+                Ok(h) => h,
+                // Someone else installed a recorder: render an empty, private one rather than fail.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+impl Gateway {
+    pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
+        let config = Arc::new(config);
+        let hub = RoomHub::new();
+        let metrics = metrics_handle();
+        let mut tasks = Vec::new();
+
+        let rtmp_addr = if config.rtmp.enabled {
+            let addr = config.rtmp.listen;
+            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { what: "rtmp", addr, source })?;
+            let bound = l.local_addr().expect("bound socket has an address");
+            let ctx = Arc::new(RtmpContext { hub: hub.clone(), config: config.clone() });
+            tasks.push(tokio::spawn(rtmp::serve(l, ctx)));
+            Some(bound)
+        } else {
+            None
+        };
+
+        let addr = config.http.listen;
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { what: "http", addr, source })?;
+        let http_addr = l.local_addr().expect("bound socket has an address");
+        let app = api::router(ApiState { hub: hub.clone(), metrics });
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        }));
+
+        Ok(Gateway { config, hub, http_addr, rtmp_addr, tasks })
+    }
+
+    /// Stop accepting; tasks are aborted.
+    pub fn shutdown(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

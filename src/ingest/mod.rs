@@ -1,0 +1,139 @@
+//! Sources: each one ends by publishing `media::Frame`s into a room as a virtual anchor.
+//! What they share is here: who may publish (`authorize_publish`) and why a publish is refused (`Refusal`).
+
+pub mod rtmp;
+
+use crate::auth::{self, PrivateMapKey, PrivateMapKeyError, RoomRef, UserSig, UserSigError};
+use crate::config::AppConfig;
+
+/// Why a publish was refused or ended. The text is what the publisher is told (RTMP status description, HTTP
+/// body) and what the log says; `label()` names it in metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("RTMP app must be 'push' (got {0:?}): use rtmp://HOST/push/<room>?sdkappid=..&userid=..&usersig=..")]
+    WrongApp(String),
+    #[error("missing {0} in the stream key: use <room>?sdkappid=..&userid=..&usersig=..")]
+    MissingParameter(&'static str),
+    #[error("sdkappid {0:?} is not a number")]
+    BadSdkAppId(String),
+    #[error("unknown sdkappid {0}: no such app is configured on this gateway")]
+    UnknownApp(u64),
+    #[error("invalid room id {0:?}: use 1-64 characters from letters, digits, '_' and '-'")]
+    BadRoomId(String),
+    #[error("invalid userid {0:?}: use 1-32 characters from letters, digits, '_' and '-'")]
+    BadUserId(String),
+    #[error("UserSig rejected: {0}")]
+    UserSig(#[from] UserSigError),
+    #[error("this app requires a privatemapkey granting enter room + send audio/video for the room")]
+    PrivateMapKeyRequired,
+    #[error("{0}")]
+    PrivateMapKey(#[from] PrivateMapKeyError),
+    #[error("B-frames are not supported (the stream has a non-zero composition time): encode with profile baseline or without B-frames (x264: -profile:v baseline or -bf 0; OBS: Profile baseline / bframes=0)")]
+    BFrames,
+    #[error("video codec {0} is not supported: send H.264 (e.g. -c:v libx264 -profile:v baseline)")]
+    VideoCodec(String),
+    #[error("audio codec {0} is not supported: send AAC (or MP3)")]
+    AudioCodec(String),
+    #[error("malformed stream: {0}")]
+    Malformed(String),
+    #[error("replaced by a new publisher with the same sdkappid, room and userid")]
+    Replaced,
+}
+
+impl Refusal {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::WrongApp(_) => "wrong_app",
+            Refusal::MissingParameter(_) | Refusal::BadSdkAppId(_) => "bad_parameter",
+            Refusal::UnknownApp(_) => "unknown_app",
+            Refusal::BadRoomId(_) => "bad_room_id",
+            Refusal::BadUserId(_) => "bad_userid",
+            Refusal::UserSig(UserSigError::Expired { .. }) => "usersig_expired",
+            Refusal::UserSig(_) => "usersig",
+            Refusal::PrivateMapKeyRequired | Refusal::PrivateMapKey(_) => "privatemapkey",
+            Refusal::BFrames => "bframes",
+            Refusal::VideoCodec(_) => "video_codec",
+            Refusal::AudioCodec(_) => "audio_codec",
+            Refusal::Malformed(_) => "malformed",
+            Refusal::Replaced => "replaced",
+        }
+    }
+
+    /// Count the refusal in `/metrics`.
+    pub fn count(&self, source: &'static str) {
+        metrics::counter!("roomgate_refusals_total", "source" => source, "reason" => self.label()).increment(1);
+    }
+}
+
+/// Decide whether `userid` may publish into `room` of app `sdkappid`, at Unix time `now`.
+pub fn authorize_publish<'a>(
+    apps: &'a [AppConfig],
+    sdkappid: u64,
+    room: &RoomRef,
+    userid: &str,
+    usersig: &str,
+    private_map_key: Option<&str>,
+    now: u64,
+) -> Result<&'a AppConfig, Refusal> {
+    let app = apps.iter().find(|a| a.sdkappid == sdkappid).ok_or(Refusal::UnknownApp(sdkappid))?;
+    if let RoomRef::Str(s) = room {
+        if !auth::is_valid_str_room_id(s) {
+            return Err(Refusal::BadRoomId(s.clone()));
+        }
+    }
+    if !auth::is_valid_user_id(userid) {
+        return Err(Refusal::BadUserId(userid.to_string()));
+    }
+    UserSig::verify(usersig, sdkappid, userid, &app.secret_key, now)?;
+    if app.require_private_map_key {
+        let token = private_map_key.filter(|t| !t.is_empty()).ok_or(Refusal::PrivateMapKeyRequired)?;
+        PrivateMapKey::verify(token, sdkappid, userid, &app.secret_key, now)?.allows_publish(room)?;
+    }
+    Ok(app)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Privileges;
+
+    fn apps(require: bool) -> Vec<AppConfig> {
+        vec![AppConfig { sdkappid: 7, secret_key: "key".into(), require_private_map_key: require, name: String::new() }]
+    }
+
+    #[test]
+    fn publish_rules() {
+        let room = RoomRef::Str("r1".into());
+        let sig = UserSig::generate(7, "key", "u1", 1000, 100, None);
+        assert!(authorize_publish(&apps(false), 7, &room, "u1", &sig, None, 1050).is_ok());
+        assert!(matches!(authorize_publish(&apps(false), 8, &room, "u1", &sig, None, 1050), Err(Refusal::UnknownApp(8))));
+        assert!(matches!(authorize_publish(&apps(false), 7, &RoomRef::Str("bad room".into()), "u1", &sig, None, 1050), Err(Refusal::BadRoomId(_))));
+        assert!(matches!(authorize_publish(&apps(false), 7, &room, "u/1", &sig, None, 1050), Err(Refusal::BadUserId(_))));
+        let e = authorize_publish(&apps(false), 7, &room, "u1", &sig, None, 2000).unwrap_err();
+        assert_eq!(e.label(), "usersig_expired");
+        assert!(e.to_string().contains("expired"));
+    }
+
+    #[test]
+    fn private_map_key_when_required() {
+        let room = RoomRef::Str("r1".into());
+        let sig = UserSig::generate(7, "key", "u1", 1000, 100, None);
+        assert!(matches!(authorize_publish(&apps(true), 7, &room, "u1", &sig, None, 1050), Err(Refusal::PrivateMapKeyRequired)));
+        let grant = |room: RoomRef, privileges: u32| {
+            let buf = PrivateMapKey { userid: "u1".into(), sdkappid: 7, room, expires_at: 1100, privileges: Privileges(privileges) }.to_userbuf();
+            UserSig::generate(7, "key", "u1", 1000, 100, Some(&buf))
+        };
+        let ok = grant(room.clone(), 255);
+        assert!(authorize_publish(&apps(true), 7, &room, "u1", &sig, Some(&ok), 1050).is_ok());
+        let view_only = grant(room.clone(), 42);
+        assert!(matches!(
+            authorize_publish(&apps(true), 7, &room, "u1", &sig, Some(&view_only), 1050),
+            Err(Refusal::PrivateMapKey(PrivateMapKeyError::Insufficient { .. }))
+        ));
+        let other_room = grant(RoomRef::Str("r2".into()), 255);
+        assert!(matches!(
+            authorize_publish(&apps(true), 7, &room, "u1", &sig, Some(&other_room), 1050),
+            Err(Refusal::PrivateMapKey(PrivateMapKeyError::RoomMismatch { .. }))
+        ));
+    }
+}

@@ -1,0 +1,148 @@
+//! `RtmpPublisher`: turns the FLV tag bodies of one RTMP publish into room frames.
+//! H.264 passes through (AVCC → Annex-B, parameter sets on keyframes); AAC/MP3 goes to an Opus transcoder.
+
+use crate::ingest::Refusal;
+use crate::media::flv::{self, AudioTag, VideoCodecId, VideoTag};
+use crate::media::h264::AvcConfig;
+use crate::media::transcode::{AudioInputCodec, AudioTranscoder, TranscodeError};
+use crate::media::{aac::AudioSpecificConfig, Codec, Frame, VIDEO_CLOCK};
+use crate::room::{AnchorPublisher, LeaveReason, TrackInfo};
+use bytes::Bytes;
+use std::time::Instant;
+
+pub struct RtmpPublisher {
+    anchor: AnchorPublisher,
+    label: String,
+    opus_bitrate: u32,
+    avc: Option<AvcConfig>,
+    audio: Option<(AudioInputCodec, AudioTranscoder)>,
+    warned_no_config: bool,
+    overload_warned: bool,
+}
+
+impl RtmpPublisher {
+    pub fn new(anchor: AnchorPublisher, label: String, opus_bitrate: u32) -> Self {
+        RtmpPublisher { anchor, label, opus_bitrate, avc: None, audio: None, warned_no_config: false, overload_warned: false }
+    }
+
+    pub fn anchor(&self) -> &AnchorPublisher {
+        &self.anchor
+    }
+
+    /// One video message: `ts` is the RTMP timestamp (ms).
+    pub fn on_video(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
+        metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "video").increment(body.len() as u64);
+        match flv::parse_video(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
+            VideoTag::AvcSequenceHeader(rec) => {
+                let cfg = AvcConfig::parse(&rec).map_err(|e| Refusal::Malformed(e.to_string()))?;
+                let info = cfg.info;
+                tracing::info!(anchor = %self.label, profile = info.profile_name(), width = info.width, height = info.height, "H.264 sequence header");
+                self.anchor.set_video_info(TrackInfo {
+                    source_codec: "h264".into(),
+                    profile: Some(info.profile_name().into()),
+                    profile_level_id: Some(info.profile_level_id()),
+                    width: Some(info.width),
+                    height: Some(info.height),
+                    ..Default::default()
+                });
+                self.avc = Some(cfg);
+                Ok(())
+            }
+            VideoTag::AvcNalus { keyframe, composition_time, data } => {
+                if composition_time != 0 {
+                    return Err(Refusal::BFrames);
+                }
+                let Some(cfg) = &self.avc else {
+                    if !self.warned_no_config {
+                        tracing::warn!(anchor = %self.label, "H.264 frames before the sequence header are dropped");
+                        self.warned_no_config = true;
+                    }
+                    return Ok(());
+                };
+                let (annexb, idr) = cfg.to_annex_b(&data, keyframe).map_err(|e| Refusal::Malformed(e.to_string()))?;
+                metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "video").increment(1);
+                self.anchor.publish(Frame {
+                    codec: Codec::H264,
+                    pts: ts as u64 * (VIDEO_CLOCK as u64 / 1000),
+                    keyframe: keyframe || idr,
+                    data: annexb,
+                    received_at,
+                });
+                Ok(())
+            }
+            VideoTag::AvcEndOfSequence | VideoTag::Ignored => Ok(()),
+            VideoTag::Unsupported(codec) => Err(Refusal::VideoCodec(codec_name(codec))),
+        }
+    }
+
+    /// One audio message: `ts` is the RTMP timestamp (ms).
+    pub fn on_audio(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
+        metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "audio").increment(body.len() as u64);
+        let (codec, data) = match flv::parse_audio(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
+            AudioTag::AacSequenceHeader(config) => {
+                let asc = AudioSpecificConfig::parse(&config).map_err(|e| Refusal::Malformed(e.to_string()))?;
+                self.anchor.set_audio_info(TrackInfo {
+                    source_codec: "aac".into(),
+                    sample_rate: Some(asc.sample_rate),
+                    channels: Some(asc.channels as u32),
+                    ..Default::default()
+                });
+                self.ensure_transcoder(AudioInputCodec::Aac { config })?;
+                return Ok(());
+            }
+            AudioTag::AacRaw(data) => {
+                if !matches!(self.audio, Some((AudioInputCodec::Aac { .. }, _))) {
+                    return Ok(()); // raw AAC before its configuration: nothing to decode it with
+                }
+                (None, data)
+            }
+            AudioTag::Mp3(data) => {
+                if self.audio.is_none() {
+                    self.anchor.set_audio_info(TrackInfo { source_codec: "mp3".into(), ..Default::default() });
+                }
+                (Some(AudioInputCodec::Mp3), data)
+            }
+            AudioTag::Unsupported(id) => return Err(Refusal::AudioCodec(flv::audio_format_name(id).into())),
+        };
+        if let Some(c) = codec {
+            self.ensure_transcoder(c)?;
+        }
+        metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "audio").increment(1);
+        if let Some((_, t)) = &self.audio {
+            match t.push(data, ts as u64, received_at) {
+                Ok(()) => {}
+                Err(TranscodeError::Overloaded) => {
+                    metrics::counter!("roomgate_transcode_dropped_total", "kind" => "audio").increment(1);
+                    if !self.overload_warned {
+                        tracing::warn!(anchor = %self.label, "audio transcoder overloaded; dropping audio");
+                        self.overload_warned = true;
+                    }
+                }
+                Err(e) => return Err(Refusal::Malformed(format!("audio transcoder: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    fn ensure_transcoder(&mut self, codec: AudioInputCodec) -> Result<(), Refusal> {
+        if self.audio.as_ref().is_some_and(|(c, _)| *c == codec) {
+            return Ok(());
+        }
+        // A new configuration (first one, or a change mid-stream) gets a fresh decoder.
+        self.audio = None;
+        let t = AudioTranscoder::start(codec.clone(), self.opus_bitrate, self.anchor.sink(), self.label.clone())
+            .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
+        self.audio = Some((codec, t));
+        Ok(())
+    }
+
+    /// Leave the room. The transcoder is stopped first so no audio arrives after the anchor left.
+    pub fn finish(mut self, reason: LeaveReason) {
+        self.audio = None;
+        self.anchor.leave(reason);
+    }
+}
+
+fn codec_name(c: VideoCodecId) -> String {
+    c.name()
+}

@@ -1,0 +1,401 @@
+//! H.264 helpers: the AVCDecoderConfigurationRecord (FLV/MP4 `avcC`), length-prefixed (AVCC) to Annex-B
+//! conversion, and the few SPS fields a gateway needs (profile, level, picture size).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+pub const NAL_IDR: u8 = 5;
+pub const NAL_SPS: u8 = 7;
+pub const NAL_PPS: u8 = 8;
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum H264Error {
+    #[error("AVC decoder configuration record is truncated or malformed")]
+    BadConfig,
+    #[error("AVC decoder configuration record has no SPS or no PPS")]
+    NoParameterSets,
+    #[error("SPS is malformed: {0}")]
+    BadSps(&'static str),
+    #[error("NAL unit length {len} exceeds the {left} bytes left in the access unit")]
+    BadNalLength { len: usize, left: usize },
+    #[error("access unit arrived before the AVC sequence header")]
+    NoConfig,
+}
+
+/// The decoder configuration of an AVC stream: parameter sets and the NAL length size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AvcConfig {
+    pub nal_length_size: usize,
+    pub sps: Vec<Bytes>,
+    pub pps: Vec<Bytes>,
+    pub info: SpsInfo,
+}
+
+/// What roomgate reports and negotiates from an SPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct SpsInfo {
+    pub profile_idc: u8,
+    pub constraint_flags: u8,
+    pub level_idc: u8,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl SpsInfo {
+    /// The SDP `profile-level-id` (6 hex digits).
+    pub fn profile_level_id(&self) -> String {
+        format!("{:02x}{:02x}{:02x}", self.profile_idc, self.constraint_flags, self.level_idc)
+    }
+
+    pub fn profile_name(&self) -> &'static str {
+        match self.profile_idc {
+            66 if self.constraint_flags & 0x40 != 0 => "Constrained Baseline",
+            66 => "Baseline",
+            77 => "Main",
+            88 => "Extended",
+            100 => "High",
+            110 => "High 10",
+            122 => "High 4:2:2",
+            244 => "High 4:4:4",
+            _ => "other",
+        }
+    }
+}
+
+impl AvcConfig {
+    /// Parse an AVCDecoderConfigurationRecord.
+    pub fn parse(rec: &Bytes) -> Result<AvcConfig, H264Error> {
+        if rec.len() < 7 || rec[0] != 1 {
+            return Err(H264Error::BadConfig);
+        }
+        let nal_length_size = (rec[4] & 0x03) as usize + 1;
+        let mut pos = 5;
+        let read_sets = |count_mask: u8, pos: &mut usize| -> Result<Vec<Bytes>, H264Error> {
+            let n = (*rec.get(*pos).ok_or(H264Error::BadConfig)? & count_mask) as usize;
+            *pos += 1;
+            let mut sets = Vec::with_capacity(n);
+            for _ in 0..n {
+                let len_bytes = rec.get(*pos..*pos + 2).ok_or(H264Error::BadConfig)?;
+                let len = u16::from_be_bytes([len_bytes[0], len_bytes[1]]) as usize;
+                *pos += 2;
+                let set = rec.get(*pos..*pos + len).ok_or(H264Error::BadConfig)?;
+                if set.is_empty() {
+                    return Err(H264Error::BadConfig);
+                }
+                sets.push(rec.slice(*pos..*pos + len));
+                *pos += len;
+            }
+            Ok(sets)
+        };
+        let sps = read_sets(0x1F, &mut pos)?;
+        let pps = read_sets(0xFF, &mut pos)?;
+        let first = sps.first().ok_or(H264Error::NoParameterSets)?;
+        if pps.is_empty() {
+            return Err(H264Error::NoParameterSets);
+        }
+        let info = parse_sps(first)?;
+        Ok(AvcConfig { nal_length_size, sps, pps, info })
+    }
+
+    /// Convert one AVCC access unit into Annex-B. Keyframes get the SPS/PPS in front when they lack them, so
+    /// every keyframe can start a decoder on its own. Returns the Annex-B bytes and whether an IDR was seen.
+    pub fn to_annex_b(&self, au: &[u8], keyframe: bool) -> Result<(Bytes, bool), H264Error> {
+        let mut out = BytesMut::with_capacity(au.len() + if keyframe { self.param_sets_len() } else { 0 } + 16);
+        let mut has_sps = false;
+        let mut has_idr = false;
+        let mut pos = 0;
+        let mut nals: smallvec_like::Ranges = Default::default();
+        while pos < au.len() {
+            let n = self.nal_length_size;
+            if au.len() - pos < n {
+                return Err(H264Error::BadNalLength { len: n, left: au.len() - pos });
+            }
+            let len = au[pos..pos + n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            pos += n;
+            if len > au.len() - pos {
+                return Err(H264Error::BadNalLength { len, left: au.len() - pos });
+            }
+            if len > 0 {
+                match au[pos] & 0x1F {
+                    NAL_SPS => has_sps = true,
+                    NAL_IDR => has_idr = true,
+                    _ => {}
+                }
+                nals.push(pos, pos + len);
+            }
+            pos += len;
+        }
+        if (keyframe || has_idr) && !has_sps {
+            for ps in self.sps.iter().chain(self.pps.iter()) {
+                out.put_slice(&START_CODE);
+                out.put_slice(ps);
+            }
+        }
+        for (s, e) in nals.iter() {
+            out.put_slice(&START_CODE);
+            out.put_slice(&au[s..e]);
+        }
+        Ok((out.freeze(), has_idr))
+    }
+
+    fn param_sets_len(&self) -> usize {
+        self.sps.iter().chain(self.pps.iter()).map(|p| p.len() + 4).sum()
+    }
+}
+
+/// A tiny growable list of ranges that avoids a heap allocation for the usual handful of NAL units.
+mod smallvec_like {
+    #[derive(Default)]
+    pub struct Ranges {
+        inline: [(usize, usize); 8],
+        n: usize,
+        spill: Vec<(usize, usize)>,
+    }
+    impl Ranges {
+        pub fn push(&mut self, s: usize, e: usize) {
+            if self.n < self.inline.len() {
+                self.inline[self.n] = (s, e);
+                self.n += 1;
+            } else {
+                self.spill.push((s, e));
+            }
+        }
+        pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+            self.inline[..self.n].iter().copied().chain(self.spill.iter().copied())
+        }
+    }
+}
+
+/// Split Annex-B data into NAL units (without start codes).
+pub fn annex_b_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 3 <= data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let mut out = Vec::with_capacity(starts.len());
+    for (k, &s) in starts.iter().enumerate() {
+        let mut e = if k + 1 < starts.len() { starts[k + 1] - 3 } else { data.len() };
+        while e > s && data[e - 1] == 0 && k + 1 < starts.len() {
+            e -= 1;
+        }
+        out.push(&data[s..e]);
+    }
+    out.into_iter()
+}
+
+/// Parse profile, level and the cropped picture size from an SPS NAL unit (with its header byte).
+pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
+    if nal.len() < 4 || nal[0] & 0x1F != NAL_SPS {
+        return Err(H264Error::BadSps("not an SPS"));
+    }
+    let rbsp = unescape(&nal[1..]);
+    let mut r = BitReader::new(&rbsp);
+    let profile_idc = r.bits(8)? as u8;
+    let constraint_flags = r.bits(8)? as u8;
+    let level_idc = r.bits(8)? as u8;
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format_idc = 1;
+    let mut separate_colour_plane = false;
+    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+        chroma_format_idc = r.ue()?;
+        if chroma_format_idc > 3 {
+            return Err(H264Error::BadSps("chroma_format_idc"));
+        }
+        if chroma_format_idc == 3 {
+            separate_colour_plane = r.bit()?;
+        }
+        r.ue()?; // bit_depth_luma_minus8
+        r.ue()?; // bit_depth_chroma_minus8
+        r.bit()?; // qpprime_y_zero_transform_bypass_flag
+        if r.bit()? {
+            let lists = if chroma_format_idc != 3 { 8 } else { 12 };
+            for i in 0..lists {
+                if r.bit()? {
+                    skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    let poc_type = r.ue()?;
+    if poc_type == 0 {
+        r.ue()?;
+    } else if poc_type == 1 {
+        r.bit()?;
+        r.se()?;
+        r.se()?;
+        let n = r.ue()?;
+        if n > 255 {
+            return Err(H264Error::BadSps("num_ref_frames_in_pic_order_cnt_cycle"));
+        }
+        for _ in 0..n {
+            r.se()?;
+        }
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bit()?; // gaps_in_frame_num_value_allowed_flag
+    let w_mbs = r.ue()? + 1;
+    let h_map_units = r.ue()? + 1;
+    let frame_mbs_only = r.bit()?;
+    if !frame_mbs_only {
+        r.bit()?;
+    }
+    r.bit()?; // direct_8x8_inference_flag
+    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    if r.bit()? {
+        cl = r.ue()?;
+        cr = r.ue()?;
+        ct = r.ue()?;
+        cb = r.ue()?;
+    }
+    if w_mbs > 1024 || h_map_units > 1024 {
+        return Err(H264Error::BadSps("picture too large"));
+    }
+    let (sub_w, sub_h) = match (chroma_format_idc, separate_colour_plane) {
+        (1, false) => (2, 2),
+        (2, false) => (2, 1),
+        _ => (1, 1),
+    };
+    let crop_unit_x = if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_w };
+    let crop_unit_y = (if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_h }) * (2 - frame_mbs_only as u32);
+    let width = (w_mbs * 16).checked_sub(crop_unit_x * (cl + cr)).ok_or(H264Error::BadSps("cropping"))?;
+    let height = (h_map_units * 16 * (2 - frame_mbs_only as u32))
+        .checked_sub(crop_unit_y * (ct + cb))
+        .ok_or(H264Error::BadSps("cropping"))?;
+    Ok(SpsInfo { profile_idc, constraint_flags, level_idc, width, height })
+}
+
+fn skip_scaling_list(r: &mut BitReader, size: usize) -> Result<(), H264Error> {
+    let (mut last, mut next) = (8i32, 8i32);
+    for _ in 0..size {
+        if next != 0 {
+            let delta = r.se()?;
+            next = (last + delta + 256) % 256;
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Ok(())
+}
+
+/// Remove emulation prevention bytes (00 00 03 → 00 00).
+fn unescape(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut zeros = 0;
+    for &b in data {
+        if zeros >= 2 && b == 3 {
+            zeros = 0;
+            continue;
+        }
+        zeros = if b == 0 { zeros + 1 } else { 0 };
+        out.push(b);
+    }
+    out
+}
+
+struct BitReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+    fn bit(&mut self) -> Result<bool, H264Error> {
+        let byte = *self.data.get(self.pos / 8).ok_or(H264Error::BadSps("truncated"))?;
+        let v = (byte >> (7 - self.pos % 8)) & 1;
+        self.pos += 1;
+        Ok(v == 1)
+    }
+    fn bits(&mut self, n: u32) -> Result<u32, H264Error> {
+        let mut v = 0;
+        for _ in 0..n {
+            v = (v << 1) | self.bit()? as u32;
+        }
+        Ok(v)
+    }
+    fn ue(&mut self) -> Result<u32, H264Error> {
+        let mut zeros = 0;
+        while !self.bit()? {
+            zeros += 1;
+            if zeros > 31 {
+                return Err(H264Error::BadSps("exp-golomb code too long"));
+            }
+        }
+        Ok(((1u64 << zeros) - 1 + self.bits(zeros)? as u64) as u32)
+    }
+    fn se(&mut self) -> Result<i32, H264Error> {
+        let k = self.ue()? as i64;
+        Ok(if k % 2 == 1 { ((k + 1) / 2) as i32 } else { (-(k / 2)) as i32 })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // x264 baseline 1280x720 SPS/PPS (from `ffmpeg -f lavfi -i testsrc2=s=1280x720 -c:v libx264 -profile:v baseline`).
+    const SPS_720P: &[u8] = &[0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80];
+    const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
+
+    fn record(sps: &[u8], pps: &[u8]) -> Bytes {
+        let mut r = vec![1, sps[1], sps[2], sps[3], 0xFF, 0xE1];
+        r.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        r.extend_from_slice(sps);
+        r.push(1);
+        r.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+        r.extend_from_slice(pps);
+        Bytes::from(r)
+    }
+
+    #[test]
+    fn sps_720p_baseline() {
+        let info = parse_sps(SPS_720P).unwrap();
+        assert_eq!((info.width, info.height), (1280, 720));
+        assert_eq!(info.profile_level_id(), "42c01f");
+        assert_eq!(info.profile_name(), "Constrained Baseline");
+    }
+
+    #[test]
+    fn config_and_annex_b() {
+        let cfg = AvcConfig::parse(&record(SPS_720P, PPS)).unwrap();
+        assert_eq!(cfg.nal_length_size, 4);
+        // An IDR access unit: SPS/PPS are prepended.
+        let au = [0, 0, 0, 3, 0x65, 0xAA, 0xBB, 0, 0, 0, 2, 0x06, 0x01];
+        let (annexb, idr) = cfg.to_annex_b(&au, true).unwrap();
+        assert!(idr);
+        let nals: Vec<&[u8]> = annex_b_nals(&annexb).collect();
+        assert_eq!(nals, vec![SPS_720P, PPS, &[0x65, 0xAA, 0xBB][..], &[0x06, 0x01][..]]);
+        // A non-IDR picture passes without parameter sets.
+        let (p, idr) = cfg.to_annex_b(&[0, 0, 0, 2, 0x41, 0x9a], false).unwrap();
+        assert!(!idr);
+        assert_eq!(&p[..], &[0, 0, 0, 1, 0x41, 0x9a]);
+        // Lengths that overrun are errors, not panics.
+        assert!(cfg.to_annex_b(&[0, 0, 0, 9, 0x41], false).is_err());
+        assert!(cfg.to_annex_b(&[0, 0], false).is_err());
+    }
+
+    #[test]
+    fn bad_records() {
+        assert!(AvcConfig::parse(&Bytes::from_static(&[1, 2, 3])).is_err());
+        assert!(AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe1, 0, 50, 0x67])).is_err());
+        assert_eq!(AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe0, 0])), Err(H264Error::NoParameterSets));
+    }
+
+    #[test]
+    fn sps_garbage_does_not_panic() {
+        for len in 1..SPS_720P.len() {
+            let _ = parse_sps(&SPS_720P[..len]);
+        }
+        let _ = parse_sps(&[0x67, 100, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let _ = parse_sps(&[0x67, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    }
+}

@@ -1,0 +1,261 @@
+//! `AudioTranscoder`: AAC or MP3 in, Opus out (48 kHz stereo, 20 ms packets), on its own thread.
+//!
+//! Timestamps: the first output packet starts at the source timestamp of the first input; each packet then
+//! advances by exactly 960 samples, so the output is smooth. Where the source timeline jumps (a gap or a
+//! discontinuity of more than 40 ms), the output follows it, so audio stays aligned with the anchor's video,
+//! which uses the same clock origin.
+
+use crate::media::{Codec, Frame, AUDIO_CLOCK};
+use crate::room::AnchorSink;
+use bytes::Bytes;
+use ffmpeg_next as ff;
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// Opus frame: 20 ms at 48 kHz.
+pub const OPUS_FRAME_SAMPLES: usize = 960;
+const CHANNELS: usize = 2;
+/// Input frames buffered before the transcoder is considered overloaded (about 5 s of AAC).
+const INPUT_QUEUE: usize = 256;
+/// A source timeline jump larger than this re-aligns the output timestamps.
+const RESYNC_SAMPLES: i64 = 40 * AUDIO_CLOCK as i64 / 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TranscodeError {
+    #[error("no {0} codec in this libav build")]
+    MissingCodec(&'static str),
+    #[error("libav: {0}")]
+    Libav(#[from] ff::Error),
+    #[error("the transcoder thread has stopped")]
+    Stopped,
+    #[error("the transcoder is overloaded; audio frame dropped")]
+    Overloaded,
+}
+
+/// The compressed audio formats a transcoder takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioInputCodec {
+    /// AAC with its AudioSpecificConfig.
+    Aac { config: Bytes },
+    Mp3,
+}
+
+struct Input {
+    data: Bytes,
+    ts_ms: u64,
+    received_at: Instant,
+}
+
+/// Handle to a running transcoder thread. Dropping it ends the thread once queued input is done.
+pub struct AudioTranscoder {
+    tx: Option<mpsc::SyncSender<Input>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AudioTranscoder {
+    /// Open decoder and encoder (errors are reported here, synchronously) and start the thread, which
+    /// publishes Opus frames into `sink`.
+    pub fn start(codec: AudioInputCodec, bitrate: u32, sink: AnchorSink, label: String) -> Result<Self, TranscodeError> {
+        super::init_libav();
+        let (tx, rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), TranscodeError>>();
+        let thread = std::thread::Builder::new()
+            .name(format!("opus-{label}"))
+            .spawn(move || {
+                let mut pipeline = match Pipeline::new(&codec, bitrate) {
+                    Ok(p) => {
+                        let _ = ready_tx.send(Ok(()));
+                        p
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                for input in rx {
+                    let started = Instant::now();
+                    if let Err(e) = pipeline.push(&input, &mut |f| {
+                        sink.publish(f);
+                    }) {
+                        tracing::warn!(anchor = %label, error = %e, "audio frame could not be transcoded; skipped");
+                        metrics::counter!("roomgate_transcode_errors_total", "kind" => "audio").increment(1);
+                    }
+                    metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio").record(started.elapsed().as_secs_f64());
+                }
+            })
+            .expect("spawning a thread");
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(AudioTranscoder { tx: Some(tx), thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(TranscodeError::Stopped),
+        }
+    }
+
+    /// Queue one compressed audio frame with its source timestamp (ms). Never blocks.
+    pub fn push(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
+        let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
+        tx.try_send(Input { data, ts_ms, received_at }).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => TranscodeError::Overloaded,
+            mpsc::TrySendError::Disconnected(_) => TranscodeError::Stopped,
+        })
+    }
+}
+
+impl Drop for AudioTranscoder {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            // The thread drains at most INPUT_QUEUE frames; joining keeps libav teardown off nobody's toes.
+            let _ = t.join();
+        }
+    }
+}
+
+/// Decoder → resampler → FIFO → encoder. Runs only on the transcoder thread.
+struct Pipeline {
+    decoder: ff::decoder::Audio,
+    resampler: Option<ff::software::resampling::Context>,
+    encoder: ff::encoder::Audio,
+    /// Interleaved stereo f32 samples waiting to fill an Opus frame.
+    fifo: Vec<f32>,
+    /// Output timestamp (48 kHz) of the first sample in `fifo`; set by the first input.
+    next_pts: Option<i64>,
+    /// When the oldest sample in `fifo` was received.
+    fifo_received_at: Option<Instant>,
+}
+
+impl Pipeline {
+    fn new(codec: &AudioInputCodec, bitrate: u32) -> Result<Self, TranscodeError> {
+        let (id, name) = match codec {
+            AudioInputCodec::Aac { .. } => (ff::codec::Id::AAC, "AAC decoder"),
+            AudioInputCodec::Mp3 => (ff::codec::Id::MP3, "MP3 decoder"),
+        };
+        let dec_codec = ff::decoder::find(id).ok_or(TranscodeError::MissingCodec(name))?;
+        let mut ctx = ff::codec::Context::new_with_codec(dec_codec);
+        if let AudioInputCodec::Aac { config } = codec {
+            set_extradata(&mut ctx, config);
+        }
+        ctx.set_time_base(ff::Rational::new(1, 1000));
+        let decoder = ctx.decoder().audio()?;
+
+        let enc_codec = ff::encoder::find_by_name("libopus").ok_or(TranscodeError::MissingCodec("libopus encoder"))?;
+        let mut enc = ff::codec::Context::new_with_codec(enc_codec).encoder().audio()?;
+        enc.set_rate(AUDIO_CLOCK as i32);
+        enc.set_channel_layout(ff::ChannelLayout::STEREO);
+        enc.set_channels(CHANNELS as i32);
+        enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Packed));
+        enc.set_bit_rate(bitrate as usize);
+        enc.set_time_base(ff::Rational::new(1, AUDIO_CLOCK as i32));
+        let mut opts = ff::Dictionary::new();
+        opts.set("application", "audio");
+        opts.set("frame_duration", "20");
+        let encoder = enc.open_as_with(enc_codec, opts)?;
+        Ok(Pipeline { decoder, resampler: None, encoder, fifo: Vec::with_capacity(OPUS_FRAME_SAMPLES * CHANNELS * 4), next_pts: None, fifo_received_at: None })
+    }
+
+    fn push(&mut self, input: &Input, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
+        let mut packet = ff::Packet::copy(&input.data);
+        packet.set_pts(Some(input.ts_ms as i64));
+        self.decoder.send_packet(&packet)?;
+        let mut decoded = ff::frame::Audio::empty();
+        while self.decoder.receive_frame(&mut decoded).is_ok() {
+            let ts_ms = decoded.pts().unwrap_or(input.ts_ms as i64);
+            self.resample_into_fifo(&decoded, ts_ms, input.received_at)?;
+            self.encode_ready(out)?;
+        }
+        Ok(())
+    }
+
+    fn resample_into_fifo(&mut self, decoded: &ff::frame::Audio, ts_ms: i64, received_at: Instant) -> Result<(), TranscodeError> {
+        let layout = if decoded.channel_layout().bits() == 0 {
+            ff::ChannelLayout::default(decoded.channels() as i32)
+        } else {
+            decoded.channel_layout()
+        };
+        let target = ff::format::Sample::F32(ff::format::sample::Type::Packed);
+        let stale = self.resampler.as_ref().is_none_or(|r| {
+            r.input().format != decoded.format() || r.input().rate != decoded.rate() || r.input().channel_layout != layout
+        });
+        if stale {
+            self.resampler = Some(ff::software::resampling::Context::get(
+                decoded.format(),
+                layout,
+                decoded.rate(),
+                target,
+                ff::ChannelLayout::STEREO,
+                AUDIO_CLOCK,
+            )?);
+        }
+        let mut input = decoded.clone();
+        input.set_channel_layout(layout);
+        let mut resampled = ff::frame::Audio::empty();
+        self.resampler.as_mut().expect("resampler set above").run(&input, &mut resampled)?;
+        let n = resampled.samples() * CHANNELS;
+        let bytes = &resampled.data(0)[..n * 4];
+
+        // Keep the output timeline on the source timeline.
+        let source_pts = ts_ms * AUDIO_CLOCK as i64 / 1000;
+        let fifo_samples = (self.fifo.len() / CHANNELS) as i64;
+        match self.next_pts {
+            None => self.next_pts = Some(source_pts),
+            Some(p) if (p + fifo_samples - source_pts).abs() > RESYNC_SAMPLES => {
+                tracing::debug!(expected = p + fifo_samples, source = source_pts, "audio timeline jump; re-aligning");
+                self.next_pts = Some(source_pts - fifo_samples);
+            }
+            _ => {}
+        }
+        if self.fifo.is_empty() {
+            self.fifo_received_at = Some(received_at);
+        }
+        self.fifo.extend(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])));
+        Ok(())
+    }
+
+    fn encode_ready(&mut self, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
+        let per_frame = OPUS_FRAME_SAMPLES * CHANNELS;
+        while self.fifo.len() >= per_frame {
+            let pts = self.next_pts.unwrap_or(0).max(0);
+            let mut frame = ff::frame::Audio::new(
+                ff::format::Sample::F32(ff::format::sample::Type::Packed),
+                OPUS_FRAME_SAMPLES,
+                ff::ChannelLayout::STEREO,
+            );
+            frame.set_rate(AUDIO_CLOCK);
+            frame.set_pts(Some(pts));
+            for (dst, src) in frame.data_mut(0).chunks_exact_mut(4).zip(self.fifo.drain(..per_frame)) {
+                dst.copy_from_slice(&src.to_ne_bytes());
+            }
+            let received_at = self.fifo_received_at.unwrap_or_else(Instant::now);
+            self.next_pts = Some(pts + OPUS_FRAME_SAMPLES as i64);
+            self.encoder.send_frame(&frame)?;
+            let mut packet = ff::Packet::empty();
+            while self.encoder.receive_packet(&mut packet).is_ok() {
+                if let Some(data) = packet.data() {
+                    // One Opus packet per 960 samples; its time is that of the samples it was cut from.
+                    out(Frame { codec: Codec::Opus, pts: pts as u64, keyframe: false, data: Bytes::copy_from_slice(data), received_at });
+                }
+            }
+        }
+        if self.fifo.is_empty() {
+            self.fifo_received_at = None;
+        }
+        Ok(())
+    }
+}
+
+/// Hand the decoder its codec configuration (AudioSpecificConfig for AAC).
+fn set_extradata(ctx: &mut ff::codec::Context, data: &[u8]) {
+    unsafe {
+        let raw = ctx.as_mut_ptr();
+        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+        if buf.is_null() {
+            return;
+        }
+        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+        (*raw).extradata = buf;
+        (*raw).extradata_size = data.len() as i32;
+    }
+}

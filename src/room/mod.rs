@@ -1,0 +1,359 @@
+//! Rooms and their participants: the hub every source publishes into and every viewer reads from.
+//!
+//! A room `(sdkappid, room id)` exists while it has participants. A virtual anchor is a participant
+//! `(sdkappid, room, userid)` with a video and an audio `Track`. A second publisher with the same identity
+//! replaces the first, which is told why and disconnected, as TRTC does; the room sees one participant.
+
+mod track;
+
+pub use track::{Track, TrackStats, TrackSubscriber, SUBSCRIBER_QUEUE};
+
+use crate::auth::RoomRef;
+use crate::media::{Codec, Frame};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::{mpsc, watch};
+
+/// The identity of a room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomKey {
+    pub sdkappid: u64,
+    pub room: RoomRef,
+}
+
+/// Where an anchor's media comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Rtmp,
+    Whip,
+    Pull,
+}
+
+/// Why an anchor left its room (mapped to TRTC's 104 `Reason` by the events module).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// The source ended its stream.
+    Normal,
+    /// The source stopped sending and timed out.
+    Timeout,
+    /// A new publisher with the same identity took over.
+    Replaced,
+    /// The gateway ended the publish (policy refusal, malformed stream...).
+    Ended(String),
+}
+
+/// Room and media events, in the order they happened, for callbacks and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    RoomCreated { key: RoomKey, userid: String },
+    RoomDismissed { key: RoomKey },
+    AnchorEntered { key: RoomKey, userid: String, source: SourceKind },
+    AnchorLeft { key: RoomKey, userid: String, reason: LeaveReason },
+    MediaStarted { key: RoomKey, userid: String, codec: Codec },
+}
+
+/// Codec details of a track, for reporting.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TrackInfo {
+    /// The codec the source sent (e.g. "aac", "h264").
+    pub source_codec: String,
+    pub profile: Option<String>,
+    pub profile_level_id: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub sample_rate: Option<u32>,
+    pub channels: Option<u32>,
+}
+
+/// A participant publishing media into a room.
+pub struct Participant {
+    pub userid: String,
+    pub source: SourceKind,
+    pub started_at: SystemTime,
+    session: u64,
+    pub video: Track,
+    pub audio: Track,
+    video_info: Mutex<TrackInfo>,
+    audio_info: Mutex<TrackInfo>,
+    kick: watch::Sender<Option<LeaveReason>>,
+}
+
+impl Participant {
+    pub fn video_info(&self) -> TrackInfo {
+        self.video_info.lock().expect("info lock").clone()
+    }
+    pub fn audio_info(&self) -> TrackInfo {
+        self.audio_info.lock().expect("info lock").clone()
+    }
+    pub fn track(&self, codec: Codec) -> &Track {
+        match codec {
+            Codec::H264 => &self.video,
+            Codec::Opus => &self.audio,
+        }
+    }
+}
+
+/// A room: its participants by user id.
+pub struct Room {
+    pub key: RoomKey,
+    pub created_at: SystemTime,
+    participants: Mutex<HashMap<String, Arc<Participant>>>,
+}
+
+impl Room {
+    pub fn participants(&self) -> Vec<Arc<Participant>> {
+        let mut v: Vec<_> = self.participants.lock().expect("room lock").values().cloned().collect();
+        v.sort_by_key(|p| p.started_at);
+        v
+    }
+    pub fn participant(&self, userid: &str) -> Option<Arc<Participant>> {
+        self.participants.lock().expect("room lock").get(userid).cloned()
+    }
+}
+
+/// All rooms of the gateway.
+#[derive(Default)]
+pub struct RoomHub {
+    rooms: Mutex<HashMap<RoomKey, Arc<Room>>>,
+    next_session: AtomicU64,
+    observers: Mutex<Vec<mpsc::UnboundedSender<RoomEvent>>>,
+}
+
+impl RoomHub {
+    pub fn new() -> Arc<RoomHub> {
+        Arc::new(RoomHub::default())
+    }
+
+    /// Receive every room event from now on. Events are queued without bound so the media path never waits.
+    pub fn observe(&self) -> mpsc::UnboundedReceiver<RoomEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.observers.lock().expect("observers lock").push(tx);
+        rx
+    }
+
+    fn emit(&self, ev: RoomEvent) {
+        self.observers.lock().expect("observers lock").retain(|tx| tx.send(ev.clone()).is_ok());
+    }
+
+    /// Enter `key` as anchor `userid`. An existing anchor with that identity is replaced and told so.
+    pub fn join(self: &Arc<Self>, key: RoomKey, userid: &str, source: SourceKind) -> AnchorPublisher {
+        let (kick, kicked) = watch::channel(None);
+        let participant = Arc::new(Participant {
+            userid: userid.to_string(),
+            source,
+            started_at: SystemTime::now(),
+            session: self.next_session.fetch_add(1, Ordering::Relaxed),
+            video: Track::new(Codec::H264),
+            audio: Track::new(Codec::Opus),
+            video_info: Mutex::default(),
+            audio_info: Mutex::default(),
+            kick,
+        });
+        // Events are emitted under the hub lock so their order is the order of the changes.
+        let mut rooms = self.rooms.lock().expect("hub lock");
+        let room = match rooms.get(&key) {
+            Some(r) => r.clone(),
+            None => {
+                let r = Arc::new(Room { key: key.clone(), created_at: SystemTime::now(), participants: Mutex::default() });
+                rooms.insert(key.clone(), r.clone());
+                self.emit(RoomEvent::RoomCreated { key: key.clone(), userid: userid.to_string() });
+                r
+            }
+        };
+        let old = room.participants.lock().expect("room lock").insert(userid.to_string(), participant.clone());
+        if let Some(old) = old {
+            Self::close_participant(&old);
+            let _ = old.kick.send(Some(LeaveReason::Replaced));
+            self.emit(RoomEvent::AnchorLeft { key: key.clone(), userid: userid.to_string(), reason: LeaveReason::Replaced });
+            tracing::info!(sdkappid = key.sdkappid, room = %key.room, userid, "anchor replaced by a new publisher");
+        }
+        self.emit(RoomEvent::AnchorEntered { key: key.clone(), userid: userid.to_string(), source });
+        metrics::gauge!("roomgate_publishers", "source" => source_label(source)).increment(1.0);
+        drop(rooms);
+        AnchorPublisher { hub: self.clone(), room, participant, kicked, left: false }
+    }
+
+    fn close_participant(p: &Participant) {
+        p.video.close();
+        p.audio.close();
+        metrics::gauge!("roomgate_publishers", "source" => source_label(p.source)).decrement(1.0);
+    }
+
+    fn leave(&self, room: &Arc<Room>, participant: &Arc<Participant>, reason: LeaveReason) {
+        let mut rooms = self.rooms.lock().expect("hub lock");
+        let mut members = room.participants.lock().expect("room lock");
+        // Only the current holder of the identity leaves; a replaced one already left.
+        let current = members.get(&participant.userid).is_some_and(|p| p.session == participant.session);
+        if !current {
+            return;
+        }
+        members.remove(&participant.userid);
+        Self::close_participant(participant);
+        self.emit(RoomEvent::AnchorLeft { key: room.key.clone(), userid: participant.userid.clone(), reason });
+        if members.is_empty() {
+            if rooms.get(&room.key).is_some_and(|r| Arc::ptr_eq(r, room)) {
+                rooms.remove(&room.key);
+            }
+            self.emit(RoomEvent::RoomDismissed { key: room.key.clone() });
+        }
+    }
+
+    pub fn rooms(&self) -> Vec<Arc<Room>> {
+        let mut v: Vec<_> = self.rooms.lock().expect("hub lock").values().cloned().collect();
+        v.sort_by_key(|r| r.created_at);
+        v
+    }
+
+    pub fn room(&self, key: &RoomKey) -> Option<Arc<Room>> {
+        self.rooms.lock().expect("hub lock").get(key).cloned()
+    }
+
+    pub fn participant(&self, key: &RoomKey, userid: &str) -> Option<Arc<Participant>> {
+        self.room(key)?.participant(userid)
+    }
+}
+
+fn source_label(s: SourceKind) -> &'static str {
+    match s {
+        SourceKind::Rtmp => "rtmp",
+        SourceKind::Whip => "whip",
+        SourceKind::Pull => "pull",
+    }
+}
+
+/// The publishing side of an anchor. Dropping it takes the anchor out of its room.
+pub struct AnchorPublisher {
+    hub: Arc<RoomHub>,
+    room: Arc<Room>,
+    participant: Arc<Participant>,
+    kicked: watch::Receiver<Option<LeaveReason>>,
+    left: bool,
+}
+
+impl AnchorPublisher {
+    pub fn participant(&self) -> &Arc<Participant> {
+        &self.participant
+    }
+
+    /// A handle that publishes into this anchor's tracks from another thread (e.g. a transcoder).
+    pub fn sink(&self) -> AnchorSink {
+        AnchorSink { hub: self.hub.clone(), key: self.room.key.clone(), participant: self.participant.clone() }
+    }
+
+    pub fn publish(&self, frame: Frame) -> bool {
+        self.sink().publish(frame)
+    }
+
+    pub fn set_video_info(&self, info: TrackInfo) {
+        *self.participant.video_info.lock().expect("info lock") = info;
+    }
+
+    pub fn set_audio_info(&self, info: TrackInfo) {
+        *self.participant.audio_info.lock().expect("info lock") = info;
+    }
+
+    /// A signal that becomes `Some(reason)` when another publisher takes over this identity.
+    pub fn kick_signal(&self) -> watch::Receiver<Option<LeaveReason>> {
+        self.kicked.clone()
+    }
+
+    /// Resolves when another publisher took over this identity.
+    pub async fn replaced(&mut self) -> LeaveReason {
+        loop {
+            if let Some(r) = self.kicked.borrow().clone() {
+                return r;
+            }
+            if self.kicked.changed().await.is_err() {
+                return LeaveReason::Normal;
+            }
+        }
+    }
+
+    /// Leave the room with a reason (dropping leaves with `Normal`).
+    pub fn leave(mut self, reason: LeaveReason) {
+        self.left = true;
+        self.hub.leave(&self.room, &self.participant, reason);
+    }
+}
+
+impl Drop for AnchorPublisher {
+    fn drop(&mut self) {
+        if !self.left {
+            self.hub.leave(&self.room, &self.participant, LeaveReason::Normal);
+        }
+    }
+}
+
+/// Publishes frames into one anchor's tracks. Cheap to clone; publishing after the anchor left does nothing.
+#[derive(Clone)]
+pub struct AnchorSink {
+    hub: Arc<RoomHub>,
+    key: RoomKey,
+    participant: Arc<Participant>,
+}
+
+impl AnchorSink {
+    pub fn publish(&self, frame: Frame) -> bool {
+        let track = self.participant.track(frame.codec);
+        let first = !track.has_media();
+        let codec = frame.codec;
+        let ok = track.publish(frame);
+        if ok && first {
+            self.hub.emit(RoomEvent::MediaStarted { key: self.key.clone(), userid: self.participant.userid.clone(), codec });
+        }
+        ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::time::Instant;
+
+    fn key(room: &str) -> RoomKey {
+        RoomKey { sdkappid: 1, room: RoomRef::Str(room.into()) }
+    }
+
+    #[tokio::test]
+    async fn rooms_live_while_they_have_anchors() {
+        let hub = RoomHub::new();
+        let mut ev = hub.observe();
+        let a = hub.join(key("r"), "a", SourceKind::Rtmp);
+        let b = hub.join(key("r"), "b", SourceKind::Rtmp);
+        assert_eq!(hub.room(&key("r")).unwrap().participants().len(), 2);
+        drop(a);
+        assert!(hub.room(&key("r")).is_some());
+        b.leave(LeaveReason::Timeout);
+        assert!(hub.room(&key("r")).is_none());
+        let mut kinds = vec![];
+        while let Ok(e) = ev.try_recv() {
+            kinds.push(match e {
+                RoomEvent::RoomCreated { .. } => "101",
+                RoomEvent::RoomDismissed { .. } => "102",
+                RoomEvent::AnchorEntered { .. } => "103",
+                RoomEvent::AnchorLeft { .. } => "104",
+                RoomEvent::MediaStarted { .. } => "20x",
+            });
+        }
+        assert_eq!(kinds, vec!["101", "103", "103", "104", "104", "102"]);
+    }
+
+    #[tokio::test]
+    async fn second_publisher_replaces_first() {
+        let hub = RoomHub::new();
+        let mut first = hub.join(key("r"), "a", SourceKind::Rtmp);
+        let mut sub = first.participant().video.subscribe();
+        let second = hub.join(key("r"), "a", SourceKind::Rtmp);
+        assert_eq!(first.replaced().await, LeaveReason::Replaced);
+        assert!(sub.recv().await.is_none(), "viewers of the replaced anchor see its end");
+        assert!(!first.publish(Frame { codec: Codec::H264, pts: 0, keyframe: true, data: Bytes::new(), received_at: Instant::now() }));
+        drop(first); // must not remove the new anchor
+        let room = hub.room(&key("r")).unwrap();
+        assert_eq!(room.participants().len(), 1);
+        assert!(Arc::ptr_eq(room.participant("a").as_ref().unwrap(), second.participant()));
+    }
+}
