@@ -123,8 +123,6 @@ struct Pipeline {
     fifo: Vec<f32>,
     /// Output timestamp (48 kHz) of the first sample in `fifo`; set by the first input.
     next_pts: Option<i64>,
-    /// When the oldest sample in `fifo` was received.
-    fifo_received_at: Option<Instant>,
 }
 
 impl Pipeline {
@@ -153,7 +151,7 @@ impl Pipeline {
         opts.set("application", "audio");
         opts.set("frame_duration", "20");
         let encoder = enc.open_as_with(enc_codec, opts)?;
-        Ok(Pipeline { decoder, resampler: None, encoder, fifo: Vec::with_capacity(OPUS_FRAME_SAMPLES * CHANNELS * 4), next_pts: None, fifo_received_at: None })
+        Ok(Pipeline { decoder, resampler: None, encoder, fifo: Vec::with_capacity(OPUS_FRAME_SAMPLES * CHANNELS * 4), next_pts: None })
     }
 
     fn push(&mut self, input: &Input, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
@@ -163,13 +161,14 @@ impl Pipeline {
         let mut decoded = ff::frame::Audio::empty();
         while self.decoder.receive_frame(&mut decoded).is_ok() {
             let ts_ms = decoded.pts().unwrap_or(input.ts_ms as i64);
-            self.resample_into_fifo(&decoded, ts_ms, input.received_at)?;
-            self.encode_ready(out)?;
+            self.resample_into_fifo(&decoded, ts_ms)?;
+            // A frame is in hand when the input that completes it arrived.
+            self.encode_ready(input.received_at, out)?;
         }
         Ok(())
     }
 
-    fn resample_into_fifo(&mut self, decoded: &ff::frame::Audio, ts_ms: i64, received_at: Instant) -> Result<(), TranscodeError> {
+    fn resample_into_fifo(&mut self, decoded: &ff::frame::Audio, ts_ms: i64) -> Result<(), TranscodeError> {
         let layout = if decoded.channel_layout().bits() == 0 {
             ff::ChannelLayout::default(decoded.channels() as i32)
         } else {
@@ -191,7 +190,11 @@ impl Pipeline {
         }
         let mut input = decoded.clone();
         input.set_channel_layout(layout);
-        let mut resampled = ff::frame::Audio::empty();
+        // Size the output for the rate ratio plus what swr holds back; ffmpeg-next would size it to the input's
+        // sample count, which leaves ~8% of 44.1 -> 48 kHz audio stuck inside swr on every call (a growing lag).
+        let capacity = decoded.samples() * AUDIO_CLOCK as usize / decoded.rate().max(1) as usize + 256;
+        let mut resampled = ff::frame::Audio::new(target, capacity, ff::ChannelLayout::STEREO);
+        resampled.set_rate(AUDIO_CLOCK);
         self.resampler.as_mut().expect("resampler set above").run(&input, &mut resampled)?;
         let n = resampled.samples() * CHANNELS;
         let bytes = &resampled.data(0)[..n * 4];
@@ -207,14 +210,11 @@ impl Pipeline {
             }
             _ => {}
         }
-        if self.fifo.is_empty() {
-            self.fifo_received_at = Some(received_at);
-        }
         self.fifo.extend(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])));
         Ok(())
     }
 
-    fn encode_ready(&mut self, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
+    fn encode_ready(&mut self, received_at: Instant, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
         let per_frame = OPUS_FRAME_SAMPLES * CHANNELS;
         while self.fifo.len() >= per_frame {
             let pts = self.next_pts.unwrap_or(0).max(0);
@@ -228,7 +228,6 @@ impl Pipeline {
             for (dst, src) in frame.data_mut(0).chunks_exact_mut(4).zip(self.fifo.drain(..per_frame)) {
                 dst.copy_from_slice(&src.to_ne_bytes());
             }
-            let received_at = self.fifo_received_at.unwrap_or_else(Instant::now);
             self.next_pts = Some(pts + OPUS_FRAME_SAMPLES as i64);
             self.encoder.send_frame(&frame)?;
             let mut packet = ff::Packet::empty();
@@ -238,9 +237,6 @@ impl Pipeline {
                     out(Frame { codec: Codec::Opus, pts: pts as u64, keyframe: false, data: Bytes::copy_from_slice(data), received_at });
                 }
             }
-        }
-        if self.fifo.is_empty() {
-            self.fifo_received_at = None;
         }
         Ok(())
     }
