@@ -284,3 +284,20 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
     assert!(p.video.stats().frames > before + 20, "frames keep arriving");
     good.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mp3_audio_is_transcoded_to_opus_too() {
+    let gw = start_gateway().await;
+    let ff = Ffmpeg::push(&lavfi_slow(20), "-c:v libx264 -profile:v baseline -c:a libmp3lame -ar 44100", &gw.push_url("rm", "mp3", &usersig("mp3")));
+    let p = gw.wait_anchor("rm", "mp3", Duration::from_secs(15)).await.unwrap();
+    let mut audio = p.audio.subscribe();
+    let mut packets = vec![];
+    while packets.len() < 100 {
+        let f = tokio::time::timeout(Duration::from_secs(10), audio.recv()).await.expect("Opus packets flow").expect("track open");
+        packets.push(f);
+    }
+    let (samples, peak) = decode_opus(&packets);
+    assert!(samples >= 90 * 960 && peak > 0.05, "{samples} samples, peak {peak}");
+    assert_eq!(p.audio_info().source_codec, "mp3");
+    ff.kill().await;
+}

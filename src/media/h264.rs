@@ -240,8 +240,8 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let w_mbs = r.ue()? + 1;
-    let h_map_units = r.ue()? + 1;
+    let w_mbs = r.ue()?.saturating_add(1);
+    let h_map_units = r.ue()?.saturating_add(1);
     let frame_mbs_only = r.bit()?;
     if !frame_mbs_only {
         r.bit()?;
@@ -264,11 +264,14 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
     };
     let crop_unit_x = if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_w };
     let crop_unit_y = (if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_h }) * (2 - frame_mbs_only as u32);
-    let width = (w_mbs * 16).checked_sub(crop_unit_x * (cl + cr)).ok_or(H264Error::BadSps("cropping"))?;
-    let height = (h_map_units * 16 * (2 - frame_mbs_only as u32))
-        .checked_sub(crop_unit_y * (ct + cb))
+    // Crop offsets come straight from the bitstream: compute in u64 so hostile values cannot overflow.
+    let width = (w_mbs as u64 * 16)
+        .checked_sub(crop_unit_x as u64 * (cl as u64 + cr as u64))
         .ok_or(H264Error::BadSps("cropping"))?;
-    Ok(SpsInfo { profile_idc, constraint_flags, level_idc, width, height })
+    let height = (h_map_units as u64 * 16 * (2 - frame_mbs_only as u64))
+        .checked_sub(crop_unit_y as u64 * (ct as u64 + cb as u64))
+        .ok_or(H264Error::BadSps("cropping"))?;
+    Ok(SpsInfo { profile_idc, constraint_flags, level_idc, width: width as u32, height: height as u32 })
 }
 
 fn skip_scaling_list(r: &mut BitReader, size: usize) -> Result<(), H264Error> {
@@ -276,7 +279,7 @@ fn skip_scaling_list(r: &mut BitReader, size: usize) -> Result<(), H264Error> {
     for _ in 0..size {
         if next != 0 {
             let delta = r.se()?;
-            next = (last + delta + 256) % 256;
+            next = (last as i64 + delta as i64).rem_euclid(256) as i32;
         }
         if next != 0 {
             last = next;
@@ -388,6 +391,54 @@ mod tests {
         assert!(AvcConfig::parse(&Bytes::from_static(&[1, 2, 3])).is_err());
         assert!(AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe1, 0, 50, 0x67])).is_err());
         assert_eq!(AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe0, 0])), Err(H264Error::NoParameterSets));
+    }
+
+    #[test]
+    fn hostile_crop_offsets_are_errors() {
+        // Found by the media_parsers fuzz target: crop offsets near u32::MAX overflowed.
+        let mut w = BitWriter::default();
+        w.bits(0x67, 8);
+        w.bits(66, 8);
+        w.bits(0, 8);
+        w.bits(31, 8);
+        for v in [0, 0, 0, 0, 1] {
+            w.ue(v); // sps id, log2_max_frame_num, poc type 0, log2_max_poc_lsb, max_num_ref_frames
+        }
+        w.bits(0, 1); // gaps
+        w.ue(79);
+        w.ue(44);
+        w.bits(1, 1); // frame_mbs_only
+        w.bits(1, 1); // direct_8x8
+        w.bits(1, 1); // cropping
+        for _ in 0..4 {
+            w.ue(u32::MAX - 1);
+        }
+        w.bits(1, 8);
+        assert_eq!(parse_sps(&w.bytes), Err(H264Error::BadSps("cropping")));
+    }
+
+    #[derive(Default)]
+    struct BitWriter {
+        bytes: Vec<u8>,
+        n: usize,
+    }
+    impl BitWriter {
+        fn bits(&mut self, v: u64, count: u32) {
+            for i in (0..count).rev() {
+                if self.n % 8 == 0 {
+                    self.bytes.push(0);
+                }
+                let bit = ((v >> i) & 1) as u8;
+                *self.bytes.last_mut().unwrap() |= bit << (7 - self.n % 8);
+                self.n += 1;
+            }
+        }
+        fn ue(&mut self, v: u32) {
+            let x = v as u64 + 1;
+            let len = 64 - x.leading_zeros();
+            self.bits(0, len - 1);
+            self.bits(x, len);
+        }
     }
 
     #[test]

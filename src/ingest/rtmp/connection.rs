@@ -136,6 +136,12 @@ impl RtmpConnection {
             if matches!(msg.type_id, MSG_SET_CHUNK_SIZE | MSG_ABORT) {
                 continue; // chunking is ours; rml sees whole messages only
             }
+            match msg.type_id {
+                MSG_AMF0_COMMAND => check_amf0_command(&msg.payload)?,
+                // "AMF3" commands: rml decodes them as AMF0, after a leading 0 byte if there is one.
+                MSG_AMF3_COMMAND => check_amf0_command(msg.payload.strip_prefix(&[0u8]).unwrap_or(&msg.payload))?,
+                _ => {}
+            }
             let payload = MessagePayload {
                 timestamp: RtmpTimestamp::new(msg.timestamp),
                 type_id: msg.type_id,
@@ -143,7 +149,10 @@ impl RtmpConnection {
                 data: msg.payload,
             };
             let packet = session.forward.serialize(&payload, true, false).map_err(|e| malformed(&format!("{e:?}")))?;
-            let results = session.rml.handle_input(&packet.bytes).map_err(|e| malformed(&format!("{e:?}")))?;
+            // rml_rtmp panics on some malformed input; contain it to this connection as a protocol error.
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.rml.handle_input(&packet.bytes)))
+                .map_err(|_| Refusal::Malformed("message the RTMP session layer could not parse".into()))?
+                .map_err(|e| malformed(&format!("{e:?}")))?;
             for r in results {
                 match r {
                     ServerSessionResult::OutboundResponse(p) => actions.push(Action::Send(p.bytes)),
@@ -312,6 +321,19 @@ fn status_error(chunk_size: u32, stream_id: u32, code: &str, description: &str) 
     Some(ser.serialize(&payload, true, false).ok()?.bytes)
 }
 
+const MSG_AMF0_COMMAND: u8 = 20;
+const MSG_AMF3_COMMAND: u8 = 17;
+
+/// rml_rtmp expects at least a name, a transaction id and a command object and panics otherwise; check first.
+fn check_amf0_command(payload: &[u8]) -> Result<(), Refusal> {
+    let mut cursor = std::io::Cursor::new(payload);
+    let values = rml_amf0::deserialize(&mut cursor).map_err(|e| Refusal::Malformed(format!("AMF0 command: {e:?}")))?;
+    match values.as_slice() {
+        [Amf0Value::Utf8String(_), Amf0Value::Number(_), _, ..] => Ok(()),
+        _ => Err(Refusal::Malformed("AMF0 command without name, transaction id and command object".into())),
+    }
+}
+
 /// Split `<room>?k=v&..` into the room and its parameters; parameters on the app name (`push?k=v`) count too.
 pub fn parse_stream_key(stream_key: &str, app_query: &str) -> (String, HashMap<String, String>) {
     let (room, query) = stream_key.split_once('?').unwrap_or((stream_key, ""));
@@ -327,6 +349,15 @@ pub fn parse_stream_key(stream_key: &str, app_query: &str) -> (String, HashMap<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_amf0_commands_are_refused_not_panics() {
+        // Found by the rtmp_connection fuzz target: rml_rtmp drains 3 values from any command.
+        let one_value = rml_amf0::serialize(&vec![Amf0Value::Utf8String("connect".into())]).unwrap();
+        assert!(matches!(check_amf0_command(&one_value), Err(Refusal::Malformed(_))));
+        let ok = rml_amf0::serialize(&vec![Amf0Value::Utf8String("connect".into()), Amf0Value::Number(1.0), Amf0Value::Null]).unwrap();
+        assert!(check_amf0_command(&ok).is_ok());
+    }
 
     #[test]
     fn stream_keys() {
