@@ -12,13 +12,19 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid config: {0}")]
     Invalid(String),
     #[error("environment variable {var}: {why}")]
     Env { var: String, why: String },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,7 +103,9 @@ impl Default for Config {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "0.0.0.0:8080".parse().expect("valid address") }
+        HttpConfig {
+            listen: "0.0.0.0:8080".parse().expect("valid address"),
+        }
     }
 }
 
@@ -118,43 +126,76 @@ impl Default for RtmpConfig {
 
 impl Default for AudioConfig {
     fn default() -> Self {
-        AudioConfig { opus_bitrate: 64_000 }
+        AudioConfig {
+            opus_bitrate: 64_000,
+        }
     }
 }
 
 impl Config {
     /// Defaults, then `file` (if any), then the given environment variables.
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
-        let mut value = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default())
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-            let file_value: toml::Value = toml::from_str(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.into(),
+                source,
+            })?;
+            let file_value: toml::Value = toml::from_str(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
             merge(&mut value, file_value);
         }
         // Round-trip through `Config` so every key exists (serde defaults included) before the environment
         // is resolved against the key tree; file errors are reported here, before any env error.
-        let normalized: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        let normalized: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
         let mut normalized = normalized;
         let env: Vec<(String, String)> = env.into_iter().collect();
         // Apps named only in the environment (ROOMGATE_APPS_<n>_...) start from an empty template.
         let wanted_apps = env
             .iter()
-            .filter_map(|(k, _)| k.strip_prefix("ROOMGATE_APPS_")?.split('_').next()?.parse::<usize>().ok())
+            .filter_map(|(k, _)| {
+                k.strip_prefix("ROOMGATE_APPS_")?
+                    .split('_')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
             .map(|i| i + 1)
             .max()
             .unwrap_or(0);
         while normalized.apps.len() < wanted_apps {
-            normalized.apps.push(AppConfig { sdkappid: 0, secret_key: String::new(), require_private_map_key: false, name: String::new() });
+            normalized.apps.push(AppConfig {
+                sdkappid: 0,
+                secret_key: String::new(),
+                require_private_map_key: false,
+                name: String::new(),
+            });
         }
-        let mut value = toml::Value::try_from(normalized).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut value =
+            toml::Value::try_from(normalized).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (var, raw) in env {
-            let Some(rest) = var.strip_prefix("ROOMGATE_") else { continue };
+            let Some(rest) = var.strip_prefix("ROOMGATE_") else {
+                continue;
+            };
             if rest == "CONFIG" {
                 continue;
             }
-            set_by_env_path(&mut value, &rest.to_ascii_lowercase(), &raw).map_err(|why| ConfigError::Env { var: var.clone(), why })?;
+            set_by_env_path(&mut value, &rest.to_ascii_lowercase(), &raw).map_err(|why| {
+                ConfigError::Env {
+                    var: var.clone(),
+                    why,
+                }
+            })?;
         }
-        let config: Config = value.try_into().map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        let config: Config = value
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -163,20 +204,30 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for app in &self.apps {
             if !seen.insert(app.sdkappid) {
-                return Err(ConfigError::Invalid(format!("app {} is configured twice", app.sdkappid)));
+                return Err(ConfigError::Invalid(format!(
+                    "app {} is configured twice",
+                    app.sdkappid
+                )));
             }
             if app.sdkappid == 0 {
                 return Err(ConfigError::Invalid("an app has no sdkappid".into()));
             }
             if app.secret_key.is_empty() {
-                return Err(ConfigError::Invalid(format!("app {} has an empty secret_key", app.sdkappid)));
+                return Err(ConfigError::Invalid(format!(
+                    "app {} has an empty secret_key",
+                    app.sdkappid
+                )));
             }
         }
         if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {
-            return Err(ConfigError::Invalid("audio.opus_bitrate must be within 6000..=510000".into()));
+            return Err(ConfigError::Invalid(
+                "audio.opus_bitrate must be within 6000..=510000".into(),
+            ));
         }
         if self.rtmp.chunk_size < 128 || self.rtmp.chunk_size > self.rtmp.max_chunk_size {
-            return Err(ConfigError::Invalid("rtmp.chunk_size must be within 128..=rtmp.max_chunk_size".into()));
+            return Err(ConfigError::Invalid(
+                "rtmp.chunk_size must be within 128..=rtmp.max_chunk_size".into(),
+            ));
         }
         Ok(())
     }
@@ -193,11 +244,14 @@ impl Config {
         }
         let path = self.data_dir.join("demo-app.toml");
         let app = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str::<AppConfig>(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
+            Ok(text) => toml::from_str::<AppConfig>(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let app = AppConfig {
                     sdkappid: 1_400_000_000 + rand::random_range(0..100_000_000u64),
-                    secret_key: (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
+                    secret_key: (0..32)
+                        .map(|_| format!("{:02x}", rand::random::<u8>()))
+                        .collect(),
                     require_private_map_key: false,
                     name: "demo".into(),
                 };
@@ -213,7 +267,10 @@ impl Config {
 
 fn write_private(path: &Path, text: &str) -> Result<(), ConfigError> {
     use std::io::Write;
-    let err = |source| ConfigError::Write { path: path.into(), source };
+    let err = |source| ConfigError::Write {
+        path: path.into(),
+        source,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
@@ -264,10 +321,16 @@ fn set_by_env_path(node: &mut toml::Value, path: &str, raw: &str) -> Result<(), 
             Err(format!("no configuration key matches {path:?}"))
         }
         toml::Value::Array(a) => {
-            let (idx, rest) = path.split_once('_').ok_or_else(|| format!("{path:?} needs an index and a key"))?;
-            let idx: usize = idx.parse().map_err(|_| format!("{idx:?} is not an array index"))?;
+            let (idx, rest) = path
+                .split_once('_')
+                .ok_or_else(|| format!("{path:?} needs an index and a key"))?;
+            let idx: usize = idx
+                .parse()
+                .map_err(|_| format!("{idx:?} is not an array index"))?;
             let len = a.len();
-            let elem = a.get_mut(idx).ok_or_else(|| format!("index {idx} is past the {len} elements"))?;
+            let elem = a
+                .get_mut(idx)
+                .ok_or_else(|| format!("index {idx} is past the {len} elements"))?;
             set_by_env_path(elem, rest, raw)
         }
         _ => Err("not a table".into()),
@@ -277,13 +340,21 @@ fn set_by_env_path(node: &mut toml::Value, path: &str, raw: &str) -> Result<(), 
 fn typed_like(existing: Option<&toml::Value>, raw: &str) -> Result<toml::Value, String> {
     Ok(match existing {
         Some(toml::Value::String(_)) => toml::Value::String(raw.into()),
-        Some(toml::Value::Integer(_)) => toml::Value::Integer(raw.trim().parse().map_err(|_| format!("{raw:?} is not an integer"))?),
+        Some(toml::Value::Integer(_)) => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not an integer"))?,
+        ),
         Some(toml::Value::Boolean(_)) => toml::Value::Boolean(match raw.trim() {
             "1" | "true" | "yes" | "on" => true,
             "0" | "false" | "no" | "off" => false,
             _ => return Err(format!("{raw:?} is not a boolean")),
         }),
-        Some(toml::Value::Float(_)) => toml::Value::Float(raw.trim().parse().map_err(|_| format!("{raw:?} is not a number"))?),
+        Some(toml::Value::Float(_)) => toml::Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("{raw:?} is not a number"))?,
+        ),
         _ => toml::Value::String(raw.into()),
     })
 }
@@ -293,7 +364,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -309,7 +383,11 @@ mod tests {
     fn file_then_env() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("roomgate.toml");
-        std::fs::write(&f, "[rtmp]\nlisten = \"127.0.0.1:2935\"\n[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\n").unwrap();
+        std::fs::write(
+            &f,
+            "[rtmp]\nlisten = \"127.0.0.1:2935\"\n[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&f),
             env(&[
@@ -331,33 +409,56 @@ mod tests {
         assert_eq!(c.audio.opus_bitrate, 96000);
         assert_eq!(c.apps[0].secret_key, "123", "string keys stay strings");
         assert!(c.apps[0].require_private_map_key);
-        assert_eq!((c.apps[1].sdkappid, c.apps[1].secret_key.as_str()), (8, "other"));
+        assert_eq!(
+            (c.apps[1].sdkappid, c.apps[1].secret_key.as_str()),
+            (8, "other")
+        );
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
     }
 
     #[test]
     fn bad_values_are_named() {
-        let e = Config::load(None, env(&[("ROOMGATE_RTMP_NOPE", "1")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("ROOMGATE_RTMP_NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ROOMGATE_RTMP_NOPE"), "{e}");
-        let e = Config::load(None, env(&[("ROOMGATE_AUDIO_OPUS_BITRATE", "lots")])).unwrap_err().to_string();
+        let e = Config::load(None, env(&[("ROOMGATE_AUDIO_OPUS_BITRATE", "lots")]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("not an integer"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(&f, "[rtmp]\nlisen = \"x\"\n").unwrap();
-        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("lisen"));
+        assert!(Config::load(Some(&f), vec![])
+            .unwrap_err()
+            .to_string()
+            .contains("lisen"));
     }
 
     #[test]
     fn demo_app_is_created_once_with_private_mode() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Config { data_dir: dir.path().join("data"), ..Config::default() };
+        let mut c = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
         let app = c.ensure_demo_app().unwrap().unwrap();
-        let mut c2 = Config { data_dir: dir.path().join("data"), ..Config::default() };
-        assert_eq!(c2.ensure_demo_app().unwrap().unwrap(), app, "the stored key is reused");
+        let mut c2 = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        assert_eq!(
+            c2.ensure_demo_app().unwrap().unwrap(),
+            app,
+            "the stored key is reused"
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("data/demo-app.toml")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("data/demo-app.toml"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         assert_eq!(c.apps.len(), 1);

@@ -13,7 +13,11 @@ use tokio::task::JoinHandle;
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub struct Gateway {
@@ -30,7 +34,9 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ])
                 .expect("static buckets are valid");
             match builder.install_recorder() {
                 Ok(h) => h,
@@ -50,9 +56,18 @@ impl Gateway {
 
         let rtmp_addr = if config.rtmp.enabled {
             let addr = config.rtmp.listen;
-            let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { what: "rtmp", addr, source })?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    what: "rtmp",
+                    addr,
+                    source,
+                })?;
             let bound = l.local_addr().expect("bound socket has an address");
-            let ctx = Arc::new(RtmpContext { hub: hub.clone(), config: config.clone() });
+            let ctx = Arc::new(RtmpContext {
+                hub: hub.clone(),
+                config: config.clone(),
+            });
             tasks.push(tokio::spawn(rtmp::serve(l, ctx)));
             Some(bound)
         } else {
@@ -60,16 +75,31 @@ impl Gateway {
         };
 
         let addr = config.http.listen;
-        let l = tokio::net::TcpListener::bind(addr).await.map_err(|source| GatewayError::Bind { what: "http", addr, source })?;
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                what: "http",
+                addr,
+                source,
+            })?;
         let http_addr = l.local_addr().expect("bound socket has an address");
-        let app = api::router(ApiState { hub: hub.clone(), metrics });
+        let app = api::router(ApiState {
+            hub: hub.clone(),
+            metrics,
+        });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         }));
 
-        Ok(Gateway { config, hub, http_addr, rtmp_addr, tasks })
+        Ok(Gateway {
+            config,
+            hub,
+            http_addr,
+            rtmp_addr,
+            tasks,
+        })
     }
 
     /// Stop accepting; tasks are aborted.

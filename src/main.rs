@@ -7,7 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "roomgate", version, about = "Self-hosted media ingest gateway: RTMP push into rooms as virtual anchors (TRTC-compatible)")]
+#[command(
+    name = "roomgate",
+    version,
+    about = "Self-hosted media ingest gateway: RTMP push into rooms as virtual anchors (TRTC-compatible)"
+)]
 struct Cli {
     /// Config file (TOML). Every key can also be set as ROOMGATE_<KEY PATH>, e.g. ROOMGATE_RTMP_LISTEN.
     #[arg(long, short, global = true, env = "ROOMGATE_CONFIG")]
@@ -46,16 +50,19 @@ enum Command {
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {
-    let mut config = Config::load(cli.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    let mut config =
+        Config::load(cli.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
     if let Some(d) = &cli.data_dir {
         config.data_dir = d.clone();
     }
     Ok(config)
 }
 
-fn app_for<'a>(config: &'a Config, sdkappid: Option<u64>) -> Result<&'a AppConfig, String> {
+fn app_for(config: &Config, sdkappid: Option<u64>) -> Result<&AppConfig, String> {
     match sdkappid {
-        Some(id) => config.app(id).ok_or_else(|| format!("sdkappid {id} is not configured")),
+        Some(id) => config
+            .app(id)
+            .ok_or_else(|| format!("sdkappid {id} is not configured")),
         None if config.apps.len() == 1 => Ok(&config.apps[0]),
         None => Err("several apps are configured: pass --sdkappid".into()),
     }
@@ -94,16 +101,30 @@ fn main() {
 
 fn serve(mut config: Config) -> Result<(), String> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("log filter: {e}"))?)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .map_err(|e| format!("log filter: {e}"))?,
+        )
         .init();
     let demo = config.ensure_demo_app().map_err(|e| e.to_string())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let gw = roomgate::Gateway::start(config).await.map_err(|e| e.to_string())?;
+        let gw = roomgate::Gateway::start(config)
+            .await
+            .map_err(|e| e.to_string())?;
         let host = &gw.config.public_host;
         tracing::info!(http = %gw.http_addr, rtmp = ?gw.rtmp_addr, "roomgate is running");
         if let Some(app) = demo {
-            print_demo(&app, host, gw.rtmp_addr.map(|a| a.port()), gw.http_addr.port(), &gw.config.data_dir);
+            print_demo(
+                &app,
+                host,
+                gw.rtmp_addr.map(|a| a.port()),
+                gw.http_addr.port(),
+                &gw.config.data_dir,
+            );
         }
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         tracing::info!("shutting down");
@@ -111,16 +132,39 @@ fn serve(mut config: Config) -> Result<(), String> {
     })
 }
 
-fn print_demo(app: &AppConfig, host: &str, rtmp_port: Option<u16>, http_port: u16, data_dir: &std::path::Path) {
+fn print_demo(
+    app: &AppConfig,
+    host: &str,
+    rtmp_port: Option<u16>,
+    http_port: u16,
+    data_dir: &std::path::Path,
+) {
     let userid = "demo_anchor";
     let room = "demo_room";
-    let sig = UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), 7 * 86400, None);
-    let key = format!("{room}?sdkappid={}&userid={userid}&usersig={sig}", app.sdkappid);
+    let sig = UserSig::generate(
+        app.sdkappid,
+        &app.secret_key,
+        userid,
+        unix_now(),
+        7 * 86400,
+        None,
+    );
+    let key = format!(
+        "{room}?sdkappid={}&userid={userid}&usersig={sig}",
+        app.sdkappid
+    );
     println!();
-    println!("No [[apps]] configured: using the demo app (key stored in {}).", data_dir.join("demo-app.toml").display());
+    println!(
+        "No [[apps]] configured: using the demo app (key stored in {}).",
+        data_dir.join("demo-app.toml").display()
+    );
     println!("  sdkappid:   {}", app.sdkappid);
     if let Some(port) = rtmp_port {
-        let server = if port == 1935 { format!("rtmp://{host}/push/") } else { format!("rtmp://{host}:{port}/push/") };
+        let server = if port == 1935 {
+            format!("rtmp://{host}/push/")
+        } else {
+            format!("rtmp://{host}:{port}/push/")
+        };
         println!();
         println!("Push a test stream with ffmpeg (UserSig valid 7 days):");
         println!(

@@ -8,8 +8,10 @@ use roomgate::room::{LeaveReason, RoomEvent};
 use std::time::{Duration, Instant};
 use support::*;
 
-const BASELINE: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac -b:a 96k";
-const SMALL: &str = "-re -f lavfi -i testsrc2=size=320x240:rate=30 -f lavfi -i sine=frequency=440 -t 10";
+const BASELINE: &str =
+    "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac -b:a 96k";
+const SMALL: &str =
+    "-re -f lavfi -i testsrc2=size=320x240:rate=30 -f lavfi -i sine=frequency=440 -t 10";
 
 fn small_input() -> Vec<String> {
     SMALL.split(' ').map(String::from).collect()
@@ -23,8 +25,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
     let gw = start_gateway().await;
-    let ff = Ffmpeg::push(&lavfi_720p(14), BASELINE, &gw.push_url("room720", "anchor1", &usersig("anchor1")));
-    let p = gw.wait_anchor("room720", "anchor1", Duration::from_secs(15)).await.expect("anchor enters the room");
+    let ff = Ffmpeg::push(
+        &lavfi_720p(14),
+        BASELINE,
+        &gw.push_url("room720", "anchor1", &usersig("anchor1")),
+    );
+    let p = gw
+        .wait_anchor("room720", "anchor1", Duration::from_secs(15))
+        .await
+        .expect("anchor enters the room");
     let mut video = p.video.subscribe();
     let mut audio = p.audio.subscribe();
     let t0 = Instant::now();
@@ -71,12 +80,22 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
     assert!(v.len() > 250, "about 30 fps for 10 s, got {}", v.len());
     assert!(v[0].keyframe, "a subscriber starts on a keyframe");
     assert!(v.iter().all(|f| f.codec == Codec::H264));
-    assert_eq!(decode_h264_size(&v[..1]), Some((1280, 720)), "the keyframe decodes on its own to 1280x720");
+    assert_eq!(
+        decode_h264_size(&v[..1]),
+        Some((1280, 720)),
+        "the keyframe decodes on its own to 1280x720"
+    );
 
     assert!(a.len() > 400, "50 Opus packets per second, got {}", a.len());
     let (samples, peak) = decode_opus(&a);
-    assert!(samples >= a.len() * 960 * 9 / 10, "Opus decodes to 20 ms frames: {samples} samples");
-    assert!(peak > 0.05, "the sine is audible after transcoding (peak {peak})");
+    assert!(
+        samples >= a.len() * 960 * 9 / 10,
+        "Opus decodes to 20 ms frames: {samples} samples"
+    );
+    assert!(
+        peak > 0.05,
+        "the sine is audible after transcoding (peak {peak})"
+    );
     for w in a.windows(2) {
         assert_eq!(w[1].pts - w[0].pts, 960, "Opus timestamps advance by 20 ms");
     }
@@ -88,7 +107,10 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
             frames
                 .iter()
                 .filter(|f| f.pts_ms() >= 9_000)
-                .map(|f| f.pts_ms() as f64 + duration_ms - f.received_at.saturating_duration_since(t0).as_secs_f64() * 1000.0)
+                .map(|f| {
+                    f.pts_ms() as f64 + duration_ms
+                        - f.received_at.saturating_duration_since(t0).as_secs_f64() * 1000.0
+                })
                 .collect(),
         )
     };
@@ -99,7 +121,10 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
     ff.kill().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while gw.hub.room(&gw.key("room720")).is_some() {
-        assert!(Instant::now() < deadline, "the anchor leaves when the publisher goes away");
+        assert!(
+            Instant::now() < deadline,
+            "the anchor leaves when the publisher goes away"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -113,30 +138,61 @@ async fn bad_publishes_are_refused_with_the_reason() {
     let other_key = UserSig::generate(SDKAPPID, "another-key", "u1", unix_now(), 3600, None);
     let foreign = UserSig::generate(1400999999, KEY, "u1", unix_now(), 3600, None);
     let cases = [
-        (gw.push_url("r1", "u1", &other_key), "signature does not match"),
+        (
+            gw.push_url("r1", "u1", &other_key),
+            "signature does not match",
+        ),
         (gw.push_url("r1", "u1", &old), "expired"),
-        (format!("rtmp://{rtmp}/push/r1?sdkappid=1400999999&userid=u1&usersig={foreign}"), "unknown sdkappid 1400999999"),
-        (gw.push_url("bad.room", "u1", &usersig("u1")), "invalid room id"),
-        (gw.push_url("r1", "u1", &usersig("u2")), "issued for user id \"u2\""),
-        (format!("rtmp://{rtmp}/live/r1?sdkappid={SDKAPPID}&userid=u1&usersig={}", usersig("u1")), "RTMP app must be 'push'"),
-        (format!("rtmp://{rtmp}/push/r1?sdkappid={SDKAPPID}&userid=u1"), "missing usersig"),
+        (
+            format!("rtmp://{rtmp}/push/r1?sdkappid=1400999999&userid=u1&usersig={foreign}"),
+            "unknown sdkappid 1400999999",
+        ),
+        (
+            gw.push_url("bad.room", "u1", &usersig("u1")),
+            "invalid room id",
+        ),
+        (
+            gw.push_url("r1", "u1", &usersig("u2")),
+            "issued for user id \"u2\"",
+        ),
+        (
+            format!(
+                "rtmp://{rtmp}/live/r1?sdkappid={SDKAPPID}&userid=u1&usersig={}",
+                usersig("u1")
+            ),
+            "RTMP app must be 'push'",
+        ),
+        (
+            format!("rtmp://{rtmp}/push/r1?sdkappid={SDKAPPID}&userid=u1"),
+            "missing usersig",
+        ),
     ];
     for (url, why) in cases {
-        let (ok, stderr) = Ffmpeg::push(&small_input(), BASELINE, &url).finish(Duration::from_secs(20)).await;
+        let (ok, stderr) = Ffmpeg::push(&small_input(), BASELINE, &url)
+            .finish(Duration::from_secs(20))
+            .await;
         assert!(!ok, "{url} must fail");
-        assert!(stderr.contains("Server error") && stderr.contains(why), "ffmpeg should print {why:?}, got:\n{stderr}");
+        assert!(
+            stderr.contains("Server error") && stderr.contains(why),
+            "ffmpeg should print {why:?}, got:\n{stderr}"
+        );
     }
     assert!(gw.hub.rooms().is_empty());
     assert!(events.try_recv().is_err(), "nothing entered any room");
     let (_, metrics) = http_get(gw.http_addr, "/metrics").await;
-    assert!(metrics.contains("reason=\"usersig_expired\""), "refusals are counted by reason");
+    assert!(
+        metrics.contains("reason=\"usersig_expired\""),
+        "refusals are counted by reason"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_map_key_is_required_when_the_app_says_so() {
     let gw = start_gateway_with(|c| c.apps[0].require_private_map_key = true).await;
     let url = gw.push_url("r1", "u1", &usersig("u1"));
-    let (ok, stderr) = Ffmpeg::push(&small_input(), BASELINE, &url).finish(Duration::from_secs(20)).await;
+    let (ok, stderr) = Ffmpeg::push(&small_input(), BASELINE, &url)
+        .finish(Duration::from_secs(20))
+        .await;
     assert!(!ok && stderr.contains("privatemapkey"), "{stderr}");
     // With a grant for this string room and publish privileges, the same push is accepted.
     let grant = roomgate::auth::PrivateMapKey {
@@ -146,9 +202,23 @@ async fn private_map_key_is_required_when_the_app_says_so() {
         expires_at: (unix_now() + 3600) as u32,
         privileges: roomgate::auth::Privileges(255),
     };
-    let pmk = UserSig::generate(SDKAPPID, KEY, "u1", unix_now(), 3600, Some(&grant.to_userbuf()));
-    let ff = Ffmpeg::push(&small_input(), BASELINE, &format!("{url}&privatemapkey={pmk}"));
-    assert!(gw.wait_anchor("r1", "u1", Duration::from_secs(15)).await.is_some());
+    let pmk = UserSig::generate(
+        SDKAPPID,
+        KEY,
+        "u1",
+        unix_now(),
+        3600,
+        Some(&grant.to_userbuf()),
+    );
+    let ff = Ffmpeg::push(
+        &small_input(),
+        BASELINE,
+        &format!("{url}&privatemapkey={pmk}"),
+    );
+    assert!(gw
+        .wait_anchor("r1", "u1", Duration::from_secs(15))
+        .await
+        .is_some());
     ff.kill().await;
 }
 
@@ -157,9 +227,18 @@ async fn b_frames_end_the_publish_and_the_anchor_leaves_cleanly() {
     let gw = start_gateway().await;
     let mut events = gw.hub.observe();
     let url = gw.push_url("rb", "bframes", &usersig("bframes"));
-    let (ok, stderr) = Ffmpeg::push(&small_input(), "-c:v libx264 -profile:v high -bf 3 -c:a aac", &url).finish(Duration::from_secs(20)).await;
+    let (ok, stderr) = Ffmpeg::push(
+        &small_input(),
+        "-c:v libx264 -profile:v high -bf 3 -c:a aac",
+        &url,
+    )
+    .finish(Duration::from_secs(20))
+    .await;
     assert!(!ok);
-    assert!(stderr.contains("B-frames are not supported") && stderr.contains("-bf 0"), "{stderr}");
+    assert!(
+        stderr.contains("B-frames are not supported") && stderr.contains("-bf 0"),
+        "{stderr}"
+    );
     assert!(gw.hub.rooms().is_empty(), "no anchor is left behind");
     let mut left = None;
     while let Ok(e) = events.try_recv() {
@@ -179,9 +258,17 @@ async fn hevc_and_av1_over_enhanced_rtmp_are_refused() {
         let mut seq = vec![0x90];
         seq.extend_from_slice(tag);
         seq.extend_from_slice(&[1, 2, 3, 4]);
-        let out = tokio::task::spawn_blocking(move || support::rtmp_client::publish(addr, "push", &key, vec![seq])).await.unwrap();
+        let out = tokio::task::spawn_blocking(move || {
+            support::rtmp_client::publish(addr, "push", &key, vec![seq])
+        })
+        .await
+        .unwrap();
         assert!(out.publish_accepted);
-        assert!(out.said(&format!("video codec {name} is not supported")), "{:?}", String::from_utf8_lossy(&out.after_publish));
+        assert!(
+            out.said(&format!("video codec {name} is not supported")),
+            "{:?}",
+            String::from_utf8_lossy(&out.after_publish)
+        );
         assert!(out.closed_by_server);
     }
     assert!(gw.hub.rooms().is_empty());
@@ -192,11 +279,17 @@ async fn a_second_publisher_with_the_same_identity_replaces_the_first() {
     let gw = start_gateway().await;
     let url = gw.push_url("rt", "dup", &usersig("dup"));
     let first = Ffmpeg::push(&lavfi_slow(30), BASELINE, &url);
-    let p1 = gw.wait_anchor("rt", "dup", Duration::from_secs(15)).await.unwrap();
+    let p1 = gw
+        .wait_anchor("rt", "dup", Duration::from_secs(15))
+        .await
+        .unwrap();
     let second = Ffmpeg::push(&lavfi_slow(30), BASELINE, &url);
     let deadline = Instant::now() + Duration::from_secs(15);
     let p2 = loop {
-        let p = gw.wait_anchor("rt", "dup", Duration::from_secs(1)).await.unwrap();
+        let p = gw
+            .wait_anchor("rt", "dup", Duration::from_secs(1))
+            .await
+            .unwrap();
         if !std::sync::Arc::ptr_eq(&p, &p1) {
             break p;
         }
@@ -204,23 +297,44 @@ async fn a_second_publisher_with_the_same_identity_replaces_the_first() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (ok, stderr) = first.finish(Duration::from_secs(10)).await;
-    assert!(!ok && stderr.contains("replaced by a new publisher"), "{stderr}");
+    assert!(
+        !ok && stderr.contains("replaced by a new publisher"),
+        "{stderr}"
+    );
     let room = gw.hub.room(&gw.key("rt")).unwrap();
     assert_eq!(room.participants().len(), 1);
     let mut sub = p2.video.subscribe();
-    assert!(tokio::time::timeout(Duration::from_secs(10), sub.recv()).await.unwrap().is_some(), "the new anchor's video flows");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), sub.recv())
+            .await
+            .unwrap()
+            .is_some(),
+        "the new anchor's video flows"
+    );
     second.kill().await;
 }
 
 fn lavfi_slow(seconds: u32) -> Vec<String> {
-    format!("-re -f lavfi -i testsrc2=size=320x240:rate=30 -f lavfi -i sine=frequency=440 -t {seconds}").split(' ').map(String::from).collect()
+    format!(
+        "-re -f lavfi -i testsrc2=size=320x240:rate=30 -f lavfi -i sine=frequency=440 -t {seconds}"
+    )
+    .split(' ')
+    .map(String::from)
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_clients_do_not_disturb_a_good_publisher() {
     let gw = start_gateway().await;
-    let good = Ffmpeg::push(&lavfi_slow(30), BASELINE, &gw.push_url("rg", "good", &usersig("good")));
-    let p = gw.wait_anchor("rg", "good", Duration::from_secs(15)).await.unwrap();
+    let good = Ffmpeg::push(
+        &lavfi_slow(30),
+        BASELINE,
+        &gw.push_url("rg", "good", &usersig("good")),
+    );
+    let p = gw
+        .wait_anchor("rg", "good", Duration::from_secs(15))
+        .await
+        .unwrap();
     let addr = gw.rtmp_addr.unwrap();
     let closed = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
@@ -242,14 +356,21 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
             if complete_handshake {
-                let mut hs = rml_rtmp::handshake::Handshake::new(rml_rtmp::handshake::PeerType::Client);
-                s.write_all(&hs.generate_outbound_p0_and_p1().unwrap()).unwrap();
+                let mut hs =
+                    rml_rtmp::handshake::Handshake::new(rml_rtmp::handshake::PeerType::Client);
+                s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
+                    .unwrap();
                 let mut buf = [0u8; 4096];
                 loop {
                     let n = s.read(&mut buf).unwrap();
                     match hs.process_bytes(&buf[..n]).unwrap() {
-                        rml_rtmp::handshake::HandshakeProcessResult::InProgress { response_bytes } => s.write_all(&response_bytes).unwrap(),
-                        rml_rtmp::handshake::HandshakeProcessResult::Completed { response_bytes, .. } => {
+                        rml_rtmp::handshake::HandshakeProcessResult::InProgress {
+                            response_bytes,
+                        } => s.write_all(&response_bytes).unwrap(),
+                        rml_rtmp::handshake::HandshakeProcessResult::Completed {
+                            response_bytes,
+                            ..
+                        } => {
                             s.write_all(&response_bytes).unwrap();
                             break;
                         }
@@ -275,9 +396,16 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
     })
     .await
     .unwrap();
-    assert_eq!(closed, vec![true, true], "the server closes each garbage connection");
+    assert_eq!(
+        closed,
+        vec![true, true],
+        "the server closes each garbage connection"
+    );
     // The good anchor is still the same and its video still flows.
-    let now = gw.hub.participant(&gw.key("rg"), "good").expect("the good anchor is still there");
+    let now = gw
+        .hub
+        .participant(&gw.key("rg"), "good")
+        .expect("the good anchor is still there");
     assert!(std::sync::Arc::ptr_eq(&now, &p));
     let before = p.video.stats().frames;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -288,16 +416,29 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mp3_audio_is_transcoded_to_opus_too() {
     let gw = start_gateway().await;
-    let ff = Ffmpeg::push(&lavfi_slow(20), "-c:v libx264 -profile:v baseline -c:a libmp3lame -ar 44100", &gw.push_url("rm", "mp3", &usersig("mp3")));
-    let p = gw.wait_anchor("rm", "mp3", Duration::from_secs(15)).await.unwrap();
+    let ff = Ffmpeg::push(
+        &lavfi_slow(20),
+        "-c:v libx264 -profile:v baseline -c:a libmp3lame -ar 44100",
+        &gw.push_url("rm", "mp3", &usersig("mp3")),
+    );
+    let p = gw
+        .wait_anchor("rm", "mp3", Duration::from_secs(15))
+        .await
+        .unwrap();
     let mut audio = p.audio.subscribe();
     let mut packets = vec![];
     while packets.len() < 100 {
-        let f = tokio::time::timeout(Duration::from_secs(10), audio.recv()).await.expect("Opus packets flow").expect("track open");
+        let f = tokio::time::timeout(Duration::from_secs(10), audio.recv())
+            .await
+            .expect("Opus packets flow")
+            .expect("track open");
         packets.push(f);
     }
     let (samples, peak) = decode_opus(&packets);
-    assert!(samples >= 90 * 960 && peak > 0.05, "{samples} samples, peak {peak}");
+    assert!(
+        samples >= 90 * 960 && peak > 0.05,
+        "{samples} samples, peak {peak}"
+    );
     assert_eq!(p.audio_info().source_codec, "mp3");
     ff.kill().await;
 }

@@ -40,13 +40,19 @@ pub struct TrackView {
 }
 
 fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn anchor_view(p: &Participant) -> AnchorView {
     let track = |t: &crate::room::Track, info: TrackInfo| {
         let stats = t.stats();
-        (stats.frames > 0 || !info.source_codec.is_empty()).then_some(TrackView { codec: t.codec, info, stats })
+        (stats.frames > 0 || !info.source_codec.is_empty()).then_some(TrackView {
+            codec: t.codec,
+            info,
+            stats,
+        })
     };
     AnchorView {
         userid: p.userid.clone(),
@@ -83,13 +89,28 @@ pub async fn one(
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<RoomView>, ApiError> {
     let room_ref = if q.get("type").map(String::as_str) == Some("number") {
-        RoomRef::Num(room.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_room_id", "numeric room ids are 1..4294967295"))?)
+        RoomRef::Num(room.parse().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_room_id",
+                "numeric room ids are 1..4294967295",
+            )
+        })?)
     } else {
         RoomRef::Str(room.clone())
     };
     let r = st
         .hub
-        .room(&RoomKey { sdkappid, room: room_ref })
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "room_not_found", format!("no room {room:?} in app {sdkappid} has anchors now")))?;
+        .room(&RoomKey {
+            sdkappid,
+            room: room_ref,
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "room_not_found",
+                format!("no room {room:?} in app {sdkappid} has anchors now"),
+            )
+        })?;
     Ok(Json(room_view(&r)))
 }

@@ -77,7 +77,8 @@ impl PrivateMapKey {
         let mut r = Reader(b);
         let ver = r.u8()?;
         let account_len = r.u16()? as usize;
-        let userid = String::from_utf8(r.take(account_len)?.to_vec()).map_err(|_| PrivateMapKeyError::Malformed("user id is not UTF-8"))?;
+        let userid = String::from_utf8(r.take(account_len)?.to_vec())
+            .map_err(|_| PrivateMapKeyError::Malformed("user id is not UTF-8"))?;
         let sdkappid = r.u32()?;
         let room_num = r.u32()?;
         let expires_at = r.u32()?;
@@ -88,11 +89,20 @@ impl PrivateMapKey {
             1 => {
                 let len = r.u16()? as usize;
                 let s = r.take(len)?;
-                RoomRef::Str(String::from_utf8(s.to_vec()).map_err(|_| PrivateMapKeyError::Malformed("room is not UTF-8"))?)
+                RoomRef::Str(
+                    String::from_utf8(s.to_vec())
+                        .map_err(|_| PrivateMapKeyError::Malformed("room is not UTF-8"))?,
+                )
             }
             _ => return Err(PrivateMapKeyError::Malformed("unknown userbuf version")),
         };
-        Ok(PrivateMapKey { userid, sdkappid, room, expires_at, privileges })
+        Ok(PrivateMapKey {
+            userid,
+            sdkappid,
+            room,
+            expires_at,
+            privileges,
+        })
     }
 
     /// Build the binary userbuf (for generating keys in tests and tools).
@@ -102,11 +112,13 @@ impl PrivateMapKey {
         b.extend_from_slice(&(self.userid.len() as u16).to_be_bytes());
         b.extend_from_slice(self.userid.as_bytes());
         b.extend_from_slice(&self.sdkappid.to_be_bytes());
-        b.extend_from_slice(&match self.room {
-            RoomRef::Num(n) => n,
-            RoomRef::Str(_) => 0,
-        }
-        .to_be_bytes());
+        b.extend_from_slice(
+            &match self.room {
+                RoomRef::Num(n) => n,
+                RoomRef::Str(_) => 0,
+            }
+            .to_be_bytes(),
+        );
         b.extend_from_slice(&self.expires_at.to_be_bytes());
         b.extend_from_slice(&self.privileges.0.to_be_bytes());
         b.extend_from_slice(&0u32.to_be_bytes());
@@ -118,15 +130,27 @@ impl PrivateMapKey {
     }
 
     /// Verify the ticket (signature, app, user, expiry) and decode its grant.
-    pub fn verify(token: &str, sdkappid: u64, userid: &str, key: &str, now: u64) -> Result<PrivateMapKey, PrivateMapKeyError> {
+    pub fn verify(
+        token: &str,
+        sdkappid: u64,
+        userid: &str,
+        key: &str,
+        now: u64,
+    ) -> Result<PrivateMapKey, PrivateMapKeyError> {
         let ticket = UserSig::verify(token, sdkappid, userid, key, now)?;
         let buf = ticket.userbuf().ok_or(PrivateMapKeyError::NoUserbuf)?;
         let pmk = Self::parse_userbuf(&buf)?;
         if pmk.userid != userid {
-            return Err(PrivateMapKeyError::UserMismatch { expected: userid.into(), found: pmk.userid });
+            return Err(PrivateMapKeyError::UserMismatch {
+                expected: userid.into(),
+                found: pmk.userid,
+            });
         }
         if (pmk.expires_at as u64) < now {
-            return Err(PrivateMapKeyError::Expired { expired_at: pmk.expires_at, now });
+            return Err(PrivateMapKeyError::Expired {
+                expired_at: pmk.expires_at,
+                now,
+            });
         }
         Ok(pmk)
     }
@@ -134,10 +158,16 @@ impl PrivateMapKey {
     /// Check that this grant lets its user publish into `room`.
     pub fn allows_publish(&self, room: &RoomRef) -> Result<(), PrivateMapKeyError> {
         if &self.room != room {
-            return Err(PrivateMapKeyError::RoomMismatch { expected: room.clone(), found: self.room.clone() });
+            return Err(PrivateMapKeyError::RoomMismatch {
+                expected: room.clone(),
+                found: self.room.clone(),
+            });
         }
         if !self.privileges.has(Privileges::PUBLISH) {
-            return Err(PrivateMapKeyError::Insufficient { granted: self.privileges.0, needed: Privileges::PUBLISH });
+            return Err(PrivateMapKeyError::Insufficient {
+                granted: self.privileges.0,
+                needed: Privileges::PUBLISH,
+            });
         }
         Ok(())
     }
@@ -158,10 +188,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, PrivateMapKeyError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, PrivateMapKeyError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 }
 
@@ -170,13 +204,19 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
     fn reference_userbufs() {
         // trtc-api.md §2.3, made with Tencent's Python library.
-        let num = PrivateMapKey::parse_userbuf(&hex("0000077869616f6a756e53724e000000271065554280000000ff00000000")).unwrap();
+        let num = PrivateMapKey::parse_userbuf(&hex(
+            "0000077869616f6a756e53724e000000271065554280000000ff00000000",
+        ))
+        .unwrap();
         assert_eq!(num.userid, "xiaojun");
         assert_eq!(num.sdkappid, 1400000000);
         assert_eq!(num.room, RoomRef::Num(10000));
@@ -191,10 +231,20 @@ mod tests {
 
     #[test]
     fn official_vectors() {
-        let v: serde_json::Value = serde_json::from_str(include_str!("../../testdata/usersig.json")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(include_str!("../../testdata/usersig.json")).unwrap();
         let mut n = 0;
-        for v in v["vectors"].as_array().unwrap().iter().filter(|v| v["kind"].as_str().unwrap().starts_with("privatemapkey")) {
-            let (app, user, key) = (v["sdkappid"].as_u64().unwrap(), v["userid"].as_str().unwrap(), v["key"].as_str().unwrap());
+        for v in v["vectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["kind"].as_str().unwrap().starts_with("privatemapkey"))
+        {
+            let (app, user, key) = (
+                v["sdkappid"].as_u64().unwrap(),
+                v["userid"].as_str().unwrap(),
+                v["key"].as_str().unwrap(),
+            );
             let (time, expire) = (v["time"].as_u64().unwrap(), v["expire"].as_u64().unwrap());
             let token = v["privatemapkey"].as_str().unwrap();
             let pmk = PrivateMapKey::verify(token, app, user, key, time + 1).unwrap();
@@ -203,14 +253,20 @@ mod tests {
                 n => RoomRef::Num(n.as_u64().unwrap() as u32),
             };
             assert_eq!(pmk.room, room);
-            assert_eq!(pmk.privileges.0 as u64, v["privilege_map"].as_u64().unwrap());
+            assert_eq!(
+                pmk.privileges.0 as u64,
+                v["privilege_map"].as_u64().unwrap()
+            );
             assert_eq!(pmk.expires_at as u64, time + expire);
             // 255 may publish; 42 (enter + receive) may not.
             let publish = pmk.allows_publish(&room);
             assert_eq!(publish.is_ok(), pmk.privileges.has(Privileges::PUBLISH));
             // A grant for numeric room N never opens string room "N".
             if let RoomRef::Num(n) = room {
-                assert!(matches!(pmk.allows_publish(&RoomRef::Str(n.to_string())), Err(PrivateMapKeyError::RoomMismatch { .. })));
+                assert!(matches!(
+                    pmk.allows_publish(&RoomRef::Str(n.to_string())),
+                    Err(PrivateMapKeyError::RoomMismatch { .. })
+                ));
             }
             assert!(PrivateMapKey::verify(token, app, user, key, time + expire + 1).is_err());
             assert!(PrivateMapKey::verify(token, app, user, "wrong", time + 1).is_err());
@@ -222,6 +278,9 @@ mod tests {
     #[test]
     fn plain_usersig_is_not_a_grant() {
         let t = UserSig::generate(1, "k", "u", 100, 100, None);
-        assert_eq!(PrivateMapKey::verify(&t, 1, "u", "k", 150), Err(PrivateMapKeyError::NoUserbuf));
+        assert_eq!(
+            PrivateMapKey::verify(&t, 1, "u", "k", 150),
+            Err(PrivateMapKeyError::NoUserbuf)
+        );
     }
 }

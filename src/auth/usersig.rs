@@ -73,7 +73,9 @@ impl UserSig {
 
     /// The raw bytes of `TLS.userbuf`, if any.
     pub fn userbuf(&self) -> Option<Vec<u8>> {
-        self.userbuf_b64.as_deref().and_then(|b| LENIENT_STANDARD.decode(b).ok())
+        self.userbuf_b64
+            .as_deref()
+            .and_then(|b| LENIENT_STANDARD.decode(b).ok())
     }
 
     /// Undo the base64 variant and zlib, parse the JSON. Checks nothing about validity.
@@ -94,17 +96,25 @@ impl UserSig {
                 c => c,
             })
             .collect();
-        let compressed = LENIENT_STANDARD.decode(std_b64.as_bytes()).map_err(|e| UserSigError::Base64(e.to_string()))?;
+        let compressed = LENIENT_STANDARD
+            .decode(std_b64.as_bytes())
+            .map_err(|e| UserSigError::Base64(e.to_string()))?;
         let mut json = Vec::new();
         let mut inflater = flate2::bufread::ZlibDecoder::new(&compressed[..]);
-        (&mut inflater).take(MAX_JSON_LEN + 1).read_to_end(&mut json).map_err(|e| UserSigError::Inflate(e.to_string()))?;
+        (&mut inflater)
+            .take(MAX_JSON_LEN + 1)
+            .read_to_end(&mut json)
+            .map_err(|e| UserSigError::Inflate(e.to_string()))?;
         if json.len() as u64 > MAX_JSON_LEN {
             return Err(UserSigError::Inflate("inflated content too large".into()));
         }
         if !inflater.get_ref().is_empty() {
-            return Err(UserSigError::Inflate("trailing bytes after the zlib stream".into()));
+            return Err(UserSigError::Inflate(
+                "trailing bytes after the zlib stream".into(),
+            ));
         }
-        let v: serde_json::Value = serde_json::from_slice(&json).map_err(|e| UserSigError::Json(e.to_string()))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| UserSigError::Json(e.to_string()))?;
         let ver = str_field(&v, "TLS.ver")?;
         if ver != "2.0" {
             return Err(UserSigError::Version(ver));
@@ -123,29 +133,67 @@ impl UserSig {
     }
 
     /// Decode and verify a ticket for `(sdkappid, userid)` with the app's secret key at time `now`.
-    pub fn verify(token: &str, sdkappid: u64, userid: &str, key: &str, now: u64) -> Result<UserSig, UserSigError> {
+    pub fn verify(
+        token: &str,
+        sdkappid: u64,
+        userid: &str,
+        key: &str,
+        now: u64,
+    ) -> Result<UserSig, UserSigError> {
         let sig = Self::decode(token)?;
         if sig.sdkappid != sdkappid {
-            return Err(UserSigError::SdkAppIdMismatch { expected: sdkappid, found: sig.sdkappid });
+            return Err(UserSigError::SdkAppIdMismatch {
+                expected: sdkappid,
+                found: sig.sdkappid,
+            });
         }
         if sig.identifier != userid {
-            return Err(UserSigError::IdentifierMismatch { expected: userid.to_string(), found: sig.identifier });
+            return Err(UserSigError::IdentifierMismatch {
+                expected: userid.to_string(),
+                found: sig.identifier,
+            });
         }
-        let expected = hmac_sig(key, &sig.identifier, sig.sdkappid, sig.time, sig.expire, sig.userbuf_b64.as_deref());
-        let presented = LENIENT_STANDARD.decode(sig.sig.as_bytes()).map_err(|_| UserSigError::SignatureMismatch)?;
+        let expected = hmac_sig(
+            key,
+            &sig.identifier,
+            sig.sdkappid,
+            sig.time,
+            sig.expire,
+            sig.userbuf_b64.as_deref(),
+        );
+        let presented = LENIENT_STANDARD
+            .decode(sig.sig.as_bytes())
+            .map_err(|_| UserSigError::SignatureMismatch)?;
         if presented.len() != expected.len() || !bool::from(presented.ct_eq(&expected)) {
             return Err(UserSigError::SignatureMismatch);
         }
         if now > sig.expires_at() {
-            return Err(UserSigError::Expired { expired_at: sig.expires_at(), now });
+            return Err(UserSigError::Expired {
+                expired_at: sig.expires_at(),
+                now,
+            });
         }
         Ok(sig)
     }
 
     /// Generate a ticket the way Tencent's libraries do (zlib default level, standard JSON field names).
-    pub fn generate(sdkappid: u64, key: &str, userid: &str, now: u64, expire: u64, userbuf: Option<&[u8]>) -> String {
+    pub fn generate(
+        sdkappid: u64,
+        key: &str,
+        userid: &str,
+        now: u64,
+        expire: u64,
+        userbuf: Option<&[u8]>,
+    ) -> String {
         let userbuf_b64 = userbuf.map(|b| STANDARD.encode(b));
-        let sig = STANDARD.encode(hmac_sig(key, userid, sdkappid, now, expire, userbuf_b64.as_deref()));
+        let sig = STANDARD.encode(hmac_sig(
+            key,
+            userid,
+            sdkappid,
+            now,
+            expire,
+            userbuf_b64.as_deref(),
+        ));
         let mut obj = serde_json::Map::new();
         obj.insert("TLS.ver".into(), "2.0".into());
         obj.insert("TLS.identifier".into(), userid.into());
@@ -173,7 +221,14 @@ impl UserSig {
     }
 }
 
-fn hmac_sig(key: &str, identifier: &str, sdkappid: u64, time: u64, expire: u64, userbuf_b64: Option<&str>) -> Vec<u8> {
+fn hmac_sig(
+    key: &str,
+    identifier: &str,
+    sdkappid: u64,
+    time: u64,
+    expire: u64,
+    userbuf_b64: Option<&str>,
+) -> Vec<u8> {
     let mut content = format!(
         "TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\nTLS.time:{time}\nTLS.expire:{expire}\n"
     );
@@ -182,7 +237,8 @@ fn hmac_sig(key: &str, identifier: &str, sdkappid: u64, time: u64, expire: u64, 
         content.push_str(b);
         content.push('\n');
     }
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(content.as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
@@ -199,7 +255,9 @@ fn str_field(v: &serde_json::Value, name: &'static str) -> Result<String, UserSi
 fn u64_field(v: &serde_json::Value, name: &'static str) -> Result<u64, UserSigError> {
     match v.get(name) {
         Some(serde_json::Value::Number(n)) => n.as_u64().ok_or(UserSigError::MissingField(name)),
-        Some(serde_json::Value::String(s)) => s.parse().map_err(|_| UserSigError::MissingField(name)),
+        Some(serde_json::Value::String(s)) => {
+            s.parse().map_err(|_| UserSigError::MissingField(name))
+        }
         _ => Err(UserSigError::MissingField(name)),
     }
 }
@@ -221,7 +279,6 @@ mod tests {
         time: u64,
         expire: u64,
         usersig: Option<String>,
-        privatemapkey: Option<String>,
         valid_at: Option<u64>,
         expired_at: Option<u64>,
     }
@@ -244,7 +301,10 @@ mod tests {
             UserSig::verify(token, v.sdkappid, &v.userid, &v.key, v.time + v.expire).unwrap();
             assert_eq!(
                 UserSig::verify(token, v.sdkappid, &v.userid, &v.key, expired_at),
-                Err(UserSigError::Expired { expired_at: v.time + v.expire, now: expired_at })
+                Err(UserSigError::Expired {
+                    expired_at: v.time + v.expire,
+                    now: expired_at
+                })
             );
             n += 1;
         }
@@ -274,7 +334,10 @@ mod tests {
                 let mut t = bytes.to_vec();
                 t[i] = if t[i] == b'A' { b'B' } else { b'A' };
                 let t = String::from_utf8(t).unwrap();
-                assert!(UserSig::verify(&t, v.sdkappid, &v.userid, &v.key, now).is_err(), "flip at {i} verified");
+                assert!(
+                    UserSig::verify(&t, v.sdkappid, &v.userid, &v.key, now).is_err(),
+                    "flip at {i} verified"
+                );
             }
         }
     }
@@ -294,7 +357,11 @@ mod tests {
             let ours = UserSig::generate(v.sdkappid, &v.key, &v.userid, v.time, v.expire, None);
             UserSig::verify(&ours, v.sdkappid, &v.userid, &v.key, v.time).unwrap();
             let theirs = UserSig::decode(v.usersig.as_deref().unwrap()).unwrap();
-            assert_eq!(UserSig::decode(&ours).unwrap(), theirs, "same fields and signature as the official library");
+            assert_eq!(
+                UserSig::decode(&ours).unwrap(),
+                theirs,
+                "same fields and signature as the official library"
+            );
         }
     }
 
@@ -325,8 +392,17 @@ mod tests {
     #[test]
     fn garbage_is_a_clean_error() {
         assert_eq!(UserSig::decode(""), Err(UserSigError::Empty));
-        assert!(matches!(UserSig::decode("!!!"), Err(UserSigError::Base64(_))));
-        assert!(matches!(UserSig::decode("AAAA"), Err(UserSigError::Inflate(_))));
-        assert!(matches!(UserSig::decode(&"A".repeat(9000)), Err(UserSigError::TooLong(_))));
+        assert!(matches!(
+            UserSig::decode("!!!"),
+            Err(UserSigError::Base64(_))
+        ));
+        assert!(matches!(
+            UserSig::decode("AAAA"),
+            Err(UserSigError::Inflate(_))
+        ));
+        assert!(matches!(
+            UserSig::decode(&"A".repeat(9000)),
+            Err(UserSigError::TooLong(_))
+        ));
     }
 }

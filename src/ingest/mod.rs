@@ -24,13 +24,17 @@ pub enum Refusal {
     BadUserId(String),
     #[error("UserSig rejected: {0}")]
     UserSig(#[from] UserSigError),
-    #[error("this app requires a privatemapkey granting enter room + send audio/video for the room")]
+    #[error(
+        "this app requires a privatemapkey granting enter room + send audio/video for the room"
+    )]
     PrivateMapKeyRequired,
     #[error("{0}")]
     PrivateMapKey(#[from] PrivateMapKeyError),
     #[error("B-frames are not supported (the stream has a non-zero composition time): encode with profile baseline or without B-frames (x264: -profile:v baseline or -bf 0; OBS: Profile baseline / bframes=0)")]
     BFrames,
-    #[error("video codec {0} is not supported: send H.264 (e.g. -c:v libx264 -profile:v baseline)")]
+    #[error(
+        "video codec {0} is not supported: send H.264 (e.g. -c:v libx264 -profile:v baseline)"
+    )]
     VideoCodec(String),
     #[error("audio codec {0} is not supported: send AAC (or MP3)")]
     AudioCodec(String),
@@ -61,7 +65,8 @@ impl Refusal {
 
     /// Count the refusal in `/metrics`.
     pub fn count(&self, source: &'static str) {
-        metrics::counter!("roomgate_refusals_total", "source" => source, "reason" => self.label()).increment(1);
+        metrics::counter!("roomgate_refusals_total", "source" => source, "reason" => self.label())
+            .increment(1);
     }
 }
 
@@ -75,7 +80,10 @@ pub fn authorize_publish<'a>(
     private_map_key: Option<&str>,
     now: u64,
 ) -> Result<&'a AppConfig, Refusal> {
-    let app = apps.iter().find(|a| a.sdkappid == sdkappid).ok_or(Refusal::UnknownApp(sdkappid))?;
+    let app = apps
+        .iter()
+        .find(|a| a.sdkappid == sdkappid)
+        .ok_or(Refusal::UnknownApp(sdkappid))?;
     if let RoomRef::Str(s) = room {
         if !auth::is_valid_str_room_id(s) {
             return Err(Refusal::BadRoomId(s.clone()));
@@ -86,8 +94,11 @@ pub fn authorize_publish<'a>(
     }
     UserSig::verify(usersig, sdkappid, userid, &app.secret_key, now)?;
     if app.require_private_map_key {
-        let token = private_map_key.filter(|t| !t.is_empty()).ok_or(Refusal::PrivateMapKeyRequired)?;
-        PrivateMapKey::verify(token, sdkappid, userid, &app.secret_key, now)?.allows_publish(room)?;
+        let token = private_map_key
+            .filter(|t| !t.is_empty())
+            .ok_or(Refusal::PrivateMapKeyRequired)?;
+        PrivateMapKey::verify(token, sdkappid, userid, &app.secret_key, now)?
+            .allows_publish(room)?;
     }
     Ok(app)
 }
@@ -98,7 +109,12 @@ mod tests {
     use crate::auth::Privileges;
 
     fn apps(require: bool) -> Vec<AppConfig> {
-        vec![AppConfig { sdkappid: 7, secret_key: "key".into(), require_private_map_key: require, name: String::new() }]
+        vec![AppConfig {
+            sdkappid: 7,
+            secret_key: "key".into(),
+            require_private_map_key: require,
+            name: String::new(),
+        }]
     }
 
     #[test]
@@ -106,9 +122,26 @@ mod tests {
         let room = RoomRef::Str("r1".into());
         let sig = UserSig::generate(7, "key", "u1", 1000, 100, None);
         assert!(authorize_publish(&apps(false), 7, &room, "u1", &sig, None, 1050).is_ok());
-        assert!(matches!(authorize_publish(&apps(false), 8, &room, "u1", &sig, None, 1050), Err(Refusal::UnknownApp(8))));
-        assert!(matches!(authorize_publish(&apps(false), 7, &RoomRef::Str("bad room".into()), "u1", &sig, None, 1050), Err(Refusal::BadRoomId(_))));
-        assert!(matches!(authorize_publish(&apps(false), 7, &room, "u/1", &sig, None, 1050), Err(Refusal::BadUserId(_))));
+        assert!(matches!(
+            authorize_publish(&apps(false), 8, &room, "u1", &sig, None, 1050),
+            Err(Refusal::UnknownApp(8))
+        ));
+        assert!(matches!(
+            authorize_publish(
+                &apps(false),
+                7,
+                &RoomRef::Str("bad room".into()),
+                "u1",
+                &sig,
+                None,
+                1050
+            ),
+            Err(Refusal::BadRoomId(_))
+        ));
+        assert!(matches!(
+            authorize_publish(&apps(false), 7, &room, "u/1", &sig, None, 1050),
+            Err(Refusal::BadUserId(_))
+        ));
         let e = authorize_publish(&apps(false), 7, &room, "u1", &sig, None, 2000).unwrap_err();
         assert_eq!(e.label(), "usersig_expired");
         assert!(e.to_string().contains("expired"));
@@ -118,9 +151,19 @@ mod tests {
     fn private_map_key_when_required() {
         let room = RoomRef::Str("r1".into());
         let sig = UserSig::generate(7, "key", "u1", 1000, 100, None);
-        assert!(matches!(authorize_publish(&apps(true), 7, &room, "u1", &sig, None, 1050), Err(Refusal::PrivateMapKeyRequired)));
+        assert!(matches!(
+            authorize_publish(&apps(true), 7, &room, "u1", &sig, None, 1050),
+            Err(Refusal::PrivateMapKeyRequired)
+        ));
         let grant = |room: RoomRef, privileges: u32| {
-            let buf = PrivateMapKey { userid: "u1".into(), sdkappid: 7, room, expires_at: 1100, privileges: Privileges(privileges) }.to_userbuf();
+            let buf = PrivateMapKey {
+                userid: "u1".into(),
+                sdkappid: 7,
+                room,
+                expires_at: 1100,
+                privileges: Privileges(privileges),
+            }
+            .to_userbuf();
             UserSig::generate(7, "key", "u1", 1000, 100, Some(&buf))
         };
         let ok = grant(room.clone(), 255);
@@ -128,12 +171,16 @@ mod tests {
         let view_only = grant(room.clone(), 42);
         assert!(matches!(
             authorize_publish(&apps(true), 7, &room, "u1", &sig, Some(&view_only), 1050),
-            Err(Refusal::PrivateMapKey(PrivateMapKeyError::Insufficient { .. }))
+            Err(Refusal::PrivateMapKey(
+                PrivateMapKeyError::Insufficient { .. }
+            ))
         ));
         let other_room = grant(RoomRef::Str("r2".into()), 255);
         assert!(matches!(
             authorize_publish(&apps(true), 7, &room, "u1", &sig, Some(&other_room), 1050),
-            Err(Refusal::PrivateMapKey(PrivateMapKeyError::RoomMismatch { .. }))
+            Err(Refusal::PrivateMapKey(
+                PrivateMapKeyError::RoomMismatch { .. }
+            ))
         ));
     }
 }

@@ -16,7 +16,9 @@ pub struct AudioSpecificConfig {
     pub channels: u8,
 }
 
-const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+const RATES: [u32; 13] = [
+    96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+];
 
 impl AudioSpecificConfig {
     pub fn parse(b: &[u8]) -> Result<Self, AacError> {
@@ -46,7 +48,11 @@ impl AudioSpecificConfig {
             *RATES.get(idx as usize).ok_or(AacError::BadFrequency(idx))?
         };
         let channels = take(4)? as u8;
-        Ok(Self { object_type, sample_rate, channels })
+        Ok(Self {
+            object_type,
+            sample_rate,
+            channels,
+        })
     }
 }
 
@@ -58,10 +64,25 @@ mod tests {
     fn lc_44100_stereo() {
         assert_eq!(
             AudioSpecificConfig::parse(&[0x12, 0x10]).unwrap(),
-            AudioSpecificConfig { object_type: 2, sample_rate: 44100, channels: 2 }
+            AudioSpecificConfig {
+                object_type: 2,
+                sample_rate: 44100,
+                channels: 2
+            }
         );
-        assert_eq!(AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap().sample_rate, 48000);
-        assert_eq!(AudioSpecificConfig::parse(&[0x12]), Err(AacError::Truncated));
-        assert_eq!(AudioSpecificConfig::parse(&[0x17, 0x10]), Err(AacError::BadFrequency(14)));
+        assert_eq!(
+            AudioSpecificConfig::parse(&[0x11, 0x90])
+                .unwrap()
+                .sample_rate,
+            48000
+        );
+        assert_eq!(
+            AudioSpecificConfig::parse(&[0x12]),
+            Err(AacError::Truncated)
+        );
+        assert_eq!(
+            AudioSpecificConfig::parse(&[0x17, 0x10]),
+            Err(AacError::BadFrequency(14))
+        );
     }
 }

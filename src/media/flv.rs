@@ -51,7 +51,11 @@ pub enum VideoTag {
     /// AVCDecoderConfigurationRecord.
     AvcSequenceHeader(Bytes),
     /// One access unit of length-prefixed NAL units.
-    AvcNalus { keyframe: bool, composition_time: i32, data: Bytes },
+    AvcNalus {
+        keyframe: bool,
+        composition_time: i32,
+        data: Bytes,
+    },
     AvcEndOfSequence,
     /// Video info/command frames, metadata and other tags that carry no picture.
     Ignored,
@@ -91,7 +95,11 @@ pub fn parse_video(body: &Bytes) -> Result<VideoTag, FlvError> {
             let cts = composition_time(&body[2..5]);
             match body[1] {
                 0 => Ok(VideoTag::AvcSequenceHeader(body.slice(5..))),
-                1 => Ok(VideoTag::AvcNalus { keyframe: frame_type == 1, composition_time: cts, data: body.slice(5..) }),
+                1 => Ok(VideoTag::AvcNalus {
+                    keyframe: frame_type == 1,
+                    composition_time: cts,
+                    data: body.slice(5..),
+                }),
                 2 => Ok(VideoTag::AvcEndOfSequence),
                 _ => Ok(VideoTag::Ignored),
             }
@@ -111,7 +119,9 @@ fn parse_enhanced_video(body: &Bytes, b0: u8) -> Result<VideoTag, FlvError> {
         return Err(FlvError::Truncated("enhanced video", body.len()));
     }
     if packet_type == 6 {
-        return Ok(VideoTag::Unsupported(VideoCodecId::Other(u32::from_be_bytes(*b"mtrk"))));
+        return Ok(VideoTag::Unsupported(VideoCodecId::Other(
+            u32::from_be_bytes(*b"mtrk"),
+        )));
     }
     let fourcc = u32::from_be_bytes(body[1..5].try_into().expect("4 bytes"));
     let codec = match &body[1..5] {
@@ -135,10 +145,18 @@ fn parse_enhanced_video(body: &Bytes, b0: u8) -> Result<VideoTag, FlvError> {
                 return Err(FlvError::Truncated("enhanced AVC video", body.len()));
             }
             let cts = composition_time(&body[5..8]);
-            Ok(VideoTag::AvcNalus { keyframe: frame_type == 1, composition_time: cts, data: body.slice(8..) })
+            Ok(VideoTag::AvcNalus {
+                keyframe: frame_type == 1,
+                composition_time: cts,
+                data: body.slice(8..),
+            })
         }
         2 => Ok(VideoTag::AvcEndOfSequence),
-        3 => Ok(VideoTag::AvcNalus { keyframe: frame_type == 1, composition_time: 0, data: body.slice(5..) }),
+        3 => Ok(VideoTag::AvcNalus {
+            keyframe: frame_type == 1,
+            composition_time: 0,
+            data: body.slice(5..),
+        }),
         _ => Ok(VideoTag::Ignored),
     }
 }
@@ -189,32 +207,81 @@ mod tests {
     #[test]
     fn legacy_avc() {
         let hdr = Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 2, 3]);
-        assert_eq!(parse_video(&hdr).unwrap(), VideoTag::AvcSequenceHeader(Bytes::from_static(&[1, 2, 3])));
+        assert_eq!(
+            parse_video(&hdr).unwrap(),
+            VideoTag::AvcSequenceHeader(Bytes::from_static(&[1, 2, 3]))
+        );
         let key = Bytes::from_static(&[0x17, 1, 0, 0, 0, 9, 9]);
         assert_eq!(
             parse_video(&key).unwrap(),
-            VideoTag::AvcNalus { keyframe: true, composition_time: 0, data: Bytes::from_static(&[9, 9]) }
+            VideoTag::AvcNalus {
+                keyframe: true,
+                composition_time: 0,
+                data: Bytes::from_static(&[9, 9])
+            }
         );
         let b = Bytes::from_static(&[0x27, 1, 0, 0, 0x50, 9]);
-        assert!(matches!(parse_video(&b).unwrap(), VideoTag::AvcNalus { keyframe: false, composition_time: 80, .. }));
+        assert!(matches!(
+            parse_video(&b).unwrap(),
+            VideoTag::AvcNalus {
+                keyframe: false,
+                composition_time: 80,
+                ..
+            }
+        ));
         let neg = Bytes::from_static(&[0x27, 1, 0xFF, 0xFF, 0xF6, 9]);
-        assert!(matches!(parse_video(&neg).unwrap(), VideoTag::AvcNalus { composition_time: -10, .. }));
+        assert!(matches!(
+            parse_video(&neg).unwrap(),
+            VideoTag::AvcNalus {
+                composition_time: -10,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn enhanced_rtmp() {
         let hevc = Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1', 1, 2]);
-        assert_eq!(parse_video(&hevc).unwrap(), VideoTag::Unsupported(VideoCodecId::Hevc));
+        assert_eq!(
+            parse_video(&hevc).unwrap(),
+            VideoTag::Unsupported(VideoCodecId::Hevc)
+        );
         let av1 = Bytes::from_static(&[0x91, b'a', b'v', b'0', b'1']);
-        assert_eq!(parse_video(&av1).unwrap(), VideoTag::Unsupported(VideoCodecId::Av1));
+        assert_eq!(
+            parse_video(&av1).unwrap(),
+            VideoTag::Unsupported(VideoCodecId::Av1)
+        );
         let vp9 = Bytes::from_static(&[0x90, b'v', b'p', b'0', b'9']);
-        assert_eq!(parse_video(&vp9).unwrap(), VideoTag::Unsupported(VideoCodecId::Vp9));
+        assert_eq!(
+            parse_video(&vp9).unwrap(),
+            VideoTag::Unsupported(VideoCodecId::Vp9)
+        );
         let avc = Bytes::from_static(&[0x91, b'a', b'v', b'c', b'1', 0, 0, 0x21, 7]);
-        assert!(matches!(parse_video(&avc).unwrap(), VideoTag::AvcNalus { keyframe: true, composition_time: 0x21, .. }));
+        assert!(matches!(
+            parse_video(&avc).unwrap(),
+            VideoTag::AvcNalus {
+                keyframe: true,
+                composition_time: 0x21,
+                ..
+            }
+        ));
         let avcx = Bytes::from_static(&[0x93 | 0x20, b'a', b'v', b'c', b'1', 7]);
-        assert!(matches!(parse_video(&avcx).unwrap(), VideoTag::AvcNalus { keyframe: false, composition_time: 0, .. }));
-        assert_eq!(parse_video(&Bytes::from_static(&[0x12, 1])).unwrap(), VideoTag::Unsupported(VideoCodecId::Other(2)));
-        assert_eq!(parse_video(&Bytes::from_static(&[0x1c, 1])).unwrap(), VideoTag::Unsupported(VideoCodecId::Hevc));
+        assert!(matches!(
+            parse_video(&avcx).unwrap(),
+            VideoTag::AvcNalus {
+                keyframe: false,
+                composition_time: 0,
+                ..
+            }
+        ));
+        assert_eq!(
+            parse_video(&Bytes::from_static(&[0x12, 1])).unwrap(),
+            VideoTag::Unsupported(VideoCodecId::Other(2))
+        );
+        assert_eq!(
+            parse_video(&Bytes::from_static(&[0x1c, 1])).unwrap(),
+            VideoTag::Unsupported(VideoCodecId::Hevc)
+        );
     }
 
     #[test]
@@ -228,9 +295,21 @@ mod tests {
 
     #[test]
     fn audio() {
-        assert_eq!(parse_audio(&Bytes::from_static(&[0xAF, 0, 0x12, 0x10])).unwrap(), AudioTag::AacSequenceHeader(Bytes::from_static(&[0x12, 0x10])));
-        assert_eq!(parse_audio(&Bytes::from_static(&[0xAF, 1, 5])).unwrap(), AudioTag::AacRaw(Bytes::from_static(&[5])));
-        assert_eq!(parse_audio(&Bytes::from_static(&[0x2F, 0xFF])).unwrap(), AudioTag::Mp3(Bytes::from_static(&[0xFF])));
-        assert_eq!(parse_audio(&Bytes::from_static(&[0xB2, 0])).unwrap(), AudioTag::Unsupported(11));
+        assert_eq!(
+            parse_audio(&Bytes::from_static(&[0xAF, 0, 0x12, 0x10])).unwrap(),
+            AudioTag::AacSequenceHeader(Bytes::from_static(&[0x12, 0x10]))
+        );
+        assert_eq!(
+            parse_audio(&Bytes::from_static(&[0xAF, 1, 5])).unwrap(),
+            AudioTag::AacRaw(Bytes::from_static(&[5]))
+        );
+        assert_eq!(
+            parse_audio(&Bytes::from_static(&[0x2F, 0xFF])).unwrap(),
+            AudioTag::Mp3(Bytes::from_static(&[0xFF]))
+        );
+        assert_eq!(
+            parse_audio(&Bytes::from_static(&[0xB2, 0])).unwrap(),
+            AudioTag::Unsupported(11)
+        );
     }
 }

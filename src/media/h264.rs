@@ -44,7 +44,10 @@ pub struct SpsInfo {
 impl SpsInfo {
     /// The SDP `profile-level-id` (6 hex digits).
     pub fn profile_level_id(&self) -> String {
-        format!("{:02x}{:02x}{:02x}", self.profile_idc, self.constraint_flags, self.level_idc)
+        format!(
+            "{:02x}{:02x}{:02x}",
+            self.profile_idc, self.constraint_flags, self.level_idc
+        )
     }
 
     pub fn profile_name(&self) -> &'static str {
@@ -94,13 +97,20 @@ impl AvcConfig {
             return Err(H264Error::NoParameterSets);
         }
         let info = parse_sps(first)?;
-        Ok(AvcConfig { nal_length_size, sps, pps, info })
+        Ok(AvcConfig {
+            nal_length_size,
+            sps,
+            pps,
+            info,
+        })
     }
 
     /// Convert one AVCC access unit into Annex-B. Keyframes get the SPS/PPS in front when they lack them, so
     /// every keyframe can start a decoder on its own. Returns the Annex-B bytes and whether an IDR was seen.
     pub fn to_annex_b(&self, au: &[u8], keyframe: bool) -> Result<(Bytes, bool), H264Error> {
-        let mut out = BytesMut::with_capacity(au.len() + if keyframe { self.param_sets_len() } else { 0 } + 16);
+        let mut out = BytesMut::with_capacity(
+            au.len() + if keyframe { self.param_sets_len() } else { 0 } + 16,
+        );
         let mut has_sps = false;
         let mut has_idr = false;
         let mut pos = 0;
@@ -108,12 +118,20 @@ impl AvcConfig {
         while pos < au.len() {
             let n = self.nal_length_size;
             if au.len() - pos < n {
-                return Err(H264Error::BadNalLength { len: n, left: au.len() - pos });
+                return Err(H264Error::BadNalLength {
+                    len: n,
+                    left: au.len() - pos,
+                });
             }
-            let len = au[pos..pos + n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            let len = au[pos..pos + n]
+                .iter()
+                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
             pos += n;
             if len > au.len() - pos {
-                return Err(H264Error::BadNalLength { len, left: au.len() - pos });
+                return Err(H264Error::BadNalLength {
+                    len,
+                    left: au.len() - pos,
+                });
             }
             if len > 0 {
                 match au[pos] & 0x1F {
@@ -139,7 +157,11 @@ impl AvcConfig {
     }
 
     fn param_sets_len(&self) -> usize {
-        self.sps.iter().chain(self.pps.iter()).map(|p| p.len() + 4).sum()
+        self.sps
+            .iter()
+            .chain(self.pps.iter())
+            .map(|p| p.len() + 4)
+            .sum()
     }
 }
 
@@ -161,7 +183,10 @@ mod smallvec_like {
             }
         }
         pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-            self.inline[..self.n].iter().copied().chain(self.spill.iter().copied())
+            self.inline[..self.n]
+                .iter()
+                .copied()
+                .chain(self.spill.iter().copied())
         }
     }
 }
@@ -180,7 +205,11 @@ pub fn annex_b_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     }
     let mut out = Vec::with_capacity(starts.len());
     for (k, &s) in starts.iter().enumerate() {
-        let mut e = if k + 1 < starts.len() { starts[k + 1] - 3 } else { data.len() };
+        let mut e = if k + 1 < starts.len() {
+            starts[k + 1] - 3
+        } else {
+            data.len()
+        };
         while e > s && data[e - 1] == 0 && k + 1 < starts.len() {
             e -= 1;
         }
@@ -202,7 +231,10 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
     r.ue()?; // seq_parameter_set_id
     let mut chroma_format_idc = 1;
     let mut separate_colour_plane = false;
-    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
         chroma_format_idc = r.ue()?;
         if chroma_format_idc > 3 {
             return Err(H264Error::BadSps("chroma_format_idc"));
@@ -262,8 +294,16 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
         (2, false) => (2, 1),
         _ => (1, 1),
     };
-    let crop_unit_x = if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_w };
-    let crop_unit_y = (if chroma_format_idc == 0 || separate_colour_plane { 1 } else { sub_h }) * (2 - frame_mbs_only as u32);
+    let crop_unit_x = if chroma_format_idc == 0 || separate_colour_plane {
+        1
+    } else {
+        sub_w
+    };
+    let crop_unit_y = (if chroma_format_idc == 0 || separate_colour_plane {
+        1
+    } else {
+        sub_h
+    }) * (2 - frame_mbs_only as u32);
     // Crop offsets come straight from the bitstream: compute in u64 so hostile values cannot overflow.
     let width = (w_mbs as u64 * 16)
         .checked_sub(crop_unit_x as u64 * (cl as u64 + cr as u64))
@@ -271,7 +311,13 @@ pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
     let height = (h_map_units as u64 * 16 * (2 - frame_mbs_only as u64))
         .checked_sub(crop_unit_y as u64 * (ct as u64 + cb as u64))
         .ok_or(H264Error::BadSps("cropping"))?;
-    Ok(SpsInfo { profile_idc, constraint_flags, level_idc, width: width as u32, height: height as u32 })
+    Ok(SpsInfo {
+        profile_idc,
+        constraint_flags,
+        level_idc,
+        width: width as u32,
+        height: height as u32,
+    })
 }
 
 fn skip_scaling_list(r: &mut BitReader, size: usize) -> Result<(), H264Error> {
@@ -313,7 +359,10 @@ impl<'a> BitReader<'a> {
         Self { data, pos: 0 }
     }
     fn bit(&mut self) -> Result<bool, H264Error> {
-        let byte = *self.data.get(self.pos / 8).ok_or(H264Error::BadSps("truncated"))?;
+        let byte = *self
+            .data
+            .get(self.pos / 8)
+            .ok_or(H264Error::BadSps("truncated"))?;
         let v = (byte >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
         Ok(v == 1)
@@ -337,7 +386,11 @@ impl<'a> BitReader<'a> {
     }
     fn se(&mut self) -> Result<i32, H264Error> {
         let k = self.ue()? as i64;
-        Ok(if k % 2 == 1 { ((k + 1) / 2) as i32 } else { (-(k / 2)) as i32 })
+        Ok(if k % 2 == 1 {
+            ((k + 1) / 2) as i32
+        } else {
+            (-(k / 2)) as i32
+        })
     }
 }
 
@@ -346,7 +399,10 @@ mod tests {
     use super::*;
 
     // x264 baseline 1280x720 SPS/PPS (from `ffmpeg -f lavfi -i testsrc2=s=1280x720 -c:v libx264 -profile:v baseline`).
-    const SPS_720P: &[u8] = &[0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80];
+    const SPS_720P: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
+        0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80,
+    ];
     const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
 
     fn record(sps: &[u8], pps: &[u8]) -> Bytes {
@@ -376,7 +432,10 @@ mod tests {
         let (annexb, idr) = cfg.to_annex_b(&au, true).unwrap();
         assert!(idr);
         let nals: Vec<&[u8]> = annex_b_nals(&annexb).collect();
-        assert_eq!(nals, vec![SPS_720P, PPS, &[0x65, 0xAA, 0xBB][..], &[0x06, 0x01][..]]);
+        assert_eq!(
+            nals,
+            vec![SPS_720P, PPS, &[0x65, 0xAA, 0xBB][..], &[0x06, 0x01][..]]
+        );
         // A non-IDR picture passes without parameter sets.
         let (p, idr) = cfg.to_annex_b(&[0, 0, 0, 2, 0x41, 0x9a], false).unwrap();
         assert!(!idr);
@@ -389,8 +448,14 @@ mod tests {
     #[test]
     fn bad_records() {
         assert!(AvcConfig::parse(&Bytes::from_static(&[1, 2, 3])).is_err());
-        assert!(AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe1, 0, 50, 0x67])).is_err());
-        assert_eq!(AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe0, 0])), Err(H264Error::NoParameterSets));
+        assert!(AvcConfig::parse(&Bytes::from_static(&[
+            1, 0x42, 0, 0x1f, 0xff, 0xe1, 0, 50, 0x67
+        ]))
+        .is_err());
+        assert_eq!(
+            AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe0, 0])),
+            Err(H264Error::NoParameterSets)
+        );
     }
 
     #[test]
@@ -425,7 +490,7 @@ mod tests {
     impl BitWriter {
         fn bits(&mut self, v: u64, count: u32) {
             for i in (0..count).rev() {
-                if self.n % 8 == 0 {
+                if self.n.is_multiple_of(8) {
                     self.bytes.push(0);
                 }
                 let bit = ((v >> i) & 1) as u8;

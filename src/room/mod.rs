@@ -48,11 +48,28 @@ pub enum LeaveReason {
 /// Room and media events, in the order they happened, for callbacks and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
-    RoomCreated { key: RoomKey, userid: String },
-    RoomDismissed { key: RoomKey },
-    AnchorEntered { key: RoomKey, userid: String, source: SourceKind },
-    AnchorLeft { key: RoomKey, userid: String, reason: LeaveReason },
-    MediaStarted { key: RoomKey, userid: String, codec: Codec },
+    RoomCreated {
+        key: RoomKey,
+        userid: String,
+    },
+    RoomDismissed {
+        key: RoomKey,
+    },
+    AnchorEntered {
+        key: RoomKey,
+        userid: String,
+        source: SourceKind,
+    },
+    AnchorLeft {
+        key: RoomKey,
+        userid: String,
+        reason: LeaveReason,
+    },
+    MediaStarted {
+        key: RoomKey,
+        userid: String,
+        codec: Codec,
+    },
 }
 
 /// Codec details of a track, for reporting.
@@ -105,12 +122,22 @@ pub struct Room {
 
 impl Room {
     pub fn participants(&self) -> Vec<Arc<Participant>> {
-        let mut v: Vec<_> = self.participants.lock().expect("room lock").values().cloned().collect();
+        let mut v: Vec<_> = self
+            .participants
+            .lock()
+            .expect("room lock")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by_key(|p| p.started_at);
         v
     }
     pub fn participant(&self, userid: &str) -> Option<Arc<Participant>> {
-        self.participants.lock().expect("room lock").get(userid).cloned()
+        self.participants
+            .lock()
+            .expect("room lock")
+            .get(userid)
+            .cloned()
     }
 }
 
@@ -135,11 +162,19 @@ impl RoomHub {
     }
 
     fn emit(&self, ev: RoomEvent) {
-        self.observers.lock().expect("observers lock").retain(|tx| tx.send(ev.clone()).is_ok());
+        self.observers
+            .lock()
+            .expect("observers lock")
+            .retain(|tx| tx.send(ev.clone()).is_ok());
     }
 
     /// Enter `key` as anchor `userid`. An existing anchor with that identity is replaced and told so.
-    pub fn join(self: &Arc<Self>, key: RoomKey, userid: &str, source: SourceKind) -> AnchorPublisher {
+    pub fn join(
+        self: &Arc<Self>,
+        key: RoomKey,
+        userid: &str,
+        source: SourceKind,
+    ) -> AnchorPublisher {
         let (kick, kicked) = watch::channel(None);
         let participant = Arc::new(Participant {
             userid: userid.to_string(),
@@ -157,23 +192,48 @@ impl RoomHub {
         let room = match rooms.get(&key) {
             Some(r) => r.clone(),
             None => {
-                let r = Arc::new(Room { key: key.clone(), created_at: SystemTime::now(), participants: Mutex::default() });
+                let r = Arc::new(Room {
+                    key: key.clone(),
+                    created_at: SystemTime::now(),
+                    participants: Mutex::default(),
+                });
                 rooms.insert(key.clone(), r.clone());
-                self.emit(RoomEvent::RoomCreated { key: key.clone(), userid: userid.to_string() });
+                self.emit(RoomEvent::RoomCreated {
+                    key: key.clone(),
+                    userid: userid.to_string(),
+                });
                 r
             }
         };
-        let old = room.participants.lock().expect("room lock").insert(userid.to_string(), participant.clone());
+        let old = room
+            .participants
+            .lock()
+            .expect("room lock")
+            .insert(userid.to_string(), participant.clone());
         if let Some(old) = old {
             Self::close_participant(&old);
             let _ = old.kick.send(Some(LeaveReason::Replaced));
-            self.emit(RoomEvent::AnchorLeft { key: key.clone(), userid: userid.to_string(), reason: LeaveReason::Replaced });
+            self.emit(RoomEvent::AnchorLeft {
+                key: key.clone(),
+                userid: userid.to_string(),
+                reason: LeaveReason::Replaced,
+            });
             tracing::info!(sdkappid = key.sdkappid, room = %key.room, userid, "anchor replaced by a new publisher");
         }
-        self.emit(RoomEvent::AnchorEntered { key: key.clone(), userid: userid.to_string(), source });
+        self.emit(RoomEvent::AnchorEntered {
+            key: key.clone(),
+            userid: userid.to_string(),
+            source,
+        });
         metrics::gauge!("roomgate_publishers", "source" => source_label(source)).increment(1.0);
         drop(rooms);
-        AnchorPublisher { hub: self.clone(), room, participant, kicked, left: false }
+        AnchorPublisher {
+            hub: self.clone(),
+            room,
+            participant,
+            kicked,
+            left: false,
+        }
     }
 
     fn close_participant(p: &Participant) {
@@ -186,23 +246,37 @@ impl RoomHub {
         let mut rooms = self.rooms.lock().expect("hub lock");
         let mut members = room.participants.lock().expect("room lock");
         // Only the current holder of the identity leaves; a replaced one already left.
-        let current = members.get(&participant.userid).is_some_and(|p| p.session == participant.session);
+        let current = members
+            .get(&participant.userid)
+            .is_some_and(|p| p.session == participant.session);
         if !current {
             return;
         }
         members.remove(&participant.userid);
         Self::close_participant(participant);
-        self.emit(RoomEvent::AnchorLeft { key: room.key.clone(), userid: participant.userid.clone(), reason });
+        self.emit(RoomEvent::AnchorLeft {
+            key: room.key.clone(),
+            userid: participant.userid.clone(),
+            reason,
+        });
         if members.is_empty() {
             if rooms.get(&room.key).is_some_and(|r| Arc::ptr_eq(r, room)) {
                 rooms.remove(&room.key);
             }
-            self.emit(RoomEvent::RoomDismissed { key: room.key.clone() });
+            self.emit(RoomEvent::RoomDismissed {
+                key: room.key.clone(),
+            });
         }
     }
 
     pub fn rooms(&self) -> Vec<Arc<Room>> {
-        let mut v: Vec<_> = self.rooms.lock().expect("hub lock").values().cloned().collect();
+        let mut v: Vec<_> = self
+            .rooms
+            .lock()
+            .expect("hub lock")
+            .values()
+            .cloned()
+            .collect();
         v.sort_by_key(|r| r.created_at);
         v
     }
@@ -240,7 +314,11 @@ impl AnchorPublisher {
 
     /// A handle that publishes into this anchor's tracks from another thread (e.g. a transcoder).
     pub fn sink(&self) -> AnchorSink {
-        AnchorSink { hub: self.hub.clone(), key: self.room.key.clone(), participant: self.participant.clone() }
+        AnchorSink {
+            hub: self.hub.clone(),
+            key: self.room.key.clone(),
+            participant: self.participant.clone(),
+        }
     }
 
     pub fn publish(&self, frame: Frame) -> bool {
@@ -282,7 +360,8 @@ impl AnchorPublisher {
 impl Drop for AnchorPublisher {
     fn drop(&mut self) {
         if !self.left {
-            self.hub.leave(&self.room, &self.participant, LeaveReason::Normal);
+            self.hub
+                .leave(&self.room, &self.participant, LeaveReason::Normal);
         }
     }
 }
@@ -302,7 +381,11 @@ impl AnchorSink {
         let codec = frame.codec;
         let ok = track.publish(frame);
         if ok && first {
-            self.hub.emit(RoomEvent::MediaStarted { key: self.key.clone(), userid: self.participant.userid.clone(), codec });
+            self.hub.emit(RoomEvent::MediaStarted {
+                key: self.key.clone(),
+                userid: self.participant.userid.clone(),
+                codec,
+            });
         }
         ok
     }
@@ -315,7 +398,10 @@ mod tests {
     use std::time::Instant;
 
     fn key(room: &str) -> RoomKey {
-        RoomKey { sdkappid: 1, room: RoomRef::Str(room.into()) }
+        RoomKey {
+            sdkappid: 1,
+            room: RoomRef::Str(room.into()),
+        }
     }
 
     #[tokio::test]
@@ -349,11 +435,23 @@ mod tests {
         let mut sub = first.participant().video.subscribe();
         let second = hub.join(key("r"), "a", SourceKind::Rtmp);
         assert_eq!(first.replaced().await, LeaveReason::Replaced);
-        assert!(sub.recv().await.is_none(), "viewers of the replaced anchor see its end");
-        assert!(!first.publish(Frame { codec: Codec::H264, pts: 0, keyframe: true, data: Bytes::new(), received_at: Instant::now() }));
+        assert!(
+            sub.recv().await.is_none(),
+            "viewers of the replaced anchor see its end"
+        );
+        assert!(!first.publish(Frame {
+            codec: Codec::H264,
+            pts: 0,
+            keyframe: true,
+            data: Bytes::new(),
+            received_at: Instant::now()
+        }));
         drop(first); // must not remove the new anchor
         let room = hub.room(&key("r")).unwrap();
         assert_eq!(room.participants().len(), 1);
-        assert!(Arc::ptr_eq(room.participant("a").as_ref().unwrap(), second.participant()));
+        assert!(Arc::ptr_eq(
+            room.participant("a").as_ref().unwrap(),
+            second.participant()
+        ));
     }
 }

@@ -71,7 +71,15 @@ pub struct Track {
 impl Track {
     pub fn new(codec: Codec) -> Track {
         let (tx, _) = broadcast::channel(SUBSCRIBER_QUEUE);
-        Track { codec, state: Mutex::new(TrackState { tx: Some(tx), gop: Vec::new(), gop_bytes: 0, stats: TrackStats::default() }) }
+        Track {
+            codec,
+            state: Mutex::new(TrackState {
+                tx: Some(tx),
+                gop: Vec::new(),
+                gop_bytes: 0,
+                stats: TrackStats::default(),
+            }),
+        }
     }
 
     /// Send a frame to every subscriber. Returns false when the track is closed. Never blocks on subscribers.
@@ -86,7 +94,10 @@ impl Track {
                 st.gop.clear();
                 st.gop_bytes = 0;
             }
-            if (frame.keyframe || !st.gop.is_empty()) && st.gop.len() < GOP_MAX_FRAMES && st.gop_bytes + frame.data.len() <= GOP_MAX_BYTES {
+            if (frame.keyframe || !st.gop.is_empty())
+                && st.gop.len() < GOP_MAX_FRAMES
+                && st.gop_bytes + frame.data.len() <= GOP_MAX_BYTES
+            {
                 st.gop_bytes += frame.data.len();
                 st.gop.push(frame.clone());
             } else if !st.gop.is_empty() {
@@ -185,7 +196,13 @@ mod tests {
     use bytes::Bytes;
 
     fn frame(pts: u64, key: bool) -> Frame {
-        Frame { codec: Codec::H264, pts, keyframe: key, data: Bytes::from(vec![0u8; 10]), received_at: Instant::now() }
+        Frame {
+            codec: Codec::H264,
+            pts,
+            keyframe: key,
+            data: Bytes::from(vec![0u8; 10]),
+            received_at: Instant::now(),
+        }
     }
 
     #[tokio::test]
@@ -196,7 +213,11 @@ mod tests {
         t.publish(frame(2, false));
         let mut s = t.subscribe();
         t.publish(frame(3, false));
-        let got: Vec<u64> = vec![s.recv().await.unwrap().pts, s.recv().await.unwrap().pts, s.recv().await.unwrap().pts];
+        let got: Vec<u64> = vec![
+            s.recv().await.unwrap().pts,
+            s.recv().await.unwrap().pts,
+            s.recv().await.unwrap().pts,
+        ];
         assert_eq!(got, vec![1, 2, 3]);
         t.close();
         assert!(s.recv().await.is_none());
@@ -218,7 +239,11 @@ mod tests {
         let key = SUBSCRIBER_QUEUE as u64 * 3;
         t.publish(frame(key, true));
         t.publish(frame(key + 1, false));
-        assert_eq!(slow.recv().await.unwrap().pts, key, "resumes at the next keyframe");
+        assert_eq!(
+            slow.recv().await.unwrap().pts,
+            key,
+            "resumes at the next keyframe"
+        );
         assert_eq!(slow.recv().await.unwrap().pts, key + 1);
         assert!(slow.dropped() > 0);
     }

@@ -35,11 +35,18 @@ pub async fn start_gateway() -> TestGateway {
 
 pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().to_path_buf();
+    let mut config = Config {
+        data_dir: dir.path().to_path_buf(),
+        ..Config::default()
+    };
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
-    config.apps = vec![AppConfig { sdkappid: SDKAPPID, secret_key: KEY.into(), require_private_map_key: false, name: "test".into() }];
+    config.apps = vec![AppConfig {
+        sdkappid: SDKAPPID,
+        secret_key: KEY.into(),
+        require_private_map_key: false,
+        name: "test".into(),
+    }];
     tweak(&mut config);
     let gw = Gateway::start(config).await.unwrap();
     TestGateway { gw, _dir: dir }
@@ -51,15 +58,26 @@ pub fn usersig(userid: &str) -> String {
 
 impl TestGateway {
     pub fn push_url(&self, room: &str, userid: &str, sig: &str) -> String {
-        format!("rtmp://{}/push/{room}?sdkappid={SDKAPPID}&userid={userid}&usersig={sig}", self.rtmp_addr.unwrap())
+        format!(
+            "rtmp://{}/push/{room}?sdkappid={SDKAPPID}&userid={userid}&usersig={sig}",
+            self.rtmp_addr.unwrap()
+        )
     }
 
     pub fn key(&self, room: &str) -> RoomKey {
-        RoomKey { sdkappid: SDKAPPID, room: RoomRef::Str(room.into()) }
+        RoomKey {
+            sdkappid: SDKAPPID,
+            room: RoomRef::Str(room.into()),
+        }
     }
 
     /// Wait until anchor `userid` is in `room` (up to `within`).
-    pub async fn wait_anchor(&self, room: &str, userid: &str, within: Duration) -> Option<Arc<Participant>> {
+    pub async fn wait_anchor(
+        &self,
+        room: &str,
+        userid: &str,
+        within: Duration,
+    ) -> Option<Arc<Participant>> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(p) = self.hub.participant(&self.key(room), userid) {
@@ -92,10 +110,19 @@ impl Ffmpeg {
     /// `ffmpeg -hide_banner -loglevel error <input> <codec args> -f flv <url>`
     pub fn push(input: &[String], codec_args: &str, url: &str) -> Ffmpeg {
         let mut cmd = tokio::process::Command::new("ffmpeg");
-        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"]).args(input);
-        cmd.args(codec_args.split_whitespace()).args(["-f", "flv", url]);
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-        Ffmpeg { child: cmd.spawn().expect("ffmpeg is installed (scripts/install-deps.sh)") }
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+            .args(input);
+        cmd.args(codec_args.split_whitespace())
+            .args(["-f", "flv", url]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        Ffmpeg {
+            child: cmd
+                .spawn()
+                .expect("ffmpeg is installed (scripts/install-deps.sh)"),
+        }
     }
 
     /// Wait for ffmpeg to exit (killing it after `within`); returns (success, stderr).
@@ -124,7 +151,10 @@ impl Ffmpeg {
 pub fn decode_h264_size(frames: &[Frame]) -> Option<(u32, u32)> {
     roomgate::media::transcode::init_libav();
     let codec = ff::decoder::find(ff::codec::Id::H264)?;
-    let mut dec = ff::codec::Context::new_with_codec(codec).decoder().video().ok()?;
+    let mut dec = ff::codec::Context::new_with_codec(codec)
+        .decoder()
+        .video()
+        .ok()?;
     let mut picture = ff::frame::Video::empty();
     for f in frames {
         dec.send_packet(&ff::Packet::copy(&f.data)).ok()?;
@@ -133,7 +163,9 @@ pub fn decode_h264_size(frames: &[Frame]) -> Option<(u32, u32)> {
         }
     }
     dec.send_eof().ok()?;
-    dec.receive_frame(&mut picture).ok().map(|_| (picture.width(), picture.height()))
+    dec.receive_frame(&mut picture)
+        .ok()
+        .map(|_| (picture.width(), picture.height()))
 }
 
 /// Decode Opus packets with libav's decoder; returns (decoded samples per channel, peak amplitude).
@@ -156,7 +188,12 @@ pub fn decode_opus(frames: &[Frame]) -> (usize, f32) {
         while dec.receive_frame(&mut out).is_ok() {
             samples += out.samples();
             if let ff::format::Sample::F32(_) = out.format() {
-                let n = out.samples() * if out.is_packed() { out.channels() as usize } else { 1 };
+                let n = out.samples()
+                    * if out.is_packed() {
+                        out.channels() as usize
+                    } else {
+                        1
+                    };
                 for c in out.data(0)[..n * 4].chunks_exact(4) {
                     peak = peak.max(f32::from_ne_bytes([c[0], c[1], c[2], c[3]]).abs());
                 }
@@ -170,10 +207,19 @@ pub fn decode_opus(frames: &[Frame]) -> (usize, f32) {
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes()).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).await.unwrap();
-    let status = resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }

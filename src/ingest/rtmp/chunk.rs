@@ -18,7 +18,11 @@ pub struct ChunkLimits {
 
 impl Default for ChunkLimits {
     fn default() -> Self {
-        ChunkLimits { max_message_size: 8 * 1024 * 1024, max_chunk_size: 1 << 20, max_chunk_streams: 64 }
+        ChunkLimits {
+            max_message_size: 8 * 1024 * 1024,
+            max_chunk_size: 1 << 20,
+            max_chunk_streams: 64,
+        }
     }
 }
 
@@ -76,7 +80,12 @@ pub struct ChunkReader {
 
 impl ChunkReader {
     pub fn new(limits: ChunkLimits) -> Self {
-        ChunkReader { limits, chunk_size: 128, buf: BytesMut::with_capacity(64 * 1024), streams: HashMap::new() }
+        ChunkReader {
+            limits,
+            chunk_size: 128,
+            buf: BytesMut::with_capacity(64 * 1024),
+            streams: HashMap::new(),
+        }
     }
 
     /// Append received bytes.
@@ -96,14 +105,20 @@ impl ChunkReader {
                             if msg.payload.len() < 4 {
                                 return Err(ChunkError::BadSetChunkSize);
                             }
-                            let size = u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes")) & 0x7FFF_FFFF;
+                            let size =
+                                u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes"))
+                                    & 0x7FFF_FFFF;
                             if size == 0 || size > self.limits.max_chunk_size {
-                                return Err(ChunkError::BadChunkSize(size, self.limits.max_chunk_size));
+                                return Err(ChunkError::BadChunkSize(
+                                    size,
+                                    self.limits.max_chunk_size,
+                                ));
                             }
                             self.chunk_size = size;
                         }
                         MSG_ABORT if msg.payload.len() >= 4 => {
-                            let csid = u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes"));
+                            let csid =
+                                u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes"));
                             if let Some(s) = self.streams.get_mut(&csid) {
                                 s.partial = None;
                             }
@@ -120,7 +135,9 @@ impl ChunkReader {
     /// Parse one chunk if it is all here. `Some(Some(msg))` when it completed a message.
     fn next_chunk(&mut self) -> Result<Option<Option<RtmpMessage>>, ChunkError> {
         let b = &self.buf[..];
-        let Some(&b0) = b.first() else { return Ok(None) };
+        let Some(&b0) = b.first() else {
+            return Ok(None);
+        };
         let fmt = b0 >> 6;
         let (csid, mut pos) = match b0 & 0x3F {
             0 => match b.get(1) {
@@ -137,8 +154,11 @@ impl ChunkReader {
         if b.len() < pos + header_len {
             return Ok(None);
         }
-        if !self.streams.contains_key(&csid) && self.streams.len() >= self.limits.max_chunk_streams {
-            return Err(ChunkError::TooManyChunkStreams(self.limits.max_chunk_streams));
+        if !self.streams.contains_key(&csid) && self.streams.len() >= self.limits.max_chunk_streams
+        {
+            return Err(ChunkError::TooManyChunkStreams(
+                self.limits.max_chunk_streams,
+            ));
         }
         let prev = self.streams.get(&csid);
         if fmt != 0 && !prev.is_some_and(|p| p.started) {
@@ -165,7 +185,11 @@ impl ChunkReader {
             stream_id = u32::from_le_bytes(h[7..11].try_into().expect("4 bytes"));
         }
         pos += header_len;
-        let extended = if fmt == 3 { prev.is_some_and(|p| p.extended) } else { ts_field == 0xFF_FFFF };
+        let extended = if fmt == 3 {
+            prev.is_some_and(|p| p.extended)
+        } else {
+            ts_field == 0xFF_FFFF
+        };
         if extended {
             if b.len() < pos + 4 {
                 return Ok(None);
@@ -181,9 +205,14 @@ impl ChunkReader {
             }
         }
         if length > self.limits.max_message_size {
-            return Err(ChunkError::MessageTooLarge { size: length, limit: self.limits.max_message_size });
+            return Err(ChunkError::MessageTooLarge {
+                size: length,
+                limit: self.limits.max_message_size,
+            });
         }
-        let already = prev.and_then(|p| p.partial.as_ref()).map_or(0, |p| p.len() as u32);
+        let already = prev
+            .and_then(|p| p.partial.as_ref())
+            .map_or(0, |p| p.len() as u32);
         let take = (length - already).min(self.chunk_size) as usize;
         if b.len() < pos + take {
             return Ok(None);
@@ -209,7 +238,13 @@ impl ChunkReader {
         partial.extend_from_slice(&data);
         if partial.len() as u32 == st.length {
             let payload = st.partial.take().expect("message in progress").freeze();
-            return Ok(Some(Some(RtmpMessage { csid, timestamp: st.timestamp, type_id: st.type_id, stream_id: st.stream_id, payload })));
+            return Ok(Some(Some(RtmpMessage {
+                csid,
+                timestamp: st.timestamp,
+                type_id: st.type_id,
+                stream_id: st.stream_id,
+                payload,
+            })));
         }
         Ok(Some(None))
     }
@@ -254,8 +289,8 @@ mod tests {
     #[test]
     fn interleaved_chunk_streams_keep_their_own_payloads() {
         let mut r = ChunkReader::new(ChunkLimits::default());
-        let a = vec![0xAA; 200];
-        let v = vec![0xBB; 200];
+        let a = [0xAA; 200];
+        let v = [0xBB; 200];
         let mut bytes = chunk0(4, 0, MSG_AUDIO, 1, 200, &a[..128]);
         bytes.extend(chunk0(6, 0, MSG_VIDEO, 1, 200, &v[..128]));
         bytes.push(0xC4);
@@ -281,9 +316,14 @@ mod tests {
         // fmt 3: a new message with the same delta.
         bytes.extend_from_slice(&[0xC6, 5, 6]);
         r.feed(&bytes);
-        assert_eq!(r.next_message().unwrap().unwrap().type_id, MSG_SET_CHUNK_SIZE);
+        assert_eq!(
+            r.next_message().unwrap().unwrap().type_id,
+            MSG_SET_CHUNK_SIZE
+        );
         assert_eq!(r.chunk_size, 4096);
-        let ts: Vec<u32> = std::iter::from_fn(|| r.next_message().unwrap()).map(|m| m.timestamp).collect();
+        let ts: Vec<u32> = std::iter::from_fn(|| r.next_message().unwrap())
+            .map(|m| m.timestamp)
+            .collect();
         assert_eq!(ts, vec![0x0100_0000, 0x0100_0000 + 33, 0x0100_0000 + 66]);
     }
 
@@ -293,15 +333,27 @@ mod tests {
         r.feed(&[0xC5, 1, 2, 3]);
         assert_eq!(r.next_message(), Err(ChunkError::NoPreviousHeader(5)));
 
-        let mut r = ChunkReader::new(ChunkLimits { max_message_size: 1000, ..Default::default() });
+        let mut r = ChunkReader::new(ChunkLimits {
+            max_message_size: 1000,
+            ..Default::default()
+        });
         r.feed(&chunk0(6, 0, MSG_VIDEO, 1, 0xFF_FFFF, &[]));
-        assert!(matches!(r.next_message(), Err(ChunkError::MessageTooLarge { .. })));
+        assert!(matches!(
+            r.next_message(),
+            Err(ChunkError::MessageTooLarge { .. })
+        ));
 
         let mut r = ChunkReader::new(ChunkLimits::default());
         r.feed(&chunk0(2, 0, MSG_SET_CHUNK_SIZE, 0, 4, &0u32.to_be_bytes()));
-        assert!(matches!(r.next_message(), Err(ChunkError::BadChunkSize(0, _))));
+        assert!(matches!(
+            r.next_message(),
+            Err(ChunkError::BadChunkSize(0, _))
+        ));
 
-        let mut r = ChunkReader::new(ChunkLimits { max_chunk_streams: 2, ..Default::default() });
+        let mut r = ChunkReader::new(ChunkLimits {
+            max_chunk_streams: 2,
+            ..Default::default()
+        });
         let mut b = chunk0(3, 0, 20, 0, 1, &[0]);
         b.extend(chunk0(4, 0, 20, 0, 1, &[0]));
         b.extend(chunk0(5, 0, 20, 0, 1, &[0]));
@@ -321,7 +373,10 @@ mod tests {
     fn random_garbage_never_panics() {
         let mut seed = 0x1234_5678u64;
         for _ in 0..2000 {
-            let mut r = ChunkReader::new(ChunkLimits { max_message_size: 4096, ..Default::default() });
+            let mut r = ChunkReader::new(ChunkLimits {
+                max_message_size: 4096,
+                ..Default::default()
+            });
             let len = (seed % 512) as usize;
             let bytes: Vec<u8> = (0..len)
                 .map(|_| {

@@ -16,7 +16,9 @@ use rml_amf0::Amf0Value;
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{MessagePayload, RtmpMessage as RmlMessage};
-use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
+use rml_rtmp::sessions::{
+    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
+};
 use rml_rtmp::time::RtmpTimestamp;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -67,7 +69,12 @@ pub struct RtmpConnection {
 
 impl RtmpConnection {
     pub fn new(ctx: Arc<RtmpContext>, peer: SocketAddr) -> Self {
-        RtmpConnection { ctx, peer, state: State::Handshaking(Box::new(Handshake::new(PeerType::Server))), new_kick_signal: None }
+        RtmpConnection {
+            ctx,
+            peer,
+            state: State::Handshaking(Box::new(Handshake::new(PeerType::Server))),
+            new_kick_signal: None,
+        }
     }
 
     pub fn is_publishing(&self) -> bool {
@@ -107,19 +114,30 @@ impl RtmpConnection {
         self.state = State::Closed;
     }
 
-    fn step(&mut self, data: &[u8], now: Instant, actions: &mut Vec<Action>) -> Result<(), Refusal> {
+    fn step(
+        &mut self,
+        data: &[u8],
+        now: Instant,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), Refusal> {
         let malformed = |e: &dyn std::fmt::Display| Refusal::Malformed(e.to_string());
         let mut data = data;
         let leftover;
         if let State::Handshaking(hs) = &mut self.state {
-            match hs.process_bytes(data).map_err(|e| malformed(&format!("handshake: {e:?}")))? {
+            match hs
+                .process_bytes(data)
+                .map_err(|e| malformed(&format!("handshake: {e:?}")))?
+            {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     if !response_bytes.is_empty() {
                         actions.push(Action::Send(response_bytes));
                     }
                     return Ok(());
                 }
-                HandshakeProcessResult::Completed { response_bytes, remaining_bytes } => {
+                HandshakeProcessResult::Completed {
+                    response_bytes,
+                    remaining_bytes,
+                } => {
                     if !response_bytes.is_empty() {
                         actions.push(Action::Send(response_bytes));
                     }
@@ -130,7 +148,9 @@ impl RtmpConnection {
                 }
             }
         }
-        let State::Session(session) = &mut self.state else { return Ok(()) };
+        let State::Session(session) = &mut self.state else {
+            return Ok(());
+        };
         session.reader.feed(data);
         while let Some(msg) = session.reader.next_message().map_err(|e| malformed(&e))? {
             if matches!(msg.type_id, MSG_SET_CHUNK_SIZE | MSG_ABORT) {
@@ -139,7 +159,9 @@ impl RtmpConnection {
             match msg.type_id {
                 MSG_AMF0_COMMAND => check_amf0_command(&msg.payload)?,
                 // "AMF3" commands: rml decodes them as AMF0, after a leading 0 byte if there is one.
-                MSG_AMF3_COMMAND => check_amf0_command(msg.payload.strip_prefix(&[0u8]).unwrap_or(&msg.payload))?,
+                MSG_AMF3_COMMAND => {
+                    check_amf0_command(msg.payload.strip_prefix(&[0u8]).unwrap_or(&msg.payload))?
+                }
                 _ => {}
             }
             let payload = MessagePayload {
@@ -148,17 +170,31 @@ impl RtmpConnection {
                 message_stream_id: msg.stream_id,
                 data: msg.payload,
             };
-            let packet = session.forward.serialize(&payload, true, false).map_err(|e| malformed(&format!("{e:?}")))?;
-            // rml_rtmp panics on some malformed input; contain it to this connection as a protocol error.
-            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.rml.handle_input(&packet.bytes)))
-                .map_err(|_| Refusal::Malformed("message the RTMP session layer could not parse".into()))?
+            let packet = session
+                .forward
+                .serialize(&payload, true, false)
                 .map_err(|e| malformed(&format!("{e:?}")))?;
+            // rml_rtmp panics on some malformed input; contain it to this connection as a protocol error.
+            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                session.rml.handle_input(&packet.bytes)
+            }))
+            .map_err(|_| {
+                Refusal::Malformed("message the RTMP session layer could not parse".into())
+            })?
+            .map_err(|e| malformed(&format!("{e:?}")))?;
             for r in results {
                 match r {
                     ServerSessionResult::OutboundResponse(p) => actions.push(Action::Send(p.bytes)),
-                    ServerSessionResult::RaisedEvent(ev) => {
-                        Self::on_event(&self.ctx, self.peer, session, &mut self.new_kick_signal, ev, msg.stream_id, now, actions)?
-                    }
+                    ServerSessionResult::RaisedEvent(ev) => Self::on_event(
+                        &self.ctx,
+                        self.peer,
+                        session,
+                        &mut self.new_kick_signal,
+                        ev,
+                        msg.stream_id,
+                        now,
+                        actions,
+                    )?,
                     ServerSessionResult::UnhandleableMessageReceived(_) => {}
                 }
             }
@@ -170,7 +206,8 @@ impl RtmpConnection {
         let rc = &self.ctx.config.rtmp;
         let mut cfg = ServerSessionConfig::new();
         cfg.chunk_size = rc.chunk_size;
-        let (rml, results) = ServerSession::new(cfg).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
+        let (rml, results) =
+            ServerSession::new(cfg).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
         for r in results {
             if let ServerSessionResult::OutboundResponse(p) = r {
                 actions.push(Action::Send(p.bytes));
@@ -189,10 +226,21 @@ impl RtmpConnection {
         };
         // Tell rml our maximum chunk size once, so every forwarded message is a single chunk.
         let big = rc.max_message_size.max(128);
-        let msg = RmlMessage::SetChunkSize { size: big }.into_message_payload(RtmpTimestamp::new(0), 0).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        let packet = session.forward.serialize(&msg, true, false).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        session.rml.handle_input(&packet.bytes).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        session.forward.set_max_chunk_size(big, RtmpTimestamp::new(0)).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
+        let msg = RmlMessage::SetChunkSize { size: big }
+            .into_message_payload(RtmpTimestamp::new(0), 0)
+            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
+        let packet = session
+            .forward
+            .serialize(&msg, true, false)
+            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
+        session
+            .rml
+            .handle_input(&packet.bytes)
+            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
+        session
+            .forward
+            .set_max_chunk_size(big, RtmpTimestamp::new(0))
+            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
         Ok(session)
     }
 
@@ -209,51 +257,96 @@ impl RtmpConnection {
     ) -> Result<(), Refusal> {
         let rml_err = |e: &dyn std::fmt::Debug| Refusal::Malformed(format!("{e:?}"));
         match ev {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
+            ServerSessionEvent::ConnectionRequested {
+                request_id,
+                app_name,
+            } => {
                 let (app, query) = app_name.split_once('?').unwrap_or((&app_name, ""));
                 if app.trim_matches('/') != "push" {
                     return Err(Refusal::WrongApp(app.to_string()));
                 }
                 session.app_query = query.to_string();
-                for r in session.rml.accept_request(request_id).map_err(|e| rml_err(&e))? {
+                for r in session
+                    .rml
+                    .accept_request(request_id)
+                    .map_err(|e| rml_err(&e))?
+                {
                     if let ServerSessionResult::OutboundResponse(p) = r {
                         actions.push(Action::Send(p.bytes));
                     }
                 }
             }
-            ServerSessionEvent::PublishStreamRequested { request_id, stream_key, .. } => {
+            ServerSessionEvent::PublishStreamRequested {
+                request_id,
+                stream_key,
+                ..
+            } => {
                 if session.publishing.is_some() {
-                    return Err(Refusal::Malformed("a second publish on one connection".into()));
+                    return Err(Refusal::Malformed(
+                        "a second publish on one connection".into(),
+                    ));
                 }
                 let started = Instant::now();
                 let (room, params) = parse_stream_key(&stream_key, &session.app_query);
-                let get = |k: &'static str| params.get(k).map(String::as_str).filter(|v| !v.is_empty()).ok_or(Refusal::MissingParameter(k));
+                let get = |k: &'static str| {
+                    params
+                        .get(k)
+                        .map(String::as_str)
+                        .filter(|v| !v.is_empty())
+                        .ok_or(Refusal::MissingParameter(k))
+                };
                 let sdkappid_raw = get("sdkappid")?;
-                let sdkappid: u64 = sdkappid_raw.parse().map_err(|_| Refusal::BadSdkAppId(sdkappid_raw.to_string()))?;
+                let sdkappid: u64 = sdkappid_raw
+                    .parse()
+                    .map_err(|_| Refusal::BadSdkAppId(sdkappid_raw.to_string()))?;
                 let userid = get("userid")?.to_string();
                 let usersig = get("usersig")?;
                 let room = RoomRef::Str(room);
-                authorize_publish(&ctx.config.apps, sdkappid, &room, &userid, usersig, params.get("privatemapkey").map(String::as_str), unix_now())?;
-                for r in session.rml.accept_request(request_id).map_err(|e| rml_err(&e))? {
+                authorize_publish(
+                    &ctx.config.apps,
+                    sdkappid,
+                    &room,
+                    &userid,
+                    usersig,
+                    params.get("privatemapkey").map(String::as_str),
+                    unix_now(),
+                )?;
+                for r in session
+                    .rml
+                    .accept_request(request_id)
+                    .map_err(|e| rml_err(&e))?
+                {
                     if let ServerSessionResult::OutboundResponse(p) = r {
                         actions.push(Action::Send(p.bytes));
                     }
                 }
-                let label = format!("{sdkappid}/{room_label}/{userid}", room_label = match &room {
-                    RoomRef::Str(s) => s.clone(),
-                    RoomRef::Num(n) => n.to_string(),
-                });
-                let anchor = ctx.hub.join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
+                let label = format!(
+                    "{sdkappid}/{room_label}/{userid}",
+                    room_label = match &room {
+                        RoomRef::Str(s) => s.clone(),
+                        RoomRef::Num(n) => n.to_string(),
+                    }
+                );
+                let anchor = ctx
+                    .hub
+                    .join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
                 *kick_out = Some(anchor.kick_signal());
                 tracing::info!(%peer, anchor = %label, auth_us = started.elapsed().as_micros() as u64, "RTMP publish started");
-                session.publishing = Some(Publishing { stream_id, publisher: RtmpPublisher::new(anchor, label, ctx.config.audio.opus_bitrate) });
+                session.publishing = Some(Publishing {
+                    stream_id,
+                    publisher: RtmpPublisher::new(anchor, label, ctx.config.audio.opus_bitrate),
+                });
             }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::VideoDataReceived {
+                data, timestamp, ..
+            } => {
                 if let Some(p) = &mut session.publishing {
                     p.publisher.on_video(timestamp.value, &data, now)?;
                 }
             }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
+            ServerSessionEvent::AudioDataReceived {
+                data, timestamp, ..
+            } => {
                 if let Some(p) = &mut session.publishing {
                     p.publisher.on_audio(timestamp.value, &data, now)?;
                 }
@@ -290,7 +383,12 @@ impl RtmpConnection {
                 Refusal::BadRoomId(_) | Refusal::MissingParameter(_) => "NetStream.Publish.BadName",
                 _ => "NetStream.Publish.Rejected",
             };
-            if let Some(bytes) = status_error(self.ctx.config.rtmp.chunk_size, stream_id, code, &refusal.to_string()) {
+            if let Some(bytes) = status_error(
+                self.ctx.config.rtmp.chunk_size,
+                stream_id,
+                code,
+                &refusal.to_string(),
+            ) {
                 actions.push(Action::Send(bytes));
             }
         } else {
@@ -308,16 +406,22 @@ fn status_error(chunk_size: u32, stream_id: u32, code: &str, description: &str) 
     let mut obj = HashMap::new();
     obj.insert("level".to_string(), Amf0Value::Utf8String("error".into()));
     obj.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
-    obj.insert("description".to_string(), Amf0Value::Utf8String(description.into()));
+    obj.insert(
+        "description".to_string(),
+        Amf0Value::Utf8String(description.into()),
+    );
     let msg = RmlMessage::Amf0Command {
         command_name: "onStatus".into(),
         transaction_id: 0.0,
         command_object: Amf0Value::Null,
         additional_arguments: vec![Amf0Value::Object(obj)],
     };
-    let payload = msg.into_message_payload(RtmpTimestamp::new(0), stream_id).ok()?;
+    let payload = msg
+        .into_message_payload(RtmpTimestamp::new(0), stream_id)
+        .ok()?;
     let mut ser = ChunkSerializer::new();
-    ser.set_max_chunk_size(chunk_size, RtmpTimestamp::new(0)).ok()?;
+    ser.set_max_chunk_size(chunk_size, RtmpTimestamp::new(0))
+        .ok()?;
     Some(ser.serialize(&payload, true, false).ok()?.bytes)
 }
 
@@ -327,10 +431,13 @@ const MSG_AMF3_COMMAND: u8 = 17;
 /// rml_rtmp expects at least a name, a transaction id and a command object and panics otherwise; check first.
 fn check_amf0_command(payload: &[u8]) -> Result<(), Refusal> {
     let mut cursor = std::io::Cursor::new(payload);
-    let values = rml_amf0::deserialize(&mut cursor).map_err(|e| Refusal::Malformed(format!("AMF0 command: {e:?}")))?;
+    let values = rml_amf0::deserialize(&mut cursor)
+        .map_err(|e| Refusal::Malformed(format!("AMF0 command: {e:?}")))?;
     match values.as_slice() {
         [Amf0Value::Utf8String(_), Amf0Value::Number(_), _, ..] => Ok(()),
-        _ => Err(Refusal::Malformed("AMF0 command without name, transaction id and command object".into())),
+        _ => Err(Refusal::Malformed(
+            "AMF0 command without name, transaction id and command object".into(),
+        )),
     }
 }
 
@@ -353,19 +460,32 @@ mod tests {
     #[test]
     fn short_amf0_commands_are_refused_not_panics() {
         // Found by the rtmp_connection fuzz target: rml_rtmp drains 3 values from any command.
-        let one_value = rml_amf0::serialize(&vec![Amf0Value::Utf8String("connect".into())]).unwrap();
-        assert!(matches!(check_amf0_command(&one_value), Err(Refusal::Malformed(_))));
-        let ok = rml_amf0::serialize(&vec![Amf0Value::Utf8String("connect".into()), Amf0Value::Number(1.0), Amf0Value::Null]).unwrap();
+        let one_value =
+            rml_amf0::serialize(&vec![Amf0Value::Utf8String("connect".into())]).unwrap();
+        assert!(matches!(
+            check_amf0_command(&one_value),
+            Err(Refusal::Malformed(_))
+        ));
+        let ok = rml_amf0::serialize(&vec![
+            Amf0Value::Utf8String("connect".into()),
+            Amf0Value::Number(1.0),
+            Amf0Value::Null,
+        ])
+        .unwrap();
         assert!(check_amf0_command(&ok).is_ok());
     }
 
     #[test]
     fn stream_keys() {
-        let (room, p) = parse_stream_key("room_1?sdkappid=1400000001&userid=u&usersig=eJx*a-b_", "");
+        let (room, p) =
+            parse_stream_key("room_1?sdkappid=1400000001&userid=u&usersig=eJx*a-b_", "");
         assert_eq!(room, "room_1");
         assert_eq!(p["sdkappid"], "1400000001");
         assert_eq!(p["usersig"], "eJx*a-b_");
         let (room, p) = parse_stream_key("r2", "sdkappid=5&UserId=x");
-        assert_eq!((room.as_str(), p["sdkappid"].as_str(), p["userid"].as_str()), ("r2", "5", "x"));
+        assert_eq!(
+            (room.as_str(), p["sdkappid"].as_str(), p["userid"].as_str()),
+            ("r2", "5", "x")
+        );
     }
 }

@@ -45,15 +45,24 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
     }
 }
 
-async fn handle_connection(mut stream: TcpStream, peer: std::net::SocketAddr, ctx: Arc<RtmpContext>) {
+async fn handle_connection(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: Arc<RtmpContext>,
+) {
     let _ = stream.set_nodelay(true);
     let idle = Duration::from_secs(ctx.config.rtmp.idle_timeout_secs.max(1));
-    let setup_deadline = tokio::time::Instant::now() + Duration::from_secs(ctx.config.rtmp.handshake_timeout_secs.max(1));
+    let setup_deadline = tokio::time::Instant::now()
+        + Duration::from_secs(ctx.config.rtmp.handshake_timeout_secs.max(1));
     let mut conn = RtmpConnection::new(ctx, peer);
     let mut buf = vec![0u8; 64 * 1024];
     let mut kick: Option<tokio::sync::watch::Receiver<_>> = None;
     loop {
-        let deadline = if conn.is_publishing() { tokio::time::Instant::now() + idle } else { setup_deadline.min(tokio::time::Instant::now() + idle) };
+        let deadline = if conn.is_publishing() {
+            tokio::time::Instant::now() + idle
+        } else {
+            setup_deadline.min(tokio::time::Instant::now() + idle)
+        };
         let actions = tokio::select! {
             r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match r {
                 Ok(Ok(0)) => break,
@@ -92,7 +101,9 @@ async fn handle_connection(mut stream: TcpStream, peer: std::net::SocketAddr, ct
     conn.on_disconnect();
 }
 
-async fn replaced(kick: &mut Option<tokio::sync::watch::Receiver<Option<crate::room::LeaveReason>>>) {
+async fn replaced(
+    kick: &mut Option<tokio::sync::watch::Receiver<Option<crate::room::LeaveReason>>>,
+) {
     match kick {
         Some(rx) => loop {
             if rx.borrow_and_update().is_some() {

@@ -22,7 +22,15 @@ pub struct RtmpPublisher {
 
 impl RtmpPublisher {
     pub fn new(anchor: AnchorPublisher, label: String, opus_bitrate: u32) -> Self {
-        RtmpPublisher { anchor, label, opus_bitrate, avc: None, audio: None, warned_no_config: false, overload_warned: false }
+        RtmpPublisher {
+            anchor,
+            label,
+            opus_bitrate,
+            avc: None,
+            audio: None,
+            warned_no_config: false,
+            overload_warned: false,
+        }
     }
 
     pub fn anchor(&self) -> &AnchorPublisher {
@@ -31,7 +39,8 @@ impl RtmpPublisher {
 
     /// One video message: `ts` is the RTMP timestamp (ms).
     pub fn on_video(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
-        metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "video").increment(body.len() as u64);
+        metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "video")
+            .increment(body.len() as u64);
         match flv::parse_video(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
             VideoTag::AvcSequenceHeader(rec) => {
                 let cfg = AvcConfig::parse(&rec).map_err(|e| Refusal::Malformed(e.to_string()))?;
@@ -48,7 +57,11 @@ impl RtmpPublisher {
                 self.avc = Some(cfg);
                 Ok(())
             }
-            VideoTag::AvcNalus { keyframe, composition_time, data } => {
+            VideoTag::AvcNalus {
+                keyframe,
+                composition_time,
+                data,
+            } => {
                 if composition_time != 0 {
                     return Err(Refusal::BFrames);
                 }
@@ -59,7 +72,9 @@ impl RtmpPublisher {
                     }
                     return Ok(());
                 };
-                let (annexb, idr) = cfg.to_annex_b(&data, keyframe).map_err(|e| Refusal::Malformed(e.to_string()))?;
+                let (annexb, idr) = cfg
+                    .to_annex_b(&data, keyframe)
+                    .map_err(|e| Refusal::Malformed(e.to_string()))?;
                 metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "video").increment(1);
                 self.anchor.publish(Frame {
                     codec: Codec::H264,
@@ -77,42 +92,52 @@ impl RtmpPublisher {
 
     /// One audio message: `ts` is the RTMP timestamp (ms).
     pub fn on_audio(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
-        metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "audio").increment(body.len() as u64);
-        let (codec, data) = match flv::parse_audio(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
-            AudioTag::AacSequenceHeader(config) => {
-                let asc = AudioSpecificConfig::parse(&config).map_err(|e| Refusal::Malformed(e.to_string()))?;
-                self.anchor.set_audio_info(TrackInfo {
-                    source_codec: "aac".into(),
-                    sample_rate: Some(asc.sample_rate),
-                    channels: Some(asc.channels as u32),
-                    ..Default::default()
-                });
-                self.ensure_transcoder(AudioInputCodec::Aac { config })?;
-                return Ok(());
-            }
-            AudioTag::AacRaw(data) => {
-                if !matches!(self.audio, Some((AudioInputCodec::Aac { .. }, _))) {
-                    return Ok(()); // raw AAC before its configuration: nothing to decode it with
+        metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "audio")
+            .increment(body.len() as u64);
+        let (codec, data) =
+            match flv::parse_audio(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
+                AudioTag::AacSequenceHeader(config) => {
+                    let asc = AudioSpecificConfig::parse(&config)
+                        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+                    self.anchor.set_audio_info(TrackInfo {
+                        source_codec: "aac".into(),
+                        sample_rate: Some(asc.sample_rate),
+                        channels: Some(asc.channels as u32),
+                        ..Default::default()
+                    });
+                    self.ensure_transcoder(AudioInputCodec::Aac { config })?;
+                    return Ok(());
                 }
-                (None, data)
-            }
-            AudioTag::Mp3(data) => {
-                if self.audio.is_none() {
-                    self.anchor.set_audio_info(TrackInfo { source_codec: "mp3".into(), ..Default::default() });
+                AudioTag::AacRaw(data) => {
+                    if !matches!(self.audio, Some((AudioInputCodec::Aac { .. }, _))) {
+                        return Ok(()); // raw AAC before its configuration: nothing to decode it with
+                    }
+                    (None, data)
                 }
-                (Some(AudioInputCodec::Mp3), data)
-            }
-            AudioTag::Unsupported(id) => return Err(Refusal::AudioCodec(flv::audio_format_name(id).into())),
-        };
+                AudioTag::Mp3(data) => {
+                    if self.audio.is_none() {
+                        self.anchor.set_audio_info(TrackInfo {
+                            source_codec: "mp3".into(),
+                            ..Default::default()
+                        });
+                    }
+                    (Some(AudioInputCodec::Mp3), data)
+                }
+                AudioTag::Unsupported(id) => {
+                    return Err(Refusal::AudioCodec(flv::audio_format_name(id).into()))
+                }
+            };
         if let Some(c) = codec {
             self.ensure_transcoder(c)?;
         }
-        metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "audio").increment(1);
+        metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "audio")
+            .increment(1);
         if let Some((_, t)) = &self.audio {
             match t.push(data, ts as u64, received_at) {
                 Ok(()) => {}
                 Err(TranscodeError::Overloaded) => {
-                    metrics::counter!("roomgate_transcode_dropped_total", "kind" => "audio").increment(1);
+                    metrics::counter!("roomgate_transcode_dropped_total", "kind" => "audio")
+                        .increment(1);
                     if !self.overload_warned {
                         tracing::warn!(anchor = %self.label, "audio transcoder overloaded; dropping audio");
                         self.overload_warned = true;
@@ -130,8 +155,13 @@ impl RtmpPublisher {
         }
         // A new configuration (first one, or a change mid-stream) gets a fresh decoder.
         self.audio = None;
-        let t = AudioTranscoder::start(codec.clone(), self.opus_bitrate, self.anchor.sink(), self.label.clone())
-            .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
+        let t = AudioTranscoder::start(
+            codec.clone(),
+            self.opus_bitrate,
+            self.anchor.sink(),
+            self.label.clone(),
+        )
+        .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
         self.audio = Some((codec, t));
         Ok(())
     }

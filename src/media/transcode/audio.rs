@@ -36,7 +36,9 @@ pub enum TranscodeError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AudioInputCodec {
     /// AAC with its AudioSpecificConfig.
-    Aac { config: Bytes },
+    Aac {
+        config: Bytes,
+    },
     Mp3,
 }
 
@@ -55,7 +57,12 @@ pub struct AudioTranscoder {
 impl AudioTranscoder {
     /// Open decoder and encoder (errors are reported here, synchronously) and start the thread, which
     /// publishes Opus frames into `sink`.
-    pub fn start(codec: AudioInputCodec, bitrate: u32, sink: AnchorSink, label: String) -> Result<Self, TranscodeError> {
+    pub fn start(
+        codec: AudioInputCodec,
+        bitrate: u32,
+        sink: AnchorSink,
+        label: String,
+    ) -> Result<Self, TranscodeError> {
         super::init_libav();
         let (tx, rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), TranscodeError>>();
@@ -85,7 +92,10 @@ impl AudioTranscoder {
             })
             .expect("spawning a thread");
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(AudioTranscoder { tx: Some(tx), thread: Some(thread) }),
+            Ok(Ok(())) => Ok(AudioTranscoder {
+                tx: Some(tx),
+                thread: Some(thread),
+            }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -95,9 +105,19 @@ impl AudioTranscoder {
     }
 
     /// Queue one compressed audio frame with its source timestamp (ms). Never blocks.
-    pub fn push(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
+    pub fn push(
+        &self,
+        data: Bytes,
+        ts_ms: u64,
+        received_at: Instant,
+    ) -> Result<(), TranscodeError> {
         let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
-        tx.try_send(Input { data, ts_ms, received_at }).map_err(|e| match e {
+        tx.try_send(Input {
+            data,
+            ts_ms,
+            received_at,
+        })
+        .map_err(|e| match e {
             mpsc::TrySendError::Full(_) => TranscodeError::Overloaded,
             mpsc::TrySendError::Disconnected(_) => TranscodeError::Stopped,
         })
@@ -139,8 +159,11 @@ impl Pipeline {
         ctx.set_time_base(ff::Rational::new(1, 1000));
         let decoder = ctx.decoder().audio()?;
 
-        let enc_codec = ff::encoder::find_by_name("libopus").ok_or(TranscodeError::MissingCodec("libopus encoder"))?;
-        let mut enc = ff::codec::Context::new_with_codec(enc_codec).encoder().audio()?;
+        let enc_codec = ff::encoder::find_by_name("libopus")
+            .ok_or(TranscodeError::MissingCodec("libopus encoder"))?;
+        let mut enc = ff::codec::Context::new_with_codec(enc_codec)
+            .encoder()
+            .audio()?;
         enc.set_rate(AUDIO_CLOCK as i32);
         enc.set_channel_layout(ff::ChannelLayout::STEREO);
         enc.set_channels(CHANNELS as i32);
@@ -151,7 +174,13 @@ impl Pipeline {
         opts.set("application", "audio");
         opts.set("frame_duration", "20");
         let encoder = enc.open_as_with(enc_codec, opts)?;
-        Ok(Pipeline { decoder, resampler: None, encoder, fifo: Vec::with_capacity(OPUS_FRAME_SAMPLES * CHANNELS * 4), next_pts: None })
+        Ok(Pipeline {
+            decoder,
+            resampler: None,
+            encoder,
+            fifo: Vec::with_capacity(OPUS_FRAME_SAMPLES * CHANNELS * 4),
+            next_pts: None,
+        })
     }
 
     fn push(&mut self, input: &Input, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
@@ -168,7 +197,11 @@ impl Pipeline {
         Ok(())
     }
 
-    fn resample_into_fifo(&mut self, decoded: &ff::frame::Audio, ts_ms: i64) -> Result<(), TranscodeError> {
+    fn resample_into_fifo(
+        &mut self,
+        decoded: &ff::frame::Audio,
+        ts_ms: i64,
+    ) -> Result<(), TranscodeError> {
         let layout = if decoded.channel_layout().bits() == 0 {
             ff::ChannelLayout::default(decoded.channels() as i32)
         } else {
@@ -176,7 +209,9 @@ impl Pipeline {
         };
         let target = ff::format::Sample::F32(ff::format::sample::Type::Packed);
         let stale = self.resampler.as_ref().is_none_or(|r| {
-            r.input().format != decoded.format() || r.input().rate != decoded.rate() || r.input().channel_layout != layout
+            r.input().format != decoded.format()
+                || r.input().rate != decoded.rate()
+                || r.input().channel_layout != layout
         });
         if stale {
             self.resampler = Some(ff::software::resampling::Context::get(
@@ -192,10 +227,14 @@ impl Pipeline {
         input.set_channel_layout(layout);
         // Size the output for the rate ratio plus what swr holds back; ffmpeg-next would size it to the input's
         // sample count, which leaves ~8% of 44.1 -> 48 kHz audio stuck inside swr on every call (a growing lag).
-        let capacity = decoded.samples() * AUDIO_CLOCK as usize / decoded.rate().max(1) as usize + 256;
+        let capacity =
+            decoded.samples() * AUDIO_CLOCK as usize / decoded.rate().max(1) as usize + 256;
         let mut resampled = ff::frame::Audio::new(target, capacity, ff::ChannelLayout::STEREO);
         resampled.set_rate(AUDIO_CLOCK);
-        self.resampler.as_mut().expect("resampler set above").run(&input, &mut resampled)?;
+        self.resampler
+            .as_mut()
+            .expect("resampler set above")
+            .run(&input, &mut resampled)?;
         let n = resampled.samples() * CHANNELS;
         let bytes = &resampled.data(0)[..n * 4];
 
@@ -205,16 +244,28 @@ impl Pipeline {
         match self.next_pts {
             None => self.next_pts = Some(source_pts),
             Some(p) if (p + fifo_samples - source_pts).abs() > RESYNC_SAMPLES => {
-                tracing::debug!(expected = p + fifo_samples, source = source_pts, "audio timeline jump; re-aligning");
+                tracing::debug!(
+                    expected = p + fifo_samples,
+                    source = source_pts,
+                    "audio timeline jump; re-aligning"
+                );
                 self.next_pts = Some(source_pts - fifo_samples);
             }
             _ => {}
         }
-        self.fifo.extend(bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])));
+        self.fifo.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+        );
         Ok(())
     }
 
-    fn encode_ready(&mut self, received_at: Instant, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
+    fn encode_ready(
+        &mut self,
+        received_at: Instant,
+        out: &mut dyn FnMut(Frame),
+    ) -> Result<(), TranscodeError> {
         let per_frame = OPUS_FRAME_SAMPLES * CHANNELS;
         while self.fifo.len() >= per_frame {
             let pts = self.next_pts.unwrap_or(0).max(0);
@@ -225,7 +276,11 @@ impl Pipeline {
             );
             frame.set_rate(AUDIO_CLOCK);
             frame.set_pts(Some(pts));
-            for (dst, src) in frame.data_mut(0).chunks_exact_mut(4).zip(self.fifo.drain(..per_frame)) {
+            for (dst, src) in frame
+                .data_mut(0)
+                .chunks_exact_mut(4)
+                .zip(self.fifo.drain(..per_frame))
+            {
                 dst.copy_from_slice(&src.to_ne_bytes());
             }
             self.next_pts = Some(pts + OPUS_FRAME_SAMPLES as i64);
@@ -234,7 +289,13 @@ impl Pipeline {
             while self.encoder.receive_packet(&mut packet).is_ok() {
                 if let Some(data) = packet.data() {
                     // One Opus packet per 960 samples; its time is that of the samples it was cut from.
-                    out(Frame { codec: Codec::Opus, pts: pts as u64, keyframe: false, data: Bytes::copy_from_slice(data), received_at });
+                    out(Frame {
+                        codec: Codec::Opus,
+                        pts: pts as u64,
+                        keyframe: false,
+                        data: Bytes::copy_from_slice(data),
+                        received_at,
+                    });
                 }
             }
         }
@@ -246,7 +307,8 @@ impl Pipeline {
 fn set_extradata(ctx: &mut ff::codec::Context, data: &[u8]) {
     unsafe {
         let raw = ctx.as_mut_ptr();
-        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize)
+            as *mut u8;
         if buf.is_null() {
             return;
         }
