@@ -10,12 +10,6 @@ use support::*;
 
 const BASELINE: &str =
     "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac -b:a 96k";
-const SMALL: &str =
-    "-re -f lavfi -i testsrc2=size=320x240:rate=30 -f lavfi -i sine=frequency=440 -t 10";
-
-fn small_input() -> Vec<String> {
-    SMALL.split(' ').map(String::from).collect()
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -26,7 +20,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
     let gw = start_gateway().await;
     let ff = Ffmpeg::push(
-        &lavfi_720p(14),
+        &lavfi("1280x720", 14),
         BASELINE,
         &gw.push_url("room720", "anchor1", &usersig("anchor1")),
     );
@@ -168,7 +162,7 @@ async fn bad_publishes_are_refused_with_the_reason() {
         ),
     ];
     for (url, why) in cases {
-        let (ok, stderr) = Ffmpeg::push(&small_input(), BASELINE, &url)
+        let (ok, stderr) = Ffmpeg::push(&lavfi("320x240", 10), BASELINE, &url)
             .finish(Duration::from_secs(20))
             .await;
         assert!(!ok, "{url} must fail");
@@ -190,7 +184,7 @@ async fn bad_publishes_are_refused_with_the_reason() {
 async fn private_map_key_is_required_when_the_app_says_so() {
     let gw = start_gateway_with(|c| c.apps[0].require_private_map_key = true).await;
     let url = gw.push_url("r1", "u1", &usersig("u1"));
-    let (ok, stderr) = Ffmpeg::push(&small_input(), BASELINE, &url)
+    let (ok, stderr) = Ffmpeg::push(&lavfi("320x240", 10), BASELINE, &url)
         .finish(Duration::from_secs(20))
         .await;
     assert!(!ok && stderr.contains("privatemapkey"), "{stderr}");
@@ -211,7 +205,7 @@ async fn private_map_key_is_required_when_the_app_says_so() {
         Some(&grant.to_userbuf()),
     );
     let ff = Ffmpeg::push(
-        &small_input(),
+        &lavfi("320x240", 10),
         BASELINE,
         &format!("{url}&privatemapkey={pmk}"),
     );
@@ -228,7 +222,7 @@ async fn b_frames_end_the_publish_and_the_anchor_leaves_cleanly() {
     let mut events = gw.hub.observe();
     let url = gw.push_url("rb", "bframes", &usersig("bframes"));
     let (ok, stderr) = Ffmpeg::push(
-        &small_input(),
+        &lavfi("320x240", 10),
         "-c:v libx264 -profile:v high -bf 3 -c:a aac",
         &url,
     )
@@ -278,12 +272,12 @@ async fn hevc_and_av1_over_enhanced_rtmp_are_refused() {
 async fn a_second_publisher_with_the_same_identity_replaces_the_first() {
     let gw = start_gateway().await;
     let url = gw.push_url("rt", "dup", &usersig("dup"));
-    let first = Ffmpeg::push(&lavfi_slow(30), BASELINE, &url);
+    let first = Ffmpeg::push(&lavfi("320x240", 30), BASELINE, &url);
     let p1 = gw
         .wait_anchor("rt", "dup", Duration::from_secs(15))
         .await
         .unwrap();
-    let second = Ffmpeg::push(&lavfi_slow(30), BASELINE, &url);
+    let second = Ffmpeg::push(&lavfi("320x240", 30), BASELINE, &url);
     let deadline = Instant::now() + Duration::from_secs(15);
     let p2 = loop {
         let p = gw
@@ -314,20 +308,11 @@ async fn a_second_publisher_with_the_same_identity_replaces_the_first() {
     second.kill().await;
 }
 
-fn lavfi_slow(seconds: u32) -> Vec<String> {
-    format!(
-        "-re -f lavfi -i testsrc2=size=320x240:rate=30 -f lavfi -i sine=frequency=440 -t {seconds}"
-    )
-    .split(' ')
-    .map(String::from)
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_clients_do_not_disturb_a_good_publisher() {
     let gw = start_gateway().await;
     let good = Ffmpeg::push(
-        &lavfi_slow(30),
+        &lavfi("320x240", 30),
         BASELINE,
         &gw.push_url("rg", "good", &usersig("good")),
     );
@@ -417,7 +402,7 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
 async fn mp3_audio_is_transcoded_to_opus_too() {
     let gw = start_gateway().await;
     let ff = Ffmpeg::push(
-        &lavfi_slow(20),
+        &lavfi("320x240", 20),
         "-c:v libx264 -profile:v baseline -c:a libmp3lame -ar 44100",
         &gw.push_url("rm", "mp3", &usersig("mp3")),
     );

@@ -98,12 +98,15 @@ pub struct Ffmpeg {
     child: tokio::process::Child,
 }
 
-/// ffmpeg arguments of a lavfi test source: 720p30 video and a 44.1 kHz sine, paced in real time.
-pub fn lavfi_720p(seconds: u32) -> Vec<String> {
-    format!("-re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 -t {seconds}")
-        .split(' ')
-        .map(String::from)
-        .collect()
+/// ffmpeg input arguments of a lavfi test source, paced in real time: `size` video at 30 fps and a 44.1 kHz
+/// sine, for `seconds`.
+pub fn lavfi(size: &str, seconds: u32) -> Vec<String> {
+    format!(
+        "-re -f lavfi -i testsrc2=size={size}:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 -t {seconds}"
+    )
+    .split(' ')
+    .map(String::from)
+    .collect()
 }
 
 impl Ffmpeg {

@@ -60,6 +60,22 @@ struct Session {
     publishing: Option<Publishing>,
 }
 
+impl Session {
+    /// Accept an outstanding rml request (connect, publish) and queue its answer.
+    fn accept(&mut self, request_id: u32, actions: &mut Vec<Action>) -> Result<(), Refusal> {
+        let results = self
+            .rml
+            .accept_request(request_id)
+            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
+        for r in results {
+            if let ServerSessionResult::OutboundResponse(p) = r {
+                actions.push(Action::Send(p.bytes));
+            }
+        }
+        Ok(())
+    }
+}
+
 pub struct RtmpConnection {
     ctx: Arc<RtmpContext>,
     peer: SocketAddr,
@@ -255,7 +271,6 @@ impl RtmpConnection {
         now: Instant,
         actions: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
-        let rml_err = |e: &dyn std::fmt::Debug| Refusal::Malformed(format!("{e:?}"));
         match ev {
             ServerSessionEvent::ConnectionRequested {
                 request_id,
@@ -266,15 +281,7 @@ impl RtmpConnection {
                     return Err(Refusal::WrongApp(app.to_string()));
                 }
                 session.app_query = query.to_string();
-                for r in session
-                    .rml
-                    .accept_request(request_id)
-                    .map_err(|e| rml_err(&e))?
-                {
-                    if let ServerSessionResult::OutboundResponse(p) = r {
-                        actions.push(Action::Send(p.bytes));
-                    }
-                }
+                session.accept(request_id, actions)?;
             }
             ServerSessionEvent::PublishStreamRequested {
                 request_id,
@@ -311,15 +318,7 @@ impl RtmpConnection {
                     params.get("privatemapkey").map(String::as_str),
                     unix_now(),
                 )?;
-                for r in session
-                    .rml
-                    .accept_request(request_id)
-                    .map_err(|e| rml_err(&e))?
-                {
-                    if let ServerSessionResult::OutboundResponse(p) = r {
-                        actions.push(Action::Send(p.bytes));
-                    }
-                }
+                session.accept(request_id, actions)?;
                 let label = format!(
                     "{sdkappid}/{room_label}/{userid}",
                     room_label = match &room {
