@@ -38,6 +38,7 @@ pub struct Config {
     pub public_host: String,
     pub http: HttpConfig,
     pub rtmp: RtmpConfig,
+    pub rtc: RtcConfig,
     pub audio: AudioConfig,
     pub apps: Vec<AppConfig>,
 }
@@ -67,6 +68,52 @@ pub struct RtmpConfig {
     pub handshake_timeout_secs: u64,
 }
 
+/// The WebRTC engine: every session on one UDP port and one ICE-TCP port.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RtcConfig {
+    pub enabled: bool,
+    /// Address the UDP socket and the TCP listener bind to.
+    pub bind: std::net::IpAddr,
+    pub udp_port: u16,
+    /// ICE-TCP (RFC 4571 framing) for clients whose UDP is blocked.
+    pub tcp_enabled: bool,
+    pub tcp_port: u16,
+    /// Addresses put in ICE candidates (NAT 1:1). Empty: the bind address, or every local non-loopback
+    /// address when bound to 0.0.0.0 / ::.
+    pub public_ips: Vec<std::net::IpAddr>,
+    /// STUN/TURN servers announced to WHIP/WHEP clients in `Link` headers.
+    pub ice_servers: Vec<IceServer>,
+    /// Seconds without ICE/DTLS traffic before a session is dropped.
+    pub session_timeout_secs: u64,
+}
+
+/// A STUN or TURN server for clients (`urls` like `stun:host:3478`, `turn:host:3478?transport=udp`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub credential: String,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        RtcConfig {
+            enabled: true,
+            bind: std::net::IpAddr::from([0, 0, 0, 0]),
+            udp_port: 8189,
+            tcp_enabled: true,
+            tcp_port: 8189,
+            public_ips: Vec::new(),
+            ice_servers: Vec::new(),
+            session_timeout_secs: 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AudioConfig {
@@ -83,6 +130,9 @@ pub struct AppConfig {
     /// Publishing needs a PrivateMapKey granting enter room + send audio/video for the room.
     #[serde(default)]
     pub require_private_map_key: bool,
+    /// Anyone may watch this app's rooms over WHEP without a token.
+    #[serde(default)]
+    pub public_playback: bool,
     #[serde(default)]
     pub name: String,
 }
@@ -95,6 +145,7 @@ impl Default for Config {
             public_host: "127.0.0.1".into(),
             http: HttpConfig::default(),
             rtmp: RtmpConfig::default(),
+            rtc: RtcConfig::default(),
             audio: AudioConfig::default(),
             apps: Vec::new(),
         }
@@ -174,6 +225,7 @@ impl Config {
                 sdkappid: 0,
                 secret_key: String::new(),
                 require_private_map_key: false,
+                public_playback: false,
                 name: String::new(),
             });
         }
@@ -253,6 +305,7 @@ impl Config {
                         .map(|_| format!("{:02x}", rand::random::<u8>()))
                         .collect(),
                     require_private_map_key: false,
+                    public_playback: false,
                     name: "demo".into(),
                 };
                 write_private(&path, &toml::to_string(&app).expect("app serializes"))?;

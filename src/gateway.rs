@@ -3,8 +3,10 @@
 
 use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::egress::whep::WhepService;
 use crate::ingest::rtmp::{self, RtmpContext};
 use crate::room::RoomHub;
+use crate::rtc::RtcEngine;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -25,6 +27,9 @@ pub struct Gateway {
     pub hub: Arc<RoomHub>,
     pub http_addr: SocketAddr,
     pub rtmp_addr: Option<SocketAddr>,
+    /// The WebRTC engine, when enabled (`rtc.enabled`).
+    pub rtc: Option<Arc<RtcEngine>>,
+    pub whep: Option<Arc<WhepService>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -74,6 +79,24 @@ impl Gateway {
             None
         };
 
+        let (rtc, whep) = if config.rtc.enabled {
+            let addr = SocketAddr::new(config.rtc.bind, config.rtc.udp_port);
+            let (engine, t) =
+                RtcEngine::start(&config.rtc)
+                    .await
+                    .map_err(|source| GatewayError::Bind {
+                        what: "rtc",
+                        addr,
+                        source,
+                    })?;
+            tasks.extend(t);
+            let engine = Arc::new(engine);
+            let whep = WhepService::new(engine.clone(), hub.clone(), config.clone());
+            (Some(engine), Some(whep))
+        } else {
+            (None, None)
+        };
+
         let addr = config.http.listen;
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -86,6 +109,8 @@ impl Gateway {
         let app = api::router(ApiState {
             hub: hub.clone(),
             metrics,
+            config: config.clone(),
+            whep: whep.clone(),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
@@ -98,6 +123,8 @@ impl Gateway {
             hub,
             http_addr,
             rtmp_addr,
+            rtc,
+            whep,
             tasks,
         })
     }

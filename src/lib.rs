@@ -4,10 +4,12 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod egress;
 pub mod gateway;
 pub mod ingest;
 pub mod media;
 pub mod room;
+pub mod rtc;
 
 pub use config::Config;
 pub use gateway::Gateway;

@@ -2,11 +2,12 @@
 //! web console join here as they are built.)
 
 mod rooms;
+pub mod whep;
 
 use crate::room::RoomHub;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, options, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
@@ -16,10 +17,26 @@ use std::sync::Arc;
 pub struct ApiState {
     pub hub: Arc<RoomHub>,
     pub metrics: PrometheusHandle,
+    pub config: Arc<crate::config::Config>,
+    /// `None` when the WebRTC engine is disabled.
+    pub whep: Option<Arc<crate::egress::whep::WhepService>>,
 }
 
 pub fn router(state: ApiState) -> Router {
+    let webrtc = Router::new()
+        .route(
+            "/v2/sub/{sdkappid}/{room}",
+            post(whep::post).options(whep::options),
+        )
+        .route(
+            "/v2/sub/session/{id}",
+            options(whep::options)
+                .patch(whep::patch)
+                .delete(whep::delete),
+        )
+        .layer(axum::middleware::map_response(whep::cors));
     Router::new()
+        .merge(webrtc)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/rooms", get(rooms::list))

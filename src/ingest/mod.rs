@@ -113,6 +113,7 @@ mod tests {
             sdkappid: 7,
             secret_key: "key".into(),
             require_private_map_key: require,
+            public_playback: false,
             name: String::new(),
         }]
     }

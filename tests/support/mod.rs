@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod rtmp_client;
+pub mod whep_client;
 
 use ffmpeg_next as ff;
 use roomgate::auth::{unix_now, RoomRef, UserSig};
@@ -41,10 +42,14 @@ pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> TestGateway 
     };
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    config.rtc.bind = "127.0.0.1".parse().unwrap();
+    config.rtc.udp_port = 0;
+    config.rtc.tcp_port = 0;
     config.apps = vec![AppConfig {
         sdkappid: SDKAPPID,
         secret_key: KEY.into(),
         require_private_map_key: false,
+        public_playback: false,
         name: "test".into(),
     }];
     tweak(&mut config);
@@ -152,6 +157,11 @@ impl Ffmpeg {
 
 /// Decode one H.264 access unit (Annex-B) on its own and return the picture size, as a fresh viewer would.
 pub fn decode_h264_size(frames: &[Frame]) -> Option<(u32, u32)> {
+    decode_h264_size_of(frames.iter().map(|f| &f.data[..]))
+}
+
+/// Decode Annex-B access units in order until one yields a picture; its size.
+pub fn decode_h264_size_of<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> Option<(u32, u32)> {
     roomgate::media::transcode::init_libav();
     let codec = ff::decoder::find(ff::codec::Id::H264)?;
     let mut dec = ff::codec::Context::new_with_codec(codec)
@@ -160,7 +170,7 @@ pub fn decode_h264_size(frames: &[Frame]) -> Option<(u32, u32)> {
         .ok()?;
     let mut picture = ff::frame::Video::empty();
     for f in frames {
-        dec.send_packet(&ff::Packet::copy(&f.data)).ok()?;
+        dec.send_packet(&ff::Packet::copy(f)).ok()?;
         if dec.receive_frame(&mut picture).is_ok() {
             return Some((picture.width(), picture.height()));
         }
@@ -173,6 +183,10 @@ pub fn decode_h264_size(frames: &[Frame]) -> Option<(u32, u32)> {
 
 /// Decode Opus packets with libav's decoder; returns (decoded samples per channel, peak amplitude).
 pub fn decode_opus(frames: &[Frame]) -> (usize, f32) {
+    decode_opus_of(frames.iter().map(|f| &f.data[..]))
+}
+
+pub fn decode_opus_of<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> (usize, f32) {
     roomgate::media::transcode::init_libav();
     let codec = ff::decoder::find(ff::codec::Id::OPUS).expect("opus decoder");
     let mut ctx = ff::codec::Context::new_with_codec(codec);
@@ -187,7 +201,7 @@ pub fn decode_opus(frames: &[Frame]) -> (usize, f32) {
     let mut peak = 0f32;
     let mut out = ff::frame::Audio::empty();
     for f in frames {
-        dec.send_packet(&ff::Packet::copy(&f.data)).unwrap();
+        dec.send_packet(&ff::Packet::copy(f)).unwrap();
         while dec.receive_frame(&mut out).is_ok() {
             samples += out.samples();
             if let ff::format::Sample::F32(_) = out.format() {

@@ -1,0 +1,183 @@
+//! WHEP routes (`/v2/sub/...`, TRTC's URL form): POST an offer, PATCH trickle candidates, DELETE to stop,
+//! OPTIONS for browsers (CORS) and ICE server discovery (`Link` headers).
+
+use super::{ApiError, ApiState};
+use crate::auth::RoomRef;
+use crate::config::IceServer;
+use crate::egress::whep::{PlayRequest, WhepError};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+
+impl From<WhepError> for ApiError {
+    fn from(e: WhepError) -> Self {
+        let (status, code) = match &e {
+            WhepError::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
+            WhepError::MissingToken | WhepError::Token(_) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
+            WhepError::BadViewerId(_) => (StatusCode::BAD_REQUEST, "bad_session_id"),
+            WhepError::NoAnchor { .. } => (StatusCode::NOT_FOUND, "anchor_not_found"),
+            WhepError::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
+            WhepError::MissingCodec(_) => (StatusCode::NOT_ACCEPTABLE, "codec_not_offered"),
+            WhepError::NoSession => (StatusCode::NOT_FOUND, "session_not_found"),
+            WhepError::EtagMismatch => (StatusCode::PRECONDITION_FAILED, "etag_mismatch"),
+            WhepError::BadFragment(_) => (StatusCode::BAD_REQUEST, "bad_fragment"),
+            WhepError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "webrtc_disabled"),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+/// `Link: <url>; rel="ice-server"[; username=..; credential=..; credential-type="password"]`, one per URL.
+pub fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
+    let mut out = Vec::new();
+    for s in servers {
+        for url in &s.urls {
+            let mut v = format!("<{url}>; rel=\"ice-server\"");
+            if !s.username.is_empty() {
+                v.push_str(&format!(
+                    "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
+                    s.username, s.credential
+                ));
+            }
+            if let Ok(h) = HeaderValue::from_str(&v) {
+                out.push(h);
+            }
+        }
+    }
+    out
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+pub async fn post(
+    State(st): State<ApiState>,
+    Path((sdkappid, room)): Path<(u64, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
+    let offer = std::str::from_utf8(&body).map_err(|_| WhepError::BadOffer("not UTF-8".into()))?;
+    let room =
+        match q.get("roomtype").map(String::as_str) {
+            Some("number") => RoomRef::Num(room.parse().map_err(|_| {
+                WhepError::BadOffer(format!("room {room:?} is not a numeric room id"))
+            })?),
+            _ => RoomRef::Str(room),
+        };
+    let get = |k: &str| {
+        q.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+    };
+    let answer = svc
+        .play(PlayRequest {
+            sdkappid,
+            room,
+            viewer: get("SessionID"),
+            anchor: get("anchor"),
+            bearer: bearer(&headers),
+            offer,
+        })
+        .await
+        .map_err(|e| {
+            tracing::info!(sdkappid, error = %e, "WHEP request refused");
+            ApiError::from(e)
+        })?;
+    let mut resp = (
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/sdp")],
+        answer.sdp,
+    )
+        .into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v2/sub/session/{}", answer.resource))
+            .expect("token is ASCII"),
+    );
+    h.insert(
+        header::ETAG,
+        HeaderValue::from_str(&answer.etag).expect("token is ASCII"),
+    );
+    for l in ice_server_links(&st.config.rtc.ice_servers) {
+        h.append(header::LINK, l);
+    }
+    Ok(resp)
+}
+
+pub async fn patch(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/trickle-ice-sdpfrag") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_content_type",
+            "PATCH takes application/trickle-ice-sdpfrag",
+        ));
+    }
+    let frag =
+        std::str::from_utf8(&body).map_err(|_| WhepError::BadFragment("not UTF-8".into()))?;
+    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
+    svc.patch(&id, if_match, frag).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn delete(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
+    svc.stop(&id).await?;
+    Ok(StatusCode::OK)
+}
+
+/// Preflight and ICE server discovery.
+pub async fn options(State(st): State<ApiState>) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    for l in ice_server_links(&st.config.rtc.ice_servers) {
+        h.append(header::LINK, l);
+    }
+    resp
+}
+
+/// CORS for WHIP/WHEP: players and publishers are often pages on another origin.
+pub async fn cors(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Post"),
+    );
+    resp
+}

@@ -1,0 +1,3 @@
+//! Where room media leaves the gateway: WHEP viewers (later: relays).
+
+pub mod whep;

@@ -1,0 +1,355 @@
+//! `WhepService`: a WHEP viewer of one anchor. The offer is answered with the anchor's real H.264
+//! `profile-level-id` (packetization-mode 1) and Opus; once ICE and DTLS are up, a `ViewerFeed` subscribes to
+//! the anchor's tracks (starting at the cached keyframe, so the picture appears at once) and hands frames
+//! to the WebRTC engine.
+
+use crate::auth::{unix_now, RoomRef, UserSig, UserSigError};
+use crate::config::Config;
+use crate::room::{Participant, RoomHub, RoomKey};
+use crate::rtc::{NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use str0m::change::SdpOffer;
+use str0m::format::Codec as RtcCodec;
+use str0m::media::{MediaKind, Mid};
+use str0m::{Candidate, IceCreds, Rtc};
+use tokio::sync::mpsc;
+
+/// Why a WHEP request failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum WhepError {
+    #[error("unknown sdkappid {0}")]
+    UnknownApp(u64),
+    #[error("missing Authorization: Bearer <UserSig of SessionID>")]
+    MissingToken,
+    #[error("{0}")]
+    Token(#[from] UserSigError),
+    #[error("invalid SessionID {0:?}: use 1-32 characters from letters, digits, '_' and '-'")]
+    BadViewerId(String),
+    #[error("room {room:?} of app {sdkappid} has no anchor{which}")]
+    NoAnchor {
+        sdkappid: u64,
+        room: String,
+        which: String,
+    },
+    #[error("the offer is not valid SDP: {0}")]
+    BadOffer(String),
+    #[error(
+        "the offer has no {0}: roomgate sends H.264 (packetization-mode=1) video and Opus audio"
+    )]
+    MissingCodec(&'static str),
+    #[error("no such WHEP session")]
+    NoSession,
+    #[error("ETag mismatch: the session changed")]
+    EtagMismatch,
+    #[error("bad trickle ICE fragment: {0}")]
+    BadFragment(String),
+    #[error("WebRTC playback is disabled on this gateway")]
+    Disabled,
+}
+
+/// A request to watch an anchor.
+pub struct PlayRequest<'a> {
+    pub sdkappid: u64,
+    pub room: RoomRef,
+    pub viewer: Option<&'a str>,
+    pub anchor: Option<&'a str>,
+    pub bearer: Option<&'a str>,
+    pub offer: &'a str,
+}
+
+/// What the HTTP layer answers with.
+pub struct PlayAnswer {
+    pub resource: String,
+    pub etag: String,
+    pub sdp: String,
+}
+
+struct Resource {
+    engine_id: SessionId,
+    etag: String,
+}
+
+pub struct WhepService {
+    pub engine: Arc<RtcEngine>,
+    hub: Arc<RoomHub>,
+    config: Arc<Config>,
+    resources: Mutex<HashMap<String, Resource>>,
+}
+
+impl WhepService {
+    pub fn new(engine: Arc<RtcEngine>, hub: Arc<RoomHub>, config: Arc<Config>) -> Arc<Self> {
+        Arc::new(WhepService {
+            engine,
+            hub,
+            config,
+            resources: Mutex::default(),
+        })
+    }
+
+    pub async fn play(self: &Arc<Self>, req: PlayRequest<'_>) -> Result<PlayAnswer, WhepError> {
+        let app = self
+            .config
+            .app(req.sdkappid)
+            .ok_or(WhepError::UnknownApp(req.sdkappid))?;
+        if let Some(v) = req.viewer {
+            if !crate::auth::is_valid_user_id(v) {
+                return Err(WhepError::BadViewerId(v.to_string()));
+            }
+        }
+        if !app.public_playback {
+            let token = req
+                .bearer
+                .filter(|t| !t.is_empty())
+                .ok_or(WhepError::MissingToken)?;
+            let viewer = req.viewer.ok_or(WhepError::BadViewerId(String::new()))?;
+            UserSig::verify(token, req.sdkappid, viewer, &app.secret_key, unix_now())?;
+        }
+        let key = RoomKey {
+            sdkappid: req.sdkappid,
+            room: req.room.clone(),
+        };
+        let anchor = self
+            .pick_anchor(&key, req.anchor)
+            .ok_or_else(|| WhepError::NoAnchor {
+                sdkappid: req.sdkappid,
+                room: match &req.room {
+                    RoomRef::Str(s) => s.clone(),
+                    RoomRef::Num(n) => n.to_string(),
+                },
+                which: req.anchor.map(|a| format!(" {a:?}")).unwrap_or_default(),
+            })?;
+
+        let offer =
+            SdpOffer::from_sdp_string(req.offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let kinds = offer_media_kinds(req.offer);
+        let creds = IceCreds {
+            ufrag: random_token(8),
+            pass: random_token(24),
+        };
+        let plid = anchor
+            .video_info()
+            .profile_level_id
+            .and_then(|s| u32::from_str_radix(&s, 16).ok())
+            .unwrap_or(0x42e01f);
+        let mut cfg = Rtc::builder()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(creds.clone())
+            .clear_codecs()
+            .enable_opus(true, false);
+        cfg.codec_config()
+            .add_h264(102.into(), Some(103.into()), true, plid);
+        let mut rtc = cfg.build(std::time::Instant::now());
+        for c in self.engine.local_candidates() {
+            rtc.add_local_candidate(c.clone());
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let find = |rtc: &mut Rtc, kind: MediaKind, codec: RtcCodec| -> Option<OutTrack> {
+            kinds
+                .iter()
+                .filter(|(_, k)| *k == kind)
+                .find_map(|(mid, _)| {
+                    let w = rtc.writer(*mid)?;
+                    let pt = w.payload_params().find(|p| p.spec().codec == codec)?.pt();
+                    Some(OutTrack { mid: *mid, pt })
+                })
+        };
+        let video = find(&mut rtc, MediaKind::Video, RtcCodec::H264)
+            .ok_or(WhepError::MissingCodec("H.264 video"))?;
+        let audio = find(&mut rtc, MediaKind::Audio, RtcCodec::Opus)
+            .ok_or(WhepError::MissingCodec("Opus audio"))?;
+
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let engine_id = self
+            .engine
+            .add(NewSession {
+                rtc,
+                ufrag: creds.ufrag.clone(),
+                video: Some(video),
+                audio: Some(audio),
+                events: events_tx,
+            })
+            .await;
+        let resource = random_token(20);
+        let etag = format!("\"{}\"", creds.ufrag);
+        self.resources.lock().expect("whep lock").insert(
+            resource.clone(),
+            Resource {
+                engine_id,
+                etag: etag.clone(),
+            },
+        );
+        metrics::gauge!("roomgate_whep_sessions").increment(1.0);
+        tracing::info!(sdkappid = req.sdkappid, room = %req.room, anchor = %anchor.userid, viewer = ?req.viewer, session = engine_id, "WHEP viewer");
+        let timeout = Duration::from_secs(self.config.rtc.session_timeout_secs.max(1));
+        tokio::spawn(feed(
+            self.clone(),
+            resource.clone(),
+            engine_id,
+            anchor,
+            events_rx,
+            timeout,
+        ));
+        Ok(PlayAnswer {
+            resource,
+            etag,
+            sdp: answer.to_sdp_string(),
+        })
+    }
+
+    /// The named anchor, or the most recently started anchor with video (else any anchor).
+    fn pick_anchor(&self, key: &RoomKey, userid: Option<&str>) -> Option<Arc<Participant>> {
+        let room = self.hub.room(key)?;
+        if let Some(u) = userid {
+            return room.participant(u);
+        }
+        let all = room.participants();
+        all.iter()
+            .rev()
+            .find(|p| p.video.has_media() || !p.video_info().source_codec.is_empty())
+            .or(all.last())
+            .cloned()
+    }
+
+    /// End a session (DELETE).
+    pub async fn stop(&self, resource: &str) -> Result<(), WhepError> {
+        let r = self
+            .resources
+            .lock()
+            .expect("whep lock")
+            .remove(resource)
+            .ok_or(WhepError::NoSession)?;
+        metrics::gauge!("roomgate_whep_sessions").decrement(1.0);
+        self.engine.remove(r.engine_id).await;
+        Ok(())
+    }
+
+    /// Trickle ICE (PATCH with `application/trickle-ice-sdpfrag`): add the remote candidates it carries.
+    pub async fn patch(
+        &self,
+        resource: &str,
+        if_match: Option<&str>,
+        fragment: &str,
+    ) -> Result<(), WhepError> {
+        let (id, etag) = {
+            let map = self.resources.lock().expect("whep lock");
+            let r = map.get(resource).ok_or(WhepError::NoSession)?;
+            (r.engine_id, r.etag.clone())
+        };
+        if let Some(m) = if_match {
+            if m != "*" && m != etag {
+                return Err(WhepError::EtagMismatch);
+            }
+        }
+        for line in fragment.lines().map(str::trim) {
+            if let Some(c) = line
+                .strip_prefix("a=candidate:")
+                .or_else(|| line.strip_prefix("candidate:"))
+            {
+                let cand = Candidate::from_sdp_string(&format!("candidate:{c}"))
+                    .map_err(|e| WhepError::BadFragment(e.to_string()))?;
+                self.engine.add_remote_candidate(id, cand).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn forget(&self, resource: &str) {
+        if self
+            .resources
+            .lock()
+            .expect("whep lock")
+            .remove(resource)
+            .is_some()
+        {
+            metrics::gauge!("roomgate_whep_sessions").decrement(1.0);
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.resources.lock().expect("whep lock").len()
+    }
+}
+
+/// One viewer's feed: after DTLS is up, subscribe to the anchor's tracks (cached GOP first) and forward frames
+/// until the anchor leaves or the session ends.
+async fn feed(
+    svc: Arc<WhepService>,
+    resource: String,
+    id: SessionId,
+    anchor: Arc<Participant>,
+    mut events: mpsc::UnboundedReceiver<SessionEvent>,
+    timeout: Duration,
+) {
+    let connected = tokio::time::timeout(timeout, async {
+        loop {
+            match events.recv().await {
+                Some(SessionEvent::Connected) => return true,
+                Some(SessionEvent::Closed(_)) | None => return false,
+                Some(_) => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or(false);
+    if !connected {
+        svc.engine.remove(id).await;
+        svc.forget(&resource);
+        return;
+    }
+    let mut video = anchor.video.subscribe();
+    let mut audio = anchor.audio.subscribe();
+    drop(anchor);
+    let (mut video_open, mut audio_open) = (true, true);
+    loop {
+        tokio::select! {
+            f = video.recv(), if video_open => match f {
+                Some(f) => { if !svc.engine.send_frame(id, f).await { break } }
+                None => video_open = false,
+            },
+            f = audio.recv(), if audio_open => match f {
+                Some(f) => { if !svc.engine.send_frame(id, f).await { break } }
+                None => audio_open = false,
+            },
+            ev = events.recv() => match ev {
+                Some(SessionEvent::Closed(_)) | None => break,
+                Some(_) => {}
+            },
+        }
+        if !video_open && !audio_open {
+            // The anchor left: end the viewer session (a player reconnects when it comes back).
+            svc.engine.remove(id).await;
+            break;
+        }
+    }
+    svc.forget(&resource);
+}
+
+/// The m-lines of an offer: (mid, kind), in order.
+fn offer_media_kinds(sdp: &str) -> Vec<(Mid, MediaKind)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = match m.split_whitespace().next() {
+                Some("video") => Some(MediaKind::Video),
+                Some("audio") => Some(MediaKind::Audio),
+                _ => None,
+            };
+        } else if let (Some(mid), Some(k)) = (line.trim().strip_prefix("a=mid:"), kind) {
+            out.push((Mid::from(mid.trim()), k));
+        }
+    }
+    out
+}
+
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..len)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

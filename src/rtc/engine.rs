@@ -1,0 +1,487 @@
+//! `RtcEngine`: the task that owns the UDP socket, the ICE-TCP peers and every str0m `Rtc`.
+
+use super::demux::stun_local_ufrag;
+use super::{candidate_ips, tcp, EngineAddrs};
+use crate::config::RtcConfig;
+use crate::media::{Codec, Frame};
+use bytes::BytesMut;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::media::{Frequency, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive, TcpType};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub type SessionId = u64;
+
+/// Commands queued for the engine before a sender waits (frames, packets from TCP peers, control).
+const ENGINE_QUEUE: usize = 16 * 1024;
+
+/// Where one outgoing track is written: its m-line and payload type.
+#[derive(Debug, Clone, Copy)]
+pub struct OutTrack {
+    pub mid: Mid,
+    pub pt: Pt,
+}
+
+/// A negotiated session to run. `ufrag` is its local ICE ufrag (how its first STUN request finds it).
+pub struct NewSession {
+    pub rtc: Rtc,
+    pub ufrag: String,
+    pub video: Option<OutTrack>,
+    pub audio: Option<OutTrack>,
+    pub events: mpsc::UnboundedSender<SessionEvent>,
+}
+
+/// What a session's owner hears from the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// ICE and DTLS are up: media may flow.
+    Connected,
+    /// The peer asked for a keyframe (PLI/FIR).
+    KeyframeRequest,
+    /// The session is gone (peer left, timed out, failed, or was removed).
+    Closed(String),
+}
+
+pub(crate) enum Command {
+    Add(SessionId, Box<NewSession>),
+    Remove(SessionId),
+    Frame(SessionId, Frame),
+    RemoteCandidate(SessionId, Candidate),
+    TcpOpen {
+        peer: SocketAddr,
+        writer: mpsc::Sender<Vec<u8>>,
+    },
+    TcpPacket {
+        peer: SocketAddr,
+        packet: BytesMut,
+    },
+    TcpClosed {
+        peer: SocketAddr,
+    },
+}
+
+/// Handle to the engine task. Cheap to share (`Arc`).
+pub struct RtcEngine {
+    tx: mpsc::Sender<Command>,
+    next_id: AtomicU64,
+    pub addrs: EngineAddrs,
+    candidates: Vec<Candidate>,
+    sessions: Arc<AtomicUsize>,
+}
+
+impl RtcEngine {
+    /// Bind the UDP socket (and TCP listener) and start the engine.
+    pub async fn start(cfg: &RtcConfig) -> std::io::Result<(RtcEngine, Vec<JoinHandle<()>>)> {
+        static CRYPTO: std::sync::Once = std::sync::Once::new();
+        CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+
+        let udp = UdpSocket::bind(SocketAddr::new(cfg.bind, cfg.udp_port)).await?;
+        let udp_addr = udp.local_addr()?;
+        let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
+        let mut tasks = Vec::new();
+        let tcp_addr = if cfg.tcp_enabled {
+            let l = tokio::net::TcpListener::bind(SocketAddr::new(cfg.bind, cfg.tcp_port)).await?;
+            let a = l.local_addr()?;
+            tasks.push(tokio::spawn(tcp::accept_loop(l, tx.clone())));
+            Some(a)
+        } else {
+            None
+        };
+        let mut candidates = Vec::new();
+        for ip in candidate_ips(cfg.bind, &cfg.public_ips) {
+            match Candidate::host(SocketAddr::new(ip, udp_addr.port()), "udp") {
+                Ok(c) => candidates.push(c),
+                Err(e) => tracing::warn!(%ip, error = ?e, "address not usable as an ICE candidate"),
+            }
+            if let Some(t) = tcp_addr {
+                if let Ok(c) = Candidate::builder()
+                    .tcp()
+                    .host(SocketAddr::new(ip, t.port()))
+                    .tcptype(TcpType::Passive)
+                    .build()
+                {
+                    candidates.push(c);
+                }
+            }
+        }
+        tracing::info!(udp = %udp_addr, tcp = ?tcp_addr, candidates = ?candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "WebRTC engine listening");
+        let sessions = Arc::new(AtomicUsize::new(0));
+        let engine = Engine {
+            udp,
+            udp_addr,
+            tcp_addr,
+            sessions: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            by_peer: HashMap::new(),
+            tcp_writers: HashMap::new(),
+            timers: BTreeSet::new(),
+            count: sessions.clone(),
+        };
+        tasks.push(tokio::spawn(engine.run(rx)));
+        Ok((
+            RtcEngine {
+                tx,
+                next_id: AtomicU64::new(1),
+                addrs: EngineAddrs {
+                    udp: udp_addr,
+                    tcp: tcp_addr,
+                },
+                candidates,
+                sessions,
+            },
+            tasks,
+        ))
+    }
+
+    /// The host candidates every session announces (UDP and passive TCP for each candidate address).
+    pub fn local_candidates(&self) -> &[Candidate] {
+        &self.candidates
+    }
+
+    pub async fn add(&self, session: NewSession) -> SessionId {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = self.tx.send(Command::Add(id, Box::new(session))).await;
+        id
+    }
+
+    pub async fn remove(&self, id: SessionId) {
+        let _ = self.tx.send(Command::Remove(id)).await;
+    }
+
+    /// Queue a frame for a session. Waits when the engine is saturated (the caller's track subscription then
+    /// falls behind and skips to the next keyframe). False once the engine has stopped.
+    pub async fn send_frame(&self, id: SessionId, frame: Frame) -> bool {
+        self.tx.send(Command::Frame(id, frame)).await.is_ok()
+    }
+
+    pub async fn add_remote_candidate(&self, id: SessionId, c: Candidate) {
+        let _ = self.tx.send(Command::RemoteCandidate(id, c)).await;
+    }
+
+    /// Sessions alive now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.load(Ordering::Relaxed)
+    }
+}
+
+struct Session {
+    rtc: Rtc,
+    ufrag: String,
+    video: Option<OutTrack>,
+    audio: Option<OutTrack>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    deadline: Option<Instant>,
+    peers: Vec<(Protocol, SocketAddr)>,
+    connected: bool,
+    /// Video packets were lost on the way out: send nothing until the next keyframe.
+    video_needs_keyframe: bool,
+}
+
+struct Engine {
+    udp: UdpSocket,
+    udp_addr: SocketAddr,
+    tcp_addr: Option<SocketAddr>,
+    sessions: HashMap<SessionId, Session>,
+    by_ufrag: HashMap<String, SessionId>,
+    by_peer: HashMap<(Protocol, SocketAddr), SessionId>,
+    tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    timers: BTreeSet<(Instant, SessionId)>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Engine {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let next = self.timers.first().map(|(t, _)| *t);
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                r = self.udp.recv_from(&mut buf) => match r {
+                    Ok((n, source)) => {
+                        let packet = buf[..n].to_vec();
+                        self.receive(Protocol::Udp, source, self.udp_addr, &packet);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+                },
+                _ = sleep => self.timeouts(),
+            }
+        }
+        for id in self.sessions.keys().copied().collect::<Vec<_>>() {
+            self.close(id, "engine stopped".into());
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Add(id, s) => {
+                let NewSession {
+                    rtc,
+                    ufrag,
+                    video,
+                    audio,
+                    events,
+                } = *s;
+                self.by_ufrag.insert(ufrag.clone(), id);
+                self.sessions.insert(
+                    id,
+                    Session {
+                        rtc,
+                        ufrag,
+                        video,
+                        audio,
+                        events,
+                        deadline: None,
+                        peers: Vec::new(),
+                        connected: false,
+                        video_needs_keyframe: false,
+                    },
+                );
+                self.count.store(self.sessions.len(), Ordering::Relaxed);
+                metrics::gauge!("roomgate_rtc_sessions").set(self.sessions.len() as f64);
+                self.drain(id);
+            }
+            Command::Remove(id) => self.close(id, "removed".into()),
+            Command::Frame(id, frame) => self.write_frame(id, frame),
+            Command::RemoteCandidate(id, c) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.rtc.add_remote_candidate(c);
+                    self.drain(id);
+                }
+            }
+            Command::TcpOpen { peer, writer } => {
+                self.tcp_writers.insert(peer, writer);
+            }
+            Command::TcpPacket { peer, packet } => {
+                if let Some(local) = self.tcp_addr {
+                    self.receive(Protocol::Tcp, peer, local, &packet);
+                }
+            }
+            Command::TcpClosed { peer } => {
+                self.tcp_writers.remove(&peer);
+                self.by_peer.remove(&(Protocol::Tcp, peer));
+            }
+        }
+    }
+
+    /// Route a packet: known peer address first, else the ufrag of a STUN request.
+    fn receive(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        packet: &[u8],
+    ) {
+        let id = match self.by_peer.get(&(proto, source)) {
+            Some(id) => *id,
+            None => {
+                let Some(id) = stun_local_ufrag(packet)
+                    .and_then(|u| self.by_ufrag.get(u))
+                    .copied()
+                else {
+                    metrics::counter!("roomgate_rtc_unrouted_packets_total").increment(1);
+                    return;
+                };
+                self.by_peer.insert((proto, source), id);
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.peers.push((proto, source));
+                }
+                id
+            }
+        };
+        let Ok(contents) = packet.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        self.input(id, input);
+    }
+
+    fn timeouts(&mut self) {
+        let now = Instant::now();
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.deadline = None;
+            }
+            self.input(id, Input::Timeout(now));
+        }
+    }
+
+    fn input(&mut self, id: SessionId, input: Input) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(input))) {
+            Ok(Ok(())) => self.drain(id),
+            Ok(Err(e)) => self.close(id, format!("WebRTC error: {e}")),
+            Err(_) => self.close(
+                id,
+                "internal error in the WebRTC stack (session ended)".into(),
+            ),
+        }
+    }
+
+    fn write_frame(&mut self, id: SessionId, frame: Frame) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if !s.connected {
+            return;
+        }
+        let (track, freq) = match frame.codec {
+            Codec::H264 => (s.video, Frequency::NINETY_KHZ),
+            Codec::Opus => (s.audio, Frequency::FORTY_EIGHT_KHZ),
+        };
+        let Some(track) = track else { return };
+        if frame.codec.is_video() {
+            if s.video_needs_keyframe && !frame.keyframe {
+                return;
+            }
+            s.video_needs_keyframe = false;
+        }
+        let received_at = frame.received_at;
+        let written = catch_unwind(AssertUnwindSafe(|| {
+            let Some(w) = s.rtc.writer(track.mid) else {
+                return Ok(());
+            };
+            w.write(
+                track.pt,
+                received_at,
+                MediaTime::new(frame.pts, freq),
+                Arc::<[u8]>::from(&frame.data[..]),
+            )
+        }));
+        match written {
+            Ok(Ok(())) => {
+                self.drain(id);
+                metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => if frame.codec.is_video() { "video" } else { "audio" })
+                    .record(received_at.elapsed().as_secs_f64());
+            }
+            Ok(Err(e)) => tracing::debug!(session = id, error = %e, "frame not written"),
+            Err(_) => self.close(
+                id,
+                "internal error in the WebRTC stack (session ended)".into(),
+            ),
+        }
+    }
+
+    /// Poll a session until it has nothing more to say; send what it transmits, act on its events.
+    fn drain(&mut self, id: SessionId) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                return;
+            };
+            if !s.rtc.is_alive() {
+                self.close(id, "peer disconnected".into());
+                return;
+            }
+            let out = match catch_unwind(AssertUnwindSafe(|| s.rtc.poll_output())) {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => {
+                    self.close(id, format!("WebRTC error: {e}"));
+                    return;
+                }
+                Err(_) => {
+                    self.close(
+                        id,
+                        "internal error in the WebRTC stack (session ended)".into(),
+                    );
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    if s.deadline != Some(t) {
+                        if let Some(old) = s.deadline.take() {
+                            self.timers.remove(&(old, id));
+                        }
+                        s.deadline = Some(t);
+                        self.timers.insert((t, id));
+                    }
+                    return;
+                }
+                Output::Transmit(t) => {
+                    match t.proto {
+                        Protocol::Udp => {
+                            if self.udp.try_send_to(&t.contents, t.destination).is_err() {
+                                metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "udp").increment(1);
+                            }
+                        }
+                        _ => {
+                            let sent = self
+                                .tcp_writers
+                                .get(&t.destination)
+                                .is_some_and(|w| w.try_send(t.contents.to_vec()).is_ok());
+                            if !sent {
+                                // The peer is not reading fast enough: lose this, restart video at a keyframe.
+                                s.video_needs_keyframe = true;
+                                metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "tcp").increment(1);
+                            }
+                        }
+                    }
+                }
+                Output::Event(e) => match e {
+                    Event::Connected => {
+                        s.connected = true;
+                        let _ = s.events.send(SessionEvent::Connected);
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        self.close(id, "ICE disconnected".into());
+                        return;
+                    }
+                    Event::KeyframeRequest(_) => {
+                        // Resume at the next keyframe rather than send pictures the peer cannot decode.
+                        s.video_needs_keyframe = true;
+                        let _ = s.events.send(SessionEvent::KeyframeRequest);
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn close(&mut self, id: SessionId, reason: String) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| s.rtc.disconnect()));
+        if let Some(t) = s.deadline {
+            self.timers.remove(&(t, id));
+        }
+        self.by_ufrag.remove(&s.ufrag);
+        for p in &s.peers {
+            self.by_peer.remove(p);
+        }
+        tracing::debug!(session = id, %reason, "WebRTC session closed");
+        let _ = s.events.send(SessionEvent::Closed(reason));
+        self.count.store(self.sessions.len(), Ordering::Relaxed);
+        metrics::gauge!("roomgate_rtc_sessions").set(self.sessions.len() as f64);
+    }
+}

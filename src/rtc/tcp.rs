@@ -1,0 +1,70 @@
+//! ICE-TCP connections (RFC 6544 passive candidates, RFC 4571 framing). Each connection is a small task that
+//! hands whole packets to the engine and writes what the engine gives it, through a bounded queue: a peer that
+//! stops reading loses packets (and its video waits for the next keyframe) instead of holding anyone up.
+
+use super::demux::{frame, FrameReader};
+use super::engine::Command;
+use std::net::SocketAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// Packets queued for one TCP peer before new ones are dropped (about 1.5 MB).
+pub const TCP_QUEUE: usize = 1024;
+
+pub async fn accept_loop(listener: TcpListener, engine: mpsc::Sender<Command>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tokio::spawn(connection(stream, peer, engine.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ICE-TCP accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, engine: mpsc::Sender<Command>) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
+    if engine
+        .send(Command::TcpOpen { peer, writer: tx })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let writer = tokio::spawn(async move {
+        while let Some(packet) = rx.recv().await {
+            let Some(framed) = frame(&packet) else {
+                continue;
+            };
+            if wr.write_all(&framed).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut reader = FrameReader::default();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match rd.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        reader.feed(&buf[..n]);
+        while let Some(p) = reader.next_packet() {
+            if engine
+                .send(Command::TcpPacket { peer, packet: p })
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+    }
+    let _ = engine.send(Command::TcpClosed { peer }).await;
+    writer.abort();
+}

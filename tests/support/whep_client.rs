@@ -1,0 +1,274 @@
+//! A WHEP player built on str0m (a regular, non-lite WebRTC peer), over UDP or ICE-TCP, that collects the
+//! depacketized frames it receives so tests can decode them.
+
+use roomgate::rtc::demux::{frame, FrameReader};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive, TcpType};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    /// ICE-TCP to the gateway's TCP port; no UDP candidate at all.
+    Tcp(SocketAddr),
+}
+
+/// One received media frame.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub video: bool,
+    pub data: Vec<u8>,
+    /// RTP time (90 kHz or 48 kHz).
+    pub rtp_time: u64,
+    pub at: Instant,
+}
+
+pub struct WhepPlayer {
+    pub location: String,
+    pub etag: String,
+    pub links: Vec<String>,
+    pub answer_sdp: String,
+    pub frames: mpsc::Receiver<Received>,
+    pub connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// While true, the player reads nothing from the network (a viewer whose link stalls).
+    pub paused: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The HTTP failure of a WHEP POST.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: u16,
+    pub body: String,
+}
+
+fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// POST an offer to `url` and play what comes back. `video`/`audio` choose the m-lines offered.
+pub async fn play(
+    url: &str,
+    token: Option<&str>,
+    transport: Transport,
+) -> Result<WhepPlayer, Refused> {
+    play_with(url, token, transport, true, true).await
+}
+
+pub async fn play_with(
+    url: &str,
+    token: Option<&str>,
+    transport: Transport,
+    video: bool,
+    audio: bool,
+) -> Result<WhepPlayer, Refused> {
+    install_crypto();
+    let mut rtc = Rtc::builder().build(Instant::now());
+    let (udp, tcp) = match transport {
+        Transport::Udp => {
+            let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+            rtc.add_local_candidate(Candidate::host(s.local_addr().unwrap(), "udp").unwrap());
+            (Some(s), None)
+        }
+        Transport::Tcp(server) => {
+            let s = TcpStream::connect(server).unwrap();
+            s.set_nodelay(true).unwrap();
+            let c = Candidate::builder()
+                .tcp()
+                .host(s.local_addr().unwrap())
+                .tcptype(TcpType::Active)
+                .build()
+                .unwrap();
+            rtc.add_local_candidate(c);
+            (None, Some(s))
+        }
+    };
+    let mut api = rtc.sdp_api();
+    if video {
+        api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    }
+    if audio {
+        api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    }
+    let (offer, pending) = api.apply().expect("an offer");
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .body(offer.to_sdp_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("WHEP POST");
+    let status = resp.status().as_u16();
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let location = header("location");
+    let etag = header("etag");
+    let links: Vec<String> = resp
+        .headers()
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(String::from))
+        .collect();
+    let body = resp.text().await.unwrap_or_default();
+    if status != 201 {
+        return Err(Refused { status, body });
+    }
+    let answer = SdpAnswer::from_sdp_string(&body).expect("answer SDP");
+    rtc.sdp_api()
+        .accept_answer(pending, answer)
+        .expect("answer accepted");
+
+    let (tx, rx) = mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let paused = Arc::new(AtomicBool::new(false));
+    let connected_at = Arc::new(std::sync::Mutex::new(None));
+    let (s2, p2, c2) = (stop.clone(), paused.clone(), connected_at.clone());
+    let thread = std::thread::spawn(move || run(rtc, udp, tcp, tx, s2, p2, c2));
+    Ok(WhepPlayer {
+        location,
+        etag,
+        links,
+        answer_sdp: body,
+        frames: rx,
+        connected_at,
+        paused,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn run(
+    mut rtc: Rtc,
+    udp: Option<UdpSocket>,
+    mut tcp: Option<TcpStream>,
+    tx: mpsc::Sender<Received>,
+    stop: Arc<AtomicBool>,
+    paused: Arc<AtomicBool>,
+    connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
+) {
+    let mut buf = vec![0u8; 65536];
+    let mut reader = FrameReader::default();
+    let local = udp
+        .as_ref()
+        .map(|s| s.local_addr().unwrap())
+        .or_else(|| tcp.as_ref().map(|s| s.local_addr().unwrap()))
+        .unwrap();
+    let peer_tcp = tcp.as_ref().map(|s| s.peer_addr().unwrap());
+    while !stop.load(Ordering::Relaxed) && rtc.is_alive() {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => match (&udp, &mut tcp) {
+                    (Some(s), _) => {
+                        let _ = s.send_to(&t.contents, t.destination);
+                    }
+                    (_, Some(s)) => {
+                        let _ = s.write_all(&frame(&t.contents).unwrap());
+                    }
+                    _ => {}
+                },
+                Ok(Output::Event(Event::Connected)) => {
+                    *connected_at.lock().unwrap() = Some(Instant::now())
+                }
+                Ok(Output::Event(Event::MediaData(d))) => {
+                    let video = d.params.spec().codec == Codec::H264;
+                    let _ = tx.send(Received {
+                        video,
+                        data: d.data.to_vec(),
+                        rtp_time: d.time.numer(),
+                        at: Instant::now(),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        };
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        if paused.load(Ordering::Relaxed) {
+            std::thread::sleep(wait);
+            let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+            continue;
+        }
+        let mut inputs: Vec<(Protocol, SocketAddr, Vec<u8>)> = vec![];
+        if let Some(s) = &udp {
+            s.set_read_timeout(Some(wait)).unwrap();
+            match s.recv_from(&mut buf) {
+                Ok((n, from)) => inputs.push((Protocol::Udp, from, buf[..n].to_vec())),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+        if let Some(s) = &mut tcp {
+            s.set_read_timeout(Some(wait)).unwrap();
+            match s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    reader.feed(&buf[..n]);
+                    while let Some(p) = reader.next_packet() {
+                        inputs.push((Protocol::Tcp, peer_tcp.unwrap(), p.to_vec()));
+                    }
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+        for (proto, source, data) in &inputs {
+            if let Ok(contents) = data.as_slice().try_into() {
+                let _ = rtc.handle_input(Input::Receive(
+                    Instant::now(),
+                    Receive {
+                        proto: *proto,
+                        source: *source,
+                        destination: local,
+                        contents,
+                    },
+                ));
+            }
+        }
+        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+    }
+}
+
+impl WhepPlayer {
+    /// Collect frames until `pred` says stop or `within` passes.
+    pub fn collect(
+        &self,
+        within: Duration,
+        mut done: impl FnMut(&[Received]) -> bool,
+    ) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        let mut got = vec![];
+        while Instant::now() < deadline && !done(&got) {
+            if let Ok(f) = self.frames.recv_timeout(Duration::from_millis(100)) {
+                got.push(f);
+            }
+        }
+        got
+    }
+}
+
+impl Drop for WhepPlayer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

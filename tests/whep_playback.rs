@@ -1,0 +1,292 @@
+//! WHEP playback of RTMP anchors through the WebRTC engine, with a str0m test player.
+
+mod support;
+
+use roomgate::auth::RoomRef;
+use roomgate::room::{RoomKey, SourceKind};
+use std::time::{Duration, Instant};
+use support::whep_client::{play, play_with, Received, Transport};
+use support::*;
+
+const BASELINE_10S_GOP: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 300 -keyint_min 300 -sc_threshold 0 -c:a aac -b:a 96k";
+
+fn whep_url(gw: &TestGateway, room: &str, viewer: &str) -> String {
+    gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID={viewer}"))
+}
+
+fn video(frames: &[Received]) -> Vec<&[u8]> {
+    frames
+        .iter()
+        .filter(|f| f.video)
+        .map(|f| &f.data[..])
+        .collect()
+}
+
+async fn pushing(
+    gw: &TestGateway,
+    room: &str,
+    user: &str,
+    seconds: u32,
+) -> (Ffmpeg, std::sync::Arc<roomgate::room::Participant>) {
+    let ff = Ffmpeg::push(
+        &lavfi("640x360", seconds),
+        BASELINE_10S_GOP,
+        &gw.push_url(room, user, &usersig(user)),
+    );
+    let p = gw
+        .wait_anchor(room, user, Duration::from_secs(15))
+        .await
+        .expect("anchor");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !p.video.has_cached_keyframe() || !p.audio.has_media() {
+        assert!(Instant::now() < deadline, "media flows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (ff, p)
+}
+
+/// Play and check what a viewer sees: a picture of the right size at once (from the GOP cache, before the
+/// source's next keyframe) and audible Opus.
+async fn assert_plays(gw: &TestGateway, room: &str, transport: Transport) {
+    let (ff, anchor) = pushing(gw, room, "cam", 40).await;
+    // Join mid-GOP: the source sends its next keyframe only 10 s after the first.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let player = play(
+        &whep_url(gw, room, "viewer1"),
+        Some(&usersig("viewer1")),
+        transport,
+    )
+    .await
+    .unwrap();
+    assert!(
+        player.answer_sdp.contains("profile-level-id=42c01e"),
+        "answered with the anchor's profile: {}",
+        player.answer_sdp
+    );
+    assert!(player.answer_sdp.contains("packetization-mode=1"));
+    let frames = tokio::task::spawn_blocking(move || {
+        let got = player.collect(Duration::from_secs(8), |g| {
+            g.iter().filter(|f| !f.video).count() >= 100 && g.iter().any(|f| f.video)
+        });
+        (got, player)
+    })
+    .await
+    .unwrap()
+    .0;
+    let v = video(&frames);
+    assert!(!v.is_empty(), "video arrives");
+    assert_eq!(
+        decode_h264_size_of(v.iter().copied().take(1)),
+        Some((640, 360)),
+        "the first video frame decodes on its own"
+    );
+    assert_eq!(
+        anchor.video.stats().keyframes,
+        1,
+        "the picture came from the cache, not from a new source keyframe"
+    );
+    let (samples, peak) = decode_opus_of(frames.iter().filter(|f| !f.video).map(|f| &f.data[..]));
+    assert!(
+        samples >= 90 * 960 && peak > 0.05,
+        "Opus decodes to the sine: {samples} samples, peak {peak}"
+    );
+    ff.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_push_plays_over_whep_udp_from_the_gop_cache() {
+    let gw = start_gateway().await;
+    assert_plays(&gw, "wroom", Transport::Udp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_viewer_plays_without_udp() {
+    let gw = start_gateway().await;
+    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
+    assert_plays(&gw, "troom", Transport::Tcp(tcp)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_viewers_of_two_rooms_and_delete_frees_the_session() {
+    let gw = start_gateway().await;
+    let (ff1, _) = pushing(&gw, "ra", "a1", 30).await;
+    let (ff2, _) = pushing(&gw, "rb", "b1", 30).await;
+    let p1 = play(
+        &whep_url(&gw, "ra", "v1"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .unwrap();
+    let p2 = play(
+        &whep_url(&gw, "rb", "v2"),
+        Some(&usersig("v2")),
+        Transport::Udp,
+    )
+    .await
+    .unwrap();
+    let engine = gw.rtc.clone().unwrap();
+    assert_eq!(engine.session_count(), 2);
+    let (loc1, p1, p2) = tokio::task::spawn_blocking(move || {
+        for p in [&p1, &p2] {
+            let got = p.collect(Duration::from_secs(8), |g| {
+                g.iter().any(|f| f.video) && g.iter().any(|f| !f.video)
+            });
+            assert_eq!(
+                decode_h264_size_of(video(&got).into_iter().take(1)),
+                Some((640, 360))
+            );
+        }
+        (p1.location.clone(), p1, p2)
+    })
+    .await
+    .unwrap();
+    let del = reqwest::Client::new()
+        .delete(gw.http(&loc1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while engine.session_count() != 1 {
+        assert!(Instant::now() < deadline, "DELETE ends the session");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_, metrics) = http_get(gw.http_addr, "/metrics").await;
+    assert!(
+        metrics.contains("roomgate_rtc_sessions 1"),
+        "metrics show one session left"
+    );
+    assert_eq!(
+        reqwest::Client::new()
+            .delete(gw.http(&loc1))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    drop((p1, p2));
+    ff1.kill().await;
+    ff2.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_errors_say_what_is_wrong() {
+    let gw = start_gateway_with(|c| {
+        c.rtc.ice_servers = vec![roomgate::config::IceServer {
+            urls: vec!["turn:turn.example.net:3478?transport=udp".into()],
+            username: "u".into(),
+            credential: "p".into(),
+        }];
+        c.apps.push(roomgate::config::AppConfig {
+            sdkappid: 1400000002,
+            secret_key: "other".into(),
+            require_private_map_key: false,
+            public_playback: true,
+            name: "public".into(),
+        });
+    })
+    .await;
+    // An anchor without media is enough for signalling.
+    let _a = gw.hub.join(
+        RoomKey {
+            sdkappid: SDKAPPID,
+            room: RoomRef::Str("er".into()),
+        },
+        "cam",
+        SourceKind::Rtmp,
+    );
+    let _b = gw.hub.join(
+        RoomKey {
+            sdkappid: 1400000002,
+            room: RoomRef::Str("pub".into()),
+        },
+        "cam",
+        SourceKind::Rtmp,
+    );
+    let url = whep_url(&gw, "er", "v1");
+
+    let e = play(&url, None, Transport::Udp).await.err().unwrap();
+    assert_eq!(e.status, 401, "{}", e.body);
+    let e = play(&url, Some(&usersig("someone_else")), Transport::Udp)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status, 401);
+    assert!(e.body.contains("issued for user id"), "{}", e.body);
+    let e = play(
+        &whep_url(&gw, "nope", "v1"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.status, 404);
+    let e = play(
+        &gw.http(&format!("/v2/sub/{SDKAPPID}/er?SessionID=v1&anchor=ghost")),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.status, 404);
+    assert!(e.body.contains("ghost"));
+    let e = play(
+        &gw.http("/v2/sub/1400999999/er?SessionID=v1"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(e.status, 404);
+    assert!(e.body.contains("unknown sdkappid"));
+    let e = play_with(&url, Some(&usersig("v1")), Transport::Udp, false, true)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status, 406);
+    assert!(e.body.contains("H.264"), "{}", e.body);
+    let e = play_with(&url, Some(&usersig("v1")), Transport::Udp, true, false)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(e.status, 406);
+    assert!(e.body.contains("Opus"), "{}", e.body);
+    let bad = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(usersig("v1"))
+        .body("not sdp")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // public_playback: no token needed; Link lists the configured TURN server with its credential.
+    let ok = play(
+        &gw.http("/v2/sub/1400000002/pub?SessionID=anyone"),
+        None,
+        Transport::Udp,
+    )
+    .await
+    .unwrap();
+    assert!(ok.location.starts_with("/v2/sub/session/"));
+    assert!(!ok.etag.is_empty());
+    assert_eq!(ok.links, vec!["<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\"".to_string()]);
+
+    // CORS preflight for browser players.
+    let pre = reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, &url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    assert!(pre.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Location"));
+}
