@@ -290,3 +290,172 @@ async fn whep_errors_say_what_is_wrong() {
         .unwrap()
         .contains("Location"));
 }
+
+/// IDR pictures (NAL type 5) among received video frames.
+fn idr_count(frames: &[Received]) -> usize {
+    frames
+        .iter()
+        .filter(|f| {
+            f.video
+                && roomgate::media::h264::annex_b_nals(&f.data)
+                    .any(|n| !n.is_empty() && n[0] & 0x1F == 5)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_pli_is_answered_from_the_gop_cache() {
+    let gw = start_gateway().await;
+    let (ff, anchor) = pushing(&gw, "pli", "cam", 30).await;
+    let player = play(
+        &whep_url(&gw, "pli", "v1"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .unwrap();
+    let (before, after, player) = tokio::task::spawn_blocking(move || {
+        let before = player.collect(Duration::from_secs(8), |g| {
+            g.iter().filter(|f| f.video).count() >= 30
+        });
+        player
+            .request_keyframe
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let after = player.collect(Duration::from_secs(3), |g| {
+            idr_count(g) >= 1 && g.iter().filter(|f| f.video).count() >= 30
+        });
+        (before, after, player)
+    })
+    .await
+    .unwrap();
+    assert_eq!(idr_count(&before), 1, "joined on the cached keyframe");
+    assert!(
+        idr_count(&after) >= 1,
+        "the PLI was answered with a keyframe"
+    );
+    assert_eq!(
+        anchor.video.stats().keyframes,
+        1,
+        "the source sent no new keyframe: the answer came from the cache"
+    );
+    let all: Vec<&Received> = before
+        .iter()
+        .chain(after.iter())
+        .filter(|f| f.video)
+        .collect();
+    for w in all.windows(2) {
+        assert!(
+            w[1].rtp_time > w[0].rtp_time,
+            "RTP time keeps increasing across the replay"
+        );
+    }
+    let from_idr: Vec<&[u8]> = after
+        .iter()
+        .filter(|f| f.video)
+        .skip_while(|f| idr_count(std::slice::from_ref(*f)) == 0)
+        .map(|f| &f.data[..])
+        .collect();
+    assert_eq!(decode_h264_size_of(from_idr), Some((640, 360)));
+    drop(player);
+    ff.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
+    let gw = start_gateway().await;
+    // 3 Mbit/s constant rate with a 1 s GOP, so a stalled viewer overflows its buffers quickly.
+    let ff = Ffmpeg::push(
+        &lavfi("640x360", 40),
+        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -b:v 3M -minrate 3M -maxrate 3M -bufsize 1M -x264-params nal-hrd=cbr -c:a aac",
+        &gw.push_url("bp", "cam", &usersig("cam")),
+    );
+    let anchor = gw
+        .wait_anchor("bp", "cam", Duration::from_secs(15))
+        .await
+        .unwrap();
+    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
+    let stalled = play(
+        &whep_url(&gw, "bp", "v1"),
+        Some(&usersig("v1")),
+        Transport::Tcp(tcp),
+    )
+    .await
+    .unwrap();
+    let healthy = play(
+        &whep_url(&gw, "bp", "v2"),
+        Some(&usersig("v2")),
+        Transport::Tcp(tcp),
+    )
+    .await
+    .unwrap();
+    let anchor2 = anchor.clone();
+    let (healthy_during, published_during, stalled_after, healthy_last) =
+        tokio::task::spawn_blocking(move || {
+            let warm = |p: &support::whep_client::WhepPlayer| {
+                p.collect(Duration::from_secs(8), |g| {
+                    g.iter().filter(|f| f.video).count() >= 15
+                })
+            };
+            assert!(!warm(&stalled).is_empty() && !warm(&healthy).is_empty());
+            stalled
+                .paused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            let published_before = anchor2.video.stats().frames;
+            let during = healthy.collect(Duration::from_secs(4), |_| false);
+            let published_during = anchor2.video.stats().frames - published_before;
+            stalled
+                .paused
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            let after = stalled.collect(Duration::from_secs(6), |g| {
+                idr_count(g) >= 1 && g.iter().filter(|f| f.video).count() >= 60
+            });
+            let healthy_last = healthy.collect(Duration::from_secs(1), |_| false);
+            (during, published_during, after, healthy_last)
+        })
+        .await
+        .unwrap();
+    let healthy_video = healthy_during.iter().filter(|f| f.video).count() as u64;
+    assert!(
+        published_during >= 90,
+        "the publisher kept going ({published_during} frames in 4 s)"
+    );
+    assert!(
+        healthy_video + 10 >= published_during,
+        "the other viewer got every frame: {healthy_video} of {published_during}"
+    );
+    let (_, metrics) = http_get(gw.http_addr, "/metrics").await;
+    assert!(
+        metrics.contains("roomgate_rtc_send_dropped_total{proto=\"tcp\"}"),
+        "the stalled viewer's packets were dropped"
+    );
+    assert!(
+        idr_count(&stalled_after) >= 1,
+        "the stalled viewer resumes at a keyframe"
+    );
+    let resumed: Vec<&[u8]> = stalled_after
+        .iter()
+        .filter(|f| f.video)
+        .skip_while(|f| idr_count(std::slice::from_ref(*f)) == 0)
+        .map(|f| &f.data[..])
+        .collect();
+    assert_eq!(decode_h264_size_of(resumed), Some((640, 360)));
+    // It is back on the live edge, not replaying seconds of stale media.
+    let stalled_last = stalled_after
+        .iter()
+        .filter(|f| f.video)
+        .map(|f| f.rtp_time)
+        .max()
+        .unwrap();
+    let healthy_now = healthy_last
+        .iter()
+        .filter(|f| f.video)
+        .map(|f| f.rtp_time)
+        .max()
+        .unwrap();
+    let behind_ms = healthy_now.saturating_sub(stalled_last) / 90;
+    assert!(
+        behind_ms < 2500,
+        "the resumed viewer is {behind_ms} ms behind live"
+    );
+    ff.kill().await;
+}

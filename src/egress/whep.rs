@@ -16,6 +16,9 @@ use str0m::media::{MediaKind, Mid};
 use str0m::{Candidate, IceCreds, Rtc};
 use tokio::sync::mpsc;
 
+/// At most one GOP replay per viewer in this interval, however often it sends PLIs.
+const PLI_BURST_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Why a WHEP request failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum WhepError {
@@ -303,12 +306,16 @@ async fn feed(
     }
     let mut video = anchor.video.subscribe();
     let mut audio = anchor.audio.subscribe();
-    drop(anchor);
     let (mut video_open, mut audio_open) = (true, true);
+    let mut last_video_pts: Option<u64> = None;
+    let mut last_burst: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             f = video.recv(), if video_open => match f {
-                Some(f) => { if !svc.engine.send_frame(id, f).await { break } }
+                Some(f) => {
+                    last_video_pts = Some(f.pts);
+                    if !svc.engine.send_frame(id, f).await { break }
+                }
                 None => video_open = false,
             },
             f = audio.recv(), if audio_open => match f {
@@ -316,6 +323,27 @@ async fn feed(
                 None => audio_open = false,
             },
             ev = events.recv() => match ev {
+                Some(SessionEvent::KeyframeRequest) => {
+                    if last_burst.is_some_and(|t| t.elapsed() < PLI_BURST_INTERVAL) {
+                        continue;
+                    }
+                    last_burst = Some(std::time::Instant::now());
+                    // Answer from the cache: replay the last GOP (keyframe first) just after the last picture
+                    // sent, then continue live from where the replay ends.
+                    let mut fresh = anchor.video.subscribe();
+                    let gop = fresh.take_backlog();
+                    if gop.is_empty() {
+                        continue; // nothing cached: the engine resumes at the next source keyframe
+                    }
+                    video = fresh;
+                    let base = last_video_pts.unwrap_or(0);
+                    for (k, mut f) in gop.into_iter().enumerate() {
+                        f.pts = base + 1 + k as u64;
+                        last_video_pts = Some(f.pts);
+                        if !svc.engine.send_frame(id, f).await { break }
+                    }
+                    metrics::counter!("roomgate_whep_pli_answered_total").increment(1);
+                }
                 Some(SessionEvent::Closed(_)) | None => break,
                 Some(_) => {}
             },

@@ -184,6 +184,11 @@ impl TrackSubscriber {
         }
     }
 
+    /// Take the cached frames this subscription started with (the last GOP), leaving only live frames.
+    pub fn take_backlog(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.backlog).collect()
+    }
+
     /// Frames this subscriber lost by falling behind (or skipped while waiting for a keyframe).
     pub fn dropped(&self) -> u64 {
         self.dropped

@@ -9,8 +9,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-/// Packets queued for one TCP peer before new ones are dropped (about 1.5 MB).
-pub const TCP_QUEUE: usize = 1024;
+/// Packets queued for one TCP peer before new ones are dropped (about 300 KB).
+pub const TCP_QUEUE: usize = 256;
+/// Kernel send buffer of an ICE-TCP socket: small, so a stalled peer shows up as drops within a fraction of a
+/// second instead of as seconds of stale media queued in the kernel.
+const TCP_SEND_BUFFER: usize = 128 * 1024;
 
 pub async fn accept_loop(listener: TcpListener, engine: mpsc::Sender<Command>) {
     loop {
@@ -28,6 +31,7 @@ pub async fn accept_loop(listener: TcpListener, engine: mpsc::Sender<Command>) {
 
 async fn connection(stream: TcpStream, peer: SocketAddr, engine: mpsc::Sender<Command>) {
     let _ = stream.set_nodelay(true);
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(TCP_SEND_BUFFER);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
     if engine

@@ -39,6 +39,8 @@ pub struct WhepPlayer {
     pub connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
     /// While true, the player reads nothing from the network (a viewer whose link stalls).
     pub paused: Arc<AtomicBool>,
+    /// Set to send one PLI on the video m-line.
+    pub request_keyframe: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -137,8 +139,14 @@ pub async fn play_with(
     let stop = Arc::new(AtomicBool::new(false));
     let paused = Arc::new(AtomicBool::new(false));
     let connected_at = Arc::new(std::sync::Mutex::new(None));
-    let (s2, p2, c2) = (stop.clone(), paused.clone(), connected_at.clone());
-    let thread = std::thread::spawn(move || run(rtc, udp, tcp, tx, s2, p2, c2));
+    let request_keyframe = Arc::new(AtomicBool::new(false));
+    let (s2, p2, c2, k2) = (
+        stop.clone(),
+        paused.clone(),
+        connected_at.clone(),
+        request_keyframe.clone(),
+    );
+    let thread = std::thread::spawn(move || run(rtc, udp, tcp, tx, s2, p2, c2, k2));
     Ok(WhepPlayer {
         location,
         etag,
@@ -147,11 +155,13 @@ pub async fn play_with(
         frames: rx,
         connected_at,
         paused,
+        request_keyframe,
         stop,
         thread: Some(thread),
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run(
     mut rtc: Rtc,
     udp: Option<UdpSocket>,
@@ -160,7 +170,9 @@ fn run(
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
     connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
+    request_keyframe: Arc<AtomicBool>,
 ) {
+    let mut video_mid = None;
     let mut buf = vec![0u8; 65536];
     let mut reader = FrameReader::default();
     let local = udp
@@ -187,6 +199,9 @@ fn run(
                 }
                 Ok(Output::Event(Event::MediaData(d))) => {
                     let video = d.params.spec().codec == Codec::H264;
+                    if video {
+                        video_mid = Some(d.mid);
+                    }
                     let _ = tx.send(Received {
                         video,
                         data: d.data.to_vec(),
@@ -198,6 +213,13 @@ fn run(
                 Err(_) => return,
             }
         };
+        if let Some(mid) = video_mid {
+            if request_keyframe.swap(false, Ordering::Relaxed) {
+                if let Some(mut w) = rtc.writer(mid) {
+                    let _ = w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli);
+                }
+            }
+        }
         let wait = timeout
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
