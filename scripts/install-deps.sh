@@ -7,6 +7,7 @@ PKGS=(
   pkg-config clang
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev
   ffmpeg
+  python3 python3-pip
 )
 
 missing=()
@@ -22,6 +23,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# aiortc: an independent WebRTC stack the tests play through (wheels from PyPI, FFmpeg bundled in `av`).
+if ! python3 -c 'import aiortc' >/dev/null 2>&1; then
+  echo "install-deps: installing aiortc (pip)"
+  python3 -m pip install --quiet aiortc 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages aiortc
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
