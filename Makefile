@@ -1,6 +1,7 @@
 # roomgate: `make run` starts the gateway, `make test` runs every test. Both install what is missing first.
 CARGO ?= cargo
 ARGS ?=
+BENCH ?=
 
 .PHONY: deps build run test testdata bench fmt clippy
 
@@ -16,6 +17,10 @@ run: deps
 # Unit tests, then integration tests (real ffmpeg publishers against an in-process gateway).
 test: deps
 	$(CARGO) test --all-targets -- --test-threads=2
+
+# End-to-end benchmark (release build, prints JSON): N rooms x M WHEP viewers, e.g. make bench BENCH=20x5x30
+bench: deps
+	$(CARGO) bench --bench e2e -- $(BENCH)
 
 # Regenerate the sample media in testdata/ (needs ffmpeg).
 testdata: deps

@@ -308,18 +308,25 @@ async fn feed(
     let mut audio = anchor.audio.subscribe();
     let (mut video_open, mut audio_open) = (true, true);
     let mut last_video_pts: Option<u64> = None;
+    // Fast start: the cached GOP goes out first, at once.
+    for f in video.take_backlog() {
+        last_video_pts = Some(f.pts);
+        if !svc.engine.send_frame(id, f, false).await {
+            break;
+        }
+    }
     let mut last_burst: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             f = video.recv(), if video_open => match f {
                 Some(f) => {
                     last_video_pts = Some(f.pts);
-                    if !svc.engine.send_frame(id, f).await { break }
+                    if !svc.engine.send_frame(id, f, true).await { break }
                 }
                 None => video_open = false,
             },
             f = audio.recv(), if audio_open => match f {
-                Some(f) => { if !svc.engine.send_frame(id, f).await { break } }
+                Some(f) => { if !svc.engine.send_frame(id, f, true).await { break } }
                 None => audio_open = false,
             },
             ev = events.recv() => match ev {
@@ -340,7 +347,7 @@ async fn feed(
                     for (k, mut f) in gop.into_iter().enumerate() {
                         f.pts = base + 1 + k as u64;
                         last_video_pts = Some(f.pts);
-                        if !svc.engine.send_frame(id, f).await { break }
+                        if !svc.engine.send_frame(id, f, false).await { break }
                     }
                     metrics::counter!("roomgate_whep_pli_answered_total").increment(1);
                 }

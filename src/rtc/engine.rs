@@ -53,7 +53,8 @@ pub enum SessionEvent {
 pub(crate) enum Command {
     Add(SessionId, Box<NewSession>),
     Remove(SessionId),
-    Frame(SessionId, Frame),
+    /// `live`: fresh from the source (counts in the gateway-delay histogram), not replayed from a cache.
+    Frame(SessionId, Frame, bool),
     RemoteCandidate(SessionId, Candidate),
     TcpOpen {
         peer: SocketAddr,
@@ -158,8 +159,8 @@ impl RtcEngine {
 
     /// Queue a frame for a session. Waits when the engine is saturated (the caller's track subscription then
     /// falls behind and skips to the next keyframe). False once the engine has stopped.
-    pub async fn send_frame(&self, id: SessionId, frame: Frame) -> bool {
-        self.tx.send(Command::Frame(id, frame)).await.is_ok()
+    pub async fn send_frame(&self, id: SessionId, frame: Frame, live: bool) -> bool {
+        self.tx.send(Command::Frame(id, frame, live)).await.is_ok()
     }
 
     pub async fn add_remote_candidate(&self, id: SessionId, c: Candidate) {
@@ -258,7 +259,7 @@ impl Engine {
                 self.drain(id);
             }
             Command::Remove(id) => self.close(id, "removed".into()),
-            Command::Frame(id, frame) => self.write_frame(id, frame),
+            Command::Frame(id, frame, live) => self.write_frame(id, frame, live),
             Command::RemoteCandidate(id, c) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.rtc.add_remote_candidate(c);
@@ -348,7 +349,7 @@ impl Engine {
         }
     }
 
-    fn write_frame(&mut self, id: SessionId, frame: Frame) {
+    fn write_frame(&mut self, id: SessionId, frame: Frame, live: bool) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -381,8 +382,15 @@ impl Engine {
         match written {
             Ok(Ok(())) => {
                 self.drain(id);
-                metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => if frame.codec.is_video() { "video" } else { "audio" })
-                    .record(received_at.elapsed().as_secs_f64());
+                if live {
+                    let kind = if frame.codec.is_video() {
+                        "video"
+                    } else {
+                        "audio"
+                    };
+                    metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => kind)
+                        .record(received_at.elapsed().as_secs_f64());
+                }
             }
             Ok(Err(e)) => tracing::debug!(session = id, error = %e, "frame not written"),
             Err(_) => self.close(

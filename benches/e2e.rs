@@ -1,0 +1,344 @@
+//! End-to-end benchmark: N RTMP anchors (ffmpeg `-re -stream_loop -1 -c copy` of the sample FLV) with M WHEP
+//! viewers each (str0m players in this process), against a separate release gateway process. Prints JSON.
+//!
+//! `make bench` runs the default scenarios (1x1 then 20x5); `cargo bench --bench e2e -- 5x10x20` runs
+//! N=5, M=10 for 20 s. Numbers come from one run on whatever machine this is: compare ratios, not absolutes.
+
+#[allow(dead_code)] // shared with the tests, which use all of it
+#[path = "../tests/support/whep_client.rs"]
+mod whep_client;
+
+use roomgate::auth::{unix_now, UserSig};
+use serde_json::json;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use whep_client::{play, Transport, WhepPlayer};
+
+const SDKAPPID: u64 = 1400000001;
+const KEY: &str = "bench-secret-key";
+
+struct Scenario {
+    rooms: usize,
+    viewers: usize,
+    seconds: u64,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sig(user: &str) -> String {
+    UserSig::generate(SDKAPPID, KEY, user, unix_now(), 3600, None)
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// CPU % of one core used by `pid` over `d`.
+async fn cpu_percent(pid: u32, d: Duration) -> f64 {
+    let (c0, t0) = (cpu_seconds(pid), Instant::now());
+    tokio::time::sleep(d).await;
+    (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0
+}
+
+/// Quantile from Prometheus cumulative buckets of `name` (linear inside a bucket).
+fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket")) && l.contains("kind=\"video\""))
+        .filter_map(|l| {
+            let le = l.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let target = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, count) in &buckets {
+        if count >= target {
+            if le.is_infinite() {
+                return Some(prev.0);
+            }
+            let frac = if count > prev.1 {
+                (target - prev.1) / (count - prev.1)
+            } else {
+                0.0
+            };
+            return Some(prev.0 + (le - prev.0) * frac);
+        }
+        prev = (le, count);
+    }
+    None
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn source_video_frames(http: &str) -> u64 {
+    let v: serde_json::Value = reqwest::get(format!("{http}/v1/rooms"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["anchors"].as_array().unwrap().iter())
+        .map(|a| a["video"]["frames"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+async fn run(s: &Scenario) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let (http_port, rtmp_port, rtc_port) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("roomgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n[rtc]\nbind = \"127.0.0.1\"\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut gw: Child = Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("gateway starts");
+    let pid = gw.id();
+    let http = format!("http://127.0.0.1:{http_port}");
+    let start = Instant::now();
+    while reqwest::get(format!("{http}/healthz")).await.is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "gateway did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/testdata/sample-720p30-baseline.flv"
+    );
+    let mut pushers: Vec<Child> = (0..s.rooms)
+        .map(|i| {
+            let url = format!("rtmp://127.0.0.1:{rtmp_port}/push/room{i}?sdkappid={SDKAPPID}&userid=cam{i}&usersig={}", sig(&format!("cam{i}")));
+            Command::new("ffmpeg")
+                .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", sample, "-c", "copy", "-f", "flv", &url])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("ffmpeg")
+        })
+        .collect();
+    let start = Instant::now();
+    loop {
+        let v: serde_json::Value = reqwest::get(format!("{http}/v1/rooms"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["rooms"].as_array().unwrap().len() == s.rooms {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "anchors did not all appear"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_streams_only = cpu_percent(pid, Duration::from_secs(5)).await;
+
+    // Viewers: time from POST to the first video frame that decodes.
+    let mut players: Vec<(Instant, WhepPlayer)> = Vec::new();
+    for i in 0..s.rooms {
+        for j in 0..s.viewers {
+            let viewer = format!("v{i}_{j}");
+            let url = format!("{http}/v2/sub/{SDKAPPID}/room{i}?SessionID={viewer}");
+            let t0 = Instant::now();
+            let p = play(&url, Some(&sig(&viewer)), Transport::Udp)
+                .await
+                .expect("WHEP POST");
+            players.push((t0, p));
+        }
+    }
+    let first_frames = tokio::task::spawn_blocking(move || {
+        let mut startup_ms = Vec::new();
+        for (t0, p) in &players {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(f) = p.frames.recv_timeout(Duration::from_millis(100)) {
+                    if f.video {
+                        // Decoded here (libav) only to prove the first frame is a picture.
+                        if decode_ok(&f.data) {
+                            startup_ms.push(f.at.duration_since(*t0).as_secs_f64() * 1000.0);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        (startup_ms, players)
+    })
+    .await
+    .unwrap();
+    let (mut startup_ms, players) = first_frames;
+
+    // Measurement window: drain what came before, then count.
+    for (_, p) in &players {
+        while p.frames.try_recv().is_ok() {}
+    }
+    let sent0 = source_video_frames(&http).await;
+    let cpu_all = cpu_percent(pid, Duration::from_secs(s.seconds)).await;
+    let sent = (source_video_frames(&http).await - sent0) * s.viewers as u64;
+    let received: u64 = players
+        .iter()
+        .map(|(_, p)| p.frames.try_iter().filter(|f| f.video).count() as u64)
+        .sum();
+    let metrics = reqwest::get(format!("{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let rss = rss_mb(pid);
+    drop(players);
+    for p in &mut pushers {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+    let _ = gw.kill();
+    let _ = gw.wait();
+    let viewers = (s.rooms * s.viewers) as f64;
+    json!({
+        "rooms": s.rooms,
+        "viewers_per_room": s.viewers,
+        "seconds": s.seconds,
+        "gateway_cpu_percent_streams_only": round(cpu_streams_only),
+        "gateway_cpu_percent_with_viewers": round(cpu_all),
+        "cpu_percent_per_stream": round(cpu_streams_only / s.rooms as f64),
+        "cpu_percent_per_viewer": round((cpu_all - cpu_streams_only).max(0.0) / viewers),
+        "gateway_rss_mb": round(rss),
+        "video_frames_sent_to_viewers": sent,
+        "video_frames_received": received,
+        "viewers_started": startup_ms.len(),
+        "post_to_first_frame_ms_p50": round(percentile(&mut startup_ms, 0.5)),
+        "post_to_first_frame_ms_p95": round(percentile(&mut startup_ms, 0.95)),
+        "gateway_added_delay_ms_p50": histogram_quantile(&metrics, "roomgate_gateway_delay_seconds", 0.5).map(|v| round(v * 1000.0)),
+        "gateway_added_delay_ms_p99": histogram_quantile(&metrics, "roomgate_gateway_delay_seconds", 0.99).map(|v| round(v * 1000.0)),
+    })
+}
+
+fn decode_ok(annexb: &[u8]) -> bool {
+    use ffmpeg_next as ff;
+    roomgate::media::transcode::init_libav();
+    let Some(codec) = ff::decoder::find(ff::codec::Id::H264) else {
+        return false;
+    };
+    let Ok(mut dec) = ff::codec::Context::new_with_codec(codec).decoder().video() else {
+        return false;
+    };
+    let mut pic = ff::frame::Video::empty();
+    dec.send_packet(&ff::Packet::copy(annexb)).is_ok()
+        && (dec.receive_frame(&mut pic).is_ok()
+            || (dec.send_eof().is_ok() && dec.receive_frame(&mut pic).is_ok()))
+}
+
+fn round(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
+        // `cargo test --all-targets` builds and runs bench targets too; the benchmark runs only under `cargo bench`.
+        return;
+    }
+    let scenarios: Vec<Scenario> = {
+        let given: Vec<Scenario> = args
+            .iter()
+            .filter_map(|a| {
+                let p: Vec<u64> = a
+                    .split('x')
+                    .map(|n| n.parse().ok())
+                    .collect::<Option<_>>()?;
+                (p.len() == 3).then(|| Scenario {
+                    rooms: p[0] as usize,
+                    viewers: p[1] as usize,
+                    seconds: p[2],
+                })
+            })
+            .collect();
+        if given.is_empty() {
+            vec![
+                Scenario {
+                    rooms: 1,
+                    viewers: 1,
+                    seconds: 15,
+                },
+                Scenario {
+                    rooms: 20,
+                    viewers: 5,
+                    seconds: 20,
+                },
+            ]
+        } else {
+            given
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut results = Vec::new();
+    for s in &scenarios {
+        eprintln!(
+            "bench: {} rooms x {} viewers for {} s",
+            s.rooms, s.viewers, s.seconds
+        );
+        results.push(rt.block_on(run(s)));
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({ "scenarios": results })).unwrap()
+    );
+}
