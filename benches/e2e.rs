@@ -63,38 +63,38 @@ async fn cpu_percent(pid: u32, d: Duration) -> f64 {
     (cpu_seconds(pid) - c0) / t0.elapsed().as_secs_f64() * 100.0
 }
 
-/// Quantile from Prometheus cumulative buckets of `name` (linear inside a bucket).
-fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
-    let mut buckets: Vec<(f64, f64)> = metrics
+/// Cumulative bucket counts (le, count) of the video series of histogram `name`.
+fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
+    let mut b: Vec<(f64, f64)> = metrics
         .lines()
         .filter(|l| l.starts_with(&format!("{name}_bucket")) && l.contains("kind=\"video\""))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect();
-    buckets.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
-    let total = buckets.last()?.1;
-    if total == 0.0 {
+    b.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+    b
+}
+
+/// Quantile of what a histogram recorded between two scrapes (linear inside a bucket).
+fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
+    let b0 = buckets(before, name);
+    let b1 = buckets(after, name);
+    let diff: Vec<(f64, f64)> = b1.iter().map(|&(le, c)| (le, c - b0.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1))).collect();
+    let total = diff.last()?.1;
+    if total <= 0.0 {
         return None;
     }
     let target = q * total;
     let mut prev = (0.0, 0.0);
-    for &(le, count) in &buckets {
+    for &(le, count) in &diff {
         if count >= target {
             if le.is_infinite() {
                 return Some(prev.0);
             }
-            let frac = if count > prev.1 {
-                (target - prev.1) / (count - prev.1)
-            } else {
-                0.0
-            };
+            let frac = if count > prev.1 { (target - prev.1) / (count - prev.1) } else { 0.0 };
             return Some(prev.0 + (le - prev.0) * frac);
         }
         prev = (le, count);
@@ -228,7 +228,14 @@ async fn run(s: &Scenario) -> serde_json::Value {
         while p.frames.try_recv().is_ok() {}
     }
     let sent0 = source_video_frames(&http).await;
+    let metrics_before = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    let (me0, pushers0) = (cpu_seconds(std::process::id()), pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>());
+    let window = Instant::now();
     let cpu_all = cpu_percent(pid, Duration::from_secs(s.seconds)).await;
+    let secs = window.elapsed().as_secs_f64();
+    let bench_cpu = (cpu_seconds(std::process::id()) - me0) / secs * 100.0;
+    let pushers_cpu = (pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>() - pushers0) / secs * 100.0;
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let sent = (source_video_frames(&http).await - sent0) * s.viewers as u64;
     let received: u64 = players
         .iter()
@@ -258,13 +265,18 @@ async fn run(s: &Scenario) -> serde_json::Value {
         "cpu_percent_per_stream": round(cpu_streams_only / s.rooms as f64),
         "cpu_percent_per_viewer": round((cpu_all - cpu_streams_only).max(0.0) / viewers),
         "gateway_rss_mb": round(rss),
+        "viewer_clients_cpu_percent": round(bench_cpu),
+        "ffmpeg_pushers_cpu_percent": round(pushers_cpu),
+        "loadavg_1m": load.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "video_frames_sent_to_viewers": sent,
         "video_frames_received": received,
         "viewers_started": startup_ms.len(),
         "post_to_first_frame_ms_p50": round(percentile(&mut startup_ms, 0.5)),
         "post_to_first_frame_ms_p95": round(percentile(&mut startup_ms, 0.95)),
-        "gateway_added_delay_ms_p50": histogram_quantile(&metrics, "roomgate_gateway_delay_seconds", 0.5).map(|v| round(v * 1000.0)),
-        "gateway_added_delay_ms_p99": histogram_quantile(&metrics, "roomgate_gateway_delay_seconds", 0.99).map(|v| round(v * 1000.0)),
+        // Over the measurement window only (steady state; viewer start-up is reported separately).
+        "gateway_added_delay_ms_p50": window_quantile(&metrics_before, &metrics, "roomgate_gateway_delay_seconds", 0.5).map(|v| round(v * 1000.0)),
+        "gateway_added_delay_ms_p99": window_quantile(&metrics_before, &metrics, "roomgate_gateway_delay_seconds", 0.99).map(|v| round(v * 1000.0)),
     })
 }
 
