@@ -70,7 +70,11 @@ fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
         .filter(|l| l.starts_with(&format!("{name}_bucket")) && l.contains("kind=\"video\""))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect();
@@ -82,7 +86,10 @@ fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
 fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> Option<f64> {
     let b0 = buckets(before, name);
     let b1 = buckets(after, name);
-    let diff: Vec<(f64, f64)> = b1.iter().map(|&(le, c)| (le, c - b0.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1))).collect();
+    let diff: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|&(le, c)| (le, c - b0.iter().find(|x| x.0 == le).map_or(0.0, |x| x.1)))
+        .collect();
     let total = diff.last()?.1;
     if total <= 0.0 {
         return None;
@@ -94,7 +101,11 @@ fn window_quantile(before: &str, after: &str, name: &str, q: f64) -> Option<f64>
             if le.is_infinite() {
                 return Some(prev.0);
             }
-            let frac = if count > prev.1 { (target - prev.1) / (count - prev.1) } else { 0.0 };
+            let frac = if count > prev.1 {
+                (target - prev.1) / (count - prev.1)
+            } else {
+                0.0
+            };
             return Some(prev.0 + (le - prev.0) * frac);
         }
         prev = (le, count);
@@ -228,13 +239,22 @@ async fn run(s: &Scenario) -> serde_json::Value {
         while p.frames.try_recv().is_ok() {}
     }
     let sent0 = source_video_frames(&http).await;
-    let metrics_before = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
-    let (me0, pushers0) = (cpu_seconds(std::process::id()), pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>());
+    let metrics_before = reqwest::get(format!("{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (me0, pushers0) = (
+        cpu_seconds(std::process::id()),
+        pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>(),
+    );
     let window = Instant::now();
     let cpu_all = cpu_percent(pid, Duration::from_secs(s.seconds)).await;
     let secs = window.elapsed().as_secs_f64();
     let bench_cpu = (cpu_seconds(std::process::id()) - me0) / secs * 100.0;
-    let pushers_cpu = (pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>() - pushers0) / secs * 100.0;
+    let pushers_cpu =
+        (pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>() - pushers0) / secs * 100.0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let sent = (source_video_frames(&http).await - sent0) * s.viewers as u64;
     let received: u64 = players

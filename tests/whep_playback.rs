@@ -459,3 +459,93 @@ async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
     );
     ff.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
+    let gw = start_gateway().await;
+    let (ff, _) = pushing(&gw, "ir", "cam", 40).await;
+    let player = play(
+        &whep_url(&gw, "ir", "v1"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .unwrap();
+    let old_ufrag = player.etag.trim_matches('"').to_string();
+    let player = tokio::task::spawn_blocking(move || {
+        assert!(player
+            .collect(Duration::from_secs(8), |g| g.iter().any(|f| f.video))
+            .iter()
+            .any(|f| f.video));
+        player
+    })
+    .await
+    .unwrap();
+    let udp = gw.rtc.as_ref().unwrap().addrs.udp;
+    let client = str0m::IceCreds {
+        ufrag: "newclientfrag".into(),
+        pass: "newclientpassword0123456789".into(),
+    };
+    let http = reqwest::Client::new();
+    let patch = |etag: &str| {
+        http.patch(gw.http(&player.location))
+            .header("Content-Type", "application/trickle-ice-sdpfrag")
+            .header("If-Match", etag.to_string())
+            .body(format!(
+                "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+                client.ufrag, client.pass
+            ))
+    };
+    assert_eq!(
+        patch("\"stale\"").send().await.unwrap().status(),
+        412,
+        "a stale ETag is refused"
+    );
+    let resp = patch(&player.etag).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let new_etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    assert_ne!(new_etag, player.etag);
+    let frag = resp.text().await.unwrap();
+    let attr = |n: &str| {
+        frag.lines()
+            .find_map(|l| l.strip_prefix(n))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let server = str0m::IceCreds {
+        ufrag: attr("a=ice-ufrag:"),
+        pass: attr("a=ice-pwd:"),
+    };
+    assert!(frag.contains("a=candidate:"));
+    assert_eq!(new_etag.trim_matches('"'), server.ufrag);
+    // The gateway now answers connectivity checks made with the new credentials (from a new address, as after
+    // a network change) and no longer routes the old ufrag.
+    let (s2, c2) = (server.clone(), client.clone());
+    let (new_ok, bad_pass, old_routed) = tokio::task::spawn_blocking(move || {
+        (
+            support::stun::probe(udp, &s2.ufrag, &c2.ufrag, &s2.pass),
+            support::stun::probe(udp, &s2.ufrag, &c2.ufrag, "wrong-password-wrong-password"),
+            support::stun::probe(udp, &old_ufrag, &c2.ufrag, &s2.pass),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(new_ok, "a check signed with the new password is answered");
+    assert!(!bad_pass, "a check with a wrong password is not");
+    assert!(!old_routed, "the old ufrag no longer reaches the session");
+    // The player switches too and keeps playing.
+    *player.restart.lock().unwrap() = Some((client, server));
+    let late = tokio::task::spawn_blocking(move || {
+        player.collect(Duration::from_secs(3), |g| {
+            g.iter().filter(|f| f.video).count() > 20
+        })
+    })
+    .await
+    .unwrap();
+    assert!(
+        late.iter().filter(|f| f.video).count() > 20,
+        "video still flows after the restart"
+    );
+    ff.kill().await;
+}

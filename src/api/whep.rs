@@ -4,7 +4,7 @@
 use super::{ApiError, ApiState};
 use crate::auth::RoomRef;
 use crate::config::IceServer;
-use crate::egress::whep::{PlayRequest, WhepError};
+use crate::egress::whep::{PatchResult, PlayRequest, WhepError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -120,7 +120,7 @@ pub async fn patch(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
     let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -136,8 +136,22 @@ pub async fn patch(
     let frag =
         std::str::from_utf8(&body).map_err(|_| WhepError::BadFragment("not UTF-8".into()))?;
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
-    svc.patch(&id, if_match, frag).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(match svc.patch(&id, if_match, frag).await? {
+        PatchResult::Trickled => StatusCode::NO_CONTENT.into_response(),
+        PatchResult::Restarted { etag, fragment } => {
+            let mut resp = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
+                fragment,
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                header::ETAG,
+                HeaderValue::from_str(&etag).expect("token is ASCII"),
+            );
+            resp
+        }
+    })
 }
 
 pub async fn delete(

@@ -62,6 +62,14 @@ pub struct PlayRequest<'a> {
     pub offer: &'a str,
 }
 
+/// What a PATCH did.
+pub enum PatchResult {
+    /// Remote candidates were added (204).
+    Trickled,
+    /// ICE restarted: answer 200 with our new credentials.
+    Restarted { etag: String, fragment: String },
+}
+
 /// What the HTTP layer answers with.
 pub struct PlayAnswer {
     pub resource: String,
@@ -231,18 +239,55 @@ impl WhepService {
         Ok(())
     }
 
-    /// Trickle ICE (PATCH with `application/trickle-ice-sdpfrag`): add the remote candidates it carries.
+    /// PATCH with `application/trickle-ice-sdpfrag`: trickled remote candidates, or an ICE restart when the
+    /// fragment carries new `ice-ufrag`/`ice-pwd` (then the answer is our new credentials and the new ETag).
     pub async fn patch(
         &self,
         resource: &str,
         if_match: Option<&str>,
         fragment: &str,
-    ) -> Result<(), WhepError> {
+    ) -> Result<PatchResult, WhepError> {
         let (id, etag) = {
             let map = self.resources.lock().expect("whep lock");
             let r = map.get(resource).ok_or(WhepError::NoSession)?;
             (r.engine_id, r.etag.clone())
         };
+        let attr = |name: &str| {
+            fragment
+                .lines()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        if let (Some(ufrag), Some(pass)) = (attr("a=ice-ufrag:"), attr("a=ice-pwd:")) {
+            // RFC 9725 §4.3.2: an ICE restart needs If-Match: "*" or the current ETag.
+            if if_match.is_some_and(|m| m != "*" && m != etag) {
+                return Err(WhepError::EtagMismatch);
+            }
+            let local = IceCreds {
+                ufrag: random_token(8),
+                pass: random_token(24),
+            };
+            self.engine
+                .ice_restart(id, local.clone(), IceCreds { ufrag, pass })
+                .await;
+            let new_etag = format!("\"{}\"", local.ufrag);
+            if let Some(r) = self.resources.lock().expect("whep lock").get_mut(resource) {
+                r.etag = new_etag.clone();
+            }
+            let mut body = format!(
+                "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+                local.ufrag, local.pass
+            );
+            for c in self.engine.local_candidates() {
+                body.push_str(&format!("a={}\r\n", c.to_sdp_string()));
+            }
+            body.push_str("a=end-of-candidates\r\n");
+            return Ok(PatchResult::Restarted {
+                etag: new_etag,
+                fragment: body,
+            });
+        }
         if let Some(m) = if_match {
             if m != "*" && m != etag {
                 return Err(WhepError::EtagMismatch);
@@ -258,7 +303,7 @@ impl WhepService {
                 self.engine.add_remote_candidate(id, cand).await;
             }
         }
-        Ok(())
+        Ok(PatchResult::Trickled)
     }
 
     fn forget(&self, resource: &str) {

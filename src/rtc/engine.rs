@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use str0m::media::{Frequency, MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, IceCreds, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,6 +56,11 @@ pub(crate) enum Command {
     /// `live`: fresh from the source (counts in the gateway-delay histogram), not replayed from a cache.
     Frame(SessionId, Frame, bool),
     RemoteCandidate(SessionId, Candidate),
+    IceRestart {
+        id: SessionId,
+        local: IceCreds,
+        remote: IceCreds,
+    },
     TcpOpen {
         peer: SocketAddr,
         writer: mpsc::Sender<Vec<u8>>,
@@ -163,6 +168,14 @@ impl RtcEngine {
         self.tx.send(Command::Frame(id, frame, live)).await.is_ok()
     }
 
+    /// Switch a session to new ICE credentials (both sides), as an ICE restart does.
+    pub async fn ice_restart(&self, id: SessionId, local: IceCreds, remote: IceCreds) {
+        let _ = self
+            .tx
+            .send(Command::IceRestart { id, local, remote })
+            .await;
+    }
+
     pub async fn add_remote_candidate(&self, id: SessionId, c: Candidate) {
         let _ = self.tx.send(Command::RemoteCandidate(id, c)).await;
     }
@@ -263,6 +276,17 @@ impl Engine {
             Command::RemoteCandidate(id, c) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.rtc.add_remote_candidate(c);
+                    self.drain(id);
+                }
+            }
+            Command::IceRestart { id, local, remote } => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    self.by_ufrag.remove(&s.ufrag);
+                    s.ufrag = local.ufrag.clone();
+                    self.by_ufrag.insert(local.ufrag.clone(), id);
+                    let mut api = s.rtc.direct_api();
+                    api.set_local_ice_credentials(local);
+                    api.set_remote_ice_credentials(remote);
                     self.drain(id);
                 }
             }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod rtmp_client;
+pub mod stun;
 pub mod whep_client;
 
 use ffmpeg_next as ff;

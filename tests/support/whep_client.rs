@@ -41,6 +41,8 @@ pub struct WhepPlayer {
     pub paused: Arc<AtomicBool>,
     /// Set to send one PLI on the video m-line.
     pub request_keyframe: Arc<AtomicBool>,
+    /// New (local, remote) ICE credentials to switch to, as after an ICE restart.
+    pub restart: Arc<std::sync::Mutex<Option<(str0m::IceCreds, str0m::IceCreds)>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -140,13 +142,15 @@ pub async fn play_with(
     let paused = Arc::new(AtomicBool::new(false));
     let connected_at = Arc::new(std::sync::Mutex::new(None));
     let request_keyframe = Arc::new(AtomicBool::new(false));
-    let (s2, p2, c2, k2) = (
+    let restart = Arc::new(std::sync::Mutex::new(None));
+    let (s2, p2, c2, k2, r2) = (
         stop.clone(),
         paused.clone(),
         connected_at.clone(),
         request_keyframe.clone(),
+        restart.clone(),
     );
-    let thread = std::thread::spawn(move || run(rtc, udp, tcp, tx, s2, p2, c2, k2));
+    let thread = std::thread::spawn(move || run(rtc, udp, tcp, tx, s2, p2, c2, k2, r2));
     Ok(WhepPlayer {
         location,
         etag,
@@ -156,6 +160,7 @@ pub async fn play_with(
         connected_at,
         paused,
         request_keyframe,
+        restart,
         stop,
         thread: Some(thread),
     })
@@ -171,6 +176,7 @@ fn run(
     paused: Arc<AtomicBool>,
     connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
     request_keyframe: Arc<AtomicBool>,
+    restart: Arc<std::sync::Mutex<Option<(str0m::IceCreds, str0m::IceCreds)>>>,
 ) {
     let mut video_mid = None;
     let mut buf = vec![0u8; 65536];
@@ -213,6 +219,11 @@ fn run(
                 Err(_) => return,
             }
         };
+        if let Some((local, remote)) = restart.lock().unwrap().take() {
+            let mut api = rtc.direct_api();
+            api.set_local_ice_credentials(local);
+            api.set_remote_ice_credentials(remote);
+        }
         if let Some(mid) = video_mid {
             if request_keyframe.swap(false, Ordering::Relaxed) {
                 if let Some(mut w) = rtc.writer(mid) {
