@@ -319,6 +319,7 @@ async fn a_viewer_pli_is_answered_from_the_gop_cache() {
             g.iter().filter(|f| f.video).count() >= 30
         });
         player
+            .controls
             .request_keyframe
             .store(true, std::sync::atomic::Ordering::Relaxed);
         let after = player.collect(Duration::from_secs(3), |g| {
@@ -398,12 +399,14 @@ async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
             };
             assert!(!warm(&stalled).is_empty() && !warm(&healthy).is_empty());
             stalled
+                .controls
                 .paused
                 .store(true, std::sync::atomic::Ordering::Relaxed);
             let published_before = anchor2.video.stats().frames;
             let during = healthy.collect(Duration::from_secs(4), |_| false);
             let published_during = anchor2.video.stats().frames - published_before;
             stalled
+                .controls
                 .paused
                 .store(false, std::sync::atomic::Ordering::Relaxed);
             let after = stalled.collect(Duration::from_secs(6), |g| {
@@ -535,7 +538,7 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
     assert!(!bad_pass, "a check with a wrong password is not");
     assert!(!old_routed, "the old ufrag no longer reaches the session");
     // The player switches too and keeps playing.
-    *player.restart.lock().unwrap() = Some((client, server));
+    *player.controls.restart.lock().unwrap() = Some((client, server));
     let late = tokio::task::spawn_blocking(move || {
         player.collect(Duration::from_secs(3), |g| {
             g.iter().filter(|f| f.video).count() > 20
@@ -547,5 +550,52 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
         late.iter().filter(|f| f.video).count() > 20,
         "video still flows after the restart"
     );
+    ff.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_packets_are_retransmitted_on_nack() {
+    let gw = start_gateway().await;
+    let (ff, anchor) = pushing(&gw, "nack", "cam", 40).await;
+    let player = play(
+        &whep_url(&gw, "nack", "v1"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .unwrap();
+    let (got, published, dropped) = tokio::task::spawn_blocking(move || {
+        assert!(player
+            .collect(Duration::from_secs(8), |g| g.iter().any(|f| f.video))
+            .iter()
+            .any(|f| f.video));
+        player
+            .controls
+            .rtp_loss_percent
+            .store(5, std::sync::atomic::Ordering::Relaxed);
+        let before = anchor.video.stats().frames;
+        let got = player.collect(Duration::from_secs(6), |_| false);
+        let dropped = player
+            .controls
+            .rtp_dropped
+            .load(std::sync::atomic::Ordering::Relaxed);
+        (got, anchor.video.stats().frames - before, dropped)
+    })
+    .await
+    .unwrap();
+    let video: Vec<&Received> = got.iter().filter(|f| f.video).collect();
+    let gaps = video.iter().filter(|f| !f.contiguous).count();
+    eprintln!(
+        "dropped {dropped} RTP packets; {} of {published} frames, {gaps} after a gap",
+        video.len()
+    );
+    assert!(dropped > 50, "the player lost packets ({dropped})");
+    // Retransmissions fill every hole: frames arrive complete and in sequence.
+    assert!(
+        video.len() as u64 + 5 >= published,
+        "the viewer got {} of {published} frames",
+        video.len()
+    );
+    assert_eq!(gaps, 0, "no frame followed a gap");
     ff.kill().await;
 }

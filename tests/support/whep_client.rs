@@ -27,7 +27,26 @@ pub struct Received {
     pub data: Vec<u8>,
     /// RTP time (90 kHz or 48 kHz).
     pub rtp_time: u64,
+    /// str0m: this frame follows the previous one without a gap.
+    pub contiguous: bool,
     pub at: Instant,
+}
+
+/// Knobs a test turns while the player runs (shared with its thread).
+#[derive(Default)]
+pub struct Controls {
+    stop: AtomicBool,
+    /// While true, the player reads nothing from the network (a viewer whose link stalls).
+    pub paused: AtomicBool,
+    /// Set to send one PLI on the video m-line.
+    pub request_keyframe: AtomicBool,
+    /// Drop this many of every 100 incoming RTP packets (deterministically), to exercise NACK/RTX.
+    pub rtp_loss_percent: std::sync::atomic::AtomicU32,
+    /// New (local, remote) ICE credentials to switch to, as after an ICE restart.
+    pub restart: std::sync::Mutex<Option<(str0m::IceCreds, str0m::IceCreds)>>,
+    pub connected_at: std::sync::Mutex<Option<Instant>>,
+    /// RTP packets dropped by `rtp_loss_percent` so far.
+    pub rtp_dropped: std::sync::atomic::AtomicU64,
 }
 
 pub struct WhepPlayer {
@@ -36,14 +55,7 @@ pub struct WhepPlayer {
     pub links: Vec<String>,
     pub answer_sdp: String,
     pub frames: mpsc::Receiver<Received>,
-    pub connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
-    /// While true, the player reads nothing from the network (a viewer whose link stalls).
-    pub paused: Arc<AtomicBool>,
-    /// Set to send one PLI on the video m-line.
-    pub request_keyframe: Arc<AtomicBool>,
-    /// New (local, remote) ICE credentials to switch to, as after an ICE restart.
-    pub restart: Arc<std::sync::Mutex<Option<(str0m::IceCreds, str0m::IceCreds)>>>,
-    stop: Arc<AtomicBool>,
+    pub controls: Arc<Controls>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -138,46 +150,28 @@ pub async fn play_with(
         .expect("answer accepted");
 
     let (tx, rx) = mpsc::channel();
-    let stop = Arc::new(AtomicBool::new(false));
-    let paused = Arc::new(AtomicBool::new(false));
-    let connected_at = Arc::new(std::sync::Mutex::new(None));
-    let request_keyframe = Arc::new(AtomicBool::new(false));
-    let restart = Arc::new(std::sync::Mutex::new(None));
-    let (s2, p2, c2, k2, r2) = (
-        stop.clone(),
-        paused.clone(),
-        connected_at.clone(),
-        request_keyframe.clone(),
-        restart.clone(),
-    );
-    let thread = std::thread::spawn(move || run(rtc, udp, tcp, tx, s2, p2, c2, k2, r2));
+    let controls = Arc::new(Controls::default());
+    let c = controls.clone();
+    let thread = std::thread::spawn(move || run(rtc, udp, tcp, tx, c));
     Ok(WhepPlayer {
         location,
         etag,
         links,
         answer_sdp: body,
         frames: rx,
-        connected_at,
-        paused,
-        request_keyframe,
-        restart,
-        stop,
+        controls,
         thread: Some(thread),
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn run(
     mut rtc: Rtc,
     udp: Option<UdpSocket>,
     mut tcp: Option<TcpStream>,
     tx: mpsc::Sender<Received>,
-    stop: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
-    connected_at: Arc<std::sync::Mutex<Option<Instant>>>,
-    request_keyframe: Arc<AtomicBool>,
-    restart: Arc<std::sync::Mutex<Option<(str0m::IceCreds, str0m::IceCreds)>>>,
+    ctl: Arc<Controls>,
 ) {
+    let mut rtp_seen = 0u64;
     let mut video_mid = None;
     let mut buf = vec![0u8; 65536];
     let mut reader = FrameReader::default();
@@ -187,7 +181,7 @@ fn run(
         .or_else(|| tcp.as_ref().map(|s| s.local_addr().unwrap()))
         .unwrap();
     let peer_tcp = tcp.as_ref().map(|s| s.peer_addr().unwrap());
-    while !stop.load(Ordering::Relaxed) && rtc.is_alive() {
+    while !ctl.stop.load(Ordering::Relaxed) && rtc.is_alive() {
         let timeout = loop {
             match rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break t,
@@ -201,7 +195,7 @@ fn run(
                     _ => {}
                 },
                 Ok(Output::Event(Event::Connected)) => {
-                    *connected_at.lock().unwrap() = Some(Instant::now())
+                    *ctl.connected_at.lock().unwrap() = Some(Instant::now())
                 }
                 Ok(Output::Event(Event::MediaData(d))) => {
                     let video = d.params.spec().codec == Codec::H264;
@@ -212,6 +206,7 @@ fn run(
                         video,
                         data: d.data.to_vec(),
                         rtp_time: d.time.numer(),
+                        contiguous: d.contiguous,
                         at: Instant::now(),
                     });
                 }
@@ -219,13 +214,13 @@ fn run(
                 Err(_) => return,
             }
         };
-        if let Some((local, remote)) = restart.lock().unwrap().take() {
+        if let Some((local, remote)) = ctl.restart.lock().unwrap().take() {
             let mut api = rtc.direct_api();
             api.set_local_ice_credentials(local);
             api.set_remote_ice_credentials(remote);
         }
         if let Some(mid) = video_mid {
-            if request_keyframe.swap(false, Ordering::Relaxed) {
+            if ctl.request_keyframe.swap(false, Ordering::Relaxed) {
                 if let Some(mut w) = rtc.writer(mid) {
                     let _ = w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli);
                 }
@@ -234,7 +229,7 @@ fn run(
         let wait = timeout
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(1), Duration::from_millis(50));
-        if paused.load(Ordering::Relaxed) {
+        if ctl.paused.load(Ordering::Relaxed) {
             std::thread::sleep(wait);
             let _ = rtc.handle_input(Input::Timeout(Instant::now()));
             continue;
@@ -262,7 +257,18 @@ fn run(
                 Err(_) => return,
             }
         }
+        let loss = ctl.rtp_loss_percent.load(Ordering::Relaxed) as u64;
         for (proto, source, data) in &inputs {
+            // RTP (not RTCP: payload types 200-206), after the handshake: drop `loss` in 100, spread out.
+            let is_rtp =
+                data.len() > 12 && (128..192).contains(&data[0]) && !(200..=206).contains(&data[1]);
+            if is_rtp && loss > 0 {
+                rtp_seen += 1;
+                if (rtp_seen * 37) % 100 < loss {
+                    ctl.rtp_dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             if let Ok(contents) = data.as_slice().try_into() {
                 let _ = rtc.handle_input(Input::Receive(
                     Instant::now(),
@@ -299,7 +305,7 @@ impl WhepPlayer {
 
 impl Drop for WhepPlayer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.controls.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
