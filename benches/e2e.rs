@@ -25,11 +25,7 @@ struct Scenario {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn sig(user: &str) -> String {
@@ -41,8 +37,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let ticks: f64 =
+        f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -70,11 +66,7 @@ fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
         .filter(|l| l.starts_with(&format!("{name}_bucket")) && l.contains("kind=\"video\""))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().ok()?
-            };
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
             Some((le, l.rsplit(' ').next()?.parse().ok()?))
         })
         .collect();
@@ -121,13 +113,17 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
-async fn source_video_frames(http: &str) -> u64 {
-    let v: serde_json::Value = reqwest::get(format!("{http}/v1/rooms"))
+async fn rooms_json(http: &str) -> serde_json::Value {
+    reqwest::get(format!("{http}/v1/rooms"))
         .await
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn source_video_frames(http: &str) -> u64 {
+    let v = rooms_json(http).await;
     v["rooms"]
         .as_array()
         .unwrap()
@@ -158,21 +154,33 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let http = format!("http://127.0.0.1:{http_port}");
     let start = Instant::now();
     while reqwest::get(format!("{http}/healthz")).await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "gateway did not come up"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "gateway did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let sample = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/testdata/sample-720p30-baseline.flv"
-    );
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
     let mut pushers: Vec<Child> = (0..s.rooms)
         .map(|i| {
-            let url = format!("rtmp://127.0.0.1:{rtmp_port}/push/room{i}?sdkappid={SDKAPPID}&userid=cam{i}&usersig={}", sig(&format!("cam{i}")));
+            let url = format!(
+                "rtmp://127.0.0.1:{rtmp_port}/push/room{i}?sdkappid={SDKAPPID}&userid=cam{i}&usersig={}",
+                sig(&format!("cam{i}"))
+            );
             Command::new("ffmpeg")
-                .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", sample, "-c", "copy", "-f", "flv", &url])
+                .args([
+                    "-hide_banner",
+                    "-nostdin",
+                    "-loglevel",
+                    "error",
+                    "-re",
+                    "-stream_loop",
+                    "-1",
+                    "-i",
+                    sample,
+                    "-c",
+                    "copy",
+                    "-f",
+                    "flv",
+                    &url,
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -181,19 +189,11 @@ async fn run(s: &Scenario) -> serde_json::Value {
         .collect();
     let start = Instant::now();
     loop {
-        let v: serde_json::Value = reqwest::get(format!("{http}/v1/rooms"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = rooms_json(&http).await;
         if v["rooms"].as_array().unwrap().len() == s.rooms {
             break;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "anchors did not all appear"
-        );
+        assert!(start.elapsed() < Duration::from_secs(20), "anchors did not all appear");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -253,8 +253,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let cpu_all = cpu_percent(pid, Duration::from_secs(s.seconds)).await;
     let secs = window.elapsed().as_secs_f64();
     let bench_cpu = (cpu_seconds(std::process::id()) - me0) / secs * 100.0;
-    let pushers_cpu =
-        (pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>() - pushers0) / secs * 100.0;
+    let pushers_cpu = (pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>() - pushers0) / secs * 100.0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let sent = (source_video_frames(&http).await - sent0) * s.viewers as u64;
     let received: u64 = players
@@ -311,8 +310,7 @@ fn decode_ok(annexb: &[u8]) -> bool {
     };
     let mut pic = ff::frame::Video::empty();
     dec.send_packet(&ff::Packet::copy(annexb)).is_ok()
-        && (dec.receive_frame(&mut pic).is_ok()
-            || (dec.send_eof().is_ok() && dec.receive_frame(&mut pic).is_ok()))
+        && (dec.receive_frame(&mut pic).is_ok() || (dec.send_eof().is_ok() && dec.receive_frame(&mut pic).is_ok()))
 }
 
 fn round(v: f64) -> f64 {
@@ -329,10 +327,7 @@ fn main() {
         let given: Vec<Scenario> = args
             .iter()
             .filter_map(|a| {
-                let p: Vec<u64> = a
-                    .split('x')
-                    .map(|n| n.parse().ok())
-                    .collect::<Option<_>>()?;
+                let p: Vec<u64> = a.split('x').map(|n| n.parse().ok()).collect::<Option<_>>()?;
                 (p.len() == 3).then(|| Scenario {
                     rooms: p[0] as usize,
                     viewers: p[1] as usize,
@@ -363,10 +358,7 @@ fn main() {
         .unwrap();
     let mut results = Vec::new();
     for s in &scenarios {
-        eprintln!(
-            "bench: {} rooms x {} viewers for {} s",
-            s.rooms, s.viewers, s.seconds
-        );
+        eprintln!("bench: {} rooms x {} viewers for {} s", s.rooms, s.viewers, s.seconds);
         results.push(rt.block_on(run(s)));
     }
     println!(

@@ -12,19 +12,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config: {0}")]
     Invalid(String),
     #[error("environment variable {var}: {why}")]
     Env { var: String, why: String },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,27 +171,21 @@ impl Default for RtmpConfig {
 
 impl Default for AudioConfig {
     fn default() -> Self {
-        AudioConfig {
-            opus_bitrate: 64_000,
-        }
+        AudioConfig { opus_bitrate: 64_000 }
     }
 }
 
 impl Config {
     /// Defaults, then `file` (if any), then the given environment variables.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
-        let mut value = toml::Value::try_from(Config::default())
-            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let mut value = toml::Value::try_from(Config::default()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.into(),
                 source,
             })?;
-            let file_value: toml::Value = toml::from_str(&text)
-                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
+            let file_value: toml::Value =
+                toml::from_str(&text).map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?;
             merge(&mut value, file_value);
         }
         // Round-trip through `Config` so every key exists (serde defaults included) before the environment
@@ -229,8 +217,7 @@ impl Config {
                 name: String::new(),
             });
         }
-        let mut value =
-            toml::Value::try_from(normalized).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let mut value = toml::Value::try_from(normalized).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (var, raw) in env {
             let Some(rest) = var.strip_prefix("ROOMGATE_") else {
                 continue;
@@ -238,12 +225,8 @@ impl Config {
             if rest == "CONFIG" {
                 continue;
             }
-            set_by_env_path(&mut value, &rest.to_ascii_lowercase(), &raw).map_err(|why| {
-                ConfigError::Env {
-                    var: var.clone(),
-                    why,
-                }
-            })?;
+            set_by_env_path(&mut value, &rest.to_ascii_lowercase(), &raw)
+                .map_err(|why| ConfigError::Env { var: var.clone(), why })?;
         }
         let config: Config = value
             .try_into()
@@ -301,9 +284,7 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let app = AppConfig {
                     sdkappid: 1_400_000_000 + rand::random_range(0..100_000_000u64),
-                    secret_key: (0..32)
-                        .map(|_| format!("{:02x}", rand::random::<u8>()))
-                        .collect(),
+                    secret_key: (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect(),
                     require_private_map_key: false,
                     public_playback: false,
                     name: "demo".into(),
@@ -377,9 +358,7 @@ fn set_by_env_path(node: &mut toml::Value, path: &str, raw: &str) -> Result<(), 
             let (idx, rest) = path
                 .split_once('_')
                 .ok_or_else(|| format!("{path:?} needs an index and a key"))?;
-            let idx: usize = idx
-                .parse()
-                .map_err(|_| format!("{idx:?} is not an array index"))?;
+            let idx: usize = idx.parse().map_err(|_| format!("{idx:?} is not an array index"))?;
             let len = a.len();
             let elem = a
                 .get_mut(idx)
@@ -393,21 +372,17 @@ fn set_by_env_path(node: &mut toml::Value, path: &str, raw: &str) -> Result<(), 
 fn typed_like(existing: Option<&toml::Value>, raw: &str) -> Result<toml::Value, String> {
     Ok(match existing {
         Some(toml::Value::String(_)) => toml::Value::String(raw.into()),
-        Some(toml::Value::Integer(_)) => toml::Value::Integer(
-            raw.trim()
-                .parse()
-                .map_err(|_| format!("{raw:?} is not an integer"))?,
-        ),
+        Some(toml::Value::Integer(_)) => {
+            toml::Value::Integer(raw.trim().parse().map_err(|_| format!("{raw:?} is not an integer"))?)
+        }
         Some(toml::Value::Boolean(_)) => toml::Value::Boolean(match raw.trim() {
             "1" | "true" | "yes" | "on" => true,
             "0" | "false" | "no" | "off" => false,
             _ => return Err(format!("{raw:?} is not a boolean")),
         }),
-        Some(toml::Value::Float(_)) => toml::Value::Float(
-            raw.trim()
-                .parse()
-                .map_err(|_| format!("{raw:?} is not a number"))?,
-        ),
+        Some(toml::Value::Float(_)) => {
+            toml::Value::Float(raw.trim().parse().map_err(|_| format!("{raw:?} is not a number"))?)
+        }
         _ => toml::Value::String(raw.into()),
     })
 }
@@ -417,10 +392,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
     }
 
     #[test]
@@ -462,10 +434,7 @@ mod tests {
         assert_eq!(c.audio.opus_bitrate, 96000);
         assert_eq!(c.apps[0].secret_key, "123", "string keys stay strings");
         assert!(c.apps[0].require_private_map_key);
-        assert_eq!(
-            (c.apps[1].sdkappid, c.apps[1].secret_key.as_str()),
-            (8, "other")
-        );
+        assert_eq!((c.apps[1].sdkappid, c.apps[1].secret_key.as_str()), (8, "other"));
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
     }
 
@@ -500,11 +469,7 @@ mod tests {
             data_dir: dir.path().join("data"),
             ..Config::default()
         };
-        assert_eq!(
-            c2.ensure_demo_app().unwrap().unwrap(),
-            app,
-            "the stored key is reused"
-        );
+        assert_eq!(c2.ensure_demo_app().unwrap().unwrap(), app, "the stored key is reused");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -39,18 +39,13 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                ])
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
                 .expect("static buckets are valid")
                 // Gateway-added delay per frame: source message read -> its RTP packets sent.
                 .set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(
-                        "roomgate_gateway_delay_seconds".into(),
-                    ),
+                    metrics_exporter_prometheus::Matcher::Full("roomgate_gateway_delay_seconds".into()),
                     &[
-                        0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
-                        0.1, 0.5,
+                        0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5,
                     ],
                 )
                 .expect("static buckets are valid");
@@ -92,14 +87,13 @@ impl Gateway {
 
         let (rtc, whep) = if config.rtc.enabled {
             let addr = SocketAddr::new(config.rtc.bind, config.rtc.udp_port);
-            let (engine, t) =
-                RtcEngine::start(&config.rtc)
-                    .await
-                    .map_err(|source| GatewayError::Bind {
-                        what: "rtc",
-                        addr,
-                        source,
-                    })?;
+            let (engine, t) = RtcEngine::start(&config.rtc)
+                .await
+                .map_err(|source| GatewayError::Bind {
+                    what: "rtc",
+                    addr,
+                    source,
+                })?;
             tasks.extend(t);
             let engine = Arc::new(engine);
             let whep = WhepService::new(engine.clone(), hub.clone(), config.clone());

@@ -50,8 +50,7 @@ enum Command {
 }
 
 fn load(cli: &Cli) -> Result<Config, String> {
-    let mut config =
-        Config::load(cli.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
     if let Some(d) = &cli.data_dir {
         config.data_dir = d.clone();
     }
@@ -60,9 +59,7 @@ fn load(cli: &Cli) -> Result<Config, String> {
 
 fn app_for(config: &Config, sdkappid: Option<u64>) -> Result<&AppConfig, String> {
     match sdkappid {
-        Some(id) => config
-            .app(id)
-            .ok_or_else(|| format!("sdkappid {id} is not configured")),
+        Some(id) => config.app(id).ok_or_else(|| format!("sdkappid {id} is not configured")),
         None if config.apps.len() == 1 => Ok(&config.apps[0]),
         None => Err("several apps are configured: pass --sdkappid".into()),
     }
@@ -71,7 +68,11 @@ fn app_for(config: &Config, sdkappid: Option<u64>) -> Result<&AppConfig, String>
 fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Serve { http_listen, rtmp_listen, public_host } => load(&cli).and_then(|mut config| {
+        Command::Serve {
+            http_listen,
+            rtmp_listen,
+            public_host,
+        } => load(&cli).and_then(|mut config| {
             if let Some(a) = http_listen {
                 config.http.listen = *a;
             }
@@ -83,13 +84,22 @@ fn main() {
             }
             serve(config)
         }),
-        Command::Usersig { sdkappid, userid, expire } => load(&cli).and_then(|mut config| {
+        Command::Usersig {
+            sdkappid,
+            userid,
+            expire,
+        } => load(&cli).and_then(|mut config| {
             config.ensure_demo_app().map_err(|e| e.to_string())?;
             let app = app_for(&config, *sdkappid)?;
             if !roomgate::auth::is_valid_user_id(userid) {
-                return Err(format!("invalid userid {userid:?}: use 1-32 characters from letters, digits, '_' and '-'"));
+                return Err(format!(
+                    "invalid userid {userid:?}: use 1-32 characters from letters, digits, '_' and '-'"
+                ));
             }
-            println!("{}", UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), *expire, None));
+            println!(
+                "{}",
+                UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), *expire, None)
+            );
             Ok(())
         }),
     };
@@ -101,10 +111,7 @@ fn main() {
 
 fn serve(mut config: Config) -> Result<(), String> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&config.log)
-                .map_err(|e| format!("log filter: {e}"))?,
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("log filter: {e}"))?)
         .init();
     let demo = config.ensure_demo_app().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -112,9 +119,7 @@ fn serve(mut config: Config) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async move {
-        let gw = roomgate::Gateway::start(config)
-            .await
-            .map_err(|e| e.to_string())?;
+        let gw = roomgate::Gateway::start(config).await.map_err(|e| e.to_string())?;
         let host = &gw.config.public_host;
         tracing::info!(http = %gw.http_addr, rtmp = ?gw.rtmp_addr, "roomgate is running");
         if let Some(app) = demo {
@@ -132,27 +137,11 @@ fn serve(mut config: Config) -> Result<(), String> {
     })
 }
 
-fn print_demo(
-    app: &AppConfig,
-    host: &str,
-    rtmp_port: Option<u16>,
-    http_port: u16,
-    data_dir: &std::path::Path,
-) {
+fn print_demo(app: &AppConfig, host: &str, rtmp_port: Option<u16>, http_port: u16, data_dir: &std::path::Path) {
     let userid = "demo_anchor";
     let room = "demo_room";
-    let sig = UserSig::generate(
-        app.sdkappid,
-        &app.secret_key,
-        userid,
-        unix_now(),
-        7 * 86400,
-        None,
-    );
-    let key = format!(
-        "{room}?sdkappid={}&userid={userid}&usersig={sig}",
-        app.sdkappid
-    );
+    let sig = UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), 7 * 86400, None);
+    let key = format!("{room}?sdkappid={}&userid={userid}&usersig={sig}", app.sdkappid);
     println!();
     println!(
         "No [[apps]] configured: using the demo app (key stored in {}).",

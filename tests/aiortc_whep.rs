@@ -28,8 +28,8 @@ async fn aiortc_plays_an_rtmp_anchor_over_whep() {
         out.status.success(),
         "aiortc player failed (is aiortc installed? scripts/install-deps.sh does it):\n{stderr}"
     );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(r["status"], 201);
     assert!(r["video_frames"].as_u64().unwrap() >= 30, "{r}");
     assert_eq!(

@@ -7,11 +7,7 @@ use std::process::Command;
 fn usersig_command_prints_a_ticket_that_verifies() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("roomgate.toml");
-    std::fs::write(
-        &cfg,
-        "[[apps]]\nsdkappid = 1400000009\nsecret_key = \"s3cret\"\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "[[apps]]\nsdkappid = 1400000009\nsecret_key = \"s3cret\"\n").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_roomgate"))
         .args([
             "--config",
@@ -24,11 +20,7 @@ fn usersig_command_prints_a_ticket_that_verifies() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap();
     let sig = UserSig::verify(token.trim(), 1400000009, "obs_1", "s3cret", unix_now()).unwrap();
     assert_eq!(sig.expire, 600);
@@ -54,26 +46,14 @@ fn without_apps_a_demo_app_is_created_and_used() {
     let dir = tempfile::tempdir().unwrap();
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_roomgate"))
-            .args([
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-                "usersig",
-                "--userid",
-                "u1",
-            ])
+            .args(["--data-dir", dir.path().to_str().unwrap(), "usersig", "--userid", "u1"])
             .env_remove("ROOMGATE_CONFIG")
             .output()
             .unwrap()
     };
     let first = run();
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let app: toml::Value =
-        toml::from_str(&std::fs::read_to_string(dir.path().join("demo-app.toml")).unwrap())
-            .unwrap();
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let app: toml::Value = toml::from_str(&std::fs::read_to_string(dir.path().join("demo-app.toml")).unwrap()).unwrap();
     let sdkappid = app["sdkappid"].as_integer().unwrap() as u64;
     let key = app["secret_key"].as_str().unwrap();
     let token = String::from_utf8(first.stdout).unwrap();

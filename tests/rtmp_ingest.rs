@@ -8,8 +8,7 @@ use roomgate::room::{LeaveReason, RoomEvent};
 use std::time::{Duration, Instant};
 use support::*;
 
-const BASELINE: &str =
-    "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac -b:a 96k";
+const BASELINE: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac -b:a 96k";
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -86,10 +85,7 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
         samples >= a.len() * 960 * 9 / 10,
         "Opus decodes to 20 ms frames: {samples} samples"
     );
-    assert!(
-        peak > 0.05,
-        "the sine is audible after transcoding (peak {peak})"
-    );
+    assert!(peak > 0.05, "the sine is audible after transcoding (peak {peak})");
     for w in a.windows(2) {
         assert_eq!(w[1].pts - w[0].pts, 960, "Opus timestamps advance by 20 ms");
     }
@@ -102,8 +98,7 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
                 .iter()
                 .filter(|f| f.pts_ms() >= 9_000)
                 .map(|f| {
-                    f.pts_ms() as f64 + duration_ms
-                        - f.received_at.saturating_duration_since(t0).as_secs_f64() * 1000.0
+                    f.pts_ms() as f64 + duration_ms - f.received_at.saturating_duration_since(t0).as_secs_f64() * 1000.0
                 })
                 .collect(),
         )
@@ -132,23 +127,14 @@ async fn bad_publishes_are_refused_with_the_reason() {
     let other_key = UserSig::generate(SDKAPPID, "another-key", "u1", unix_now(), 3600, None);
     let foreign = UserSig::generate(1400999999, KEY, "u1", unix_now(), 3600, None);
     let cases = [
-        (
-            gw.push_url("r1", "u1", &other_key),
-            "signature does not match",
-        ),
+        (gw.push_url("r1", "u1", &other_key), "signature does not match"),
         (gw.push_url("r1", "u1", &old), "expired"),
         (
             format!("rtmp://{rtmp}/push/r1?sdkappid=1400999999&userid=u1&usersig={foreign}"),
             "unknown sdkappid 1400999999",
         ),
-        (
-            gw.push_url("bad.room", "u1", &usersig("u1")),
-            "invalid room id",
-        ),
-        (
-            gw.push_url("r1", "u1", &usersig("u2")),
-            "issued for user id \"u2\"",
-        ),
+        (gw.push_url("bad.room", "u1", &usersig("u1")), "invalid room id"),
+        (gw.push_url("r1", "u1", &usersig("u2")), "issued for user id \"u2\""),
         (
             format!(
                 "rtmp://{rtmp}/live/r1?sdkappid={SDKAPPID}&userid=u1&usersig={}",
@@ -196,23 +182,9 @@ async fn private_map_key_is_required_when_the_app_says_so() {
         expires_at: (unix_now() + 3600) as u32,
         privileges: roomgate::auth::Privileges(255),
     };
-    let pmk = UserSig::generate(
-        SDKAPPID,
-        KEY,
-        "u1",
-        unix_now(),
-        3600,
-        Some(&grant.to_userbuf()),
-    );
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", 10),
-        BASELINE,
-        &format!("{url}&privatemapkey={pmk}"),
-    );
-    assert!(gw
-        .wait_anchor("r1", "u1", Duration::from_secs(15))
-        .await
-        .is_some());
+    let pmk = UserSig::generate(SDKAPPID, KEY, "u1", unix_now(), 3600, Some(&grant.to_userbuf()));
+    let ff = Ffmpeg::push(&lavfi("320x240", 10), BASELINE, &format!("{url}&privatemapkey={pmk}"));
+    assert!(gw.wait_anchor("r1", "u1", Duration::from_secs(15)).await.is_some());
     ff.kill().await;
 }
 
@@ -252,11 +224,9 @@ async fn hevc_and_av1_over_enhanced_rtmp_are_refused() {
         let mut seq = vec![0x90];
         seq.extend_from_slice(tag);
         seq.extend_from_slice(&[1, 2, 3, 4]);
-        let out = tokio::task::spawn_blocking(move || {
-            support::rtmp_client::publish(addr, "push", &key, vec![seq])
-        })
-        .await
-        .unwrap();
+        let out = tokio::task::spawn_blocking(move || support::rtmp_client::publish(addr, "push", &key, vec![seq]))
+            .await
+            .unwrap();
         assert!(out.publish_accepted);
         assert!(
             out.said(&format!("video codec {name} is not supported")),
@@ -273,17 +243,11 @@ async fn a_second_publisher_with_the_same_identity_replaces_the_first() {
     let gw = start_gateway().await;
     let url = gw.push_url("rt", "dup", &usersig("dup"));
     let first = Ffmpeg::push(&lavfi("320x240", 30), BASELINE, &url);
-    let p1 = gw
-        .wait_anchor("rt", "dup", Duration::from_secs(15))
-        .await
-        .unwrap();
+    let p1 = gw.wait_anchor("rt", "dup", Duration::from_secs(15)).await.unwrap();
     let second = Ffmpeg::push(&lavfi("320x240", 30), BASELINE, &url);
     let deadline = Instant::now() + Duration::from_secs(15);
     let p2 = loop {
-        let p = gw
-            .wait_anchor("rt", "dup", Duration::from_secs(1))
-            .await
-            .unwrap();
+        let p = gw.wait_anchor("rt", "dup", Duration::from_secs(1)).await.unwrap();
         if !std::sync::Arc::ptr_eq(&p, &p1) {
             break p;
         }
@@ -291,10 +255,7 @@ async fn a_second_publisher_with_the_same_identity_replaces_the_first() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let (ok, stderr) = first.finish(Duration::from_secs(10)).await;
-    assert!(
-        !ok && stderr.contains("replaced by a new publisher"),
-        "{stderr}"
-    );
+    assert!(!ok && stderr.contains("replaced by a new publisher"), "{stderr}");
     let room = gw.hub.room(&gw.key("rt")).unwrap();
     assert_eq!(room.participants().len(), 1);
     let mut sub = p2.video.subscribe();
@@ -316,10 +277,7 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
         BASELINE,
         &gw.push_url("rg", "good", &usersig("good")),
     );
-    let p = gw
-        .wait_anchor("rg", "good", Duration::from_secs(15))
-        .await
-        .unwrap();
+    let p = gw.wait_anchor("rg", "good", Duration::from_secs(15)).await.unwrap();
     let addr = gw.rtmp_addr.unwrap();
     let closed = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
@@ -341,21 +299,16 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
             let mut s = std::net::TcpStream::connect(addr).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
             if complete_handshake {
-                let mut hs =
-                    rml_rtmp::handshake::Handshake::new(rml_rtmp::handshake::PeerType::Client);
-                s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
-                    .unwrap();
+                let mut hs = rml_rtmp::handshake::Handshake::new(rml_rtmp::handshake::PeerType::Client);
+                s.write_all(&hs.generate_outbound_p0_and_p1().unwrap()).unwrap();
                 let mut buf = [0u8; 4096];
                 loop {
                     let n = s.read(&mut buf).unwrap();
                     match hs.process_bytes(&buf[..n]).unwrap() {
-                        rml_rtmp::handshake::HandshakeProcessResult::InProgress {
-                            response_bytes,
-                        } => s.write_all(&response_bytes).unwrap(),
-                        rml_rtmp::handshake::HandshakeProcessResult::Completed {
-                            response_bytes,
-                            ..
-                        } => {
+                        rml_rtmp::handshake::HandshakeProcessResult::InProgress { response_bytes } => {
+                            s.write_all(&response_bytes).unwrap()
+                        }
+                        rml_rtmp::handshake::HandshakeProcessResult::Completed { response_bytes, .. } => {
                             s.write_all(&response_bytes).unwrap();
                             break;
                         }
@@ -381,11 +334,7 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
     })
     .await
     .unwrap();
-    assert_eq!(
-        closed,
-        vec![true, true],
-        "the server closes each garbage connection"
-    );
+    assert_eq!(closed, vec![true, true], "the server closes each garbage connection");
     // The good anchor is still the same and its video still flows.
     let now = gw
         .hub
@@ -406,10 +355,7 @@ async fn mp3_audio_is_transcoded_to_opus_too() {
         "-c:v libx264 -profile:v baseline -c:a libmp3lame -ar 44100",
         &gw.push_url("rm", "mp3", &usersig("mp3")),
     );
-    let p = gw
-        .wait_anchor("rm", "mp3", Duration::from_secs(15))
-        .await
-        .unwrap();
+    let p = gw.wait_anchor("rm", "mp3", Duration::from_secs(15)).await.unwrap();
     let mut audio = p.audio.subscribe();
     let mut packets = vec![];
     while packets.len() < 100 {
@@ -420,10 +366,7 @@ async fn mp3_audio_is_transcoded_to_opus_too() {
         packets.push(f);
     }
     let (samples, peak) = decode_opus(&packets);
-    assert!(
-        samples >= 90 * 960 && peak > 0.05,
-        "{samples} samples, peak {peak}"
-    );
+    assert!(samples >= 90 * 960 && peak > 0.05, "{samples} samples, peak {peak}");
     assert_eq!(p.audio_info().source_codec, "mp3");
     ff.kill().await;
 }

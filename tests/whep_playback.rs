@@ -5,7 +5,7 @@ mod support;
 use roomgate::auth::RoomRef;
 use roomgate::room::{RoomKey, SourceKind};
 use std::time::{Duration, Instant};
-use support::whep_client::{play, play_with, Received, Transport};
+use support::whep_client::{play, play_with, Received, Transport, WhepPlayer};
 use support::*;
 
 const BASELINE_10S_GOP: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 300 -keyint_min 300 -sc_threshold 0 -c:a aac -b:a 96k";
@@ -15,11 +15,7 @@ fn whep_url(gw: &TestGateway, room: &str, viewer: &str) -> String {
 }
 
 fn video(frames: &[Received]) -> Vec<&[u8]> {
-    frames
-        .iter()
-        .filter(|f| f.video)
-        .map(|f| &f.data[..])
-        .collect()
+    frames.iter().filter(|f| f.video).map(|f| &f.data[..]).collect()
 }
 
 async fn pushing(
@@ -45,19 +41,31 @@ async fn pushing(
     (ff, p)
 }
 
+/// A pushed anchor and a UDP player that already receives its video.
+async fn watching(gw: &TestGateway, room: &str) -> (Ffmpeg, std::sync::Arc<roomgate::room::Participant>, WhepPlayer) {
+    let (ff, anchor) = pushing(gw, room, "cam", 40).await;
+    let player = play(&whep_url(gw, room, "v1"), Some(&usersig("v1")), Transport::Udp)
+        .await
+        .unwrap();
+    let player = tokio::task::spawn_blocking(move || {
+        let first = player.collect(Duration::from_secs(8), |g| g.iter().any(|f| f.video));
+        assert!(first.iter().any(|f| f.video), "video arrives");
+        player
+    })
+    .await
+    .unwrap();
+    (ff, anchor, player)
+}
+
 /// Play and check what a viewer sees: a picture of the right size at once (from the GOP cache, before the
 /// source's next keyframe) and audible Opus.
 async fn assert_plays(gw: &TestGateway, room: &str, transport: Transport) {
     let (ff, anchor) = pushing(gw, room, "cam", 40).await;
     // Join mid-GOP: the source sends its next keyframe only 10 s after the first.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let player = play(
-        &whep_url(gw, room, "viewer1"),
-        Some(&usersig("viewer1")),
-        transport,
-    )
-    .await
-    .unwrap();
+    let player = play(&whep_url(gw, room, "viewer1"), Some(&usersig("viewer1")), transport)
+        .await
+        .unwrap();
     assert!(
         player.answer_sdp.contains("profile-level-id=42c01e"),
         "answered with the anchor's profile: {}",
@@ -111,20 +119,12 @@ async fn two_viewers_of_two_rooms_and_delete_frees_the_session() {
     let gw = start_gateway().await;
     let (ff1, _) = pushing(&gw, "ra", "a1", 30).await;
     let (ff2, _) = pushing(&gw, "rb", "b1", 30).await;
-    let p1 = play(
-        &whep_url(&gw, "ra", "v1"),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .unwrap();
-    let p2 = play(
-        &whep_url(&gw, "rb", "v2"),
-        Some(&usersig("v2")),
-        Transport::Udp,
-    )
-    .await
-    .unwrap();
+    let p1 = play(&whep_url(&gw, "ra", "v1"), Some(&usersig("v1")), Transport::Udp)
+        .await
+        .unwrap();
+    let p2 = play(&whep_url(&gw, "rb", "v2"), Some(&usersig("v2")), Transport::Udp)
+        .await
+        .unwrap();
     let engine = gw.rtc.clone().unwrap();
     assert_eq!(engine.session_count(), 2);
     let (loc1, p1, p2) = tokio::task::spawn_blocking(move || {
@@ -132,20 +132,13 @@ async fn two_viewers_of_two_rooms_and_delete_frees_the_session() {
             let got = p.collect(Duration::from_secs(8), |g| {
                 g.iter().any(|f| f.video) && g.iter().any(|f| !f.video)
             });
-            assert_eq!(
-                decode_h264_size_of(video(&got).into_iter().take(1)),
-                Some((640, 360))
-            );
+            assert_eq!(decode_h264_size_of(video(&got).into_iter().take(1)), Some((640, 360)));
         }
         (p1.location.clone(), p1, p2)
     })
     .await
     .unwrap();
-    let del = reqwest::Client::new()
-        .delete(gw.http(&loc1))
-        .send()
-        .await
-        .unwrap();
+    let del = reqwest::Client::new().delete(gw.http(&loc1)).send().await.unwrap();
     assert_eq!(del.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     while engine.session_count() != 1 {
@@ -215,14 +208,10 @@ async fn whep_errors_say_what_is_wrong() {
         .unwrap();
     assert_eq!(e.status, 401);
     assert!(e.body.contains("issued for user id"), "{}", e.body);
-    let e = play(
-        &whep_url(&gw, "nope", "v1"),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = play(&whep_url(&gw, "nope", "v1"), Some(&usersig("v1")), Transport::Udp)
+        .await
+        .err()
+        .unwrap();
     assert_eq!(e.status, 404);
     let e = play(
         &gw.http(&format!("/v2/sub/{SDKAPPID}/er?SessionID=v1&anchor=ghost")),
@@ -295,11 +284,7 @@ async fn whep_errors_say_what_is_wrong() {
 fn idr_count(frames: &[Received]) -> usize {
     frames
         .iter()
-        .filter(|f| {
-            f.video
-                && roomgate::media::h264::annex_b_nals(&f.data)
-                    .any(|n| !n.is_empty() && n[0] & 0x1F == 5)
-        })
+        .filter(|f| f.video && roomgate::media::h264::annex_b_nals(&f.data).any(|n| !n.is_empty() && n[0] & 0x1F == 5))
         .count()
 }
 
@@ -307,17 +292,11 @@ fn idr_count(frames: &[Received]) -> usize {
 async fn a_viewer_pli_is_answered_from_the_gop_cache() {
     let gw = start_gateway().await;
     let (ff, anchor) = pushing(&gw, "pli", "cam", 30).await;
-    let player = play(
-        &whep_url(&gw, "pli", "v1"),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .unwrap();
+    let player = play(&whep_url(&gw, "pli", "v1"), Some(&usersig("v1")), Transport::Udp)
+        .await
+        .unwrap();
     let (before, after, player) = tokio::task::spawn_blocking(move || {
-        let before = player.collect(Duration::from_secs(8), |g| {
-            g.iter().filter(|f| f.video).count() >= 30
-        });
+        let before = player.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 30);
         player
             .controls
             .request_keyframe
@@ -330,20 +309,13 @@ async fn a_viewer_pli_is_answered_from_the_gop_cache() {
     .await
     .unwrap();
     assert_eq!(idr_count(&before), 1, "joined on the cached keyframe");
-    assert!(
-        idr_count(&after) >= 1,
-        "the PLI was answered with a keyframe"
-    );
+    assert!(idr_count(&after) >= 1, "the PLI was answered with a keyframe");
     assert_eq!(
         anchor.video.stats().keyframes,
         1,
         "the source sent no new keyframe: the answer came from the cache"
     );
-    let all: Vec<&Received> = before
-        .iter()
-        .chain(after.iter())
-        .filter(|f| f.video)
-        .collect();
+    let all: Vec<&Received> = before.iter().chain(after.iter()).filter(|f| f.video).collect();
     for w in all.windows(2) {
         assert!(
             w[1].rtp_time > w[0].rtp_time,
@@ -370,53 +342,39 @@ async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
         "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -b:v 3M -minrate 3M -maxrate 3M -bufsize 1M -x264-params nal-hrd=cbr -c:a aac",
         &gw.push_url("bp", "cam", &usersig("cam")),
     );
-    let anchor = gw
-        .wait_anchor("bp", "cam", Duration::from_secs(15))
-        .await
-        .unwrap();
+    let anchor = gw.wait_anchor("bp", "cam", Duration::from_secs(15)).await.unwrap();
     let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
-    let stalled = play(
-        &whep_url(&gw, "bp", "v1"),
-        Some(&usersig("v1")),
-        Transport::Tcp(tcp),
-    )
-    .await
-    .unwrap();
-    let healthy = play(
-        &whep_url(&gw, "bp", "v2"),
-        Some(&usersig("v2")),
-        Transport::Tcp(tcp),
-    )
-    .await
-    .unwrap();
-    let anchor2 = anchor.clone();
-    let (healthy_during, published_during, stalled_after, healthy_last) =
-        tokio::task::spawn_blocking(move || {
-            let warm = |p: &support::whep_client::WhepPlayer| {
-                p.collect(Duration::from_secs(8), |g| {
-                    g.iter().filter(|f| f.video).count() >= 15
-                })
-            };
-            assert!(!warm(&stalled).is_empty() && !warm(&healthy).is_empty());
-            stalled
-                .controls
-                .paused
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            let published_before = anchor2.video.stats().frames;
-            let during = healthy.collect(Duration::from_secs(4), |_| false);
-            let published_during = anchor2.video.stats().frames - published_before;
-            stalled
-                .controls
-                .paused
-                .store(false, std::sync::atomic::Ordering::Relaxed);
-            let after = stalled.collect(Duration::from_secs(6), |g| {
-                idr_count(g) >= 1 && g.iter().filter(|f| f.video).count() >= 60
-            });
-            let healthy_last = healthy.collect(Duration::from_secs(1), |_| false);
-            (during, published_during, after, healthy_last)
-        })
+    let stalled = play(&whep_url(&gw, "bp", "v1"), Some(&usersig("v1")), Transport::Tcp(tcp))
         .await
         .unwrap();
+    let healthy = play(&whep_url(&gw, "bp", "v2"), Some(&usersig("v2")), Transport::Tcp(tcp))
+        .await
+        .unwrap();
+    let anchor2 = anchor.clone();
+    let (healthy_during, published_during, stalled_after, healthy_last) = tokio::task::spawn_blocking(move || {
+        let warm = |p: &support::whep_client::WhepPlayer| {
+            p.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 15)
+        };
+        assert!(!warm(&stalled).is_empty() && !warm(&healthy).is_empty());
+        stalled
+            .controls
+            .paused
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let published_before = anchor2.video.stats().frames;
+        let during = healthy.collect(Duration::from_secs(4), |_| false);
+        let published_during = anchor2.video.stats().frames - published_before;
+        stalled
+            .controls
+            .paused
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        let after = stalled.collect(Duration::from_secs(6), |g| {
+            idr_count(g) >= 1 && g.iter().filter(|f| f.video).count() >= 60
+        });
+        let healthy_last = healthy.collect(Duration::from_secs(1), |_| false);
+        (during, published_during, after, healthy_last)
+    })
+    .await
+    .unwrap();
     let healthy_video = healthy_during.iter().filter(|f| f.video).count() as u64;
     assert!(
         published_during >= 90,
@@ -456,34 +414,15 @@ async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
         .max()
         .unwrap();
     let behind_ms = healthy_now.saturating_sub(stalled_last) / 90;
-    assert!(
-        behind_ms < 2500,
-        "the resumed viewer is {behind_ms} ms behind live"
-    );
+    assert!(behind_ms < 2500, "the resumed viewer is {behind_ms} ms behind live");
     ff.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
     let gw = start_gateway().await;
-    let (ff, _) = pushing(&gw, "ir", "cam", 40).await;
-    let player = play(
-        &whep_url(&gw, "ir", "v1"),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .unwrap();
+    let (ff, _, player) = watching(&gw, "ir").await;
     let old_ufrag = player.etag.trim_matches('"').to_string();
-    let player = tokio::task::spawn_blocking(move || {
-        assert!(player
-            .collect(Duration::from_secs(8), |g| g.iter().any(|f| f.video))
-            .iter()
-            .any(|f| f.video));
-        player
-    })
-    .await
-    .unwrap();
     let udp = gw.rtc.as_ref().unwrap().addrs.udp;
     let client = str0m::IceCreds {
         ufrag: "newclientfrag".into(),
@@ -494,10 +433,7 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
         http.patch(gw.http(&player.location))
             .header("Content-Type", "application/trickle-ice-sdpfrag")
             .header("If-Match", etag.to_string())
-            .body(format!(
-                "a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
-                client.ufrag, client.pass
-            ))
+            .body(format!("a=ice-ufrag:{}\r\na=ice-pwd:{}\r\n", client.ufrag, client.pass))
     };
     assert_eq!(
         patch("\"stale\"").send().await.unwrap().status(),
@@ -509,13 +445,7 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
     let new_etag = resp.headers()["etag"].to_str().unwrap().to_string();
     assert_ne!(new_etag, player.etag);
     let frag = resp.text().await.unwrap();
-    let attr = |n: &str| {
-        frag.lines()
-            .find_map(|l| l.strip_prefix(n))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let attr = |n: &str| frag.lines().find_map(|l| l.strip_prefix(n)).unwrap().trim().to_string();
     let server = str0m::IceCreds {
         ufrag: attr("a=ice-ufrag:"),
         pass: attr("a=ice-pwd:"),
@@ -540,9 +470,7 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
     // The player switches too and keeps playing.
     *player.controls.restart.lock().unwrap() = Some((client, server));
     let late = tokio::task::spawn_blocking(move || {
-        player.collect(Duration::from_secs(3), |g| {
-            g.iter().filter(|f| f.video).count() > 20
-        })
+        player.collect(Duration::from_secs(3), |g| g.iter().filter(|f| f.video).count() > 20)
     })
     .await
     .unwrap();
@@ -556,29 +484,15 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_packets_are_retransmitted_on_nack() {
     let gw = start_gateway().await;
-    let (ff, anchor) = pushing(&gw, "nack", "cam", 40).await;
-    let player = play(
-        &whep_url(&gw, "nack", "v1"),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .unwrap();
+    let (ff, anchor, player) = watching(&gw, "nack").await;
     let (got, published, dropped) = tokio::task::spawn_blocking(move || {
-        assert!(player
-            .collect(Duration::from_secs(8), |g| g.iter().any(|f| f.video))
-            .iter()
-            .any(|f| f.video));
         player
             .controls
             .rtp_loss_percent
             .store(5, std::sync::atomic::Ordering::Relaxed);
         let before = anchor.video.stats().frames;
         let got = player.collect(Duration::from_secs(6), |_| false);
-        let dropped = player
-            .controls
-            .rtp_dropped
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let dropped = player.controls.rtp_dropped.load(std::sync::atomic::Ordering::Relaxed);
         (got, anchor.video.stats().frames - before, dropped)
     })
     .await

@@ -24,15 +24,10 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     let webrtc = Router::new()
-        .route(
-            "/v2/sub/{sdkappid}/{room}",
-            post(whep::post).options(whep::options),
-        )
+        .route("/v2/sub/{sdkappid}/{room}", post(whep::post).options(whep::options))
         .route(
             "/v2/sub/session/{id}",
-            options(whep::options)
-                .patch(whep::patch)
-                .delete(whep::delete),
+            options(whep::options).patch(whep::patch).delete(whep::delete),
         )
         .layer(axum::middleware::map_response(whep::cors));
     Router::new()

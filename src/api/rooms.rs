@@ -40,9 +40,7 @@ pub struct TrackView {
 }
 
 fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn anchor_view(p: &Participant) -> AnchorView {

@@ -15,9 +15,7 @@ impl From<WhepError> for ApiError {
     fn from(e: WhepError) -> Self {
         let (status, code) = match &e {
             WhepError::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
-            WhepError::MissingToken | WhepError::Token(_) => {
-                (StatusCode::UNAUTHORIZED, "unauthorized")
-            }
+            WhepError::MissingToken | WhepError::Token(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             WhepError::BadViewerId(_) => (StatusCode::BAD_REQUEST, "bad_session_id"),
             WhepError::NoAnchor { .. } => (StatusCode::NOT_FOUND, "anchor_not_found"),
             WhepError::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
@@ -67,13 +65,13 @@ pub async fn post(
 ) -> Result<Response, ApiError> {
     let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
     let offer = std::str::from_utf8(&body).map_err(|_| WhepError::BadOffer("not UTF-8".into()))?;
-    let room =
-        match q.get("roomtype").map(String::as_str) {
-            Some("number") => RoomRef::Num(room.parse().map_err(|_| {
-                WhepError::BadOffer(format!("room {room:?} is not a numeric room id"))
-            })?),
-            _ => RoomRef::Str(room),
-        };
+    let room = match q.get("roomtype").map(String::as_str) {
+        Some("number") => RoomRef::Num(
+            room.parse()
+                .map_err(|_| WhepError::BadOffer(format!("room {room:?} is not a numeric room id")))?,
+        ),
+        _ => RoomRef::Str(room),
+    };
     let get = |k: &str| {
         q.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(k))
@@ -102,8 +100,7 @@ pub async fn post(
     let h = resp.headers_mut();
     h.insert(
         header::LOCATION,
-        HeaderValue::from_str(&format!("/v2/sub/session/{}", answer.resource))
-            .expect("token is ASCII"),
+        HeaderValue::from_str(&format!("/v2/sub/session/{}", answer.resource)).expect("token is ASCII"),
     );
     h.insert(
         header::ETAG,
@@ -133,8 +130,7 @@ pub async fn patch(
             "PATCH takes application/trickle-ice-sdpfrag",
         ));
     }
-    let frag =
-        std::str::from_utf8(&body).map_err(|_| WhepError::BadFragment("not UTF-8".into()))?;
+    let frag = std::str::from_utf8(&body).map_err(|_| WhepError::BadFragment("not UTF-8".into()))?;
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
     Ok(match svc.patch(&id, if_match, frag).await? {
         PatchResult::Trickled => StatusCode::NO_CONTENT.into_response(),
@@ -145,19 +141,14 @@ pub async fn patch(
                 fragment,
             )
                 .into_response();
-            resp.headers_mut().insert(
-                header::ETAG,
-                HeaderValue::from_str(&etag).expect("token is ASCII"),
-            );
+            resp.headers_mut()
+                .insert(header::ETAG, HeaderValue::from_str(&etag).expect("token is ASCII"));
             resp
         }
     })
 }
 
-pub async fn delete(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
+pub async fn delete(State(st): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
     svc.stop(&id).await?;
     Ok(StatusCode::OK)
@@ -177,10 +168,7 @@ pub async fn options(State(st): State<ApiState>) -> Response {
 /// CORS for WHIP/WHEP: players and publishers are often pages on another origin.
 pub async fn cors(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
         HeaderValue::from_static("POST, PATCH, DELETE, OPTIONS"),

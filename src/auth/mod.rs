@@ -19,16 +19,12 @@ pub fn unix_now() -> u64 {
 
 /// A TRTC user id: 1-32 characters from letters, digits, `_` and `-`.
 pub fn is_valid_user_id(s: &str) -> bool {
-    (1..=32).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A string room id as roomgate accepts it on RTMP/WHIP: 1-64 characters from letters, digits, `_` and `-`.
 pub fn is_valid_str_room_id(s: &str) -> bool {
-    (1..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]

@@ -90,8 +90,7 @@ impl PrivateMapKey {
                 let len = r.u16()? as usize;
                 let s = r.take(len)?;
                 RoomRef::Str(
-                    String::from_utf8(s.to_vec())
-                        .map_err(|_| PrivateMapKeyError::Malformed("room is not UTF-8"))?,
+                    String::from_utf8(s.to_vec()).map_err(|_| PrivateMapKeyError::Malformed("room is not UTF-8"))?,
                 )
             }
             _ => return Err(PrivateMapKeyError::Malformed("unknown userbuf version")),
@@ -188,14 +187,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, PrivateMapKeyError> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
+        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
     }
     fn u32(&mut self) -> Result<u32, PrivateMapKeyError> {
-        Ok(u32::from_be_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
     }
 }
 
@@ -213,10 +208,8 @@ mod tests {
     #[test]
     fn reference_userbufs() {
         // trtc-api.md §2.3, made with Tencent's Python library.
-        let num = PrivateMapKey::parse_userbuf(&hex(
-            "0000077869616f6a756e53724e000000271065554280000000ff00000000",
-        ))
-        .unwrap();
+        let num =
+            PrivateMapKey::parse_userbuf(&hex("0000077869616f6a756e53724e000000271065554280000000ff00000000")).unwrap();
         assert_eq!(num.userid, "xiaojun");
         assert_eq!(num.sdkappid, 1400000000);
         assert_eq!(num.room, RoomRef::Num(10000));
@@ -231,8 +224,7 @@ mod tests {
 
     #[test]
     fn official_vectors() {
-        let v: serde_json::Value =
-            serde_json::from_str(include_str!("../../testdata/usersig.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(include_str!("../../testdata/usersig.json")).unwrap();
         let mut n = 0;
         for v in v["vectors"]
             .as_array()
@@ -253,10 +245,7 @@ mod tests {
                 n => RoomRef::Num(n.as_u64().unwrap() as u32),
             };
             assert_eq!(pmk.room, room);
-            assert_eq!(
-                pmk.privileges.0 as u64,
-                v["privilege_map"].as_u64().unwrap()
-            );
+            assert_eq!(pmk.privileges.0 as u64, v["privilege_map"].as_u64().unwrap());
             assert_eq!(pmk.expires_at as u64, time + expire);
             // 255 may publish; 42 (enter + receive) may not.
             let publish = pmk.allows_publish(&room);

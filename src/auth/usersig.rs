@@ -109,12 +109,9 @@ impl UserSig {
             return Err(UserSigError::Inflate("inflated content too large".into()));
         }
         if !inflater.get_ref().is_empty() {
-            return Err(UserSigError::Inflate(
-                "trailing bytes after the zlib stream".into(),
-            ));
+            return Err(UserSigError::Inflate("trailing bytes after the zlib stream".into()));
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(&json).map_err(|e| UserSigError::Json(e.to_string()))?;
+        let v: serde_json::Value = serde_json::from_slice(&json).map_err(|e| UserSigError::Json(e.to_string()))?;
         let ver = str_field(&v, "TLS.ver")?;
         if ver != "2.0" {
             return Err(UserSigError::Version(ver));
@@ -133,13 +130,7 @@ impl UserSig {
     }
 
     /// Decode and verify a ticket for `(sdkappid, userid)` with the app's secret key at time `now`.
-    pub fn verify(
-        token: &str,
-        sdkappid: u64,
-        userid: &str,
-        key: &str,
-        now: u64,
-    ) -> Result<UserSig, UserSigError> {
+    pub fn verify(token: &str, sdkappid: u64, userid: &str, key: &str, now: u64) -> Result<UserSig, UserSigError> {
         let sig = Self::decode(token)?;
         if sig.sdkappid != sdkappid {
             return Err(UserSigError::SdkAppIdMismatch {
@@ -177,23 +168,9 @@ impl UserSig {
     }
 
     /// Generate a ticket the way Tencent's libraries do (zlib default level, standard JSON field names).
-    pub fn generate(
-        sdkappid: u64,
-        key: &str,
-        userid: &str,
-        now: u64,
-        expire: u64,
-        userbuf: Option<&[u8]>,
-    ) -> String {
+    pub fn generate(sdkappid: u64, key: &str, userid: &str, now: u64, expire: u64, userbuf: Option<&[u8]>) -> String {
         let userbuf_b64 = userbuf.map(|b| STANDARD.encode(b));
-        let sig = STANDARD.encode(hmac_sig(
-            key,
-            userid,
-            sdkappid,
-            now,
-            expire,
-            userbuf_b64.as_deref(),
-        ));
+        let sig = STANDARD.encode(hmac_sig(key, userid, sdkappid, now, expire, userbuf_b64.as_deref()));
         let mut obj = serde_json::Map::new();
         obj.insert("TLS.ver".into(), "2.0".into());
         obj.insert("TLS.identifier".into(), userid.into());
@@ -221,24 +198,15 @@ impl UserSig {
     }
 }
 
-fn hmac_sig(
-    key: &str,
-    identifier: &str,
-    sdkappid: u64,
-    time: u64,
-    expire: u64,
-    userbuf_b64: Option<&str>,
-) -> Vec<u8> {
-    let mut content = format!(
-        "TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\nTLS.time:{time}\nTLS.expire:{expire}\n"
-    );
+fn hmac_sig(key: &str, identifier: &str, sdkappid: u64, time: u64, expire: u64, userbuf_b64: Option<&str>) -> Vec<u8> {
+    let mut content =
+        format!("TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\nTLS.time:{time}\nTLS.expire:{expire}\n");
     if let Some(b) = userbuf_b64 {
         content.push_str("TLS.userbuf:");
         content.push_str(b);
         content.push('\n');
     }
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
+    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(content.as_bytes());
     mac.finalize().into_bytes().to_vec()
 }
@@ -255,9 +223,7 @@ fn str_field(v: &serde_json::Value, name: &'static str) -> Result<String, UserSi
 fn u64_field(v: &serde_json::Value, name: &'static str) -> Result<u64, UserSigError> {
     match v.get(name) {
         Some(serde_json::Value::Number(n)) => n.as_u64().ok_or(UserSigError::MissingField(name)),
-        Some(serde_json::Value::String(s)) => {
-            s.parse().map_err(|_| UserSigError::MissingField(name))
-        }
+        Some(serde_json::Value::String(s)) => s.parse().map_err(|_| UserSigError::MissingField(name)),
         _ => Err(UserSigError::MissingField(name)),
     }
 }
@@ -392,14 +358,8 @@ mod tests {
     #[test]
     fn garbage_is_a_clean_error() {
         assert_eq!(UserSig::decode(""), Err(UserSigError::Empty));
-        assert!(matches!(
-            UserSig::decode("!!!"),
-            Err(UserSigError::Base64(_))
-        ));
-        assert!(matches!(
-            UserSig::decode("AAAA"),
-            Err(UserSigError::Inflate(_))
-        ));
+        assert!(matches!(UserSig::decode("!!!"), Err(UserSigError::Base64(_))));
+        assert!(matches!(UserSig::decode("AAAA"), Err(UserSigError::Inflate(_))));
         assert!(matches!(
             UserSig::decode(&"A".repeat(9000)),
             Err(UserSigError::TooLong(_))

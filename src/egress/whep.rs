@@ -31,16 +31,10 @@ pub enum WhepError {
     #[error("invalid SessionID {0:?}: use 1-32 characters from letters, digits, '_' and '-'")]
     BadViewerId(String),
     #[error("room {room:?} of app {sdkappid} has no anchor{which}")]
-    NoAnchor {
-        sdkappid: u64,
-        room: String,
-        which: String,
-    },
+    NoAnchor { sdkappid: u64, room: String, which: String },
     #[error("the offer is not valid SDP: {0}")]
     BadOffer(String),
-    #[error(
-        "the offer has no {0}: roomgate sends H.264 (packetization-mode=1) video and Opus audio"
-    )]
+    #[error("the offer has no {0}: roomgate sends H.264 (packetization-mode=1) video and Opus audio")]
     MissingCodec(&'static str),
     #[error("no such WHEP session")]
     NoSession,
@@ -110,10 +104,7 @@ impl WhepService {
             }
         }
         if !app.public_playback {
-            let token = req
-                .bearer
-                .filter(|t| !t.is_empty())
-                .ok_or(WhepError::MissingToken)?;
+            let token = req.bearer.filter(|t| !t.is_empty()).ok_or(WhepError::MissingToken)?;
             let viewer = req.viewer.ok_or(WhepError::BadViewerId(String::new()))?;
             UserSig::verify(token, req.sdkappid, viewer, &app.secret_key, unix_now())?;
         }
@@ -121,19 +112,16 @@ impl WhepService {
             sdkappid: req.sdkappid,
             room: req.room.clone(),
         };
-        let anchor = self
-            .pick_anchor(&key, req.anchor)
-            .ok_or_else(|| WhepError::NoAnchor {
-                sdkappid: req.sdkappid,
-                room: match &req.room {
-                    RoomRef::Str(s) => s.clone(),
-                    RoomRef::Num(n) => n.to_string(),
-                },
-                which: req.anchor.map(|a| format!(" {a:?}")).unwrap_or_default(),
-            })?;
+        let anchor = self.pick_anchor(&key, req.anchor).ok_or_else(|| WhepError::NoAnchor {
+            sdkappid: req.sdkappid,
+            room: match &req.room {
+                RoomRef::Str(s) => s.clone(),
+                RoomRef::Num(n) => n.to_string(),
+            },
+            which: req.anchor.map(|a| format!(" {a:?}")).unwrap_or_default(),
+        })?;
 
-        let offer =
-            SdpOffer::from_sdp_string(req.offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(req.offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
         let kinds = offer_media_kinds(req.offer);
         let creds = IceCreds {
             ufrag: random_token(8),
@@ -149,8 +137,7 @@ impl WhepService {
             .set_local_ice_credentials(creds.clone())
             .clear_codecs()
             .enable_opus(true, false);
-        cfg.codec_config()
-            .add_h264(102.into(), Some(103.into()), true, plid);
+        cfg.codec_config().add_h264(102.into(), Some(103.into()), true, plid);
         let mut rtc = cfg.build(std::time::Instant::now());
         for c in self.engine.local_candidates() {
             rtc.add_local_candidate(c.clone());
@@ -160,19 +147,14 @@ impl WhepService {
             .accept_offer(offer)
             .map_err(|e| WhepError::BadOffer(e.to_string()))?;
         let find = |rtc: &mut Rtc, kind: MediaKind, codec: RtcCodec| -> Option<OutTrack> {
-            kinds
-                .iter()
-                .filter(|(_, k)| *k == kind)
-                .find_map(|(mid, _)| {
-                    let w = rtc.writer(*mid)?;
-                    let pt = w.payload_params().find(|p| p.spec().codec == codec)?.pt();
-                    Some(OutTrack { mid: *mid, pt })
-                })
+            kinds.iter().filter(|(_, k)| *k == kind).find_map(|(mid, _)| {
+                let w = rtc.writer(*mid)?;
+                let pt = w.payload_params().find(|p| p.spec().codec == codec)?.pt();
+                Some(OutTrack { mid: *mid, pt })
+            })
         };
-        let video = find(&mut rtc, MediaKind::Video, RtcCodec::H264)
-            .ok_or(WhepError::MissingCodec("H.264 video"))?;
-        let audio = find(&mut rtc, MediaKind::Audio, RtcCodec::Opus)
-            .ok_or(WhepError::MissingCodec("Opus audio"))?;
+        let video = find(&mut rtc, MediaKind::Video, RtcCodec::H264).ok_or(WhepError::MissingCodec("H.264 video"))?;
+        let audio = find(&mut rtc, MediaKind::Audio, RtcCodec::Opus).ok_or(WhepError::MissingCodec("Opus audio"))?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let engine_id = self
@@ -307,13 +289,7 @@ impl WhepService {
     }
 
     fn forget(&self, resource: &str) {
-        if self
-            .resources
-            .lock()
-            .expect("whep lock")
-            .remove(resource)
-            .is_some()
-        {
+        if self.resources.lock().expect("whep lock").remove(resource).is_some() {
             metrics::gauge!("roomgate_whep_sessions").decrement(1.0);
         }
     }

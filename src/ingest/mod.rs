@@ -24,17 +24,13 @@ pub enum Refusal {
     BadUserId(String),
     #[error("UserSig rejected: {0}")]
     UserSig(#[from] UserSigError),
-    #[error(
-        "this app requires a privatemapkey granting enter room + send audio/video for the room"
-    )]
+    #[error("this app requires a privatemapkey granting enter room + send audio/video for the room")]
     PrivateMapKeyRequired,
     #[error("{0}")]
     PrivateMapKey(#[from] PrivateMapKeyError),
     #[error("B-frames are not supported (the stream has a non-zero composition time): encode with profile baseline or without B-frames (x264: -profile:v baseline or -bf 0; OBS: Profile baseline / bframes=0)")]
     BFrames,
-    #[error(
-        "video codec {0} is not supported: send H.264 (e.g. -c:v libx264 -profile:v baseline)"
-    )]
+    #[error("video codec {0} is not supported: send H.264 (e.g. -c:v libx264 -profile:v baseline)")]
     VideoCodec(String),
     #[error("audio codec {0} is not supported: send AAC (or MP3)")]
     AudioCodec(String),
@@ -65,8 +61,7 @@ impl Refusal {
 
     /// Count the refusal in `/metrics`.
     pub fn count(&self, source: &'static str) {
-        metrics::counter!("roomgate_refusals_total", "source" => source, "reason" => self.label())
-            .increment(1);
+        metrics::counter!("roomgate_refusals_total", "source" => source, "reason" => self.label()).increment(1);
     }
 }
 
@@ -97,8 +92,7 @@ pub fn authorize_publish<'a>(
         let token = private_map_key
             .filter(|t| !t.is_empty())
             .ok_or(Refusal::PrivateMapKeyRequired)?;
-        PrivateMapKey::verify(token, sdkappid, userid, &app.secret_key, now)?
-            .allows_publish(room)?;
+        PrivateMapKey::verify(token, sdkappid, userid, &app.secret_key, now)?.allows_publish(room)?;
     }
     Ok(app)
 }
@@ -172,16 +166,12 @@ mod tests {
         let view_only = grant(room.clone(), 42);
         assert!(matches!(
             authorize_publish(&apps(true), 7, &room, "u1", &sig, Some(&view_only), 1050),
-            Err(Refusal::PrivateMapKey(
-                PrivateMapKeyError::Insufficient { .. }
-            ))
+            Err(Refusal::PrivateMapKey(PrivateMapKeyError::Insufficient { .. }))
         ));
         let other_room = grant(RoomRef::Str("r2".into()), 255);
         assert!(matches!(
             authorize_publish(&apps(true), 7, &room, "u1", &sig, Some(&other_room), 1050),
-            Err(Refusal::PrivateMapKey(
-                PrivateMapKeyError::RoomMismatch { .. }
-            ))
+            Err(Refusal::PrivateMapKey(PrivateMapKeyError::RoomMismatch { .. }))
         ));
     }
 }

@@ -70,16 +70,8 @@ mod tests {
                 channels: 2
             }
         );
-        assert_eq!(
-            AudioSpecificConfig::parse(&[0x11, 0x90])
-                .unwrap()
-                .sample_rate,
-            48000
-        );
-        assert_eq!(
-            AudioSpecificConfig::parse(&[0x12]),
-            Err(AacError::Truncated)
-        );
+        assert_eq!(AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap().sample_rate, 48000);
+        assert_eq!(AudioSpecificConfig::parse(&[0x12]), Err(AacError::Truncated));
         assert_eq!(
             AudioSpecificConfig::parse(&[0x17, 0x10]),
             Err(AacError::BadFrequency(14))

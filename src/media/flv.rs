@@ -119,9 +119,7 @@ fn parse_enhanced_video(body: &Bytes, b0: u8) -> Result<VideoTag, FlvError> {
         return Err(FlvError::Truncated("enhanced video", body.len()));
     }
     if packet_type == 6 {
-        return Ok(VideoTag::Unsupported(VideoCodecId::Other(
-            u32::from_be_bytes(*b"mtrk"),
-        )));
+        return Ok(VideoTag::Unsupported(VideoCodecId::Other(u32::from_be_bytes(*b"mtrk"))));
     }
     let fourcc = u32::from_be_bytes(body[1..5].try_into().expect("4 bytes"));
     let codec = match &body[1..5] {
@@ -242,20 +240,11 @@ mod tests {
     #[test]
     fn enhanced_rtmp() {
         let hevc = Bytes::from_static(&[0x90, b'h', b'v', b'c', b'1', 1, 2]);
-        assert_eq!(
-            parse_video(&hevc).unwrap(),
-            VideoTag::Unsupported(VideoCodecId::Hevc)
-        );
+        assert_eq!(parse_video(&hevc).unwrap(), VideoTag::Unsupported(VideoCodecId::Hevc));
         let av1 = Bytes::from_static(&[0x91, b'a', b'v', b'0', b'1']);
-        assert_eq!(
-            parse_video(&av1).unwrap(),
-            VideoTag::Unsupported(VideoCodecId::Av1)
-        );
+        assert_eq!(parse_video(&av1).unwrap(), VideoTag::Unsupported(VideoCodecId::Av1));
         let vp9 = Bytes::from_static(&[0x90, b'v', b'p', b'0', b'9']);
-        assert_eq!(
-            parse_video(&vp9).unwrap(),
-            VideoTag::Unsupported(VideoCodecId::Vp9)
-        );
+        assert_eq!(parse_video(&vp9).unwrap(), VideoTag::Unsupported(VideoCodecId::Vp9));
         let avc = Bytes::from_static(&[0x91, b'a', b'v', b'c', b'1', 0, 0, 0x21, 7]);
         assert!(matches!(
             parse_video(&avc).unwrap(),

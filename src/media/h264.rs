@@ -108,9 +108,7 @@ impl AvcConfig {
     /// Convert one AVCC access unit into Annex-B. Keyframes get the SPS/PPS in front when they lack them, so
     /// every keyframe can start a decoder on its own. Returns the Annex-B bytes and whether an IDR was seen.
     pub fn to_annex_b(&self, au: &[u8], keyframe: bool) -> Result<(Bytes, bool), H264Error> {
-        let mut out = BytesMut::with_capacity(
-            au.len() + if keyframe { self.param_sets_len() } else { 0 } + 16,
-        );
+        let mut out = BytesMut::with_capacity(au.len() + if keyframe { self.param_sets_len() } else { 0 } + 16);
         let mut has_sps = false;
         let mut has_idr = false;
         let mut pos = 0;
@@ -123,9 +121,7 @@ impl AvcConfig {
                     left: au.len() - pos,
                 });
             }
-            let len = au[pos..pos + n]
-                .iter()
-                .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+            let len = au[pos..pos + n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
             pos += n;
             if len > au.len() - pos {
                 return Err(H264Error::BadNalLength {
@@ -157,11 +153,7 @@ impl AvcConfig {
     }
 
     fn param_sets_len(&self) -> usize {
-        self.sps
-            .iter()
-            .chain(self.pps.iter())
-            .map(|p| p.len() + 4)
-            .sum()
+        self.sps.iter().chain(self.pps.iter()).map(|p| p.len() + 4).sum()
     }
 }
 
@@ -183,10 +175,7 @@ mod smallvec_like {
             }
         }
         pub fn iter(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-            self.inline[..self.n]
-                .iter()
-                .copied()
-                .chain(self.spill.iter().copied())
+            self.inline[..self.n].iter().copied().chain(self.spill.iter().copied())
         }
     }
 }
@@ -359,10 +348,7 @@ impl<'a> BitReader<'a> {
         Self { data, pos: 0 }
     }
     fn bit(&mut self) -> Result<bool, H264Error> {
-        let byte = *self
-            .data
-            .get(self.pos / 8)
-            .ok_or(H264Error::BadSps("truncated"))?;
+        let byte = *self.data.get(self.pos / 8).ok_or(H264Error::BadSps("truncated"))?;
         let v = (byte >> (7 - self.pos % 8)) & 1;
         self.pos += 1;
         Ok(v == 1)
@@ -400,8 +386,8 @@ mod tests {
 
     // x264 baseline 1280x720 SPS/PPS (from `ffmpeg -f lavfi -i testsrc2=s=1280x720 -c:v libx264 -profile:v baseline`).
     const SPS_720P: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00,
-        0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80,
+        0x67, 0x42, 0xc0, 0x1f, 0xd9, 0x00, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00,
+        0x03, 0x03, 0xc0, 0xf1, 0x83, 0x24, 0x80,
     ];
     const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
 
@@ -432,10 +418,7 @@ mod tests {
         let (annexb, idr) = cfg.to_annex_b(&au, true).unwrap();
         assert!(idr);
         let nals: Vec<&[u8]> = annex_b_nals(&annexb).collect();
-        assert_eq!(
-            nals,
-            vec![SPS_720P, PPS, &[0x65, 0xAA, 0xBB][..], &[0x06, 0x01][..]]
-        );
+        assert_eq!(nals, vec![SPS_720P, PPS, &[0x65, 0xAA, 0xBB][..], &[0x06, 0x01][..]]);
         // A non-IDR picture passes without parameter sets.
         let (p, idr) = cfg.to_annex_b(&[0, 0, 0, 2, 0x41, 0x9a], false).unwrap();
         assert!(!idr);
@@ -448,10 +431,7 @@ mod tests {
     #[test]
     fn bad_records() {
         assert!(AvcConfig::parse(&Bytes::from_static(&[1, 2, 3])).is_err());
-        assert!(AvcConfig::parse(&Bytes::from_static(&[
-            1, 0x42, 0, 0x1f, 0xff, 0xe1, 0, 50, 0x67
-        ]))
-        .is_err());
+        assert!(AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe1, 0, 50, 0x67])).is_err());
         assert_eq!(
             AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe0, 0])),
             Err(H264Error::NoParameterSets)

@@ -122,22 +122,12 @@ pub struct Room {
 
 impl Room {
     pub fn participants(&self) -> Vec<Arc<Participant>> {
-        let mut v: Vec<_> = self
-            .participants
-            .lock()
-            .expect("room lock")
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = self.participants.lock().expect("room lock").values().cloned().collect();
         v.sort_by_key(|p| p.started_at);
         v
     }
     pub fn participant(&self, userid: &str) -> Option<Arc<Participant>> {
-        self.participants
-            .lock()
-            .expect("room lock")
-            .get(userid)
-            .cloned()
+        self.participants.lock().expect("room lock").get(userid).cloned()
     }
 }
 
@@ -169,12 +159,7 @@ impl RoomHub {
     }
 
     /// Enter `key` as anchor `userid`. An existing anchor with that identity is replaced and told so.
-    pub fn join(
-        self: &Arc<Self>,
-        key: RoomKey,
-        userid: &str,
-        source: SourceKind,
-    ) -> AnchorPublisher {
+    pub fn join(self: &Arc<Self>, key: RoomKey, userid: &str, source: SourceKind) -> AnchorPublisher {
         let (kick, kicked) = watch::channel(None);
         let participant = Arc::new(Participant {
             userid: userid.to_string(),
@@ -263,20 +248,12 @@ impl RoomHub {
             if rooms.get(&room.key).is_some_and(|r| Arc::ptr_eq(r, room)) {
                 rooms.remove(&room.key);
             }
-            self.emit(RoomEvent::RoomDismissed {
-                key: room.key.clone(),
-            });
+            self.emit(RoomEvent::RoomDismissed { key: room.key.clone() });
         }
     }
 
     pub fn rooms(&self) -> Vec<Arc<Room>> {
-        let mut v: Vec<_> = self
-            .rooms
-            .lock()
-            .expect("hub lock")
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<_> = self.rooms.lock().expect("hub lock").values().cloned().collect();
         v.sort_by_key(|r| r.created_at);
         v
     }
@@ -360,8 +337,7 @@ impl AnchorPublisher {
 impl Drop for AnchorPublisher {
     fn drop(&mut self) {
         if !self.left {
-            self.hub
-                .leave(&self.room, &self.participant, LeaveReason::Normal);
+            self.hub.leave(&self.room, &self.participant, LeaveReason::Normal);
         }
     }
 }
@@ -435,10 +411,7 @@ mod tests {
         let mut sub = first.participant().video.subscribe();
         let second = hub.join(key("r"), "a", SourceKind::Rtmp);
         assert_eq!(first.replaced().await, LeaveReason::Replaced);
-        assert!(
-            sub.recv().await.is_none(),
-            "viewers of the replaced anchor see its end"
-        );
+        assert!(sub.recv().await.is_none(), "viewers of the replaced anchor see its end");
         assert!(!first.publish(Frame {
             codec: Codec::H264,
             pts: 0,

@@ -244,11 +244,7 @@ mod tests {
         let key = SUBSCRIBER_QUEUE as u64 * 3;
         t.publish(frame(key, true));
         t.publish(frame(key + 1, false));
-        assert_eq!(
-            slow.recv().await.unwrap().pts,
-            key,
-            "resumes at the next keyframe"
-        );
+        assert_eq!(slow.recv().await.unwrap().pts, key, "resumes at the next keyframe");
         assert_eq!(slow.recv().await.unwrap().pts, key + 1);
         assert!(slow.dropped() > 0);
     }

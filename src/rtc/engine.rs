@@ -170,10 +170,7 @@ impl RtcEngine {
 
     /// Switch a session to new ICE credentials (both sides), as an ICE restart does.
     pub async fn ice_restart(&self, id: SessionId, local: IceCreds, remote: IceCreds) {
-        let _ = self
-            .tx
-            .send(Command::IceRestart { id, local, remote })
-            .await;
+        let _ = self.tx.send(Command::IceRestart { id, local, remote }).await;
     }
 
     pub async fn add_remote_candidate(&self, id: SessionId, c: Candidate) {
@@ -306,20 +303,11 @@ impl Engine {
     }
 
     /// Route a packet: known peer address first, else the ufrag of a STUN request.
-    fn receive(
-        &mut self,
-        proto: Protocol,
-        source: SocketAddr,
-        destination: SocketAddr,
-        packet: &[u8],
-    ) {
+    fn receive(&mut self, proto: Protocol, source: SocketAddr, destination: SocketAddr, packet: &[u8]) {
         let id = match self.by_peer.get(&(proto, source)) {
             Some(id) => *id,
             None => {
-                let Some(id) = stun_local_ufrag(packet)
-                    .and_then(|u| self.by_ufrag.get(u))
-                    .copied()
-                else {
+                let Some(id) = stun_local_ufrag(packet).and_then(|u| self.by_ufrag.get(u)).copied() else {
                     metrics::counter!("roomgate_rtc_unrouted_packets_total").increment(1);
                     return;
                 };
@@ -366,10 +354,7 @@ impl Engine {
         match catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(input))) {
             Ok(Ok(())) => self.drain(id),
             Ok(Err(e)) => self.close(id, format!("WebRTC error: {e}")),
-            Err(_) => self.close(
-                id,
-                "internal error in the WebRTC stack (session ended)".into(),
-            ),
+            Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
         }
     }
 
@@ -407,20 +392,13 @@ impl Engine {
             Ok(Ok(())) => {
                 self.drain(id);
                 if live {
-                    let kind = if frame.codec.is_video() {
-                        "video"
-                    } else {
-                        "audio"
-                    };
+                    let kind = if frame.codec.is_video() { "video" } else { "audio" };
                     metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => kind)
                         .record(received_at.elapsed().as_secs_f64());
                 }
             }
             Ok(Err(e)) => tracing::debug!(session = id, error = %e, "frame not written"),
-            Err(_) => self.close(
-                id,
-                "internal error in the WebRTC stack (session ended)".into(),
-            ),
+            Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
         }
     }
 
@@ -441,10 +419,7 @@ impl Engine {
                     return;
                 }
                 Err(_) => {
-                    self.close(
-                        id,
-                        "internal error in the WebRTC stack (session ended)".into(),
-                    );
+                    self.close(id, "internal error in the WebRTC stack (session ended)".into());
                     return;
                 }
             };

@@ -34,11 +34,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, engine: mpsc::Sender<Co
     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(TCP_SEND_BUFFER);
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(TCP_QUEUE);
-    if engine
-        .send(Command::TcpOpen { peer, writer: tx })
-        .await
-        .is_err()
-    {
+    if engine.send(Command::TcpOpen { peer, writer: tx }).await.is_err() {
         return;
     }
     let writer = tokio::spawn(async move {
@@ -60,11 +56,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, engine: mpsc::Sender<Co
         };
         reader.feed(&buf[..n]);
         while let Some(p) = reader.next_packet() {
-            if engine
-                .send(Command::TcpPacket { peer, packet: p })
-                .await
-                .is_err()
-            {
+            if engine.send(Command::TcpPacket { peer, packet: p }).await.is_err() {
                 break;
             }
         }

@@ -78,12 +78,7 @@ impl TestGateway {
     }
 
     /// Wait until anchor `userid` is in `room` (up to `within`).
-    pub async fn wait_anchor(
-        &self,
-        room: &str,
-        userid: &str,
-        within: Duration,
-    ) -> Option<Arc<Participant>> {
+    pub async fn wait_anchor(&self, room: &str, userid: &str, within: Duration) -> Option<Arc<Participant>> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(p) = self.hub.participant(&self.key(room), userid) {
@@ -119,18 +114,14 @@ impl Ffmpeg {
     /// `ffmpeg -hide_banner -loglevel error <input> <codec args> -f flv <url>`
     pub fn push(input: &[String], codec_args: &str, url: &str) -> Ffmpeg {
         let mut cmd = tokio::process::Command::new("ffmpeg");
-        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"])
-            .args(input);
-        cmd.args(codec_args.split_whitespace())
-            .args(["-f", "flv", url]);
+        cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"]).args(input);
+        cmd.args(codec_args.split_whitespace()).args(["-f", "flv", url]);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         Ffmpeg {
-            child: cmd
-                .spawn()
-                .expect("ffmpeg is installed (scripts/install-deps.sh)"),
+            child: cmd.spawn().expect("ffmpeg is installed (scripts/install-deps.sh)"),
         }
     }
 
@@ -165,10 +156,7 @@ pub fn decode_h264_size(frames: &[Frame]) -> Option<(u32, u32)> {
 pub fn decode_h264_size_of<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> Option<(u32, u32)> {
     roomgate::media::transcode::init_libav();
     let codec = ff::decoder::find(ff::codec::Id::H264)?;
-    let mut dec = ff::codec::Context::new_with_codec(codec)
-        .decoder()
-        .video()
-        .ok()?;
+    let mut dec = ff::codec::Context::new_with_codec(codec).decoder().video().ok()?;
     let mut picture = ff::frame::Video::empty();
     for f in frames {
         dec.send_packet(&ff::Packet::copy(f)).ok()?;
@@ -206,12 +194,7 @@ pub fn decode_opus_of<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> (usize,
         while dec.receive_frame(&mut out).is_ok() {
             samples += out.samples();
             if let ff::format::Sample::F32(_) = out.format() {
-                let n = out.samples()
-                    * if out.is_packed() {
-                        out.channels() as usize
-                    } else {
-                        1
-                    };
+                let n = out.samples() * if out.is_packed() { out.channels() as usize } else { 1 };
                 for c in out.data(0)[..n * 4].chunks_exact(4) {
                     peak = peak.max(f32::from_ne_bytes([c[0], c[1], c[2], c[3]]).abs());
                 }
@@ -230,11 +213,7 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).await.unwrap();
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = resp.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = resp
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

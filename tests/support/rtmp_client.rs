@@ -22,9 +22,7 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn said(&self, text: &str) -> bool {
-        self.after_publish
-            .windows(text.len())
-            .any(|w| w == text.as_bytes())
+        self.after_publish.windows(text.len()).any(|w| w == text.as_bytes())
     }
 }
 
@@ -34,16 +32,13 @@ pub fn publish(addr: SocketAddr, app: &str, stream_key: &str, video_tags: Vec<Ve
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut hs = Handshake::new(PeerType::Client);
-    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap())
-        .unwrap();
+    s.write_all(&hs.generate_outbound_p0_and_p1().unwrap()).unwrap();
     let mut buf = [0u8; 8192];
     let leftover = loop {
         let n = s.read(&mut buf).unwrap();
         assert!(n > 0, "server closed during handshake");
         match hs.process_bytes(&buf[..n]).unwrap() {
-            HandshakeProcessResult::InProgress { response_bytes } => {
-                s.write_all(&response_bytes).unwrap()
-            }
+            HandshakeProcessResult::InProgress { response_bytes } => s.write_all(&response_bytes).unwrap(),
             HandshakeProcessResult::Completed {
                 response_bytes,
                 remaining_bytes,
@@ -83,9 +78,7 @@ pub fn publish(addr: SocketAddr, app: &str, stream_key: &str, video_tags: Vec<Ve
         for r in results {
             match r {
                 ClientSessionResult::OutboundResponse(p) => s.write_all(&p.bytes).unwrap(),
-                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted)
-                    if !connected =>
-                {
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestAccepted) if !connected => {
                     connected = true;
                     let r = session
                         .request_publishing(stream_key.to_string(), PublishRequestType::Live)
@@ -96,9 +89,9 @@ pub fn publish(addr: SocketAddr, app: &str, stream_key: &str, video_tags: Vec<Ve
                     accepted = true;
                     answered = true;
                 }
-                ClientSessionResult::RaisedEvent(
-                    ClientSessionEvent::ConnectionRequestRejected { .. },
-                ) => answered = true,
+                ClientSessionResult::RaisedEvent(ClientSessionEvent::ConnectionRequestRejected { .. }) => {
+                    answered = true
+                }
                 _ => {}
             }
         }
@@ -106,11 +99,7 @@ pub fn publish(addr: SocketAddr, app: &str, stream_key: &str, video_tags: Vec<Ve
     if accepted {
         after.clear();
         for (i, tag) in video_tags.into_iter().enumerate() {
-            if let Ok(r) = session.publish_video_data(
-                Bytes::from(tag),
-                RtmpTimestamp::new(i as u32 * 33),
-                false,
-            ) {
+            if let Ok(r) = session.publish_video_data(Bytes::from(tag), RtmpTimestamp::new(i as u32 * 33), false) {
                 send(&mut s, r);
             }
         }

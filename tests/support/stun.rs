@@ -33,11 +33,7 @@ fn attr(out: &mut Vec<u8>, typ: u16, value: &[u8]) {
 pub fn binding_request(server_ufrag: &str, client_ufrag: &str, server_pass: &str) -> Vec<u8> {
     let mut m = vec![0x00, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
     m.extend_from_slice(&rand_tid());
-    attr(
-        &mut m,
-        0x0006,
-        format!("{server_ufrag}:{client_ufrag}").as_bytes(),
-    );
+    attr(&mut m, 0x0006, format!("{server_ufrag}:{client_ufrag}").as_bytes());
     attr(&mut m, 0x0024, &0x6E00_01FFu32.to_be_bytes()); // PRIORITY
     attr(&mut m, 0x802A, &0x1234_5678_9ABC_DEF0u64.to_be_bytes()); // ICE-CONTROLLING
                                                                    // MESSAGE-INTEGRITY: HMAC-SHA1 over the message with the length already counting this attribute.
@@ -64,15 +60,9 @@ fn rand_tid() -> [u8; 12] {
 }
 
 /// Send a Binding Request from a fresh socket; true when a Binding Success Response comes back.
-pub fn probe(
-    server: SocketAddr,
-    server_ufrag: &str,
-    client_ufrag: &str,
-    server_pass: &str,
-) -> bool {
+pub fn probe(server: SocketAddr, server_ufrag: &str, client_ufrag: &str, server_pass: &str) -> bool {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     let req = binding_request(server_ufrag, client_ufrag, server_pass);
     let mut buf = [0u8; 1500];
     for _ in 0..3 {

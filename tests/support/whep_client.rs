@@ -72,11 +72,7 @@ fn install_crypto() {
 }
 
 /// POST an offer to `url` and play what comes back. `video`/`audio` choose the m-lines offered.
-pub async fn play(
-    url: &str,
-    token: Option<&str>,
-    transport: Transport,
-) -> Result<WhepPlayer, Refused> {
+pub async fn play(url: &str, token: Option<&str>, transport: Transport) -> Result<WhepPlayer, Refused> {
     play_with(url, token, transport, true, true).await
 }
 
@@ -145,9 +141,7 @@ pub async fn play_with(
         return Err(Refused { status, body });
     }
     let answer = SdpAnswer::from_sdp_string(&body).expect("answer SDP");
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .expect("answer accepted");
+    rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
 
     let (tx, rx) = mpsc::channel();
     let controls = Arc::new(Controls::default());
@@ -194,9 +188,7 @@ fn run(
                     }
                     _ => {}
                 },
-                Ok(Output::Event(Event::Connected)) => {
-                    *ctl.connected_at.lock().unwrap() = Some(Instant::now())
-                }
+                Ok(Output::Event(Event::Connected)) => *ctl.connected_at.lock().unwrap() = Some(Instant::now()),
                 Ok(Output::Event(Event::MediaData(d))) => {
                     let video = d.params.spec().codec == Codec::H264;
                     if video {
@@ -260,8 +252,7 @@ fn run(
         let loss = ctl.rtp_loss_percent.load(Ordering::Relaxed) as u64;
         for (proto, source, data) in &inputs {
             // RTP (not RTCP: payload types 200-206), after the handshake: drop `loss` in 100, spread out.
-            let is_rtp =
-                data.len() > 12 && (128..192).contains(&data[0]) && !(200..=206).contains(&data[1]);
+            let is_rtp = data.len() > 12 && (128..192).contains(&data[0]) && !(200..=206).contains(&data[1]);
             if is_rtp && loss > 0 {
                 rtp_seen += 1;
                 if (rtp_seen * 37) % 100 < loss {
@@ -287,11 +278,7 @@ fn run(
 
 impl WhepPlayer {
     /// Collect frames until `pred` says stop or `within` passes.
-    pub fn collect(
-        &self,
-        within: Duration,
-        mut done: impl FnMut(&[Received]) -> bool,
-    ) -> Vec<Received> {
+    pub fn collect(&self, within: Duration, mut done: impl FnMut(&[Received]) -> bool) -> Vec<Received> {
         let deadline = Instant::now() + within;
         let mut got = vec![];
         while Instant::now() < deadline && !done(&got) {

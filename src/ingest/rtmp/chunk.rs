@@ -105,20 +105,14 @@ impl ChunkReader {
                             if msg.payload.len() < 4 {
                                 return Err(ChunkError::BadSetChunkSize);
                             }
-                            let size =
-                                u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes"))
-                                    & 0x7FFF_FFFF;
+                            let size = u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes")) & 0x7FFF_FFFF;
                             if size == 0 || size > self.limits.max_chunk_size {
-                                return Err(ChunkError::BadChunkSize(
-                                    size,
-                                    self.limits.max_chunk_size,
-                                ));
+                                return Err(ChunkError::BadChunkSize(size, self.limits.max_chunk_size));
                             }
                             self.chunk_size = size;
                         }
                         MSG_ABORT if msg.payload.len() >= 4 => {
-                            let csid =
-                                u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes"));
+                            let csid = u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes"));
                             if let Some(s) = self.streams.get_mut(&csid) {
                                 s.partial = None;
                             }
@@ -154,11 +148,8 @@ impl ChunkReader {
         if b.len() < pos + header_len {
             return Ok(None);
         }
-        if !self.streams.contains_key(&csid) && self.streams.len() >= self.limits.max_chunk_streams
-        {
-            return Err(ChunkError::TooManyChunkStreams(
-                self.limits.max_chunk_streams,
-            ));
+        if !self.streams.contains_key(&csid) && self.streams.len() >= self.limits.max_chunk_streams {
+            return Err(ChunkError::TooManyChunkStreams(self.limits.max_chunk_streams));
         }
         let prev = self.streams.get(&csid);
         if fmt != 0 && !prev.is_some_and(|p| p.started) {
@@ -210,9 +201,7 @@ impl ChunkReader {
                 limit: self.limits.max_message_size,
             });
         }
-        let already = prev
-            .and_then(|p| p.partial.as_ref())
-            .map_or(0, |p| p.len() as u32);
+        let already = prev.and_then(|p| p.partial.as_ref()).map_or(0, |p| p.len() as u32);
         let take = (length - already).min(self.chunk_size) as usize;
         if b.len() < pos + take {
             return Ok(None);
@@ -316,10 +305,7 @@ mod tests {
         // fmt 3: a new message with the same delta.
         bytes.extend_from_slice(&[0xC6, 5, 6]);
         r.feed(&bytes);
-        assert_eq!(
-            r.next_message().unwrap().unwrap().type_id,
-            MSG_SET_CHUNK_SIZE
-        );
+        assert_eq!(r.next_message().unwrap().unwrap().type_id, MSG_SET_CHUNK_SIZE);
         assert_eq!(r.chunk_size, 4096);
         let ts: Vec<u32> = std::iter::from_fn(|| r.next_message().unwrap())
             .map(|m| m.timestamp)
@@ -338,17 +324,11 @@ mod tests {
             ..Default::default()
         });
         r.feed(&chunk0(6, 0, MSG_VIDEO, 1, 0xFF_FFFF, &[]));
-        assert!(matches!(
-            r.next_message(),
-            Err(ChunkError::MessageTooLarge { .. })
-        ));
+        assert!(matches!(r.next_message(), Err(ChunkError::MessageTooLarge { .. })));
 
         let mut r = ChunkReader::new(ChunkLimits::default());
         r.feed(&chunk0(2, 0, MSG_SET_CHUNK_SIZE, 0, 4, &0u32.to_be_bytes()));
-        assert!(matches!(
-            r.next_message(),
-            Err(ChunkError::BadChunkSize(0, _))
-        ));
+        assert!(matches!(r.next_message(), Err(ChunkError::BadChunkSize(0, _))));
 
         let mut r = ChunkReader::new(ChunkLimits {
             max_chunk_streams: 2,

@@ -16,9 +16,7 @@ use rml_amf0::Amf0Value;
 use rml_rtmp::chunk_io::ChunkSerializer;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
 use rml_rtmp::messages::{MessagePayload, RtmpMessage as RmlMessage};
-use rml_rtmp::sessions::{
-    ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult,
-};
+use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
 use rml_rtmp::time::RtmpTimestamp;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -130,12 +128,7 @@ impl RtmpConnection {
         self.state = State::Closed;
     }
 
-    fn step(
-        &mut self,
-        data: &[u8],
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) -> Result<(), Refusal> {
+    fn step(&mut self, data: &[u8], now: Instant, actions: &mut Vec<Action>) -> Result<(), Refusal> {
         let malformed = |e: &dyn std::fmt::Display| Refusal::Malformed(e.to_string());
         let mut data = data;
         let leftover;
@@ -175,9 +168,7 @@ impl RtmpConnection {
             match msg.type_id {
                 MSG_AMF0_COMMAND => check_amf0_command(&msg.payload)?,
                 // "AMF3" commands: rml decodes them as AMF0, after a leading 0 byte if there is one.
-                MSG_AMF3_COMMAND => {
-                    check_amf0_command(msg.payload.strip_prefix(&[0u8]).unwrap_or(&msg.payload))?
-                }
+                MSG_AMF3_COMMAND => check_amf0_command(msg.payload.strip_prefix(&[0u8]).unwrap_or(&msg.payload))?,
                 _ => {}
             }
             let payload = MessagePayload {
@@ -191,13 +182,10 @@ impl RtmpConnection {
                 .serialize(&payload, true, false)
                 .map_err(|e| malformed(&format!("{e:?}")))?;
             // rml_rtmp panics on some malformed input; contain it to this connection as a protocol error.
-            let results = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                session.rml.handle_input(&packet.bytes)
-            }))
-            .map_err(|_| {
-                Refusal::Malformed("message the RTMP session layer could not parse".into())
-            })?
-            .map_err(|e| malformed(&format!("{e:?}")))?;
+            let results =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.rml.handle_input(&packet.bytes)))
+                    .map_err(|_| Refusal::Malformed("message the RTMP session layer could not parse".into()))?
+                    .map_err(|e| malformed(&format!("{e:?}")))?;
             for r in results {
                 match r {
                     ServerSessionResult::OutboundResponse(p) => actions.push(Action::Send(p.bytes)),
@@ -222,8 +210,7 @@ impl RtmpConnection {
         let rc = &self.ctx.config.rtmp;
         let mut cfg = ServerSessionConfig::new();
         cfg.chunk_size = rc.chunk_size;
-        let (rml, results) =
-            ServerSession::new(cfg).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
+        let (rml, results) = ServerSession::new(cfg).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
         for r in results {
             if let ServerSessionResult::OutboundResponse(p) = r {
                 actions.push(Action::Send(p.bytes));
@@ -272,10 +259,7 @@ impl RtmpConnection {
         actions: &mut Vec<Action>,
     ) -> Result<(), Refusal> {
         match ev {
-            ServerSessionEvent::ConnectionRequested {
-                request_id,
-                app_name,
-            } => {
+            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
                 let (app, query) = app_name.split_once('?').unwrap_or((&app_name, ""));
                 if app.trim_matches('/') != "push" {
                     return Err(Refusal::WrongApp(app.to_string()));
@@ -284,14 +268,10 @@ impl RtmpConnection {
                 session.accept(request_id, actions)?;
             }
             ServerSessionEvent::PublishStreamRequested {
-                request_id,
-                stream_key,
-                ..
+                request_id, stream_key, ..
             } => {
                 if session.publishing.is_some() {
-                    return Err(Refusal::Malformed(
-                        "a second publish on one connection".into(),
-                    ));
+                    return Err(Refusal::Malformed("a second publish on one connection".into()));
                 }
                 let started = Instant::now();
                 let (room, params) = parse_stream_key(&stream_key, &session.app_query);
@@ -326,9 +306,7 @@ impl RtmpConnection {
                         RoomRef::Num(n) => n.to_string(),
                     }
                 );
-                let anchor = ctx
-                    .hub
-                    .join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
+                let anchor = ctx.hub.join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
                 *kick_out = Some(anchor.kick_signal());
                 tracing::info!(%peer, anchor = %label, auth_us = started.elapsed().as_micros() as u64, "RTMP publish started");
                 session.publishing = Some(Publishing {
@@ -336,16 +314,12 @@ impl RtmpConnection {
                     publisher: RtmpPublisher::new(anchor, label, ctx.config.audio.opus_bitrate),
                 });
             }
-            ServerSessionEvent::VideoDataReceived {
-                data, timestamp, ..
-            } => {
+            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
                 if let Some(p) = &mut session.publishing {
                     p.publisher.on_video(timestamp.value, &data, now)?;
                 }
             }
-            ServerSessionEvent::AudioDataReceived {
-                data, timestamp, ..
-            } => {
+            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
                 if let Some(p) = &mut session.publishing {
                     p.publisher.on_audio(timestamp.value, &data, now)?;
                 }
@@ -382,12 +356,7 @@ impl RtmpConnection {
                 Refusal::BadRoomId(_) | Refusal::MissingParameter(_) => "NetStream.Publish.BadName",
                 _ => "NetStream.Publish.Rejected",
             };
-            if let Some(bytes) = status_error(
-                self.ctx.config.rtmp.chunk_size,
-                stream_id,
-                code,
-                &refusal.to_string(),
-            ) {
+            if let Some(bytes) = status_error(self.ctx.config.rtmp.chunk_size, stream_id, code, &refusal.to_string()) {
                 actions.push(Action::Send(bytes));
             }
         } else {
@@ -405,22 +374,16 @@ fn status_error(chunk_size: u32, stream_id: u32, code: &str, description: &str) 
     let mut obj = HashMap::new();
     obj.insert("level".to_string(), Amf0Value::Utf8String("error".into()));
     obj.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
-    obj.insert(
-        "description".to_string(),
-        Amf0Value::Utf8String(description.into()),
-    );
+    obj.insert("description".to_string(), Amf0Value::Utf8String(description.into()));
     let msg = RmlMessage::Amf0Command {
         command_name: "onStatus".into(),
         transaction_id: 0.0,
         command_object: Amf0Value::Null,
         additional_arguments: vec![Amf0Value::Object(obj)],
     };
-    let payload = msg
-        .into_message_payload(RtmpTimestamp::new(0), stream_id)
-        .ok()?;
+    let payload = msg.into_message_payload(RtmpTimestamp::new(0), stream_id).ok()?;
     let mut ser = ChunkSerializer::new();
-    ser.set_max_chunk_size(chunk_size, RtmpTimestamp::new(0))
-        .ok()?;
+    ser.set_max_chunk_size(chunk_size, RtmpTimestamp::new(0)).ok()?;
     Some(ser.serialize(&payload, true, false).ok()?.bytes)
 }
 
@@ -430,8 +393,7 @@ const MSG_AMF3_COMMAND: u8 = 17;
 /// rml_rtmp expects at least a name, a transaction id and a command object and panics otherwise; check first.
 fn check_amf0_command(payload: &[u8]) -> Result<(), Refusal> {
     let mut cursor = std::io::Cursor::new(payload);
-    let values = rml_amf0::deserialize(&mut cursor)
-        .map_err(|e| Refusal::Malformed(format!("AMF0 command: {e:?}")))?;
+    let values = rml_amf0::deserialize(&mut cursor).map_err(|e| Refusal::Malformed(format!("AMF0 command: {e:?}")))?;
     match values.as_slice() {
         [Amf0Value::Utf8String(_), Amf0Value::Number(_), _, ..] => Ok(()),
         _ => Err(Refusal::Malformed(
@@ -459,12 +421,8 @@ mod tests {
     #[test]
     fn short_amf0_commands_are_refused_not_panics() {
         // Found by the rtmp_connection fuzz target: rml_rtmp drains 3 values from any command.
-        let one_value =
-            rml_amf0::serialize(&vec![Amf0Value::Utf8String("connect".into())]).unwrap();
-        assert!(matches!(
-            check_amf0_command(&one_value),
-            Err(Refusal::Malformed(_))
-        ));
+        let one_value = rml_amf0::serialize(&vec![Amf0Value::Utf8String("connect".into())]).unwrap();
+        assert!(matches!(check_amf0_command(&one_value), Err(Refusal::Malformed(_))));
         let ok = rml_amf0::serialize(&vec![
             Amf0Value::Utf8String("connect".into()),
             Amf0Value::Number(1.0),
@@ -476,8 +434,7 @@ mod tests {
 
     #[test]
     fn stream_keys() {
-        let (room, p) =
-            parse_stream_key("room_1?sdkappid=1400000001&userid=u&usersig=eJx*a-b_", "");
+        let (room, p) = parse_stream_key("room_1?sdkappid=1400000001&userid=u&usersig=eJx*a-b_", "");
         assert_eq!(room, "room_1");
         assert_eq!(p["sdkappid"], "1400000001");
         assert_eq!(p["usersig"], "eJx*a-b_");

@@ -32,7 +32,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             tracing::warn!(%peer, "RTMP connection refused: rtmp.max_connections reached");
-            metrics::counter!("roomgate_refusals_total", "source" => "rtmp", "reason" => "max_connections").increment(1);
+            metrics::counter!("roomgate_refusals_total", "source" => "rtmp", "reason" => "max_connections")
+                .increment(1);
             continue;
         };
         let ctx = ctx.clone();
@@ -45,15 +46,11 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
     }
 }
 
-async fn handle_connection(
-    mut stream: TcpStream,
-    peer: std::net::SocketAddr,
-    ctx: Arc<RtmpContext>,
-) {
+async fn handle_connection(mut stream: TcpStream, peer: std::net::SocketAddr, ctx: Arc<RtmpContext>) {
     let _ = stream.set_nodelay(true);
     let idle = Duration::from_secs(ctx.config.rtmp.idle_timeout_secs.max(1));
-    let setup_deadline = tokio::time::Instant::now()
-        + Duration::from_secs(ctx.config.rtmp.handshake_timeout_secs.max(1));
+    let setup_deadline =
+        tokio::time::Instant::now() + Duration::from_secs(ctx.config.rtmp.handshake_timeout_secs.max(1));
     let mut conn = RtmpConnection::new(ctx, peer);
     let mut buf = vec![0u8; 64 * 1024];
     let mut kick: Option<tokio::sync::watch::Receiver<_>> = None;
@@ -101,9 +98,7 @@ async fn handle_connection(
     conn.on_disconnect();
 }
 
-async fn replaced(
-    kick: &mut Option<tokio::sync::watch::Receiver<Option<crate::room::LeaveReason>>>,
-) {
+async fn replaced(kick: &mut Option<tokio::sync::watch::Receiver<Option<crate::room::LeaveReason>>>) {
     match kick {
         Some(rx) => loop {
             if rx.borrow_and_update().is_some() {

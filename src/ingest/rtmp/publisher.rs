@@ -94,50 +94,44 @@ impl RtmpPublisher {
     pub fn on_audio(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
         metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "audio")
             .increment(body.len() as u64);
-        let (codec, data) =
-            match flv::parse_audio(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
-                AudioTag::AacSequenceHeader(config) => {
-                    let asc = AudioSpecificConfig::parse(&config)
-                        .map_err(|e| Refusal::Malformed(e.to_string()))?;
+        let (codec, data) = match flv::parse_audio(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
+            AudioTag::AacSequenceHeader(config) => {
+                let asc = AudioSpecificConfig::parse(&config).map_err(|e| Refusal::Malformed(e.to_string()))?;
+                self.anchor.set_audio_info(TrackInfo {
+                    source_codec: "aac".into(),
+                    sample_rate: Some(asc.sample_rate),
+                    channels: Some(asc.channels as u32),
+                    ..Default::default()
+                });
+                self.ensure_transcoder(AudioInputCodec::Aac { config })?;
+                return Ok(());
+            }
+            AudioTag::AacRaw(data) => {
+                if !matches!(self.audio, Some((AudioInputCodec::Aac { .. }, _))) {
+                    return Ok(()); // raw AAC before its configuration: nothing to decode it with
+                }
+                (None, data)
+            }
+            AudioTag::Mp3(data) => {
+                if self.audio.is_none() {
                     self.anchor.set_audio_info(TrackInfo {
-                        source_codec: "aac".into(),
-                        sample_rate: Some(asc.sample_rate),
-                        channels: Some(asc.channels as u32),
+                        source_codec: "mp3".into(),
                         ..Default::default()
                     });
-                    self.ensure_transcoder(AudioInputCodec::Aac { config })?;
-                    return Ok(());
                 }
-                AudioTag::AacRaw(data) => {
-                    if !matches!(self.audio, Some((AudioInputCodec::Aac { .. }, _))) {
-                        return Ok(()); // raw AAC before its configuration: nothing to decode it with
-                    }
-                    (None, data)
-                }
-                AudioTag::Mp3(data) => {
-                    if self.audio.is_none() {
-                        self.anchor.set_audio_info(TrackInfo {
-                            source_codec: "mp3".into(),
-                            ..Default::default()
-                        });
-                    }
-                    (Some(AudioInputCodec::Mp3), data)
-                }
-                AudioTag::Unsupported(id) => {
-                    return Err(Refusal::AudioCodec(flv::audio_format_name(id).into()))
-                }
-            };
+                (Some(AudioInputCodec::Mp3), data)
+            }
+            AudioTag::Unsupported(id) => return Err(Refusal::AudioCodec(flv::audio_format_name(id).into())),
+        };
         if let Some(c) = codec {
             self.ensure_transcoder(c)?;
         }
-        metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "audio")
-            .increment(1);
+        metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "audio").increment(1);
         if let Some((_, t)) = &self.audio {
             match t.push(data, ts as u64, received_at) {
                 Ok(()) => {}
                 Err(TranscodeError::Overloaded) => {
-                    metrics::counter!("roomgate_transcode_dropped_total", "kind" => "audio")
-                        .increment(1);
+                    metrics::counter!("roomgate_transcode_dropped_total", "kind" => "audio").increment(1);
                     if !self.overload_warned {
                         tracing::warn!(anchor = %self.label, "audio transcoder overloaded; dropping audio");
                         self.overload_warned = true;
@@ -155,13 +149,8 @@ impl RtmpPublisher {
         }
         // A new configuration (first one, or a change mid-stream) gets a fresh decoder.
         self.audio = None;
-        let t = AudioTranscoder::start(
-            codec.clone(),
-            self.opus_bitrate,
-            self.anchor.sink(),
-            self.label.clone(),
-        )
-        .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
+        let t = AudioTranscoder::start(codec.clone(), self.opus_bitrate, self.anchor.sink(), self.label.clone())
+            .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
         self.audio = Some((codec, t));
         Ok(())
     }

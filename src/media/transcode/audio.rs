@@ -87,7 +87,8 @@ impl AudioTranscoder {
                         tracing::warn!(anchor = %label, error = %e, "audio frame could not be transcoded; skipped");
                         metrics::counter!("roomgate_transcode_errors_total", "kind" => "audio").increment(1);
                     }
-                    metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio").record(started.elapsed().as_secs_f64());
+                    metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio")
+                        .record(started.elapsed().as_secs_f64());
                 }
             })
             .expect("spawning a thread");
@@ -105,12 +106,7 @@ impl AudioTranscoder {
     }
 
     /// Queue one compressed audio frame with its source timestamp (ms). Never blocks.
-    pub fn push(
-        &self,
-        data: Bytes,
-        ts_ms: u64,
-        received_at: Instant,
-    ) -> Result<(), TranscodeError> {
+    pub fn push(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
         let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
         tx.try_send(Input {
             data,
@@ -159,11 +155,8 @@ impl Pipeline {
         ctx.set_time_base(ff::Rational::new(1, 1000));
         let decoder = ctx.decoder().audio()?;
 
-        let enc_codec = ff::encoder::find_by_name("libopus")
-            .ok_or(TranscodeError::MissingCodec("libopus encoder"))?;
-        let mut enc = ff::codec::Context::new_with_codec(enc_codec)
-            .encoder()
-            .audio()?;
+        let enc_codec = ff::encoder::find_by_name("libopus").ok_or(TranscodeError::MissingCodec("libopus encoder"))?;
+        let mut enc = ff::codec::Context::new_with_codec(enc_codec).encoder().audio()?;
         enc.set_rate(AUDIO_CLOCK as i32);
         enc.set_channel_layout(ff::ChannelLayout::STEREO);
         enc.set_channels(CHANNELS as i32);
@@ -197,11 +190,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn resample_into_fifo(
-        &mut self,
-        decoded: &ff::frame::Audio,
-        ts_ms: i64,
-    ) -> Result<(), TranscodeError> {
+    fn resample_into_fifo(&mut self, decoded: &ff::frame::Audio, ts_ms: i64) -> Result<(), TranscodeError> {
         let layout = if decoded.channel_layout().bits() == 0 {
             ff::ChannelLayout::default(decoded.channels() as i32)
         } else {
@@ -227,8 +216,7 @@ impl Pipeline {
         input.set_channel_layout(layout);
         // Size the output for the rate ratio plus what swr holds back; ffmpeg-next would size it to the input's
         // sample count, which leaves ~8% of 44.1 -> 48 kHz audio stuck inside swr on every call (a growing lag).
-        let capacity =
-            decoded.samples() * AUDIO_CLOCK as usize / decoded.rate().max(1) as usize + 256;
+        let capacity = decoded.samples() * AUDIO_CLOCK as usize / decoded.rate().max(1) as usize + 256;
         let mut resampled = ff::frame::Audio::new(target, capacity, ff::ChannelLayout::STEREO);
         resampled.set_rate(AUDIO_CLOCK);
         self.resampler
@@ -261,11 +249,7 @@ impl Pipeline {
         Ok(())
     }
 
-    fn encode_ready(
-        &mut self,
-        received_at: Instant,
-        out: &mut dyn FnMut(Frame),
-    ) -> Result<(), TranscodeError> {
+    fn encode_ready(&mut self, received_at: Instant, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
         let per_frame = OPUS_FRAME_SAMPLES * CHANNELS;
         while self.fifo.len() >= per_frame {
             let pts = self.next_pts.unwrap_or(0).max(0);
@@ -276,11 +260,7 @@ impl Pipeline {
             );
             frame.set_rate(AUDIO_CLOCK);
             frame.set_pts(Some(pts));
-            for (dst, src) in frame
-                .data_mut(0)
-                .chunks_exact_mut(4)
-                .zip(self.fifo.drain(..per_frame))
-            {
+            for (dst, src) in frame.data_mut(0).chunks_exact_mut(4).zip(self.fifo.drain(..per_frame)) {
                 dst.copy_from_slice(&src.to_ne_bytes());
             }
             self.next_pts = Some(pts + OPUS_FRAME_SAMPLES as i64);
@@ -307,8 +287,7 @@ impl Pipeline {
 fn set_extradata(ctx: &mut ff::codec::Context, data: &[u8]) {
     unsafe {
         let raw = ctx.as_mut_ptr();
-        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize)
-            as *mut u8;
+        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
         if buf.is_null() {
             return;
         }
