@@ -4,7 +4,8 @@
 use super::{ApiError, ApiState};
 use crate::auth::RoomRef;
 use crate::config::IceServer;
-use crate::egress::whep::{PatchResult, PlayRequest, WhepError};
+use crate::egress::whep::{PlayRequest, WhepError};
+use crate::rtc::{PatchResult, ResourceError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -20,12 +21,18 @@ impl From<WhepError> for ApiError {
             WhepError::NoAnchor { .. } => (StatusCode::NOT_FOUND, "anchor_not_found"),
             WhepError::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
             WhepError::MissingCodec(_) => (StatusCode::NOT_ACCEPTABLE, "codec_not_offered"),
-            WhepError::NoSession => (StatusCode::NOT_FOUND, "session_not_found"),
-            WhepError::EtagMismatch => (StatusCode::PRECONDITION_FAILED, "etag_mismatch"),
-            WhepError::BadFragment(_) => (StatusCode::BAD_REQUEST, "bad_fragment"),
+            WhepError::Resource(r) => resource_status(r),
             WhepError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "webrtc_disabled"),
         };
         ApiError::new(status, code, e.to_string())
+    }
+}
+
+pub fn resource_status(e: &ResourceError) -> (StatusCode, &'static str) {
+    match e {
+        ResourceError::NoSession => (StatusCode::NOT_FOUND, "session_not_found"),
+        ResourceError::EtagMismatch => (StatusCode::PRECONDITION_FAILED, "etag_mismatch"),
+        ResourceError::BadFragment(_) => (StatusCode::BAD_REQUEST, "bad_fragment"),
     }
 }
 
@@ -130,7 +137,8 @@ pub async fn patch(
             "PATCH takes application/trickle-ice-sdpfrag",
         ));
     }
-    let frag = std::str::from_utf8(&body).map_err(|_| WhepError::BadFragment("not UTF-8".into()))?;
+    let frag =
+        std::str::from_utf8(&body).map_err(|_| WhepError::Resource(ResourceError::BadFragment("not UTF-8".into())))?;
     let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
     Ok(match svc.patch(&id, if_match, frag).await? {
         PatchResult::Trickled => StatusCode::NO_CONTENT.into_response(),

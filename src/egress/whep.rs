@@ -6,14 +6,16 @@
 use crate::auth::{unix_now, RoomRef, UserSig, UserSigError};
 use crate::config::Config;
 use crate::room::{Participant, RoomHub, RoomKey};
-use crate::rtc::{NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use crate::rtc::{
+    random_token, NewSession, OutTrack, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId,
+    SessionResources,
+};
+use std::sync::Arc;
 use std::time::Duration;
 use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{MediaKind, Mid};
-use str0m::{Candidate, IceCreds, Rtc};
+use str0m::{IceCreds, Rtc};
 use tokio::sync::mpsc;
 
 /// At most one GOP replay per viewer in this interval, however often it sends PLIs.
@@ -36,12 +38,8 @@ pub enum WhepError {
     BadOffer(String),
     #[error("the offer has no {0}: roomgate sends H.264 (packetization-mode=1) video and Opus audio")]
     MissingCodec(&'static str),
-    #[error("no such WHEP session")]
-    NoSession,
-    #[error("ETag mismatch: the session changed")]
-    EtagMismatch,
-    #[error("bad trickle ICE fragment: {0}")]
-    BadFragment(String),
+    #[error("WHEP session: {0}")]
+    Resource(#[from] ResourceError),
     #[error("WebRTC playback is disabled on this gateway")]
     Disabled,
 }
@@ -56,14 +54,6 @@ pub struct PlayRequest<'a> {
     pub offer: &'a str,
 }
 
-/// What a PATCH did.
-pub enum PatchResult {
-    /// Remote candidates were added (204).
-    Trickled,
-    /// ICE restarted: answer 200 with our new credentials.
-    Restarted { etag: String, fragment: String },
-}
-
 /// What the HTTP layer answers with.
 pub struct PlayAnswer {
     pub resource: String,
@@ -71,16 +61,11 @@ pub struct PlayAnswer {
     pub sdp: String,
 }
 
-struct Resource {
-    engine_id: SessionId,
-    etag: String,
-}
-
 pub struct WhepService {
     pub engine: Arc<RtcEngine>,
     hub: Arc<RoomHub>,
     config: Arc<Config>,
-    resources: Mutex<HashMap<String, Resource>>,
+    resources: SessionResources,
 }
 
 impl WhepService {
@@ -89,7 +74,7 @@ impl WhepService {
             engine,
             hub,
             config,
-            resources: Mutex::default(),
+            resources: SessionResources::default(),
         })
     }
 
@@ -167,15 +152,7 @@ impl WhepService {
                 events: events_tx,
             })
             .await;
-        let resource = random_token(20);
-        let etag = format!("\"{}\"", creds.ufrag);
-        self.resources.lock().expect("whep lock").insert(
-            resource.clone(),
-            Resource {
-                engine_id,
-                etag: etag.clone(),
-            },
-        );
+        let (resource, etag) = self.resources.insert(engine_id, &creds.ufrag);
         metrics::gauge!("roomgate_whep_sessions").increment(1.0);
         tracing::info!(sdkappid = req.sdkappid, room = %req.room, anchor = %anchor.userid, viewer = ?req.viewer, session = engine_id, "WHEP viewer");
         let timeout = Duration::from_secs(self.config.rtc.session_timeout_secs.max(1));
@@ -210,92 +187,30 @@ impl WhepService {
 
     /// End a session (DELETE).
     pub async fn stop(&self, resource: &str) -> Result<(), WhepError> {
-        let r = self
-            .resources
-            .lock()
-            .expect("whep lock")
-            .remove(resource)
-            .ok_or(WhepError::NoSession)?;
+        let id = self.resources.remove(resource).ok_or(ResourceError::NoSession)?;
         metrics::gauge!("roomgate_whep_sessions").decrement(1.0);
-        self.engine.remove(r.engine_id).await;
+        self.engine.remove(id).await;
         Ok(())
     }
 
-    /// PATCH with `application/trickle-ice-sdpfrag`: trickled remote candidates, or an ICE restart when the
-    /// fragment carries new `ice-ufrag`/`ice-pwd` (then the answer is our new credentials and the new ETag).
+    /// PATCH: trickle ICE or ICE restart.
     pub async fn patch(
         &self,
         resource: &str,
         if_match: Option<&str>,
         fragment: &str,
     ) -> Result<PatchResult, WhepError> {
-        let (id, etag) = {
-            let map = self.resources.lock().expect("whep lock");
-            let r = map.get(resource).ok_or(WhepError::NoSession)?;
-            (r.engine_id, r.etag.clone())
-        };
-        let attr = |name: &str| {
-            fragment
-                .lines()
-                .map(str::trim)
-                .find_map(|l| l.strip_prefix(name))
-                .map(|v| v.trim().to_string())
-        };
-        if let (Some(ufrag), Some(pass)) = (attr("a=ice-ufrag:"), attr("a=ice-pwd:")) {
-            // RFC 9725 §4.3.2: an ICE restart needs If-Match: "*" or the current ETag.
-            if if_match.is_some_and(|m| m != "*" && m != etag) {
-                return Err(WhepError::EtagMismatch);
-            }
-            let local = IceCreds {
-                ufrag: random_token(8),
-                pass: random_token(24),
-            };
-            self.engine
-                .ice_restart(id, local.clone(), IceCreds { ufrag, pass })
-                .await;
-            let new_etag = format!("\"{}\"", local.ufrag);
-            if let Some(r) = self.resources.lock().expect("whep lock").get_mut(resource) {
-                r.etag = new_etag.clone();
-            }
-            let mut body = format!(
-                "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
-                local.ufrag, local.pass
-            );
-            for c in self.engine.local_candidates() {
-                body.push_str(&format!("a={}\r\n", c.to_sdp_string()));
-            }
-            body.push_str("a=end-of-candidates\r\n");
-            return Ok(PatchResult::Restarted {
-                etag: new_etag,
-                fragment: body,
-            });
-        }
-        if let Some(m) = if_match {
-            if m != "*" && m != etag {
-                return Err(WhepError::EtagMismatch);
-            }
-        }
-        for line in fragment.lines().map(str::trim) {
-            if let Some(c) = line
-                .strip_prefix("a=candidate:")
-                .or_else(|| line.strip_prefix("candidate:"))
-            {
-                let cand = Candidate::from_sdp_string(&format!("candidate:{c}"))
-                    .map_err(|e| WhepError::BadFragment(e.to_string()))?;
-                self.engine.add_remote_candidate(id, cand).await;
-            }
-        }
-        Ok(PatchResult::Trickled)
+        Ok(self.resources.patch(&self.engine, resource, if_match, fragment).await?)
     }
 
     fn forget(&self, resource: &str) {
-        if self.resources.lock().expect("whep lock").remove(resource).is_some() {
+        if self.resources.remove(resource).is_some() {
             metrics::gauge!("roomgate_whep_sessions").decrement(1.0);
         }
     }
 
     pub fn session_count(&self) -> usize {
-        self.resources.lock().expect("whep lock").len()
+        self.resources.len()
     }
 }
 
@@ -329,8 +244,12 @@ async fn feed(
     let mut audio = anchor.audio.subscribe();
     let (mut video_open, mut audio_open) = (true, true);
     let mut last_video_pts: Option<u64> = None;
-    // Fast start: the cached GOP goes out first, at once.
-    for f in video.take_backlog() {
+    // Fast start: the cached GOP goes out first, at once; without one, ask the source (WebRTC publishers).
+    let gop = video.take_backlog();
+    if gop.is_empty() {
+        anchor.request_keyframe();
+    }
+    for f in gop {
         last_video_pts = Some(f.pts);
         if !svc.engine.send_frame(id, f, false).await {
             break;
@@ -361,7 +280,9 @@ async fn feed(
                     let mut fresh = anchor.video.subscribe();
                     let gop = fresh.take_backlog();
                     if gop.is_empty() {
-                        continue; // nothing cached: the engine resumes at the next source keyframe
+                        // Nothing cached: a WebRTC source is asked; otherwise the next source keyframe comes.
+                        anchor.request_keyframe();
+                        continue;
                     }
                     video = fresh;
                     let base = last_video_pts.unwrap_or(0);
@@ -401,11 +322,4 @@ fn offer_media_kinds(sdp: &str) -> Vec<(Mid, MediaKind)> {
         }
     }
     out
-}
-
-fn random_token(len: usize) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..len)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
 }

@@ -207,6 +207,23 @@ pub fn annex_b_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     out.into_iter()
 }
 
+/// The `slice_type` of a coded slice NAL unit (types 1 and 5), e.g. to spot B slices (`% 5 == 1`).
+pub fn slice_type(nal: &[u8]) -> Option<u32> {
+    let t = nal.first()? & 0x1F;
+    if t != 1 && t != 5 {
+        return None;
+    }
+    let head = unescape(&nal[1..nal.len().min(16)]);
+    let mut r = BitReader::new(&head);
+    r.ue().ok()?; // first_mb_in_slice
+    r.ue().ok()
+}
+
+/// Whether an Annex-B access unit contains a B slice.
+pub fn has_b_slice(annexb: &[u8]) -> bool {
+    annex_b_nals(annexb).any(|n| slice_type(n).is_some_and(|t| t % 5 == 1))
+}
+
 /// Parse profile, level and the cropped picture size from an SPS NAL unit (with its header byte).
 pub fn parse_sps(nal: &[u8]) -> Result<SpsInfo, H264Error> {
     if nal.len() < 4 || nal[0] & 0x1F != NAL_SPS {
@@ -436,6 +453,30 @@ mod tests {
             AvcConfig::parse(&Bytes::from_static(&[1, 0x42, 0, 0x1f, 0xff, 0xe0, 0])),
             Err(H264Error::NoParameterSets)
         );
+    }
+
+    #[test]
+    fn slice_types() {
+        // first_mb_in_slice = 0 ('1'), slice_type ue: 5 -> P? encode I (7 = '0001000'), B (6 = '00111').
+        let mut i = BitWriter::default();
+        i.bits(0x65, 8);
+        i.ue(0);
+        i.ue(7);
+        i.bits(1, 8);
+        assert_eq!(slice_type(&i.bytes), Some(7));
+        let mut b = BitWriter::default();
+        b.bits(0x01, 8);
+        b.ue(0);
+        b.ue(6);
+        b.bits(1, 8);
+        assert_eq!(slice_type(&b.bytes), Some(6));
+        let mut au = vec![0, 0, 0, 1];
+        au.extend_from_slice(&b.bytes);
+        assert!(has_b_slice(&au));
+        let mut au = vec![0, 0, 0, 1];
+        au.extend_from_slice(&i.bytes);
+        assert!(!has_b_slice(&au));
+        assert_eq!(slice_type(&[0x67, 0xff]), None);
     }
 
     #[test]

@@ -96,9 +96,20 @@ pub struct Participant {
     video_info: Mutex<TrackInfo>,
     audio_info: Mutex<TrackInfo>,
     kick: watch::Sender<Option<LeaveReason>>,
+    /// Set by sources that can make keyframes on demand (WebRTC publishers).
+    keyframe_source: Mutex<Option<mpsc::UnboundedSender<()>>>,
 }
 
 impl Participant {
+    /// Ask the source for a keyframe. False when it cannot make one on demand (RTMP, files).
+    pub fn request_keyframe(&self) -> bool {
+        self.keyframe_source
+            .lock()
+            .expect("keyframe lock")
+            .as_ref()
+            .is_some_and(|tx| tx.send(()).is_ok())
+    }
+
     pub fn video_info(&self) -> TrackInfo {
         self.video_info.lock().expect("info lock").clone()
     }
@@ -171,6 +182,7 @@ impl RoomHub {
             video_info: Mutex::default(),
             audio_info: Mutex::default(),
             kick,
+            keyframe_source: Mutex::default(),
         });
         // Events are emitted under the hub lock so their order is the order of the changes.
         let mut rooms = self.rooms.lock().expect("hub lock");
@@ -308,6 +320,13 @@ impl AnchorPublisher {
 
     pub fn set_audio_info(&self, info: TrackInfo) {
         *self.participant.audio_info.lock().expect("info lock") = info;
+    }
+
+    /// Keyframe requests from viewers (for sources that can make keyframes on demand).
+    pub fn keyframe_requests(&self) -> mpsc::UnboundedReceiver<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        *self.participant.keyframe_source.lock().expect("keyframe lock") = Some(tx);
+        rx
     }
 
     /// A signal that becomes `Some(reason)` when another publisher takes over this identity.

@@ -40,7 +40,7 @@ pub struct NewSession {
 }
 
 /// What a session's owner hears from the engine.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum SessionEvent {
     /// ICE and DTLS are up: media may flow.
     Connected,
@@ -48,6 +48,8 @@ pub enum SessionEvent {
     KeyframeRequest,
     /// The session is gone (peer left, timed out, failed, or was removed).
     Closed(String),
+    /// A depacketized frame from a publishing peer.
+    Media(Box<str0m::media::MediaData>),
 }
 
 pub(crate) enum Command {
@@ -56,6 +58,8 @@ pub(crate) enum Command {
     /// `live`: fresh from the source (counts in the gateway-delay histogram), not replayed from a cache.
     Frame(SessionId, Frame, bool),
     RemoteCandidate(SessionId, Candidate),
+    /// Ask a publishing peer for a keyframe (PLI) on the m-line `Mid`.
+    RequestKeyframe(SessionId, Mid),
     IceRestart {
         id: SessionId,
         local: IceCreds,
@@ -168,6 +172,11 @@ impl RtcEngine {
         self.tx.send(Command::Frame(id, frame, live)).await.is_ok()
     }
 
+    /// Ask a publishing peer for a keyframe (PLI).
+    pub async fn request_keyframe(&self, id: SessionId, mid: Mid) {
+        let _ = self.tx.send(Command::RequestKeyframe(id, mid)).await;
+    }
+
     /// Switch a session to new ICE credentials (both sides), as an ICE restart does.
     pub async fn ice_restart(&self, id: SessionId, local: IceCreds, remote: IceCreds) {
         let _ = self.tx.send(Command::IceRestart { id, local, remote }).await;
@@ -274,6 +283,18 @@ impl Engine {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     s.rtc.add_remote_candidate(c);
                     self.drain(id);
+                }
+            }
+            Command::RequestKeyframe(id, mid) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    let asked = catch_unwind(AssertUnwindSafe(|| {
+                        s.rtc
+                            .writer(mid)
+                            .map(|mut w| w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli))
+                    }));
+                    if matches!(asked, Ok(Some(Ok(())))) {
+                        self.drain(id);
+                    }
                 }
             }
             Command::IceRestart { id, local, remote } => {
@@ -462,6 +483,9 @@ impl Engine {
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                         self.close(id, "ICE disconnected".into());
                         return;
+                    }
+                    Event::MediaData(d) => {
+                        let _ = s.events.send(SessionEvent::Media(Box::new(d)));
                     }
                     Event::KeyframeRequest(_) => {
                         // Resume at the next keyframe rather than send pictures the peer cannot decode.

@@ -8,9 +8,11 @@
 
 pub mod demux;
 mod engine;
+pub mod resources;
 mod tcp;
 
 pub use engine::{NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
+pub use resources::{random_token, PatchResult, ResourceError, SessionResources};
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -1,0 +1,140 @@
+//! `SessionResources`: the WHIP/WHEP session resources (`Location` URLs) of one endpoint: unguessable tokens
+//! mapped to engine sessions, their ETags, and what a PATCH does to them (trickle ICE, ICE restart).
+
+use super::{RtcEngine, SessionId};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use str0m::{Candidate, IceCreds};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResourceError {
+    #[error("no such session")]
+    NoSession,
+    #[error("ETag mismatch: the session changed")]
+    EtagMismatch,
+    #[error("bad trickle ICE fragment: {0}")]
+    BadFragment(String),
+}
+
+/// What a PATCH did.
+pub enum PatchResult {
+    /// Remote candidates were added (204).
+    Trickled,
+    /// ICE restarted: answer 200 with our new credentials.
+    Restarted { etag: String, fragment: String },
+}
+
+struct Resource {
+    engine_id: SessionId,
+    etag: String,
+}
+
+#[derive(Default)]
+pub struct SessionResources {
+    map: Mutex<HashMap<String, Resource>>,
+}
+
+/// Random letters and digits (ICE credentials, resource tokens).
+pub fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..len)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn etag_of(ufrag: &str) -> String {
+    format!("\"{ufrag}\"")
+}
+
+impl SessionResources {
+    /// Register a session; returns its resource token and ETag.
+    pub fn insert(&self, engine_id: SessionId, ufrag: &str) -> (String, String) {
+        let token = random_token(20);
+        let etag = etag_of(ufrag);
+        self.map.lock().expect("resources lock").insert(
+            token.clone(),
+            Resource {
+                engine_id,
+                etag: etag.clone(),
+            },
+        );
+        (token, etag)
+    }
+
+    /// Take a resource out (DELETE); its engine session.
+    pub fn remove(&self, token: &str) -> Option<SessionId> {
+        self.map
+            .lock()
+            .expect("resources lock")
+            .remove(token)
+            .map(|r| r.engine_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().expect("resources lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// PATCH with `application/trickle-ice-sdpfrag`: trickled remote candidates, or an ICE restart when the
+    /// fragment carries new `ice-ufrag`/`ice-pwd` (RFC 9725 §4.3); `If-Match` must then be `*` or the ETag.
+    pub async fn patch(
+        &self,
+        engine: &RtcEngine,
+        token: &str,
+        if_match: Option<&str>,
+        fragment: &str,
+    ) -> Result<PatchResult, ResourceError> {
+        let (id, etag) = {
+            let map = self.map.lock().expect("resources lock");
+            let r = map.get(token).ok_or(ResourceError::NoSession)?;
+            (r.engine_id, r.etag.clone())
+        };
+        if if_match.is_some_and(|m| m != "*" && m != etag) {
+            return Err(ResourceError::EtagMismatch);
+        }
+        let attr = |name: &str| {
+            fragment
+                .lines()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_string())
+        };
+        if let (Some(ufrag), Some(pass)) = (attr("a=ice-ufrag:"), attr("a=ice-pwd:")) {
+            let local = IceCreds {
+                ufrag: random_token(8),
+                pass: random_token(24),
+            };
+            engine.ice_restart(id, local.clone(), IceCreds { ufrag, pass }).await;
+            let new_etag = etag_of(&local.ufrag);
+            if let Some(r) = self.map.lock().expect("resources lock").get_mut(token) {
+                r.etag = new_etag.clone();
+            }
+            let mut body = format!(
+                "a=ice-lite\r\na=ice-ufrag:{}\r\na=ice-pwd:{}\r\n",
+                local.ufrag, local.pass
+            );
+            for c in engine.local_candidates() {
+                body.push_str(&format!("a={}\r\n", c.to_sdp_string()));
+            }
+            body.push_str("a=end-of-candidates\r\n");
+            return Ok(PatchResult::Restarted {
+                etag: new_etag,
+                fragment: body,
+            });
+        }
+        for line in fragment.lines().map(str::trim) {
+            if let Some(c) = line
+                .strip_prefix("a=candidate:")
+                .or_else(|| line.strip_prefix("candidate:"))
+            {
+                let cand = Candidate::from_sdp_string(&format!("candidate:{c}"))
+                    .map_err(|e| ResourceError::BadFragment(e.to_string()))?;
+                engine.add_remote_candidate(id, cand).await;
+            }
+        }
+        Ok(PatchResult::Trickled)
+    }
+}
