@@ -5,6 +5,7 @@ use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::egress::whep::WhepService;
 use crate::ingest::rtmp::{self, RtmpContext};
+use crate::ingest::whip::WhipService;
 use crate::room::RoomHub;
 use crate::rtc::RtcEngine;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -30,6 +31,7 @@ pub struct Gateway {
     /// The WebRTC engine, when enabled (`rtc.enabled`).
     pub rtc: Option<Arc<RtcEngine>>,
     pub whep: Option<Arc<WhepService>>,
+    pub whip: Option<Arc<WhipService>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -85,7 +87,7 @@ impl Gateway {
             None
         };
 
-        let (rtc, whep) = if config.rtc.enabled {
+        let (rtc, whep, whip) = if config.rtc.enabled {
             let addr = SocketAddr::new(config.rtc.bind, config.rtc.udp_port);
             let (engine, t) = RtcEngine::start(&config.rtc)
                 .await
@@ -97,9 +99,10 @@ impl Gateway {
             tasks.extend(t);
             let engine = Arc::new(engine);
             let whep = WhepService::new(engine.clone(), hub.clone(), config.clone());
-            (Some(engine), Some(whep))
+            let whip = WhipService::new(engine.clone(), hub.clone(), config.clone());
+            (Some(engine), Some(whep), Some(whip))
         } else {
-            (None, None)
+            (None, None, None)
         };
 
         let addr = config.http.listen;
@@ -116,6 +119,7 @@ impl Gateway {
             metrics,
             config: config.clone(),
             whep: whep.clone(),
+            whip: whip.clone(),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
@@ -130,6 +134,7 @@ impl Gateway {
             rtmp_addr,
             rtc,
             whep,
+            whip,
             tasks,
         })
     }

@@ -3,6 +3,7 @@
 
 mod rooms;
 pub mod whep;
+pub mod whip;
 
 use crate::room::RoomHub;
 use axum::http::{header, StatusCode};
@@ -20,6 +21,7 @@ pub struct ApiState {
     pub config: Arc<crate::config::Config>,
     /// `None` when the WebRTC engine is disabled.
     pub whep: Option<Arc<crate::egress::whep::WhepService>>,
+    pub whip: Option<Arc<crate::ingest::whip::WhipService>>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -28,6 +30,11 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/v2/sub/session/{id}",
             options(whep::options).patch(whep::patch).delete(whep::delete),
+        )
+        .route("/v2/pub/{sdkappid}/{room}", post(whip::post).options(whep::options))
+        .route(
+            "/v2/pub/session/{id}",
+            options(whep::options).patch(whip::patch).delete(whip::delete),
         )
         .layer(axum::middleware::map_response(whep::cors));
     Router::new()

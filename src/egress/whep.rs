@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
-use str0m::media::{MediaKind, Mid};
+use str0m::media::MediaKind;
 use str0m::{IceCreds, Rtc};
 use tokio::sync::mpsc;
 
@@ -107,7 +107,7 @@ impl WhepService {
         })?;
 
         let offer = SdpOffer::from_sdp_string(req.offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        let kinds = offer_media_kinds(req.offer);
+        let kinds = crate::rtc::offer_media_kinds(req.offer);
         let creds = IceCreds {
             ufrag: random_token(8),
             pass: random_token(24),
@@ -304,22 +304,4 @@ async fn feed(
         }
     }
     svc.forget(&resource);
-}
-
-/// The m-lines of an offer: (mid, kind), in order.
-fn offer_media_kinds(sdp: &str) -> Vec<(Mid, MediaKind)> {
-    let mut out = Vec::new();
-    let mut kind = None;
-    for line in sdp.lines() {
-        if let Some(m) = line.strip_prefix("m=") {
-            kind = match m.split_whitespace().next() {
-                Some("video") => Some(MediaKind::Video),
-                Some("audio") => Some(MediaKind::Audio),
-                _ => None,
-            };
-        } else if let (Some(mid), Some(k)) = (line.trim().strip_prefix("a=mid:"), kind) {
-            out.push((Mid::from(mid.trim()), k));
-        }
-    }
-    out
 }

@@ -2,6 +2,7 @@
 //! What they share is here: who may publish (`authorize_publish`) and why a publish is refused (`Refusal`).
 
 pub mod rtmp;
+pub mod whip;
 
 use crate::auth::{self, PrivateMapKey, PrivateMapKeyError, RoomRef, UserSig, UserSigError};
 use crate::config::AppConfig;

@@ -57,3 +57,21 @@ pub struct EngineAddrs {
     pub udp: SocketAddr,
     pub tcp: Option<SocketAddr>,
 }
+
+/// The m-lines of an offer: (mid, kind), in order.
+pub fn offer_media_kinds(sdp: &str) -> Vec<(str0m::media::Mid, str0m::media::MediaKind)> {
+    let mut out = Vec::new();
+    let mut kind = None;
+    for line in sdp.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            kind = match m.split_whitespace().next() {
+                Some("video") => Some(str0m::media::MediaKind::Video),
+                Some("audio") => Some(str0m::media::MediaKind::Audio),
+                _ => None,
+            };
+        } else if let (Some(mid), Some(k)) = (line.trim().strip_prefix("a=mid:"), kind) {
+            out.push((str0m::media::Mid::from(mid.trim()), k));
+        }
+    }
+    out
+}

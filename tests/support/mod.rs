@@ -5,6 +5,7 @@
 pub mod rtmp_client;
 pub mod stun;
 pub mod whep_client;
+pub mod whip_client;
 
 use ffmpeg_next as ff;
 use roomgate::auth::{unix_now, RoomRef, UserSig};

@@ -1,0 +1,309 @@
+//! A WHIP publisher built on str0m: H.264 (libx264 through ffmpeg-next, generated here) and Opus (libopus),
+//! sent in real time. It counts the keyframe requests (PLI) it receives.
+
+use super::whep_client::Refused;
+use ffmpeg_next as ff;
+use std::io::ErrorKind;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+use str0m::change::SdpAnswer;
+use str0m::format::Codec;
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+
+#[derive(Clone, Copy)]
+pub struct MediaSpec {
+    pub width: u32,
+    pub height: u32,
+    /// Frames between keyframes.
+    pub gop: u32,
+    pub bframes: bool,
+    /// Leave out the first keyframe, so nothing decodable is cached until the publisher is asked (PLI).
+    pub skip_first_keyframe: bool,
+}
+
+impl Default for MediaSpec {
+    fn default() -> Self {
+        MediaSpec {
+            width: 320,
+            height: 240,
+            gop: 30,
+            bframes: false,
+            skip_first_keyframe: false,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct PubControls {
+    stop: AtomicBool,
+    /// While true, nothing is sent (a publisher whose network died).
+    pub silent: AtomicBool,
+    pub plis: AtomicU32,
+    pub connected: AtomicBool,
+}
+
+pub struct WhipPublisher {
+    pub location: String,
+    pub etag: String,
+    pub answer_sdp: String,
+    pub controls: Arc<PubControls>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for WhipPublisher {
+    fn drop(&mut self) {
+        self.controls.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Encoded test media: (is_keyframe, Annex-B access unit) at 30 fps and 20 ms Opus packets.
+pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<(bool, Vec<u8>)>, Vec<Vec<u8>>) {
+    roomgate::media::transcode::init_libav();
+    let codec = ff::encoder::find_by_name("libx264").expect("libx264");
+    let mut enc = ff::codec::Context::new_with_codec(codec).encoder().video().unwrap();
+    enc.set_width(spec.width);
+    enc.set_height(spec.height);
+    enc.set_format(ff::format::Pixel::YUV420P);
+    enc.set_time_base(ff::Rational::new(1, 30));
+    enc.set_frame_rate(Some(ff::Rational::new(30, 1)));
+    enc.set_gop(spec.gop);
+    enc.set_max_b_frames(if spec.bframes { 2 } else { 0 });
+    let mut opts = ff::Dictionary::new();
+    opts.set("preset", "ultrafast");
+    if spec.bframes {
+        opts.set("profile", "high");
+    } else {
+        opts.set("tune", "zerolatency");
+        opts.set("profile", "baseline");
+    }
+    let mut enc = enc.open_as_with(codec, opts).unwrap();
+    let mut video = Vec::new();
+    let mut pkt = ff::Packet::empty();
+    let n = seconds * 30;
+    for i in 0..n {
+        let mut f = ff::frame::Video::new(ff::format::Pixel::YUV420P, spec.width, spec.height);
+        let stride = f.stride(0);
+        for (y, row) in f.data_mut(0).chunks_mut(stride).enumerate() {
+            for (x, p) in row.iter_mut().enumerate() {
+                *p = ((x + y + i as usize * 4) % 256) as u8;
+            }
+        }
+        f.data_mut(1).fill(128);
+        f.data_mut(2).fill(100);
+        f.set_pts(Some(i as i64));
+        enc.send_frame(&f).unwrap();
+        while enc.receive_packet(&mut pkt).is_ok() {
+            video.push((pkt.is_key(), pkt.data().unwrap().to_vec()));
+        }
+    }
+    enc.send_eof().unwrap();
+    while enc.receive_packet(&mut pkt).is_ok() {
+        video.push((pkt.is_key(), pkt.data().unwrap().to_vec()));
+    }
+
+    let codec = ff::encoder::find_by_name("libopus").expect("libopus");
+    let mut a = ff::codec::Context::new_with_codec(codec).encoder().audio().unwrap();
+    a.set_rate(48000);
+    a.set_channel_layout(ff::ChannelLayout::STEREO);
+    a.set_channels(2);
+    a.set_format(ff::format::Sample::I16(ff::format::sample::Type::Packed));
+    a.set_bit_rate(64000);
+    a.set_time_base(ff::Rational::new(1, 48000));
+    let mut a = a.open_as(codec).unwrap();
+    let mut audio = Vec::new();
+    for k in 0..seconds * 50 {
+        let mut f = ff::frame::Audio::new(
+            ff::format::Sample::I16(ff::format::sample::Type::Packed),
+            960,
+            ff::ChannelLayout::STEREO,
+        );
+        f.set_rate(48000);
+        f.set_pts(Some(k as i64 * 960));
+        for (j, s) in f.data_mut(0).chunks_exact_mut(4).enumerate() {
+            let t = (k as f64 * 960.0 + j as f64) / 48000.0;
+            let v = ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16;
+            s[..2].copy_from_slice(&v.to_ne_bytes());
+            s[2..].copy_from_slice(&v.to_ne_bytes());
+        }
+        a.send_frame(&f).unwrap();
+        while a.receive_packet(&mut pkt).is_ok() {
+            audio.push(pkt.data().unwrap().to_vec());
+        }
+    }
+    (video, audio)
+}
+
+fn install_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// POST an offer (send-only H.264 + Opus) to `url` and publish `spec` media, looping, until dropped.
+pub async fn publish(url: &str, token: Option<&str>, spec: MediaSpec) -> Result<WhipPublisher, Refused> {
+    install_crypto();
+    let mut rtc = Rtc::builder().build(Instant::now());
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    let vmid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    let amid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    let (offer, pending) = api.apply().expect("an offer");
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("Content-Type", "application/sdp")
+        .body(offer.to_sdp_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("WHIP POST");
+    let status = resp.status().as_u16();
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (location, etag) = (header("location"), header("etag"));
+    let body = resp.text().await.unwrap_or_default();
+    if status != 201 {
+        return Err(Refused { status, body });
+    }
+    rtc.sdp_api()
+        .accept_answer(pending, SdpAnswer::from_sdp_string(&body).expect("answer"))
+        .expect("answer accepted");
+    let controls = Arc::new(PubControls::default());
+    let ctl = controls.clone();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let (video, audio) = make_media(spec, 4);
+        let _ = ready_tx.send(());
+        run(rtc, sock, vmid, amid, video, audio, spec, ctl)
+    });
+    let _ = tokio::task::spawn_blocking(move || ready_rx.recv()).await;
+    Ok(WhipPublisher {
+        location,
+        etag,
+        answer_sdp: body,
+        controls,
+        thread: Some(thread),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    mut rtc: Rtc,
+    sock: UdpSocket,
+    vmid: str0m::media::Mid,
+    amid: str0m::media::Mid,
+    video: Vec<(bool, Vec<u8>)>,
+    audio: Vec<Vec<u8>>,
+    spec: MediaSpec,
+    ctl: Arc<PubControls>,
+) {
+    let local = sock.local_addr().unwrap();
+    let mut buf = vec![0u8; 2000];
+    let start = Instant::now();
+    let (mut vi, mut ai) = (0usize, 0usize);
+    let mut keyframe_now = false;
+    let first_key = video.iter().position(|(k, _)| *k).unwrap_or(0);
+    if spec.skip_first_keyframe {
+        vi = first_key + 1;
+    }
+    while !ctl.stop.load(Ordering::Relaxed) && rtc.is_alive() {
+        let timeout = loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break t,
+                Ok(Output::Transmit(t)) => {
+                    let _ = sock.send_to(&t.contents, t.destination);
+                }
+                Ok(Output::Event(Event::Connected)) => ctl.connected.store(true, Ordering::Relaxed),
+                Ok(Output::Event(Event::KeyframeRequest(_))) => {
+                    ctl.plis.fetch_add(1, Ordering::Relaxed);
+                    keyframe_now = true;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        };
+        // Media due now (30 fps video, 50 pps audio), on one timeline.
+        if ctl.connected.load(Ordering::Relaxed) && !ctl.silent.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let elapsed = now.duration_since(start);
+            while (vi as u64) * 1000 / 30 <= elapsed.as_millis() as u64 {
+                let (_, data) = if keyframe_now {
+                    &video[first_key]
+                } else {
+                    &video[vi % video.len()]
+                };
+                keyframe_now = false;
+                if let Some(w) = rtc.writer(vmid) {
+                    let pt = w
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::H264)
+                        .map(|p| p.pt());
+                    if let Some(pt) = pt {
+                        let _ = w.write(
+                            pt,
+                            now,
+                            MediaTime::new(vi as u64 * 3000, Frequency::NINETY_KHZ),
+                            data.clone(),
+                        );
+                    }
+                }
+                vi += 1;
+            }
+            while (ai as u64) * 20 <= elapsed.as_millis() as u64 {
+                if let Some(w) = rtc.writer(amid) {
+                    let pt = w
+                        .payload_params()
+                        .find(|p| p.spec().codec == Codec::Opus)
+                        .map(|p| p.pt());
+                    if let Some(pt) = pt {
+                        let _ = w.write(
+                            pt,
+                            now,
+                            MediaTime::new(ai as u64 * 960, Frequency::FORTY_EIGHT_KHZ),
+                            audio[ai % audio.len()].clone(),
+                        );
+                    }
+                }
+                ai += 1;
+            }
+        } else {
+            // Keep the clocks moving while silent so media resumes "now".
+            let elapsed = start.elapsed().as_millis() as u64;
+            vi = vi.max((elapsed * 30 / 1000) as usize);
+            ai = ai.max((elapsed / 20) as usize);
+        }
+        let wait = timeout
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), Duration::from_millis(10));
+        sock.set_read_timeout(Some(wait)).unwrap();
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => {
+                if let Ok(contents) = buf[..n].try_into() {
+                    let _ = rtc.handle_input(Input::Receive(
+                        Instant::now(),
+                        Receive {
+                            proto: Protocol::Udp,
+                            source: from,
+                            destination: local,
+                            contents,
+                        },
+                    ));
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+    }
+}
