@@ -65,9 +65,11 @@ pub(crate) enum Command {
         local: IceCreds,
         remote: IceCreds,
     },
+    /// `lost` is set by the connection when it dropped stale packets.
     TcpOpen {
         peer: SocketAddr,
-        writer: mpsc::Sender<Vec<u8>>,
+        writer: mpsc::Sender<(Instant, Vec<u8>)>,
+        lost: Arc<std::sync::atomic::AtomicBool>,
     },
     TcpPacket {
         peer: SocketAddr,
@@ -205,6 +207,12 @@ struct Session {
     video_needs_keyframe: bool,
 }
 
+/// The engine's side of one ICE-TCP connection.
+struct TcpPeer {
+    writer: mpsc::Sender<(Instant, Vec<u8>)>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
 struct Engine {
     udp: UdpSocket,
     udp_addr: SocketAddr,
@@ -212,7 +220,7 @@ struct Engine {
     sessions: HashMap<SessionId, Session>,
     by_ufrag: HashMap<String, SessionId>,
     by_peer: HashMap<(Protocol, SocketAddr), SessionId>,
-    tcp_writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    tcp_writers: HashMap<SocketAddr, TcpPeer>,
     timers: BTreeSet<(Instant, SessionId)>,
     count: Arc<AtomicUsize>,
 }
@@ -308,8 +316,8 @@ impl Engine {
                     self.drain(id);
                 }
             }
-            Command::TcpOpen { peer, writer } => {
-                self.tcp_writers.insert(peer, writer);
+            Command::TcpOpen { peer, writer, lost } => {
+                self.tcp_writers.insert(peer, TcpPeer { writer, lost });
             }
             Command::TcpPacket { peer, packet } => {
                 if let Some(local) = self.tcp_addr {
@@ -463,14 +471,20 @@ impl Engine {
                             }
                         }
                         _ => {
-                            let sent = self
-                                .tcp_writers
-                                .get(&t.destination)
-                                .is_some_and(|w| w.try_send(t.contents.to_vec()).is_ok());
-                            if !sent {
-                                // The peer is not reading fast enough: lose this, restart video at a keyframe.
-                                s.video_needs_keyframe = true;
+                            // A peer that is not reading fast enough loses packets (a full queue here, stale ones
+                            // in its writer); its video restarts at the next keyframe.
+                            let (queued, lost_before) = match self.tcp_writers.get(&t.destination) {
+                                Some(p) => (
+                                    p.writer.try_send((Instant::now(), t.contents.to_vec())).is_ok(),
+                                    p.lost.swap(false, Ordering::Relaxed),
+                                ),
+                                None => (false, false),
+                            };
+                            if !queued {
                                 metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "tcp").increment(1);
+                            }
+                            if !queued || lost_before {
+                                s.video_needs_keyframe = true;
                             }
                         }
                     }

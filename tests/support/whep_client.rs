@@ -2,6 +2,7 @@
 //! depacketized frames it receives so tests can decode them.
 
 use roomgate::rtc::demux::{frame, FrameReader};
+use std::collections::VecDeque;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,6 +170,7 @@ fn run(
     let mut video_mid = None;
     let mut buf = vec![0u8; 65536];
     let mut reader = FrameReader::default();
+    let mut inputs: VecDeque<(Protocol, SocketAddr, Vec<u8>)> = VecDeque::new();
     let local = udp
         .as_ref()
         .map(|s| s.local_addr().unwrap())
@@ -226,11 +228,16 @@ fn run(
             let _ = rtc.handle_input(Input::Timeout(Instant::now()));
             continue;
         }
-        let mut inputs: Vec<(Protocol, SocketAddr, Vec<u8>)> = vec![];
+        // Hand str0m one packet per poll round, as a real socket loop does: a whole TCP read of a burst fed at
+        // once would overflow str0m's depacketizing buffer before its frames are polled out.
+        if let Some((proto, source, data)) = inputs.pop_front() {
+            feed(&mut rtc, &ctl, &mut rtp_seen, proto, source, local, data);
+            continue;
+        }
         if let Some(s) = &udp {
             s.set_read_timeout(Some(wait)).unwrap();
             match s.recv_from(&mut buf) {
-                Ok((n, from)) => inputs.push((Protocol::Udp, from, buf[..n].to_vec())),
+                Ok((n, from)) => inputs.push_back((Protocol::Udp, from, buf[..n].to_vec())),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => return,
             }
@@ -242,37 +249,49 @@ fn run(
                 Ok(n) => {
                     reader.feed(&buf[..n]);
                     while let Some(p) = reader.next_packet() {
-                        inputs.push((Protocol::Tcp, peer_tcp.unwrap(), p.to_vec()));
+                        inputs.push_back((Protocol::Tcp, peer_tcp.unwrap(), p.to_vec()));
                     }
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
                 Err(_) => return,
             }
         }
-        let loss = ctl.rtp_loss_percent.load(Ordering::Relaxed) as u64;
-        for (proto, source, data) in &inputs {
-            // RTP (not RTCP: payload types 200-206), after the handshake: drop `loss` in 100, spread out.
-            let is_rtp = data.len() > 12 && (128..192).contains(&data[0]) && !(200..=206).contains(&data[1]);
-            if is_rtp && loss > 0 {
-                rtp_seen += 1;
-                if (rtp_seen * 37) % 100 < loss {
-                    ctl.rtp_dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-            }
-            if let Ok(contents) = data.as_slice().try_into() {
-                let _ = rtc.handle_input(Input::Receive(
-                    Instant::now(),
-                    Receive {
-                        proto: *proto,
-                        source: *source,
-                        destination: local,
-                        contents,
-                    },
-                ));
-            }
+        if inputs.is_empty() {
+            let _ = rtc.handle_input(Input::Timeout(Instant::now()));
         }
-        let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+    }
+}
+
+/// Give one received packet to str0m, first dropping `rtp_loss_percent` of RTP packets (not RTCP: payload types
+/// 200-206), spread out, when the test asks for loss.
+fn feed(
+    rtc: &mut Rtc,
+    ctl: &Controls,
+    rtp_seen: &mut u64,
+    proto: Protocol,
+    source: SocketAddr,
+    destination: SocketAddr,
+    data: Vec<u8>,
+) {
+    let loss = ctl.rtp_loss_percent.load(Ordering::Relaxed) as u64;
+    let is_rtp = data.len() > 12 && (128..192).contains(&data[0]) && !(200..=206).contains(&data[1]);
+    if is_rtp && loss > 0 {
+        *rtp_seen += 1;
+        if (*rtp_seen * 37) % 100 < loss {
+            ctl.rtp_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    if let Ok(contents) = data.as_slice().try_into() {
+        let _ = rtc.handle_input(Input::Receive(
+            Instant::now(),
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        ));
     }
 }
 

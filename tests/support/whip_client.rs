@@ -63,8 +63,11 @@ impl Drop for WhipPublisher {
     }
 }
 
-/// Encoded test media: (is_keyframe, Annex-B access unit) at 30 fps and 20 ms Opus packets.
-pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<(bool, Vec<u8>)>, Vec<Vec<u8>>) {
+/// An encoded video frame: (is_keyframe, Annex-B access unit).
+pub type EncodedVideo = (bool, Vec<u8>);
+
+/// Encoded test media: video at 30 fps and 20 ms Opus packets.
+pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<EncodedVideo>, Vec<Vec<u8>>) {
     roomgate::media::transcode::init_libav();
     let codec = ff::encoder::find_by_name("libx264").expect("libx264");
     let mut enc = ff::codec::Context::new_with_codec(codec).encoder().video().unwrap();
@@ -203,7 +206,7 @@ fn run(
     sock: UdpSocket,
     vmid: str0m::media::Mid,
     amid: str0m::media::Mid,
-    video: Vec<(bool, Vec<u8>)>,
+    video: Vec<EncodedVideo>,
     audio: Vec<Vec<u8>>,
     spec: MediaSpec,
     ctl: Arc<PubControls>,
