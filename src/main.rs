@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[command(
     name = "roomgate",
     version,
-    about = "Self-hosted media ingest gateway: RTMP push into rooms as virtual anchors (TRTC-compatible)"
+    about = "Self-hosted media ingest gateway: RTMP and WHIP publishers become virtual anchors in rooms, watched over WHEP (TRTC-compatible)"
 )]
 struct Cli {
     /// Config file (TOML). Every key can also be set as ROOMGATE_<KEY PATH>, e.g. ROOMGATE_RTMP_LISTEN.
@@ -36,6 +36,18 @@ enum Command {
         /// Host name or address used in the URLs printed at start (overrides public_host).
         #[arg(long)]
         public_host: Option<String>,
+    },
+    /// Print OBS settings (RTMP server + stream key, WHIP server + Bearer token) for an anchor of a room.
+    Obs {
+        #[arg(long)]
+        sdkappid: Option<u64>,
+        #[arg(long)]
+        userid: String,
+        #[arg(long)]
+        room: String,
+        /// Validity of the UserSig in seconds.
+        #[arg(long, default_value_t = 7 * 86400)]
+        expire: u64,
     },
     /// Print a UserSig for a user of a configured app (the key comes from the config or the demo app).
     Usersig {
@@ -83,6 +95,28 @@ fn main() {
                 config.public_host = h.clone();
             }
             serve(config)
+        }),
+        Command::Obs {
+            sdkappid,
+            userid,
+            room,
+            expire,
+        } => load(&cli).and_then(|mut config| {
+            config.ensure_demo_app().map_err(|e| e.to_string())?;
+            let app = app_for(&config, *sdkappid)?;
+            if !roomgate::auth::is_valid_user_id(userid) {
+                return Err(format!(
+                    "invalid userid {userid:?}: use 1-32 characters from letters, digits, '_' and '-'"
+                ));
+            }
+            if !roomgate::auth::is_valid_str_room_id(room) {
+                return Err(format!(
+                    "invalid room {room:?}: use 1-64 characters from letters, digits, '_' and '-'"
+                ));
+            }
+            let sig = UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), *expire, None);
+            print_obs(app.sdkappid, &sig, userid, room, &config);
+            Ok(())
         }),
         Command::Usersig {
             sdkappid,
@@ -164,7 +198,46 @@ fn print_demo(app: &AppConfig, host: &str, rtmp_port: Option<u16>, http_port: u1
         println!("  Server:     {server}");
         println!("  Stream Key: {key}");
     }
+    let viewer = UserSig::generate(app.sdkappid, &app.secret_key, "viewer1", unix_now(), 7 * 86400, None);
+    println!();
+    println!("Publish with WHIP (OBS 30+: Service WHIP; `roomgate obs --userid U --room R` prints all settings):");
+    println!(
+        "  Server:       http://{host}:{http_port}/v2/pub/{}/{room}?SessionID={userid}",
+        app.sdkappid
+    );
+    println!("  Bearer Token: {sig}");
+    println!();
+    println!("Watch with any WHEP player:");
+    println!(
+        "  URL:          http://{host}:{http_port}/v2/sub/{}/{room}?SessionID=viewer1",
+        app.sdkappid
+    );
+    println!("  Bearer Token: {viewer}");
     println!();
     println!("Rooms: curl http://{host}:{http_port}/v1/rooms");
     println!();
+}
+
+fn print_obs(sdkappid: u64, sig: &str, userid: &str, room: &str, config: &Config) {
+    let host = &config.public_host;
+    let rtmp_port = config.rtmp.listen.port();
+    let server = if rtmp_port == 1935 {
+        format!("rtmp://{host}/push/")
+    } else {
+        format!("rtmp://{host}:{rtmp_port}/push/")
+    };
+    println!("RTMP (Settings > Stream > Service: Custom)");
+    println!("  Server:       {server}");
+    println!("  Stream Key:   {room}?sdkappid={sdkappid}&userid={userid}&usersig={sig}");
+    println!();
+    println!("WHIP (OBS 30+, Settings > Stream > Service: WHIP)");
+    println!(
+        "  Server:       http://{host}:{}/v2/pub/{sdkappid}/{room}?SessionID={userid}",
+        config.http.listen.port()
+    );
+    println!("  Bearer Token: {sig}");
+    println!();
+    println!(
+        "Output: x264, keyframe interval 1-2 s, profile baseline, tune zerolatency, bframes=0 (see obs/README.md)"
+    );
 }

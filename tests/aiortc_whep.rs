@@ -41,3 +41,64 @@ async fn aiortc_plays_an_rtmp_anchor_over_whep() {
     assert_eq!(r["audio_rate"], 48000);
     ff.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_publishes_over_whip_and_our_player_decodes_it() {
+    use tokio::io::AsyncBufReadExt;
+    let gw = start_gateway().await;
+    let url = gw.http(&format!("/v2/pub/{SDKAPPID}/aw?SessionID=aiopub"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc/whip_publish.py");
+    let mut child = tokio::process::Command::new("python3")
+        .args([script, &url, &usersig("aiopub"), "12"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("aiortc answered")
+        .unwrap()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(r["status"], 201, "{r}");
+    let anchor = gw
+        .wait_anchor("aw", "aiopub", Duration::from_secs(10))
+        .await
+        .expect("aiortc is an anchor");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !anchor.video.has_cached_keyframe() {
+        assert!(std::time::Instant::now() < deadline, "aiortc's H.264 reaches the room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let viewer = support::whep_client::play(
+        &gw.http(&format!("/v2/sub/{SDKAPPID}/aw?SessionID=v1")),
+        Some(&usersig("v1")),
+        support::whep_client::Transport::Udp,
+    )
+    .await
+    .unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        viewer.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 10)
+    })
+    .await
+    .unwrap();
+    let video: Vec<&[u8]> = got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect();
+    assert_eq!(
+        decode_h264_size_of(video.into_iter().take(1)),
+        Some((640, 480)),
+        "aiortc's picture decodes"
+    );
+    // aiortc DELETEs its session at the end: the anchor leaves.
+    let done = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("aiortc finished")
+        .unwrap()
+        .unwrap();
+    assert!(done.contains("\"deleted\": 200"), "{done}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while gw.hub.room(&gw.key("aw")).is_some() {
+        assert!(std::time::Instant::now() < deadline, "the anchor leaves after DELETE");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

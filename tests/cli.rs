@@ -60,3 +60,48 @@ fn without_apps_a_demo_app_is_created_and_used() {
     UserSig::verify(token.trim(), sdkappid, "u1", key, unix_now()).unwrap();
     assert!(run().status.success(), "the stored demo app is reused");
 }
+
+#[test]
+fn obs_command_prints_working_rtmp_and_whip_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("roomgate.toml");
+    std::fs::write(
+        &cfg,
+        "public_host = \"gw.example\"\n[[apps]]\nsdkappid = 1400000009\nsecret_key = \"s3cret\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "obs",
+            "--userid",
+            "obs_1",
+            "--room",
+            "stage",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Server:       rtmp://gw.example/push/"), "{text}");
+    assert!(
+        text.contains("Server:       http://gw.example:8080/v2/pub/1400000009/stage?SessionID=obs_1"),
+        "{text}"
+    );
+    let key = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Stream Key:"))
+        .unwrap()
+        .trim();
+    let (room, query) = key.split_once('?').unwrap();
+    assert_eq!(room, "stage");
+    let sig = query.split('&').find_map(|kv| kv.strip_prefix("usersig=")).unwrap();
+    UserSig::verify(sig, 1400000009, "obs_1", "s3cret", unix_now()).unwrap();
+    let bearer = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Bearer Token:"))
+        .unwrap()
+        .trim();
+    UserSig::verify(bearer, 1400000009, "obs_1", "s3cret", unix_now()).unwrap();
+}
