@@ -1,8 +1,10 @@
-//! End-to-end benchmark: N RTMP anchors (ffmpeg `-re -stream_loop -1 -c copy` of the sample FLV) with M WHEP
-//! viewers each (str0m players in this process), against a separate release gateway process. Prints JSON.
+//! End-to-end benchmark: N anchors with M WHEP viewers each (str0m players in this process), against a separate
+//! release gateway process. Prints JSON. Anchors are RTMP pushes (ffmpeg `-re -stream_loop -1 -c copy` of the
+//! sample FLV) or, for `whip:` scenarios, str0m WHIP publishers in this process sending 720p30 H.264 + Opus.
 //!
-//! `make bench` runs the default scenarios (1x1 then 20x5); `cargo bench --bench e2e -- 5x10x20` runs
-//! N=5, M=10 for 20 s. Numbers come from one run on whatever machine this is: compare ratios, not absolutes.
+//! `make bench` runs the default scenarios (RTMP 1x1 and 20x5, WHIP 1x1 and 10x5); `cargo bench --bench e2e --
+//! 5x10x20 whip:2x3x15` runs RTMP N=5, M=10 for 20 s and WHIP N=2, M=3 for 15 s. Numbers come from one run on
+//! whatever machine this is: compare ratios, not absolutes.
 
 #[allow(dead_code)] // shared with the tests, which use all of it
 #[path = "../tests/support/whep_client.rs"]
@@ -15,10 +17,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use whep_client::{play, Transport, WhepPlayer};
 
+#[allow(dead_code)]
+#[path = "../tests/support/whip_client.rs"]
+mod whip_client;
+
 const SDKAPPID: u64 = 1400000001;
 const KEY: &str = "bench-secret-key";
 
+#[derive(Clone, Copy, PartialEq)]
+enum Source {
+    Rtmp,
+    Whip,
+}
+
 struct Scenario {
+    source: Source,
     rooms: usize,
     viewers: usize,
     seconds: u64,
@@ -158,7 +171,24 @@ async fn run(s: &Scenario) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
-    let mut pushers: Vec<Child> = (0..s.rooms)
+    let mut whip_publishers = Vec::new();
+    if s.source == Source::Whip {
+        for i in 0..s.rooms {
+            let url = format!("{http}/v2/pub/{SDKAPPID}/room{i}?SessionID=cam{i}");
+            let spec = whip_client::MediaSpec {
+                width: 1280,
+                height: 720,
+                gop: 60,
+                ..Default::default()
+            };
+            let p = whip_client::publish(&url, Some(&sig(&format!("cam{i}"))), spec)
+                .await
+                .expect("WHIP publish");
+            whip_publishers.push(p);
+        }
+    }
+    let rtmp_rooms = if s.source == Source::Rtmp { s.rooms } else { 0 };
+    let mut pushers: Vec<Child> = (0..rtmp_rooms)
         .map(|i| {
             let url = format!(
                 "rtmp://127.0.0.1:{rtmp_port}/push/room{i}?sdkappid={SDKAPPID}&userid=cam{i}&usersig={}",
@@ -268,6 +298,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
         .unwrap();
     let rss = rss_mb(pid);
     drop(players);
+    drop(whip_publishers);
     for p in &mut pushers {
         let _ = p.kill();
         let _ = p.wait();
@@ -276,6 +307,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let _ = gw.wait();
     let viewers = (s.rooms * s.viewers) as f64;
     json!({
+        "source": if s.source == Source::Whip { "whip" } else { "rtmp" },
         "rooms": s.rooms,
         "viewers_per_room": s.viewers,
         "seconds": s.seconds,
@@ -284,6 +316,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
         "cpu_percent_per_stream": round(cpu_streams_only / s.rooms as f64),
         "cpu_percent_per_viewer": round((cpu_all - cpu_streams_only).max(0.0) / viewers),
         "gateway_rss_mb": round(rss),
+        // WHIP scenarios: this includes the in-process WHIP publishers.
         "viewer_clients_cpu_percent": round(bench_cpu),
         "ffmpeg_pushers_cpu_percent": round(pushers_cpu),
         "loadavg_1m": load.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()),
@@ -327,8 +360,13 @@ fn main() {
         let given: Vec<Scenario> = args
             .iter()
             .filter_map(|a| {
+                let (source, a) = match a.strip_prefix("whip:") {
+                    Some(rest) => (Source::Whip, rest),
+                    None => (Source::Rtmp, a.as_str()),
+                };
                 let p: Vec<u64> = a.split('x').map(|n| n.parse().ok()).collect::<Option<_>>()?;
                 (p.len() == 3).then(|| Scenario {
+                    source,
                     rooms: p[0] as usize,
                     viewers: p[1] as usize,
                     seconds: p[2],
@@ -338,12 +376,26 @@ fn main() {
         if given.is_empty() {
             vec![
                 Scenario {
+                    source: Source::Rtmp,
                     rooms: 1,
                     viewers: 1,
                     seconds: 15,
                 },
                 Scenario {
+                    source: Source::Rtmp,
                     rooms: 20,
+                    viewers: 5,
+                    seconds: 20,
+                },
+                Scenario {
+                    source: Source::Whip,
+                    rooms: 1,
+                    viewers: 1,
+                    seconds: 15,
+                },
+                Scenario {
+                    source: Source::Whip,
+                    rooms: 10,
                     viewers: 5,
                     seconds: 20,
                 },
@@ -358,7 +410,11 @@ fn main() {
         .unwrap();
     let mut results = Vec::new();
     for s in &scenarios {
-        eprintln!("bench: {} rooms x {} viewers for {} s", s.rooms, s.viewers, s.seconds);
+        let source = if s.source == Source::Whip { "WHIP" } else { "RTMP" };
+        eprintln!(
+            "bench: {source} {} rooms x {} viewers for {} s",
+            s.rooms, s.viewers, s.seconds
+        );
         results.push(rt.block_on(run(s)));
     }
     println!(

@@ -89,6 +89,55 @@ async fn whip_publisher_is_watched_over_whep() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vp8_only_publisher_is_transcoded_to_h264_for_viewers() {
+    let gw = start_gateway().await;
+    let spec = MediaSpec {
+        vp8: true,
+        width: 640,
+        height: 480,
+        ..MediaSpec::default()
+    };
+    let publisher = publish(&whip_url(&gw, "vp", "chrome"), Some(&usersig("chrome")), spec)
+        .await
+        .unwrap();
+    assert!(publisher.answer_sdp.contains("VP8/90000"), "{}", publisher.answer_sdp);
+    let anchor = gw
+        .wait_anchor("vp", "chrome", Duration::from_secs(10))
+        .await
+        .expect("the VP8 publisher is an anchor");
+    wait_until("transcoded H.264 flows", Duration::from_secs(10), || {
+        anchor.video.has_cached_keyframe()
+    })
+    .await;
+    let info = anchor.video_info();
+    assert_eq!(info.source_codec, "vp8");
+    assert_eq!((info.width, info.height), (Some(640), Some(480)));
+    let plid = info.profile_level_id.unwrap_or_default();
+    assert!(plid.starts_with("42c0"), "constrained baseline: {plid}");
+
+    let viewer = play(&whep_url(&gw, "vp", "v1"), Some(&usersig("v1")), Transport::Udp)
+        .await
+        .unwrap();
+    assert!(viewer.answer_sdp.contains("H264/90000"));
+    let got = tokio::task::spawn_blocking(move || {
+        let got = viewer.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 45);
+        (got, viewer)
+    })
+    .await
+    .unwrap()
+    .0;
+    let video: Vec<&[u8]> = got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect();
+    assert!(video.len() >= 45, "{} frames", video.len());
+    assert_eq!(decode_h264_size_of(video.iter().copied().take(1)), Some((640, 480)));
+    assert!(
+        video.iter().all(|f| !roomgate::media::h264::has_b_slice(f)),
+        "no B-frames in the transcoded video"
+    );
+    assert!(got.iter().all(|f| !f.video || f.contiguous), "no gaps");
+    drop(publisher);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_errors_say_what_is_wrong() {
     let gw = start_gateway_with(|c| {
         c.apps.push(roomgate::config::AppConfig {
@@ -138,6 +187,35 @@ async fn whip_errors_say_what_is_wrong() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 400);
+    // Offers without a codec roomgate takes: 406 naming what is missing.
+    for (cfg, missing) in [
+        (
+            str0m::Rtc::builder()
+                .clear_codecs()
+                .enable_vp9(true)
+                .enable_opus(true, false),
+            "H.264 or VP8 video",
+        ),
+        (
+            str0m::Rtc::builder()
+                .clear_codecs()
+                .enable_h264(true)
+                .enable_pcmu(true, false),
+            "Opus audio",
+        ),
+    ] {
+        let r = reqwest::Client::new()
+            .post(whip_url(&gw, "r", "u1"))
+            .bearer_auth(usersig("u1"))
+            .header("Content-Type", "application/sdp")
+            .body(support::whip_client::offer_sdp(cfg))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 406);
+        let body = r.text().await.unwrap();
+        assert!(body.contains(missing), "{body}");
+    }
     assert!(gw.hub.rooms().is_empty(), "nothing entered a room");
 }
 

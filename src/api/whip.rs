@@ -27,6 +27,7 @@ impl From<WhipError> for ApiError {
             WhipError::MissingCodec(_) => (StatusCode::NOT_ACCEPTABLE, "codec_not_offered"),
             WhipError::Resource(r) => resource_status(r),
             WhipError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "webrtc_disabled"),
+            WhipError::Transcoder(_) => (StatusCode::INTERNAL_SERVER_ERROR, "transcoder_unavailable"),
         };
         ApiError::new(status, code, e.to_string())
     }

@@ -4,11 +4,16 @@
 //! `WhipPublisher` task turns it into a room frame (Annex-B, parameter sets in front of keyframes, timestamps on
 //! one clock for audio and video). Viewer keyframe requests become PLIs (at most one a second); the anchor
 //! leaves when DELETE, the peer, or a media timeout ends the session; B-frames end it as for RTMP.
+//!
+//! Publishers that can send only VP8 (some browsers) are accepted too: their video goes through a
+//! `VideoTranscoder` (VP8 -> H.264 baseline on its own thread), so every viewer still gets H.264. Keyframe
+//! requests are then answered by the encoder, and lost VP8 packets ask the publisher for a keyframe.
 
 use super::{authorize_publish, Refusal};
 use crate::auth::{unix_now, RoomRef};
 use crate::config::Config;
 use crate::media::h264::{self, SpsInfo};
+use crate::media::transcode::{TranscodeError, VideoInput, VideoTranscoder};
 use crate::media::{Codec, Frame, AUDIO_CLOCK, VIDEO_CLOCK};
 use crate::room::{AnchorPublisher, LeaveReason, RoomHub, RoomKey, SourceKind, TrackInfo};
 use crate::rtc::{
@@ -36,8 +41,10 @@ pub enum WhipError {
     MissingUserId,
     #[error("the offer is not valid SDP: {0}")]
     BadOffer(String),
-    #[error("the offer has no {0}: roomgate takes H.264 (packetization-mode=1) video and Opus audio")]
+    #[error("the offer has no {0}: roomgate takes H.264 (packetization-mode=1) or VP8 video and Opus audio")]
     MissingCodec(&'static str),
+    #[error("VP8 transcoder: {0}")]
+    Transcoder(#[from] TranscodeError),
     #[error("WHIP session: {0}")]
     Resource(#[from] ResourceError),
     #[error("WebRTC publishing is disabled on this gateway")]
@@ -110,6 +117,8 @@ impl WhipService {
         ] {
             cfg.codec_config().add_h264(pt.into(), Some(rtx.into()), true, plid);
         }
+        // VP8 last: chosen only when the offer has no H.264, and then transcoded.
+        cfg = cfg.enable_vp8(true);
         let mut rtc = cfg.build(Instant::now());
         for c in self.engine.local_candidates() {
             rtc.add_local_candidate(c.clone());
@@ -126,12 +135,12 @@ impl WhipService {
                 found.then_some(*mid)
             })
         };
-        let video_mid = negotiated(&mut rtc, MediaKind::Video, RtcCodec::H264);
+        let h264_mid = negotiated(&mut rtc, MediaKind::Video, RtcCodec::H264);
+        let vp8_mid = negotiated(&mut rtc, MediaKind::Video, RtcCodec::Vp8).filter(|_| h264_mid.is_none());
+        let video_mid = h264_mid.or(vp8_mid);
         let audio_mid = negotiated(&mut rtc, MediaKind::Audio, RtcCodec::Opus);
         if kinds.iter().any(|(_, k)| *k == MediaKind::Video) && video_mid.is_none() {
-            return Err(WhipError::MissingCodec(
-                "H.264 video (VP8-only publishers are not supported yet)",
-            ));
+            return Err(WhipError::MissingCodec("H.264 or VP8 video"));
         }
         if kinds.iter().any(|(_, k)| *k == MediaKind::Audio) && audio_mid.is_none() {
             return Err(WhipError::MissingCodec("Opus audio"));
@@ -139,6 +148,7 @@ impl WhipService {
         if video_mid.is_none() && audio_mid.is_none() {
             return Err(WhipError::MissingCodec("H.264 video or Opus audio"));
         }
+        let label = format!("{}/{}/{userid}", req.sdkappid, req.room);
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let engine_id = self
@@ -161,9 +171,21 @@ impl WhipService {
             SourceKind::Whip,
         );
         anchor.set_video_info(TrackInfo {
-            source_codec: "h264".into(),
+            source_codec: if vp8_mid.is_some() { "vp8" } else { "h264" }.into(),
             ..Default::default()
         });
+        let transcoder = match vp8_mid {
+            Some(_) => match VideoTranscoder::start(VideoInput::vp8(), anchor.sink(), label.clone()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.engine.remove(engine_id).await;
+                    self.resources.remove(&resource);
+                    anchor.leave(LeaveReason::Ended(e.to_string()));
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         anchor.set_audio_info(TrackInfo {
             source_codec: "opus".into(),
             sample_rate: Some(AUDIO_CLOCK),
@@ -172,7 +194,7 @@ impl WhipService {
         });
         tracing::info!(sdkappid = req.sdkappid, room = %req.room, userid, session = engine_id, "WHIP publish started");
         metrics::gauge!("roomgate_whip_sessions").increment(1.0);
-        let publisher = WhipPublisher::new(anchor, video_mid, format!("{}/{}/{userid}", req.sdkappid, req.room));
+        let publisher = WhipPublisher::new(anchor, video_mid, transcoder, label);
         let timeout = Duration::from_secs(self.config.rtc.session_timeout_secs.max(1));
         tokio::spawn(run(
             self.clone(),
@@ -227,17 +249,29 @@ async fn run(
             ev = tokio::time::timeout(timeout, events.recv()) => match ev {
                 Err(_) => break LeaveReason::Timeout,
                 Ok(None) | Ok(Some(SessionEvent::Closed(_))) => break LeaveReason::Normal,
-                Ok(Some(SessionEvent::Media(d))) => {
-                    if let Err(r) = publisher.on_media(&d) {
+                Ok(Some(SessionEvent::Media(d))) => match publisher.on_media(&d) {
+                    Err(r) => {
                         r.count("whip");
                         tracing::warn!(anchor = %publisher.label, reason = %r, "WHIP publish ended");
                         break LeaveReason::Ended(r.to_string());
                     }
-                }
+                    // The VP8 decoder lost its references: ask the publisher for a keyframe (1/s at most).
+                    Ok(MediaOutcome::NeedKeyframe) => {
+                        if let Some(mid) = publisher.video_mid {
+                            if last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
+                                last_pli = Some(Instant::now());
+                                svc.engine.request_keyframe(id, mid).await;
+                            }
+                        }
+                    }
+                    Ok(MediaOutcome::Taken) => {}
+                },
                 Ok(Some(_)) => {}
             },
             Some(()) = keyframe_requests.recv() => {
-                if let Some(mid) = publisher.video_mid {
+                if let Some(t) = &publisher.transcoder {
+                    t.request_keyframe();
+                } else if let Some(mid) = publisher.video_mid {
                     if last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
                         last_pli = Some(Instant::now());
                         svc.engine.request_keyframe(id, mid).await;
@@ -261,10 +295,21 @@ async fn run(
     publisher.anchor.leave(reason);
 }
 
+/// What became of one depacketized frame.
+enum MediaOutcome {
+    Taken,
+    /// The transcoder's input has a gap: the publisher should send a keyframe.
+    NeedKeyframe,
+}
+
 /// Turns depacketized WebRTC frames into room frames for one anchor.
 struct WhipPublisher {
     anchor: AnchorPublisher,
     video_mid: Option<Mid>,
+    /// VP8 publishers only: their video is transcoded to H.264 here.
+    transcoder: Option<VideoTranscoder>,
+    /// The VP8 decoder needs a keyframe before its output is worth anything.
+    vp8_needs_keyframe: bool,
     label: String,
     /// First media arrival: the shared clock origin of audio and video.
     origin: Option<Instant>,
@@ -276,10 +321,17 @@ struct WhipPublisher {
 }
 
 impl WhipPublisher {
-    fn new(anchor: AnchorPublisher, video_mid: Option<Mid>, label: String) -> Self {
+    fn new(
+        anchor: AnchorPublisher,
+        video_mid: Option<Mid>,
+        transcoder: Option<VideoTranscoder>,
+        label: String,
+    ) -> Self {
         WhipPublisher {
             anchor,
             video_mid,
+            transcoder,
+            vp8_needs_keyframe: true,
             label,
             origin: None,
             video_base: None,
@@ -301,7 +353,7 @@ impl WhipPublisher {
         pts0 + rtp.saturating_sub(rtp0)
     }
 
-    fn on_media(&mut self, d: &MediaData) -> Result<(), Refusal> {
+    fn on_media(&mut self, d: &MediaData) -> Result<MediaOutcome, Refusal> {
         let arrived = d.network_time;
         let origin = *self.origin.get_or_insert(arrived);
         match d.params.spec().codec {
@@ -360,9 +412,42 @@ impl WhipPublisher {
                     received_at: arrived,
                 });
             }
+            RtcCodec::Vp8 => return Ok(self.on_vp8(d, origin)),
             _ => {}
         }
-        Ok(())
+        Ok(MediaOutcome::Taken)
+    }
+
+    fn on_vp8(&mut self, d: &MediaData, origin: Instant) -> MediaOutcome {
+        let Some(t) = &self.transcoder else {
+            return MediaOutcome::Taken;
+        };
+        // VP8 payload header (RFC 7741 §4.3): bit 0 of the first byte is 0 on a key frame.
+        let key = d.data.first().is_some_and(|b| b & 1 == 0);
+        if !d.contiguous && !key {
+            self.vp8_needs_keyframe = true;
+        }
+        if self.vp8_needs_keyframe && !key {
+            return MediaOutcome::NeedKeyframe;
+        }
+        self.vp8_needs_keyframe = false;
+        let pts = Self::pts(
+            origin,
+            &mut self.video_base,
+            d.time.numer(),
+            d.network_time,
+            VIDEO_CLOCK,
+        );
+        metrics::counter!("roomgate_frames_in_total", "source" => "whip", "kind" => "video").increment(1);
+        match t.push(Bytes::copy_from_slice(&d.data), pts, d.network_time) {
+            Ok(()) => MediaOutcome::Taken,
+            Err(e) => {
+                tracing::warn!(anchor = %self.label, error = %e, "VP8 frame dropped; waiting for a keyframe");
+                metrics::counter!("roomgate_transcode_dropped_total").increment(1);
+                self.vp8_needs_keyframe = true;
+                MediaOutcome::NeedKeyframe
+            }
+        }
     }
 
     fn set_info(&mut self, info: SpsInfo) {

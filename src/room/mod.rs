@@ -370,6 +370,11 @@ pub struct AnchorSink {
 }
 
 impl AnchorSink {
+    /// Report what the video track carries (e.g. the size a transcoder found).
+    pub fn set_video_info(&self, info: TrackInfo) {
+        *self.participant.video_info.lock().expect("info lock") = info;
+    }
+
     pub fn publish(&self, frame: Frame) -> bool {
         let track = self.participant.track(frame.codec);
         let first = !track.has_media();

@@ -23,6 +23,8 @@ pub struct MediaSpec {
     pub bframes: bool,
     /// Leave out the first keyframe, so nothing decodable is cached until the publisher is asked (PLI).
     pub skip_first_keyframe: bool,
+    /// Offer and send VP8 (libvpx) instead of H.264, as some browsers do.
+    pub vp8: bool,
 }
 
 impl Default for MediaSpec {
@@ -33,6 +35,7 @@ impl Default for MediaSpec {
             gop: 30,
             bframes: false,
             skip_first_keyframe: false,
+            vp8: false,
         }
     }
 }
@@ -69,7 +72,7 @@ pub type EncodedVideo = (bool, Vec<u8>);
 /// Encoded test media: video at 30 fps and 20 ms Opus packets.
 pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<EncodedVideo>, Vec<Vec<u8>>) {
     roomgate::media::transcode::init_libav();
-    let codec = ff::encoder::find_by_name("libx264").expect("libx264");
+    let codec = ff::encoder::find_by_name(if spec.vp8 { "libvpx" } else { "libx264" }).expect("video encoder");
     let mut enc = ff::codec::Context::new_with_codec(codec).encoder().video().unwrap();
     enc.set_width(spec.width);
     enc.set_height(spec.height);
@@ -79,10 +82,17 @@ pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<EncodedVideo>, Vec<Vec<
     enc.set_gop(spec.gop);
     enc.set_max_b_frames(if spec.bframes { 2 } else { 0 });
     let mut opts = ff::Dictionary::new();
-    opts.set("preset", "ultrafast");
+    if spec.vp8 {
+        enc.set_bit_rate(500_000);
+        opts.set("deadline", "realtime");
+        opts.set("cpu-used", "8");
+        opts.set("lag-in-frames", "0");
+    } else {
+        opts.set("preset", "ultrafast");
+    }
     if spec.bframes {
         opts.set("profile", "high");
-    } else {
+    } else if !spec.vp8 {
         opts.set("tune", "zerolatency");
         opts.set("profile", "baseline");
     }
@@ -148,10 +158,29 @@ fn install_crypto() {
     ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 }
 
-/// POST an offer (send-only H.264 + Opus) to `url` and publish `spec` media, looping, until dropped.
+/// A send-only audio+video offer from a str0m peer configured by `cfg` (to offer codecs roomgate lacks).
+pub fn offer_sdp(cfg: str0m::RtcConfig) -> String {
+    install_crypto();
+    let mut rtc = cfg.build(Instant::now());
+    rtc.add_local_candidate(Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+    api.apply().expect("an offer").0.to_sdp_string()
+}
+
+/// POST an offer (send-only H.264, or VP8 with `spec.vp8`, + Opus) to `url` and publish `spec` media, looping, until dropped.
 pub async fn publish(url: &str, token: Option<&str>, spec: MediaSpec) -> Result<WhipPublisher, Refused> {
     install_crypto();
-    let mut rtc = Rtc::builder().build(Instant::now());
+    let mut rtc = if spec.vp8 {
+        Rtc::builder()
+            .clear_codecs()
+            .enable_vp8(true)
+            .enable_opus(true, false)
+            .build(Instant::now())
+    } else {
+        Rtc::builder().build(Instant::now())
+    };
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
     let mut api = rtc.sdp_api();
@@ -250,7 +279,7 @@ fn run(
                 if let Some(w) = rtc.writer(vmid) {
                     let pt = w
                         .payload_params()
-                        .find(|p| p.spec().codec == Codec::H264)
+                        .find(|p| p.spec().codec == if spec.vp8 { Codec::Vp8 } else { Codec::H264 })
                         .map(|p| p.pt());
                     if let Some(pt) = pt {
                         let _ = w.write(

@@ -150,7 +150,7 @@ impl Pipeline {
         let dec_codec = ff::decoder::find(id).ok_or(TranscodeError::MissingCodec(name))?;
         let mut ctx = ff::codec::Context::new_with_codec(dec_codec);
         if let AudioInputCodec::Aac { config } = codec {
-            set_extradata(&mut ctx, config);
+            super::set_extradata(&mut ctx, config);
         }
         ctx.set_time_base(ff::Rational::new(1, 1000));
         let decoder = ctx.decoder().audio()?;
@@ -280,19 +280,5 @@ impl Pipeline {
             }
         }
         Ok(())
-    }
-}
-
-/// Hand the decoder its codec configuration (AudioSpecificConfig for AAC).
-fn set_extradata(ctx: &mut ff::codec::Context, data: &[u8]) {
-    unsafe {
-        let raw = ctx.as_mut_ptr();
-        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
-        if buf.is_null() {
-            return;
-        }
-        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
-        (*raw).extradata = buf;
-        (*raw).extradata_size = data.len() as i32;
     }
 }

@@ -2,9 +2,12 @@
 //! dedicated OS thread and talks to the async world through bounded channels.
 
 pub mod audio;
+pub mod video;
 
 pub use audio::{AudioInputCodec, AudioTranscoder, TranscodeError};
+pub use video::{VideoInput, VideoTranscoder};
 
+use ffmpeg_next as ff;
 use std::sync::Once;
 
 /// Initialise libav once per process (quiet logging: our own log lines say what matters).
@@ -14,4 +17,18 @@ pub fn init_libav() {
         let _ = ffmpeg_next::init();
         ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Error);
     });
+}
+
+/// Hand the decoder its codec configuration (AudioSpecificConfig for AAC, avcC for H.264...).
+pub(crate) fn set_extradata(ctx: &mut ff::codec::Context, data: &[u8]) {
+    unsafe {
+        let raw = ctx.as_mut_ptr();
+        let buf = ff::ffi::av_mallocz(data.len() + ff::ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize) as *mut u8;
+        if buf.is_null() {
+            return;
+        }
+        std::ptr::copy_nonoverlapping(data.as_ptr(), buf, data.len());
+        (*raw).extradata = buf;
+        (*raw).extradata_size = data.len() as i32;
+    }
 }

@@ -1,0 +1,321 @@
+//! `VideoTranscoder`: any video libav decodes in (VP8 from WebRTC publishers, and later whatever a pull source
+//! carries), H.264 constrained baseline out (libx264, zerolatency, no B-frames, a keyframe every 2 s and on
+//! request), on its own thread.
+//!
+//! Timestamps stay on the source's 90 kHz timeline: an output frame carries the pts of the input it was made from,
+//! so video stays aligned with the anchor's audio. The encoder is (re)opened from the first decoded picture and
+//! whenever the picture size changes; pictures in other pixel formats are converted to YUV 4:2:0 first.
+
+use super::TranscodeError;
+use crate::media::h264;
+use crate::media::{Codec, Frame, VIDEO_CLOCK};
+use crate::room::{AnchorSink, TrackInfo};
+use bytes::Bytes;
+use ffmpeg_next as ff;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+/// Compressed pictures buffered before the transcoder counts as overloaded (about 2 s at 30 fps).
+const INPUT_QUEUE: usize = 64;
+/// Keyframe interval of the output, in seconds.
+const KEYFRAME_SECONDS: u32 = 2;
+
+/// What the decoder needs to know about the input.
+#[derive(Debug, Clone)]
+pub struct VideoInput {
+    pub codec: ff::codec::Id,
+    /// Codec configuration (e.g. avcC, hvcC) for formats that carry it out of band.
+    pub extradata: Option<Bytes>,
+    /// Expected frame rate, used for the keyframe interval and rate control (30 when unknown).
+    pub fps: Option<u32>,
+    /// Target bitrate in bit/s; chosen from the picture size when `None`.
+    pub bitrate: Option<u32>,
+}
+
+impl VideoInput {
+    pub fn vp8() -> Self {
+        VideoInput {
+            codec: ff::codec::Id::VP8,
+            extradata: None,
+            fps: None,
+            bitrate: None,
+        }
+    }
+}
+
+struct Input {
+    data: Bytes,
+    pts: u64,
+    received_at: Instant,
+}
+
+/// Handle to a running video transcoder thread. Dropping it ends the thread once queued input is done.
+pub struct VideoTranscoder {
+    tx: Option<mpsc::SyncSender<Input>>,
+    force_keyframe: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl VideoTranscoder {
+    /// Open the decoder (errors are reported here, synchronously) and start the thread, which publishes H.264
+    /// frames into `sink` and keeps the anchor's video info (size, profile) up to date.
+    pub fn start(input: VideoInput, sink: AnchorSink, label: String) -> Result<Self, TranscodeError> {
+        super::init_libav();
+        let (tx, rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), TranscodeError>>();
+        let force_keyframe = Arc::new(AtomicBool::new(false));
+        let force = force_keyframe.clone();
+        let source_codec = input.codec.name().to_string();
+        let thread = std::thread::Builder::new()
+            .name(format!("x264-{label}"))
+            .spawn(move || {
+                let mut pipeline = match VideoPipeline::new(&input) {
+                    Ok(p) => {
+                        let _ = ready_tx.send(Ok(()));
+                        p
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut size = None;
+                for input in rx {
+                    let started = Instant::now();
+                    let keyframe = force.swap(false, Ordering::Relaxed);
+                    let result = pipeline.push(&input, keyframe, &mut |f| {
+                        if f.keyframe {
+                            publish_info(&sink, &f, &source_codec, &mut size);
+                        }
+                        sink.publish(f);
+                    });
+                    if let Err(e) = result {
+                        tracing::warn!(anchor = %label, error = %e, "video frame could not be transcoded; skipped");
+                        metrics::counter!("roomgate_transcode_errors_total", "kind" => "video").increment(1);
+                    }
+                    metrics::histogram!("roomgate_transcode_seconds", "kind" => "video")
+                        .record(started.elapsed().as_secs_f64());
+                }
+            })
+            .expect("spawning a thread");
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(VideoTranscoder {
+                tx: Some(tx),
+                force_keyframe,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(TranscodeError::Stopped),
+        }
+    }
+
+    /// Queue one compressed picture with its pts (90 kHz). Never blocks.
+    pub fn push(&self, data: Bytes, pts: u64, received_at: Instant) -> Result<(), TranscodeError> {
+        let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
+        tx.try_send(Input { data, pts, received_at }).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => TranscodeError::Overloaded,
+            mpsc::TrySendError::Disconnected(_) => TranscodeError::Stopped,
+        })
+    }
+
+    /// Make the next output picture a keyframe (a viewer joined or lost packets).
+    pub fn request_keyframe(&self) {
+        self.force_keyframe.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for VideoTranscoder {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Tell the room what the output looks like, from the SPS of a keyframe (only when the size changed).
+fn publish_info(sink: &AnchorSink, f: &Frame, source_codec: &str, size: &mut Option<(u32, u32)>) {
+    let Some(info) = h264::annex_b_nals(&f.data)
+        .find(|n| n.first().map(|b| b & 0x1F) == Some(h264::NAL_SPS))
+        .and_then(|n| h264::parse_sps(n).ok())
+    else {
+        return;
+    };
+    if *size != Some((info.width, info.height)) {
+        *size = Some((info.width, info.height));
+        sink.set_video_info(TrackInfo {
+            source_codec: source_codec.to_string(),
+            profile: Some(info.profile_name().into()),
+            profile_level_id: Some(info.profile_level_id()),
+            width: Some(info.width),
+            height: Some(info.height),
+            ..Default::default()
+        });
+    }
+}
+
+/// Decoder → (scaler) → libx264. Runs only on the transcoder thread.
+struct VideoPipeline {
+    decoder: ff::decoder::Video,
+    fps: u32,
+    bitrate: Option<u32>,
+    encoder: Option<Encoder>,
+    /// Reused decoder output picture.
+    decoded: ff::frame::Video,
+}
+
+/// An open encoder for one picture size.
+struct Encoder {
+    width: u32,
+    height: u32,
+    format: ff::format::Pixel,
+    scaler: Option<ff::software::scaling::Context>,
+    x264: ff::encoder::Video,
+    /// received_at of the inputs whose pictures are inside the encoder, oldest first, by pts.
+    pending: std::collections::VecDeque<(i64, Instant)>,
+}
+
+impl VideoPipeline {
+    fn new(input: &VideoInput) -> Result<Self, TranscodeError> {
+        let codec = ff::decoder::find(input.codec).ok_or(TranscodeError::MissingCodec("video decoder"))?;
+        let mut ctx = ff::codec::Context::new_with_codec(codec);
+        if let Some(extra) = &input.extradata {
+            super::set_extradata(&mut ctx, extra);
+        }
+        ctx.set_time_base(ff::Rational::new(1, VIDEO_CLOCK as i32));
+        let decoder = ctx.decoder().video()?;
+        Ok(VideoPipeline {
+            decoder,
+            fps: input.fps.filter(|f| (1..=120).contains(f)).unwrap_or(30),
+            bitrate: input.bitrate,
+            encoder: None,
+            decoded: ff::frame::Video::empty(),
+        })
+    }
+
+    fn push(&mut self, input: &Input, keyframe: bool, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
+        let mut packet = ff::Packet::copy(&input.data);
+        packet.set_pts(Some(input.pts as i64));
+        packet.set_dts(Some(input.pts as i64));
+        self.decoder.send_packet(&packet)?;
+        let mut force = keyframe;
+        while self.decoder.receive_frame(&mut self.decoded).is_ok() {
+            let pts = self
+                .decoded
+                .timestamp()
+                .or(self.decoded.pts())
+                .unwrap_or(input.pts as i64);
+            let (w, h, fmt) = (self.decoded.width(), self.decoded.height(), self.decoded.format());
+            if w == 0 || h == 0 {
+                continue;
+            }
+            let fresh = self
+                .encoder
+                .as_ref()
+                .is_none_or(|e| e.width != w || e.height != h || e.format != fmt);
+            if fresh {
+                self.encoder = Some(Encoder::open(w, h, fmt, self.fps, self.bitrate)?);
+            }
+            let enc = self.encoder.as_mut().expect("opened above");
+            let mut picture = match &mut enc.scaler {
+                Some(s) => {
+                    let mut p = ff::frame::Video::empty();
+                    s.run(&self.decoded, &mut p)?;
+                    p
+                }
+                None => self.decoded.clone(),
+            };
+            picture.set_pts(Some(pts));
+            picture.set_kind(if force || fresh {
+                ff::picture::Type::I
+            } else {
+                ff::picture::Type::None
+            });
+            force = false;
+            enc.pending.push_back((pts, input.received_at));
+            enc.x264.send_frame(&picture)?;
+            enc.drain(out);
+        }
+        Ok(())
+    }
+}
+
+impl Encoder {
+    fn open(
+        width: u32,
+        height: u32,
+        format: ff::format::Pixel,
+        fps: u32,
+        bitrate: Option<u32>,
+    ) -> Result<Self, TranscodeError> {
+        let codec = ff::encoder::find_by_name("libx264").ok_or(TranscodeError::MissingCodec("libx264 encoder"))?;
+        let mut enc = ff::codec::Context::new_with_codec(codec).encoder().video()?;
+        enc.set_width(width);
+        enc.set_height(height);
+        enc.set_format(ff::format::Pixel::YUV420P);
+        enc.set_time_base(ff::Rational::new(1, VIDEO_CLOCK as i32));
+        enc.set_frame_rate(Some(ff::Rational::new(fps as i32, 1)));
+        enc.set_gop(fps * KEYFRAME_SECONDS);
+        enc.set_max_b_frames(0);
+        // About 0.1 bit per pixel per frame (720p30: 2.8 Mbit/s), unless the task says otherwise.
+        let bits = bitrate.unwrap_or_else(|| (width * height * fps / 10).clamp(200_000, 8_000_000));
+        enc.set_bit_rate(bits as usize);
+        enc.set_max_bit_rate(bits as usize * 3 / 2);
+        let mut opts = ff::Dictionary::new();
+        opts.set("preset", "veryfast");
+        opts.set("tune", "zerolatency");
+        opts.set("profile", "baseline");
+        opts.set("forced-idr", "1");
+        opts.set("x264-params", &format!("vbv-bufsize={}", bits / 1000));
+        let x264 = enc.open_as_with(codec, opts)?;
+        let scaler = if format == ff::format::Pixel::YUV420P {
+            None
+        } else {
+            Some(ff::software::scaling::Context::get(
+                format,
+                width,
+                height,
+                ff::format::Pixel::YUV420P,
+                width,
+                height,
+                ff::software::scaling::Flags::BILINEAR,
+            )?)
+        };
+        tracing::debug!(width, height, ?format, bits, "x264 encoder opened");
+        Ok(Encoder {
+            width,
+            height,
+            format,
+            scaler,
+            x264,
+            pending: std::collections::VecDeque::new(),
+        })
+    }
+
+    fn drain(&mut self, out: &mut dyn FnMut(Frame)) {
+        let mut packet = ff::Packet::empty();
+        while self.x264.receive_packet(&mut packet).is_ok() {
+            let Some(data) = packet.data() else { continue };
+            let pts = packet.pts().unwrap_or(0);
+            // No B-frames: packets come out in input order, so the oldest pending entry is this picture's.
+            let received_at = loop {
+                match self.pending.pop_front() {
+                    Some((p, at)) if p >= pts => break at,
+                    Some(_) => continue,
+                    None => break Instant::now(),
+                }
+            };
+            out(Frame {
+                codec: Codec::H264,
+                pts: pts.max(0) as u64,
+                keyframe: packet.is_key(),
+                data: Bytes::copy_from_slice(data),
+                received_at,
+            });
+        }
+    }
+}
