@@ -8,6 +8,7 @@ PKGS=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev
   ffmpeg
   python3 python3-pip
+  nginx-light libnginx-mod-rtmp
 )
 
 missing=()
@@ -30,6 +31,13 @@ if ! python3 -c 'import aiortc' >/dev/null 2>&1; then
   echo "install-deps: installing aiortc (pip)"
   python3 -m pip install --quiet aiortc 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages aiortc
+fi
+
+# The official Tencent Cloud SDK drives the Cloud API actions in a test (tests/sdk/).
+if ! python3 -c 'import tencentcloud.trtc.v20190722' >/dev/null 2>&1; then
+  echo "install-deps: installing tencentcloud-sdk-python-trtc (pip)"
+  python3 -m pip install --quiet tencentcloud-sdk-python-trtc 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages tencentcloud-sdk-python-trtc
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

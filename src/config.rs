@@ -35,6 +35,65 @@ pub struct Config {
     pub rtc: RtcConfig,
     pub audio: AudioConfig,
     pub apps: Vec<AppConfig>,
+    /// Cloud API 3.0 credentials (TC3-HMAC-SHA256) for `POST /` actions such as StartStreamIngest.
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub api: CloudApiConfig,
+    pub pull: PullConfig,
+}
+
+/// A SecretId/SecretKey pair a backend signs Cloud API requests with.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub secret_id: String,
+    pub secret_key: String,
+    /// Apps this key may act on; empty means every app.
+    #[serde(default)]
+    pub sdkappids: Vec<u64>,
+}
+
+/// Limits of the Cloud API endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CloudApiConfig {
+    /// Requests per second per SecretId (TRTC documents 20 for StartStreamIngest); 0 disables the limit.
+    pub rate_limit: u32,
+    /// Largest request body accepted (bytes); larger ones get RequestSizeLimitExceeded.
+    pub max_body_bytes: usize,
+}
+
+impl Default for CloudApiConfig {
+    fn default() -> Self {
+        CloudApiConfig {
+            rate_limit: 20,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Pull tasks (StartStreamIngest).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PullConfig {
+    /// Allow sources on loopback, private, link-local and other non-public addresses (off: SSRF protection).
+    pub allow_private_sources: bool,
+    /// Tasks running at once; more get FailedOperation.RestrictedConcurrency.
+    pub max_tasks: usize,
+    /// Seconds to connect to and open a source before the attempt fails.
+    pub open_timeout_secs: u64,
+    /// Seconds without data from an open source before it counts as broken (when the task sets no IdleTimeout).
+    pub read_timeout_secs: u64,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        PullConfig {
+            allow_private_sources: false,
+            max_tasks: 100,
+            open_timeout_secs: 10,
+            read_timeout_secs: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +201,9 @@ impl Default for Config {
             rtc: RtcConfig::default(),
             audio: AudioConfig::default(),
             apps: Vec::new(),
+            api_keys: Vec::new(),
+            api: CloudApiConfig::default(),
+            pull: PullConfig::default(),
         }
     }
 }
@@ -217,6 +279,25 @@ impl Config {
                 name: String::new(),
             });
         }
+        let wanted_keys = env
+            .iter()
+            .filter_map(|(k, _)| {
+                k.strip_prefix("ROOMGATE_API_KEYS_")?
+                    .split('_')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0);
+        while normalized.api_keys.len() < wanted_keys {
+            normalized.api_keys.push(ApiKeyConfig {
+                secret_id: String::new(),
+                secret_key: String::new(),
+                sdkappids: Vec::new(),
+            });
+        }
         let mut value = toml::Value::try_from(normalized).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         for (var, raw) in env {
             let Some(rest) = var.strip_prefix("ROOMGATE_") else {
@@ -251,6 +332,20 @@ impl Config {
                 return Err(ConfigError::Invalid(format!(
                     "app {} has an empty secret_key",
                     app.sdkappid
+                )));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for key in &self.api_keys {
+            if key.secret_id.is_empty() || key.secret_key.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "an api_keys entry needs both secret_id and secret_key".into(),
+                ));
+            }
+            if !ids.insert(&key.secret_id) {
+                return Err(ConfigError::Invalid(format!(
+                    "api key {} is configured twice",
+                    key.secret_id
                 )));
             }
         }
@@ -296,6 +391,38 @@ impl Config {
         };
         self.apps.push(app.clone());
         Ok(Some(app))
+    }
+}
+
+impl Config {
+    /// When no API key is configured, load (or create and store, mode 0600) a demo SecretId/SecretKey in the data
+    /// dir so the Cloud API works out of the box. Returns the demo key when one is in use.
+    pub fn ensure_demo_api_key(&mut self) -> Result<Option<ApiKeyConfig>, ConfigError> {
+        if !self.api_keys.is_empty() {
+            return Ok(None);
+        }
+        let path = self.data_dir.join("demo-api-key.toml");
+        let key = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<ApiKeyConfig>(&text)
+                .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let hex = |n: usize| -> String { (0..n).map(|_| format!("{:02x}", rand::random::<u8>())).collect() };
+                let key = ApiKeyConfig {
+                    secret_id: format!("AKID{}", hex(16)),
+                    secret_key: hex(16),
+                    sdkappids: Vec::new(),
+                };
+                write_private(&path, &toml::to_string(&key).expect("key serializes"))?;
+                key
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        self.api_keys.push(key.clone());
+        Ok(Some(key))
+    }
+
+    pub fn api_key(&self, secret_id: &str) -> Option<&ApiKeyConfig> {
+        self.api_keys.iter().find(|k| k.secret_id == secret_id)
     }
 }
 

@@ -4,10 +4,12 @@
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::egress::whep::WhepService;
+use crate::ingest::pull::PullService;
 use crate::ingest::rtmp::{self, RtmpContext};
 use crate::ingest::whip::WhipService;
 use crate::room::RoomHub;
 use crate::rtc::RtcEngine;
+use crate::store::Store;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -21,6 +23,10 @@ pub enum GatewayError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot resume pull tasks: {0}")]
+    Resume(#[from] crate::ingest::pull::PullError),
 }
 
 pub struct Gateway {
@@ -32,6 +38,8 @@ pub struct Gateway {
     pub rtc: Option<Arc<RtcEngine>>,
     pub whep: Option<Arc<WhepService>>,
     pub whip: Option<Arc<WhipService>>,
+    pub pull: Arc<PullService>,
+    pub store: Arc<Store>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -65,6 +73,15 @@ impl Gateway {
         let config = Arc::new(config);
         let hub = RoomHub::new();
         let metrics = metrics_handle();
+        let store = {
+            let dir = config.data_dir.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || Store::open(&dir))
+                    .await
+                    .expect("store open task")?,
+            )
+        };
+        let pull = PullService::new(hub.clone(), config.clone(), store.clone());
         let mut tasks = Vec::new();
 
         let rtmp_addr = if config.rtmp.enabled {
@@ -120,6 +137,8 @@ impl Gateway {
             config: config.clone(),
             whep: whep.clone(),
             whip: whip.clone(),
+            pull: Some(pull.clone()),
+            cloud_rate: Default::default(),
         });
         tasks.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
@@ -127,9 +146,21 @@ impl Gateway {
             }
         }));
 
+        let resumed = {
+            let pull = pull.clone();
+            tokio::task::spawn_blocking(move || pull.resume_all())
+                .await
+                .expect("resume task")?
+        };
+        if resumed > 0 {
+            tracing::info!(tasks = resumed, "pull tasks resumed");
+        }
+
         Ok(Gateway {
             config,
             hub,
+            pull,
+            store,
             http_addr,
             rtmp_addr,
             rtc,
@@ -141,6 +172,7 @@ impl Gateway {
 
     /// Stop accepting; tasks are aborted.
     pub fn shutdown(&mut self) {
+        self.pull.shutdown();
         for t in self.tasks.drain(..) {
             t.abort();
         }

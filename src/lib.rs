@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod media;
 pub mod room;
 pub mod rtc;
+pub mod store;
 
 pub use config::Config;
 pub use gateway::Gateway;

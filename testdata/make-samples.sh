@@ -17,6 +17,9 @@ $FF $V $A -t $DUR -c:v libx264 -preset veryfast -profile:v high -bf 3 -g 60 -b:v
 # MP4 (baseline + AAC), for pull sources.
 $FF $V $A -t $DUR -c:v libx264 -preset veryfast -profile:v baseline -g 60 -b:v 600k -c:a aac -b:a 96k -ac 2 \
   -movflags +faststart sample-720p30.mp4
+# MP4 with B-frames (high profile): a pull task re-encodes it to baseline without B-frames.
+$FF $V $A -t $DUR -c:v libx264 -preset veryfast -profile:v high -bf 3 -g 60 -b:v 600k -c:a aac -b:a 96k -ac 2 \
+  -movflags +faststart sample-720p30-bframes.mp4
 # HLS set (2 s segments) of the baseline stream.
 mkdir -p hls
 $FF -i sample-720p30-baseline.flv -c copy -f hls -hls_time 2 -hls_list_size 0 -hls_segment_filename 'hls/seg%02d.ts' hls/index.m3u8

@@ -1,6 +1,7 @@
-//! The HTTP surface: health, Prometheus metrics and the room listing. (Cloud API actions, WHIP/WHEP and the
-//! web console join here as they are built.)
+//! The HTTP surface: the Cloud API 3.0 endpoint (`POST /`), WHIP/WHEP, health, Prometheus metrics and the room
+//! and task listings.
 
+pub mod cloud;
 mod rooms;
 pub mod whep;
 pub mod whip;
@@ -22,6 +23,8 @@ pub struct ApiState {
     /// `None` when the WebRTC engine is disabled.
     pub whep: Option<Arc<crate::egress::whep::WhepService>>,
     pub whip: Option<Arc<crate::ingest::whip::WhipService>>,
+    pub pull: Option<Arc<crate::ingest::pull::PullService>>,
+    pub cloud_rate: Arc<cloud::RateLimiter>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -39,6 +42,7 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::map_response(whep::cors));
     Router::new()
         .merge(webrtc)
+        .route("/", post(cloud::handle).get(cloud::handle))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/rooms", get(rooms::list))

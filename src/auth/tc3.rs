@@ -60,7 +60,10 @@ impl Tc3Authorization {
             .ok_or_else(|| bad("it must start with TC3-HMAC-SHA256"))?;
         let (mut credential, mut signed, mut signature) = (None, None, None);
         for part in rest.split(',') {
-            let (k, v) = part.trim().split_once('=').ok_or_else(|| bad("expected key=value parts"))?;
+            let (k, v) = part
+                .trim()
+                .split_once('=')
+                .ok_or_else(|| bad("expected key=value parts"))?;
             match k.trim() {
                 "Credential" => credential = Some(v.trim()),
                 "SignedHeaders" => signed = Some(v.trim()),
@@ -306,7 +309,10 @@ mod tests {
             "19f78aead9331810bf6be32301131a4012d82c34ca267aa524cc94024a6f1e00"
         );
         let auth = sign_post(ID, KEY, "trtc", "trtc.tencentcloudapi.com", 1700000000, body);
-        assert!(auth.ends_with("faff4d1e6e09b93906f693e0531b23162298e3734528a54a477fddf7fc5353ab"), "{auth}");
+        assert!(
+            auth.ends_with("faff4d1e6e09b93906f693e0531b23162298e3734528a54a477fddf7fc5353ab"),
+            "{auth}"
+        );
         assert!(auth.contains("Credential=AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE/2023-11-14/trtc/tc3_request"));
 
         let auth: &'static str = Box::leak(auth.into_boxed_str());
@@ -326,15 +332,23 @@ mod tests {
         assert_eq!(verify(&req(body), "trtc", keys, 1700000100).unwrap(), ID);
         // A changed body, another key, a stale clock, an unknown id: each refused with its own code.
         let other: &'static [u8] = br#"{"SdkAppId":1400000000,"TaskId":"task-2"}"#;
-        assert_eq!(verify(&req(other), "trtc", keys, 1700000000), Err(Tc3Error::SignatureFailure));
+        assert_eq!(
+            verify(&req(other), "trtc", keys, 1700000000),
+            Err(Tc3Error::SignatureFailure)
+        );
         let wrong_key = |_: &str| Some("another".to_string());
-        assert_eq!(verify(&req(body), "trtc", wrong_key, 1700000000), Err(Tc3Error::SignatureFailure));
+        assert_eq!(
+            verify(&req(body), "trtc", wrong_key, 1700000000),
+            Err(Tc3Error::SignatureFailure)
+        );
         assert_eq!(
             verify(&req(body), "trtc", keys, 1700000301).unwrap_err().code(),
             "AuthFailure.SignatureExpire"
         );
         assert_eq!(
-            verify(&req(body), "trtc", |_: &str| None, 1700000000).unwrap_err().code(),
+            verify(&req(body), "trtc", |_: &str| None, 1700000000)
+                .unwrap_err()
+                .code(),
             "AuthFailure.SecretIdNotFound"
         );
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Sources: each one ends by publishing `media::Frame`s into a room as a virtual anchor.
 //! What they share is here: who may publish (`authorize_publish`) and why a publish is refused (`Refusal`).
 
+pub mod pull;
 pub mod rtmp;
 pub mod whip;
 

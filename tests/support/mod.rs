@@ -2,6 +2,8 @@
 //! what a viewer would get, and a raw RTMP client for streams ffmpeg 5.1 cannot produce.
 #![allow(dead_code)]
 
+pub mod cloud;
+pub mod nginx;
 pub mod rtmp_client;
 pub mod stun;
 pub mod whep_client;
@@ -22,7 +24,7 @@ pub const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1
 
 pub struct TestGateway {
     pub gw: Gateway,
-    _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl std::ops::Deref for TestGateway {
@@ -37,7 +39,11 @@ pub async fn start_gateway() -> TestGateway {
 }
 
 pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> TestGateway {
-    let dir = tempfile::tempdir().unwrap();
+    start_gateway_in(tempfile::tempdir().unwrap(), tweak).await
+}
+
+/// A gateway whose data dir is `dir` (a test that restarts the gateway keeps the dir).
+pub async fn start_gateway_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Config)) -> TestGateway {
     let mut config = Config {
         data_dir: dir.path().to_path_buf(),
         ..Config::default()
@@ -54,9 +60,16 @@ pub async fn start_gateway_with(tweak: impl FnOnce(&mut Config)) -> TestGateway 
         public_playback: false,
         name: "test".into(),
     }];
+    config.api_keys = vec![roomgate::config::ApiKeyConfig {
+        secret_id: cloud::SECRET_ID.into(),
+        secret_key: cloud::SECRET_KEY.into(),
+        sdkappids: vec![],
+    }];
+    // Test sources (nginx, stub servers) live on loopback.
+    config.pull.allow_private_sources = true;
     tweak(&mut config);
     let gw = Gateway::start(config).await.unwrap();
-    TestGateway { gw, _dir: dir }
+    TestGateway { gw, dir }
 }
 
 pub fn usersig(userid: &str) -> String {
@@ -88,6 +101,14 @@ impl TestGateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         None
+    }
+
+    /// Stop the gateway (tasks suspended as at process exit) and hand back its data dir.
+    pub fn stop(self) -> tempfile::TempDir {
+        let TestGateway { mut gw, dir } = self;
+        gw.shutdown();
+        drop(gw);
+        dir
     }
 
     pub fn http(&self, path: &str) -> String {

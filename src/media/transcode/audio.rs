@@ -1,4 +1,4 @@
-//! `AudioTranscoder`: AAC or MP3 in, Opus out (48 kHz stereo, 20 ms packets), on its own thread.
+//! `AudioTranscoder`: AAC, MP3 or any audio libav decodes in, Opus out (48 kHz stereo, 20 ms packets), on its own thread.
 //!
 //! Timestamps: the first output packet starts at the source timestamp of the first input; each packet then
 //! advances by exactly 960 samples, so the output is smooth. Where the source timeline jumps (a gap or a
@@ -40,6 +40,43 @@ pub enum AudioInputCodec {
         config: Bytes,
     },
     Mp3,
+    /// Whatever a demuxer found (pull sources): the stream's own codec parameters.
+    Stream(super::StreamParameters),
+}
+
+/// Live adjustments of a transcoder's output, shared with whoever controls the source (a pull task's Volume and
+/// Tempo can change while it plays).
+#[derive(Debug)]
+pub struct AudioTuning {
+    /// Gain in percent (100 = unchanged, 0 = mute).
+    volume_pct: std::sync::atomic::AtomicU32,
+    /// Playback speed in thousandths (1000 = real time). Implemented by resampling, so pitch follows speed.
+    tempo_milli: std::sync::atomic::AtomicU32,
+}
+
+impl AudioTuning {
+    pub fn new(volume_pct: u32, tempo: f64) -> Self {
+        let t = AudioTuning {
+            volume_pct: Default::default(),
+            tempo_milli: Default::default(),
+        };
+        t.set_volume(volume_pct);
+        t.set_tempo(tempo);
+        t
+    }
+    pub fn set_volume(&self, pct: u32) {
+        self.volume_pct.store(pct, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn set_tempo(&self, tempo: f64) {
+        let milli = (tempo * 1000.0).round().clamp(250.0, 4000.0) as u32;
+        self.tempo_milli.store(milli, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn gain(&self) -> f32 {
+        self.volume_pct.load(std::sync::atomic::Ordering::Relaxed) as f32 / 100.0
+    }
+    fn tempo_milli(&self) -> u32 {
+        self.tempo_milli.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 struct Input {
@@ -63,13 +100,24 @@ impl AudioTranscoder {
         sink: AnchorSink,
         label: String,
     ) -> Result<Self, TranscodeError> {
+        Self::start_tuned(codec, bitrate, sink, label, None)
+    }
+
+    /// `start` with live volume/tempo adjustments.
+    pub fn start_tuned(
+        codec: AudioInputCodec,
+        bitrate: u32,
+        sink: AnchorSink,
+        label: String,
+        tuning: Option<std::sync::Arc<AudioTuning>>,
+    ) -> Result<Self, TranscodeError> {
         super::init_libav();
         let (tx, rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), TranscodeError>>();
         let thread = std::thread::Builder::new()
             .name(format!("opus-{label}"))
             .spawn(move || {
-                let mut pipeline = match Pipeline::new(&codec, bitrate) {
+                let mut pipeline = match Pipeline::new(&codec, bitrate, tuning) {
                     Ok(p) => {
                         let _ = ready_tx.send(Ok(()));
                         p
@@ -118,6 +166,17 @@ impl AudioTranscoder {
             mpsc::TrySendError::Disconnected(_) => TranscodeError::Stopped,
         })
     }
+
+    /// Queue one frame, waiting while the queue is full (sources that can be slowed down, such as files).
+    pub fn push_blocking(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
+        let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
+        tx.send(Input {
+            data,
+            ts_ms,
+            received_at,
+        })
+        .map_err(|_| TranscodeError::Stopped)
+    }
 }
 
 impl Drop for AudioTranscoder {
@@ -139,19 +198,33 @@ struct Pipeline {
     fifo: Vec<f32>,
     /// Output timestamp (48 kHz) of the first sample in `fifo`; set by the first input.
     next_pts: Option<i64>,
+    tuning: Option<std::sync::Arc<AudioTuning>>,
 }
 
 impl Pipeline {
-    fn new(codec: &AudioInputCodec, bitrate: u32) -> Result<Self, TranscodeError> {
-        let (id, name) = match codec {
-            AudioInputCodec::Aac { .. } => (ff::codec::Id::AAC, "AAC decoder"),
-            AudioInputCodec::Mp3 => (ff::codec::Id::MP3, "MP3 decoder"),
+    fn new(
+        codec: &AudioInputCodec,
+        bitrate: u32,
+        tuning: Option<std::sync::Arc<AudioTuning>>,
+    ) -> Result<Self, TranscodeError> {
+        let mut ctx = match codec {
+            AudioInputCodec::Aac { config } => {
+                let dec = ff::decoder::find(ff::codec::Id::AAC).ok_or(TranscodeError::MissingCodec("AAC decoder"))?;
+                let mut ctx = ff::codec::Context::new_with_codec(dec);
+                super::set_extradata(&mut ctx, config);
+                ctx
+            }
+            AudioInputCodec::Mp3 => {
+                let dec = ff::decoder::find(ff::codec::Id::MP3).ok_or(TranscodeError::MissingCodec("MP3 decoder"))?;
+                ff::codec::Context::new_with_codec(dec)
+            }
+            AudioInputCodec::Stream(params) => {
+                if ff::decoder::find(params.0.id()).is_none() {
+                    return Err(TranscodeError::MissingCodec("audio decoder for this codec"));
+                }
+                ff::codec::Context::from_parameters(params.0.clone())?
+            }
         };
-        let dec_codec = ff::decoder::find(id).ok_or(TranscodeError::MissingCodec(name))?;
-        let mut ctx = ff::codec::Context::new_with_codec(dec_codec);
-        if let AudioInputCodec::Aac { config } = codec {
-            super::set_extradata(&mut ctx, config);
-        }
         ctx.set_time_base(ff::Rational::new(1, 1000));
         let decoder = ctx.decoder().audio()?;
 
@@ -173,6 +246,7 @@ impl Pipeline {
             encoder,
             fifo: Vec::with_capacity(OPUS_FRAME_SAMPLES * CHANNELS * 4),
             next_pts: None,
+            tuning,
         })
     }
 
@@ -197,16 +271,17 @@ impl Pipeline {
             decoded.channel_layout()
         };
         let target = ff::format::Sample::F32(ff::format::sample::Type::Packed);
+        // Tempo: claim the input runs faster (or slower) than it does, so the resampler makes fewer (more) samples.
+        let tempo_milli = self.tuning.as_ref().map_or(1000, |t| t.tempo_milli());
+        let in_rate = (decoded.rate() as u64 * tempo_milli as u64 / 1000) as u32;
         let stale = self.resampler.as_ref().is_none_or(|r| {
-            r.input().format != decoded.format()
-                || r.input().rate != decoded.rate()
-                || r.input().channel_layout != layout
+            r.input().format != decoded.format() || r.input().rate != in_rate || r.input().channel_layout != layout
         });
         if stale {
             self.resampler = Some(ff::software::resampling::Context::get(
                 decoded.format(),
                 layout,
-                decoded.rate(),
+                in_rate,
                 target,
                 ff::ChannelLayout::STEREO,
                 AUDIO_CLOCK,
@@ -214,9 +289,10 @@ impl Pipeline {
         }
         let mut input = decoded.clone();
         input.set_channel_layout(layout);
+        input.set_rate(in_rate);
         // Size the output for the rate ratio plus what swr holds back; ffmpeg-next would size it to the input's
         // sample count, which leaves ~8% of 44.1 -> 48 kHz audio stuck inside swr on every call (a growing lag).
-        let capacity = decoded.samples() * AUDIO_CLOCK as usize / decoded.rate().max(1) as usize + 256;
+        let capacity = decoded.samples() * AUDIO_CLOCK as usize / in_rate.max(1) as usize + 256;
         let mut resampled = ff::frame::Audio::new(target, capacity, ff::ChannelLayout::STEREO);
         resampled.set_rate(AUDIO_CLOCK);
         self.resampler
@@ -241,11 +317,15 @@ impl Pipeline {
             }
             _ => {}
         }
-        self.fifo.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
-        );
+        let gain = self.tuning.as_ref().map_or(1.0, |t| t.gain());
+        let samples = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]));
+        if gain == 1.0 {
+            self.fifo.extend(samples);
+        } else {
+            self.fifo.extend(samples.map(|x| (x * gain).clamp(-1.0, 1.0)));
+        }
         Ok(())
     }
 

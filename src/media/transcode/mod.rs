@@ -4,10 +4,38 @@
 pub mod audio;
 pub mod video;
 
-pub use audio::{AudioInputCodec, AudioTranscoder, TranscodeError};
+pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, TranscodeError};
 pub use video::{VideoInput, VideoTranscoder};
 
 use ffmpeg_next as ff;
+
+/// A demuxer's codec parameters, handed to a transcoder thread (pull sources).
+#[derive(Clone)]
+pub struct StreamParameters(pub ff::codec::Parameters);
+
+impl std::fmt::Debug for StreamParameters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StreamParameters({:?})", self.0.id())
+    }
+}
+
+impl PartialEq for StreamParameters {
+    /// Two parameter sets are the same input when they describe the same codec with the same configuration.
+    fn eq(&self, other: &Self) -> bool {
+        unsafe {
+            let (a, b) = (&*self.0.as_ptr(), &*other.0.as_ptr());
+            let extra = |p: &ff::ffi::AVCodecParameters| {
+                if p.extradata.is_null() {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(p.extradata, p.extradata_size as usize)
+                }
+            };
+            a.codec_id == b.codec_id && a.sample_rate == b.sample_rate && extra(a) == extra(b)
+        }
+    }
+}
+impl Eq for StreamParameters {}
 use std::sync::Once;
 
 /// Initialise libav once per process (quiet logging: our own log lines say what matters).

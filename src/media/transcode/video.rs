@@ -31,6 +31,12 @@ pub struct VideoInput {
     pub fps: Option<u32>,
     /// Target bitrate in bit/s; chosen from the picture size when `None`.
     pub bitrate: Option<u32>,
+    /// The demuxer's codec parameters (pull sources); preferred over `codec`/`extradata` when present.
+    pub parameters: Option<super::StreamParameters>,
+    /// Output picture size; the source's when `None`.
+    pub size: Option<(u32, u32)>,
+    /// Keyframe interval in seconds (2 when `None`).
+    pub keyframe_secs: Option<u32>,
 }
 
 impl VideoInput {
@@ -40,6 +46,22 @@ impl VideoInput {
             extradata: None,
             fps: None,
             bitrate: None,
+            parameters: None,
+            size: None,
+            keyframe_secs: None,
+        }
+    }
+
+    /// Decode what a demuxer found.
+    pub fn from_stream(parameters: super::StreamParameters, fps: Option<u32>) -> Self {
+        VideoInput {
+            codec: parameters.0.id(),
+            extradata: None,
+            fps,
+            bitrate: None,
+            parameters: Some(parameters),
+            size: None,
+            keyframe_secs: None,
         }
     }
 }
@@ -47,6 +69,8 @@ impl VideoInput {
 struct Input {
     data: Bytes,
     pts: u64,
+    /// Decode timestamp (differs from `pts` for sources with B-frames).
+    dts: u64,
     received_at: Instant,
 }
 
@@ -116,10 +140,29 @@ impl VideoTranscoder {
     /// Queue one compressed picture with its pts (90 kHz). Never blocks.
     pub fn push(&self, data: Bytes, pts: u64, received_at: Instant) -> Result<(), TranscodeError> {
         let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
-        tx.try_send(Input { data, pts, received_at }).map_err(|e| match e {
+        tx.try_send(Input {
+            data,
+            pts,
+            dts: pts,
+            received_at,
+        })
+        .map_err(|e| match e {
             mpsc::TrySendError::Full(_) => TranscodeError::Overloaded,
             mpsc::TrySendError::Disconnected(_) => TranscodeError::Stopped,
         })
+    }
+
+    /// Queue one picture in decode order (`dts`), waiting while the queue is full (sources that can be slowed
+    /// down, such as files).
+    pub fn push_blocking(&self, data: Bytes, pts: u64, dts: u64, received_at: Instant) -> Result<(), TranscodeError> {
+        let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
+        tx.send(Input {
+            data,
+            pts,
+            dts,
+            received_at,
+        })
+        .map_err(|_| TranscodeError::Stopped)
     }
 
     /// Make the next output picture a keyframe (a viewer joined or lost packets).
@@ -163,6 +206,8 @@ struct VideoPipeline {
     decoder: ff::decoder::Video,
     fps: u32,
     bitrate: Option<u32>,
+    size: Option<(u32, u32)>,
+    keyframe_secs: u32,
     encoder: Option<Encoder>,
     /// Reused decoder output picture.
     decoded: ff::frame::Video,
@@ -170,8 +215,8 @@ struct VideoPipeline {
 
 /// An open encoder for one picture size.
 struct Encoder {
-    width: u32,
-    height: u32,
+    in_width: u32,
+    in_height: u32,
     format: ff::format::Pixel,
     scaler: Option<ff::software::scaling::Context>,
     x264: ff::encoder::Video,
@@ -182,9 +227,20 @@ struct Encoder {
 impl VideoPipeline {
     fn new(input: &VideoInput) -> Result<Self, TranscodeError> {
         let codec = ff::decoder::find(input.codec).ok_or(TranscodeError::MissingCodec("video decoder"))?;
-        let mut ctx = ff::codec::Context::new_with_codec(codec);
-        if let Some(extra) = &input.extradata {
+        let mut ctx = match &input.parameters {
+            Some(p) => ff::codec::Context::from_parameters(p.0.clone())?,
+            None => ff::codec::Context::new_with_codec(codec),
+        };
+        if let (Some(extra), None) = (&input.extradata, &input.parameters) {
             super::set_extradata(&mut ctx, extra);
+        }
+        // Decode on two threads when the source is big (a 1080p pull source); WebRTC inputs are small.
+        if input.parameters.is_some() {
+            ctx.set_threading(ff::threading::Config {
+                kind: ff::threading::Type::Frame,
+                count: 2,
+                safe: false,
+            });
         }
         ctx.set_time_base(ff::Rational::new(1, VIDEO_CLOCK as i32));
         let decoder = ctx.decoder().video()?;
@@ -192,6 +248,8 @@ impl VideoPipeline {
             decoder,
             fps: input.fps.filter(|f| (1..=120).contains(f)).unwrap_or(30),
             bitrate: input.bitrate,
+            size: input.size,
+            keyframe_secs: input.keyframe_secs.unwrap_or(KEYFRAME_SECONDS).clamp(1, 10),
             encoder: None,
             decoded: ff::frame::Video::empty(),
         })
@@ -200,7 +258,7 @@ impl VideoPipeline {
     fn push(&mut self, input: &Input, keyframe: bool, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
         let mut packet = ff::Packet::copy(&input.data);
         packet.set_pts(Some(input.pts as i64));
-        packet.set_dts(Some(input.pts as i64));
+        packet.set_dts(Some(input.dts as i64));
         self.decoder.send_packet(&packet)?;
         let mut force = keyframe;
         while self.decoder.receive_frame(&mut self.decoded).is_ok() {
@@ -216,9 +274,18 @@ impl VideoPipeline {
             let fresh = self
                 .encoder
                 .as_ref()
-                .is_none_or(|e| e.width != w || e.height != h || e.format != fmt);
+                .is_none_or(|e| e.in_width != w || e.in_height != h || e.format != fmt);
             if fresh {
-                self.encoder = Some(Encoder::open(w, h, fmt, self.fps, self.bitrate)?);
+                let (ow, oh) = self.size.unwrap_or((w, h));
+                let gop = self.fps * self.keyframe_secs;
+                self.encoder = Some(Encoder::open(
+                    (w, h),
+                    (ow & !1, oh & !1),
+                    fmt,
+                    self.fps,
+                    gop,
+                    self.bitrate,
+                )?);
             }
             let enc = self.encoder.as_mut().expect("opened above");
             let mut picture = match &mut enc.scaler {
@@ -246,10 +313,11 @@ impl VideoPipeline {
 
 impl Encoder {
     fn open(
-        width: u32,
-        height: u32,
+        (in_width, in_height): (u32, u32),
+        (width, height): (u32, u32),
         format: ff::format::Pixel,
         fps: u32,
+        gop: u32,
         bitrate: Option<u32>,
     ) -> Result<Self, TranscodeError> {
         let codec = ff::encoder::find_by_name("libx264").ok_or(TranscodeError::MissingCodec("libx264 encoder"))?;
@@ -259,7 +327,7 @@ impl Encoder {
         enc.set_format(ff::format::Pixel::YUV420P);
         enc.set_time_base(ff::Rational::new(1, VIDEO_CLOCK as i32));
         enc.set_frame_rate(Some(ff::Rational::new(fps as i32, 1)));
-        enc.set_gop(fps * KEYFRAME_SECONDS);
+        enc.set_gop(gop);
         enc.set_max_b_frames(0);
         // About 0.1 bit per pixel per frame (720p30: 2.8 Mbit/s), unless the task says otherwise.
         let bits = bitrate.unwrap_or_else(|| (width * height * fps / 10).clamp(200_000, 8_000_000));
@@ -272,13 +340,13 @@ impl Encoder {
         opts.set("forced-idr", "1");
         opts.set("x264-params", &format!("vbv-bufsize={}", bits / 1000));
         let x264 = enc.open_as_with(codec, opts)?;
-        let scaler = if format == ff::format::Pixel::YUV420P {
+        let scaler = if format == ff::format::Pixel::YUV420P && (in_width, in_height) == (width, height) {
             None
         } else {
             Some(ff::software::scaling::Context::get(
                 format,
-                width,
-                height,
+                in_width,
+                in_height,
                 ff::format::Pixel::YUV420P,
                 width,
                 height,
@@ -287,8 +355,8 @@ impl Encoder {
         };
         tracing::debug!(width, height, ?format, bits, "x264 encoder opened");
         Ok(Encoder {
-            width,
-            height,
+            in_width,
+            in_height,
             format,
             scaler,
             x264,

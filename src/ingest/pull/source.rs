@@ -1,0 +1,282 @@
+//! Where a pull task may connect: scheme and address policy (SSRF protection) and the HTTP pre-flight that follows
+//! redirects one hop at a time, re-checking each, and turns the common failures into distinct reasons.
+//!
+//! What this does not cover (documented in the README): libav resolves the name again when it connects (a DNS
+//! answer that changes between our check and its connect is not seen), and the segment URLs inside an HLS
+//! playlist are fetched by libav without our check.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use url::Url;
+
+/// Schemes a source URL may use.
+pub const SCHEMES: &[&str] = &["http", "https", "rtmp"];
+/// Redirect hops followed before giving up.
+const MAX_REDIRECTS: usize = 5;
+
+/// Why a source cannot be used. Each variant is a distinct reason users see in Describe and the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SourceError {
+    #[error("not a valid URL: {0}")]
+    BadUrl(String),
+    #[error("scheme {0:?} is not supported: use http, https or rtmp")]
+    BadScheme(String),
+    #[error("the source address {ip} of {host} is private, loopback or link-local (set pull.allow_private_sources to allow it)")]
+    PrivateAddress { host: String, ip: IpAddr },
+    #[error("cannot resolve {host}: {why}")]
+    Resolve { host: String, why: String },
+    #[error("connection refused by {0}")]
+    ConnectionRefused(String),
+    #[error("timed out connecting to {0}")]
+    ConnectTimeout(String),
+    #[error("TLS error with {host}: {why}")]
+    Tls { host: String, why: String },
+    #[error("the server answered HTTP {status} for {url}")]
+    HttpStatus { status: u16, url: String },
+    #[error("empty source: the server sent no data")]
+    Empty,
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
+    #[error("HTTP request failed: {0}")]
+    Http(String),
+}
+
+/// Parse and check the syntax and scheme of a source URL (what StartStreamIngest validates before answering).
+pub fn parse_source_url(raw: &str) -> Result<Url, SourceError> {
+    let raw = raw.trim();
+    if raw.is_empty() || raw.len() > 4096 {
+        return Err(SourceError::BadUrl("empty or longer than 4096 bytes".into()));
+    }
+    let url = Url::parse(raw).map_err(|e| SourceError::BadUrl(e.to_string()))?;
+    if !SCHEMES.contains(&url.scheme()) {
+        return Err(SourceError::BadScheme(url.scheme().to_string()));
+    }
+    if url.host_str().is_none_or(|h| h.is_empty()) {
+        return Err(SourceError::BadUrl("no host".into()));
+    }
+    Ok(url)
+}
+
+/// True for addresses a public source can have: not loopback, private, link-local, CGNAT, multicast,
+/// unspecified, documentation or other reserved ranges (IPv4-mapped IPv6 addresses are judged as IPv4).
+pub fn is_public_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_v4(v4);
+            }
+            let seg = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x0064 && seg[1] == 0xff9b) // NAT64 (may reach private IPv4)
+                || v6 == Ipv6Addr::from(0u128))
+        }
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let o = ip.octets();
+    !(ip.is_private()
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_unspecified()
+        || ip.is_documentation()
+        || o[0] == 0
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // CGNAT 100.64/10
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18/15
+        || o[0] >= 240)
+}
+
+/// Resolve the URL's host and refuse it when any address is not public (unless `allow_private`).
+pub async fn check_destination(url: &Url, allow_private: bool) -> Result<Vec<IpAddr>, SourceError> {
+    let host = url.host_str().unwrap_or_default().to_string();
+    let port = url.port_or_known_default().unwrap_or(1935);
+    let ips: Vec<IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
+        Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+        _ => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| SourceError::Resolve {
+                host: host.clone(),
+                why: e.to_string(),
+            })?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    if ips.is_empty() {
+        return Err(SourceError::Resolve {
+            host,
+            why: "no addresses".into(),
+        });
+    }
+    if !allow_private {
+        if let Some(ip) = ips.iter().find(|ip| !is_public_ip(**ip)) {
+            return Err(SourceError::PrivateAddress { host, ip: *ip });
+        }
+    }
+    Ok(ips)
+}
+
+/// An HTTP client for pre-flights: no automatic redirects (each hop is checked here), short timeouts.
+pub fn preflight_client(connect_timeout: std::time::Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .timeout(connect_timeout * 2)
+        .user_agent(concat!("roomgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("static HTTP client settings are valid")
+}
+
+/// Check the destination and, for HTTP(S), request the URL, following redirects hop by hop with the same checks.
+/// Returns the URL libav should open (the last hop). Only the response head is read.
+pub async fn preflight(client: &reqwest::Client, url: &Url, allow_private: bool) -> Result<Url, SourceError> {
+    let mut current = url.clone();
+    for _ in 0..=MAX_REDIRECTS {
+        check_destination(&current, allow_private).await?;
+        if current.scheme() == "rtmp" {
+            return Ok(current);
+        }
+        let host = current.host_str().unwrap_or_default().to_string();
+        let resp = client
+            .get(current.clone())
+            .header(reqwest::header::RANGE, "bytes=0-")
+            .send()
+            .await
+            .map_err(|e| classify_reqwest(&e, &host))?;
+        let status = resp.status();
+        if status.is_redirection() {
+            let location = resp
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| SourceError::Http(format!("HTTP {status} without a Location header")))?;
+            let next = current
+                .join(location)
+                .map_err(|e| SourceError::BadUrl(format!("redirect to {location:?}: {e}")))?;
+            if !["http", "https"].contains(&next.scheme()) {
+                return Err(SourceError::BadScheme(next.scheme().to_string()));
+            }
+            current = next;
+            continue;
+        }
+        let empty_range = resp
+            .headers()
+            .get(reqwest::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim_end().ends_with("/0"));
+        if (status == reqwest::StatusCode::RANGE_NOT_SATISFIABLE && empty_range)
+            || (status.is_success() && resp.content_length() == Some(0))
+        {
+            return Err(SourceError::Empty);
+        }
+        if !status.is_success() {
+            return Err(SourceError::HttpStatus {
+                status: status.as_u16(),
+                url: current.to_string(),
+            });
+        }
+        return Ok(current);
+    }
+    Err(SourceError::TooManyRedirects)
+}
+
+/// Name the failure the way a user debugging a source needs it: refused, timed out, TLS, or other.
+fn classify_reqwest(e: &reqwest::Error, host: &str) -> SourceError {
+    let chain = error_chain(e);
+    let lower = chain.to_ascii_lowercase();
+    if lower.contains("connection refused") {
+        SourceError::ConnectionRefused(host.to_string())
+    } else if lower.contains("certificate")
+        || lower.contains("tls")
+        || lower.contains("handshake")
+        || lower.contains("invalid peer")
+        || lower.contains("rustls")
+        || lower.contains("corrupt message")
+        || lower.contains("received fatal alert")
+    {
+        SourceError::Tls {
+            host: host.to_string(),
+            why: chain,
+        }
+    } else if e.is_timeout() {
+        SourceError::ConnectTimeout(host.to_string())
+    } else {
+        SourceError::Http(chain)
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schemes_and_syntax() {
+        assert!(parse_source_url("https://example.com/a.mp4").is_ok());
+        assert!(parse_source_url("rtmp://example.com/live/x").is_ok());
+        assert!(matches!(
+            parse_source_url("file:///etc/passwd"),
+            Err(SourceError::BadScheme(_))
+        ));
+        assert!(matches!(parse_source_url("ftp://x/y"), Err(SourceError::BadScheme(_))));
+        assert!(matches!(parse_source_url("not a url"), Err(SourceError::BadUrl(_))));
+        assert!(matches!(parse_source_url(""), Err(SourceError::BadUrl(_))));
+    }
+
+    #[test]
+    fn address_ranges() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public_ip(ip.parse().unwrap()), "{ip} must be refused");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public_ip(ip.parse().unwrap()), "{ip} is public");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_refused() {
+        let url = Url::parse("http://localhost:1/x.mp4").unwrap();
+        assert!(matches!(
+            check_destination(&url, false).await,
+            Err(SourceError::PrivateAddress { .. })
+        ));
+        assert!(check_destination(&url, true).await.is_ok());
+        let url = Url::parse("http://[::1]:1/x.mp4").unwrap();
+        assert!(matches!(
+            check_destination(&url, false).await,
+            Err(SourceError::PrivateAddress { .. })
+        ));
+    }
+}

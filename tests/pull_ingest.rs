@@ -1,0 +1,595 @@
+//! Pull tasks end to end: a real nginx serves the testdata files over HTTP and runs an RTMP server; tasks are
+//! started over the signed Cloud API; WHEP viewers (the str0m test player) decode what the robot anchors play.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use support::cloud::{error_code, CloudClient};
+use support::nginx::Nginx;
+use support::whep_client::{play, Received, Transport};
+use support::*;
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// An nginx root with the testdata files plus the broken sources the failure tests need.
+fn source_root() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(testdata()).unwrap() {
+        let entry = entry.unwrap();
+        std::os::unix::fs::symlink(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    std::fs::write(dir.path().join("empty.mp4"), b"").unwrap();
+    std::fs::write(
+        dir.path().join("notmedia.mp4"),
+        b"this is not a media file, just some text\n".repeat(100),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("subtitles.srt"),
+        "1\n00:00:00,000 --> 00:00:02,000\nhello\n\n",
+    )
+    .unwrap();
+    dir
+}
+
+async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn start_params(room: &str, userid: &str, url: &str) -> Value {
+    json!({
+        "SdkAppId": SDKAPPID,
+        "RoomId": room,
+        "RoomIdType": 0,
+        "UserId": userid,
+        "UserSig": usersig(userid),
+        "StreamUrl": url,
+    })
+}
+
+async fn start_task(api: &CloudClient, params: Value) -> String {
+    let r = api.call("StartStreamIngest", params).await;
+    assert!(error_code(&r).is_none(), "StartStreamIngest failed: {r}");
+    r["TaskId"].as_str().unwrap().to_string()
+}
+
+async fn describe(api: &CloudClient, task: &str) -> Value {
+    api.call("DescribeStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
+        .await
+}
+
+/// Describe until `cond` holds (up to `within`); the last reply.
+async fn describe_until(api: &CloudClient, task: &str, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = describe(api, task).await;
+        if cond(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "timed out; last Describe: {r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Watch `room`'s anchor over WHEP until `video`/`audio` frames arrived; the frames.
+async fn watch(gw: &TestGateway, room: &str, video: usize, audio: usize) -> Vec<Received> {
+    let url = gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID=viewer"));
+    let viewer = play(&url, Some(&usersig("viewer")), Transport::Udp).await.unwrap();
+    tokio::task::spawn_blocking(move || {
+        viewer.collect(Duration::from_secs(15), |g| {
+            g.iter().filter(|f| f.video).count() >= video && g.iter().filter(|f| !f.video).count() >= audio
+        })
+    })
+    .await
+    .unwrap()
+}
+
+fn video_of(got: &[Received]) -> Vec<&[u8]> {
+    got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect()
+}
+
+fn audio_of(got: &[Received]) -> Vec<&[u8]> {
+    got.iter().filter(|f| !f.video).map(|f| &f.data[..]).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mp4_task_plays_to_a_whep_viewer_until_stopped() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let mut params = start_params("pull-mp4", "robot1", &nginx.url("/sample-720p30.mp4"));
+    params["RepeatNum"] = json!(-1);
+    let task = start_task(&api, params).await;
+    assert!(task.len() >= 32, "an unguessable task id: {task}");
+
+    let anchor = gw
+        .wait_anchor("pull-mp4", "robot1", Duration::from_secs(10))
+        .await
+        .expect("the robot enters the room");
+    assert_eq!(anchor.source, roomgate::room::SourceKind::Pull);
+    let got = watch(&gw, "pull-mp4", 45, 50).await;
+    let video = video_of(&got);
+    assert!(video.len() >= 45, "{} video frames", video.len());
+    assert_eq!(decode_h264_size_of(video.iter().copied()), Some((1280, 720)));
+    let (samples, peak) = decode_opus_of(audio_of(&got));
+    assert!(samples >= 48_000, "a second of audio decodes ({samples} samples)");
+    assert!(peak > 0.05, "the sine is audible (peak {peak})");
+
+    let r = describe(&api, &task).await;
+    assert_eq!(r["Status"], "InProgress", "{r}");
+    assert_eq!(r["State"], "playing", "{r}");
+    assert_eq!(
+        r["Source"]["VideoPassthrough"], true,
+        "baseline H.264 passes through: {r}"
+    );
+    assert_eq!(r["Source"]["AudioCodec"], "aac", "{r}");
+    assert!(r["PositionMs"].as_i64().unwrap() > 0, "{r}");
+
+    let r = api
+        .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
+        .await;
+    assert!(error_code(&r).is_none(), "{r}");
+    wait_until("the robot leaves", Duration::from_secs(5), || {
+        gw.hub.participant(&gw.key("pull-mp4"), "robot1").is_none()
+    })
+    .await;
+    let r = describe_until(&api, &task, Duration::from_secs(5), |r| r["Status"] == "NotExist").await;
+    assert_eq!(r["State"], "stopped", "{r}");
+    let r = api
+        .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
+        .await;
+    assert_eq!(error_code(&r), Some("FailedOperation.TaskFinished"), "{r}");
+    let r = describe(&api, "no-such-task").await;
+    assert_eq!(r["Status"], "NotExist", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flv_hls_mp3_and_rtmp_sources_reach_viewers() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+
+    // An RTMP source: ffmpeg publishes into nginx-rtmp, the task pulls it from there.
+    let rtmp_source = format!("rtmp://{}/live/cam", nginx.rtmp);
+    let pusher = Ffmpeg::push(
+        &lavfi("640x360", 60),
+        "-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -g 30 -c:a aac -ar 44100",
+        &rtmp_source,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    for (room, url, want_video) in [
+        ("pull-flv", nginx.url("/sample-720p30-baseline.flv"), Some((1280, 720))),
+        ("pull-hls", nginx.url("/hls/index.m3u8"), Some((1280, 720))),
+        ("pull-mp3", nginx.url("/sample.mp3"), None),
+        ("pull-rtmp", rtmp_source.clone(), Some((640, 360))),
+    ] {
+        let task = start_task(&api, start_params(room, "robot", &url)).await;
+        gw.wait_anchor(room, "robot", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{room}: the robot enters the room"));
+        let got = watch(&gw, room, if want_video.is_some() { 30 } else { 0 }, 50).await;
+        let video = video_of(&got);
+        match want_video {
+            Some(size) => {
+                assert!(video.len() >= 30, "{room}: {} video frames", video.len());
+                assert_eq!(decode_h264_size_of(video.iter().copied()), Some(size), "{room}");
+            }
+            None => assert!(
+                video.is_empty(),
+                "{room}: an audio-only source makes an audio-only anchor"
+            ),
+        }
+        let (samples, _) = decode_opus_of(audio_of(&got));
+        assert!(samples >= 48_000, "{room}: audio decodes ({samples} samples)");
+        let r = api
+            .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
+            .await;
+        assert!(error_code(&r).is_none(), "{room}: {r}");
+    }
+    pusher.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_b_frame_high_profile_mp4_is_reencoded_to_baseline() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let task = start_task(
+        &api,
+        start_params("pull-bf", "robot", &nginx.url("/sample-720p30-bframes.mp4")),
+    )
+    .await;
+    let anchor = gw
+        .wait_anchor("pull-bf", "robot", Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_until("transcoded video flows", Duration::from_secs(10), || {
+        anchor.video.has_cached_keyframe()
+    })
+    .await;
+    let plid = anchor.video_info().profile_level_id.unwrap_or_default();
+    assert!(plid.starts_with("42c0"), "constrained baseline: {plid}");
+    let got = watch(&gw, "pull-bf", 45, 10).await;
+    let video = video_of(&got);
+    assert!(video.len() >= 45, "{} frames", video.len());
+    assert_eq!(decode_h264_size_of(video.iter().copied()), Some((1280, 720)));
+    assert!(
+        video.iter().all(|f| !roomgate::media::h264::has_b_slice(f)),
+        "no B-frames reach the viewer"
+    );
+    let r = describe(&api, &task).await;
+    assert_eq!(r["Source"]["VideoPassthrough"], false, "{r}");
+    assert_eq!(r["Source"]["VideoCodec"], "h264", "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_sources_fail_after_retries_with_distinct_reasons() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let mut events = gw.pull.observe();
+    let refused_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cases = [
+        (
+            "refused",
+            format!("http://127.0.0.1:{refused_port}/a.mp4"),
+            "connection refused",
+        ),
+        ("notfound", nginx.url("/missing.mp4"), "HTTP 404"),
+        ("tls", format!("https://{}/sample.mp3", nginx.http), "TLS"),
+        ("empty", nginx.url("/empty.mp4"), "empty source"),
+        ("notmedia", nginx.url("/notmedia.mp4"), "not a media file"),
+        ("nocodec", nginx.url("/subtitles.srt"), "no audio or video stream"),
+    ];
+    let mut tasks = vec![];
+    for (i, (name, url, _)) in cases.iter().enumerate() {
+        tasks.push(start_task(&api, start_params(&format!("broken{i}"), name, url)).await);
+    }
+    for (task, (name, _, reason)) in tasks.iter().zip(cases.iter()) {
+        let r = describe_until(&api, task, Duration::from_secs(20), |r| r["Status"] == "NotExist").await;
+        assert_eq!(r["State"], "failed", "{name}: {r}");
+        let got = r["Reason"].as_str().unwrap();
+        assert!(got.contains(reason), "{name}: reason {got:?} should say {reason:?}");
+        assert_eq!(r["Restarts"], 3, "{name}: retried at 0, 1 and 3 s: {r}");
+    }
+    // The events each task emitted: three restarts then one failure.
+    let mut per_task: std::collections::HashMap<String, Vec<String>> = Default::default();
+    while let Ok(ev) = events.try_recv() {
+        let kind = match ev.kind {
+            roomgate::ingest::pull::IngestEventKind::Started => "started",
+            roomgate::ingest::pull::IngestEventKind::Restarting { .. } => "restarting",
+            roomgate::ingest::pull::IngestEventKind::Failed { .. } => "failed",
+            roomgate::ingest::pull::IngestEventKind::Stopped { .. } => "stopped",
+        };
+        per_task.entry(ev.task_id).or_default().push(kind.into());
+    }
+    for task in &tasks {
+        assert_eq!(
+            per_task.get(task).cloned().unwrap_or_default(),
+            vec!["restarting", "restarting", "restarting", "failed"]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_source_is_stopped_promptly() {
+    // A server that accepts connections and never sends a byte.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::sync::Arc::new(tokio::sync::Mutex::new(vec![]));
+    let h = held.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            h.lock().await.push(s);
+        }
+    });
+    let gw = start_gateway_with(|c| c.pull.open_timeout_secs = 60).await;
+    let api = CloudClient::new(gw.http_addr);
+    for scheme in ["http", "rtmp"] {
+        let task = start_task(
+            &api,
+            start_params("stall", "robot", &format!("{scheme}://{addr}/live/x")),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let r = describe(&api, &task).await;
+        assert_eq!(r["Status"], "InProgress", "{scheme}: still trying: {r}");
+        let asked = Instant::now();
+        let r = api
+            .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
+            .await;
+        assert!(error_code(&r).is_none(), "{r}");
+        let r = describe_until(&api, &task, Duration::from_secs(3), |r| r["Status"] == "NotExist").await;
+        assert_eq!(r["State"], "stopped", "{r}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "{scheme}: a hung source does not hold Stop up"
+        );
+        assert!(gw.pull.list().is_empty(), "the runner thread ended");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_pauses_resumes_and_switches_the_source() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let mut params = start_params("pull-upd", "robot", &nginx.url("/sample-720p30.mp4"));
+    params["RepeatNum"] = json!(-1);
+    let task = start_task(&api, params).await;
+    let anchor = gw
+        .wait_anchor("pull-upd", "robot", Duration::from_secs(10))
+        .await
+        .unwrap();
+    wait_until("video flows", Duration::from_secs(10), || {
+        anchor.video.has_cached_keyframe()
+    })
+    .await;
+
+    let update = |extra: Value| {
+        let mut p = json!({"SdkAppId": SDKAPPID, "TaskId": task});
+        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        p
+    };
+    let r = api.call("UpdateStreamIngest", update(json!({"IsPause": true}))).await;
+    assert_eq!(r["Status"], "InProgress", "{r}");
+    describe_until(&api, &task, Duration::from_secs(3), |r| r["State"] == "paused").await;
+    let before = anchor.video.stats().frames;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let paused_frames = anchor.video.stats().frames - before;
+    assert!(
+        paused_frames <= 2,
+        "a paused task sends nothing ({paused_frames} frames)"
+    );
+    api.call("UpdateStreamIngest", update(json!({"IsPause": false, "Volume": 10})))
+        .await;
+    describe_until(&api, &task, Duration::from_secs(3), |r| r["State"] == "playing").await;
+    let before = anchor.video.stats().frames;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(anchor.video.stats().frames - before >= 15, "playing again");
+
+    let r = api
+        .call(
+            "UpdateStreamIngest",
+            update(json!({"StreamUrl": nginx.url("/sample.mp3")})),
+        )
+        .await;
+    assert!(error_code(&r).is_none(), "{r}");
+    describe_until(&api, &task, Duration::from_secs(5), |r| {
+        r["Source"]["Format"].as_str().is_some_and(|f| f.contains("mp3"))
+    })
+    .await;
+
+    let r = api.call("UpdateStreamIngest", update(json!({"Tempo": 3.0}))).await;
+    assert_eq!(error_code(&r), Some("InvalidParameter.Tempo"), "{r}");
+    let r = api
+        .call(
+            "UpdateStreamIngest",
+            json!({"SdkAppId": SDKAPPID, "TaskId": "nope", "Volume": 5}),
+        )
+        .await;
+    assert_eq!(error_code(&r), Some("FailedOperation.TaskNotExist"), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_are_validated_and_signed() {
+    let gw = start_gateway_with(|c| {
+        c.api.rate_limit = 50;
+        c.pull.allow_private_sources = false;
+    })
+    .await;
+    let api = CloudClient::new(gw.http_addr);
+    let good = start_params("room1", "robot", "https://example.com/a.mp4");
+    let with = |k: &str, v: Value| {
+        let mut p = good.clone();
+        p[k] = v;
+        p
+    };
+    let without = |k: &str| {
+        let mut p = good.clone();
+        p.as_object_mut().unwrap().remove(k);
+        p
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (without("SdkAppId"), "MissingParameter.SdkAppId"),
+        (without("RoomId"), "MissingParameter.RoomId"),
+        (without("UserId"), "MissingParameter.UserId"),
+        (without("UserSig"), "MissingParameter.UserSig"),
+        (without("StreamUrl"), "MissingParameter.StreamUrl"),
+        (with("SdkAppId", json!(42)), "InvalidParameter.SdkAppId"),
+        (
+            with("SdkAppId", json!("1400000001")),
+            "InvalidParameter.BodyParamsError",
+        ),
+        (with("RoomIdType", json!(1)), "InvalidParameter.RoomId"),
+        (with("RoomIdType", json!(2)), "InvalidParameter.RoomIdType"),
+        (with("RoomId", json!("bad room!")), "InvalidParameter.StrRoomId"),
+        (with("UserId", json!("a/b")), "InvalidParameter.UserId"),
+        (
+            with("UserSig", json!(usersig("someone-else"))),
+            "InvalidParameter.UserSig",
+        ),
+        (
+            with("StreamUrl", json!("file:///etc/passwd")),
+            "InvalidParameter.StreamUrl",
+        ),
+        (
+            with("StreamUrl", json!("http://127.0.0.1:8080/x.mp4")),
+            "InvalidParameter.StreamUrl",
+        ),
+        (
+            with("StreamUrl", json!("http://localhost/x.mp4")),
+            "InvalidParameter.StreamUrl",
+        ),
+        (
+            with("StreamUrl", json!("http://169.254.169.254/latest")),
+            "InvalidParameter.StreamUrl",
+        ),
+        (with("RepeatNum", json!(0)), "InvalidParameter.RepeatNum"),
+        (with("RepeatNum", json!(1001)), "InvalidParameter.RepeatNum"),
+        (with("RepeatNum", json!(-2)), "InvalidParameter.RepeatNum"),
+        (with("MaxDuration", json!(0)), "InvalidParameter.MaxDuration"),
+        (with("MaxDuration", json!(10081)), "InvalidParameter.MaxDuration"),
+        (with("Volume", json!(201)), "InvalidParameter.Volume"),
+        (with("Tempo", json!(1.1)), "InvalidParameter.Tempo"),
+        (with("IdleTimeout", json!(601)), "InvalidParameter.IdleTimeout"),
+        (with("SeekSecond", json!(-1)), "InvalidParameter.SeekSecond"),
+        (
+            with("VideoEncodeParams", json!({"Width": 4000})),
+            "InvalidParameter.Width",
+        ),
+        (
+            with("AudioEncodeParams", json!({"SampleRate": 8000})),
+            "InvalidParameter.SampleRate",
+        ),
+        (with("SourceUrl", json!(["a", "b"])), "InvalidParameter.SourceUrl"),
+        (with("StreamName", json!("x")), "UnknownParameter"),
+    ];
+    for (params, code) in cases {
+        let r = api.call("StartStreamIngest", params.clone()).await;
+        assert_eq!(error_code(&r), Some(code), "{params} -> {r}");
+        assert!(!r["Error"]["Message"].as_str().unwrap().is_empty());
+    }
+    let r = api.call("DescribeStreamIngest", json!({"SdkAppId": SDKAPPID})).await;
+    assert_eq!(error_code(&r), Some("MissingParameter.TaskId"), "{r}");
+    let r = api.call("StopStreamIngest", json!({"TaskId": "x"})).await;
+    assert_eq!(error_code(&r), Some("MissingParameter.SdkAppId"), "{r}");
+    let r = api.call("DescribeRoomInfo", json!({})).await;
+    assert_eq!(error_code(&r), Some("InvalidAction"), "{r}");
+
+    // Signatures.
+    let body = serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": "x"})).unwrap();
+    let now = roomgate::auth::unix_now();
+    let wrong = CloudClient::with_key(gw.http_addr, support::cloud::SECRET_ID, "not-the-key");
+    let (status, r) = wrong.call_raw("DescribeStreamIngest", body.clone(), now).await;
+    assert_eq!(
+        (status, error_code(&r)),
+        (200, Some("AuthFailure.SignatureFailure")),
+        "{r}"
+    );
+    let (_, r) = api.call_raw("DescribeStreamIngest", body.clone(), now - 600).await;
+    assert_eq!(error_code(&r), Some("AuthFailure.SignatureExpire"), "{r}");
+    let unknown = CloudClient::with_key(gw.http_addr, "AKIDunknown", "k");
+    let (_, r) = unknown.call_raw("DescribeStreamIngest", body.clone(), now).await;
+    assert_eq!(error_code(&r), Some("AuthFailure.SecretIdNotFound"), "{r}");
+    let (_, r) = api.call_raw("DescribeStreamIngest", b"not json".to_vec(), now).await;
+    assert_eq!(error_code(&r), Some("InvalidParameter.BodyParamsError"), "{r}");
+    let (status, r) = api.call_raw("DescribeStreamIngest", vec![b' '; 128 * 1024], now).await;
+    assert_eq!((status, error_code(&r)), (200, Some("RequestSizeLimitExceeded")), "{r}");
+    // A tampered body fails the signature.
+    let host = gw.http_addr.to_string();
+    let auth = roomgate::auth::tc3::sign_post(
+        support::cloud::SECRET_ID,
+        support::cloud::SECRET_KEY,
+        "trtc",
+        &host,
+        now,
+        &body,
+    );
+    let resp = reqwest::Client::new()
+        .post(format!("http://{host}/"))
+        .header("Content-Type", "application/json")
+        .header("X-TC-Action", "DescribeStreamIngest")
+        .header("X-TC-Version", "2019-07-22")
+        .header("X-TC-Timestamp", now.to_string())
+        .header("Authorization", auth)
+        .body(serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": "y"})).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(error_code(&v["Response"]), Some("AuthFailure.SignatureFailure"), "{v}");
+
+    // Rate limit: 50/s per SecretId.
+    let mut limited = 0;
+    for _ in 0..80 {
+        let r = api
+            .call("DescribeStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": "x"}))
+            .await;
+        if error_code(&r) == Some("RequestLimitExceeded") {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0, "a burst over the limit is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_robot_identity_ingests_once() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let url = nginx.url("/sample.mp3");
+    let task = start_task(&api, start_params("dup", "robot", &url)).await;
+    let r = api.call("StartStreamIngest", start_params("dup", "robot", &url)).await;
+    assert_eq!(error_code(&r), Some("FailedOperation.TaskExist"), "{r}");
+    // Another room, or another robot, is fine.
+    start_task(&api, start_params("dup2", "robot", &url)).await;
+    start_task(&api, start_params("dup", "robot2", &url)).await;
+    // A task that plays once ends by itself.
+    let r = describe_until(&api, &task, Duration::from_secs(20), |r| r["Status"] == "NotExist").await;
+    assert_eq!(r["State"], "finished", "{r}");
+    assert_eq!(r["LoopsDone"], 1, "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tencents_python_sdk_drives_start_describe_stop() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/trtc_sdk.py");
+    let child = tokio::process::Command::new("python3")
+        .arg(script)
+        .env("ROOMGATE_ENDPOINT", gw.http_addr.to_string())
+        .env("SECRET_ID", support::cloud::SECRET_ID)
+        .env("SECRET_KEY", support::cloud::SECRET_KEY)
+        .env("SDKAPPID", SDKAPPID.to_string())
+        .env("ROOM", "sdk-room")
+        .env("USERID", "sdk-robot")
+        .env("USERSIG", usersig("sdk-robot"))
+        .env("STREAM_URL", nginx.url("/sample-720p30.mp4"))
+        .env("HOLD_SECONDS", "4")
+        .kill_on_drop(true)
+        .output();
+    let watcher = async {
+        gw.wait_anchor("sdk-room", "sdk-robot", Duration::from_secs(20))
+            .await
+            .expect("the SDK-started task's robot enters the room");
+        watch(&gw, "sdk-room", 30, 0).await
+    };
+    let (out, got) = tokio::join!(child, watcher);
+    let out = out.expect("python3 runs (scripts/install-deps.sh installs the SDK)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK script failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["StatusRunning"], "InProgress", "{summary}");
+    assert_eq!(summary["SecondStop"], "FailedOperation.TaskFinished", "{summary}");
+    assert_eq!(summary["WrongKey"], "AuthFailure.SignatureFailure", "{summary}");
+    assert!(video_of(&got).len() >= 30, "a viewer watched the SDK-started task");
+    assert!(
+        gw.hub.participant(&gw.key("sdk-room"), "sdk-robot").is_none(),
+        "stopped"
+    );
+}
