@@ -49,6 +49,14 @@ enum Command {
         #[arg(long, default_value_t = 7 * 86400)]
         expire: u64,
     },
+    /// Pull tasks through the signed Cloud API (StartStreamIngest & co.) of a running gateway.
+    Ingest {
+        /// The gateway's Cloud API endpoint (default: this config's http.listen on 127.0.0.1).
+        #[arg(long, global = true)]
+        endpoint: Option<String>,
+        #[command(subcommand)]
+        action: IngestAction,
+    },
     /// Print a UserSig for a user of a configured app (the key comes from the config or the demo app).
     Usersig {
         #[arg(long)]
@@ -58,6 +66,60 @@ enum Command {
         /// Validity in seconds.
         #[arg(long, default_value_t = 86400)]
         expire: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum IngestAction {
+    /// Start a task: a robot anchor plays URL into ROOM.
+    Start {
+        /// Source: http(s) file or HLS, or rtmp.
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        room: String,
+        /// The robot's user id (its UserSig is made from the app key in the config).
+        #[arg(long, default_value = "ingest_robot")]
+        userid: String,
+        #[arg(long)]
+        sdkappid: Option<u64>,
+        /// The room id is numeric (RoomIdType 1).
+        #[arg(long)]
+        numeric_room: bool,
+        /// Loops to play (-1: until stopped).
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+        repeat: i64,
+        /// Start at this second.
+        #[arg(long)]
+        seek: Option<i64>,
+        /// Volume in percent (0-200).
+        #[arg(long)]
+        volume: Option<u32>,
+        /// Speed: 0.5, 0.75, 1.0, 1.25, 1.5, 1.75 or 2.0.
+        #[arg(long)]
+        tempo: Option<f64>,
+        /// Then show the task's progress until it ends (Ctrl-C leaves it running).
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Stop a task.
+    Stop {
+        task_id: String,
+        #[arg(long)]
+        sdkappid: Option<u64>,
+    },
+    /// Show a task (with --follow: a live progress bar until it ends).
+    Describe {
+        task_id: String,
+        #[arg(long)]
+        sdkappid: Option<u64>,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// List running tasks.
+    List {
+        #[arg(long)]
+        sdkappid: Option<u64>,
     },
 }
 
@@ -118,6 +180,11 @@ fn main() {
             print_obs(app.sdkappid, &sig, userid, room, &config);
             Ok(())
         }),
+        Command::Ingest { endpoint, action } => load(&cli).and_then(|mut config| {
+            config.ensure_demo_app().map_err(|e| e.to_string())?;
+            config.ensure_demo_api_key().map_err(|e| e.to_string())?;
+            ingest(&config, endpoint.as_deref(), action)
+        }),
         Command::Usersig {
             sdkappid,
             userid,
@@ -148,6 +215,7 @@ fn serve(mut config: Config) -> Result<(), String> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("log filter: {e}"))?)
         .init();
     let demo = config.ensure_demo_app().map_err(|e| e.to_string())?;
+    let demo_key = config.ensure_demo_api_key().map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,6 +232,18 @@ fn serve(mut config: Config) -> Result<(), String> {
                 gw.http_addr.port(),
                 &gw.config.data_dir,
             );
+        }
+        if let Some(key) = demo_key {
+            println!(
+                "No [[api_keys]] configured: Cloud API (StartStreamIngest...) credentials are in {}",
+                gw.config.data_dir.join("demo-api-key.toml").display()
+            );
+            println!("  SecretId:  {}", key.secret_id);
+            println!(
+                "  Endpoint:  http://{host}:{}  (or: roomgate ingest start --url URL --room R)",
+                gw.http_addr.port()
+            );
+            println!();
         }
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         tracing::info!("shutting down");
@@ -240,4 +320,170 @@ fn print_obs(sdkappid: u64, sig: &str, userid: &str, room: &str, config: &Config
     println!(
         "Output: x264, keyframe interval 1-2 s, profile baseline, tune zerolatency, bframes=0 (see obs/README.md)"
     );
+}
+
+fn ingest(config: &Config, endpoint: Option<&str>, action: &IngestAction) -> Result<(), String> {
+    use roomgate::api::cloud::CloudApiClient;
+    use serde_json::{json, Value};
+    let endpoint = match endpoint {
+        Some(e) => e.to_string(),
+        None => {
+            let port = config.http.listen.port();
+            let ip = config.http.listen.ip();
+            let host = if ip.is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                ip.to_string()
+            };
+            format!("http://{host}:{port}/")
+        }
+    };
+    let endpoint = url::Url::parse(&endpoint).map_err(|e| format!("--endpoint {endpoint:?}: {e}"))?;
+    let key = config.api_keys.first().ok_or("no [[api_keys]] configured")?;
+    let client = CloudApiClient::new(endpoint, key.secret_id.clone(), key.secret_key.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let call = |action: &str, params: Value| {
+        rt.block_on(client.call(action, &params))
+            .map_err(|e| format!("{}: {}", e.code, e.message))
+    };
+    let app_id = |sdkappid: Option<u64>| app_for(config, sdkappid).map(|a| a.sdkappid);
+    match action {
+        IngestAction::Start {
+            url,
+            room,
+            userid,
+            sdkappid,
+            numeric_room,
+            repeat,
+            seek,
+            volume,
+            tempo,
+            follow,
+        } => {
+            let app = app_for(config, *sdkappid)?;
+            let sig = UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), 86400, None);
+            let mut params = json!({
+                "SdkAppId": app.sdkappid, "RoomId": room, "RoomIdType": if *numeric_room { 1 } else { 0 },
+                "UserId": userid, "UserSig": sig, "StreamUrl": url, "RepeatNum": repeat,
+            });
+            if let Some(s) = seek {
+                params["SeekSecond"] = json!(s);
+            }
+            if let Some(v) = volume {
+                params["Volume"] = json!(v);
+            }
+            if let Some(t) = tempo {
+                params["Tempo"] = json!(t);
+            }
+            let r = call("StartStreamIngest", params)?;
+            let task = r["TaskId"].as_str().unwrap_or_default().to_string();
+            println!("{task}");
+            if *follow {
+                follow_task(&call, app.sdkappid, &task)?;
+            }
+        }
+        IngestAction::Stop { task_id, sdkappid } => {
+            call(
+                "StopStreamIngest",
+                json!({"SdkAppId": app_id(*sdkappid)?, "TaskId": task_id}),
+            )?;
+            println!("stopped");
+        }
+        IngestAction::Describe {
+            task_id,
+            sdkappid,
+            follow,
+        } => {
+            let app = app_id(*sdkappid)?;
+            if *follow {
+                follow_task(&call, app, task_id)?;
+            } else {
+                let r = call("DescribeStreamIngest", json!({"SdkAppId": app, "TaskId": task_id}))?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&Value::Object(r)).unwrap_or_default()
+                );
+            }
+        }
+        IngestAction::List { sdkappid } => {
+            let mut params = json!({});
+            if let Some(a) = sdkappid {
+                params["SdkAppId"] = json!(a);
+            }
+            let r = call("ListStreamIngests", params)?;
+            let tasks = r["Tasks"].as_array().cloned().unwrap_or_default();
+            if tasks.is_empty() {
+                println!("no running tasks");
+            }
+            for t in tasks {
+                println!(
+                    "{}  {:<10} room {} user {}  {}  {}",
+                    t["TaskId"].as_str().unwrap_or(""),
+                    t["State"].as_str().unwrap_or(""),
+                    t["RoomId"].as_str().unwrap_or(""),
+                    t["UserId"].as_str().unwrap_or(""),
+                    progress_line(&t),
+                    t["StreamUrl"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Redraw one status line until the task ends.
+fn follow_task(
+    call: &dyn Fn(&str, serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, String>,
+    sdkappid: u64,
+    task: &str,
+) -> Result<(), String> {
+    use std::io::Write;
+    loop {
+        let r = serde_json::Value::Object(call(
+            "DescribeStreamIngest",
+            serde_json::json!({"SdkAppId": sdkappid, "TaskId": task}),
+        )?);
+        let line = format!("{:<10} {}", r["State"].as_str().unwrap_or("?"), progress_line(&r));
+        print!("\r{line:<100}");
+        let _ = std::io::stdout().flush();
+        if r["Status"] != "InProgress" {
+            println!();
+            let reason = r["Reason"].as_str().unwrap_or("");
+            if !reason.is_empty() {
+                println!("ended: {reason}");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// `[#######-------]  12.0 s / 30.0 s  loop 2/3` for file sources; position and loop for live ones.
+fn progress_line(t: &serde_json::Value) -> String {
+    let pos = t["PositionMs"].as_i64().unwrap_or(0) as f64 / 1000.0;
+    let repeat = t["RepeatNum"].as_i64().unwrap_or(1);
+    let loops = format!(
+        "loop {}/{}",
+        t["LoopsDone"].as_i64().unwrap_or(0) + 1,
+        if repeat < 0 {
+            "inf".to_string()
+        } else {
+            repeat.to_string()
+        }
+    );
+    match t["Source"]["DurationMs"].as_f64() {
+        Some(d) if d > 0.0 => {
+            let total = d / 1000.0;
+            let filled = ((pos / total).clamp(0.0, 1.0) * 30.0).round() as usize;
+            format!(
+                "[{}{}] {pos:6.1} s / {total:.1} s  {loops}",
+                "#".repeat(filled),
+                "-".repeat(30 - filled)
+            )
+        }
+        _ => format!("{pos:8.1} s (live)  {loops}"),
+    }
 }

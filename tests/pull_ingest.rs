@@ -593,3 +593,71 @@ async fn tencents_python_sdk_drives_start_describe_stop() {
         "stopped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ingest_cli_starts_lists_follows_and_stops_tasks() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let cfg = gw.dir.path().join("cli.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[http]\nlisten = \"{}\"\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n[[api_keys]]\nsecret_id = \"{}\"\nsecret_key = \"{}\"\n",
+            gw.http_addr,
+            support::cloud::SECRET_ID,
+            support::cloud::SECRET_KEY
+        ),
+    )
+    .unwrap();
+    let cli = |args: Vec<String>| {
+        let cfg = cfg.clone();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+                .arg("-c")
+                .arg(&cfg)
+                .arg("ingest")
+                .args(args)
+                .output()
+                .await
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            )
+        }
+    };
+    let args = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
+    let (ok, out, err) = cli(args(&format!(
+        "start --url {} --room cli-room --userid cli-robot --repeat -1",
+        nginx.url("/sample-720p30.mp4")
+    )))
+    .await;
+    assert!(ok, "{out}{err}");
+    let task = out.trim().to_string();
+    gw.wait_anchor("cli-room", "cli-robot", Duration::from_secs(10))
+        .await
+        .expect("the CLI-started robot is in the room");
+    let (ok, out, _) = cli(args("list")).await;
+    assert!(ok && out.contains(&task) && out.contains("cli-room"), "{out}");
+    let (ok, out, _) = cli(args(&format!("describe {task}"))).await;
+    assert!(ok && out.contains("\"InProgress\""), "{out}");
+    let (ok, out, _) = cli(args(&format!("stop {task}"))).await;
+    assert!(ok && out.contains("stopped"), "{out}");
+    let (ok, _, err) = cli(args(&format!("stop {task}"))).await;
+    assert!(!ok && err.contains("FailedOperation.TaskFinished"), "{err}");
+
+    // A file task followed to its end with the progress bar.
+    let (ok, out, err) = cli(args(&format!(
+        "start --url {} --room cli-room --userid cli-mp3 --follow",
+        nginx.url("/sample.mp3")
+    )))
+    .await;
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("] ") && out.contains(" s / 6.0 s"),
+        "a progress bar: {out}"
+    );
+    assert!(out.contains("ended: played 1 time(s)"), "{out}");
+}
