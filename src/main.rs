@@ -434,9 +434,12 @@ fn ingest(config: &Config, endpoint: Option<&str>, action: &IngestAction) -> Res
     Ok(())
 }
 
+/// One signed Cloud API call: the `Response` object or the error text.
+type ApiCall<'a> = dyn Fn(&str, serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, String> + 'a;
+
 /// Redraw one status line until the task ends.
 fn follow_task(
-    call: &dyn Fn(&str, serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, String>,
+    call: &ApiCall<'_>,
     sdkappid: u64,
     task: &str,
 ) -> Result<(), String> {
