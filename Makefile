@@ -18,8 +18,9 @@ run: deps
 test: deps
 	$(CARGO) test --all-targets -- --test-threads=2
 
-# End-to-end benchmark (release build, prints JSON): N rooms x M WHEP viewers for T s, RTMP or WHIP anchors,
-# e.g. make bench BENCH="20x5x30 whip:10x5x20"
+# End-to-end benchmark (release build, prints JSON): N rooms x M WHEP viewers for T s, RTMP or WHIP anchors, and
+# pull tasks (transcode vs the ffmpeg CLI, passthrough),
+# e.g. make bench BENCH="20x5x30 whip:10x5x20 pull:20"
 bench: deps
 	$(CARGO) bench --bench e2e -- $(BENCH)
 

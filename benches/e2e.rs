@@ -2,9 +2,13 @@
 //! release gateway process. Prints JSON. Anchors are RTMP pushes (ffmpeg `-re -stream_loop -1 -c copy` of the
 //! sample FLV) or, for `whip:` scenarios, str0m WHIP publishers in this process sending 720p30 H.264 + Opus.
 //!
-//! `make bench` runs the default scenarios (RTMP 1x1 and 20x5, WHIP 1x1 and 10x5); `cargo bench --bench e2e --
-//! 5x10x20 whip:2x3x15` runs RTMP N=5, M=10 for 20 s and WHIP N=2, M=3 for 15 s. Numbers come from one run on
-//! whatever machine this is: compare ratios, not absolutes.
+//! `pull:T` measures pull tasks for T s each: a 1080p30 high-profile MP4 with B-frames looped through a task
+//! (decode + x264 + Opus in the gateway) next to the `ffmpeg` CLI doing the same decode+encode with the same
+//! settings, and a passthrough task on a baseline 1080p30 MP4 (sources served by nginx on loopback).
+//!
+//! `make bench` runs the default scenarios (RTMP 1x1 and 20x5, WHIP 1x1 and 10x5, pull:20); `cargo bench --bench
+//! e2e -- 5x10x20 whip:2x3x15` runs RTMP N=5, M=10 for 20 s and WHIP N=2, M=3 for 15 s. Numbers come from one run
+//! on whatever machine this is: compare ratios, not absolutes.
 
 #[allow(dead_code)] // shared with the tests, which use all of it
 #[path = "../tests/support/whep_client.rs"]
@@ -28,7 +32,13 @@ const KEY: &str = "bench-secret-key";
 enum Source {
     Rtmp,
     Whip,
+    /// A pull task (`pull:T`): see `run_pull`.
+    Pull,
 }
+
+#[allow(dead_code)]
+#[path = "../tests/support/nginx.rs"]
+mod nginx;
 
 struct Scenario {
     source: Source,
@@ -146,7 +156,196 @@ async fn source_video_frames(http: &str) -> u64 {
         .sum()
 }
 
+/// Make (once, under target/) the 1080p30 sources of the pull scenario.
+fn pull_media() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-media");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, args) in [
+        ("1080p30-high-bframes.mp4", "-profile:v high -bf 3"),
+        ("1080p30-baseline.mp4", "-profile:v baseline -bf 0"),
+    ] {
+        let path = dir.join(name);
+        if path.exists() {
+            continue;
+        }
+        let cmd = format!(
+            "ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 -t 10 -c:v libx264 -preset veryfast {args} -g 60 -b:v 4M -c:a aac -b:a 128k -ac 2 -movflags +faststart {}",
+            path.display()
+        );
+        let ok = Command::new("sh").arg("-c").arg(&cmd).status().unwrap().success();
+        assert!(ok, "making {name} failed");
+    }
+    dir
+}
+
+/// A pull task per source kind, CPU and realtime factor, and the ffmpeg CLI doing the same transcode.
+async fn run_pull(seconds: u64) -> serde_json::Value {
+    let media = pull_media();
+    let web = nginx::Nginx::start(&media).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http_port = free_port();
+    let cfg = dir.path().join("roomgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtmp]\nenabled = false\n[rtc]\nbind = \"127.0.0.1\"\nudp_port = 0\ntcp_port = 0\n[pull]\nallow_private_sources = true\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n[[api_keys]]\nsecret_id = \"AKIDbench\"\nsecret_key = \"bench\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let mut gw: Child = Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("gateway starts");
+    let pid = gw.id();
+    let http = format!("http://127.0.0.1:{http_port}");
+    let start = Instant::now();
+    while reqwest::get(format!("{http}/healthz")).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "gateway did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api = roomgate::api::cloud::CloudApiClient::new(
+        format!("{http}/").parse().unwrap(),
+        "AKIDbench".into(),
+        "bench".into(),
+    );
+    let mut results = serde_json::Map::new();
+    for (label, file) in [
+        ("transcode", "1080p30-high-bframes.mp4"),
+        ("passthrough", "1080p30-baseline.mp4"),
+    ] {
+        let r = api
+            .call(
+                "StartStreamIngest",
+                &json!({"SdkAppId": SDKAPPID, "RoomId": label, "RoomIdType": 0, "UserId": "robot",
+                        "UserSig": sig("robot"), "StreamUrl": web.url(&format!("/{file}")), "RepeatNum": -1}),
+            )
+            .await
+            .expect("StartStreamIngest");
+        let task = r["TaskId"].as_str().unwrap().to_string();
+        let position = |r: &serde_json::Map<String, serde_json::Value>| {
+            r["LoopsDone"].as_f64().unwrap_or(0.0) * 10.0 + r["PositionMs"].as_f64().unwrap_or(0.0) / 1000.0
+        };
+        let describe = json!({"SdkAppId": SDKAPPID, "TaskId": task});
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let p0 = position(&api.call("DescribeStreamIngest", &describe).await.unwrap());
+        let t0 = Instant::now();
+        let cpu = cpu_percent(pid, Duration::from_secs(seconds)).await;
+        let r = api.call("DescribeStreamIngest", &describe).await.unwrap();
+        let factor = (position(&r) - p0) / t0.elapsed().as_secs_f64();
+        api.call("StopStreamIngest", &describe).await.unwrap();
+        results.insert(
+            format!("{label}_task"),
+            json!({"source": file, "gateway_cpu_percent": round(cpu), "realtime_factor": round(factor),
+                   "video_passthrough": r["Source"]["VideoPassthrough"]}),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let rss = rss_mb(pid);
+    let _ = gw.kill();
+    let _ = gw.wait();
+
+    // The ffmpeg CLI doing the same decode + encode (same x264 and Opus settings, real-time input).
+    let mut ff = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(media.join("1080p30-high-bframes.mp4"))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-tune",
+            "zerolatency",
+            "-profile:v",
+            "baseline",
+            "-bf",
+            "0",
+            "-g",
+            "60",
+            "-b:v",
+            "6220800",
+            "-maxrate",
+            "9331200",
+            "-bufsize",
+            "6220k",
+            "-c:a",
+            "libopus",
+            "-b:a",
+            "64k",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-application",
+            "audio",
+            "-frame_duration",
+            "20",
+            "-progress",
+            "pipe:1",
+            "-f",
+            "null",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    let ff_pid = ff.id();
+    let out_time = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = {
+        let out_time = out_time.clone();
+        let stdout = ff.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(v) = line.strip_prefix("out_time_us=").and_then(|v| v.parse::<u64>().ok()) {
+                    out_time.store(v, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let o0 = out_time.load(std::sync::atomic::Ordering::Relaxed);
+    let t0 = Instant::now();
+    let ff_cpu = cpu_percent(ff_pid, Duration::from_secs(seconds)).await;
+    let ff_factor =
+        (out_time.load(std::sync::atomic::Ordering::Relaxed) - o0) as f64 / 1e6 / t0.elapsed().as_secs_f64();
+    let _ = ff.kill();
+    let _ = ff.wait();
+    let _ = reader.join();
+    let task_cpu = results["transcode_task"]["gateway_cpu_percent"].as_f64().unwrap_or(0.0);
+    results.insert(
+        "ffmpeg_cli_same_transcode".into(),
+        json!({"cpu_percent": round(ff_cpu), "realtime_factor": round(ff_factor)}),
+    );
+    results.insert(
+        "transcode_cpu_ratio_gateway_over_ffmpeg".into(),
+        json!(round(task_cpu / ff_cpu.max(0.01))),
+    );
+    results.insert("gateway_rss_mb".into(), json!(round(rss)));
+    results.insert("seconds".into(), json!(seconds));
+    results.insert("source".into(), json!("pull"));
+    results.insert(
+        "cores".into(),
+        json!(std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+    );
+    serde_json::Value::Object(results)
+}
+
 async fn run(s: &Scenario) -> serde_json::Value {
+    if s.source == Source::Pull {
+        return run_pull(s.seconds).await;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (http_port, rtmp_port, rtc_port) = (free_port(), free_port(), free_port());
     let cfg = dir.path().join("roomgate.toml");
@@ -360,6 +559,14 @@ fn main() {
         let given: Vec<Scenario> = args
             .iter()
             .filter_map(|a| {
+                if let Some(t) = a.strip_prefix("pull:") {
+                    return Some(Scenario {
+                        source: Source::Pull,
+                        rooms: 1,
+                        viewers: 0,
+                        seconds: t.parse().ok()?,
+                    });
+                }
                 let (source, a) = match a.strip_prefix("whip:") {
                     Some(rest) => (Source::Whip, rest),
                     None => (Source::Rtmp, a.as_str()),
@@ -399,6 +606,12 @@ fn main() {
                     viewers: 5,
                     seconds: 20,
                 },
+                Scenario {
+                    source: Source::Pull,
+                    rooms: 1,
+                    viewers: 0,
+                    seconds: 20,
+                },
             ]
         } else {
             given
@@ -410,7 +623,11 @@ fn main() {
         .unwrap();
     let mut results = Vec::new();
     for s in &scenarios {
-        let source = if s.source == Source::Whip { "WHIP" } else { "RTMP" };
+        let source = match s.source {
+            Source::Whip => "WHIP",
+            Source::Rtmp => "RTMP",
+            Source::Pull => "pull",
+        };
         eprintln!(
             "bench: {source} {} rooms x {} viewers for {} s",
             s.rooms, s.viewers, s.seconds

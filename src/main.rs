@@ -438,11 +438,7 @@ fn ingest(config: &Config, endpoint: Option<&str>, action: &IngestAction) -> Res
 type ApiCall<'a> = dyn Fn(&str, serde_json::Value) -> Result<serde_json::Map<String, serde_json::Value>, String> + 'a;
 
 /// Redraw one status line until the task ends.
-fn follow_task(
-    call: &ApiCall<'_>,
-    sdkappid: u64,
-    task: &str,
-) -> Result<(), String> {
+fn follow_task(call: &ApiCall<'_>, sdkappid: u64, task: &str) -> Result<(), String> {
     use std::io::Write;
     loop {
         let r = serde_json::Value::Object(call(
