@@ -661,3 +661,33 @@ async fn the_ingest_cli_starts_lists_follows_and_stops_tasks() {
     );
     assert!(out.contains("ended: played 1 time(s)"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtmp_publisher_with_the_robots_identity_replaces_it() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let mut params = start_params("takeover", "robot", &nginx.url("/sample-720p30.mp4"));
+    params["RepeatNum"] = json!(-1);
+    let task = start_task(&api, params).await;
+    let robot = gw
+        .wait_anchor("takeover", "robot", Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(robot.source, roomgate::room::SourceKind::Pull);
+    let pusher = Ffmpeg::push(
+        &lavfi("320x240", 20),
+        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
+        &gw.push_url("takeover", "robot", &usersig("robot")),
+    );
+    let r = describe_until(&api, &task, Duration::from_secs(15), |r| r["Status"] == "NotExist").await;
+    assert_eq!(r["State"], "stopped", "{r}");
+    assert!(r["Reason"].as_str().unwrap().contains("replaced"), "{r}");
+    let now = gw
+        .hub
+        .participant(&gw.key("takeover"), "robot")
+        .expect("the RTMP anchor stays");
+    assert_eq!(now.source, roomgate::room::SourceKind::Rtmp);
+    pusher.kill().await;
+}

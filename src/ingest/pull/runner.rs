@@ -748,3 +748,59 @@ impl From<SourceError> for Played {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_follows_media_time_scaled_by_tempo() {
+        let epoch = Instant::now();
+        let mut p = Pacer::new(5_000_000, epoch, 1.0);
+        let start = p.anchor_wall;
+        let (due, out) = p.due(6_000_000);
+        assert_eq!(
+            due - start,
+            Duration::from_secs(1),
+            "one second of media is due one second later"
+        );
+        assert_eq!(
+            out,
+            (due - epoch).as_micros() as i64,
+            "the output timeline is wall time since the epoch"
+        );
+        // Double speed from media time 6 s: the next second of media takes half a second.
+        p.set_tempo(6_000_000, 2.0);
+        let (due2, _) = p.due(7_000_000);
+        assert_eq!(due2 - due, Duration::from_millis(500));
+        // A pause moves everything after it.
+        p.shift(Duration::from_secs(3));
+        let (due3, out3) = p.due(7_000_000);
+        assert_eq!(due3 - due2, Duration::from_secs(3));
+        assert!(out3 > out, "timestamps stay monotonic across pauses");
+        // Media from before the segment (reordered packets) is due no later than the segment start.
+        let (early, _) = p.due(0);
+        assert!(early <= due3);
+    }
+
+    #[test]
+    fn timestamps_rescale_to_microseconds() {
+        assert_eq!(rescale_us(90_000, ff::Rational::new(1, 90_000)), 1_000_000);
+        assert_eq!(rescale_us(1_000, ff::Rational::new(1, 1000)), 1_000_000);
+        assert_eq!(rescale_us(48_000, ff::Rational::new(1, 48_000)), 1_000_000);
+        assert_eq!(rescale_us(7, ff::Rational::new(0, 0)), 7);
+    }
+
+    #[test]
+    fn annex_b_keyframes_get_parameter_sets() {
+        let extradata = Bytes::from_static(&[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 0, 1, 0x68, 3]);
+        let idr = [0u8, 0, 0, 1, 0x65, 9, 9];
+        let out = annex_b_with_parameter_sets(&idr, true, &extradata);
+        assert!(out.starts_with(&extradata));
+        assert!(out.ends_with(&idr));
+        let delta = [0u8, 0, 0, 1, 0x41, 9];
+        assert_eq!(&annex_b_with_parameter_sets(&delta, false, &extradata)[..], &delta);
+        let with_sps = [0u8, 0, 0, 1, 0x67, 5, 0, 0, 0, 1, 0x65, 9];
+        assert_eq!(&annex_b_with_parameter_sets(&with_sps, true, &extradata)[..], &with_sps);
+    }
+}
