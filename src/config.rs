@@ -39,6 +39,7 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     pub api: CloudApiConfig,
     pub pull: PullConfig,
+    pub callbacks: CallbacksConfig,
 }
 
 /// A SecretId/SecretKey pair a backend signs Cloud API requests with.
@@ -188,6 +189,37 @@ pub struct AppConfig {
     pub public_playback: bool,
     #[serde(default)]
     pub name: String,
+    /// Where event callbacks (701/702, rooms, media) are POSTed; empty: no callbacks.
+    #[serde(default)]
+    pub callback_url: String,
+    /// Key of the callbacks' `Sign` header (HMAC-SHA256 of the body).
+    #[serde(default)]
+    pub callback_key: String,
+}
+
+/// Delivery of event callbacks (TRTC's policy by default).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallbacksConfig {
+    /// A delivery that gets no HTTP 200 within this is a failure (seconds).
+    pub timeout_secs: u64,
+    /// After the immediate retry, retries come this often (seconds).
+    pub retry_interval_secs: u64,
+    /// Retries stop this long after the first try (seconds); the event is then kept as failed.
+    pub retry_window_secs: u64,
+    /// Seconds a track may go without frames before a 202/204 is sent (when the other track still flows).
+    pub media_idle_secs: u64,
+}
+
+impl Default for CallbacksConfig {
+    fn default() -> Self {
+        CallbacksConfig {
+            timeout_secs: 5,
+            retry_interval_secs: 10,
+            retry_window_secs: 60,
+            media_idle_secs: 5,
+        }
+    }
 }
 
 impl Default for Config {
@@ -204,6 +236,7 @@ impl Default for Config {
             api_keys: Vec::new(),
             api: CloudApiConfig::default(),
             pull: PullConfig::default(),
+            callbacks: CallbacksConfig::default(),
         }
     }
 }
@@ -277,6 +310,8 @@ impl Config {
                 require_private_map_key: false,
                 public_playback: false,
                 name: String::new(),
+                callback_url: String::new(),
+                callback_key: String::new(),
             });
         }
         let wanted_keys = env
@@ -349,6 +384,19 @@ impl Config {
                 )));
             }
         }
+        for app in &self.apps {
+            if !app.callback_url.is_empty() && url::Url::parse(&app.callback_url).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "app {}: callback_url {:?} is not a URL",
+                    app.sdkappid, app.callback_url
+                )));
+            }
+        }
+        if self.callbacks.timeout_secs == 0 || self.callbacks.retry_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "callbacks.timeout_secs and callbacks.retry_interval_secs must be at least 1".into(),
+            ));
+        }
         if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {
             return Err(ConfigError::Invalid(
                 "audio.opus_bitrate must be within 6000..=510000".into(),
@@ -383,6 +431,8 @@ impl Config {
                     require_private_map_key: false,
                     public_playback: false,
                     name: "demo".into(),
+                    callback_url: String::new(),
+                    callback_key: String::new(),
                 };
                 write_private(&path, &toml::to_string(&app).expect("app serializes"))?;
                 app

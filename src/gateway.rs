@@ -4,6 +4,7 @@
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::egress::whep::WhepService;
+use crate::events::Outbox;
 use crate::ingest::pull::PullService;
 use crate::ingest::rtmp::{self, RtmpContext};
 use crate::ingest::whip::WhipService;
@@ -39,6 +40,7 @@ pub struct Gateway {
     pub whep: Option<Arc<WhepService>>,
     pub whip: Option<Arc<WhipService>>,
     pub pull: Arc<PullService>,
+    pub outbox: Arc<Outbox>,
     pub store: Arc<Store>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -73,6 +75,7 @@ impl Gateway {
         let config = Arc::new(config);
         let hub = RoomHub::new();
         let metrics = metrics_handle();
+        let mut tasks = Vec::new();
         let store = {
             let dir = config.data_dir.clone();
             Arc::new(
@@ -82,7 +85,28 @@ impl Gateway {
             )
         };
         let pull = PullService::new(hub.clone(), config.clone(), store.clone());
-        let mut tasks = Vec::new();
+        let outbox = Outbox::new(store.clone(), config.clone());
+        tasks.push(tokio::spawn(crate::events::outbox::forward(
+            outbox.clone(),
+            hub.observe(),
+            pull.observe(),
+        )));
+        let pending = outbox.resume().await?;
+        if pending > 0 {
+            tracing::info!(callbacks = pending, "undelivered callbacks queued again");
+        }
+        {
+            // 202/204 when one kind of media stops while the other goes on.
+            let hub = hub.clone();
+            let idle = std::time::Duration::from_secs(config.callbacks.media_idle_secs.max(1));
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+                loop {
+                    tick.tick().await;
+                    hub.sweep_idle_media(idle);
+                }
+            }));
+        }
 
         let rtmp_addr = if config.rtmp.enabled {
             let addr = config.rtmp.listen;
@@ -138,6 +162,7 @@ impl Gateway {
             whep: whep.clone(),
             whip: whip.clone(),
             pull: Some(pull.clone()),
+            outbox: Some(outbox.clone()),
             cloud_rate: Default::default(),
         });
         tasks.push(tokio::spawn(async move {
@@ -160,6 +185,7 @@ impl Gateway {
             config,
             hub,
             pull,
+            outbox,
             store,
             http_addr,
             rtmp_addr,

@@ -5,6 +5,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod egress;
+pub mod events;
 pub mod gateway;
 pub mod ingest;
 pub mod media;

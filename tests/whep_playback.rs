@@ -189,6 +189,8 @@ async fn whep_errors_say_what_is_wrong() {
             require_private_map_key: false,
             public_playback: true,
             name: "public".into(),
+            callback_url: String::new(),
+            callback_key: String::new(),
         });
     })
     .await;

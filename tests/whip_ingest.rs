@@ -146,6 +146,8 @@ async fn whip_errors_say_what_is_wrong() {
             require_private_map_key: true,
             public_playback: false,
             name: "locked".into(),
+            callback_url: String::new(),
+            callback_key: String::new(),
         })
     })
     .await;

@@ -1,6 +1,7 @@
 //! The HTTP surface: the Cloud API 3.0 endpoint (`POST /`), WHIP/WHEP, health, Prometheus metrics and the room
 //! and task listings.
 
+mod callbacks;
 pub mod cloud;
 mod rooms;
 pub mod whep;
@@ -24,6 +25,7 @@ pub struct ApiState {
     pub whep: Option<Arc<crate::egress::whep::WhepService>>,
     pub whip: Option<Arc<crate::ingest::whip::WhipService>>,
     pub pull: Option<Arc<crate::ingest::pull::PullService>>,
+    pub outbox: Option<Arc<crate::events::Outbox>>,
     pub cloud_rate: Arc<cloud::RateLimiter>,
 }
 
@@ -47,6 +49,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/rooms", get(rooms::list))
         .route("/v1/rooms/{sdkappid}/{room}", get(rooms::one))
+        .route("/v1/callbacks", get(callbacks::list))
+        .route("/v1/callbacks/{id}", get(callbacks::one))
+        .route("/v1/callbacks/{id}/retry", post(callbacks::retry))
         .fallback(not_found)
         .with_state(state)
 }

@@ -111,6 +111,8 @@ mod tests {
             require_private_map_key: require,
             public_playback: false,
             name: String::new(),
+            callback_url: String::new(),
+            callback_key: String::new(),
         }]
     }
 

@@ -11,7 +11,7 @@ pub use track::{Track, TrackStats, TrackSubscriber, SUBSCRIBER_QUEUE};
 use crate::auth::RoomRef;
 use crate::media::{Codec, Frame};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::{mpsc, watch};
@@ -54,6 +54,8 @@ pub enum RoomEvent {
     },
     RoomDismissed {
         key: RoomKey,
+        /// The anchor whose leaving emptied the room.
+        userid: String,
     },
     AnchorEntered {
         key: RoomKey,
@@ -65,7 +67,14 @@ pub enum RoomEvent {
         userid: String,
         reason: LeaveReason,
     },
+    /// The first frame of a track, or the first after it had stopped.
     MediaStarted {
+        key: RoomKey,
+        userid: String,
+        codec: Codec,
+    },
+    /// One kind of media stopped while the other goes on (an anchor that leaves gets `AnchorLeft` only).
+    MediaStopped {
         key: RoomKey,
         userid: String,
         codec: Codec,
@@ -98,6 +107,9 @@ pub struct Participant {
     kick: watch::Sender<Option<LeaveReason>>,
     /// Set by sources that can make keyframes on demand (WebRTC publishers).
     keyframe_source: Mutex<Option<mpsc::UnboundedSender<()>>>,
+    /// Whether video / audio flows (for 201-204 events).
+    video_active: AtomicBool,
+    audio_active: AtomicBool,
 }
 
 impl Participant {
@@ -116,6 +128,13 @@ impl Participant {
     pub fn audio_info(&self) -> TrackInfo {
         self.audio_info.lock().expect("info lock").clone()
     }
+    fn active(&self, codec: Codec) -> &AtomicBool {
+        match codec {
+            Codec::H264 => &self.video_active,
+            Codec::Opus => &self.audio_active,
+        }
+    }
+
     pub fn track(&self, codec: Codec) -> &Track {
         match codec {
             Codec::H264 => &self.video,
@@ -183,6 +202,8 @@ impl RoomHub {
             audio_info: Mutex::default(),
             kick,
             keyframe_source: Mutex::default(),
+            video_active: AtomicBool::new(false),
+            audio_active: AtomicBool::new(false),
         });
         // Events are emitted under the hub lock so their order is the order of the changes.
         let mut rooms = self.rooms.lock().expect("hub lock");
@@ -260,7 +281,47 @@ impl RoomHub {
             if rooms.get(&room.key).is_some_and(|r| Arc::ptr_eq(r, room)) {
                 rooms.remove(&room.key);
             }
-            self.emit(RoomEvent::RoomDismissed { key: room.key.clone() });
+            self.emit(RoomEvent::RoomDismissed {
+                key: room.key.clone(),
+                userid: participant.userid.clone(),
+            });
+        }
+    }
+
+    /// Emit `event` for `participant` only while it is still in its room (under the hub lock, so it cannot land
+    /// after the anchor's `AnchorLeft`).
+    fn emit_if_current(&self, key: &RoomKey, participant: &Participant, event: RoomEvent) {
+        let rooms = self.rooms.lock().expect("hub lock");
+        let current = rooms.get(key).is_some_and(|r| {
+            r.participants
+                .lock()
+                .expect("room lock")
+                .get(&participant.userid)
+                .is_some_and(|p| p.session == participant.session)
+        });
+        if current {
+            self.emit(event);
+        }
+    }
+
+    /// Emit `MediaStopped` for tracks idle longer than `idle` while the anchor's other track still flows. Called
+    /// periodically by the gateway.
+    pub fn sweep_idle_media(&self, idle: std::time::Duration) {
+        let rooms = self.rooms.lock().expect("hub lock");
+        for room in rooms.values() {
+            for p in room.participants.lock().expect("room lock").values() {
+                let flowing = |c: Codec| p.track(c).idle_for().is_some_and(|d| d <= idle);
+                for (codec, other) in [(Codec::H264, Codec::Opus), (Codec::Opus, Codec::H264)] {
+                    if p.active(codec).load(Ordering::Relaxed) && !flowing(codec) && flowing(other) {
+                        p.active(codec).store(false, Ordering::Relaxed);
+                        self.emit(RoomEvent::MediaStopped {
+                            key: room.key.clone(),
+                            userid: p.userid.clone(),
+                            codec,
+                        });
+                    }
+                }
+            }
         }
     }
 
@@ -376,16 +437,18 @@ impl AnchorSink {
     }
 
     pub fn publish(&self, frame: Frame) -> bool {
-        let track = self.participant.track(frame.codec);
-        let first = !track.has_media();
         let codec = frame.codec;
-        let ok = track.publish(frame);
-        if ok && first {
-            self.hub.emit(RoomEvent::MediaStarted {
-                key: self.key.clone(),
-                userid: self.participant.userid.clone(),
-                codec,
-            });
+        let ok = self.participant.track(codec).publish(frame);
+        if ok && !self.participant.active(codec).swap(true, Ordering::Relaxed) {
+            self.hub.emit_if_current(
+                &self.key,
+                &self.participant,
+                RoomEvent::MediaStarted {
+                    key: self.key.clone(),
+                    userid: self.participant.userid.clone(),
+                    codec,
+                },
+            );
         }
         ok
     }
@@ -422,7 +485,7 @@ mod tests {
                 RoomEvent::RoomDismissed { .. } => "102",
                 RoomEvent::AnchorEntered { .. } => "103",
                 RoomEvent::AnchorLeft { .. } => "104",
-                RoomEvent::MediaStarted { .. } => "20x",
+                RoomEvent::MediaStarted { .. } | RoomEvent::MediaStopped { .. } => "20x",
             });
         }
         assert_eq!(kinds, vec!["101", "103", "103", "104", "104", "102"]);

@@ -60,6 +60,7 @@ struct TrackState {
     gop: Vec<Frame>,
     gop_bytes: usize,
     stats: TrackStats,
+    last_frame: Option<std::time::Instant>,
 }
 
 /// One media track of an anchor (its video or its audio).
@@ -78,6 +79,7 @@ impl Track {
                 gop: Vec::new(),
                 gop_bytes: 0,
                 stats: TrackStats::default(),
+                last_frame: None,
             }),
         }
     }
@@ -89,6 +91,7 @@ impl Track {
             return false;
         }
         st.stats.add(&frame);
+        st.last_frame = Some(std::time::Instant::now());
         if self.codec.is_video() {
             if frame.keyframe {
                 st.gop.clear();
@@ -127,6 +130,11 @@ impl Track {
 
     pub fn stats(&self) -> TrackStats {
         self.state.lock().expect("track lock").stats.clone()
+    }
+
+    /// How long since the last frame (`None`: never had one).
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        self.state.lock().expect("track lock").last_frame.map(|t| t.elapsed())
     }
 
     pub fn has_media(&self) -> bool {

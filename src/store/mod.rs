@@ -63,7 +63,166 @@ CREATE TABLE IF NOT EXISTS pull_tasks (
     updated_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS pull_tasks_state ON pull_tasks(state);
+CREATE TABLE IF NOT EXISTS callbacks (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    sdkappid      INTEGER NOT NULL,
+    order_key     TEXT NOT NULL,
+    event_type    INTEGER NOT NULL,
+    body          BLOB NOT NULL,
+    status        TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    first_try_ms  INTEGER,
+    last_error    TEXT NOT NULL DEFAULT '',
+    created_ms    INTEGER NOT NULL,
+    delivered_ms  INTEGER
+);
+CREATE INDEX IF NOT EXISTS callbacks_status ON callbacks(status, id);
 ";
+
+/// One event callback in the outbox: stored before its first delivery attempt, kept after it ends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallbackRecord {
+    pub id: i64,
+    pub sdkappid: u64,
+    /// Events with the same key are delivered in order (one anchor's, one task's).
+    pub order_key: String,
+    pub event_type: u32,
+    /// The exact bytes sent (and signed).
+    #[serde(skip)]
+    pub body: Vec<u8>,
+    /// `pending`, `delivered` or `failed` (retry window over).
+    pub status: String,
+    pub attempts: u32,
+    pub first_try_ms: Option<i64>,
+    pub last_error: String,
+    pub created_ms: i64,
+    pub delivered_ms: Option<i64>,
+}
+
+const SELECT_CALLBACK: &str = "SELECT id, sdkappid, order_key, event_type, body, status, attempts, first_try_ms,
+                                      last_error, created_ms, delivered_ms FROM callbacks";
+
+fn row_to_callback(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallbackRecord> {
+    Ok(CallbackRecord {
+        id: row.get(0)?,
+        sdkappid: row.get::<_, i64>(1)? as u64,
+        order_key: row.get(2)?,
+        event_type: row.get::<_, i64>(3)? as u32,
+        body: row.get(4)?,
+        status: row.get(5)?,
+        attempts: row.get::<_, i64>(6)? as u32,
+        first_try_ms: row.get(7)?,
+        last_error: row.get(8)?,
+        created_ms: row.get(9)?,
+        delivered_ms: row.get(10)?,
+    })
+}
+
+impl Store {
+    /// Store a new pending callback; returns it with its id.
+    pub fn insert_callback(
+        &self,
+        sdkappid: u64,
+        order_key: &str,
+        event_type: u32,
+        body: &[u8],
+    ) -> Result<CallbackRecord, StoreError> {
+        let conn = self.conn();
+        let created_ms = now_ms();
+        conn.execute(
+            "INSERT INTO callbacks (sdkappid, order_key, event_type, body, status, created_ms)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+            rusqlite::params![sdkappid as i64, order_key, event_type as i64, body, created_ms],
+        )?;
+        Ok(CallbackRecord {
+            id: conn.last_insert_rowid(),
+            sdkappid,
+            order_key: order_key.to_string(),
+            event_type,
+            body: body.to_vec(),
+            status: "pending".into(),
+            attempts: 0,
+            first_try_ms: None,
+            last_error: String::new(),
+            created_ms,
+            delivered_ms: None,
+        })
+    }
+
+    /// Record a failed attempt (the callback stays pending).
+    pub fn callback_attempt_failed(
+        &self,
+        id: i64,
+        attempts: u32,
+        first_try_ms: i64,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE callbacks SET attempts = ?2, first_try_ms = ?3, last_error = ?4 WHERE id = ?1",
+            rusqlite::params![id, attempts as i64, first_try_ms, error],
+        )?;
+        Ok(())
+    }
+
+    pub fn callback_delivered(&self, id: i64, attempts: u32, first_try_ms: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE callbacks SET status = 'delivered', attempts = ?2, first_try_ms = ?3, delivered_ms = ?4
+             WHERE id = ?1",
+            rusqlite::params![id, attempts as i64, first_try_ms, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The retry window is over: keep it as failed with its last error.
+    pub fn callback_expired(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE callbacks SET status = 'failed', last_error = ?2 WHERE id = ?1",
+            rusqlite::params![id, error],
+        )?;
+        Ok(())
+    }
+
+    /// Make a failed callback pending again with a fresh retry window; `None` unless it was failed.
+    pub fn callback_retry(&self, id: i64) -> Result<Option<CallbackRecord>, StoreError> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE callbacks SET status = 'pending', first_try_ms = NULL, attempts = 0
+             WHERE id = ?1 AND status = 'failed'",
+            [id],
+        )?;
+        if n == 0 {
+            return Ok(None);
+        }
+        let mut stmt = conn.prepare_cached(&format!("{SELECT_CALLBACK} WHERE id = ?1"))?;
+        let mut rows = stmt.query_map([id], row_to_callback)?;
+        Ok(rows.next().transpose()?)
+    }
+
+    pub fn callback(&self, id: i64) -> Result<Option<CallbackRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{SELECT_CALLBACK} WHERE id = ?1"))?;
+        let mut rows = stmt.query_map([id], row_to_callback)?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// Callbacks with `status` (all when `None`), newest first.
+    pub fn callbacks(&self, status: Option<&str>, limit: usize) -> Result<Vec<CallbackRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT_CALLBACK} WHERE (?1 IS NULL OR status = ?1) ORDER BY id DESC LIMIT ?2"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params![status, limit as i64], row_to_callback)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Pending callbacks, oldest first (to resume delivery after a restart).
+    pub fn pending_callbacks(&self) -> Result<Vec<CallbackRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!("{SELECT_CALLBACK} WHERE status = 'pending' ORDER BY id"))?;
+        let rows = stmt.query_map([], row_to_callback)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
 
 impl Store {
     /// Open (creating if needed) `roomgate.db` in `data_dir`.
@@ -252,5 +411,34 @@ mod tests {
         assert!(s.task("nope").unwrap().is_none());
         assert_eq!(s.recent_tasks(10).unwrap().len(), 2);
         assert!(s.insert_task(&record("a")).is_err(), "task ids are unique");
+    }
+
+    #[test]
+    fn callbacks_keep_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(dir.path()).unwrap();
+            let a = s.insert_callback(7, "k1", 103, b"{\"a\":1}").unwrap();
+            let b = s.insert_callback(7, "k1", 104, b"{}").unwrap();
+            assert!(b.id > a.id);
+            s.callback_attempt_failed(a.id, 2, 1000, "connection refused").unwrap();
+            s.callback_delivered(b.id, 1, 2000).unwrap();
+        }
+        let s = Store::open(dir.path()).unwrap();
+        let pending = s.pending_callbacks().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].attempts, pending[0].first_try_ms), (2, Some(1000)));
+        assert_eq!(pending[0].body, b"{\"a\":1}");
+        s.callback_expired(pending[0].id, "connection refused").unwrap();
+        let failed = s.callbacks(Some("failed"), 10).unwrap();
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].last_error, "connection refused");
+        let again = s.callback_retry(failed[0].id).unwrap().unwrap();
+        assert_eq!((again.status.as_str(), again.first_try_ms), ("pending", None));
+        assert!(
+            s.callback_retry(failed[0].id).unwrap().is_none(),
+            "only failed ones are retried"
+        );
+        assert_eq!(s.callbacks(None, 10).unwrap().len(), 2);
     }
 }

@@ -59,6 +59,8 @@ pub async fn start_gateway_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Co
         require_private_map_key: false,
         public_playback: false,
         name: "test".into(),
+        callback_url: String::new(),
+        callback_key: String::new(),
     }];
     config.api_keys = vec![roomgate::config::ApiKeyConfig {
         secret_id: cloud::SECRET_ID.into(),

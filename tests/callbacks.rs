@@ -1,0 +1,334 @@
+//! Event callbacks as an app backend receives them: a real HTTP receiver (tests/callbacks/receiver.py) that checks
+//! `Sign` with Python's hmac, records order and counts; real RTMP pushes (ffmpeg) and pull tasks (nginx).
+
+mod support;
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::cloud::{error_code, CloudClient};
+use support::nginx::Nginx;
+use support::*;
+
+const CB_KEY: &str = "cbKey123";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The Python receiver on a fixed port (so it can be down, then up, at the same URL).
+struct Receiver {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl Receiver {
+    async fn start(port: u16, key: &str, out: &Path) -> Receiver {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/callbacks/receiver.py");
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(key)
+            .arg(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "receiver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Receiver {
+            child,
+            out: out.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the receiver recorded so far.
+fn received(out: &Path) -> Vec<Value> {
+    std::fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn types(records: &[Value]) -> Vec<u64> {
+    records
+        .iter()
+        .map(|r| r["body"]["EventType"].as_u64().unwrap())
+        .collect()
+}
+
+/// Wait until the receiver has recorded a callback of `event_type` (up to `within`).
+async fn wait_for(out: &Path, within: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = received(out);
+        if done(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "timed out; received so far: {:?}", types(&r));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn with_callbacks(port: u16) -> impl FnOnce(&mut roomgate::Config) {
+    move |c| {
+        c.apps[0].callback_url = format!("http://127.0.0.1:{port}/trtc/callback");
+        c.apps[0].callback_key = CB_KEY.into();
+    }
+}
+
+async fn push_briefly(gw: &TestGateway, room: &str, user: &str, seconds: u32) {
+    let ff = Ffmpeg::push(
+        &lavfi("320x240", seconds),
+        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
+        &gw.push_url(room, user, &usersig(user)),
+    );
+    let (ok, err) = ff.finish(Duration::from_secs(seconds as u64 + 15)).await;
+    assert!(ok, "ffmpeg: {err}");
+}
+
+/// The room/media events of one anchor's push and stop, as TRTC orders them.
+fn assert_room_sequence(records: &[Value], room: &str, user: &str) {
+    let t = types(records);
+    assert_eq!(t.first(), Some(&101), "{t:?}");
+    assert_eq!(t.get(1), Some(&103), "{t:?}");
+    let mut media = t[2..4].to_vec();
+    media.sort();
+    assert_eq!(media, vec![201, 203], "video and audio start: {t:?}");
+    assert_eq!(&t[4..], &[104, 102], "no 202/204 when a 104 covers them: {t:?}");
+    for r in records {
+        assert_eq!(r["sign_ok"], true, "Sign verifies with the app's key: {r}");
+        assert_eq!(r["sdkappid"], SDKAPPID.to_string());
+        assert_eq!(r["content_type"], "application/json");
+        let info = &r["body"]["EventInfo"];
+        assert_eq!(info["RoomId"], room, "string rooms give a string RoomId");
+        assert!(r["body"]["CallbackTs"].as_i64().unwrap() > 1_600_000_000_000);
+        assert_eq!(
+            info["EventTs"].as_i64().unwrap(),
+            info["EventMsTs"].as_i64().unwrap() / 1000
+        );
+        if r["body"]["EventType"] != 102 {
+            assert_eq!(info["UserId"], user);
+        }
+    }
+    let entered = &records[1]["body"]["EventInfo"];
+    assert_eq!(
+        (
+            &entered["Role"],
+            &entered["TerminalType"],
+            &entered["UserType"],
+            &entered["Reason"]
+        ),
+        (&json!(20), &json!(100), &json!(100), &json!(1))
+    );
+    let left = &records[4]["body"]["EventInfo"];
+    assert_eq!((&left["Role"], &left["Reason"]), (&json!(20), &json!(1)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtmp_push_gives_101_103_201_203_104_102() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let gw = start_gateway_with(with_callbacks(port)).await;
+    push_briefly(&gw, "cbroom", "anchor1", 3).await;
+    let records = wait_for(&out, Duration::from_secs(10), |r| types(r).contains(&102)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let records_again = received(&out);
+    assert_eq!(
+        records.len(),
+        records_again.len(),
+        "nothing more arrives (each event once)"
+    );
+    assert_room_sequence(&records, "cbroom", "anchor1");
+    let (status, body) = http_get(gw.http_addr, "/v1/callbacks?status=delivered").await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["callbacks"].as_array().unwrap().len(), 6, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_tasks_give_701_and_702_and_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")).await;
+    let gw = start_gateway_with(with_callbacks(port)).await;
+    let api = CloudClient::new(gw.http_addr);
+    let start = |room: &str, url: String| {
+        json!({"SdkAppId": SDKAPPID, "RoomId": room, "RoomIdType": 0, "UserId": "robot",
+               "UserSig": usersig("robot"), "StreamUrl": url})
+    };
+    let r = api
+        .call("StartStreamIngest", start("cbpull", nginx.url("/sample-720p30.mp4")))
+        .await;
+    let task = r["TaskId"].as_str().unwrap().to_string();
+    let task_events = |recs: &[Value], id: &str| -> Vec<(u64, u64)> {
+        recs.iter()
+            .filter(|r| r["body"]["EventInfo"]["TaskId"] == id)
+            .map(|r| {
+                (
+                    r["body"]["EventType"].as_u64().unwrap(),
+                    r["body"]["EventInfo"]["Status"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    wait_for(&out, Duration::from_secs(10), |r| {
+        task_events(r, &task).contains(&(701, 0))
+    })
+    .await;
+    let r = api
+        .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
+        .await;
+    assert!(error_code(&r).is_none());
+    let recs = wait_for(&out, Duration::from_secs(10), |r| {
+        task_events(r, &task).contains(&(702, 0)) && types(r).contains(&102)
+    })
+    .await;
+    assert_eq!(task_events(&recs, &task), vec![(701, 0), (702, 0)]);
+    for r in &recs {
+        assert_eq!(r["sign_ok"], true);
+        if r["body"]["EventGroupId"] == 7 {
+            assert!(
+                r["body"]["CallbackMsTs"].as_i64().is_some(),
+                "group 7 uses CallbackMsTs: {r}"
+            );
+            assert!(r["body"].get("CallbackTs").is_none());
+        }
+    }
+    // The robot is an anchor like any other: 101, 103, 201/203, 104 (Reason 1), 102.
+    let room: Vec<Value> = recs.into_iter().filter(|r| r["body"]["EventGroupId"] != 7).collect();
+    let t = types(&room);
+    assert_eq!((t.first(), t.get(1)), (Some(&101), Some(&103)), "{t:?}");
+    assert_eq!(&t[t.len() - 2..], &[104, 102], "{t:?}");
+
+    // An unreachable source: 701(2) at each of the three retries, then 701(1).
+    let refused = free_port();
+    let r = api
+        .call(
+            "StartStreamIngest",
+            start("cbfail", format!("http://127.0.0.1:{refused}/x.mp4")),
+        )
+        .await;
+    let bad = r["TaskId"].as_str().unwrap().to_string();
+    let recs = wait_for(&out, Duration::from_secs(15), |r| {
+        task_events(r, &bad).contains(&(701, 1))
+    })
+    .await;
+    assert_eq!(task_events(&recs, &bad), vec![(701, 2), (701, 2), (701, 2), (701, 1)]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_down_for_30_s_gets_everything_once_it_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let gw = start_gateway_with(with_callbacks(port)).await;
+    push_briefly(&gw, "downroom", "anchor1", 2).await;
+    let t0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let (_, body) = http_get(gw.http_addr, "/v1/callbacks?status=pending").await;
+    let pending: Value = serde_json::from_str(&body).unwrap();
+    let pending = pending["callbacks"].as_array().unwrap().clone();
+    assert_eq!(pending.len(), 6, "all six wait in the outbox");
+    // Newest first: the oldest (101) is being retried (at once, then every 10 s); the later ones of the same
+    // anchor wait behind it, untried, so they cannot overtake it.
+    let attempts: Vec<u64> = pending.iter().rev().map(|c| c["attempts"].as_u64().unwrap()).collect();
+    assert!(attempts[0] >= 3, "tried, retried at once, then every 10 s: {attempts:?}");
+    assert!(attempts[1..].iter().all(|a| *a == 0), "later events wait in order: {attempts:?}");
+    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let records = wait_for(&out, Duration::from_secs(20), |r| r.len() >= 6).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(received(&out).len(), 6, "each event once");
+    assert_room_sequence(&records, "downroom", "anchor1");
+    assert!(t0.elapsed() < Duration::from_secs(60), "within the retry window");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_callback_key_is_detected_by_the_receiver() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let _rx = Receiver::start(port, "notTheAppKey", &out).await;
+    let gw = start_gateway_with(with_callbacks(port)).await;
+    push_briefly(&gw, "keyroom", "anchor1", 2).await;
+    let records = wait_for(&out, Duration::from_secs(10), |r| types(r).contains(&102)).await;
+    assert!(
+        records.iter().all(|r| r["sign_ok"] == false),
+        "every Sign mismatches a different key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_callbacks_are_listed_and_can_be_resent() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let gw = start_gateway_with(|c| {
+        with_callbacks(port)(c);
+        c.callbacks.retry_interval_secs = 1;
+        c.callbacks.retry_window_secs = 2;
+    })
+    .await;
+    push_briefly(&gw, "exproom", "anchor1", 2).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let (_, body) = http_get(gw.http_addr, "/v1/callbacks?status=failed").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let list = v["callbacks"].as_array().unwrap().clone();
+        if list.len() == 6 {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "callbacks did not expire: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for c in &failed {
+        let err = c["last_error"].as_str().unwrap();
+        assert!(
+            err.contains("onnection refused") || err.contains("error sending request"),
+            "{err}"
+        );
+        assert!(c["body"]["EventType"].as_u64().is_some());
+    }
+    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let client = reqwest::Client::new();
+    let mut ids: Vec<i64> = failed.iter().map(|c| c["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    for id in &ids {
+        let r = client
+            .post(gw.http(&format!("/v1/callbacks/{id}/retry")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let records = wait_for(&out, Duration::from_secs(10), |r| r.len() >= 6).await;
+    assert!(records.iter().all(|r| r["sign_ok"] == true));
+    let r = client
+        .post(gw.http(&format!("/v1/callbacks/{}/retry", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409, "only failed callbacks are re-sent");
+    let r = client.post(gw.http("/v1/callbacks/999999/retry")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
