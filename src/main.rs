@@ -57,6 +57,14 @@ enum Command {
         #[command(subcommand)]
         action: IngestAction,
     },
+    /// The event-callback outbox of a running gateway (GET /v1/callbacks, POST /v1/callbacks/<id>/retry).
+    Callbacks {
+        /// The gateway's HTTP address (default: this config's http.listen on 127.0.0.1).
+        #[arg(long, global = true)]
+        endpoint: Option<String>,
+        #[command(subcommand)]
+        action: CallbacksAction,
+    },
     /// Print a UserSig for a user of a configured app (the key comes from the config or the demo app).
     Usersig {
         #[arg(long)]
@@ -123,6 +131,20 @@ enum IngestAction {
     },
 }
 
+#[derive(Subcommand)]
+enum CallbacksAction {
+    /// List callbacks, newest first.
+    List {
+        /// pending, delivered or failed (retry window over).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Re-send a failed callback.
+    Retry { id: i64 },
+}
+
 fn load(cli: &Cli) -> Result<Config, String> {
     let mut config = Config::load(cli.config.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
     if let Some(d) = &cli.data_dir {
@@ -185,6 +207,9 @@ fn main() {
             config.ensure_demo_api_key().map_err(|e| e.to_string())?;
             ingest(&config, endpoint.as_deref(), action)
         }),
+        Command::Callbacks { endpoint, action } => {
+            load(&cli).and_then(|config| callbacks(&config, endpoint.as_deref(), action))
+        }
         Command::Usersig {
             sdkappid,
             userid,
@@ -322,9 +347,8 @@ fn print_obs(sdkappid: u64, sig: &str, userid: &str, room: &str, config: &Config
     );
 }
 
-fn ingest(config: &Config, endpoint: Option<&str>, action: &IngestAction) -> Result<(), String> {
-    use roomgate::api::cloud::CloudApiClient;
-    use serde_json::{json, Value};
+/// `--endpoint`, or this config's HTTP listener (on 127.0.0.1 when it listens on every address).
+fn endpoint_url(config: &Config, endpoint: Option<&str>) -> Result<url::Url, String> {
     let endpoint = match endpoint {
         Some(e) => e.to_string(),
         None => {
@@ -338,7 +362,75 @@ fn ingest(config: &Config, endpoint: Option<&str>, action: &IngestAction) -> Res
             format!("http://{host}:{port}/")
         }
     };
-    let endpoint = url::Url::parse(&endpoint).map_err(|e| format!("--endpoint {endpoint:?}: {e}"))?;
+    url::Url::parse(&endpoint).map_err(|e| format!("--endpoint {endpoint:?}: {e}"))
+}
+
+fn callbacks(config: &Config, endpoint: Option<&str>, action: &CallbacksAction) -> Result<(), String> {
+    let base = endpoint_url(config, endpoint)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let (url, post) = match action {
+            CallbacksAction::List { status, limit } => {
+                let mut u = base.join("/v1/callbacks").map_err(|e| e.to_string())?;
+                u.query_pairs_mut().append_pair("limit", &limit.to_string());
+                if let Some(s) = status {
+                    u.query_pairs_mut().append_pair("status", s);
+                }
+                (u, false)
+            }
+            CallbacksAction::Retry { id } => (
+                base.join(&format!("/v1/callbacks/{id}/retry"))
+                    .map_err(|e| e.to_string())?,
+                true,
+            ),
+        };
+        let req = if post {
+            client.post(url.clone())
+        } else {
+            client.get(url.clone())
+        };
+        let resp = req.send().await.map_err(|e| format!("cannot reach {url}: {e}"))?;
+        let ok = resp.status().is_success();
+        let v: serde_json::Value = resp.json().await.map_err(|e| format!("the reply is not JSON: {e}"))?;
+        if !ok {
+            return Err(format!(
+                "{}: {}",
+                v["error"]["code"].as_str().unwrap_or("error"),
+                v["error"]["message"].as_str().unwrap_or("")
+            ));
+        }
+        match action {
+            CallbacksAction::Retry { id } => println!("callback {id} queued again"),
+            CallbacksAction::List { .. } => {
+                let list = v["callbacks"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    println!("no callbacks");
+                }
+                for c in list {
+                    println!(
+                        "{:>6}  {:<9}  {}  app {}  attempts {}  {}",
+                        c["id"],
+                        c["status"].as_str().unwrap_or(""),
+                        c["event_type"],
+                        c["sdkappid"],
+                        c["attempts"],
+                        c["last_error"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+fn ingest(config: &Config, endpoint: Option<&str>, action: &IngestAction) -> Result<(), String> {
+    use roomgate::api::cloud::CloudApiClient;
+    use serde_json::{json, Value};
+    let endpoint = endpoint_url(config, endpoint)?;
     let key = config.api_keys.first().ok_or("no [[api_keys]] configured")?;
     let client = CloudApiClient::new(endpoint, key.secret_id.clone(), key.secret_key.clone());
     let rt = tokio::runtime::Builder::new_current_thread()

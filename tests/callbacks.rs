@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::cloud::{error_code, CloudClient};
@@ -24,7 +24,6 @@ fn free_port() -> u16 {
 /// The Python receiver on a fixed port (so it can be down, then up, at the same URL).
 struct Receiver {
     child: std::process::Child,
-    out: PathBuf,
 }
 
 impl Receiver {
@@ -43,10 +42,7 @@ impl Receiver {
             assert!(Instant::now() < deadline, "receiver did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Receiver {
-            child,
-            out: out.to_path_buf(),
-        }
+        Receiver { child }
     }
 }
 
@@ -253,8 +249,14 @@ async fn a_receiver_down_for_30_s_gets_everything_once_it_is_up() {
     // Newest first: the oldest (101) is being retried (at once, then every 10 s); the later ones of the same
     // anchor wait behind it, untried, so they cannot overtake it.
     let attempts: Vec<u64> = pending.iter().rev().map(|c| c["attempts"].as_u64().unwrap()).collect();
-    assert!(attempts[0] >= 3, "tried, retried at once, then every 10 s: {attempts:?}");
-    assert!(attempts[1..].iter().all(|a| *a == 0), "later events wait in order: {attempts:?}");
+    assert!(
+        attempts[0] >= 3,
+        "tried, retried at once, then every 10 s: {attempts:?}"
+    );
+    assert!(
+        attempts[1..].iter().all(|a| *a == 0),
+        "later events wait in order: {attempts:?}"
+    );
     let _rx = Receiver::start(port, CB_KEY, &out).await;
     let records = wait_for(&out, Duration::from_secs(20), |r| r.len() >= 6).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -309,6 +311,22 @@ async fn expired_callbacks_are_listed_and_can_be_resent() {
         );
         assert!(c["body"]["EventType"].as_u64().is_some());
     }
+    // The same list from the command line.
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        .args(["callbacks", "list", "--status", "failed", "--endpoint"])
+        .arg(gw.http("/"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&cli.stdout);
+    assert!(cli.status.success(), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.contains("failed") && l.contains("attempts"))
+            .count(),
+        6,
+        "{text}"
+    );
     let _rx = Receiver::start(port, CB_KEY, &out).await;
     let client = reqwest::Client::new();
     let mut ids: Vec<i64> = failed.iter().map(|c| c["id"].as_i64().unwrap()).collect();
@@ -331,4 +349,157 @@ async fn expired_callbacks_are_listed_and_can_be_resent() {
     assert_eq!(r.status(), 409, "only failed callbacks are re-sent");
     let r = client.post(gw.http("/v1/callbacks/999999/retry")).send().await.unwrap();
     assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_that_stops_while_video_goes_on_gives_204_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 s of video, 2 s of audio.
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=30:d=8",
+        ])
+        .args(["-f", "lavfi", "-t", "2", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-profile:v",
+            "baseline",
+            "-g",
+            "30",
+            "-c:a",
+            "aac",
+        ])
+        .arg(dir.path().join("short-audio.mp4"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let nginx = Nginx::start(dir.path()).await;
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let gw = start_gateway_with(|c| {
+        with_callbacks(port)(c);
+        c.callbacks.media_idle_secs = 2;
+    })
+    .await;
+    let api = CloudClient::new(gw.http_addr);
+    let r = api
+        .call(
+            "StartStreamIngest",
+            json!({"SdkAppId": SDKAPPID, "RoomId": "halfroom", "RoomIdType": 0, "UserId": "robot",
+                   "UserSig": usersig("robot"), "StreamUrl": nginx.url("/short-audio.mp4")}),
+        )
+        .await;
+    assert!(error_code(&r).is_none(), "{r}");
+    let records = wait_for(&out, Duration::from_secs(20), |r| types(r).contains(&102)).await;
+    let room: Vec<u64> = types(&records).into_iter().filter(|t| *t < 700).collect();
+    let pos = |t: u64| {
+        room.iter()
+            .position(|x| *x == t)
+            .unwrap_or_else(|| panic!("{t} missing: {room:?}"))
+    };
+    assert!(
+        pos(203) < pos(204) && pos(204) < pos(104),
+        "audio stops before the anchor leaves: {room:?}"
+    );
+    assert!(!room.contains(&202), "video never stopped on its own: {room:?}");
+    assert_eq!(room.iter().filter(|t| **t == 204).count(), 1, "{room:?}");
+}
+
+/// The real binary, killed with SIGKILL while callbacks are undelivered, delivers them after it restarts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undelivered_callbacks_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let (http_port, rtmp_port) = (free_port(), free_port());
+    let config = dir.path().join("roomgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"data_dir = "{data}"
+log = "warn"
+[http]
+listen = "127.0.0.1:{http_port}"
+[rtmp]
+listen = "127.0.0.1:{rtmp_port}"
+[rtc]
+bind = "127.0.0.1"
+udp_port = 0
+tcp_port = 0
+[[apps]]
+sdkappid = {SDKAPPID}
+secret_key = "{KEY}"
+callback_url = "http://127.0.0.1:{port}/cb"
+callback_key = "{CB_KEY}"
+"#,
+            data = dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+            .args(["serve", "-c"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let up = |http| async move {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(http).await.is_err() {
+            assert!(Instant::now() < deadline, "roomgate did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let mut gw = spawn();
+    up(http).await;
+    let url = format!(
+        "rtmp://127.0.0.1:{rtmp_port}/push/killroom?sdkappid={SDKAPPID}&userid=anchor1&usersig={}",
+        usersig("anchor1")
+    );
+    let (ok, err) = Ffmpeg::push(
+        &lavfi("320x240", 2),
+        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
+        &url,
+    )
+    .finish(Duration::from_secs(20))
+    .await;
+    assert!(ok, "{err}");
+    // All six are stored (none delivered: the receiver is down).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(http, "/v1/callbacks?status=pending").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if v["callbacks"].as_array().unwrap().len() == 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "events not stored: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.kill().unwrap(); // SIGKILL
+    gw.wait().unwrap();
+
+    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let mut gw = spawn();
+    up(http).await;
+    let records = wait_for(&out, Duration::from_secs(15), |r| r.len() >= 6).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(received(&out).len(), 6, "each once");
+    assert_room_sequence(&records, "killroom", "anchor1");
+    let _ = gw.kill();
+    let _ = gw.wait();
 }
