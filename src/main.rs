@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[command(
     name = "roomgate",
     version,
-    about = "Self-hosted media ingest gateway: RTMP and WHIP publishers become virtual anchors in rooms, watched over WHEP (TRTC-compatible)"
+    about = "Self-hosted media ingest gateway: RTMP and WHIP publishers and pull tasks (Cloud API StartStreamIngest) become virtual anchors in rooms, watched over WHEP, with signed event callbacks (TRTC-compatible)"
 )]
 struct Cli {
     /// Config file (TOML). Every key can also be set as ROOMGATE_<KEY PATH>, e.g. ROOMGATE_RTMP_LISTEN.
