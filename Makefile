@@ -11,8 +11,9 @@ deps:
 build: deps
 	$(CARGO) build --release
 
+# The console is at http://localhost:8080/; a demo pull task loops testdata/sample-720p30.mp4 into demo_room.
 run: deps
-	$(CARGO) run --release -- serve $(ARGS)
+	$(CARGO) run --release -- serve --demo-task $(ARGS)
 
 # Unit tests, then integration tests (real ffmpeg publishers against an in-process gateway).
 test: deps

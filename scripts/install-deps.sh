@@ -9,6 +9,7 @@ PKGS=(
   ffmpeg
   python3 python3-pip
   nginx-light libnginx-mod-rtmp
+  chromium
 )
 
 missing=()
@@ -38,6 +39,20 @@ if ! python3 -c 'import tencentcloud.trtc.v20190722' >/dev/null 2>&1; then
   echo "install-deps: installing tencentcloud-sdk-python-trtc (pip)"
   python3 -m pip install --quiet tencentcloud-sdk-python-trtc 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages tencentcloud-sdk-python-trtc
+fi
+
+# Node.js and npm (the machine's own when present; Debian's otherwise).
+if ! command -v npm >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  echo "install-deps: installing nodejs npm"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+
+# playwright-core drives Debian's chromium in the console's browser tests (tests/browser/).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "install-deps: installing playwright-core (npm)"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -40,6 +40,29 @@ pub struct Config {
     pub api: CloudApiConfig,
     pub pull: PullConfig,
     pub callbacks: CallbacksConfig,
+    pub admin: AdminConfig,
+    /// Media file served at `/demo/sample.mp4` for the demo pull task (`serve --demo-task`); not a config key.
+    #[serde(skip)]
+    pub demo_media: Option<PathBuf>,
+}
+
+/// Who may use the console's privileged actions (make tokens, start/stop tasks, re-send callbacks).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `Authorization: Bearer <token>` grants admin; empty: no token works.
+    pub token: String,
+    /// Requests from loopback addresses are admin (turn off behind a reverse proxy on the same host).
+    pub loopback: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            token: String::new(),
+            loopback: true,
+        }
+    }
 }
 
 /// A SecretId/SecretKey pair a backend signs Cloud API requests with.
@@ -237,6 +260,8 @@ impl Default for Config {
             api: CloudApiConfig::default(),
             pull: PullConfig::default(),
             callbacks: CallbacksConfig::default(),
+            admin: AdminConfig::default(),
+            demo_media: None,
         }
     }
 }

@@ -164,9 +164,10 @@ impl Gateway {
             pull: Some(pull.clone()),
             outbox: Some(outbox.clone()),
             cloud_rate: Default::default(),
+            rtmp_port: rtmp_addr.map(|a| a.port()),
         });
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
+            if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         }));

@@ -36,6 +36,10 @@ enum Command {
         /// Host name or address used in the URLs printed at start (overrides public_host).
         #[arg(long)]
         public_host: Option<String>,
+        /// Also run a demo pull task: FILE (default testdata/sample-720p30.mp4) looping into room demo_room of the
+        /// first app as robot demo_robot, so the console shows moving video at once.
+        #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "testdata/sample-720p30.mp4")]
+        demo_task: Option<PathBuf>,
     },
     /// Print OBS settings (RTMP server + stream key, WHIP server + Bearer token) for an anchor of a room.
     Obs {
@@ -168,7 +172,14 @@ fn main() {
             http_listen,
             rtmp_listen,
             public_host,
+            demo_task,
         } => load(&cli).and_then(|mut config| {
+            if let Some(f) = demo_task {
+                if !f.is_file() {
+                    return Err(format!("--demo-task: {} is not a file", f.display()));
+                }
+                config.demo_media = Some(f.clone());
+            }
             if let Some(a) = http_listen {
                 config.http.listen = *a;
             }
@@ -249,6 +260,24 @@ fn serve(mut config: Config) -> Result<(), String> {
         let gw = roomgate::Gateway::start(config).await.map_err(|e| e.to_string())?;
         let host = &gw.config.public_host;
         tracing::info!(http = %gw.http_addr, rtmp = ?gw.rtmp_addr, "roomgate is running");
+        if gw.config.demo_media.is_some() {
+            if let Some(app) = gw.config.apps.first() {
+                let url = format!("http://127.0.0.1:{}/demo/sample.mp4", gw.http_addr.port());
+                let spec = roomgate::api::console::task_spec(app.sdkappid, "demo_room", "demo_robot", &url, -1, true);
+                match gw.pull.start(spec).await {
+                    Ok(id) => tracing::info!(task = %id, "demo pull task started in demo_room"),
+                    Err(roomgate::ingest::pull::PullError::TaskExist(_)) => {
+                        tracing::info!("demo pull task already running (resumed)")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "demo pull task not started"),
+                }
+            }
+        }
+        println!();
+        println!(
+            "Console: http://{host}:{}/  (dashboard, player, browser publisher, tokens)",
+            gw.http_addr.port()
+        );
         if let Some(app) = demo {
             print_demo(
                 &app,

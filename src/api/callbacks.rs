@@ -68,7 +68,13 @@ pub async fn one(State(st): State<ApiState>, Path(id): Path<i64>) -> Result<Json
     }
 }
 
-pub async fn retry(State(st): State<ApiState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub async fn retry(
+    State(st): State<ApiState>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    super::console::require_admin(&st, Some(peer), &headers)?;
     let outbox = outbox(&st)?;
     match outbox.retry(id).await.map_err(internal)? {
         Some(r) => Ok(Json(view(&r))),

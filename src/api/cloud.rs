@@ -288,7 +288,7 @@ async fn check_task_app(
     }
 }
 
-fn describe_fields(found: Option<(TaskSpec, crate::ingest::pull::TaskStatus)>) -> Map<String, Value> {
+pub(crate) fn describe_fields(found: Option<(TaskSpec, crate::ingest::pull::TaskStatus)>) -> Map<String, Value> {
     let Some((spec, status)) = found else {
         return obj(json!({ "Status": "NotExist" }));
     };
@@ -585,6 +585,7 @@ fn parse_start(params: &Map<String, Value>, st: &ApiState, now: u64) -> Result<T
         enable_progress,
         video_encode_params,
         audio_encode_params,
+        trusted_source: false,
     })
 }
 

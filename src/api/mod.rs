@@ -3,6 +3,7 @@
 
 mod callbacks;
 pub mod cloud;
+pub mod console;
 mod rooms;
 pub mod whep;
 pub mod whip;
@@ -27,6 +28,8 @@ pub struct ApiState {
     pub pull: Option<Arc<crate::ingest::pull::PullService>>,
     pub outbox: Option<Arc<crate::events::Outbox>>,
     pub cloud_rate: Arc<cloud::RateLimiter>,
+    /// The RTMP port actually bound (config may say 0), for the URLs the console prints.
+    pub rtmp_port: Option<u16>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -44,7 +47,16 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::map_response(whep::cors));
     Router::new()
         .merge(webrtc)
-        .route("/", post(cloud::handle).get(cloud::handle))
+        .route("/", post(cloud::handle).get(console::index))
+        .route("/play", get(console::play))
+        .route("/publish", get(console::publish))
+        .route("/tokens", get(console::tokens_page))
+        .route("/assets/{name}", get(console::assets))
+        .route("/demo/sample.mp4", get(console::demo_media))
+        .route("/v1/apps", get(console::apps))
+        .route("/v1/tasks", get(console::tasks).post(console::start_task))
+        .route("/v1/tasks/{id}", axum::routing::delete(console::stop_task))
+        .route("/v1/tokens", post(console::tokens))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/rooms", get(rooms::list))

@@ -25,6 +25,8 @@ pub struct AnchorView {
     pub userid: String,
     pub source: SourceKind,
     pub started_at_ms: u64,
+    /// WHEP viewers watching this anchor now.
+    pub viewers: usize,
     pub video: Option<TrackView>,
     pub audio: Option<TrackView>,
 }
@@ -56,6 +58,7 @@ fn anchor_view(p: &Participant) -> AnchorView {
         userid: p.userid.clone(),
         source: p.source,
         started_at_ms: ms(p.started_at),
+        viewers: p.video.subscribers().max(p.audio.subscribers()),
         video: track(&p.video, p.video_info()),
         audio: track(&p.audio, p.audio_info()),
     }

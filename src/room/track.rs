@@ -147,6 +147,16 @@ impl Track {
     }
 
     /// End the track: subscribers drain what they have and then see `None`.
+    /// Live subscribers (viewers) of this track.
+    pub fn subscribers(&self) -> usize {
+        self.state
+            .lock()
+            .expect("track lock")
+            .tx
+            .as_ref()
+            .map_or(0, |tx| tx.receiver_count())
+    }
+
     pub fn close(&self) {
         let mut st = self.state.lock().expect("track lock");
         st.tx = None;

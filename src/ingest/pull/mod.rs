@@ -51,6 +51,10 @@ pub struct TaskSpec {
     pub video_encode_params: Option<VideoEncodeParams>,
     #[serde(default)]
     pub audio_encode_params: Option<AudioEncodeParams>,
+    /// A source the gateway itself chose (the demo task): exempt from the private-address policy. Never set
+    /// from the API.
+    #[serde(default)]
+    pub trusted_source: bool,
 }
 
 /// Deprecated TRTC output settings for video, still honoured: set any and the video is re-encoded with them.
@@ -297,7 +301,7 @@ impl PullService {
     /// Start a task (the spec is validated by the caller). Returns its id.
     pub async fn start(self: &Arc<Self>, spec: TaskSpec) -> Result<String, PullError> {
         let url = source::parse_source_url(&spec.stream_url)?;
-        source::check_destination(&url, self.config.pull.allow_private_sources).await?;
+        source::check_destination(&url, self.config.pull.allow_private_sources || spec.trusted_source).await?;
         let id = new_task_id();
         let task = {
             let mut tasks = self.tasks.lock().expect("tasks lock");

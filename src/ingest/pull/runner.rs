@@ -247,7 +247,7 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
         let task2 = task.clone();
         service.runtime.block_on(async {
             tokio::select! {
-                r = source::preflight(&service.http, &url, config.pull.allow_private_sources) => Some(r),
+                r = source::preflight(&service.http, &url, config.pull.allow_private_sources || spec.trusted_source) => Some(r),
                 _ = async { while !task2.stop_requested() { tokio::time::sleep(Duration::from_millis(50)).await } } => None,
             }
         })

@@ -1,0 +1,364 @@
+//! The web console, served by roomgate itself: plain HTML/JS/CSS embedded in the binary (no build step), and the
+//! small JSON API it uses (`/v1/apps`, `/v1/tasks`, `/v1/tokens`). Privileged actions (tokens, starting and stopping
+//! tasks, re-sending callbacks) need the admin credential: `[admin] token` as a Bearer token, or a request from
+//! loopback when `admin.loopback` is on (the default).
+
+use super::{ApiError, ApiState};
+use crate::auth::{self, UserSig};
+use crate::ingest::pull::{PullError, TaskSpec};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+const INDEX: &str = include_str!("assets/index.html");
+const PLAY: &str = include_str!("assets/play.html");
+const PUBLISH: &str = include_str!("assets/publish.html");
+const TOKENS: &str = include_str!("assets/tokens.html");
+
+/// A static asset by name, with its content type.
+fn asset(name: &str) -> Option<(&'static str, &'static str)> {
+    Some(match name {
+        "console.css" => ("text/css; charset=utf-8", include_str!("assets/console.css")),
+        "common.js" => ("text/javascript; charset=utf-8", include_str!("assets/common.js")),
+        "dashboard.js" => ("text/javascript; charset=utf-8", include_str!("assets/dashboard.js")),
+        "play.js" => ("text/javascript; charset=utf-8", include_str!("assets/play.js")),
+        "publish.js" => ("text/javascript; charset=utf-8", include_str!("assets/publish.js")),
+        _ => return None,
+    })
+}
+
+fn page(html: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        html,
+    )
+        .into_response()
+}
+
+pub async fn index() -> Response {
+    page(INDEX)
+}
+pub async fn play() -> Response {
+    page(PLAY)
+}
+pub async fn publish() -> Response {
+    page(PUBLISH)
+}
+pub async fn tokens_page() -> Response {
+    page(TOKENS)
+}
+
+pub async fn assets(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let (ctype, body) =
+        asset(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no asset {name}")))?;
+    Ok((
+        [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
+        body,
+    )
+        .into_response())
+}
+
+/// Refuse unless the request carries the admin credential.
+pub fn require_admin(st: &ApiState, peer: Option<SocketAddr>, headers: &HeaderMap) -> Result<(), ApiError> {
+    let admin = &st.config.admin;
+    if admin.loopback && peer.is_some_and(|p| p.ip().is_loopback()) {
+        return Ok(());
+    }
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match bearer {
+        Some(t) if !admin.token.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(t.as_bytes(), admin.token.as_bytes())) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin_required",
+            "this needs the admin credential: Authorization: Bearer <[admin] token>, or a request from the gateway's own machine",
+        )),
+    }
+}
+
+/// The peer address (the server runs with connect info).
+pub type Peer = ConnectInfo<SocketAddr>;
+
+fn peer(ConnectInfo(a): Peer) -> Option<SocketAddr> {
+    Some(a)
+}
+
+/// `GET /v1/apps`: the configured apps, without their keys.
+pub async fn apps(State(st): State<ApiState>) -> Json<Value> {
+    let apps: Vec<Value> = st
+        .config
+        .apps
+        .iter()
+        .map(|a| {
+            json!({"sdkappid": a.sdkappid, "name": a.name, "public_playback": a.public_playback,
+                   "require_private_map_key": a.require_private_map_key, "callbacks": !a.callback_url.is_empty()})
+        })
+        .collect();
+    Json(json!({ "apps": apps }))
+}
+
+/// `GET /v1/tasks`: running pull tasks (the Describe fields of each, plus TaskId and SdkAppId).
+pub async fn tasks(State(st): State<ApiState>) -> Json<Value> {
+    let tasks: Vec<Value> = st
+        .pull
+        .as_ref()
+        .map(|p| p.list())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            let mut m = super::cloud::describe_fields(Some((t.spec(), t.status())));
+            m.insert("TaskId".into(), Value::String(t.id.clone()));
+            m.insert("SdkAppId".into(), json!(t.spec().sdk_app_id));
+            Value::Object(m)
+        })
+        .collect();
+    Json(json!({ "tasks": tasks }))
+}
+
+/// What the console's pull-task form sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    pub sdkappid: u64,
+    pub stream_url: String,
+    pub room: String,
+    pub userid: String,
+    #[serde(default = "one")]
+    pub repeat: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+fn pull_error(e: PullError) -> ApiError {
+    let (status, code) = match &e {
+        PullError::TaskExist(_) => (StatusCode::CONFLICT, "task_exist"),
+        PullError::TaskNotExist => (StatusCode::NOT_FOUND, "task_not_found"),
+        PullError::TaskFinished => (StatusCode::CONFLICT, "task_finished"),
+        PullError::RestrictedConcurrency(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_tasks"),
+        PullError::Source(_) => (StatusCode::BAD_REQUEST, "bad_stream_url"),
+        PullError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+    };
+    ApiError::new(status, code, e.to_string())
+}
+
+/// `POST /v1/tasks` (admin): start a pull task; the robot's UserSig is made here with the app key.
+pub async fn start_task(
+    State(st): State<ApiState>,
+    p: Peer,
+    headers: HeaderMap,
+    Json(t): Json<NewTask>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&st, peer(p), &headers)?;
+    let pull = st
+        .pull
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pull_disabled", "pull tasks are off"))?;
+    let app = st
+        .config
+        .app(t.sdkappid)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_app", format!("no app {}", t.sdkappid)))?;
+    if !auth::is_valid_str_room_id(&t.room) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_room_id",
+            "room: 1-64 letters, digits, '_' or '-'",
+        ));
+    }
+    if !auth::is_valid_user_id(&t.userid) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_userid",
+            "userid: 1-32 letters, digits, '_' or '-'",
+        ));
+    }
+    if t.repeat == 0 || !(-1..=1000).contains(&t.repeat) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_repeat",
+            "repeat: -1 (forever) or 1-1000",
+        ));
+    }
+    crate::ingest::pull::source::parse_source_url(&t.stream_url)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_stream_url", e.to_string()))?;
+    let id = pull
+        .start(task_spec(
+            app.sdkappid,
+            &t.room,
+            &t.userid,
+            &t.stream_url,
+            t.repeat,
+            false,
+        ))
+        .await
+        .map_err(pull_error)?;
+    Ok(Json(json!({ "task_id": id })))
+}
+
+/// A task spec with TRTC's defaults.
+pub fn task_spec(sdkappid: u64, room: &str, userid: &str, url: &str, repeat: i64, trusted: bool) -> TaskSpec {
+    TaskSpec {
+        sdk_app_id: sdkappid,
+        room_id: room.to_string(),
+        room_id_type: 0,
+        user_id: userid.to_string(),
+        stream_url: url.to_string(),
+        seek_second: 0,
+        repeat_num: repeat,
+        max_duration: None,
+        volume: 100,
+        tempo: 1.0,
+        idle_timeout: None,
+        is_pause: false,
+        enable_progress: false,
+        video_encode_params: None,
+        audio_encode_params: None,
+        trusted_source: trusted,
+    }
+}
+
+/// `DELETE /v1/tasks/{id}` (admin).
+pub async fn stop_task(
+    State(st): State<ApiState>,
+    p: Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&st, peer(p), &headers)?;
+    let pull = st
+        .pull
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pull_disabled", "pull tasks are off"))?;
+    pull.stop(&id).await.map_err(pull_error)?;
+    Ok(Json(json!({ "task_id": id, "stopped": true })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub sdkappid: u64,
+    pub userid: String,
+    pub room: String,
+    #[serde(default = "day")]
+    pub expire: u64,
+}
+
+fn day() -> u64 {
+    86400
+}
+
+/// What the token tool shows.
+#[derive(Debug, Serialize)]
+pub struct Tokens {
+    pub usersig: String,
+    pub rtmp_server: String,
+    pub stream_key: String,
+    pub whip_url: String,
+    pub ffmpeg: String,
+    pub play_path: String,
+}
+
+/// `POST /v1/tokens` (admin): a UserSig and the OBS/ffmpeg settings for `userid` in `room`.
+pub async fn tokens(
+    State(st): State<ApiState>,
+    p: Peer,
+    headers: HeaderMap,
+    Json(req): Json<TokenRequest>,
+) -> Result<Json<Tokens>, ApiError> {
+    require_admin(&st, peer(p), &headers)?;
+    let app = st
+        .config
+        .app(req.sdkappid)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_app", format!("no app {}", req.sdkappid)))?;
+    if !auth::is_valid_user_id(&req.userid) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_userid",
+            "userid: 1-32 letters, digits, '_' or '-'",
+        ));
+    }
+    if !auth::is_valid_str_room_id(&req.room) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_room_id",
+            "room: 1-64 letters, digits, '_' or '-'",
+        ));
+    }
+    if !(60..=180 * 86400).contains(&req.expire) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_expire",
+            "expire: 60 s to 180 days",
+        ));
+    }
+    let sig = UserSig::generate(
+        app.sdkappid,
+        &app.secret_key,
+        &req.userid,
+        auth::unix_now(),
+        req.expire,
+        None,
+    );
+    // The address the browser used (so the settings work from where the user is), else public_host.
+    let authority = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("{}:{}", st.config.public_host, st.config.http.listen.port()));
+    let host = match authority.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => authority.clone(),
+    };
+    let rtmp_port = st.rtmp_port.unwrap_or(st.config.rtmp.listen.port());
+    let rtmp_server = if rtmp_port == 1935 {
+        format!("rtmp://{host}/push/")
+    } else {
+        format!("rtmp://{host}:{rtmp_port}/push/")
+    };
+    let stream_key = format!(
+        "{}?sdkappid={}&userid={}&usersig={sig}",
+        req.room, app.sdkappid, req.userid
+    );
+    let whip_url = format!(
+        "http://{authority}/v2/pub/{}/{}?SessionID={}",
+        app.sdkappid, req.room, req.userid
+    );
+    let ffmpeg = format!(
+        "ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 60 -c:a aac -ar 48000 -f flv '{rtmp_server}{stream_key}'"
+    );
+    Ok(Json(Tokens {
+        play_path: format!(
+            "/play?sdkappid={}&room={}&anchor={}",
+            app.sdkappid, req.room, req.userid
+        ),
+        usersig: sig,
+        rtmp_server,
+        stream_key,
+        whip_url,
+        ffmpeg,
+    }))
+}
+
+/// `GET /demo/sample.mp4`: the demo task's source (only with `serve --demo-task`).
+pub async fn demo_media(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    let path = st
+        .config
+        .demo_media
+        .clone()
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no demo media"))?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{}: {e}", path.display())))?;
+    Ok(([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response())
+}

@@ -1,0 +1,213 @@
+//! The web console in a real browser: Debian's chromium driven by playwright-core (tests/browser/run.mjs) with a
+//! fake camera. Screenshots of each page are saved under target/ (CARGO_TARGET_TMPDIR/browser-artifacts).
+
+mod support;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use support::whep_client::{play, Transport};
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+fn artifacts() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser-artifacts")
+}
+
+/// A running browser scenario; its JSON lines arrive one by one.
+struct Browser {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Browser {
+    fn start(scenario: &str, base: &str, args: &[(&str, String)]) -> Browser {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+        let mut child = tokio::process::Command::new("node")
+            .current_dir(&dir)
+            .arg("run.mjs")
+            .arg(scenario)
+            .arg(base)
+            .arg(artifacts())
+            .args(args.iter().map(|(k, v)| format!("{k}={v}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node (scripts/install-deps.sh installs playwright-core and chromium)");
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Browser { child, lines }
+    }
+
+    /// The next result line (skipping page errors, which are printed).
+    async fn next(&mut self, within: Duration) -> Value {
+        loop {
+            let line = tokio::time::timeout(within, self.lines.next_line())
+                .await
+                .expect("the browser answers in time")
+                .unwrap()
+                .expect("the browser script ended without a result");
+            let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+            if v.get("pageerror").is_some() {
+                eprintln!("page error: {v}");
+                continue;
+            }
+            assert_eq!(
+                v["ok"],
+                true,
+                "browser scenario failed: {v} (screenshot in {})",
+                artifacts().display()
+            );
+            return v;
+        }
+    }
+
+    async fn finish(mut self) {
+        let status = tokio::time::timeout(Duration::from_secs(60), self.child.wait())
+            .await
+            .expect("the browser exits")
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn rtmp_push(gw: &TestGateway, room: &str, user: &str, size: &str, seconds: u32) -> Ffmpeg {
+    Ffmpeg::push(
+        &lavfi(size, seconds),
+        "-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -g 30 -c:a aac -ar 48000",
+        &gw.push_url(room, user, &usersig(user)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_page_plays_an_rtmp_push() {
+    let gw = start_gateway().await;
+    let push = rtmp_push(&gw, "webroom", "cam1", "640x360", 60);
+    gw.wait_anchor("webroom", "cam1", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut b = Browser::start(
+        "play",
+        &gw.http(""),
+        &[
+            ("sdkappid", SDKAPPID.to_string()),
+            ("room", "webroom".into()),
+            ("anchor", "cam1".into()),
+        ],
+    );
+    let v = b.next(Duration::from_secs(60)).await;
+    assert!(v["frames"].as_u64().unwrap() > 30, "{v}");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{v}"
+    );
+    b.finish().await;
+    push.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_page_goes_out_over_whip_and_decodes_over_whep() {
+    let gw = start_gateway().await;
+    let mut b = Browser::start(
+        "publish",
+        &gw.http(""),
+        &[
+            ("sdkappid", SDKAPPID.to_string()),
+            ("room", "camroom".into()),
+            ("userid", "browser1".into()),
+            ("hold", "20".into()),
+        ],
+    );
+    b.next(Duration::from_secs(60)).await;
+    let anchor = gw
+        .wait_anchor("camroom", "browser1", Duration::from_secs(10))
+        .await
+        .expect("the browser is an anchor");
+    assert_eq!(anchor.source, roomgate::room::SourceKind::Whip);
+    let viewer = play(
+        &gw.http(&format!("/v2/sub/{SDKAPPID}/camroom?SessionID=v1")),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .unwrap();
+    let got = tokio::task::spawn_blocking(move || {
+        viewer.collect(Duration::from_secs(15), |g| g.iter().filter(|f| f.video).count() >= 30)
+    })
+    .await
+    .unwrap();
+    let video: Vec<&[u8]> = got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect();
+    assert!(video.len() >= 30, "{} frames from the browser", video.len());
+    let size = decode_h264_size_of(video.iter().copied()).expect("the browser's video decodes");
+    // Chromium starts small and ramps up with its bandwidth estimate; any real picture will do.
+    assert!(size.0 >= 160 && size.1 >= 90, "{size:?}");
+    let info = anchor.video_info();
+    eprintln!("browser published {} ({:?}x{:?})", info.source_codec, info.width, info.height);
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_lists_an_anchor_and_removes_it_when_it_stops() {
+    let gw = start_gateway().await;
+    let push = rtmp_push(&gw, "dashroom", "cam9", "320x240", 60);
+    gw.wait_anchor("dashroom", "cam9", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut b = Browser::start(
+        "dashboard",
+        &gw.http(""),
+        &[("room", "dashroom".into()), ("anchor", "cam9".into())],
+    );
+    let v = b.next(Duration::from_secs(60)).await;
+    let row = v["row"].as_str().unwrap();
+    assert!(row.contains("rtmp") && row.contains("320×240"), "{row}");
+    push.kill().await;
+    let v = b.next(Duration::from_secs(40)).await;
+    assert_eq!(v["removed"], true);
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_tools_ffmpeg_line_publishes() {
+    let gw = start_gateway().await;
+    let mut b = Browser::start(
+        "tokens",
+        &gw.http(""),
+        &[
+            ("sdkappid", SDKAPPID.to_string()),
+            ("room", "tokroom".into()),
+            ("userid", "pasted".into()),
+        ],
+    );
+    let v = b.next(Duration::from_secs(60)).await;
+    b.finish().await;
+    let line = v["ffmpeg"].as_str().unwrap().to_string();
+    assert!(
+        line.starts_with("ffmpeg ") && line.contains("rtmp://127.0.0.1:"),
+        "{line}"
+    );
+    // Paste it into a shell as a user would.
+    let mut ffmpeg = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec {}",
+            line.replacen("ffmpeg ", "ffmpeg -hide_banner -loglevel error -nostdin ", 1)
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let anchor = gw
+        .wait_anchor("tokroom", "pasted", Duration::from_secs(15))
+        .await
+        .expect("the pasted ffmpeg line publishes");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !anchor.video.has_cached_keyframe() {
+        assert!(std::time::Instant::now() < deadline, "video flows");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = ffmpeg.kill().await;
+}

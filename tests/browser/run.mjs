@@ -1,0 +1,61 @@
+// Drives Debian's chromium with playwright-core through one console scenario and prints JSON lines the Rust test
+// (tests/browser.rs) reads. usage: node run.mjs <scenario> <base-url> <artifacts-dir> [key=value ...]
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const [scenario, base, artifacts, ...rest] = process.argv.slice(2);
+const args = Object.fromEntries(rest.map((kv) => kv.split(/=(.*)/s).slice(0, 2)));
+mkdirSync(artifacts, { recursive: true });
+const say = (obj) => console.log(JSON.stringify(obj));
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+const shot = (name) => page.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
+page.on("pageerror", (e) => say({ pageerror: String(e) }));
+
+try {
+  if (scenario === "play") {
+    await page.goto(`${base}/play?sdkappid=${args.sdkappid}&room=${args.room}&anchor=${args.anchor}`);
+    await page.waitForFunction(() => Number(document.body.dataset.framesDecoded || 0) > 30, null, { timeout: 30000 });
+    const size = await page.evaluate(() => { const v = document.getElementById("video"); return { width: v.videoWidth, height: v.videoHeight, frames: Number(document.body.dataset.framesDecoded) }; });
+    await page.waitForTimeout(1500); // let the stats fill in for the screenshot
+    await shot("player");
+    say({ ok: true, ...size, latency: await page.textContent("#s-latency"), bitrate: await page.textContent("#s-bitrate") });
+  } else if (scenario === "publish") {
+    await page.goto(`${base}/publish?sdkappid=${args.sdkappid}&room=${args.room}&userid=${args.userid}&autostart=1`);
+    await page.waitForFunction(() => document.body.dataset.publishing === "1", null, { timeout: 30000 });
+    await shot("publish");
+    say({ ok: true, publishing: true });
+    await page.waitForTimeout(Number(args.hold || 15) * 1000);
+  } else if (scenario === "dashboard") {
+    await page.goto(`${base}/`);
+    const row = `tr[data-anchor="${args.anchor}"][data-room="${args.room}"]`;
+    await page.waitForSelector(row, { timeout: 30000 });
+    await page.waitForTimeout(1200);
+    await shot("dashboard");
+    say({ ok: true, listed: true, row: (await page.textContent(row)).replace(/\s+/g, " ").trim() });
+    await page.waitForSelector(row, { state: "detached", timeout: 30000 });
+    say({ ok: true, removed: true });
+  } else if (scenario === "tokens") {
+    await page.goto(`${base}/tokens`);
+    await page.waitForSelector(`#apps option[value="${args.sdkappid}"]`, { state: "attached" });
+    await page.getByLabel("User id").fill(args.userid);
+    await page.getByLabel("Room").fill(args.room);
+    await page.getByRole("button", { name: "Make tokens" }).click();
+    await page.waitForSelector("#result:not([hidden])");
+    await shot("tokens");
+    say({ ok: true, ffmpeg: await page.textContent("#ffmpeg"), usersig: await page.textContent("#usersig") });
+  } else {
+    throw new Error(`unknown scenario ${scenario}`);
+  }
+} catch (e) {
+  await shot(`${scenario}-failure`).catch(() => {});
+  say({ ok: false, error: String(e) });
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
