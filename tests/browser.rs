@@ -144,7 +144,10 @@ async fn the_publish_page_goes_out_over_whip_and_decodes_over_whep() {
     // Chromium starts small and ramps up with its bandwidth estimate; any real picture will do.
     assert!(size.0 >= 160 && size.1 >= 90, "{size:?}");
     let info = anchor.video_info();
-    eprintln!("browser published {} ({:?}x{:?})", info.source_codec, info.width, info.height);
+    eprintln!(
+        "browser published {} ({:?}x{:?})",
+        info.source_codec, info.width, info.height
+    );
     b.finish().await;
 }
 

@@ -118,6 +118,17 @@ async fn rtmp_push_plays_over_whep_udp_from_the_gop_cache() {
     assert_plays(&gw, "wroom", Transport::Udp).await;
 }
 
+/// `make run`'s default: the WebRTC sockets bound to 0.0.0.0, candidates on the machine's own addresses. Packets
+/// arrive addressed to a candidate the socket does not name; they must still reach their session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_bound_to_every_address_serves_viewers() {
+    let gw = start_gateway_with(|c| c.rtc.bind = "0.0.0.0".parse().unwrap()).await;
+    assert_plays(&gw, "anyroom", Transport::Udp).await;
+    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
+    let tcp = std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), tcp.port());
+    assert_plays(&gw, "anyroom2", Transport::Tcp(tcp)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_viewer_plays_without_udp() {
     let gw = start_gateway().await;

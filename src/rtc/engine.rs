@@ -108,7 +108,8 @@ impl RtcEngine {
             None
         };
         let mut candidates = Vec::new();
-        for ip in candidate_ips(cfg.bind, &cfg.public_ips) {
+        let ips = candidate_ips(cfg.bind, &cfg.public_ips);
+        for ip in ips.iter().copied() {
             match Candidate::host(SocketAddr::new(ip, udp_addr.port()), "udp") {
                 Ok(c) => candidates.push(c),
                 Err(e) => tracing::warn!(%ip, error = ?e, "address not usable as an ICE candidate"),
@@ -130,6 +131,7 @@ impl RtcEngine {
             udp,
             udp_addr,
             tcp_addr,
+            candidate_ips: ips,
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
             by_peer: HashMap::new(),
@@ -217,6 +219,9 @@ struct Engine {
     udp: UdpSocket,
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
+    /// The addresses announced in candidates. str0m accepts a packet only when its destination is one of them,
+    /// so a socket bound to 0.0.0.0 (or behind NAT 1:1) reports the candidate address it stands for.
+    candidate_ips: Vec<std::net::IpAddr>,
     sessions: HashMap<SessionId, Session>,
     by_ufrag: HashMap<String, SessionId>,
     by_peer: HashMap<(Protocol, SocketAddr), SessionId>,
@@ -244,7 +249,8 @@ impl Engine {
                 r = self.udp.recv_from(&mut buf) => match r {
                     Ok((n, source)) => {
                         let packet = buf[..n].to_vec();
-                        self.receive(Protocol::Udp, source, self.udp_addr, &packet);
+                        let local = self.local_for(source, self.udp_addr);
+                        self.receive(Protocol::Udp, source, local, &packet);
                     }
                     Err(e) => tracing::debug!(error = %e, "UDP receive error"),
                 },
@@ -320,7 +326,8 @@ impl Engine {
                 self.tcp_writers.insert(peer, TcpPeer { writer, lost });
             }
             Command::TcpPacket { peer, packet } => {
-                if let Some(local) = self.tcp_addr {
+                if let Some(bound) = self.tcp_addr {
+                    let local = self.local_for(peer, bound);
                     self.receive(Protocol::Tcp, peer, local, &packet);
                 }
             }
@@ -329,6 +336,24 @@ impl Engine {
                 self.by_peer.remove(&(Protocol::Tcp, peer));
             }
         }
+    }
+
+    /// The candidate address a packet from `source` arrived on: the bound address when it is announced as is;
+    /// otherwise (bound to 0.0.0.0, or NAT 1:1 addresses) the candidate equal to the sender's address (a client on
+    /// this machine), else the first candidate of its family.
+    fn local_for(&self, source: SocketAddr, bound: SocketAddr) -> SocketAddr {
+        if self.candidate_ips.contains(&bound.ip()) {
+            return bound;
+        }
+        let ip = self
+            .candidate_ips
+            .iter()
+            .find(|ip| **ip == source.ip())
+            .or_else(|| self.candidate_ips.iter().find(|ip| ip.is_ipv4() == source.is_ipv4()))
+            .or(self.candidate_ips.first())
+            .copied()
+            .unwrap_or(bound.ip());
+        SocketAddr::new(ip, bound.port())
     }
 
     /// Route a packet: known peer address first, else the ufrag of a STUN request.
