@@ -4,6 +4,7 @@
 mod callbacks;
 pub mod cloud;
 pub mod console;
+pub mod openapi;
 mod rooms;
 pub mod whep;
 pub mod whip;
@@ -53,6 +54,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/tokens", get(console::tokens_page))
         .route("/assets/{name}", get(console::assets))
         .route("/demo/sample.mp4", get(console::demo_media))
+        .route("/openapi.json", get(openapi::document))
         .route("/v1/apps", get(console::apps))
         .route("/v1/tasks", get(console::tasks).post(console::start_task))
         .route("/v1/tasks/{id}", axum::routing::delete(console::stop_task))

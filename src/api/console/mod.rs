@@ -126,7 +126,7 @@ pub async fn tasks(State(st): State<ApiState>) -> Json<Value> {
 }
 
 /// What the console's pull-task form sends.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     pub sdkappid: u64,
@@ -244,7 +244,7 @@ pub async fn stop_task(
     Ok(Json(json!({ "task_id": id, "stopped": true })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub sdkappid: u64,
@@ -259,7 +259,7 @@ fn day() -> u64 {
 }
 
 /// What the token tool shows.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Tokens {
     pub usersig: String,
     pub rtmp_server: String,
