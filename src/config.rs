@@ -316,18 +316,7 @@ impl Config {
         let mut normalized = normalized;
         let env: Vec<(String, String)> = env.into_iter().collect();
         // Apps named only in the environment (ROOMGATE_APPS_<n>_...) start from an empty template.
-        let wanted_apps = env
-            .iter()
-            .filter_map(|(k, _)| {
-                k.strip_prefix("ROOMGATE_APPS_")?
-                    .split('_')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .map(|i| i + 1)
-            .max()
-            .unwrap_or(0);
+        let wanted_apps = env_array_len(&env, "ROOMGATE_APPS_");
         while normalized.apps.len() < wanted_apps {
             normalized.apps.push(AppConfig {
                 sdkappid: 0,
@@ -339,18 +328,7 @@ impl Config {
                 callback_key: String::new(),
             });
         }
-        let wanted_keys = env
-            .iter()
-            .filter_map(|(k, _)| {
-                k.strip_prefix("ROOMGATE_API_KEYS_")?
-                    .split('_')
-                    .next()?
-                    .parse::<usize>()
-                    .ok()
-            })
-            .map(|i| i + 1)
-            .max()
-            .unwrap_or(0);
+        let wanted_keys = env_array_len(&env, "ROOMGATE_API_KEYS_");
         while normalized.api_keys.len() < wanted_keys {
             normalized.api_keys.push(ApiKeyConfig {
                 secret_id: String::new(),
@@ -516,6 +494,15 @@ fn write_private(path: &Path, text: &str) -> Result<(), ConfigError> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
     let mut f = opts.open(path).map_err(err)?;
     f.write_all(text.as_bytes()).map_err(err)
+}
+
+/// How many elements the environment names for the array whose variables start with `prefix` (`PREFIX<n>_...`).
+fn env_array_len(env: &[(String, String)], prefix: &str) -> usize {
+    env.iter()
+        .filter_map(|(k, _)| k.strip_prefix(prefix)?.split('_').next()?.parse::<usize>().ok())
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
 }
 
 fn merge(base: &mut toml::Value, over: toml::Value) {

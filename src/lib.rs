@@ -14,4 +14,16 @@ pub mod rtc;
 pub mod store;
 
 pub use config::Config;
+
+/// An error and its sources, joined with ": " (what a log line or an API reason should say).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
 pub use gateway::Gateway;

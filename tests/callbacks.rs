@@ -13,13 +13,7 @@ use support::*;
 
 const CB_KEY: &str = "cbKey123";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::nginx::free_port;
 
 /// The Python receiver on a fixed port (so it can be down, then up, at the same URL).
 struct Receiver {

@@ -11,13 +11,7 @@ use support::cloud::{error_code, CloudClient, SECRET_ID, SECRET_KEY};
 use support::nginx::Nginx;
 use support::{usersig, KEY, SDKAPPID};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use support::nginx::free_port;
 
 struct Roomgate(std::process::Child);
 

@@ -164,7 +164,7 @@ impl Outbox {
                 Ok(resp) if resp.status() == reqwest::StatusCode::OK => None,
                 Ok(resp) => Some(format!("HTTP {}", resp.status().as_u16())),
                 Err(e) if e.is_timeout() => Some(format!("no reply within {} s", cfg.timeout_secs)),
-                Err(e) => Some(error_chain(&e)),
+                Err(e) => Some(crate::error_chain(&e)),
             };
             let store = self.store.clone();
             match error {
@@ -214,17 +214,6 @@ impl Outbox {
             tracing::error!(id, error = %e, "cannot record an expired callback");
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 /// Feed the outbox from the room hub and the pull service, in the order events happen. Runs until both sources

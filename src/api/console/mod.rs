@@ -153,6 +153,25 @@ fn pull_error(e: PullError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
+/// A string room id and a user id as TRTC accepts them.
+fn check_identity(room: &str, userid: &str) -> Result<(), ApiError> {
+    if !auth::is_valid_str_room_id(room) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_room_id",
+            "room: 1-64 letters, digits, '_' or '-'",
+        ));
+    }
+    if !auth::is_valid_user_id(userid) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_userid",
+            "userid: 1-32 letters, digits, '_' or '-'",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /v1/tasks` (admin): start a pull task; the robot's UserSig is made here with the app key.
 pub async fn start_task(
     State(st): State<ApiState>,
@@ -169,20 +188,7 @@ pub async fn start_task(
         .config
         .app(t.sdkappid)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_app", format!("no app {}", t.sdkappid)))?;
-    if !auth::is_valid_str_room_id(&t.room) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_room_id",
-            "room: 1-64 letters, digits, '_' or '-'",
-        ));
-    }
-    if !auth::is_valid_user_id(&t.userid) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_userid",
-            "userid: 1-32 letters, digits, '_' or '-'",
-        ));
-    }
+    check_identity(&t.room, &t.userid)?;
     if t.repeat == 0 || !(-1..=1000).contains(&t.repeat) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -281,20 +287,7 @@ pub async fn tokens(
         .config
         .app(req.sdkappid)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown_app", format!("no app {}", req.sdkappid)))?;
-    if !auth::is_valid_user_id(&req.userid) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_userid",
-            "userid: 1-32 letters, digits, '_' or '-'",
-        ));
-    }
-    if !auth::is_valid_str_room_id(&req.room) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_room_id",
-            "room: 1-64 letters, digits, '_' or '-'",
-        ));
-    }
+    check_identity(&req.room, &req.userid)?;
     if !(60..=180 * 86400).contains(&req.expire) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

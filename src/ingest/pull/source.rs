@@ -190,7 +190,7 @@ pub async fn preflight(client: &reqwest::Client, url: &Url, allow_private: bool)
 
 /// Name the failure the way a user debugging a source needs it: refused, timed out, TLS, or other.
 fn classify_reqwest(e: &reqwest::Error, host: &str) -> SourceError {
-    let chain = error_chain(e);
+    let chain = crate::error_chain(e);
     let lower = chain.to_ascii_lowercase();
     if lower.contains("connection refused") {
         SourceError::ConnectionRefused(host.to_string())
@@ -211,17 +211,6 @@ fn classify_reqwest(e: &reqwest::Error, host: &str) -> SourceError {
     } else {
         SourceError::Http(chain)
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
