@@ -156,6 +156,22 @@ async fn source_video_frames(http: &str) -> u64 {
         .sum()
 }
 
+/// Start a release gateway process on `cfg` and wait until its HTTP port answers; (process, base URL).
+async fn start_gateway(cfg: &std::path::Path, http_port: u16) -> (Child, String) {
+    let gw: Child = Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        .args(["--config", cfg.to_str().unwrap(), "serve"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("gateway starts");
+    let http = format!("http://127.0.0.1:{http_port}");
+    let start = Instant::now();
+    while reqwest::get(format!("{http}/healthz")).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "gateway did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (gw, http)
+}
+
 /// Make (once, under target/) the 1080p30 sources of the pull scenario.
 fn pull_media() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-media");
@@ -193,18 +209,8 @@ async fn run_pull(seconds: u64) -> serde_json::Value {
         ),
     )
     .unwrap();
-    let mut gw: Child = Command::new(env!("CARGO_BIN_EXE_roomgate"))
-        .args(["--config", cfg.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("gateway starts");
+    let (mut gw, http) = start_gateway(&cfg, http_port).await;
     let pid = gw.id();
-    let http = format!("http://127.0.0.1:{http_port}");
-    let start = Instant::now();
-    while reqwest::get(format!("{http}/healthz")).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "gateway did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let api = roomgate::api::cloud::CloudApiClient::new(
         format!("{http}/").parse().unwrap(),
         "AKIDbench".into(),
@@ -357,18 +363,8 @@ async fn run(s: &Scenario) -> serde_json::Value {
         ),
     )
     .unwrap();
-    let mut gw: Child = Command::new(env!("CARGO_BIN_EXE_roomgate"))
-        .args(["--config", cfg.to_str().unwrap(), "serve"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("gateway starts");
+    let (mut gw, http) = start_gateway(&cfg, http_port).await;
     let pid = gw.id();
-    let http = format!("http://127.0.0.1:{http_port}");
-    let start = Instant::now();
-    while reqwest::get(format!("{http}/healthz")).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(10), "gateway did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
     let mut whip_publishers = Vec::new();
     if s.source == Source::Whip {

@@ -2,6 +2,7 @@
 # Installs what roomgate needs to build and test on Debian 12, idempotently.
 # Only packages that are missing are installed; a machine that has them all is left alone.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 PKGS=(
   pkg-config clang

@@ -172,6 +172,12 @@ fn check_identity(room: &str, userid: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+fn pull_service(st: &ApiState) -> Result<&std::sync::Arc<crate::ingest::pull::PullService>, ApiError> {
+    st.pull
+        .as_ref()
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pull_disabled", "pull tasks are off"))
+}
+
 /// `POST /v1/tasks` (admin): start a pull task; the robot's UserSig is made here with the app key.
 pub async fn start_task(
     State(st): State<ApiState>,
@@ -180,10 +186,7 @@ pub async fn start_task(
     Json(t): Json<NewTask>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&st, peer(p), &headers)?;
-    let pull = st
-        .pull
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pull_disabled", "pull tasks are off"))?;
+    let pull = pull_service(&st)?;
     let app = st
         .config
         .app(t.sdkappid)
@@ -242,10 +245,7 @@ pub async fn stop_task(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     require_admin(&st, peer(p), &headers)?;
-    let pull = st
-        .pull
-        .as_ref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "pull_disabled", "pull tasks are off"))?;
+    let pull = pull_service(&st)?;
     pull.stop(&id).await.map_err(pull_error)?;
     Ok(Json(json!({ "task_id": id, "stopped": true })))
 }
