@@ -108,6 +108,38 @@ async fn the_player_page_plays_an_rtmp_push() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_player_reconnects_when_the_anchor_comes_back() {
+    let gw = start_gateway().await;
+    let push = rtmp_push(&gw, "backroom", "cam2", "320x240", 60);
+    gw.wait_anchor("backroom", "cam2", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut b = Browser::start(
+        "reconnect",
+        &gw.http(""),
+        &[
+            ("sdkappid", SDKAPPID.to_string()),
+            ("room", "backroom".into()),
+            ("anchor", "cam2".into()),
+        ],
+    );
+    b.next(Duration::from_secs(60)).await;
+    push.kill().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.hub.participant(&gw.key("backroom"), "cam2").is_some() {
+        assert!(std::time::Instant::now() < deadline, "the anchor left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let push = rtmp_push(&gw, "backroom", "cam2", "320x240", 60);
+    let v = b.next(Duration::from_secs(90)).await;
+    assert_eq!(v["recovered"], true, "{v}");
+    assert!(v["reconnects"].as_u64().unwrap() >= 1, "{v}");
+    b.finish().await;
+    push.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publish_page_goes_out_over_whip_and_decodes_over_whep() {
     let gw = start_gateway().await;
     let mut b = Browser::start(

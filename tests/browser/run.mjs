@@ -25,6 +25,15 @@ try {
     await page.waitForTimeout(1500); // let the stats fill in for the screenshot
     await shot("player");
     say({ ok: true, ...size, latency: await page.textContent("#s-latency"), bitrate: await page.textContent("#s-bitrate") });
+  } else if (scenario === "reconnect") {
+    await page.goto(`${base}/play?sdkappid=${args.sdkappid}&room=${args.room}&anchor=${args.anchor}`);
+    await page.waitForFunction(() => Number(document.body.dataset.framesDecoded || 0) > 30, null, { timeout: 30000 });
+    say({ ok: true, playing: true });
+    // The test stops the anchor and starts it again: the page must come back by itself.
+    await page.waitForFunction(() => Number(document.getElementById("s-reconnects").textContent) > 0, null, { timeout: 60000 });
+    await page.waitForFunction(() => Number(document.body.dataset.framesDecoded || 0) > 30 && document.getElementById("video").videoWidth > 0, null, { timeout: 60000 });
+    await shot("player-reconnected");
+    say({ ok: true, recovered: true, reconnects: Number(await page.textContent("#s-reconnects")), status: await page.textContent("#status") });
   } else if (scenario === "publish") {
     await page.goto(`${base}/publish?sdkappid=${args.sdkappid}&room=${args.room}&userid=${args.userid}&autostart=1`);
     await page.waitForFunction(() => document.body.dataset.publishing === "1", null, { timeout: 30000 });
