@@ -691,3 +691,88 @@ async fn an_rtmp_publisher_with_the_robots_identity_replaces_it() {
     assert_eq!(now.source, roomgate::room::SourceKind::Rtmp);
     pusher.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_map_keys_are_checked_for_robots_when_the_app_requires_them() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway_with(|c| c.apps[0].require_private_map_key = true).await;
+    let api = CloudClient::new(gw.http_addr);
+    let params = start_params("pmk", "robot", &nginx.url("/sample.mp3"));
+    let r = api.call("StartStreamIngest", params.clone()).await;
+    assert_eq!(error_code(&r), Some("InvalidParameter.PrivateMapKey"), "{r}");
+    let grant = |room: &str, privileges: u32| {
+        let buf = roomgate::auth::PrivateMapKey {
+            userid: "robot".into(),
+            sdkappid: SDKAPPID as u32,
+            room: roomgate::auth::RoomRef::Str(room.into()),
+            expires_at: (roomgate::auth::unix_now() + 3600) as u32,
+            privileges: roomgate::auth::Privileges(privileges),
+        }
+        .to_userbuf();
+        roomgate::auth::UserSig::generate(SDKAPPID, KEY, "robot", roomgate::auth::unix_now(), 3600, Some(&buf))
+    };
+    let mut other_room = params.clone();
+    other_room["PrivateMapKey"] = json!(grant("elsewhere", 255));
+    let r = api.call("StartStreamIngest", other_room).await;
+    assert_eq!(error_code(&r), Some("InvalidParameter.PrivateMapKey"), "{r}");
+    let mut ok = params;
+    ok["PrivateMapKey"] = json!(grant("pmk", 255));
+    let r = api.call("StartStreamIngest", ok).await;
+    assert!(error_code(&r).is_none(), "{r}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seek_second_starts_inside_the_source() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let mut params = start_params("seek", "robot", &nginx.url("/sample-720p30.mp4"));
+    params["SeekSecond"] = json!(4);
+    let task = start_task(&api, params).await;
+    let anchor = gw.wait_anchor("seek", "robot", Duration::from_secs(10)).await.unwrap();
+    let r = describe_until(&api, &task, Duration::from_secs(10), |r| r["State"] == "playing").await;
+    assert!(
+        r["PositionMs"].as_i64().unwrap() >= 3500,
+        "playing from about 4 s in: {r}"
+    );
+    let r = describe_until(&api, &task, Duration::from_secs(15), |r| r["Status"] == "NotExist").await;
+    assert_eq!(r["State"], "finished", "{r}");
+    // The file has 180 frames; from 4 s (the keyframe there) on, about 60 reach the room.
+    let frames = anchor.video.stats().frames;
+    assert!(
+        (30..=100).contains(&frames),
+        "only the last ~2 s were played ({frames} frames)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_stops_sending_ends_the_task_after_idle_timeout() {
+    // An HTTP server that sends the first part of an FLV, then nothing (connection held open).
+    let flv = std::fs::read(testdata().join("sample-720p30-baseline.flv")).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut held = vec![];
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut req = [0u8; 2048];
+            let _ = s.read(&mut req).await;
+            let head = b"HTTP/1.1 200 OK\r\nContent-Type: video/x-flv\r\nConnection: close\r\n\r\n";
+            let _ = s.write_all(head).await;
+            let _ = s.write_all(&flv[..flv.len() / 3]).await;
+            held.push(s);
+        }
+    });
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let mut params = start_params("idle", "robot", &format!("http://{addr}/live.flv"));
+    params["IdleTimeout"] = json!(2);
+    let task = start_task(&api, params).await;
+    describe_until(&api, &task, Duration::from_secs(10), |r| r["State"] == "playing").await;
+    let r = describe_until(&api, &task, Duration::from_secs(15), |r| r["Status"] == "NotExist").await;
+    assert_eq!(r["State"], "finished", "{r}");
+    assert!(r["Reason"].as_str().unwrap().contains("IdleTimeout"), "{r}");
+    assert_eq!(r["Restarts"], 0, "an idle source is not retried: {r}");
+}
