@@ -22,12 +22,18 @@ struct Receiver {
 
 impl Receiver {
     async fn start(port: u16, key: &str, out: &Path) -> Receiver {
+        Self::start_slow(port, key, out, 0.0).await
+    }
+
+    /// A receiver that takes `delay` seconds to answer each POST.
+    async fn start_slow(port: u16, key: &str, out: &Path, delay: f64) -> Receiver {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/callbacks/receiver.py");
         let child = std::process::Command::new("python3")
             .arg(script)
             .arg(port.to_string())
             .arg(key)
             .arg(out)
+            .arg(delay.to_string())
             .stdin(Stdio::null())
             .spawn()
             .expect("python3");
@@ -496,4 +502,36 @@ callback_key = "{CB_KEY}"
     assert_room_sequence(&records, "killroom", "anchor1");
     let _ = gw.kill();
     let _ = gw.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_never_slows_the_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    // 4 s per answer: within the 5 s timeout, so every event is delivered, slowly.
+    let _rx = Receiver::start_slow(port, CB_KEY, &out, 4.0).await;
+    let gw = start_gateway_with(with_callbacks(port)).await;
+    let ff = Ffmpeg::push(
+        &lavfi("320x240", 4),
+        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
+        &gw.push_url("slowroom", "anchor1", &usersig("anchor1")),
+    );
+    let anchor = gw
+        .wait_anchor("slowroom", "anchor1", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let (ok, err) = ff.finish(Duration::from_secs(20)).await;
+    assert!(ok, "{err}");
+    let frames = anchor.video.stats().frames;
+    assert!(
+        frames >= 115,
+        "all 120 frames reached the room while callbacks waited ({frames})"
+    );
+    assert!(
+        received(&out).len() <= 2,
+        "the receiver is still working through the events"
+    );
+    let records = wait_for(&out, Duration::from_secs(40), |r| r.len() >= 6).await;
+    assert_room_sequence(&records, "slowroom", "anchor1");
 }

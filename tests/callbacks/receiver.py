@@ -1,7 +1,7 @@
 """A callback receiver as an app backend would write it: verifies TRTC's `Sign` header with Python's own hmac
 (independent of roomgate's code) and records every POST, in arrival order, as one JSON line in OUT.
 
-usage: receiver.py PORT KEY OUT
+usage: receiver.py PORT KEY OUT [DELAY_SECONDS]
 Each line: {"sign_ok": bool, "sdkappid": "<SdkAppId header>", "content_type": "...", "body": <parsed JSON>}.
 Answers 200 {"code":0}, as TRTC recommends.
 """
@@ -10,14 +10,17 @@ import hashlib
 import hmac
 import json
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PORT, KEY, OUT = int(sys.argv[1]), sys.argv[2].encode(), sys.argv[3]
+DELAY = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0  # a slow backend
 
 
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        time.sleep(DELAY)
         expected = base64.b64encode(hmac.new(KEY, raw, hashlib.sha256).digest()).decode()
         record = {
             "sign_ok": hmac.compare_digest(expected, self.headers.get("Sign", "")),
