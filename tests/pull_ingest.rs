@@ -776,3 +776,42 @@ async fn a_source_that_stops_sending_ends_the_task_after_idle_timeout() {
     assert!(r["Reason"].as_str().unwrap().contains("IdleTimeout"), "{r}");
     assert_eq!(r["Restarts"], 0, "an idle source is not retried: {r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tempo_two_plays_twice_as_fast() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let mut params = start_params("fast", "robot", &nginx.url("/sample-720p30.mp4"));
+    params["Tempo"] = json!(2.0);
+    start_task(&api, params).await;
+    let anchor = gw.wait_anchor("fast", "robot", Duration::from_secs(10)).await.unwrap();
+    let (mut video, mut audio) = (anchor.video.subscribe(), anchor.audio.subscribe());
+    let (mut vpts, mut apts) = (vec![], vec![]);
+    let collect = async {
+        while let Some(f) = video.recv().await {
+            vpts.push(f.pts);
+        }
+        while let Some(f) = audio.recv().await {
+            apts.push(f.pts);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), collect)
+        .await
+        .expect("the task ends");
+    // 30 fps source at double speed: a frame every 1/60 s of room time (1500 ticks of 90 kHz).
+    let mut deltas: Vec<u64> = vpts.windows(2).map(|w| w[1] - w[0]).collect();
+    deltas.sort();
+    let median = deltas[deltas.len() / 2];
+    assert!(
+        (1400..=1600).contains(&median),
+        "video pts step {median} (1500 expected)"
+    );
+    // Audio is resampled to the same speed: 20 ms Opus packets covering half the source's duration.
+    let span = (apts.last().unwrap() - apts.first().unwrap()) as f64 / 48_000.0;
+    assert!(
+        (2.0..=3.4).contains(&span),
+        "audio covers {span} s of room time for a 6 s source"
+    );
+}
