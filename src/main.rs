@@ -262,7 +262,11 @@ fn serve(mut config: Config) -> Result<(), String> {
         tracing::info!(http = %gw.http_addr, rtmp = ?gw.rtmp_addr, "roomgate is running");
         if gw.config.demo_media.is_some() {
             if let Some(app) = gw.config.apps.first() {
-                let url = format!("http://127.0.0.1:{}/demo/sample.mp4", gw.http_addr.port());
+                let mut at = gw.http_addr;
+                if at.ip().is_unspecified() {
+                    at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                let url = format!("http://{at}/demo/sample.mp4");
                 let spec = roomgate::api::console::task_spec(app.sdkappid, "demo_room", "demo_robot", &url, -1, true);
                 match gw.pull.start(spec).await {
                     Ok(id) => tracing::info!(task = %id, "demo pull task started in demo_room"),
