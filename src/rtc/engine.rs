@@ -95,7 +95,7 @@ impl RtcEngine {
         static CRYPTO: std::sync::Once = std::sync::Once::new();
         CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 
-        let udp = UdpSocket::bind(SocketAddr::new(cfg.bind, cfg.udp_port)).await?;
+        let udp = super::udp::UdpEndpoint::new(UdpSocket::bind(SocketAddr::new(cfg.bind, cfg.udp_port)).await?);
         let udp_addr = udp.local_addr()?;
         let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
         let mut tasks = Vec::new();
@@ -131,6 +131,11 @@ impl RtcEngine {
             udp,
             udp_addr,
             tcp_addr,
+            owned_ips: if cfg.public_ips.is_empty() {
+                ips.clone()
+            } else {
+                Vec::new()
+            },
             candidate_ips: ips,
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -216,12 +221,14 @@ struct TcpPeer {
 }
 
 struct Engine {
-    udp: UdpSocket,
+    udp: super::udp::UdpEndpoint,
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     /// The addresses announced in candidates. str0m accepts a packet only when its destination is one of them,
     /// so a socket bound to 0.0.0.0 (or behind NAT 1:1) reports the candidate address it stands for.
     candidate_ips: Vec<std::net::IpAddr>,
+    /// Candidate addresses that belong to this host (NAT 1:1 addresses do not).
+    owned_ips: Vec<std::net::IpAddr>,
     sessions: HashMap<SessionId, Session>,
     by_ufrag: HashMap<String, SessionId>,
     by_peer: HashMap<(Protocol, SocketAddr), SessionId>,
@@ -246,10 +253,13 @@ impl Engine {
                     Some(c) => self.command(c),
                     None => break,
                 },
-                r = self.udp.recv_from(&mut buf) => match r {
-                    Ok((n, source)) => {
+                r = self.udp.recv(&mut buf) => match r {
+                    Ok((n, source, to)) => {
                         let packet = buf[..n].to_vec();
-                        let local = self.local_for(source, self.udp_addr);
+                        let local = match to {
+                            Some(ip) if self.candidate_ips.contains(&ip) => SocketAddr::new(ip, self.udp_addr.port()),
+                            _ => self.local_for(source, self.udp_addr),
+                        };
                         self.receive(Protocol::Udp, source, local, &packet);
                     }
                     Err(e) => tracing::debug!(error = %e, "UDP receive error"),
@@ -491,7 +501,9 @@ impl Engine {
                 Output::Transmit(t) => {
                     match t.proto {
                         Protocol::Udp => {
-                            if self.udp.try_send_to(&t.contents, t.destination).is_err() {
+                            // From the address the session uses (a candidate we really own; not a NAT 1:1 address).
+                            let from = Some(t.source.ip()).filter(|ip| self.owned_ips.contains(ip));
+                            if self.udp.try_send(&t.contents, t.destination, from).is_err() {
                                 metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "udp").increment(1);
                             }
                         }

@@ -10,6 +10,7 @@ pub mod demux;
 mod engine;
 pub mod resources;
 mod tcp;
+mod udp;
 
 pub use engine::{NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
 pub use resources::{random_token, PatchResult, ResourceError, SessionResources};
