@@ -535,3 +535,36 @@ async fn a_slow_receiver_never_slows_the_media() {
     let records = wait_for(&out, Duration::from_secs(40), |r| r.len() >= 6).await;
     assert_room_sequence(&records, "slowroom", "anchor1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whip_publisher_gives_the_same_events_with_user_type_webrtc() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let gw = start_gateway_with(with_callbacks(port)).await;
+    let url = gw.http(&format!("/v2/pub/{SDKAPPID}/whiproom?SessionID=web1"));
+    let publisher = support::whip_client::publish(&url, Some(&usersig("web1")), Default::default())
+        .await
+        .unwrap();
+    wait_for(&out, Duration::from_secs(15), |r| {
+        let t = types(r);
+        t.contains(&201) && t.contains(&203)
+    })
+    .await;
+    let location = if publisher.location.starts_with('/') {
+        gw.http(&publisher.location)
+    } else {
+        publisher.location.clone()
+    };
+    let r = reqwest::Client::new().delete(&location).send().await.unwrap();
+    assert!(r.status().is_success());
+    let records = wait_for(&out, Duration::from_secs(10), |r| types(r).contains(&102)).await;
+    let t = types(&records);
+    assert_eq!((t[0], t[1]), (101, 103), "{t:?}");
+    assert_eq!(&t[t.len() - 2..], &[104, 102], "{t:?}");
+    let entered = &records[1]["body"]["EventInfo"];
+    assert_eq!(entered["UserType"], 1, "WHIP publishers are WebRTC users");
+    assert!(records.iter().all(|r| r["sign_ok"] == true));
+    drop(publisher);
+}

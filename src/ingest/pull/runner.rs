@@ -6,7 +6,7 @@
 //! Output timeline: a frame's room timestamp is the wall-clock time (since the task began) it is due, so loops,
 //! reopenings, pauses and tempo changes all stay monotonic and in step with real time.
 
-use super::source::{self, SourceError};
+use super::source;
 use super::{IngestEventKind, IngestTask, PullService, SourceInfo, TaskState};
 use crate::media::h264::{self, AvcConfig};
 use crate::media::transcode::{
@@ -738,15 +738,6 @@ fn open_error(e: &ff::Error, timed_out: bool) -> String {
 mod libc_errno {
     pub const ECONNREFUSED: i32 = 111;
     pub const ETIMEDOUT: i32 = 110;
-}
-
-impl From<SourceError> for Played {
-    fn from(e: SourceError) -> Played {
-        Played::Failed {
-            reason: e.to_string(),
-            played_for: Duration::ZERO,
-        }
-    }
 }
 
 #[cfg(test)]
