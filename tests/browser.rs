@@ -246,3 +246,24 @@ async fn the_token_tools_ffmpeg_line_publishes() {
     }
     let _ = ffmpeg.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_fits_a_phone_and_labels_its_controls() {
+    let gw = start_gateway().await;
+    let push = rtmp_push(&gw, "phoneroom", "cam3", "320x240", 30);
+    gw.wait_anchor("phoneroom", "cam3", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut b = Browser::start("phone", &gw.http(""), &[]);
+    let v = b.next(Duration::from_secs(60)).await;
+    for (page, r) in v["report"].as_object().unwrap() {
+        assert!(
+            r["overflow"].as_i64().unwrap() <= 0,
+            "{page} is wider than a phone: {r}"
+        );
+        assert_eq!(r["unlabelled"], 0, "{page} has form controls without a label: {r}");
+        assert_eq!(r["hiddenActions"], 0, "{page} hides its actions off screen: {r}");
+    }
+    b.finish().await;
+    push.kill().await;
+}

@@ -34,6 +34,22 @@ try {
     await page.waitForFunction(() => Number(document.body.dataset.framesDecoded || 0) > 30 && document.getElementById("video").videoWidth > 0, null, { timeout: 60000 });
     await shot("player-reconnected");
     say({ ok: true, recovered: true, reconnects: Number(await page.textContent("#s-reconnects")), status: await page.textContent("#status") });
+  } else if (scenario === "phone") {
+    // Every page at a phone's width: nothing wider than the screen, every form control labelled.
+    await page.setViewportSize({ width: 390, height: 844 });
+    const report = {};
+    for (const path of ["/", "/play", "/publish", "/tokens"]) {
+      await page.goto(`${base}${path}`);
+      await page.waitForTimeout(700);
+      report[path] = await page.evaluate(() => ({
+        overflow: document.documentElement.scrollWidth - window.innerWidth,
+        unlabelled: [...document.querySelectorAll("input, select")].filter((el) => !el.closest("label") && !el.getAttribute("aria-label")).length,
+        // Actions (Play, Stop) stay on screen without scrolling sideways.
+        hiddenActions: [...document.querySelectorAll("td a[href^='/play'], td button")].filter((el) => { const r = el.getBoundingClientRect(); return r.width === 0 || r.right > window.innerWidth; }).length,
+      }));
+      await shot(`phone${path === "/" ? "-dashboard" : path.replace("/", "-")}`);
+    }
+    say({ ok: true, report });
   } else if (scenario === "publish") {
     await page.goto(`${base}/publish?sdkappid=${args.sdkappid}&room=${args.room}&userid=${args.userid}&autostart=1`);
     await page.waitForFunction(() => document.body.dataset.publishing === "1", null, { timeout: 30000 });
