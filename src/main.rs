@@ -157,6 +157,16 @@ fn load(cli: &Cli) -> Result<Config, String> {
     Ok(config)
 }
 
+fn check_userid(userid: &str) -> Result<(), String> {
+    if roomgate::auth::is_valid_user_id(userid) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid userid {userid:?}: use 1-32 characters from letters, digits, '_' and '-'"
+        ))
+    }
+}
+
 fn app_for(config: &Config, sdkappid: Option<u64>) -> Result<&AppConfig, String> {
     match sdkappid {
         Some(id) => config.app(id).ok_or_else(|| format!("sdkappid {id} is not configured")),
@@ -199,11 +209,7 @@ fn main() {
         } => load(&cli).and_then(|mut config| {
             config.ensure_demo_app().map_err(|e| e.to_string())?;
             let app = app_for(&config, *sdkappid)?;
-            if !roomgate::auth::is_valid_user_id(userid) {
-                return Err(format!(
-                    "invalid userid {userid:?}: use 1-32 characters from letters, digits, '_' and '-'"
-                ));
-            }
+            check_userid(userid)?;
             if !roomgate::auth::is_valid_str_room_id(room) {
                 return Err(format!(
                     "invalid room {room:?}: use 1-64 characters from letters, digits, '_' and '-'"
@@ -228,11 +234,7 @@ fn main() {
         } => load(&cli).and_then(|mut config| {
             config.ensure_demo_app().map_err(|e| e.to_string())?;
             let app = app_for(&config, *sdkappid)?;
-            if !roomgate::auth::is_valid_user_id(userid) {
-                return Err(format!(
-                    "invalid userid {userid:?}: use 1-32 characters from letters, digits, '_' and '-'"
-                ));
-            }
+            check_userid(userid)?;
             println!(
                 "{}",
                 UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), *expire, None)

@@ -815,3 +815,94 @@ async fn tempo_two_plays_twice_as_fast() {
         "audio covers {span} s of room time for a 6 s source"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_update_applies_while_the_task_plays() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let api = CloudClient::new(gw.http_addr);
+    let mut params = start_params("vol", "robot", &nginx.url("/sample-720p30.mp4"));
+    params["RepeatNum"] = json!(-1);
+    let task = start_task(&api, params).await;
+    let anchor = gw.wait_anchor("vol", "robot", Duration::from_secs(10)).await.unwrap();
+    let peak_of_next = |n: usize| {
+        let mut sub = anchor.audio.subscribe();
+        async move {
+            let mut frames = vec![];
+            while frames.len() < n {
+                frames.push(sub.recv().await.expect("audio flows"));
+            }
+            decode_opus(&frames).1
+        }
+    };
+    let loud = peak_of_next(50).await;
+    assert!(loud > 0.05, "audible at Volume 100 (peak {loud})");
+    let r = api
+        .call(
+            "UpdateStreamIngest",
+            json!({"SdkAppId": SDKAPPID, "TaskId": task, "Volume": 0}),
+        )
+        .await;
+    assert!(error_code(&r).is_none(), "{r}");
+    tokio::time::sleep(Duration::from_millis(500)).await; // what was already encoded drains
+    let muted = peak_of_next(50).await;
+    assert!(
+        muted < 0.01,
+        "silent at Volume 0 without restarting the task (peak {muted})"
+    );
+    assert_eq!(describe(&api, &task).await["Restarts"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_key_scopes_and_capacity_are_enforced() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway_with(|c| {
+        c.pull.max_tasks = 1;
+        c.api_keys.push(roomgate::config::ApiKeyConfig {
+            secret_id: "AKIDotherapp".into(),
+            secret_key: "other".into(),
+            sdkappids: vec![1400000099],
+        });
+    })
+    .await;
+    let api = CloudClient::new(gw.http_addr);
+    let url = nginx.url("/sample.mp3");
+    start_task(&api, start_params("cap", "robot1", &url)).await;
+    let r = api.call("StartStreamIngest", start_params("cap", "robot2", &url)).await;
+    assert_eq!(error_code(&r), Some("FailedOperation.RestrictedConcurrency"), "{r}");
+
+    let scoped = CloudClient::with_key(gw.http_addr, "AKIDotherapp", "other");
+    let r = scoped
+        .call("StartStreamIngest", start_params("cap", "robot3", &url))
+        .await;
+    assert_eq!(error_code(&r), Some("UnauthorizedOperation.SdkAppId"), "{r}");
+
+    let body = serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": "x"})).unwrap();
+    let now = roomgate::auth::unix_now();
+    let host = gw.http_addr.to_string();
+    let auth = roomgate::auth::tc3::sign_post(
+        support::cloud::SECRET_ID,
+        support::cloud::SECRET_KEY,
+        "trtc",
+        &host,
+        now,
+        &body,
+    );
+    let v: Value = reqwest::Client::new()
+        .post(format!("http://{host}/"))
+        .header("Content-Type", "application/json")
+        .header("X-TC-Action", "DescribeStreamIngest")
+        .header("X-TC-Version", "2017-03-12")
+        .header("X-TC-Timestamp", now.to_string())
+        .header("Authorization", auth)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(error_code(&v["Response"]), Some("NoSuchVersion"), "{v}");
+}

@@ -15,7 +15,7 @@ use crate::room::RoomHub;
 use crate::store::{now_ms, Store, StoreError, TaskRecord};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use source::SourceError;
@@ -205,9 +205,8 @@ struct TaskControl {
     /// Set with `stop` at process shutdown: the task ends here but stays active in the store, to resume.
     suspended: AtomicBool,
     paused: AtomicBool,
-    volume: AtomicU32,
-    /// Tempo in thousandths.
-    tempo_milli: AtomicU32,
+    /// Volume and Tempo, shared with the task's audio transcoder so an update applies at once.
+    tuning: Arc<crate::media::transcode::AudioTuning>,
     /// Bumped when the source URL changes, so the runner reopens.
     url_generation: AtomicU64,
 }
@@ -450,7 +449,7 @@ impl PullService {
             }
             if let Some(v) = update.volume {
                 spec.volume = v;
-                task.control.volume.store(v, Ordering::Relaxed);
+                task.control.tuning.set_volume(v);
             }
             if let Some(p) = update.is_pause {
                 spec.is_pause = p;
@@ -461,9 +460,7 @@ impl PullService {
             }
             if let Some(t) = update.tempo {
                 spec.tempo = t;
-                task.control
-                    .tempo_milli
-                    .store((t * 1000.0).round() as u32, Ordering::Relaxed);
+                task.control.tuning.set_tempo(t);
             }
             spec.clone()
         };
@@ -547,8 +544,7 @@ fn new_task(
             stop: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
             paused: AtomicBool::new(spec.is_pause),
-            volume: AtomicU32::new(spec.volume),
-            tempo_milli: AtomicU32::new((spec.tempo * 1000.0).round() as u32),
+            tuning: Arc::new(crate::media::transcode::AudioTuning::new(spec.volume, spec.tempo)),
             url_generation: AtomicU64::new(0),
         },
         spec: Mutex::new(spec),

@@ -9,9 +9,7 @@
 use super::source;
 use super::{IngestEventKind, IngestTask, PullService, SourceInfo, TaskState};
 use crate::media::h264::{self, AvcConfig};
-use crate::media::transcode::{
-    AudioInputCodec, AudioTranscoder, AudioTuning, StreamParameters, VideoInput, VideoTranscoder,
-};
+use crate::media::transcode::{AudioInputCodec, AudioTranscoder, StreamParameters, VideoInput, VideoTranscoder};
 use crate::media::{Codec, Frame, AUDIO_CLOCK, VIDEO_CLOCK};
 use crate::room::{AnchorPublisher, LeaveReason, RoomKey, SourceKind, TrackInfo};
 use bytes::Bytes;
@@ -41,6 +39,8 @@ enum Played {
     Idle(u64),
     /// UpdateStreamIngest changed the URL.
     UrlChanged,
+    /// Volume or Tempo changed on audio that was passing through: reopen where we are, transcoding.
+    Reconfigure,
     /// The source could not be opened or broke.
     Failed { reason: String, played_for: Duration },
 }
@@ -57,7 +57,6 @@ struct Session<'a> {
     loops_done: i64,
     restarts: i64,
     last_saved: Instant,
-    tuning: Arc<AudioTuning>,
 }
 
 /// Run a task to its end; returns the final state and reason.
@@ -82,7 +81,6 @@ pub(super) fn run(service: &Arc<PullService>, task: &Arc<IngestTask>, start_posi
         loops_done: status.loops_done,
         restarts: status.restarts,
         last_saved: Instant::now(),
-        tuning: Arc::new(AudioTuning::new(spec.volume, spec.tempo)),
     };
     let mut position_ms = start_position_ms;
     let mut failures = 0usize;
@@ -124,6 +122,7 @@ pub(super) fn run(service: &Arc<PullService>, task: &Arc<IngestTask>, start_posi
                 position_ms = 0;
                 failures = 0;
             }
+            Played::Reconfigure => position_ms = task.status().position_ms,
             Played::Failed { reason, played_for } => {
                 position_ms = task.status().position_ms;
                 if played_for >= HEALTHY_AFTER {
@@ -374,8 +373,8 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
         let params = st.parameters();
         info.audio_codec = Some(params.id().name().to_string());
         let passthrough = params.id() == ff::codec::Id::OPUS
-            && task.control.volume.load(Ordering::Relaxed) == 100
-            && task.control.tempo_milli.load(Ordering::Relaxed) == 1000
+            && task.control.tuning.volume() == 100
+            && task.control.tuning.tempo() == 1.0
             && spec.audio_encode_params.is_none();
         let path = if passthrough {
             Some(AudioPath::Passthrough)
@@ -386,15 +385,12 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
                 .map(|p| p.bit_rate * 1000)
                 .filter(|b| *b >= 6000)
                 .unwrap_or(config.audio.opus_bitrate);
-            s.tuning.set_volume(task.control.volume.load(Ordering::Relaxed));
-            s.tuning
-                .set_tempo(task.control.tempo_milli.load(Ordering::Relaxed) as f64 / 1000.0);
             match AudioTranscoder::start_tuned(
                 AudioInputCodec::Stream(StreamParameters(params.clone())),
                 bitrate,
                 anchor.sink(),
                 label.clone(),
-                Some(s.tuning.clone()),
+                Some(task.control.tuning.clone()),
             ) {
                 Ok(t) => Some(AudioPath::Transcode(t)),
                 Err(e) => {
@@ -452,6 +448,10 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
         if task.control.url_generation.load(Ordering::Relaxed) != url_generation {
             return Played::UrlChanged;
         }
+        let tuned = task.control.tuning.volume() != 100 || task.control.tuning.tempo() != 1.0;
+        if tuned && matches!(audio, Some((_, _, AudioPath::Passthrough))) {
+            return Played::Reconfigure;
+        }
         if task.control.paused.load(Ordering::Relaxed) {
             task.set_status(|st| st.state = TaskState::Paused);
             let paused_at = Instant::now();
@@ -496,7 +496,7 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
         };
         let Some(data) = packet.data() else { continue };
         let media_us = rescale_us(ts, time_base);
-        let tempo = task.control.tempo_milli.load(Ordering::Relaxed).max(1) as f64 / 1000.0;
+        let tempo = task.control.tuning.tempo();
         let pacer = clock.get_or_insert_with(|| Pacer::new(media_us, s.epoch, tempo));
         pacer.set_tempo(media_us, tempo);
         let (due, out_us) = pacer.due(media_us);

@@ -71,8 +71,16 @@ impl AudioTuning {
         let milli = (tempo * 1000.0).round().clamp(250.0, 4000.0) as u32;
         self.tempo_milli.store(milli, std::sync::atomic::Ordering::Relaxed);
     }
+    /// Gain in percent.
+    pub fn volume(&self) -> u32 {
+        self.volume_pct.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Playback speed (1.0 = real time).
+    pub fn tempo(&self) -> f64 {
+        self.tempo_milli() as f64 / 1000.0
+    }
     fn gain(&self) -> f32 {
-        self.volume_pct.load(std::sync::atomic::Ordering::Relaxed) as f32 / 100.0
+        self.volume() as f32 / 100.0
     }
     fn tempo_milli(&self) -> u32 {
         self.tempo_milli.load(std::sync::atomic::Ordering::Relaxed)
