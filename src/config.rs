@@ -139,6 +139,8 @@ pub struct RtmpConfig {
     pub chunk_size: u32,
     /// Concurrent RTMP connections; more are refused at accept.
     pub max_connections: usize,
+    /// Concurrent RTMP connections from one client address (an encoder needs one; NATs share addresses).
+    pub max_connections_per_ip: usize,
     /// Seconds without any byte from a client before its connection is closed.
     pub idle_timeout_secs: u64,
     /// Seconds a client has to complete the handshake and start publishing.
@@ -283,6 +285,7 @@ impl Default for RtmpConfig {
             max_chunk_size: 1 << 20,
             chunk_size: 4096,
             max_connections: 1000,
+            max_connections_per_ip: 20,
             idle_timeout_secs: 30,
             handshake_timeout_secs: 10,
         }

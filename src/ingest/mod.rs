@@ -12,8 +12,6 @@ use crate::config::AppConfig;
 /// body) and what the log says; `label()` names it in metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum Refusal {
-    #[error("RTMP app must be 'push' (got {0:?}): use rtmp://HOST/push/<room>?sdkappid=..&userid=..&usersig=..")]
-    WrongApp(String),
     #[error("missing {0} in the stream key: use <room>?sdkappid=..&userid=..&usersig=..")]
     MissingParameter(&'static str),
     #[error("sdkappid {0:?} is not a number")]
@@ -45,7 +43,6 @@ pub enum Refusal {
 impl Refusal {
     pub fn label(&self) -> &'static str {
         match self {
-            Refusal::WrongApp(_) => "wrong_app",
             Refusal::MissingParameter(_) | Refusal::BadSdkAppId(_) => "bad_parameter",
             Refusal::UnknownApp(_) => "unknown_app",
             Refusal::BadRoomId(_) => "bad_room_id",

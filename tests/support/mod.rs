@@ -244,3 +244,34 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// How every hostile-input test ends: the gateway still takes a normal ffmpeg publisher into `room`, and a WHEP
+/// viewer decodes its picture.
+pub async fn assert_still_serves(gw: &TestGateway, room: &str) {
+    let ff = Ffmpeg::push(
+        &lavfi("320x240", 20),
+        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
+        &gw.push_url(room, "cam", &usersig("cam")),
+    );
+    let anchor = gw
+        .wait_anchor(room, "cam", Duration::from_secs(15))
+        .await
+        .expect("a normal publisher is still accepted");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !anchor.video.has_cached_keyframe() {
+        assert!(Instant::now() < deadline, "the normal publisher's video reaches the room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID=viewer"));
+    let player = whep_client::play(&url, Some(&usersig("viewer")), whep_client::Transport::Udp)
+        .await
+        .unwrap_or_else(|e| panic!("a normal viewer is still answered: {e:?}"));
+    let frames = tokio::task::spawn_blocking(move || {
+        player.collect(Duration::from_secs(10), |g| g.iter().filter(|f| f.video).count() >= 10)
+    })
+    .await
+    .unwrap();
+    let size = decode_h264_size_of(frames.iter().filter(|f| f.video).map(|f| &f.data[..]));
+    assert_eq!(size, Some((320, 240)), "the viewer decodes the normal publisher's picture");
+    ff.kill().await;
+}

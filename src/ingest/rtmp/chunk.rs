@@ -11,17 +11,25 @@ use std::collections::HashMap;
 /// Limits that bound the memory one connection can make us hold.
 #[derive(Debug, Clone, Copy)]
 pub struct ChunkLimits {
+    /// Largest audio or video message, once media is allowed (`ChunkReader::allow_media`).
     pub max_message_size: u32,
+    /// Largest message of any other type (commands, data, user control), and of every message before media
+    /// is allowed: what an unauthenticated peer can make us buffer per message.
+    pub max_control_size: u32,
     pub max_chunk_size: u32,
     pub max_chunk_streams: usize,
+    /// Bytes of unfinished messages held at once, over all chunk streams.
+    pub max_buffered: usize,
 }
 
 impl Default for ChunkLimits {
     fn default() -> Self {
         ChunkLimits {
             max_message_size: 8 * 1024 * 1024,
+            max_control_size: 64 * 1024,
             max_chunk_size: 1 << 20,
-            max_chunk_streams: 64,
+            max_chunk_streams: 8,
+            max_buffered: 16 * 1024 * 1024,
         }
     }
 }
@@ -40,6 +48,8 @@ pub enum ChunkError {
     TooManyChunkStreams(usize),
     #[error("set chunk size message is malformed")]
     BadSetChunkSize,
+    #[error("unfinished messages hold more than {0} bytes")]
+    OverBudget(usize),
 }
 
 /// One complete RTMP message.
@@ -76,6 +86,10 @@ pub struct ChunkReader {
     chunk_size: u32,
     buf: BytesMut,
     streams: HashMap<u32, StreamState>,
+    /// Whether audio/video messages may be `max_message_size` (after publish was accepted).
+    media_allowed: bool,
+    /// Bytes in every stream's `partial` buffer.
+    buffered: usize,
 }
 
 impl ChunkReader {
@@ -83,8 +97,24 @@ impl ChunkReader {
         ChunkReader {
             limits,
             chunk_size: 128,
-            buf: BytesMut::with_capacity(64 * 1024),
+            buf: BytesMut::new(),
             streams: HashMap::new(),
+            media_allowed: false,
+            buffered: 0,
+        }
+    }
+
+    /// Let audio and video messages grow to `max_message_size` (called once a publish is accepted).
+    pub fn allow_media(&mut self) {
+        self.media_allowed = true;
+    }
+
+    /// The largest message of `type_id` accepted now.
+    fn size_limit(&self, type_id: u8) -> u32 {
+        if self.media_allowed && matches!(type_id, MSG_AUDIO | MSG_VIDEO) {
+            self.limits.max_message_size
+        } else {
+            self.limits.max_control_size.min(self.limits.max_message_size)
         }
     }
 
@@ -113,8 +143,8 @@ impl ChunkReader {
                         }
                         MSG_ABORT if msg.payload.len() >= 4 => {
                             let csid = u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes"));
-                            if let Some(s) = self.streams.get_mut(&csid) {
-                                s.partial = None;
+                            if let Some(p) = self.streams.get_mut(&csid).and_then(|s| s.partial.take()) {
+                                self.buffered -= p.len();
                             }
                         }
                         _ => {}
@@ -195,16 +225,18 @@ impl ChunkReader {
                 pos += 4;
             }
         }
-        if length > self.limits.max_message_size {
-            return Err(ChunkError::MessageTooLarge {
-                size: length,
-                limit: self.limits.max_message_size,
-            });
+        let limit = self.size_limit(type_id);
+        if length > limit {
+            return Err(ChunkError::MessageTooLarge { size: length, limit });
         }
         let already = prev.and_then(|p| p.partial.as_ref()).map_or(0, |p| p.len() as u32);
         let take = (length - already).min(self.chunk_size) as usize;
         if b.len() < pos + take {
             return Ok(None);
+        }
+        let completes = already as usize + take == length as usize;
+        if !completes && self.buffered + take > self.limits.max_buffered {
+            return Err(ChunkError::OverBudget(self.limits.max_buffered));
         }
         // The whole chunk is here: commit.
         self.buf.advance(pos);
@@ -221,11 +253,25 @@ impl ChunkReader {
             st.stream_id = stream_id;
             st.extended = extended;
             st.started = true;
-            st.partial = Some(BytesMut::with_capacity(length as usize));
+            // Grown as chunks arrive: a header announcing 8 MiB costs nothing until the bytes come.
+            st.partial = Some(BytesMut::new());
         }
         let partial = st.partial.as_mut().expect("message in progress");
+        if partial.is_empty() && completes {
+            // A single-chunk message: no copy into a partial buffer.
+            st.partial = None;
+            return Ok(Some(Some(RtmpMessage {
+                csid,
+                timestamp: st.timestamp,
+                type_id: st.type_id,
+                stream_id: st.stream_id,
+                payload: data.freeze(),
+            })));
+        }
         partial.extend_from_slice(&data);
+        self.buffered += take;
         if partial.len() as u32 == st.length {
+            self.buffered -= partial.len();
             let payload = st.partial.take().expect("message in progress").freeze();
             return Ok(Some(Some(RtmpMessage {
                 csid,
@@ -347,6 +393,55 @@ mod tests {
         b.extend(chunk0(6, 0, MSG_VIDEO, 1, 10, &[0; 10]));
         r.feed(&b);
         assert_eq!(r.next_message(), Err(ChunkError::InterruptedMessage(6)));
+    }
+
+    #[test]
+    fn media_may_be_large_only_after_publish_and_control_never() {
+        let mut r = ChunkReader::new(ChunkLimits::default());
+        r.feed(&chunk0(6, 0, MSG_VIDEO, 1, 1 << 20, &[]));
+        assert!(matches!(r.next_message(), Err(ChunkError::MessageTooLarge { limit: 65536, .. })));
+        let mut r = ChunkReader::new(ChunkLimits::default());
+        r.allow_media();
+        r.feed(&chunk0(6, 0, MSG_VIDEO, 1, 1 << 20, &[0; 128]));
+        assert_eq!(r.next_message(), Ok(None));
+        r.feed(&chunk0(3, 0, 20, 0, 1 << 20, &[]));
+        assert!(matches!(r.next_message(), Err(ChunkError::MessageTooLarge { limit: 65536, .. })));
+    }
+
+    #[test]
+    fn unfinished_messages_are_held_within_a_budget() {
+        // Seven chunk streams (eight with the control stream) each announcing 8 MiB and sending one byte at a
+        // time: memory follows the bytes that arrived (no allocation by the announced length), and the sum is
+        // capped.
+        let mut r = ChunkReader::new(ChunkLimits {
+            max_buffered: 4096,
+            ..Default::default()
+        });
+        r.allow_media();
+        let mut b = chunk0(2, 0, MSG_SET_CHUNK_SIZE, 0, 4, &1u32.to_be_bytes());
+        for cs in 3..10u8 {
+            b.extend(chunk0(cs, 0, MSG_VIDEO, 1, 8 << 20, &[0]));
+        }
+        r.feed(&b);
+        assert_eq!(r.next_message().unwrap().unwrap().type_id, MSG_SET_CHUNK_SIZE);
+        assert_eq!(r.next_message(), Ok(None));
+        assert_eq!(r.buffered, 7);
+        let mut more = Vec::new();
+        for _ in 0..1000 {
+            for cs in 3..10u8 {
+                more.extend_from_slice(&[0xC0 | cs, 0]);
+            }
+        }
+        r.feed(&more);
+        assert_eq!(r.next_message(), Err(ChunkError::OverBudget(4096)));
+        let mut r = ChunkReader::new(ChunkLimits::default());
+        let mut b = Vec::new();
+        for cs in 3..12u8 {
+            b.extend(chunk0(cs, 0, 20, 0, 1, &[0]));
+        }
+        r.feed(&b);
+        while let Ok(Some(_)) = r.next_message() {}
+        assert_eq!(r.next_message(), Err(ChunkError::TooManyChunkStreams(8)));
     }
 
     #[test]

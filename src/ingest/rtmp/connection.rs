@@ -1,145 +1,282 @@
-//! `RtmpConnection`: one RTMP client from the first handshake byte to the end of its publish, as a state
-//! machine fed bytes (`handle_input`) that answers with `Action`s. No sockets here, so it is driven the same
-//! way by the server, the tests and the fuzz target.
+//! `RtmpConnection`: one RTMP client from the first handshake byte to the end of its publish, as a sans-IO state
+//! machine: bytes and time go in (`handle_input`, `handle_timeout`), `Output`s come out (`poll_output`): bytes
+//! to send, a close, and `Event`s for the driver, which decides who may publish and owns the room side. No
+//! sockets, no room, no clock of its own, so the server, the tests and the fuzz target drive it the same way.
 //!
-//! Layers: rml_rtmp's `Handshake`; our `ChunkReader` (bounded, per-chunk-stream) reassembles messages, which
-//! are re-sent as canonical single-chunk messages into rml_rtmp's `ServerSession` for the command workflow
-//! (connect, createStream, publish); the session's audio/video events feed an `RtmpPublisher`.
+//! Layers: rml_rtmp's `Handshake`; our `ChunkReader` (bounded per chunk stream and per connection); our AMF0
+//! decoder (iterative, depth- and count-capped); the command workflow of a publisher (connect, releaseStream,
+//! FCPublish, createStream, publish, FCUnpublish, deleteStream) written here; our `ChunkWriter` for answers.
+//! Before a publish is accepted, no message may exceed `ChunkLimits::max_control_size` (64 KiB).
 
-use super::chunk::{ChunkLimits, ChunkReader, MSG_ABORT, MSG_SET_CHUNK_SIZE};
-use super::publisher::RtmpPublisher;
-use crate::auth::{unix_now, RoomRef};
-use crate::config::Config;
-use crate::ingest::{authorize_publish, Refusal};
-use crate::room::{LeaveReason, RoomHub, RoomKey, SourceKind};
-use rml_amf0::Amf0Value;
-use rml_rtmp::chunk_io::ChunkSerializer;
+use super::amf0::{self, Amf0Error, Amf0Limits, Amf0Value};
+use super::chunk::{ChunkError, ChunkLimits, ChunkReader, RtmpMessage, MSG_AUDIO, MSG_VIDEO};
+use super::writer::{ChunkWriter, CSID_COMMAND, CSID_CONTROL};
+use bytes::Bytes;
 use rml_rtmp::handshake::{Handshake, HandshakeProcessResult, PeerType};
-use rml_rtmp::messages::{MessagePayload, RtmpMessage as RmlMessage};
-use rml_rtmp::sessions::{ServerSession, ServerSessionConfig, ServerSessionEvent, ServerSessionResult};
-use rml_rtmp::time::RtmpTimestamp;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
-use tokio::sync::watch;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
-/// What the I/O side must do.
+const MSG_SET_CHUNK_SIZE: u8 = 1;
+const MSG_ABORT: u8 = 2;
+const MSG_ACK: u8 = 3;
+const MSG_USER_CONTROL: u8 = 4;
+const MSG_WINDOW_ACK_SIZE: u8 = 5;
+const MSG_SET_PEER_BANDWIDTH: u8 = 6;
+const MSG_AMF3_COMMAND: u8 = 17;
+const MSG_AMF0_COMMAND: u8 = 20;
+
+/// The window we ask the client to acknowledge, and the bandwidth we announce (what ffmpeg and SRS use).
+const WINDOW: u32 = 2_500_000;
+/// `createStream` calls one connection may make (a publisher needs one).
+const MAX_STREAMS: u32 = 8;
+
+/// What the driver must do.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum Output {
     Send(Vec<u8>),
     /// Flush what was sent, then close the connection.
     Close,
+    Event(Event),
 }
 
-/// What every connection shares.
-pub struct RtmpContext {
-    pub hub: Arc<RoomHub>,
-    pub config: Arc<Config>,
+/// What happened that the driver decides on or carries to the room.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The client asks to publish `stream_key` on the app it connected to (`app_query` is what followed `?` in
+    /// the app name). Nothing more is read until the driver calls `accept_publish` or `refuse`.
+    PublishRequested { stream_key: String, app_query: String },
+    /// One FLV video tag body; `timestamp` in milliseconds.
+    Video { timestamp: u32, data: Bytes },
+    /// One FLV audio tag body; `timestamp` in milliseconds.
+    Audio { timestamp: u32, data: Bytes },
+    /// The client ended its publish (deleteStream/closeStream) and may go on talking or close.
+    Unpublished,
 }
 
-struct Publishing {
-    stream_id: u32,
-    publisher: RtmpPublisher,
+/// Why a connection ends: the protocol was broken.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConnectionError {
+    #[error("handshake: {0}")]
+    Handshake(String),
+    #[error("{0}")]
+    Chunk(#[from] ChunkError),
+    #[error("AMF0 command: {0}")]
+    Amf0(#[from] Amf0Error),
+    #[error("{0}")]
+    Command(String),
+    #[error("RTMP app must be 'push' (got {0:?}): use rtmp://HOST/push/<room>?sdkappid=..&userid=..&usersig=..")]
+    WrongApp(String),
+    #[error("play is not supported: this gateway takes publishers; watch over WHEP")]
+    Play,
+    #[error("no handshake and publish within {0} s")]
+    SetupTimeout(u64),
+    #[error("no data for {0} s")]
+    Idle(u64),
 }
 
-enum State {
-    Handshaking(Box<Handshake>),
-    Session(Box<Session>),
-    Closed,
-}
-
-struct Session {
-    rml: ServerSession,
-    reader: ChunkReader,
-    /// Re-chunks our reassembled messages for `rml` (one chunk each: its chunk size is set to our maximum).
-    forward: ChunkSerializer,
-    app_query: String,
-    publishing: Option<Publishing>,
-}
-
-impl Session {
-    /// Accept an outstanding rml request (connect, publish) and queue its answer.
-    fn accept(&mut self, request_id: u32, actions: &mut Vec<Action>) -> Result<(), Refusal> {
-        let results = self
-            .rml
-            .accept_request(request_id)
-            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        for r in results {
-            if let ServerSessionResult::OutboundResponse(p) = r {
-                actions.push(Action::Send(p.bytes));
-            }
+impl ConnectionError {
+    /// How `roomgate_refusals_total` names it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ConnectionError::WrongApp(_) => "wrong_app",
+            ConnectionError::Play => "play",
+            ConnectionError::SetupTimeout(_) | ConnectionError::Idle(_) => "timeout",
+            ConnectionError::Chunk(ChunkError::MessageTooLarge { .. } | ChunkError::OverBudget(_))
+            | ConnectionError::Chunk(ChunkError::TooManyChunkStreams(_))
+            | ConnectionError::Amf0(Amf0Error::TooDeep(_) | Amf0Error::TooManyValues(_)) => "limit",
+            _ => "malformed",
         }
-        Ok(())
+    }
+
+    /// The `onStatus` code a client is told.
+    pub fn status_code(&self) -> &'static str {
+        match self {
+            ConnectionError::WrongApp(_) => "NetConnection.Connect.Rejected",
+            ConnectionError::Play => "NetStream.Play.Failed",
+            _ => "NetStream.Publish.Rejected",
+        }
     }
 }
 
+/// Limits and settings the driver takes from `[rtmp]`.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionConfig {
+    pub chunks: ChunkLimits,
+    /// Chunk size we send with.
+    pub chunk_size: u32,
+    /// Time to finish the handshake and get a publish accepted.
+    pub setup_timeout: Duration,
+    /// Time without a byte from the client.
+    pub idle_timeout: Duration,
+}
+
+impl ConnectionConfig {
+    pub fn from_config(rc: &crate::config::RtmpConfig) -> Self {
+        ConnectionConfig {
+            chunks: ChunkLimits {
+                max_message_size: rc.max_message_size,
+                max_chunk_size: rc.max_chunk_size,
+                ..Default::default()
+            },
+            chunk_size: rc.chunk_size,
+            setup_timeout: Duration::from_secs(rc.handshake_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(rc.idle_timeout_secs.max(1)),
+        }
+    }
+}
+
+enum Phase {
+    Handshaking(Box<Handshake>),
+    /// Handshake done; `connected` once `connect` was accepted.
+    Session,
+    /// Publish requested: input waits in the reader until the driver decides.
+    Deciding,
+    Publishing,
+    Closed,
+}
+
+/// One client connection's protocol state.
 pub struct RtmpConnection {
-    ctx: Arc<RtmpContext>,
-    peer: SocketAddr,
-    state: State,
-    new_kick_signal: Option<watch::Receiver<Option<LeaveReason>>>,
+    cfg: ConnectionConfig,
+    phase: Phase,
+    reader: ChunkReader,
+    writer: ChunkWriter,
+    out: VecDeque<Output>,
+    connected: bool,
+    app_query: String,
+    streams_created: u32,
+    /// The message stream id the publish came on (status messages go there).
+    publish_stream: u32,
+    /// Window acknowledgement size the client asked for (0: none).
+    peer_window: u32,
+    received: u64,
+    acked: u64,
+    setup_deadline: Instant,
+    last_input: Instant,
 }
 
 impl RtmpConnection {
-    pub fn new(ctx: Arc<RtmpContext>, peer: SocketAddr) -> Self {
+    pub fn new(cfg: ConnectionConfig, now: Instant) -> Self {
         RtmpConnection {
-            ctx,
-            peer,
-            state: State::Handshaking(Box::new(Handshake::new(PeerType::Server))),
-            new_kick_signal: None,
+            cfg,
+            phase: Phase::Handshaking(Box::new(Handshake::new(PeerType::Server))),
+            reader: ChunkReader::new(cfg.chunks),
+            writer: ChunkWriter::default(),
+            out: VecDeque::new(),
+            connected: false,
+            app_query: String::new(),
+            streams_created: 0,
+            publish_stream: 1,
+            peer_window: 0,
+            received: 0,
+            acked: 0,
+            setup_deadline: now + cfg.setup_timeout,
+            last_input: now,
         }
     }
 
     pub fn is_publishing(&self) -> bool {
-        matches!(&self.state, State::Session(s) if s.publishing.is_some())
+        matches!(self.phase, Phase::Publishing)
     }
 
-    /// The takeover signal of a publish that just started (once per publish).
-    pub fn take_kick_signal(&mut self) -> Option<watch::Receiver<Option<LeaveReason>>> {
-        self.new_kick_signal.take()
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
     }
 
-    /// Bytes from the client, received at `now`.
-    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Vec<Action> {
-        let mut actions = Vec::new();
-        match self.step(data, now, &mut actions) {
-            Ok(()) => {}
-            Err(refusal) => self.refuse(refusal, &mut actions),
+    /// The next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// When `handle_timeout` must be called if no input comes first.
+    pub fn poll_timeout(&self) -> Instant {
+        let idle = self.last_input + self.cfg.idle_timeout;
+        match self.phase {
+            Phase::Publishing => idle,
+            _ => idle.min(self.setup_deadline),
         }
-        actions
     }
 
-    /// Another publisher took over this identity.
-    pub fn on_replaced(&mut self) -> Vec<Action> {
-        let mut actions = Vec::new();
-        self.refuse(Refusal::Replaced, &mut actions);
-        actions
+    /// Time passed: close a connection that is idle or slow to start publishing.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), ConnectionError> {
+        if self.is_closed() || now < self.poll_timeout() {
+            return Ok(());
+        }
+        let e = if !self.is_publishing() && now >= self.setup_deadline {
+            ConnectionError::SetupTimeout(self.cfg.setup_timeout.as_secs())
+        } else {
+            ConnectionError::Idle(self.cfg.idle_timeout.as_secs())
+        };
+        self.fail(e)
     }
 
-    /// The client went away (or the server is closing): leave the room normally.
-    pub fn on_disconnect(&mut self) {
-        if let State::Session(s) = &mut self.state {
-            if let Some(p) = s.publishing.take() {
-                tracing::info!(peer = %self.peer, "RTMP publisher disconnected");
-                p.publisher.finish(LeaveReason::Normal);
+    /// Bytes from the client, received at `now`. An error has already queued the client's status and `Close`;
+    /// it is returned so the driver can log and count it.
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) -> Result<(), ConnectionError> {
+        if self.is_closed() {
+            return Ok(());
+        }
+        self.last_input = now;
+        self.received += data.len() as u64;
+        let r = self.take_input(data);
+        self.finish(r)
+    }
+
+    /// Accept the publish the last `PublishRequested` asked for, and go on reading.
+    pub fn accept_publish(&mut self) -> Result<(), ConnectionError> {
+        if !matches!(self.phase, Phase::Deciding) {
+            return Ok(());
+        }
+        let sid = self.publish_stream;
+        // User control StreamBegin for the stream, then NetStream.Publish.Start (what OBS waits for).
+        let mut begin = vec![0, 0];
+        begin.extend_from_slice(&sid.to_be_bytes());
+        self.send(CSID_CONTROL, MSG_USER_CONTROL, 0, &begin);
+        self.status(sid, "status", "NetStream.Publish.Start", "publishing");
+        self.reader.allow_media();
+        self.phase = Phase::Publishing;
+        let r = self.process();
+        self.finish(r)
+    }
+
+    /// End the connection: tell the client `code`/`description` in an `onStatus` error, then close.
+    pub fn refuse(&mut self, code: &str, description: &str) {
+        if self.is_closed() {
+            return;
+        }
+        if !matches!(self.phase, Phase::Handshaking(_)) {
+            self.status(self.publish_stream, "error", code, description);
+        }
+        self.phase = Phase::Closed;
+        self.out.push_back(Output::Close);
+    }
+
+    fn finish(&mut self, r: Result<(), ConnectionError>) -> Result<(), ConnectionError> {
+        match r {
+            Ok(()) => {
+                self.ack_if_due();
+                Ok(())
             }
+            Err(e) => self.fail(e),
         }
-        self.state = State::Closed;
     }
 
-    fn step(&mut self, data: &[u8], now: Instant, actions: &mut Vec<Action>) -> Result<(), Refusal> {
-        let malformed = |e: &dyn std::fmt::Display| Refusal::Malformed(e.to_string());
+    fn fail(&mut self, e: ConnectionError) -> Result<(), ConnectionError> {
+        self.refuse(e.status_code(), &e.to_string());
+        Err(e)
+    }
+
+    fn take_input(&mut self, data: &[u8]) -> Result<(), ConnectionError> {
         let mut data = data;
         let leftover;
-        if let State::Handshaking(hs) = &mut self.state {
+        if let Phase::Handshaking(hs) = &mut self.phase {
             match hs
                 .process_bytes(data)
-                .map_err(|e| malformed(&format!("handshake: {e:?}")))?
+                .map_err(|e| ConnectionError::Handshake(e.to_string()))?
             {
                 HandshakeProcessResult::InProgress { response_bytes } => {
                     if !response_bytes.is_empty() {
-                        actions.push(Action::Send(response_bytes));
+                        self.out.push_back(Output::Send(response_bytes));
                     }
                     return Ok(());
                 }
@@ -148,300 +285,209 @@ impl RtmpConnection {
                     remaining_bytes,
                 } => {
                     if !response_bytes.is_empty() {
-                        actions.push(Action::Send(response_bytes));
+                        self.out.push_back(Output::Send(response_bytes));
                     }
-                    let session = self.start_session(actions)?;
-                    self.state = State::Session(Box::new(session));
+                    self.phase = Phase::Session;
                     leftover = remaining_bytes;
                     data = &leftover;
                 }
             }
         }
-        let State::Session(session) = &mut self.state else {
-            return Ok(());
-        };
-        session.reader.feed(data);
-        while let Some(msg) = session.reader.next_message().map_err(|e| malformed(&e))? {
-            if matches!(msg.type_id, MSG_SET_CHUNK_SIZE | MSG_ABORT) {
-                continue; // chunking is ours; rml sees whole messages only
-            }
-            match msg.type_id {
-                MSG_AMF0_COMMAND => check_amf0_command(&msg.payload)?,
-                // "AMF3" commands: rml decodes them as AMF0, after a leading 0 byte if there is one.
-                MSG_AMF3_COMMAND => check_amf0_command(msg.payload.strip_prefix(&[0u8]).unwrap_or(&msg.payload))?,
-                _ => {}
-            }
-            let payload = MessagePayload {
-                timestamp: RtmpTimestamp::new(msg.timestamp),
-                type_id: msg.type_id,
-                message_stream_id: msg.stream_id,
-                data: msg.payload,
+        self.reader.feed(data);
+        self.process()
+    }
+
+    /// Read and act on whole messages until more bytes are needed or the driver must decide.
+    fn process(&mut self) -> Result<(), ConnectionError> {
+        while matches!(self.phase, Phase::Session | Phase::Publishing) {
+            let Some(msg) = self.reader.next_message()? else {
+                break;
             };
-            let packet = session
-                .forward
-                .serialize(&payload, true, false)
-                .map_err(|e| malformed(&format!("{e:?}")))?;
-            // rml_rtmp panics on some malformed input; contain it to this connection as a protocol error.
-            let results =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| session.rml.handle_input(&packet.bytes)))
-                    .map_err(|_| Refusal::Malformed("message the RTMP session layer could not parse".into()))?
-                    .map_err(|e| malformed(&format!("{e:?}")))?;
-            for r in results {
-                match r {
-                    ServerSessionResult::OutboundResponse(p) => actions.push(Action::Send(p.bytes)),
-                    ServerSessionResult::RaisedEvent(ev) => Self::on_event(
-                        &self.ctx,
-                        self.peer,
-                        session,
-                        &mut self.new_kick_signal,
-                        ev,
-                        msg.stream_id,
-                        now,
-                        actions,
-                    )?,
-                    ServerSessionResult::UnhandleableMessageReceived(_) => {}
-                }
-            }
+            self.on_message(msg)?;
         }
         Ok(())
     }
 
-    fn start_session(&self, actions: &mut Vec<Action>) -> Result<Session, Refusal> {
-        let rc = &self.ctx.config.rtmp;
-        let mut cfg = ServerSessionConfig::new();
-        cfg.chunk_size = rc.chunk_size;
-        let (rml, results) = ServerSession::new(cfg).map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        for r in results {
-            if let ServerSessionResult::OutboundResponse(p) = r {
-                actions.push(Action::Send(p.bytes));
+    fn on_message(&mut self, msg: RtmpMessage) -> Result<(), ConnectionError> {
+        match msg.type_id {
+            MSG_VIDEO | MSG_AUDIO if self.is_publishing() && msg.stream_id == self.publish_stream => {
+                let (timestamp, data) = (msg.timestamp, msg.payload);
+                self.out.push_back(Output::Event(if msg.type_id == MSG_VIDEO {
+                    Event::Video { timestamp, data }
+                } else {
+                    Event::Audio { timestamp, data }
+                }));
             }
-        }
-        let mut session = Session {
-            rml,
-            reader: ChunkReader::new(ChunkLimits {
-                max_message_size: rc.max_message_size,
-                max_chunk_size: rc.max_chunk_size,
-                ..Default::default()
-            }),
-            forward: ChunkSerializer::new(),
-            app_query: String::new(),
-            publishing: None,
-        };
-        // Tell rml our maximum chunk size once, so every forwarded message is a single chunk.
-        let big = rc.max_message_size.max(128);
-        let msg = RmlMessage::SetChunkSize { size: big }
-            .into_message_payload(RtmpTimestamp::new(0), 0)
-            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        let packet = session
-            .forward
-            .serialize(&msg, true, false)
-            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        session
-            .rml
-            .handle_input(&packet.bytes)
-            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        session
-            .forward
-            .set_max_chunk_size(big, RtmpTimestamp::new(0))
-            .map_err(|e| Refusal::Malformed(format!("{e:?}")))?;
-        Ok(session)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_event(
-        ctx: &Arc<RtmpContext>,
-        peer: SocketAddr,
-        session: &mut Session,
-        kick_out: &mut Option<watch::Receiver<Option<LeaveReason>>>,
-        ev: ServerSessionEvent,
-        stream_id: u32,
-        now: Instant,
-        actions: &mut Vec<Action>,
-    ) -> Result<(), Refusal> {
-        match ev {
-            ServerSessionEvent::ConnectionRequested { request_id, app_name } => {
-                let (app, query) = app_name.split_once('?').unwrap_or((&app_name, ""));
-                if app.trim_matches('/') != "push" {
-                    return Err(Refusal::WrongApp(app.to_string()));
-                }
-                session.app_query = query.to_string();
-                session.accept(request_id, actions)?;
+            MSG_WINDOW_ACK_SIZE if msg.payload.len() >= 4 => {
+                self.peer_window = u32::from_be_bytes(msg.payload[..4].try_into().expect("4 bytes"));
             }
-            ServerSessionEvent::PublishStreamRequested {
-                request_id, stream_key, ..
-            } => {
-                if session.publishing.is_some() {
-                    return Err(Refusal::Malformed("a second publish on one connection".into()));
-                }
-                let started = Instant::now();
-                let (room, params) = parse_stream_key(&stream_key, &session.app_query);
-                let get = |k: &'static str| {
-                    params
-                        .get(k)
-                        .map(String::as_str)
-                        .filter(|v| !v.is_empty())
-                        .ok_or(Refusal::MissingParameter(k))
-                };
-                let sdkappid_raw = get("sdkappid")?;
-                let sdkappid: u64 = sdkappid_raw
-                    .parse()
-                    .map_err(|_| Refusal::BadSdkAppId(sdkappid_raw.to_string()))?;
-                let userid = get("userid")?.to_string();
-                let usersig = get("usersig")?;
-                let room = RoomRef::Str(room);
-                authorize_publish(
-                    &ctx.config.apps,
-                    sdkappid,
-                    &room,
-                    &userid,
-                    usersig,
-                    params.get("privatemapkey").map(String::as_str),
-                    unix_now(),
-                )?;
-                session.accept(request_id, actions)?;
-                let label = format!(
-                    "{sdkappid}/{room_label}/{userid}",
-                    room_label = match &room {
-                        RoomRef::Str(s) => s.clone(),
-                        RoomRef::Num(n) => n.to_string(),
-                    }
-                );
-                let anchor = ctx.hub.join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
-                *kick_out = Some(anchor.kick_signal());
-                tracing::info!(%peer, anchor = %label, auth_us = started.elapsed().as_micros() as u64, "RTMP publish started");
-                session.publishing = Some(Publishing {
-                    stream_id,
-                    publisher: RtmpPublisher::new(anchor, label, ctx.config.audio.opus_bitrate),
-                });
-            }
-            ServerSessionEvent::VideoDataReceived { data, timestamp, .. } => {
-                if let Some(p) = &mut session.publishing {
-                    p.publisher.on_video(timestamp.value, &data, now)?;
-                }
-            }
-            ServerSessionEvent::AudioDataReceived { data, timestamp, .. } => {
-                if let Some(p) = &mut session.publishing {
-                    p.publisher.on_audio(timestamp.value, &data, now)?;
-                }
-            }
-            ServerSessionEvent::PublishStreamFinished { .. } => {
-                if let Some(p) = session.publishing.take() {
-                    tracing::info!(%peer, "RTMP publish finished by the client");
-                    p.publisher.finish(LeaveReason::Normal);
-                }
-            }
+            MSG_AMF0_COMMAND => self.on_command(&msg.payload, msg.stream_id)?,
+            // "AMF3" commands carry AMF0 after a leading format byte.
+            MSG_AMF3_COMMAND => self.on_command(msg.payload.get(1..).unwrap_or_default(), msg.stream_id)?,
+            // Chunking is applied by the reader; acknowledgements, pings, bandwidth, metadata (data messages,
+            // size-capped like every message) and media outside a publish carry nothing we use.
+            MSG_SET_CHUNK_SIZE | MSG_ABORT | MSG_ACK | MSG_USER_CONTROL | MSG_SET_PEER_BANDWIDTH => {}
             _ => {}
         }
         Ok(())
     }
 
-    /// End the publish (if any) with `refusal`: tell the client why in an `onStatus` error, log it, close.
-    fn refuse(&mut self, refusal: Refusal, actions: &mut Vec<Action>) {
-        refusal.count("rtmp");
-        let mut stream_id = 1;
-        if let State::Session(s) = &mut self.state {
-            if let Some(p) = s.publishing.take() {
-                stream_id = p.stream_id;
-                let reason = match refusal {
-                    Refusal::Replaced => LeaveReason::Replaced,
-                    ref r => LeaveReason::Ended(r.to_string()),
+    fn on_command(&mut self, payload: &[u8], stream_id: u32) -> Result<(), ConnectionError> {
+        let values = amf0::decode_all(payload, Amf0Limits::default())?;
+        let (name, tx) = match values.as_slice() {
+            [Amf0Value::String(name), Amf0Value::Number(tx), ..] => (name.as_str(), *tx),
+            _ => {
+                return Err(ConnectionError::Command(
+                    "command without a name and transaction id".into(),
+                ))
+            }
+        };
+        let args = values.get(3..).unwrap_or_default();
+        match name {
+            "connect" => self.on_connect(tx, values.get(2)),
+            "createStream" => {
+                self.require_connected(name)?;
+                if self.streams_created >= MAX_STREAMS {
+                    return Err(ConnectionError::Command(format!("more than {MAX_STREAMS} createStream calls")));
+                }
+                self.streams_created += 1;
+                let id = self.streams_created;
+                self.result(tx, vec![Amf0Value::Null, Amf0Value::Number(id as f64)]);
+                Ok(())
+            }
+            "releaseStream" | "FCPublish" => {
+                if tx != 0.0 {
+                    self.result(tx, vec![Amf0Value::Null, Amf0Value::Undefined]);
+                }
+                Ok(())
+            }
+            "publish" => {
+                self.require_connected(name)?;
+                if self.is_publishing() {
+                    return Err(ConnectionError::Command("a second publish on one connection".into()));
+                }
+                if stream_id == 0 || stream_id > self.streams_created {
+                    return Err(ConnectionError::Command(format!(
+                        "publish on stream {stream_id}, which createStream did not make"
+                    )));
+                }
+                let Some(Amf0Value::String(key)) = args.first() else {
+                    return Err(ConnectionError::Command("publish without a stream name".into()));
                 };
-                tracing::warn!(peer = %self.peer, anchor = ?p.publisher.anchor().participant().userid, reason = %refusal, "RTMP publish ended");
-                p.publisher.finish(reason);
-            } else {
-                tracing::warn!(peer = %self.peer, reason = %refusal, "RTMP publish refused");
+                self.publish_stream = stream_id;
+                self.phase = Phase::Deciding;
+                self.out.push_back(Output::Event(Event::PublishRequested {
+                    stream_key: key.clone(),
+                    app_query: self.app_query.clone(),
+                }));
+                Ok(())
             }
-            let code = match refusal {
-                Refusal::WrongApp(_) => "NetConnection.Connect.Rejected",
-                Refusal::BadRoomId(_) | Refusal::MissingParameter(_) => "NetStream.Publish.BadName",
-                _ => "NetStream.Publish.Rejected",
-            };
-            if let Some(bytes) = status_error(self.ctx.config.rtmp.chunk_size, stream_id, code, &refusal.to_string()) {
-                actions.push(Action::Send(bytes));
+            "deleteStream" | "closeStream" => {
+                if self.is_publishing() {
+                    self.phase = Phase::Session;
+                    self.out.push_back(Output::Event(Event::Unpublished));
+                }
+                Ok(())
             }
+            "play" | "play2" => Err(ConnectionError::Play),
+            // FCUnpublish (deleteStream follows), _checkbw, getStreamLength, ...: nothing to do.
+            _ => Ok(()),
+        }
+    }
+
+    fn on_connect(&mut self, tx: f64, object: Option<&Amf0Value>) -> Result<(), ConnectionError> {
+        if self.connected {
+            return Err(ConnectionError::Command("a second connect".into()));
+        }
+        let app = object
+            .and_then(|o| o.get("app"))
+            .and_then(Amf0Value::as_str)
+            .ok_or_else(|| ConnectionError::Command("connect without an app name".into()))?;
+        let (app, query) = app.split_once('?').unwrap_or((app, ""));
+        if app.trim_matches('/') != "push" {
+            return Err(ConnectionError::WrongApp(app.to_string()));
+        }
+        self.app_query = query.to_string();
+        self.connected = true;
+        self.send(CSID_CONTROL, MSG_WINDOW_ACK_SIZE, 0, &WINDOW.to_be_bytes());
+        let mut bw = WINDOW.to_be_bytes().to_vec();
+        bw.push(2); // dynamic
+        self.send(CSID_CONTROL, MSG_SET_PEER_BANDWIDTH, 0, &bw);
+        self.send(CSID_CONTROL, MSG_SET_CHUNK_SIZE, 0, &self.cfg.chunk_size.to_be_bytes());
+        self.writer.set_chunk_size(self.cfg.chunk_size);
+        let encoding = object
+            .and_then(|o| o.get("objectEncoding"))
+            .and_then(Amf0Value::as_number)
+            .unwrap_or(0.0);
+        self.result(
+            tx,
+            vec![
+                amf0::object([
+                    ("fmsVer", amf0::string("FMS/3,0,1,123")),
+                    ("capabilities", Amf0Value::Number(31.0)),
+                ]),
+                amf0::object([
+                    ("level", amf0::string("status")),
+                    ("code", amf0::string("NetConnection.Connect.Success")),
+                    ("description", amf0::string("Connection succeeded.")),
+                    ("objectEncoding", Amf0Value::Number(encoding)),
+                ]),
+            ],
+        );
+        Ok(())
+    }
+
+    fn require_connected(&self, command: &str) -> Result<(), ConnectionError> {
+        if self.connected {
+            Ok(())
         } else {
-            tracing::info!(peer = %self.peer, reason = %refusal, "RTMP connection dropped during handshake");
-        }
-        self.state = State::Closed;
-        actions.push(Action::Close);
-    }
-}
-
-/// An `onStatus` error for `stream_id`: ffmpeg prints its description ("Server error: ..."), librtmp/OBS
-/// closes on the code. Sent with a full (type 0) chunk header as the last message of the connection, so it
-/// does not depend on the session's header compression state.
-fn status_error(chunk_size: u32, stream_id: u32, code: &str, description: &str) -> Option<Vec<u8>> {
-    let mut obj = HashMap::new();
-    obj.insert("level".to_string(), Amf0Value::Utf8String("error".into()));
-    obj.insert("code".to_string(), Amf0Value::Utf8String(code.into()));
-    obj.insert("description".to_string(), Amf0Value::Utf8String(description.into()));
-    let msg = RmlMessage::Amf0Command {
-        command_name: "onStatus".into(),
-        transaction_id: 0.0,
-        command_object: Amf0Value::Null,
-        additional_arguments: vec![Amf0Value::Object(obj)],
-    };
-    let payload = msg.into_message_payload(RtmpTimestamp::new(0), stream_id).ok()?;
-    let mut ser = ChunkSerializer::new();
-    ser.set_max_chunk_size(chunk_size, RtmpTimestamp::new(0)).ok()?;
-    Some(ser.serialize(&payload, true, false).ok()?.bytes)
-}
-
-const MSG_AMF0_COMMAND: u8 = 20;
-const MSG_AMF3_COMMAND: u8 = 17;
-
-/// rml_rtmp expects at least a name, a transaction id and a command object and panics otherwise; check first.
-fn check_amf0_command(payload: &[u8]) -> Result<(), Refusal> {
-    let mut cursor = std::io::Cursor::new(payload);
-    let values = rml_amf0::deserialize(&mut cursor).map_err(|e| Refusal::Malformed(format!("AMF0 command: {e:?}")))?;
-    match values.as_slice() {
-        [Amf0Value::Utf8String(_), Amf0Value::Number(_), _, ..] => Ok(()),
-        _ => Err(Refusal::Malformed(
-            "AMF0 command without name, transaction id and command object".into(),
-        )),
-    }
-}
-
-/// Split `<room>?k=v&..` into the room and its parameters; parameters on the app name (`push?k=v`) count too.
-pub fn parse_stream_key(stream_key: &str, app_query: &str) -> (String, HashMap<String, String>) {
-    let (room, query) = stream_key.split_once('?').unwrap_or((stream_key, ""));
-    let mut params = HashMap::new();
-    for q in [app_query, query] {
-        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
-            params.insert(k.to_ascii_lowercase(), v.into_owned());
+            Err(ConnectionError::Command(format!("{command} before connect")))
         }
     }
-    (room.trim_matches('/').to_string(), params)
+
+    /// `_result` for transaction `tx` with `values` after it.
+    fn result(&mut self, tx: f64, values: Vec<Amf0Value>) {
+        let mut v = vec![amf0::string("_result"), Amf0Value::Number(tx)];
+        v.extend(values);
+        let mut payload = Vec::new();
+        amf0::encode(&v, &mut payload);
+        self.send(CSID_COMMAND, MSG_AMF0_COMMAND, 0, &payload);
+    }
+
+    /// An `onStatus` on `stream_id`: ffmpeg prints the description of an error ("Server error: ..."),
+    /// librtmp/OBS act on the code.
+    fn status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
+        let mut payload = Vec::new();
+        amf0::encode(
+            &[
+                amf0::string("onStatus"),
+                Amf0Value::Number(0.0),
+                Amf0Value::Null,
+                amf0::object([
+                    ("level", amf0::string(level)),
+                    ("code", amf0::string(code)),
+                    ("description", amf0::string(description)),
+                ]),
+            ],
+            &mut payload,
+        );
+        self.send(CSID_COMMAND, MSG_AMF0_COMMAND, stream_id, &payload);
+    }
+
+    fn send(&mut self, csid: u8, type_id: u8, stream_id: u32, payload: &[u8]) {
+        let mut bytes = Vec::with_capacity(payload.len() + 16);
+        self.writer.write(csid, type_id, stream_id, payload, &mut bytes);
+        self.out.push_back(Output::Send(bytes));
+    }
+
+    /// Acknowledge what we received once a window's worth arrived (clients that ask may wait for it).
+    fn ack_if_due(&mut self) {
+        if self.peer_window > 0 && self.received - self.acked >= self.peer_window as u64 && !self.is_closed() {
+            self.acked = self.received;
+            self.send(CSID_CONTROL, MSG_ACK, 0, &(self.received as u32).to_be_bytes());
+        }
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_amf0_commands_are_refused_not_panics() {
-        // Found by the rtmp_connection fuzz target: rml_rtmp drains 3 values from any command.
-        let one_value = rml_amf0::serialize(&vec![Amf0Value::Utf8String("connect".into())]).unwrap();
-        assert!(matches!(check_amf0_command(&one_value), Err(Refusal::Malformed(_))));
-        let ok = rml_amf0::serialize(&vec![
-            Amf0Value::Utf8String("connect".into()),
-            Amf0Value::Number(1.0),
-            Amf0Value::Null,
-        ])
-        .unwrap();
-        assert!(check_amf0_command(&ok).is_ok());
-    }
-
-    #[test]
-    fn stream_keys() {
-        let (room, p) = parse_stream_key("room_1?sdkappid=1400000001&userid=u&usersig=eJx*a-b_", "");
-        assert_eq!(room, "room_1");
-        assert_eq!(p["sdkappid"], "1400000001");
-        assert_eq!(p["usersig"], "eJx*a-b_");
-        let (room, p) = parse_stream_key("r2", "sdkappid=5&UserId=x");
-        assert_eq!(
-            (room.as_str(), p["sdkappid"].as_str(), p["userid"].as_str()),
-            ("r2", "5", "x")
-        );
-    }
-}
+mod tests;

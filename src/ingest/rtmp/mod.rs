@@ -3,13 +3,20 @@
 //! This file is the I/O edge: it accepts TCP connections and moves bytes between sockets and
 //! `RtmpConnection` state machines. Everything protocol-shaped lives in the submodules.
 
+pub mod amf0;
 pub mod chunk;
 pub mod connection;
 pub mod publisher;
+pub mod writer;
 
-pub use connection::{Action, RtmpConnection, RtmpContext};
+pub use connection::{ConnectionConfig, ConnectionError, Event, Output, RtmpConnection};
 
-use std::sync::Arc;
+use crate::config::Config;
+use crate::ingest::Refusal;
+use crate::room::{LeaveReason, RoomHub};
+use publisher::RtmpPublisher;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -18,49 +25,95 @@ use tokio::sync::Semaphore;
 /// How long a refused client gets to read our status message before the socket closes.
 const CLOSE_GRACE: Duration = Duration::from_millis(800);
 
+/// What every connection shares.
+pub struct RtmpContext {
+    pub hub: Arc<RoomHub>,
+    pub config: Arc<Config>,
+}
+
+/// Connections per client address, so one address cannot take every slot.
+#[derive(Default)]
+struct PerIp(Mutex<std::collections::HashMap<IpAddr, usize>>);
+
+/// A counted connection of one address; dropping it gives the slot back.
+struct IpSlot(Arc<PerIp>, IpAddr);
+
+impl PerIp {
+    fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<IpSlot> {
+        let mut m = self.0.lock().expect("per-IP map");
+        let n = m.entry(ip).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut m = self.0 .0.lock().expect("per-IP map");
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 /// Accept RTMP clients until the task is dropped.
 pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
     let slots = Arc::new(Semaphore::new(ctx.config.rtmp.max_connections));
+    let per_ip = Arc::new(PerIp::default());
+    let mut last_warn = None::<Instant>;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
                 tracing::warn!(error = %e, "RTMP accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "RTMP connection refused: rtmp.max_connections reached");
-            metrics::counter!("roomgate_refusals_total", "source" => "rtmp", "reason" => "max_connections")
-                .increment(1);
-            continue;
+        let reason = match slots.clone().try_acquire_owned() {
+            Err(_) => Some("max_connections"),
+            Ok(permit) => match per_ip.take(peer.ip().to_canonical(), ctx.config.rtmp.max_connections_per_ip.max(1)) {
+                None => Some("max_connections_per_ip"),
+                Some(slot) => {
+                    let ctx = ctx.clone();
+                    tokio::spawn(async move {
+                        let _held = (permit, slot);
+                        metrics::gauge!("roomgate_rtmp_connections").increment(1.0);
+                        handle_connection(stream, peer, ctx).await;
+                        metrics::gauge!("roomgate_rtmp_connections").decrement(1.0);
+                    });
+                    None
+                }
+            },
         };
-        let ctx = ctx.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            metrics::gauge!("roomgate_rtmp_connections").increment(1.0);
-            handle_connection(stream, peer, ctx).await;
-            metrics::gauge!("roomgate_rtmp_connections").decrement(1.0);
-        });
+        if let Some(reason) = reason {
+            metrics::counter!("roomgate_refusals_total", "source" => "rtmp", "reason" => reason).increment(1);
+            if last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                last_warn = Some(Instant::now());
+                tracing::warn!(%peer, reason, "RTMP connection refused at accept (logged at most every 10 s)");
+            }
+        }
     }
 }
 
-async fn handle_connection(mut stream: TcpStream, peer: std::net::SocketAddr, ctx: Arc<RtmpContext>) {
+/// The driver of one connection: moves bytes between the socket and its `RtmpConnection`, decides publishes
+/// (authorization, joining the room) and carries media to the room through an `RtmpPublisher`.
+async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<RtmpContext>) {
     let _ = stream.set_nodelay(true);
-    let idle = Duration::from_secs(ctx.config.rtmp.idle_timeout_secs.max(1));
-    let setup_deadline =
-        tokio::time::Instant::now() + Duration::from_secs(ctx.config.rtmp.handshake_timeout_secs.max(1));
-    let mut conn = RtmpConnection::new(ctx, peer);
+    let mut conn = RtmpConnection::new(ConnectionConfig::from_config(&ctx.config.rtmp), Instant::now());
     let mut buf = vec![0u8; 64 * 1024];
-    let mut kick: Option<tokio::sync::watch::Receiver<_>> = None;
+    let mut publisher: Option<RtmpPublisher> = None;
+    let mut kick: Option<tokio::sync::watch::Receiver<Option<LeaveReason>>> = None;
     loop {
-        let deadline = if conn.is_publishing() {
-            tokio::time::Instant::now() + idle
-        } else {
-            setup_deadline.min(tokio::time::Instant::now() + idle)
-        };
-        let actions = tokio::select! {
+        let deadline = tokio::time::Instant::from_std(conn.poll_timeout());
+        let r = tokio::select! {
             r = tokio::time::timeout_at(deadline, stream.read(&mut buf)) => match r {
                 Ok(Ok(0)) => break,
                 Ok(Ok(n)) => conn.handle_input(&buf[..n], Instant::now()),
@@ -68,34 +121,123 @@ async fn handle_connection(mut stream: TcpStream, peer: std::net::SocketAddr, ct
                     tracing::info!(%peer, error = %e, "RTMP connection error");
                     break;
                 }
-                Err(_) => {
-                    tracing::warn!(%peer, publishing = conn.is_publishing(), "RTMP connection timed out");
-                    break;
-                }
+                Err(_) => conn.handle_timeout(Instant::now()),
             },
-            _ = replaced(&mut kick) => conn.on_replaced(),
+            _ = replaced(&mut kick) => {
+                let refusal = Refusal::Replaced;
+                conn.refuse("NetStream.Publish.Rejected", &refusal.to_string());
+                end_publish(&mut publisher, &refusal, peer);
+                Ok(())
+            }
         };
-        if let Some(k) = conn.take_kick_signal() {
-            kick = Some(k);
+        if let Err(e) = r {
+            ended_by_protocol(&mut publisher, &e, peer);
         }
         let mut close = false;
-        for a in actions {
-            match a {
-                Action::Send(bytes) => {
+        while let Some(out) = conn.poll_output() {
+            match out {
+                Output::Send(bytes) => {
                     if stream.write_all(&bytes).await.is_err() {
                         close = true;
                     }
                 }
-                Action::Close => close = true,
+                Output::Close => close = true,
+                Output::Event(ev) => {
+                    if let Err(refusal) = on_event(&ctx, peer, &mut conn, &mut publisher, &mut kick, ev) {
+                        conn.refuse(refusal_code(&refusal), &refusal.to_string());
+                        end_publish(&mut publisher, &refusal, peer);
+                    }
+                }
             }
         }
         if close {
-            conn.on_disconnect();
+            if let Some(p) = publisher.take() {
+                p.finish(LeaveReason::Normal);
+            }
             linger_and_close(stream).await;
             return;
         }
     }
-    conn.on_disconnect();
+    if let Some(p) = publisher.take() {
+        tracing::info!(%peer, "RTMP publisher disconnected");
+        p.finish(LeaveReason::Normal);
+    }
+}
+
+/// Act on one event of the connection.
+fn on_event(
+    ctx: &Arc<RtmpContext>,
+    peer: SocketAddr,
+    conn: &mut RtmpConnection,
+    publisher: &mut Option<RtmpPublisher>,
+    kick: &mut Option<tokio::sync::watch::Receiver<Option<LeaveReason>>>,
+    ev: Event,
+) -> Result<(), Refusal> {
+    let now = Instant::now();
+    match ev {
+        Event::PublishRequested { stream_key, app_query } => {
+            let p = RtmpPublisher::start(ctx, peer, &stream_key, &app_query)?;
+            *kick = Some(p.anchor().kick_signal());
+            *publisher = Some(p);
+            // Errors of what was buffered behind the publish come back through the outputs.
+            if let Err(e) = conn.accept_publish() {
+                ended_by_protocol(publisher, &e, peer);
+            }
+        }
+        Event::Video { timestamp, data } => {
+            if let Some(p) = publisher {
+                p.on_video(timestamp, &data, now)?;
+            }
+        }
+        Event::Audio { timestamp, data } => {
+            if let Some(p) = publisher {
+                p.on_audio(timestamp, &data, now)?;
+            }
+        }
+        Event::Unpublished => {
+            if let Some(p) = publisher.take() {
+                tracing::info!(%peer, "RTMP publish finished by the client");
+                p.finish(LeaveReason::Normal);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `onStatus` code for a refusal of ours.
+fn refusal_code(r: &Refusal) -> &'static str {
+    match r {
+        Refusal::BadRoomId(_) | Refusal::MissingParameter(_) => "NetStream.Publish.BadName",
+        _ => "NetStream.Publish.Rejected",
+    }
+}
+
+/// The connection broke the protocol (or timed out): count it, log it, and end the publish if there is one.
+fn ended_by_protocol(publisher: &mut Option<RtmpPublisher>, e: &ConnectionError, peer: SocketAddr) {
+    metrics::counter!("roomgate_refusals_total", "source" => "rtmp", "reason" => e.label()).increment(1);
+    match publisher.take() {
+        Some(p) => {
+            tracing::warn!(%peer, anchor = %p.label(), reason = %e, "RTMP publish ended");
+            p.finish(LeaveReason::Ended(e.to_string()));
+        }
+        None => tracing::info!(%peer, reason = %e, "RTMP connection closed before publishing"),
+    }
+}
+
+/// End the publish (if any) for `refusal`, counted and logged.
+fn end_publish(publisher: &mut Option<RtmpPublisher>, refusal: &Refusal, peer: SocketAddr) {
+    refusal.count("rtmp");
+    match publisher.take() {
+        Some(p) => {
+            let reason = match refusal {
+                Refusal::Replaced => LeaveReason::Replaced,
+                r => LeaveReason::Ended(r.to_string()),
+            };
+            tracing::warn!(%peer, anchor = %p.label(), reason = %refusal, "RTMP publish ended");
+            p.finish(reason);
+        }
+        None => tracing::warn!(%peer, reason = %refusal, "RTMP publish refused"),
+    }
 }
 
 async fn replaced(kick: &mut Option<tokio::sync::watch::Receiver<Option<crate::room::LeaveReason>>>) {

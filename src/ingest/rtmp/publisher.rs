@@ -1,7 +1,14 @@
-//! `RtmpPublisher`: turns the FLV tag bodies of one RTMP publish into room frames.
-//! H.264 passes through (AVCC → Annex-B, parameter sets on keyframes); AAC/MP3 goes to an Opus transcoder.
+//! `RtmpPublisher`: the room side of one RTMP publish. `start` decides whether the stream key may publish and
+//! joins the room; then FLV tag bodies become room frames: H.264 passes through (AVCC → Annex-B, parameter sets
+//! on keyframes); AAC/MP3 goes to an Opus transcoder.
 
-use crate::ingest::Refusal;
+use super::RtmpContext;
+use crate::auth::{unix_now, RoomRef};
+use crate::ingest::{authorize_publish, Refusal};
+use crate::room::{RoomKey, SourceKind};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use crate::media::flv::{self, AudioTag, VideoCodecId, VideoTag};
 use crate::media::h264::AvcConfig;
 use crate::media::transcode::{AudioInputCodec, AudioTranscoder, TranscodeError};
@@ -33,8 +40,47 @@ impl RtmpPublisher {
         }
     }
 
+    /// Authorize `stream_key` (`<room>?sdkappid=..&userid=..&usersig=..`, parameters on the app name count
+    /// too) and join the room as its anchor.
+    pub fn start(ctx: &Arc<RtmpContext>, peer: SocketAddr, stream_key: &str, app_query: &str) -> Result<Self, Refusal> {
+        let started = Instant::now();
+        let (room, params) = parse_stream_key(stream_key, app_query);
+        let get = |k: &'static str| {
+            params
+                .get(k)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+                .ok_or(Refusal::MissingParameter(k))
+        };
+        let sdkappid_raw = get("sdkappid")?;
+        let sdkappid: u64 = sdkappid_raw
+            .parse()
+            .map_err(|_| Refusal::BadSdkAppId(sdkappid_raw.to_string()))?;
+        let userid = get("userid")?.to_string();
+        let usersig = get("usersig")?;
+        let label = format!("{sdkappid}/{room}/{userid}");
+        let room = RoomRef::Str(room);
+        authorize_publish(
+            &ctx.config.apps,
+            sdkappid,
+            &room,
+            &userid,
+            usersig,
+            params.get("privatemapkey").map(String::as_str),
+            unix_now(),
+        )?;
+        let anchor = ctx.hub.join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
+        tracing::info!(%peer, anchor = %label, auth_us = started.elapsed().as_micros() as u64, "RTMP publish started");
+        Ok(RtmpPublisher::new(anchor, label, ctx.config.audio.opus_bitrate))
+    }
+
     pub fn anchor(&self) -> &AnchorPublisher {
         &self.anchor
+    }
+
+    /// `sdkappid/room/userid`, for logs.
+    pub fn label(&self) -> &str {
+        &self.label
     }
 
     /// One video message: `ts` is the RTMP timestamp (ms).
@@ -164,4 +210,34 @@ impl RtmpPublisher {
 
 fn codec_name(c: VideoCodecId) -> String {
     c.name()
+}
+
+/// Split `<room>?k=v&..` into the room and its parameters; parameters on the app name (`push?k=v`) count too.
+pub fn parse_stream_key(stream_key: &str, app_query: &str) -> (String, HashMap<String, String>) {
+    let (room, query) = stream_key.split_once('?').unwrap_or((stream_key, ""));
+    let mut params = HashMap::new();
+    for q in [app_query, query] {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            params.insert(k.to_ascii_lowercase(), v.into_owned());
+        }
+    }
+    (room.trim_matches('/').to_string(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_keys() {
+        let (room, p) = parse_stream_key("room_1?sdkappid=1400000001&userid=u&usersig=eJx*a-b_", "");
+        assert_eq!(room, "room_1");
+        assert_eq!(p["sdkappid"], "1400000001");
+        assert_eq!(p["usersig"], "eJx*a-b_");
+        let (room, p) = parse_stream_key("r2", "sdkappid=5&UserId=x");
+        assert_eq!(
+            (room.as_str(), p["sdkappid"].as_str(), p["userid"].as_str()),
+            ("r2", "5", "x")
+        );
+    }
 }
