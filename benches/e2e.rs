@@ -358,7 +358,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     std::fs::write(
         &cfg,
         format!(
-            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\n[rtc]\nbind = \"127.0.0.1\"\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n",
+            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\nmax_connections_per_ip = 1000\n[rtc]\nbind = \"127.0.0.1\"\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n",
             dir.path().display()
         ),
     )
