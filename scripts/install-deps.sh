@@ -56,6 +56,12 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# Tencent's official Node.js SDK (common client) drives the Cloud API in a test (tests/sdk/trtc_sdk.mjs).
+if [ ! -d tests/sdk/node_modules/tencentcloud-sdk-nodejs-common ]; then
+  echo "install-deps: installing tencentcloud-sdk-nodejs-common (npm)"
+  (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps: cargo not found; install Rust (https://rustup.rs) and re-run" >&2
   exit 1

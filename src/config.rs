@@ -397,6 +397,12 @@ impl Config {
                     app.sdkappid, app.callback_url
                 )));
             }
+            if !app.callback_url.is_empty() && app.callback_key.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "app {}: callback_url is set but callback_key is empty (receivers could not verify Sign)",
+                    app.sdkappid
+                )));
+            }
         }
         if self.callbacks.timeout_secs == 0 || self.callbacks.retry_interval_secs == 0 {
             return Err(ConfigError::Invalid(
@@ -647,6 +653,25 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("lisen"));
+    }
+
+    #[test]
+    fn a_callback_url_needs_a_callback_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\ncallback_url = \"http://127.0.0.1:9/cb\"\n",
+        )
+        .unwrap();
+        let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+        assert!(e.contains("callback_key is empty"), "{e}");
+        std::fs::write(
+            &f,
+            "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\ncallback_url = \"http://127.0.0.1:9/cb\"\ncallback_key = \"s\"\n",
+        )
+        .unwrap();
+        assert!(Config::load(Some(&f), vec![]).is_ok());
     }
 
     #[test]

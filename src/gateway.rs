@@ -164,6 +164,7 @@ impl Gateway {
             pull: Some(pull.clone()),
             outbox: Some(outbox.clone()),
             cloud_rate: Default::default(),
+            cloud_replay: Default::default(),
             rtmp_port: rtmp_addr.map(|a| a.port()),
         });
         tasks.push(tokio::spawn(async move {

@@ -538,8 +538,16 @@ async fn one_robot_identity_ingests_once() {
     let gw = start_gateway().await;
     let api = CloudClient::new(gw.http_addr);
     let url = nginx.url("/sample.mp3");
-    let task = start_task(&api, start_params("dup", "robot", &url)).await;
-    let r = api.call("StartStreamIngest", start_params("dup", "robot", &url)).await;
+    let body = serde_json::to_vec(&start_params("dup", "robot", &url)).unwrap();
+    let now = roomgate::auth::unix_now();
+    let (_, first) = api.call_raw("StartStreamIngest", body.clone(), now).await;
+    let task = first["TaskId"].as_str().expect("started").to_string();
+    // The same signed request again (a replay: TC3 has no nonce) is refused before it acts...
+    let (_, replay) = api.call_raw("StartStreamIngest", body.clone(), now).await;
+    assert_eq!(error_code(&replay), Some("AuthFailure.InvalidAuthorization"), "{replay}");
+    assert!(replay["Error"]["Message"].as_str().unwrap().contains("already used"), "{replay}");
+    // ...while the same request signed anew is judged on its merits.
+    let (_, r) = api.call_raw("StartStreamIngest", body, now + 1).await;
     assert_eq!(error_code(&r), Some("FailedOperation.TaskExist"), "{r}");
     // Another room, or another robot, is fine.
     start_task(&api, start_params("dup2", "robot", &url)).await;
@@ -592,6 +600,49 @@ async fn tencents_python_sdk_drives_start_describe_stop() {
         gw.hub.participant(&gw.key("sdk-room"), "sdk-robot").is_none(),
         "stopped"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tencents_nodejs_sdk_drives_start_describe_update_stop() {
+    // The Node.js SDK signs with service "127" (the endpoint's first label) and the host without its port:
+    // both were refused before (AuthFailure.InvalidAuthorization, then SignatureFailure).
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    let gw = start_gateway().await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/trtc_sdk.mjs");
+    let child = tokio::process::Command::new("node")
+        .arg(script)
+        .env("ROOMGATE_ENDPOINT", gw.http_addr.to_string())
+        .env("SECRET_ID", support::cloud::SECRET_ID)
+        .env("SECRET_KEY", support::cloud::SECRET_KEY)
+        .env("SDKAPPID", SDKAPPID.to_string())
+        .env("ROOM", "node-room")
+        .env("USERID", "node-robot")
+        .env("USERSIG", usersig("node-robot"))
+        .env("STREAM_URL", nginx.url("/sample-720p30.mp4"))
+        .env("HOLD_SECONDS", "4")
+        .kill_on_drop(true)
+        .output();
+    let watcher = async {
+        gw.wait_anchor("node-room", "node-robot", Duration::from_secs(20))
+            .await
+            .expect("the SDK-started task's robot enters the room");
+        watch(&gw, "node-room", 30, 0).await
+    };
+    let (out, got) = tokio::join!(child, watcher);
+    let out = out.expect("node runs (scripts/install-deps.sh installs the SDK)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK script failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["StatusRunning"], "InProgress", "{summary}");
+    assert_eq!(summary["UpdateStatus"], "InProgress", "{summary}");
+    assert_eq!(summary["SecondStop"], "FailedOperation.TaskFinished", "{summary}");
+    assert_eq!(summary["WrongKey"], "AuthFailure.SignatureFailure", "{summary}");
+    assert!(video_of(&got).len() >= 30, "a viewer watched the SDK-started task");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

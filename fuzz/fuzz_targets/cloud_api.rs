@@ -19,5 +19,5 @@ fuzz_target!(|data: &[u8]| {
         _ => None,
     };
     let req = Tc3Request { method: "POST", query: "", header, body: &body };
-    let _ = tc3::verify(&req, "trtc", |_| Some("key".into()), 1_700_000_000);
+    let _ = tc3::verify(&req, |_| Some("key".into()), 1_700_000_000);
 });

@@ -167,18 +167,26 @@ async fn dispatch(
         }
         _ => {}
     }
-    let secret_id = tc3::verify(
+    let now = auth::unix_now();
+    let verified = tc3::verify(
         &tc3::Tc3Request {
             method: method.as_str(),
             query: uri.query().unwrap_or(""),
             header: |n: &str| header(headers, n),
             body: &body,
         },
-        SERVICE,
         |id| st.config.api_key(id).map(|k| k.secret_key.clone()),
-        auth::unix_now(),
+        now,
     )
     .map_err(|e| CloudError::new(e.code(), e.to_string()))?;
+    // A repeated Stop ends nothing new (TaskFinished); a repeated Start or Update would act again.
+    let idempotent = matches!(action, "DescribeStreamIngest" | "ListStreamIngests" | "StopStreamIngest");
+    st.cloud_replay
+        .lock()
+        .expect("replay cache lock")
+        .check(&verified, idempotent, now)
+        .map_err(|e| CloudError::new(e.code(), e.to_string()))?;
+    let secret_id = verified.secret_id;
     if !st.cloud_rate.allow(&secret_id, st.config.api.rate_limit) {
         return Err(CloudError::new(
             "RequestLimitExceeded",
@@ -620,7 +628,8 @@ impl CloudApiClient {
             _ => return Err(CloudError::new("ClientError", "the endpoint has no host")),
         };
         let now = auth::unix_now();
-        let authorization = tc3::sign_post(&self.secret_id, &self.secret_key, SERVICE, &host, now, &body);
+        let authorization =
+            tc3::sign_post_action(&self.secret_id, &self.secret_key, SERVICE, &host, action, now, &body);
         let resp = self
             .http
             .post(self.endpoint.clone())

@@ -29,6 +29,8 @@ pub struct ApiState {
     pub pull: Option<Arc<crate::ingest::pull::PullService>>,
     pub outbox: Option<Arc<crate::events::Outbox>>,
     pub cloud_rate: Arc<cloud::RateLimiter>,
+    /// TC3 signatures already used (replay protection for the Cloud API).
+    pub cloud_replay: Arc<std::sync::Mutex<crate::auth::tc3::ReplayCache>>,
     /// The RTMP port actually bound (config may say 0), for the URLs the console prints.
     pub rtmp_port: Option<u16>,
 }

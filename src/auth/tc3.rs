@@ -26,6 +26,8 @@ pub enum Tc3Error {
     SecretIdNotFound(String),
     #[error("the signature does not match (check the SecretKey, the signed headers and the body)")]
     SignatureFailure,
+    #[error("this signature was already used: sign each request anew")]
+    Replayed,
 }
 
 impl Tc3Error {
@@ -37,6 +39,7 @@ impl Tc3Error {
             Tc3Error::SignatureExpire { .. } => "AuthFailure.SignatureExpire",
             Tc3Error::SecretIdNotFound(_) => "AuthFailure.SecretIdNotFound",
             Tc3Error::SignatureFailure => "AuthFailure.SignatureFailure",
+            Tc3Error::Replayed => "AuthFailure.InvalidAuthorization",
         }
     }
 }
@@ -168,9 +171,39 @@ pub fn signature(secret_key: &str, service: &str, timestamp: u64, canonical_requ
     hex(&hmac(&k_signing, string_to_sign.as_bytes()))
 }
 
-/// Client side: the `Authorization` header for a JSON `POST /` signed over content-type and host.
+/// Client side: the `Authorization` header for a JSON `POST /` signed over content-type and host (what
+/// Tencent's Python SDK signs).
 pub fn sign_post(secret_id: &str, secret_key: &str, service: &str, host: &str, timestamp: u64, body: &[u8]) -> String {
-    let signed = vec!["content-type".to_string(), "host".to_string()];
+    sign(secret_id, secret_key, service, host, None, timestamp, body)
+}
+
+/// Client side, as our CLI signs: content-type, host and `X-TC-Action`, so a captured request cannot be
+/// replayed as another action with the same body (Describe and Stop take the same parameters).
+pub fn sign_post_action(
+    secret_id: &str,
+    secret_key: &str,
+    service: &str,
+    host: &str,
+    action: &str,
+    timestamp: u64,
+    body: &[u8],
+) -> String {
+    sign(secret_id, secret_key, service, host, Some(action), timestamp, body)
+}
+
+fn sign(
+    secret_id: &str,
+    secret_key: &str,
+    service: &str,
+    host: &str,
+    action: Option<&str>,
+    timestamp: u64,
+    body: &[u8],
+) -> String {
+    let mut signed = vec!["content-type".to_string(), "host".to_string()];
+    if action.is_some() {
+        signed.push("x-tc-action".to_string());
+    }
     let canonical = canonical_request(
         "POST",
         "",
@@ -178,15 +211,73 @@ pub fn sign_post(secret_id: &str, secret_key: &str, service: &str, host: &str, t
         |h| match h {
             "content-type" => Some("application/json".into()),
             "host" => Some(host.into()),
+            "x-tc-action" => action.map(str::to_string),
             _ => None,
         },
         &sha256_hex(body),
     );
     format!(
-        "{ALGORITHM} Credential={secret_id}/{}/{service}/tc3_request, SignedHeaders=content-type;host, Signature={}",
+        "{ALGORITHM} Credential={secret_id}/{}/{service}/tc3_request, SignedHeaders={}, Signature={}",
         utc_date(timestamp),
+        signed.join(";"),
         signature(secret_key, service, timestamp, &canonical)
     )
+}
+
+/// Whether a credential scope's service label is well formed: the official SDKs put `trtc` there, or (the
+/// Node.js and Java SDKs) the first DNS label of the endpoint they were given (`127`, `roomgate`, ...).
+/// Any label is accepted: the signature binds it, so it cannot be changed without the key.
+fn is_service_label(s: &str) -> bool {
+    (1..=63).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Signatures seen within their validity window, so that a captured request cannot be sent again (TC3 has no
+/// nonce: the timestamp window is all that limits a replay otherwise). An idempotent action (a read, a Stop) may
+/// repeat its signature (an SDK polling Describe twice within one second signs the same bytes twice); any other
+/// reuse, including a read's signature presented for a Start or an Update, is a replay. Bounded: past `capacity` the oldest entry
+/// is forgotten (a key holder flooding us can only make its own old signatures replayable).
+pub struct ReplayCache {
+    seen: std::collections::HashMap<String, (u64, bool)>,
+    order: std::collections::VecDeque<(u64, String)>,
+    capacity: usize,
+}
+
+impl Default for ReplayCache {
+    fn default() -> Self {
+        ReplayCache::new(100_000)
+    }
+}
+
+impl ReplayCache {
+    pub fn new(capacity: usize) -> Self {
+        ReplayCache {
+            seen: Default::default(),
+            order: Default::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Record `v`'s signature for an action that is `idempotent` or not; a replay is an error.
+    pub fn check(&mut self, v: &Verified, idempotent: bool, now: u64) -> Result<(), Tc3Error> {
+        while let Some((expiry, _)) = self.order.front() {
+            if *expiry > now && self.order.len() < self.capacity {
+                break;
+            }
+            let (_, sig) = self.order.pop_front().expect("non-empty");
+            self.seen.remove(&sig);
+        }
+        // After this, X-TC-Timestamp is outside the window and `verify` refuses the request anyway.
+        let expiry = v.timestamp.saturating_add(MAX_SKEW_SECS + 1);
+        match self.seen.get(&v.signature) {
+            Some(&(_, true)) if idempotent => Ok(()),
+            Some(_) => Err(Tc3Error::Replayed),
+            None => {
+                self.seen.insert(v.signature.clone(), (expiry, idempotent));
+                self.order.push_back((expiry, v.signature.clone()));
+                Ok(())
+            }
+        }
+    }
 }
 
 /// What a verified request needs from the HTTP layer.
@@ -199,13 +290,22 @@ pub struct Tc3Request<'a, H: Fn(&str) -> Option<String>> {
     pub body: &'a [u8],
 }
 
-/// Verify a request signed for `service`; `secret_key_of` looks up a SecretId's key. Returns the SecretId.
+/// A request whose signature checked out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub secret_id: String,
+    /// The signature (lowercase hex), for the replay cache.
+    pub signature: String,
+    pub timestamp: u64,
+}
+
+/// Verify a request; `secret_key_of` looks up a SecretId's key. The body must be signed (`UNSIGNED-PAYLOAD` is
+/// refused: the body is what a signature must protect here).
 pub fn verify<H: Fn(&str) -> Option<String>>(
     req: &Tc3Request<'_, H>,
-    service: &str,
     secret_key_of: impl Fn(&str) -> Option<String>,
     now: u64,
-) -> Result<String, Tc3Error> {
+) -> Result<Verified, Tc3Error> {
     let auth = Tc3Authorization::parse(
         &(req.header)("authorization").ok_or_else(|| Tc3Error::InvalidAuthorization("no Authorization".into()))?,
     )?;
@@ -215,9 +315,9 @@ pub fn verify<H: Fn(&str) -> Option<String>>(
     if timestamp.abs_diff(now) > MAX_SKEW_SECS {
         return Err(Tc3Error::SignatureExpire { timestamp, now });
     }
-    if auth.service != service {
+    if !is_service_label(&auth.service) {
         return Err(Tc3Error::InvalidAuthorization(format!(
-            "Credential names service {}, this is {service}",
+            "Credential names service {:?}, which is not a service name",
             auth.service
         )));
     }
@@ -229,14 +329,32 @@ pub fn verify<H: Fn(&str) -> Option<String>>(
         )));
     }
     let key = secret_key_of(&auth.secret_id).ok_or_else(|| Tc3Error::SecretIdNotFound(auth.secret_id.clone()))?;
-    let payload_hash = match (req.header)("x-tc-content-sha256") {
-        Some(v) if v.trim() == "UNSIGNED-PAYLOAD" => sha256_hex(b"UNSIGNED-PAYLOAD"),
-        _ => sha256_hex(req.body),
+    if (req.header)("x-tc-content-sha256").is_some_and(|v| v.trim().eq_ignore_ascii_case("UNSIGNED-PAYLOAD")) {
+        return Err(Tc3Error::InvalidAuthorization(
+            "UNSIGNED-PAYLOAD is not accepted: sign the request body".into(),
+        ));
+    }
+    let payload_hash = sha256_hex(req.body);
+    let matches = |header: &dyn Fn(&str) -> Option<String>| {
+        let canonical = canonical_request(req.method, req.query, &auth.signed_headers, header, &payload_hash);
+        let expected = signature(&key, &auth.service, timestamp, &canonical);
+        bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes()))
     };
-    let canonical = canonical_request(req.method, req.query, &auth.signed_headers, &req.header, &payload_hash);
-    let expected = signature(&key, service, timestamp, &canonical);
-    if bool::from(expected.as_bytes().ct_eq(auth.signature.as_bytes())) {
-        Ok(auth.secret_id)
+    // Tencent's Node.js SDK signs the host name without the port it sends in `Host`; accept that form too
+    // (the signature still binds the host name).
+    let host_without_port = |n: &str| match n {
+        "host" => (req.header)("host").map(|h| match h.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => name.to_string(),
+            _ => h,
+        }),
+        _ => (req.header)(n),
+    };
+    if matches(&req.header) || matches(&host_without_port) {
+        Ok(Verified {
+            secret_id: auth.secret_id,
+            signature: auth.signature,
+            timestamp,
+        })
     } else {
         Err(Tc3Error::SignatureFailure)
     }
@@ -329,32 +447,103 @@ mod tests {
             header: headers(list),
             body,
         };
-        assert_eq!(verify(&req(body), "trtc", keys, 1700000100).unwrap(), ID);
+        assert_eq!(verify(&req(body), keys, 1700000100).unwrap().secret_id, ID);
         // A changed body, another key, a stale clock, an unknown id: each refused with its own code.
         let other: &'static [u8] = br#"{"SdkAppId":1400000000,"TaskId":"task-2"}"#;
         assert_eq!(
-            verify(&req(other), "trtc", keys, 1700000000),
+            verify(&req(other), keys, 1700000000),
             Err(Tc3Error::SignatureFailure)
         );
         let wrong_key = |_: &str| Some("another".to_string());
         assert_eq!(
-            verify(&req(body), "trtc", wrong_key, 1700000000),
+            verify(&req(body), wrong_key, 1700000000),
             Err(Tc3Error::SignatureFailure)
         );
         assert_eq!(
-            verify(&req(body), "trtc", keys, 1700000301).unwrap_err().code(),
+            verify(&req(body), keys, 1700000301).unwrap_err().code(),
             "AuthFailure.SignatureExpire"
         );
         assert_eq!(
-            verify(&req(body), "trtc", |_: &str| None, 1700000000)
+            verify(&req(body), |_: &str| None, 1700000000)
                 .unwrap_err()
                 .code(),
             "AuthFailure.SecretIdNotFound"
         );
+    }
+
+    /// A request as a client would send it: `extra` headers on top of content-type, host and timestamp.
+    fn request_headers(auth: String, extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut list = vec![
+            ("authorization".to_string(), auth),
+            ("content-type".to_string(), "application/json".to_string()),
+            ("host".to_string(), "127.0.0.1:8080".to_string()),
+            ("x-tc-timestamp".to_string(), "1700000000".to_string()),
+        ];
+        list.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        move |n: &str| list.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn any_service_label_the_signature_binds_and_no_unsigned_payload() {
+        let body = br#"{"SdkAppId":1400000000,"TaskId":"t"}"#;
+        let keys = |id: &str| (id == ID).then(|| KEY.to_string());
+        let check = |auth: String, extra: &[(&str, &str)]| {
+            verify(
+                &Tc3Request {
+                    method: "POST",
+                    query: "",
+                    header: request_headers(auth, extra),
+                    body,
+                },
+                keys,
+                1700000000,
+            )
+        };
+        // Tencent's Node.js SDK pointed at http://127.0.0.1:8080 signs with service "127" and host "127.0.0.1"
+        // (no port), while it sends `Host: 127.0.0.1:8080`.
+        let node = sign_post(ID, KEY, "127", "127.0.0.1", 1700000000, body);
+        assert_eq!(check(node.clone(), &[]).unwrap().secret_id, ID);
+        let other_host = sign_post(ID, KEY, "127", "10.0.0.1", 1700000000, body);
+        assert_eq!(check(other_host, &[]), Err(Tc3Error::SignatureFailure));
+        // Claiming another service without the key breaks the signature.
+        let forged = node.replace("/127/", "/trtc/");
+        assert_eq!(check(forged, &[]), Err(Tc3Error::SignatureFailure));
+        let odd = node.replace("/127/", "/a b/");
+        assert_eq!(check(odd, &[]).unwrap_err().code(), "AuthFailure.InvalidAuthorization");
+        // UNSIGNED-PAYLOAD leaves the body unprotected: refused even with a valid signature over it.
+        let auth = sign_post(ID, KEY, "trtc", "127.0.0.1:8080", 1700000000, body);
+        let e = check(auth, &[("x-tc-content-sha256", "UNSIGNED-PAYLOAD")]).unwrap_err();
+        assert!(e.to_string().contains("UNSIGNED-PAYLOAD"), "{e}");
+        // Our CLI signs the action: the same signature under another action fails.
+        let cli = sign_post_action(ID, KEY, "trtc", "127.0.0.1:8080", "DescribeStreamIngest", 1700000000, body);
+        assert!(cli.contains("SignedHeaders=content-type;host;x-tc-action"));
+        assert!(check(cli.clone(), &[("x-tc-action", "DescribeStreamIngest")]).is_ok());
         assert_eq!(
-            verify(&req(body), "cvm", keys, 1700000000).unwrap_err().code(),
-            "AuthFailure.InvalidAuthorization"
+            check(cli, &[("x-tc-action", "StopStreamIngest")]),
+            Err(Tc3Error::SignatureFailure)
         );
+    }
+
+    #[test]
+    fn replayed_signatures_are_refused_within_their_window() {
+        let v = |sig: &str, ts: u64| Verified {
+            secret_id: ID.into(),
+            signature: sig.into(),
+            timestamp: ts,
+        };
+        let mut c = ReplayCache::new(3);
+        assert!(c.check(&v("a", 1000), false, 1000).is_ok());
+        assert_eq!(c.check(&v("a", 1000), false, 1100), Err(Tc3Error::Replayed));
+        // A read may repeat; a read's signature is no ticket for a write.
+        assert!(c.check(&v("r", 1000), true, 1000).is_ok());
+        assert!(c.check(&v("r", 1000), true, 1000).is_ok());
+        assert_eq!(c.check(&v("r", 1000), false, 1000), Err(Tc3Error::Replayed));
+        // Expired entries go (verify refuses their timestamp by then anyway), and the cache stays bounded.
+        assert!(c.check(&v("a", 1000), false, 1000 + MAX_SKEW_SECS + 1).is_ok());
+        for i in 0..10 {
+            let _ = c.check(&v(&format!("x{i}"), 2000), false, 2000);
+        }
+        assert!(c.seen.len() <= 3 && c.order.len() <= 3);
     }
 
     #[test]
