@@ -305,7 +305,10 @@ impl Engine {
             Command::Frame(id, frame, live) => self.write_frame(id, frame, live),
             Command::RemoteCandidate(id, c) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
-                    s.rtc.add_remote_candidate(c);
+                    if catch_unwind(AssertUnwindSafe(|| s.rtc.add_remote_candidate(c))).is_err() {
+                        self.close(id, "str0m panicked on a remote candidate".into());
+                        return;
+                    }
                     self.drain(id);
                 }
             }
@@ -326,9 +329,15 @@ impl Engine {
                     self.by_ufrag.remove(&s.ufrag);
                     s.ufrag = local.ufrag.clone();
                     self.by_ufrag.insert(local.ufrag.clone(), id);
-                    let mut api = s.rtc.direct_api();
-                    api.set_local_ice_credentials(local);
-                    api.set_remote_ice_credentials(remote);
+                    let restarted = catch_unwind(AssertUnwindSafe(|| {
+                        let mut api = s.rtc.direct_api();
+                        api.set_local_ice_credentials(local);
+                        api.set_remote_ice_credentials(remote);
+                    }));
+                    if restarted.is_err() {
+                        self.close(id, "str0m panicked on an ICE restart".into());
+                        return;
+                    }
                     self.drain(id);
                 }
             }

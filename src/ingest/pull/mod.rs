@@ -345,7 +345,21 @@ impl PullService {
         std::thread::Builder::new()
             .name(format!("pull-{}", &task.id[..8]))
             .spawn(move || {
-                let end = runner::run(&service, &task, start_position_ms);
+                // A bug in a runner (ours, or a library's panic) ends its task as failed, so the task frees its
+                // slot and its TaskExist entry instead of lingering as a zombie; the anchor left on unwind.
+                let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    runner::run(&service, &task, start_position_ms)
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(task = %task.id, panic = %what, "pull runner panicked; the task ends as failed");
+                    metrics::counter!("roomgate_pull_runner_panics_total").increment(1);
+                    (TaskState::Failed, "internal error in the pull runner".to_string())
+                });
                 service.finish(&task, end);
             })
             .expect("spawning a thread");

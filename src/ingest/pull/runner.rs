@@ -421,7 +421,7 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
     // Seek (SeekSecond on the first loop, or the saved position after a restart).
     let mut seek_base_ms = 0i64;
     if position_ms > 0 {
-        let ts = position_ms * 1000; // AV_TIME_BASE is microseconds
+        let ts = position_ms.saturating_mul(1000); // AV_TIME_BASE is microseconds
         deadline.set(Duration::from_secs(config.pull.open_timeout_secs.max(1)));
         match input.seek(ts, ..ts) {
             Ok(()) => seek_base_ms = position_ms,
@@ -498,6 +498,7 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
         let media_us = rescale_us(ts, time_base);
         let tempo = task.control.tuning.tempo();
         let pacer = clock.get_or_insert_with(|| Pacer::new(media_us, s.epoch, tempo));
+        pacer.follow(media_us);
         pacer.set_tempo(media_us, tempo);
         let (due, out_us) = pacer.due(media_us);
         // Real time: wait until the packet is due (waking for stop/pause/update).
@@ -509,11 +510,13 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
             sleep_unless_woken(task, (due - now).min(Duration::from_millis(100)));
         }
         let received_at = Instant::now();
-        let position = seek_base_ms.max(0) + (media_us - pacer.first_media_us).max(0) / 1000;
+        let position = seek_base_ms
+            .max(0)
+            .saturating_add(media_us.saturating_sub(pacer.first_media_us).max(0) / 1000);
         let keyframe = packet.is_key();
         if is_video {
             let Some((_, _, path)) = video.as_mut() else { continue };
-            let pts90 = out_us as u64 * VIDEO_CLOCK as u64 / 1_000_000;
+            let pts90 = (out_us.max(0) as u64).saturating_mul(VIDEO_CLOCK as u64) / 1_000_000;
             match path {
                 VideoPath::Passthrough { avcc, extradata } => {
                     let annexb = match avcc {
@@ -561,7 +564,7 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
                     waiting_keyframe = false;
                     let dts_us = packet.dts().map(|d| rescale_us(d, time_base)).unwrap_or(media_us);
                     let (_, dts_out) = pacer.due(dts_us);
-                    let dts90 = dts_out.max(0) as u64 * VIDEO_CLOCK as u64 / 1_000_000;
+                    let dts90 = (dts_out.max(0) as u64).saturating_mul(VIDEO_CLOCK as u64) / 1_000_000;
                     if t.push_blocking(Bytes::copy_from_slice(data), pts90, dts90.min(pts90), received_at)
                         .is_err()
                     {
@@ -608,9 +611,14 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
     }
 }
 
+/// A jump of source time larger than this (either way) is a discontinuity, not a wait.
+const MAX_JUMP_US: u64 = 10_000_000;
+
 /// Maps source timestamps to wall-clock due times and output timestamps (µs since the task's epoch).
 struct Pacer {
     first_media_us: i64,
+    /// The last media time seen, to notice jumps.
+    last_media_us: i64,
     /// The media time and instant the current tempo segment started at.
     anchor_media_us: i64,
     anchor_wall: Instant,
@@ -622,11 +630,26 @@ impl Pacer {
     fn new(media_us: i64, epoch: Instant, tempo: f64) -> Pacer {
         Pacer {
             first_media_us: media_us,
+            last_media_us: media_us,
             anchor_media_us: media_us,
             anchor_wall: Instant::now(),
             epoch,
             tempo,
         }
+    }
+
+    /// A source time jump of more than `MAX_JUMP_US` either way (a discontinuity, a wrapped or hostile
+    /// timestamp) starts a new segment right after the last packet instead of sleeping for the gap (or
+    /// bursting through it); the reported position moves on as if there had been no gap.
+    fn follow(&mut self, media_us: i64) {
+        let jump = media_us.saturating_sub(self.last_media_us);
+        if jump.unsigned_abs() > MAX_JUMP_US {
+            let (last_due, _) = self.due(self.last_media_us);
+            self.anchor_media_us = media_us;
+            self.anchor_wall = last_due;
+            self.first_media_us = self.first_media_us.saturating_add(jump);
+        }
+        self.last_media_us = media_us;
     }
 
     /// Start a new segment when the tempo changed (so earlier media keeps its times).
@@ -646,12 +669,14 @@ impl Pacer {
 
     /// When `media_us` is due, and its output timestamp (µs since the epoch).
     fn due(&self, media_us: i64) -> (Instant, i64) {
-        let offset = ((media_us - self.anchor_media_us) as f64 / self.tempo) as i64;
+        let offset = (media_us.saturating_sub(self.anchor_media_us) as f64 / self.tempo) as i64;
         let due = if offset >= 0 {
-            self.anchor_wall + Duration::from_micros(offset as u64)
+            self.anchor_wall
+                .checked_add(Duration::from_micros(offset as u64))
+                .unwrap_or(self.anchor_wall + Duration::from_secs(86_400 * 365))
         } else {
             self.anchor_wall
-                .checked_sub(Duration::from_micros((-offset) as u64))
+                .checked_sub(Duration::from_micros(offset.unsigned_abs()))
                 .unwrap_or(self.anchor_wall)
         };
         let out = due.saturating_duration_since(self.epoch).as_micros() as i64;
@@ -663,7 +688,8 @@ fn rescale_us(ts: i64, tb: ff::Rational) -> i64 {
     if tb.denominator() == 0 {
         return ts;
     }
-    (ts as i128 * tb.numerator() as i128 * 1_000_000 / tb.denominator() as i128) as i64
+    let us = ts as i128 * tb.numerator() as i128 * 1_000_000 / tb.denominator() as i128;
+    us.clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
 fn stream_extradata(params: &ff::codec::Parameters) -> Bytes {
@@ -772,6 +798,36 @@ mod tests {
         // Media from before the segment (reordered packets) is due no later than the segment start.
         let (early, _) = p.due(0);
         assert!(early <= due3);
+    }
+
+    #[test]
+    fn a_timestamp_jump_re_anchors_pacing_instead_of_sleeping() {
+        let epoch = Instant::now();
+        let mut p = Pacer::new(0, epoch, 1.0);
+        p.follow(0);
+        let (d1, out1) = p.due(1_000_000);
+        p.follow(1_000_000);
+        // The source jumps 3 hours ahead: the next packet is due right after the last one, not in 3 hours.
+        let far = 3 * 3600 * 1_000_000;
+        p.follow(far);
+        let (d2, out2) = p.due(far);
+        assert_eq!(d2, d1, "due at once after the jump");
+        assert_eq!(out2, out1, "the output timeline has no gap");
+        let (d3, _) = p.due(far + 40_000);
+        assert_eq!(d3 - d2, Duration::from_millis(40), "then paced as before");
+        // And back by more than 10 s: the same.
+        p.follow(far + 40_000);
+        p.follow(5_000_000);
+        assert_eq!(p.due(5_000_000).0, d3);
+        // Within 10 s, reordering stays as it was.
+        p.follow(4_000_000);
+        assert!(p.due(4_000_000).0 < d3);
+        // Extreme timestamps neither overflow nor panic.
+        p.follow(i64::MAX);
+        let _ = p.due(i64::MAX);
+        p.follow(i64::MIN);
+        let _ = p.due(i64::MIN);
+        assert_eq!(rescale_us(i64::MAX, ff::Rational::new(1, 1)), i64::MAX);
     }
 
     #[test]
