@@ -163,6 +163,11 @@ pub struct RtcConfig {
     pub public_ips: Vec<std::net::IpAddr>,
     /// STUN/TURN servers announced to WHIP/WHEP clients in `Link` headers.
     pub ice_servers: Vec<IceServer>,
+    /// Secret shared with a TURN server (coturn `static-auth-secret` with `use-auth-secret`): `turn:`/`turns:`
+    /// servers without a username get short-lived REST credentials per authenticated client. Empty: off.
+    pub turn_secret: String,
+    /// Lifetime of those credentials.
+    pub turn_ttl_secs: u64,
     /// Seconds without ICE/DTLS traffic before a session is dropped.
     pub session_timeout_secs: u64,
 }
@@ -188,6 +193,8 @@ impl Default for RtcConfig {
             tcp_port: 8189,
             public_ips: Vec::new(),
             ice_servers: Vec::new(),
+            turn_secret: String::new(),
+            turn_ttl_secs: 86_400,
             session_timeout_secs: 10,
         }
     }

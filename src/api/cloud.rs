@@ -7,8 +7,9 @@
 //! naming the field, so a mistake never passes silently.
 
 use super::ApiState;
-use crate::auth::{self, tc3, PrivateMapKey, RoomRef, UserSig};
+use crate::auth::{self, tc3, RoomRef};
 use crate::ingest::pull::{AudioEncodeParams, PullError, TaskSpec, TaskState, TaskUpdate, VideoEncodeParams};
+use crate::ingest::{authorize_publish, Refusal};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
@@ -453,7 +454,7 @@ const START_FIELDS: &[&str] = &[
 fn parse_start(params: &Map<String, Value>, st: &ApiState, now: u64) -> Result<TaskSpec, CloudError> {
     reject_unknown(params, START_FIELDS)?;
     let sdkappid = req_u64(params, "SdkAppId")?;
-    let app = st.config.app(sdkappid).ok_or_else(|| {
+    st.config.app(sdkappid).ok_or_else(|| {
         CloudError::invalid(
             "SdkAppId",
             format!("SdkAppId {sdkappid} is not configured on this gateway"),
@@ -477,37 +478,25 @@ fn parse_start(params: &Map<String, Value>, st: &ApiState, now: u64) -> Result<T
             }
         }
     } else {
-        if !auth::is_valid_str_room_id(&room_id) {
-            return Err(CloudError::invalid(
-                "StrRoomId",
-                format!("invalid string RoomId {room_id:?}: use 1-64 characters from letters, digits, '_' and '-'"),
-            ));
-        }
         RoomRef::Str(room_id.clone())
     };
     let user_id = opt_str(params, "UserId")?.ok_or_else(|| CloudError::missing("UserId"))?;
-    if !auth::is_valid_user_id(&user_id) {
-        return Err(CloudError::invalid(
-            "UserId",
-            format!("invalid UserId {user_id:?}: use 1-32 characters from letters, digits, '_' and '-'"),
-        ));
-    }
     let user_sig = opt_str(params, "UserSig")?.ok_or_else(|| CloudError::missing("UserSig"))?;
-    UserSig::verify(&user_sig, sdkappid, &user_id, &app.secret_key, now)
-        .map_err(|e| CloudError::invalid("UserSig", format!("UserSig of {user_id} rejected: {e}")))?;
     let pmk = opt_str(params, "PrivateMapKey")?.filter(|s| !s.is_empty());
-    if app.require_private_map_key {
-        let token = pmk.ok_or_else(|| {
-            CloudError::invalid(
-                "PrivateMapKey",
-                "this app requires a PrivateMapKey granting enter room + send audio/video",
-            )
-        })?;
-        PrivateMapKey::verify(&token, sdkappid, &user_id, &app.secret_key, now)
-            .map_err(|e| CloudError::invalid("PrivateMapKey", e.to_string()))?
-            .allows_publish(&room)
-            .map_err(|e| CloudError::invalid("PrivateMapKey", e.to_string()))?;
-    }
+    // The robot is authorized exactly as an RTMP or WHIP publisher with these credentials would be.
+    authorize_publish(&st.config.apps, sdkappid, &room, &user_id, &user_sig, pmk.as_deref(), now).map_err(|r| {
+        let field = match &r {
+            Refusal::BadRoomId(_) => "StrRoomId",
+            Refusal::BadUserId(_) => "UserId",
+            Refusal::PrivateMapKeyRequired(_) | Refusal::PrivateMapKey(_) => "PrivateMapKey",
+            _ => "UserSig",
+        };
+        let why = match &r {
+            Refusal::UserSig(e) => format!("UserSig of {user_id} rejected: {e}"),
+            r => r.to_string(),
+        };
+        CloudError::invalid(field, why)
+    })?;
     let source_url = match params.get("SourceUrl") {
         None | Some(Value::Null) => None,
         Some(Value::Array(list)) => match list.as_slice() {

@@ -87,6 +87,18 @@ async fn not_found() -> impl IntoResponse {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
+/// The HTTP status and error code of a refused WHIP publish or WHEP play.
+pub fn refusal_status(r: &crate::ingest::Refusal) -> (StatusCode, &'static str) {
+    use crate::ingest::Refusal;
+    match r {
+        Refusal::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
+        Refusal::UserSig(_) | Refusal::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        Refusal::PrivateMapKeyRequired(_) | Refusal::PrivateMapKey(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Refusal::BadUserId(_) => (StatusCode::BAD_REQUEST, "bad_session_id"),
+        _ => (StatusCode::BAD_REQUEST, "bad_request"),
+    }
+}
+
 /// A JSON error: `{"error": {"code": "...", "message": "..."}}` with an HTTP status.
 #[derive(Debug)]
 pub struct ApiError {

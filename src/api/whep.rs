@@ -3,7 +3,7 @@
 
 use super::{ApiError, ApiState};
 use crate::auth::RoomRef;
-use crate::config::IceServer;
+use crate::config::RtcConfig;
 use crate::egress::whep::{PlayRequest, WhepError};
 use crate::rtc::{PatchResult, ResourceError};
 use axum::body::Bytes;
@@ -15,9 +15,7 @@ use std::collections::HashMap;
 impl From<WhepError> for ApiError {
     fn from(e: WhepError) -> Self {
         let (status, code) = match &e {
-            WhepError::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
-            WhepError::MissingToken | WhepError::Token(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            WhepError::BadViewerId(_) => (StatusCode::BAD_REQUEST, "bad_session_id"),
+            WhepError::Refused(r) => super::refusal_status(r),
             WhepError::NoAnchor { .. } => (StatusCode::NOT_FOUND, "anchor_not_found"),
             WhepError::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
             WhepError::MissingCodec(_) => (StatusCode::NOT_ACCEPTABLE, "codec_not_offered"),
@@ -37,15 +35,28 @@ pub fn resource_status(e: &ResourceError) -> (StatusCode, &'static str) {
 }
 
 /// `Link: <url>; rel="ice-server"[; username=..; credential=..; credential-type="password"]`, one per URL.
-pub fn ice_server_links(servers: &[IceServer]) -> Vec<HeaderValue> {
+/// Credentials go only to `user`, an authenticated publisher or viewer (a 201 answer): a configured
+/// username/credential, or TURN REST credentials made for `user` when `rtc.turn_secret` is set. Without a user
+/// (OPTIONS, which anyone may send) only the URLs are listed.
+pub fn ice_server_links(rtc: &RtcConfig, user: Option<&str>, now: u64) -> Vec<HeaderValue> {
     let mut out = Vec::new();
-    for s in servers {
+    for s in &rtc.ice_servers {
         for url in &s.urls {
             let mut v = format!("<{url}>; rel=\"ice-server\"");
-            if !s.username.is_empty() {
+            let is_turn = url.starts_with("turn:") || url.starts_with("turns:");
+            let creds = match user {
+                None => None,
+                Some(_) if !s.username.is_empty() => Some((s.username.clone(), s.credential.clone())),
+                Some(user) if is_turn && !rtc.turn_secret.is_empty() => Some(crate::auth::turn::rest_credential(
+                    &rtc.turn_secret,
+                    user,
+                    now.saturating_add(rtc.turn_ttl_secs),
+                )),
+                Some(_) => None,
+            };
+            if let Some((username, credential)) = creds {
                 v.push_str(&format!(
-                    "; username=\"{}\"; credential=\"{}\"; credential-type=\"password\"",
-                    s.username, s.credential
+                    "; username=\"{username}\"; credential=\"{credential}\"; credential-type=\"password\""
                 ));
             }
             if let Ok(h) = HeaderValue::from_str(&v) {
@@ -92,6 +103,7 @@ pub async fn post(
             viewer: get("SessionID"),
             anchor: get("anchor"),
             bearer: bearer(&headers),
+            private_map_key: get("privatemapkey"),
             offer,
         })
         .await
@@ -114,7 +126,8 @@ pub async fn post(
         header::ETAG,
         HeaderValue::from_str(&answer.etag).expect("token is ASCII"),
     );
-    for l in ice_server_links(&st.config.rtc.ice_servers) {
+    let user = get("SessionID").unwrap_or("anonymous");
+    for l in ice_server_links(&st.config.rtc, Some(user), crate::auth::unix_now()) {
         h.append(header::LINK, l);
     }
     Ok(resp)
@@ -168,7 +181,7 @@ pub async fn options(State(st): State<ApiState>) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
     h.insert("accept-post", HeaderValue::from_static("application/sdp"));
-    for l in ice_server_links(&st.config.rtc.ice_servers) {
+    for l in ice_server_links(&st.config.rtc, None, 0) {
         h.append(header::LINK, l);
     }
     resp

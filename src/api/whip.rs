@@ -4,7 +4,6 @@
 use super::whep::{bearer, ice_server_links, resource_status};
 use super::{ApiError, ApiState};
 use crate::ingest::whip::{PublishRequest, WhipError};
-use crate::ingest::Refusal;
 use crate::rtc::{PatchResult, ResourceError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -15,12 +14,7 @@ use std::collections::HashMap;
 impl From<WhipError> for ApiError {
     fn from(e: WhipError) -> Self {
         let (status, code) = match &e {
-            WhipError::Refused(r) => match r {
-                Refusal::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
-                Refusal::UserSig(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-                Refusal::PrivateMapKeyRequired | Refusal::PrivateMapKey(_) => (StatusCode::FORBIDDEN, "forbidden"),
-                _ => (StatusCode::BAD_REQUEST, "bad_request"),
-            },
+            WhipError::Refused(r) => super::refusal_status(r),
             WhipError::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
             WhipError::MissingUserId => (StatusCode::BAD_REQUEST, "bad_session_id"),
             WhipError::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
@@ -73,7 +67,8 @@ pub async fn post(
         HeaderValue::from_str(&format!("/v2/pub/session/{}", answer.resource)).expect("ASCII"),
     );
     h.insert(header::ETAG, HeaderValue::from_str(&answer.etag).expect("ASCII"));
-    for l in ice_server_links(&st.config.rtc.ice_servers) {
+    let user = get("SessionID").unwrap_or_default();
+    for l in ice_server_links(&st.config.rtc, Some(user), crate::auth::unix_now()) {
         h.append(header::LINK, l);
     }
     Ok(resp)

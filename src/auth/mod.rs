@@ -1,11 +1,12 @@
-//! Credentials: Tencent's UserSig (TLSSigAPIv2) tickets, the PrivateMapKey room grants carried inside them, and
-//! the TC3-HMAC-SHA256 signatures of Cloud API calls.
+//! Credentials: Tencent's UserSig (TLSSigAPIv2) tickets, the PrivateMapKey room grants carried inside them,
+//! the TC3-HMAC-SHA256 signatures of Cloud API calls, and TURN REST credentials for clients.
 //!
 //! Everything here is a pure function of its inputs (token, key, clock), so it is tested against the official
 //! vectors without any I/O.
 
 pub mod private_map_key;
 pub mod tc3;
+pub mod turn;
 pub mod usersig;
 
 pub use private_map_key::{PrivateMapKey, PrivateMapKeyError, Privileges, RoomRef};

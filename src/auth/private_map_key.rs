@@ -36,6 +36,8 @@ impl Privileges {
     pub const RECV_SUB: u32 = 128;
     /// What a publishing anchor needs: enter the room, send audio and video.
     pub const PUBLISH: u32 = Self::ENTER_ROOM | Self::SEND_AUDIO | Self::SEND_VIDEO;
+    /// What a viewer needs: enter the room, receive audio and video.
+    pub const PLAY: u32 = Self::ENTER_ROOM | Self::RECV_AUDIO | Self::RECV_VIDEO;
 
     pub fn has(self, bits: u32) -> bool {
         self.0 & bits == bits
@@ -156,16 +158,21 @@ impl PrivateMapKey {
 
     /// Check that this grant lets its user publish into `room`.
     pub fn allows_publish(&self, room: &RoomRef) -> Result<(), PrivateMapKeyError> {
+        self.allows(room, Privileges::PUBLISH)
+    }
+
+    /// Check that this grant gives its user the `needed` privilege bits in `room`.
+    pub fn allows(&self, room: &RoomRef, needed: u32) -> Result<(), PrivateMapKeyError> {
         if &self.room != room {
             return Err(PrivateMapKeyError::RoomMismatch {
                 expected: room.clone(),
                 found: self.room.clone(),
             });
         }
-        if !self.privileges.has(Privileges::PUBLISH) {
+        if !self.privileges.has(needed) {
             return Err(PrivateMapKeyError::Insufficient {
                 granted: self.privileges.0,
-                needed: Privileges::PUBLISH,
+                needed,
             });
         }
         Ok(())

@@ -3,7 +3,8 @@
 //! the anchor's tracks (starting at the cached keyframe, so the picture appears at once) and hands frames
 //! to the WebRTC engine.
 
-use crate::auth::{unix_now, RoomRef, UserSig, UserSigError};
+use crate::auth::{unix_now, RoomRef};
+use crate::ingest::{authorize_play, Refusal};
 use crate::config::Config;
 use crate::room::{Participant, RoomHub, RoomKey};
 use crate::rtc::{
@@ -24,14 +25,8 @@ const PLI_BURST_INTERVAL: Duration = Duration::from_secs(1);
 /// Why a WHEP request failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum WhepError {
-    #[error("unknown sdkappid {0}")]
-    UnknownApp(u64),
-    #[error("missing Authorization: Bearer <UserSig of SessionID>")]
-    MissingToken,
     #[error("{0}")]
-    Token(#[from] UserSigError),
-    #[error("invalid SessionID {0:?}: use 1-32 characters from letters, digits, '_' and '-'")]
-    BadViewerId(String),
+    Refused(#[from] Refusal),
     #[error("room {room:?} of app {sdkappid} has no anchor{which}")]
     NoAnchor { sdkappid: u64, room: String, which: String },
     #[error("the offer is not valid SDP: {0}")]
@@ -51,6 +46,8 @@ pub struct PlayRequest<'a> {
     pub viewer: Option<&'a str>,
     pub anchor: Option<&'a str>,
     pub bearer: Option<&'a str>,
+    /// `?privatemapkey=`: needed on apps that `require_private_map_key`.
+    pub private_map_key: Option<&'a str>,
     pub offer: &'a str,
 }
 
@@ -79,20 +76,15 @@ impl WhepService {
     }
 
     pub async fn play(self: &Arc<Self>, req: PlayRequest<'_>) -> Result<PlayAnswer, WhepError> {
-        let app = self
-            .config
-            .app(req.sdkappid)
-            .ok_or(WhepError::UnknownApp(req.sdkappid))?;
-        if let Some(v) = req.viewer {
-            if !crate::auth::is_valid_user_id(v) {
-                return Err(WhepError::BadViewerId(v.to_string()));
-            }
-        }
-        if !app.public_playback {
-            let token = req.bearer.filter(|t| !t.is_empty()).ok_or(WhepError::MissingToken)?;
-            let viewer = req.viewer.ok_or(WhepError::BadViewerId(String::new()))?;
-            UserSig::verify(token, req.sdkappid, viewer, &app.secret_key, unix_now())?;
-        }
+        authorize_play(
+            &self.config.apps,
+            req.sdkappid,
+            &req.room,
+            req.viewer,
+            req.bearer,
+            req.private_map_key,
+            unix_now(),
+        )?;
         let key = RoomKey {
             sdkappid: req.sdkappid,
             room: req.room.clone(),

@@ -1,11 +1,13 @@
 //! Sources: each one ends by publishing `media::Frame`s into a room as a virtual anchor.
-//! What they share is here: who may publish (`authorize_publish`) and why a publish is refused (`Refusal`).
+//! What they share is here: who may publish (`authorize_publish`), who may watch (`authorize_play`), and why a
+//! request is refused (`Refusal`). These two are the only places that check UserSigs and PrivateMapKeys for
+//! media: RTMP, WHIP, the Cloud API's robots and WHEP all call them.
 
 pub mod pull;
 pub mod rtmp;
 pub mod whip;
 
-use crate::auth::{self, PrivateMapKey, PrivateMapKeyError, RoomRef, UserSig, UserSigError};
+use crate::auth::{self, PrivateMapKey, PrivateMapKeyError, Privileges, RoomRef, UserSig, UserSigError};
 use crate::config::AppConfig;
 
 /// Why a publish was refused or ended. The text is what the publisher is told (RTMP status description, HTTP
@@ -24,8 +26,10 @@ pub enum Refusal {
     BadUserId(String),
     #[error("UserSig rejected: {0}")]
     UserSig(#[from] UserSigError),
-    #[error("this app requires a privatemapkey granting enter room + send audio/video for the room")]
-    PrivateMapKeyRequired,
+    #[error("this app requires a privatemapkey granting {0} for the room")]
+    PrivateMapKeyRequired(&'static str),
+    #[error("missing Authorization: Bearer <UserSig of the SessionID user>")]
+    MissingToken,
     #[error("{0}")]
     PrivateMapKey(#[from] PrivateMapKeyError),
     #[error("B-frames are not supported (the stream has a non-zero composition time): encode with profile baseline or without B-frames (x264: -profile:v baseline or -bf 0; OBS: Profile baseline / bframes=0)")]
@@ -48,8 +52,8 @@ impl Refusal {
             Refusal::BadRoomId(_) => "bad_room_id",
             Refusal::BadUserId(_) => "bad_userid",
             Refusal::UserSig(UserSigError::Expired { .. }) => "usersig_expired",
-            Refusal::UserSig(_) => "usersig",
-            Refusal::PrivateMapKeyRequired | Refusal::PrivateMapKey(_) => "privatemapkey",
+            Refusal::UserSig(_) | Refusal::MissingToken => "usersig",
+            Refusal::PrivateMapKeyRequired(_) | Refusal::PrivateMapKey(_) => "privatemapkey",
             Refusal::BFrames => "bframes",
             Refusal::VideoCodec(_) => "video_codec",
             Refusal::AudioCodec(_) => "audio_codec",
@@ -74,6 +78,54 @@ pub fn authorize_publish<'a>(
     private_map_key: Option<&str>,
     now: u64,
 ) -> Result<&'a AppConfig, Refusal> {
+    let app = app_and_ids(apps, sdkappid, room, userid)?;
+    UserSig::verify(usersig, sdkappid, userid, &app.secret_key, now)?;
+    if app.require_private_map_key {
+        let token = private_map_key
+            .filter(|t| !t.is_empty())
+            .ok_or(Refusal::PrivateMapKeyRequired("enter room + send audio/video"))?;
+        PrivateMapKey::verify(token, sdkappid, userid, &app.secret_key, now)?.allows_publish(room)?;
+    }
+    Ok(app)
+}
+
+/// Decide whether `viewer` may watch `room` of app `sdkappid`: anyone on a `public_playback` app; otherwise a
+/// UserSig of the viewer, and on apps that `require_private_map_key`, a PrivateMapKey granting enter room +
+/// receive audio/video for the room (as TRTC asks of its own viewers).
+pub fn authorize_play<'a>(
+    apps: &'a [AppConfig],
+    sdkappid: u64,
+    room: &RoomRef,
+    viewer: Option<&str>,
+    usersig: Option<&str>,
+    private_map_key: Option<&str>,
+    now: u64,
+) -> Result<&'a AppConfig, Refusal> {
+    let app = apps
+        .iter()
+        .find(|a| a.sdkappid == sdkappid)
+        .ok_or(Refusal::UnknownApp(sdkappid))?;
+    if let Some(v) = viewer.filter(|v| !auth::is_valid_user_id(v)) {
+        return Err(Refusal::BadUserId(v.to_string()));
+    }
+    if app.public_playback {
+        return Ok(app);
+    }
+    let viewer = viewer.ok_or_else(|| Refusal::BadUserId(String::new()))?;
+    app_and_ids(apps, sdkappid, room, viewer)?;
+    let usersig = usersig.filter(|t| !t.is_empty()).ok_or(Refusal::MissingToken)?;
+    UserSig::verify(usersig, sdkappid, viewer, &app.secret_key, now)?;
+    if app.require_private_map_key {
+        let token = private_map_key
+            .filter(|t| !t.is_empty())
+            .ok_or(Refusal::PrivateMapKeyRequired("enter room + receive audio/video (?privatemapkey=)"))?;
+        PrivateMapKey::verify(token, sdkappid, viewer, &app.secret_key, now)?.allows(room, Privileges::PLAY)?;
+    }
+    Ok(app)
+}
+
+/// The app, and the id rules every participant follows.
+fn app_and_ids<'a>(apps: &'a [AppConfig], sdkappid: u64, room: &RoomRef, userid: &str) -> Result<&'a AppConfig, Refusal> {
     let app = apps
         .iter()
         .find(|a| a.sdkappid == sdkappid)
@@ -86,20 +138,12 @@ pub fn authorize_publish<'a>(
     if !auth::is_valid_user_id(userid) {
         return Err(Refusal::BadUserId(userid.to_string()));
     }
-    UserSig::verify(usersig, sdkappid, userid, &app.secret_key, now)?;
-    if app.require_private_map_key {
-        let token = private_map_key
-            .filter(|t| !t.is_empty())
-            .ok_or(Refusal::PrivateMapKeyRequired)?;
-        PrivateMapKey::verify(token, sdkappid, userid, &app.secret_key, now)?.allows_publish(room)?;
-    }
     Ok(app)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Privileges;
 
     fn apps(require: bool) -> Vec<AppConfig> {
         vec![AppConfig {
@@ -144,12 +188,60 @@ mod tests {
     }
 
     #[test]
+    fn play_rules() {
+        let room = RoomRef::Str("r1".into());
+        let sig = UserSig::generate(7, "key", "v1", 1000, 100, None);
+        let mut public = apps(false);
+        public[0].public_playback = true;
+        assert!(authorize_play(&public, 7, &room, None, None, None, 1050).is_ok());
+        assert!(matches!(
+            authorize_play(&public, 7, &room, Some("bad id"), None, None, 1050),
+            Err(Refusal::BadUserId(_))
+        ));
+        assert!(authorize_play(&apps(false), 7, &room, Some("v1"), Some(&sig), None, 1050).is_ok());
+        assert!(matches!(
+            authorize_play(&apps(false), 7, &room, Some("v1"), None, None, 1050),
+            Err(Refusal::MissingToken)
+        ));
+        assert!(matches!(
+            authorize_play(&apps(false), 7, &room, None, Some(&sig), None, 1050),
+            Err(Refusal::BadUserId(_))
+        ));
+        assert!(matches!(
+            authorize_play(&apps(false), 7, &room, Some("v2"), Some(&sig), None, 1050),
+            Err(Refusal::UserSig(_))
+        ));
+        assert!(matches!(
+            authorize_play(&apps(true), 7, &room, Some("v1"), Some(&sig), None, 1050),
+            Err(Refusal::PrivateMapKeyRequired(_))
+        ));
+        let grant = |privileges: u32| {
+            let buf = PrivateMapKey {
+                userid: "v1".into(),
+                sdkappid: 7,
+                room: room.clone(),
+                expires_at: 1100,
+                privileges: Privileges(privileges),
+            }
+            .to_userbuf();
+            UserSig::generate(7, "key", "v1", 1000, 100, Some(&buf))
+        };
+        let play = grant(Privileges::PLAY);
+        assert!(authorize_play(&apps(true), 7, &room, Some("v1"), Some(&sig), Some(&play), 1050).is_ok());
+        let publish = grant(Privileges::PUBLISH);
+        assert!(matches!(
+            authorize_play(&apps(true), 7, &room, Some("v1"), Some(&sig), Some(&publish), 1050),
+            Err(Refusal::PrivateMapKey(PrivateMapKeyError::Insufficient { .. }))
+        ));
+    }
+
+    #[test]
     fn private_map_key_when_required() {
         let room = RoomRef::Str("r1".into());
         let sig = UserSig::generate(7, "key", "u1", 1000, 100, None);
         assert!(matches!(
             authorize_publish(&apps(true), 7, &room, "u1", &sig, None, 1050),
-            Err(Refusal::PrivateMapKeyRequired)
+            Err(Refusal::PrivateMapKeyRequired(_))
         ));
         let grant = |room: RoomRef, privileges: u32| {
             let buf = PrivateMapKey {

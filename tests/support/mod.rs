@@ -275,3 +275,15 @@ pub async fn assert_still_serves(gw: &TestGateway, room: &str) {
     assert_eq!(size, Some((320, 240)), "the viewer decodes the normal publisher's picture");
     ff.kill().await;
 }
+
+/// A PrivateMapKey of the test app for `userid` in string room `room` with `privileges` (bits), valid 1 h.
+pub fn private_map_key(userid: &str, room: &str, privileges: u32) -> String {
+    let grant = roomgate::auth::PrivateMapKey {
+        userid: userid.into(),
+        sdkappid: SDKAPPID as u32,
+        room: RoomRef::Str(room.into()),
+        expires_at: (unix_now() + 3600) as u32,
+        privileges: roomgate::auth::Privileges(privileges),
+    };
+    UserSig::generate(SDKAPPID, KEY, userid, unix_now(), 3600, Some(&grant.to_userbuf()))
+}
