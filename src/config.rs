@@ -34,6 +34,7 @@ pub struct Config {
     pub rtmp: RtmpConfig,
     pub rtc: RtcConfig,
     pub audio: AudioConfig,
+    pub video: VideoConfig,
     pub apps: Vec<AppConfig>,
     /// Cloud API 3.0 credentials (TC3-HMAC-SHA256) for `POST /` actions such as StartStreamIngest.
     pub api_keys: Vec<ApiKeyConfig>,
@@ -207,6 +208,22 @@ pub struct AudioConfig {
     pub opus_bitrate: u32,
 }
 
+/// Video that roomgate decodes (VP8 publishers, pull sources it transcodes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VideoConfig {
+    /// Largest picture (width x height) a source may declare for decoding; larger ones are refused.
+    pub max_pixels: u64,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        VideoConfig {
+            max_pixels: crate::media::transcode::MAX_PIXELS,
+        }
+    }
+}
+
 /// An application: its SDKAppID and the secret key UserSigs are made with.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -264,6 +281,7 @@ impl Default for Config {
             rtmp: RtmpConfig::default(),
             rtc: RtcConfig::default(),
             audio: AudioConfig::default(),
+            video: VideoConfig::default(),
             apps: Vec::new(),
             api_keys: Vec::new(),
             api: CloudApiConfig::default(),

@@ -371,3 +371,33 @@ async fn a_joining_viewer_gets_a_keyframe_from_the_publisher_when_none_is_cached
     let plis = publisher.controls.plis.load(Ordering::Relaxed) - plis_before;
     assert!((1..=4).contains(&plis), "{plis} PLIs for 20 requests in 2 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vp8_keyframe_declaring_16383x16383_is_refused_before_decoding() {
+    let gw = start_gateway().await;
+    let mut events = gw.hub.observe();
+    let spec = MediaSpec {
+        vp8: true,
+        declared_vp8_size: Some((16383, 16383)),
+        ..MediaSpec::default()
+    };
+    let publisher = publish(&whip_url(&gw, "huge", "u1"), Some(&usersig("u1")), spec)
+        .await
+        .expect("the offer itself is fine");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let reason = loop {
+        assert!(std::time::Instant::now() < deadline, "the publish ends");
+        match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            Ok(Some(RoomEvent::AnchorLeft { reason, .. })) => break reason,
+            _ => continue,
+        }
+    };
+    assert!(
+        matches!(&reason, LeaveReason::Ended(r) if r.contains("16383x16383") && r.contains("max_pixels")),
+        "{reason:?}"
+    );
+    drop(publisher);
+    let metrics = http_get(gw.http_addr, "/metrics").await.1;
+    assert!(metrics.contains("reason=\"picture_size\""), "counted");
+    assert_still_serves(&gw, "after_huge_vp8").await;
+}

@@ -40,6 +40,8 @@ pub enum Refusal {
     AudioCodec(String),
     #[error("malformed stream: {0}")]
     Malformed(String),
+    #[error("the picture is {width}x{height}, larger than the {max_pixels} pixels this gateway decodes (video.max_pixels)")]
+    PictureTooLarge { width: u32, height: u32, max_pixels: u64 },
     #[error("replaced by a new publisher with the same sdkappid, room and userid")]
     Replaced,
 }
@@ -58,6 +60,7 @@ impl Refusal {
             Refusal::VideoCodec(_) => "video_codec",
             Refusal::AudioCodec(_) => "audio_codec",
             Refusal::Malformed(_) => "malformed",
+            Refusal::PictureTooLarge { .. } => "picture_size",
             Refusal::Replaced => "replaced",
         }
     }

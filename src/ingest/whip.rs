@@ -175,7 +175,14 @@ impl WhipService {
             ..Default::default()
         });
         let transcoder = match vp8_mid {
-            Some(_) => match VideoTranscoder::start(VideoInput::vp8(), anchor.sink(), label.clone()) {
+            Some(_) => match VideoTranscoder::start(
+                VideoInput {
+                    max_pixels: self.config.video.max_pixels,
+                    ..VideoInput::vp8()
+                },
+                anchor.sink(),
+                label.clone(),
+            ) {
                 Ok(t) => Some(t),
                 Err(e) => {
                     self.engine.remove(engine_id).await;
@@ -194,7 +201,8 @@ impl WhipService {
         });
         tracing::info!(sdkappid = req.sdkappid, room = %req.room, userid, session = engine_id, "WHIP publish started");
         metrics::gauge!("roomgate_whip_sessions").increment(1.0);
-        let publisher = WhipPublisher::new(anchor, video_mid, transcoder, label);
+        let mut publisher = WhipPublisher::new(anchor, video_mid, transcoder, label);
+        publisher.max_pixels = self.config.video.max_pixels;
         let timeout = Duration::from_secs(self.config.rtc.session_timeout_secs.max(1));
         tokio::spawn(run(
             self.clone(),
@@ -310,6 +318,8 @@ struct WhipPublisher {
     transcoder: Option<VideoTranscoder>,
     /// The VP8 decoder needs a keyframe before its output is worth anything.
     vp8_needs_keyframe: bool,
+    /// Largest VP8 picture a keyframe may declare (`video.max_pixels`).
+    max_pixels: u64,
     label: String,
     /// First media arrival: the shared clock origin of audio and video.
     origin: Option<Instant>,
@@ -332,6 +342,7 @@ impl WhipPublisher {
             video_mid,
             transcoder,
             vp8_needs_keyframe: true,
+            max_pixels: crate::media::transcode::MAX_PIXELS,
             label,
             origin: None,
             video_base: None,
@@ -412,23 +423,32 @@ impl WhipPublisher {
                     received_at: arrived,
                 });
             }
-            RtcCodec::Vp8 => return Ok(self.on_vp8(d, origin)),
+            RtcCodec::Vp8 => return self.on_vp8(d, origin),
             _ => {}
         }
         Ok(MediaOutcome::Taken)
     }
 
-    fn on_vp8(&mut self, d: &MediaData, origin: Instant) -> MediaOutcome {
+    fn on_vp8(&mut self, d: &MediaData, origin: Instant) -> Result<MediaOutcome, Refusal> {
         let Some(t) = &self.transcoder else {
-            return MediaOutcome::Taken;
+            return Ok(MediaOutcome::Taken);
         };
         // VP8 payload header (RFC 7741 §4.3): bit 0 of the first byte is 0 on a key frame.
         let key = d.data.first().is_some_and(|b| b & 1 == 0);
+        if let Some((width, height)) = crate::media::vp8::keyframe_size(&d.data) {
+            if width as u64 * height as u64 > self.max_pixels {
+                return Err(Refusal::PictureTooLarge {
+                    width,
+                    height,
+                    max_pixels: self.max_pixels,
+                });
+            }
+        }
         if !d.contiguous && !key {
             self.vp8_needs_keyframe = true;
         }
         if self.vp8_needs_keyframe && !key {
-            return MediaOutcome::NeedKeyframe;
+            return Ok(MediaOutcome::NeedKeyframe);
         }
         self.vp8_needs_keyframe = false;
         let pts = Self::pts(
@@ -439,7 +459,7 @@ impl WhipPublisher {
             VIDEO_CLOCK,
         );
         metrics::counter!("roomgate_frames_in_total", "source" => "whip", "kind" => "video").increment(1);
-        match t.push(Bytes::copy_from_slice(&d.data), pts, d.network_time) {
+        Ok(match t.push(Bytes::copy_from_slice(&d.data), pts, d.network_time) {
             Ok(()) => MediaOutcome::Taken,
             Err(e) => {
                 tracing::warn!(anchor = %self.label, error = %e, "VP8 frame dropped; waiting for a keyframe");
@@ -447,7 +467,7 @@ impl WhipPublisher {
                 self.vp8_needs_keyframe = true;
                 MediaOutcome::NeedKeyframe
             }
-        }
+        })
     }
 
     fn set_info(&mut self, info: SpsInfo) {

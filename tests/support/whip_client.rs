@@ -25,6 +25,8 @@ pub struct MediaSpec {
     pub skip_first_keyframe: bool,
     /// Offer and send VP8 (libvpx) instead of H.264, as some browsers do.
     pub vp8: bool,
+    /// VP8 only: rewrite every keyframe header to declare this picture size (a hostile publisher).
+    pub declared_vp8_size: Option<(u16, u16)>,
 }
 
 impl Default for MediaSpec {
@@ -36,6 +38,7 @@ impl Default for MediaSpec {
             bframes: false,
             skip_first_keyframe: false,
             vp8: false,
+            declared_vp8_size: None,
         }
     }
 }
@@ -119,6 +122,13 @@ pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<EncodedVideo>, Vec<Vec<
     enc.send_eof().unwrap();
     while enc.receive_packet(&mut pkt).is_ok() {
         video.push((pkt.is_key(), pkt.data().unwrap().to_vec()));
+    }
+    if let (true, Some((w, h))) = (spec.vp8, spec.declared_vp8_size) {
+        for (key, data) in video.iter_mut().filter(|(k, _)| *k) {
+            assert!(*key && data.len() >= 10 && data[3..6] == [0x9d, 0x01, 0x2a], "a VP8 keyframe header");
+            data[6..8].copy_from_slice(&(w & 0x3FFF).to_le_bytes());
+            data[8..10].copy_from_slice(&(h & 0x3FFF).to_le_bytes());
+        }
     }
 
     let codec = ff::encoder::find_by_name("libopus").expect("libopus");

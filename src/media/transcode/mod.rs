@@ -5,7 +5,7 @@ pub mod audio;
 pub mod video;
 
 pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, TranscodeError};
-pub use video::{VideoInput, VideoTranscoder};
+pub use video::{VideoInput, VideoTranscoder, MAX_PIXELS};
 
 use ffmpeg_next as ff;
 
@@ -48,6 +48,13 @@ pub fn init_libav() {
 }
 
 /// Hand the decoder its codec configuration (AudioSpecificConfig for AAC, avcC for H.264...).
+/// Largest picture (width x height) a decoder may allocate; libav refuses larger ones with an error.
+pub(crate) fn set_max_pixels(ctx: &mut ff::codec::Context, max_pixels: u64) {
+    unsafe {
+        (*ctx.as_mut_ptr()).max_pixels = max_pixels.min(i64::MAX as u64) as i64;
+    }
+}
+
 pub(crate) fn set_extradata(ctx: &mut ff::codec::Context, data: &[u8]) {
     unsafe {
         let raw = ctx.as_mut_ptr();

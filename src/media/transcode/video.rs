@@ -37,7 +37,12 @@ pub struct VideoInput {
     pub size: Option<(u32, u32)>,
     /// Keyframe interval in seconds (2 when `None`).
     pub keyframe_secs: Option<u32>,
+    /// Largest decoded picture (width x height); larger ones are refused by the decoder.
+    pub max_pixels: u64,
 }
+
+/// The default of `max_pixels`: 3840x2160.
+pub const MAX_PIXELS: u64 = 3840 * 2160;
 
 impl VideoInput {
     pub fn vp8() -> Self {
@@ -49,6 +54,7 @@ impl VideoInput {
             parameters: None,
             size: None,
             keyframe_secs: None,
+            max_pixels: MAX_PIXELS,
         }
     }
 
@@ -62,6 +68,7 @@ impl VideoInput {
             parameters: Some(parameters),
             size: None,
             keyframe_secs: None,
+            max_pixels: MAX_PIXELS,
         }
     }
 }
@@ -243,6 +250,7 @@ impl VideoPipeline {
             });
         }
         ctx.set_time_base(ff::Rational::new(1, VIDEO_CLOCK as i32));
+        super::set_max_pixels(&mut ctx, input.max_pixels);
         let decoder = ctx.decoder().video()?;
         Ok(VideoPipeline {
             decoder,
@@ -330,9 +338,12 @@ impl Encoder {
         enc.set_gop(gop);
         enc.set_max_b_frames(0);
         // About 0.1 bit per pixel per frame (720p30: 2.8 Mbit/s), unless the task says otherwise.
-        let bits = bitrate.unwrap_or_else(|| (width * height * fps / 10).clamp(200_000, 8_000_000));
+        let bits = bitrate.map_or_else(
+            || (width as u64 * height as u64 * fps as u64 / 10).clamp(200_000, 8_000_000),
+            u64::from,
+        );
         enc.set_bit_rate(bits as usize);
-        enc.set_max_bit_rate(bits as usize * 3 / 2);
+        enc.set_max_bit_rate((bits * 3 / 2) as usize);
         let mut opts = ff::Dictionary::new();
         opts.set("preset", "veryfast");
         opts.set("tune", "zerolatency");
