@@ -6,6 +6,7 @@
 //! active ones after a restart. Everything that happens to a task is reported through one place, `IngestEvent`
 //! observers (the callbacks module turns them into 701/702).
 
+pub mod policy;
 mod runner;
 pub mod source;
 
