@@ -7,6 +7,7 @@
 //! observers (the callbacks module turns them into 701/702).
 
 pub mod policy;
+pub mod proxy;
 mod runner;
 pub mod source;
 
