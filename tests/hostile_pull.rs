@@ -315,3 +315,104 @@ async fn a_new_url_ends_the_demo_tasks_trust() {
         "the new URL's redirect to a private address was followed"
     );
 }
+
+/// An HTTPS server (python3, a throwaway self-signed certificate) serving `dir` on 127.0.0.1.
+async fn https_source(dir: &std::path::Path) -> (SocketAddr, tokio::process::Child) {
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(made.success());
+    let port = support::nginx::free_port();
+    let script = format!(
+        "import http.server, ssl\n\
+         h = http.server.HTTPServer(('127.0.0.1', {port}), http.server.SimpleHTTPRequestHandler)\n\
+         c = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); c.load_cert_chain('cert.pem', 'key.pem')\n\
+         h.socket = c.wrap_socket(h.socket, server_side=True)\n\
+         h.serve_forever()\n"
+    );
+    let child = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (addr, child)
+}
+
+/// libav opens `url` the way the pull runner does for an http(s) source; the demuxer's name or the error.
+fn libav_open(url: &str, proxy: &str) -> Result<String, String> {
+    roomgate::media::transcode::init_libav();
+    let mut opts = ffmpeg_next::Dictionary::new();
+    opts.set("protocol_whitelist", "http,https,tls,tcp,httpproxy,crypto");
+    opts.set("max_redirects", "0");
+    opts.set("http_proxy", proxy);
+    opts.set("rw_timeout", "3000000");
+    ffmpeg_next::format::input_with_dictionary(&url, opts)
+        .map(|i| i.format().name().to_string())
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_sources_tunnel_through_the_proxy_to_checked_addresses_only() {
+    use roomgate::ingest::pull::{policy::AddressPolicy, proxy::SourceProxy};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.mp3"), mp3()).unwrap();
+    let (addr, _server) = https_source(dir.path()).await;
+    let target = Target::bind("127.0.0.2").await;
+    let proxy = SourceProxy::start(Duration::from_secs(3)).unwrap();
+    let session = proxy.session(
+        AddressPolicy {
+            allow_all: false,
+            allowed: vec!["127.0.0.1/32".parse().unwrap()],
+        },
+        "https-test",
+    );
+    // libav answers the proxy's 407 with the session's credentials, then tunnels TLS with CONNECT.
+    let (ok, url) = (format!("https://{addr}/a.mp3"), session.url());
+    let opened = tokio::task::spawn_blocking(move || libav_open(&ok, &url))
+        .await
+        .unwrap();
+    assert_eq!(opened.as_deref(), Ok("mp3"), "{opened:?}");
+    assert!(!session.refused());
+    let (bad, url) = (format!("https://{}/a.mp3", target.addr), session.url());
+    let opened = tokio::task::spawn_blocking(move || libav_open(&bad, &url))
+        .await
+        .unwrap();
+    assert!(opened.is_err(), "{opened:?}");
+    assert!(session.refused());
+    assert_eq!(target.hits(), 0, "the refused address was contacted");
+    // Without the session's token the proxy serves nobody.
+    let (ok, url) = (
+        format!("https://{addr}/a.mp3"),
+        format!("http://roomgate:not-a-token@{}", proxy.addr()),
+    );
+    let opened = tokio::task::spawn_blocking(move || libav_open(&ok, &url))
+        .await
+        .unwrap();
+    assert!(opened.is_err(), "{opened:?}");
+}
