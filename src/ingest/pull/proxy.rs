@@ -657,6 +657,11 @@ mod tests {
             }
         });
         let proxy = SourceProxy::start(Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            proxy.addr().ip(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "reachable from this host only"
+        );
         let session = proxy.session(
             AddressPolicy {
                 allow_all: false,
