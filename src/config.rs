@@ -101,7 +101,12 @@ impl Default for CloudApiConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct PullConfig {
     /// Allow sources on loopback, private, link-local and other non-public addresses (off: SSRF protection).
+    /// All or nothing; `allow_private_cidrs` allows exact ranges instead.
     pub allow_private_sources: bool,
+    /// Private ranges sources may use although `allow_private_sources` is off (an operator's own media
+    /// servers), e.g. `["10.1.2.0/24"]`; every other non-public address stays refused. Checked by the pre-flight
+    /// and at every connection libav makes. A value that is not a CIDR is a config error.
+    pub allow_private_cidrs: Vec<crate::ingest::pull::policy::Cidr>,
     /// Tasks running at once; more get FailedOperation.RestrictedConcurrency.
     pub max_tasks: usize,
     /// Seconds to connect to and open a source before the attempt fails.
@@ -114,6 +119,7 @@ impl Default for PullConfig {
     fn default() -> Self {
         PullConfig {
             allow_private_sources: false,
+            allow_private_cidrs: Vec::new(),
             max_tasks: 100,
             open_timeout_secs: 10,
             read_timeout_secs: 10,
@@ -606,6 +612,17 @@ fn typed_like(existing: Option<&toml::Value>, raw: &str) -> Result<toml::Value, 
         Some(toml::Value::Float(_)) => {
             toml::Value::Float(raw.trim().parse().map_err(|_| format!("{raw:?} is not a number"))?)
         }
+        // A list: comma-separated elements (integers stay integers), e.g. `10.1.2.0/24,10.9.0.0/16`.
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(|e| match e.parse::<i64>() {
+                    Ok(i) => toml::Value::Integer(i),
+                    Err(_) => toml::Value::String(e.into()),
+                })
+                .collect(),
+        ),
         _ => toml::Value::String(raw.into()),
     })
 }
@@ -625,6 +642,32 @@ mod tests {
         assert_eq!(c.http.listen.port(), 8080);
         assert_eq!(c.data_dir, PathBuf::from("./roomgate-data"));
         assert_eq!(c.audio.opus_bitrate, 64000);
+    }
+
+    #[test]
+    fn allowed_private_cidrs_are_parsed_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("roomgate.toml");
+        std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"10.1.2.0/24\"]\n").unwrap();
+        let c = Config::load(Some(&f), vec![]).unwrap();
+        assert_eq!(c.pull.allow_private_cidrs.len(), 1);
+        assert!(c.pull.allow_private_cidrs[0].contains("10.1.2.3".parse().unwrap()));
+        assert!(!c.pull.allow_private_sources);
+
+        std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"10.1.2.0/33\"]\n").unwrap();
+        let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+        assert!(e.contains("invalid config") && e.contains("10.1.2.0/33"), "{e}");
+        std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"intranet\"]\n").unwrap();
+        let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+        assert!(e.contains("not a CIDR"), "{e}");
+
+        let c = Config::load(
+            None,
+            env(&[("ROOMGATE_PULL_ALLOW_PRIVATE_CIDRS", "10.1.2.0/24, 192.168.7.0/24")]),
+        )
+        .unwrap();
+        assert_eq!(c.pull.allow_private_cidrs.len(), 2);
+        assert!(Config::load(None, env(&[("ROOMGATE_PULL_ALLOW_PRIVATE_CIDRS", "10.1.2.3/8")])).is_err());
     }
 
     #[test]

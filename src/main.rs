@@ -175,7 +175,20 @@ fn app_for(config: &Config, sdkappid: Option<u64>) -> Result<&AppConfig, String>
     }
 }
 
+/// libav reads the lower-case `no_proxy` and connects directly to the hosts it names, around the source proxy
+/// that checks pull tasks' connections. Move it to `NO_PROXY` (which reqwest, for callbacks, reads first) before
+/// any thread starts; the pull service refuses http(s) sources while `no_proxy` is still set.
+fn hide_no_proxy_from_libav() {
+    if let Some(v) = std::env::var_os("no_proxy") {
+        if std::env::var_os("NO_PROXY").is_none() {
+            std::env::set_var("NO_PROXY", &v);
+        }
+        std::env::remove_var("no_proxy");
+    }
+}
+
 fn main() {
+    hide_no_proxy_from_libav();
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Serve {

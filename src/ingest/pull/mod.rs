@@ -6,6 +6,8 @@
 //! active ones after a restart. Everything that happens to a task is reported through one place, `IngestEvent`
 //! observers (the callbacks module turns them into 701/702).
 
+pub mod policy;
+pub mod proxy;
 mod runner;
 pub mod source;
 
@@ -52,7 +54,7 @@ pub struct TaskSpec {
     #[serde(default)]
     pub audio_encode_params: Option<AudioEncodeParams>,
     /// A source the gateway itself chose (the demo task): exempt from the private-address policy. Never set
-    /// from the API.
+    /// from the API, and cleared when UpdateStreamIngest gives the task another URL.
     #[serde(default)]
     pub trusted_source: bool,
 }
@@ -257,7 +259,11 @@ pub struct PullService {
     config: Arc<Config>,
     store: Arc<Store>,
     runtime: tokio::runtime::Handle,
+    /// Pre-flight clients: under the configured policy, and for trusted sources.
     http: reqwest::Client,
+    http_trusted: reqwest::Client,
+    /// Every http(s) connection libav makes goes through it (`None` only when loopback cannot be bound).
+    proxy: Option<proxy::SourceProxy>,
     tasks: Mutex<HashMap<String, Arc<IngestTask>>>,
     observers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<IngestEvent>>>,
 }
@@ -265,16 +271,58 @@ pub struct PullService {
 impl PullService {
     /// Must be called inside the tokio runtime (runner threads use its handle for network pre-flights).
     pub fn new(hub: Arc<RoomHub>, config: Arc<Config>, store: Arc<Store>) -> Arc<PullService> {
-        let http = source::preflight_client(std::time::Duration::from_secs(config.pull.open_timeout_secs));
+        let timeout = std::time::Duration::from_secs(config.pull.open_timeout_secs.max(1));
+        let http = source::preflight_client(timeout, policy::AddressPolicy::from_config(&config.pull, false));
+        let http_trusted = source::preflight_client(timeout, policy::AddressPolicy::from_config(&config.pull, true));
+        let proxy = match proxy::SourceProxy::start(timeout) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the source proxy on loopback; http(s) pull tasks will fail");
+                None
+            }
+        };
         Arc::new(PullService {
             hub,
             config,
             store,
             runtime: tokio::runtime::Handle::current(),
             http,
+            http_trusted,
+            proxy,
             tasks: Mutex::default(),
             observers: Mutex::default(),
         })
+    }
+
+    /// The address policy of a task's source.
+    fn policy(&self, trusted: bool) -> policy::AddressPolicy {
+        policy::AddressPolicy::from_config(&self.config.pull, trusted)
+    }
+
+    /// The pre-flight client for that policy.
+    fn preflight_client(&self, trusted: bool) -> &reqwest::Client {
+        if trusted {
+            &self.http_trusted
+        } else {
+            &self.http
+        }
+    }
+
+    /// A proxy session for one opening of an http(s) source under `policy`; `Err` (logged) when libav's
+    /// traffic cannot be held to the proxy.
+    fn proxy_session(&self, policy: policy::AddressPolicy, label: &str) -> Result<proxy::ProxySession, ()> {
+        if std::env::var_os("no_proxy").is_some_and(|v| !v.is_empty()) {
+            // libav connects directly to the hosts `no_proxy` names, around the proxy and its checks.
+            tracing::error!("the no_proxy environment variable is set: http(s) sources are refused (unset it, or start roomgate with `serve`, which moves it to NO_PROXY)");
+            return Err(());
+        }
+        match &self.proxy {
+            Some(p) => Ok(p.session(policy, label)),
+            None => {
+                tracing::error!("the source proxy is not running: http(s) sources are refused");
+                Err(())
+            }
+        }
     }
 
     /// Receive every task event from now on.
@@ -300,7 +348,7 @@ impl PullService {
     /// Start a task (the spec is validated by the caller). Returns its id.
     pub async fn start(self: &Arc<Self>, spec: TaskSpec) -> Result<String, PullError> {
         let url = source::parse_source_url(&spec.stream_url)?;
-        source::check_destination(&url, self.config.pull.allow_private_sources || spec.trusted_source).await?;
+        source::check_destination(&url, &self.policy(spec.trusted_source)).await?;
         let id = new_task_id();
         let task = {
             let mut tasks = self.tasks.lock().expect("tasks lock");
@@ -453,12 +501,14 @@ impl PullService {
             .ok_or(PullError::TaskNotExist)?;
         if let Some(url) = &update.stream_url {
             let parsed = source::parse_source_url(url)?;
-            source::check_destination(&parsed, self.config.pull.allow_private_sources).await?;
+            source::check_destination(&parsed, &self.policy(false)).await?;
         }
         let spec = {
             let mut spec = task.spec.lock().expect("spec lock");
             if let Some(url) = update.stream_url {
                 spec.stream_url = url;
+                // The trust was in the URL the gateway chose, not in whatever replaces it.
+                spec.trusted_source = false;
                 task.control.url_generation.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(v) = update.volume {
@@ -581,16 +631,11 @@ fn new_task_id() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// A URL for the log without its query (signed URLs carry credentials there).
+/// A URL for the log and for callers without its userinfo, query or fragment (signed URLs carry credentials
+/// there).
 pub fn redact(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) => {
-            if u.query().is_some() {
-                u.set_query(Some("…"));
-            }
-            let _ = u.set_password(None);
-            u.to_string()
-        }
+        Ok(u) => source::redact(&u),
         Err(_) => "<invalid url>".into(),
     }
 }

@@ -6,6 +6,7 @@
 //! Output timeline: a frame's room timestamp is the wall-clock time (since the task began) it is due, so loops,
 //! reopenings, pauses and tempo changes all stay monotonic and in step with real time.
 
+use super::proxy::ProxyEvent;
 use super::source;
 use super::{IngestEventKind, IngestTask, PullService, SourceInfo, TaskState};
 use crate::media::h264::{self, AvcConfig};
@@ -24,6 +25,19 @@ const RETRY_DELAYS: [Duration; 3] = [Duration::ZERO, Duration::from_secs(1), Dur
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// A source that played this long before breaking gets a fresh retry schedule.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Protocols libav may use for an http(s) source: the http stack through the source proxy (`httpproxy` is the
+/// CONNECT tunnel to it, `tcp` its connection to the proxy) and `crypto`, which only decrypts what another
+/// whitelisted protocol fetched (AES-128 HLS segments). No `file`, `udp`, `rtp`, `data`, `concat`, `subfile`...
+const HTTP_PROTOCOLS: &str = "http,https,tls,tcp,httpproxy,crypto";
+/// Protocols libav may use for an rtmp source.
+const RTMP_PROTOCOLS: &str = "rtmp,tcp";
+/// Demuxers libav may use (the formats the README documents), on the source and inside HLS. None of them opens
+/// URLs of its own except `hls`, whose playlist entries are held to the protocols above and to the proxy. Not
+/// here on purpose: `sdp`/`rtp`/`rtsp` (open UDP to any host), `concat`, `dash`, `image2`, `tee`...
+const FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,flv,live_flv,mpegts,hls,matroska,webm,mp3,aac,ogg,wav,flac";
+/// What callers see for a format (or a URL inside it) libav was not allowed to use.
+const FORMAT_REFUSED: &str = "unsupported source: its container format is not accepted (FLV, MP4/MOV/M4A, MPEG-TS, \
+     HLS, Matroska/WebM, MP3, AAC, Ogg, WAV and FLAC are)";
 
 /// How one opening of the source ended.
 enum Played {
@@ -239,14 +253,16 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
     // Policy and pre-flight (HTTP status, redirects, TLS) before libav sees the URL.
     let url = match source::parse_source_url(&spec.stream_url) {
         Ok(u) => u,
-        Err(e) => return failed(e.to_string()),
+        Err(e) => return failed(e.public_reason()),
     };
+    let policy = s.service.policy(spec.trusted_source);
     let preflight = {
         let service = s.service;
         let task2 = task.clone();
+        let client = service.preflight_client(spec.trusted_source);
         service.runtime.block_on(async {
             tokio::select! {
-                r = source::preflight(&service.http, &url, config.pull.allow_private_sources || spec.trusted_source) => Some(r),
+                r = source::preflight(client, &url, &policy) => Some(r),
                 _ = async { while !task2.stop_requested() { tokio::time::sleep(Duration::from_millis(50)).await } } => None,
             }
         })
@@ -254,10 +270,14 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
     let open_url = match preflight {
         None => return Played::Stopped,
         Some(Ok(u)) => u,
-        Some(Err(e)) => return failed(e.to_string()),
+        Some(Err(e)) => {
+            tracing::warn!(task = %task.id, url = %source::redact(&url), error = %e, "pull source pre-flight failed");
+            return failed(e.public_reason());
+        }
     };
 
-    // libav open, bounded by open_timeout and interruptible by Stop.
+    // libav open, bounded by open_timeout and interruptible by Stop; http(s) only through the source proxy, no
+    // redirects of its own, whitelisted protocols and formats only.
     let deadline = Arc::new(Deadline {
         base: Instant::now(),
         at_ms: AtomicU64::new(0),
@@ -271,6 +291,27 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
     let mut opts = ff::Dictionary::new();
     opts.set("rw_timeout", &read_timeout.as_micros().to_string());
     opts.set("user_agent", concat!("roomgate/", env!("CARGO_PKG_VERSION")));
+    opts.set("format_whitelist", FORMATS);
+    let proxy = if open_url.scheme() == "rtmp" {
+        opts.set("protocol_whitelist", RTMP_PROTOCOLS);
+        None
+    } else {
+        let Ok(session) = s.service.proxy_session(policy, &task.id[..8]) else {
+            return failed(source::NOT_OPENED.to_string());
+        };
+        opts.set("protocol_whitelist", HTTP_PROTOCOLS);
+        opts.set("http_proxy", &session.url());
+        opts.set("max_redirects", "0");
+        Some(session)
+    };
+    // What the proxy refused outranks what libav made of it (a 403, a failed segment, an early end).
+    let failed = |reason: String| Played::Failed {
+        reason: match &proxy {
+            Some(p) if p.refused() => source::REFUSED_ADDRESS.to_string(),
+            _ => reason,
+        },
+        played_for: opened_at.elapsed(),
+    };
     deadline.set(Duration::from_secs(config.pull.open_timeout_secs.max(1)));
     let cb = {
         let task = task.clone();
@@ -280,7 +321,12 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
     let mut input = match ff::format::input_with_interrupt_and_dictionary(&open_url.as_str(), cb, opts) {
         Ok(i) => i,
         Err(_) if task.stop_requested() => return Played::Stopped,
-        Err(e) => return failed(open_error(&e, deadline.passed())),
+        Err(e) => {
+            let events = proxy.as_ref().map(|p| p.events()).unwrap_or_default();
+            tracing::warn!(task = %task.id, url = %source::redact(&open_url), error = %e, timed_out = deadline.passed(),
+                proxy = ?events, "libav cannot open the pull source");
+            return failed(open_error(&e, deadline.passed(), &events));
+        }
     };
 
     // Streams: the best video (not a cover picture) and the best audio.
@@ -741,10 +787,14 @@ fn start_video_transcoder(
     VideoTranscoder::start(input, anchor.sink(), label.to_string())
 }
 
-/// A reason for a source libav could not open, distinct per cause.
-fn open_error(e: &ff::Error, timed_out: bool) -> String {
-    if timed_out {
-        return "timed out opening the source".to_string();
+/// The reason callers see for a source libav could not open: what the source's server answered (HTTP status,
+/// not media, a format we refuse) stays visible; anything about reaching an address is one generic reason.
+fn open_error(e: &ff::Error, timed_out: bool, proxy: &[ProxyEvent]) -> String {
+    if proxy.iter().any(|ev| matches!(ev, ProxyEvent::Refused { .. })) {
+        return source::REFUSED_ADDRESS.into();
+    }
+    if timed_out || proxy.iter().any(|ev| matches!(ev, ProxyEvent::Unreachable { .. })) {
+        return source::NOT_OPENED.into();
     }
     match e {
         ff::Error::HttpNotFound => "the server answered HTTP 404 Not Found".into(),
@@ -753,17 +803,24 @@ fn open_error(e: &ff::Error, timed_out: bool) -> String {
         ff::Error::HttpServerError => "the server answered HTTP 5xx".into(),
         ff::Error::InvalidData => "not a media file libav recognizes (unknown format or corrupt data)".into(),
         ff::Error::Eof => "empty source: it ended before any media".into(),
-        ff::Error::ProtocolNotFound => "protocol not supported by this libav build".into(),
-        ff::Error::DemuxerNotFound => "container format not supported".into(),
-        ff::Error::Other { errno } if *errno == libc_errno::ECONNREFUSED => "connection refused".into(),
-        ff::Error::Other { errno } if *errno == libc_errno::ETIMEDOUT => "timed out connecting to the source".into(),
-        other => format!("cannot open the source: {other}"),
+        ff::Error::ProtocolNotFound | ff::Error::DemuxerNotFound => FORMAT_REFUSED.into(),
+        // What a format or protocol whitelist answers.
+        ff::Error::Other { errno } if *errno == libc_errno::EINVAL => FORMAT_REFUSED.into(),
+        _ => match proxy.iter().find_map(|ev| match ev {
+            ProxyEvent::Redirected { status } => Some(*status),
+            _ => None,
+        }) {
+            Some(status) => format!(
+                "the source answered the media request with a redirect (HTTP {status}) it did not send the \
+                 pre-flight; such redirects are not followed"
+            ),
+            None => source::NOT_OPENED.into(),
+        },
     }
 }
 
 mod libc_errno {
-    pub const ECONNREFUSED: i32 = 111;
-    pub const ETIMEDOUT: i32 = 110;
+    pub const EINVAL: i32 = 22;
 }
 
 #[cfg(test)]
@@ -849,5 +906,38 @@ mod tests {
         assert_eq!(&annex_b_with_parameter_sets(&delta, false, &extradata)[..], &delta);
         let with_sps = [0u8, 0, 0, 1, 0x67, 5, 0, 0, 0, 1, 0x65, 9];
         assert_eq!(&annex_b_with_parameter_sets(&with_sps, true, &extradata)[..], &with_sps);
+    }
+
+    #[test]
+    fn open_errors_show_what_the_server_said_and_nothing_about_addresses() {
+        let errno = |e: i32| ff::Error::Other { errno: e };
+        for (e, timed_out) in [
+            (errno(111), false),
+            (errno(110), false),
+            (errno(5), false),
+            (ff::Error::HttpNotFound, true),
+        ] {
+            assert_eq!(open_error(&e, timed_out, &[]), source::NOT_OPENED, "{e:?}");
+        }
+        assert!(open_error(&ff::Error::HttpNotFound, false, &[]).contains("HTTP 404"));
+        assert!(open_error(&ff::Error::InvalidData, false, &[]).contains("not a media file"));
+        assert_eq!(open_error(&errno(libc_errno::EINVAL), false, &[]), FORMAT_REFUSED);
+        let refused = ProxyEvent::Refused {
+            host: "internal".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+        };
+        // The proxy's 403 is not the source's.
+        assert_eq!(
+            open_error(&ff::Error::HttpForbidden, false, &[refused]),
+            source::REFUSED_ADDRESS
+        );
+        // Nor its 502.
+        let unreachable = ProxyEvent::Unreachable { host: "h".into() };
+        assert_eq!(
+            open_error(&ff::Error::HttpServerError, false, &[unreachable]),
+            source::NOT_OPENED
+        );
+        let redirected = ProxyEvent::Redirected { status: 302 };
+        assert!(open_error(&errno(5), false, &[redirected]).contains("redirect (HTTP 302)"));
     }
 }

@@ -1,11 +1,16 @@
 //! Where a pull task may connect: scheme and address policy (SSRF protection) and the HTTP pre-flight that follows
-//! redirects one hop at a time, re-checking each, and turns the common failures into distinct reasons.
+//! redirects one hop at a time, re-checking each, and turns the common failures into reasons.
 //!
-//! What this does not cover (documented in the README): libav resolves the name again when it connects (a DNS
-//! answer that changes between our check and its connect is not seen), and the segment URLs inside an HLS
-//! playlist are fetched by libav without our check.
+//! The pre-flight's client resolves names through `PolicyResolver`, so the addresses it connects to are the ones
+//! the policy saw (no second lookup an attacker's DNS could answer differently). libav never follows redirects
+//! itself and reaches http(s) hosts only through the `proxy`, which checks every connection the same way.
+//!
+//! Reasons have two audiences: the log gets every detail (`Display`), API callers get `public_reason`, which
+//! never tells a refused connection from a timeout or a TLS failure (no port-scan oracle) and names no address.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use super::policy::AddressPolicy;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
 use url::Url;
 
 /// Schemes a source URL may use.
@@ -13,14 +18,22 @@ pub const SCHEMES: &[&str] = &["http", "https", "rtmp"];
 /// Redirect hops followed before giving up.
 const MAX_REDIRECTS: usize = 5;
 
-/// Why a source cannot be used. Each variant is a distinct reason users see in Describe and the log.
+/// What API callers see for a source that could not be reached (refused, timed out, TLS, DNS): one reason for all.
+pub const NOT_OPENED: &str = "the source could not be opened (the gateway log has the details)";
+/// What API callers see when the source (or a redirect, playlist entry or DNS answer of it) led to an address the
+/// policy refuses.
+pub const REFUSED_ADDRESS: &str = "the source redirected or pointed to an address that is not allowed \
+     (private, loopback or link-local; see pull.allow_private_cidrs)";
+
+/// Why a source cannot be used. `Display` is the detailed reason for the log; `public_reason` is what callers see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
     #[error("not a valid URL: {0}")]
     BadUrl(String),
     #[error("scheme {0:?} is not supported: use http, https or rtmp")]
     BadScheme(String),
-    #[error("the source address {ip} of {host} is private, loopback or link-local (set pull.allow_private_sources to allow it)")]
+    /// The address is kept for the log (`Debug`); the message names only the host the caller gave.
+    #[error("the source host {host} has a private, loopback or link-local address (pull.allow_private_cidrs or pull.allow_private_sources allow it)")]
     PrivateAddress { host: String, ip: IpAddr },
     #[error("cannot resolve {host}: {why}")]
     Resolve { host: String, why: String },
@@ -30,6 +43,7 @@ pub enum SourceError {
     ConnectTimeout(String),
     #[error("TLS error with {host}: {why}")]
     Tls { host: String, why: String },
+    /// `url` is redacted (no userinfo, query or fragment).
     #[error("the server answered HTTP {status} for {url}")]
     HttpStatus { status: u16, url: String },
     #[error("empty source: the server sent no data")]
@@ -38,6 +52,36 @@ pub enum SourceError {
     TooManyRedirects,
     #[error("HTTP request failed: {0}")]
     Http(String),
+}
+
+impl SourceError {
+    /// The reason API callers (Describe, `/v1/tasks`, callbacks) see: what the source's own server answered stays
+    /// visible (HTTP status, empty body, redirect loops); anything about reaching an address does not.
+    pub fn public_reason(&self) -> String {
+        match self {
+            SourceError::BadUrl(_)
+            | SourceError::BadScheme(_)
+            | SourceError::HttpStatus { .. }
+            | SourceError::Empty
+            | SourceError::TooManyRedirects => self.to_string(),
+            SourceError::PrivateAddress { .. } => REFUSED_ADDRESS.to_string(),
+            SourceError::Resolve { .. }
+            | SourceError::ConnectionRefused(_)
+            | SourceError::ConnectTimeout(_)
+            | SourceError::Tls { .. }
+            | SourceError::Http(_) => NOT_OPENED.to_string(),
+        }
+    }
+}
+
+/// A URL fit for a reason or a log line: no userinfo, query or fragment (signed URLs carry credentials there).
+pub fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
 }
 
 /// Parse and check the syntax and scheme of a source URL (what StartStreamIngest validates before answering).
@@ -94,8 +138,8 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || o[0] >= 240)
 }
 
-/// Resolve the URL's host and refuse it when any address is not public (unless `allow_private`).
-pub async fn check_destination(url: &Url, allow_private: bool) -> Result<Vec<IpAddr>, SourceError> {
+/// Resolve the URL's host and refuse it when the policy refuses any of its addresses.
+pub async fn check_destination(url: &Url, policy: &AddressPolicy) -> Result<Vec<IpAddr>, SourceError> {
     let host = url.host_str().unwrap_or_default().to_string();
     let port = url.port_or_known_default().unwrap_or(1935);
     let ips: Vec<IpAddr> = match url.host() {
@@ -116,18 +160,48 @@ pub async fn check_destination(url: &Url, allow_private: bool) -> Result<Vec<IpA
             why: "no addresses".into(),
         });
     }
-    if !allow_private {
-        if let Some(ip) = ips.iter().find(|ip| !is_public_ip(**ip)) {
-            return Err(SourceError::PrivateAddress { host, ip: *ip });
-        }
+    if let Some(ip) = policy.first_refused(ips.iter().copied()) {
+        return Err(SourceError::PrivateAddress { host, ip });
     }
     Ok(ips)
 }
 
-/// An HTTP client for pre-flights: no automatic redirects (each hop is checked here), short timeouts.
-pub fn preflight_client(connect_timeout: std::time::Duration) -> reqwest::Client {
+/// Resolves names for the pre-flight client and refuses a name when the policy refuses any of its addresses:
+/// the check happens on the very answer the client connects with.
+#[derive(Debug)]
+pub struct PolicyResolver {
+    policy: AddressPolicy,
+}
+
+/// The resolver's refusal, found again in a `reqwest::Error`'s source chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{host} resolves to the refused address {ip}")]
+struct RefusedByPolicy {
+    host: String,
+    ip: IpAddr,
+}
+
+impl reqwest::dns::Resolve for PolicyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if let Some(ip) = policy.first_refused(addrs.iter().map(|a| a.ip())) {
+                return Err(Box::new(RefusedByPolicy { host, ip }) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// An HTTP client for pre-flights under `policy`: no automatic redirects (each hop is checked here), names
+/// resolved by `PolicyResolver`, short timeouts.
+pub fn preflight_client(connect_timeout: std::time::Duration, policy: AddressPolicy) -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(PolicyResolver { policy }))
+        .no_proxy()
         .connect_timeout(connect_timeout)
         .timeout(connect_timeout * 2)
         .user_agent(concat!("roomgate/", env!("CARGO_PKG_VERSION")))
@@ -136,11 +210,12 @@ pub fn preflight_client(connect_timeout: std::time::Duration) -> reqwest::Client
 }
 
 /// Check the destination and, for HTTP(S), request the URL, following redirects hop by hop with the same checks.
-/// Returns the URL libav should open (the last hop). Only the response head is read.
-pub async fn preflight(client: &reqwest::Client, url: &Url, allow_private: bool) -> Result<Url, SourceError> {
+/// Returns the URL libav should open (the last hop). Only the response head is read. `client` must be the
+/// `preflight_client` of the same `policy`.
+pub async fn preflight(client: &reqwest::Client, url: &Url, policy: &AddressPolicy) -> Result<Url, SourceError> {
     let mut current = url.clone();
     for _ in 0..=MAX_REDIRECTS {
-        check_destination(&current, allow_private).await?;
+        check_destination(&current, policy).await?;
         if current.scheme() == "rtmp" {
             return Ok(current);
         }
@@ -150,7 +225,7 @@ pub async fn preflight(client: &reqwest::Client, url: &Url, allow_private: bool)
             .header(reqwest::header::RANGE, "bytes=0-")
             .send()
             .await
-            .map_err(|e| classify_reqwest(&e, &host))?;
+            .map_err(|e| classify_reqwest(e, &host))?;
         let status = resp.status();
         if status.is_redirection() {
             let location = resp
@@ -180,7 +255,7 @@ pub async fn preflight(client: &reqwest::Client, url: &Url, allow_private: bool)
         if !status.is_success() {
             return Err(SourceError::HttpStatus {
                 status: status.as_u16(),
-                url: current.to_string(),
+                url: redact(&current),
             });
         }
         return Ok(current);
@@ -188,9 +263,20 @@ pub async fn preflight(client: &reqwest::Client, url: &Url, allow_private: bool)
     Err(SourceError::TooManyRedirects)
 }
 
-/// Name the failure the way a user debugging a source needs it: refused, timed out, TLS, or other.
-fn classify_reqwest(e: &reqwest::Error, host: &str) -> SourceError {
-    let chain = crate::error_chain(e);
+/// Name the failure for the log: refused by the policy, refused, timed out, TLS, or other (never with the URL).
+fn classify_reqwest(e: reqwest::Error, host: &str) -> SourceError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<RefusedByPolicy>() {
+            return SourceError::PrivateAddress {
+                host: r.host.clone(),
+                ip: r.ip,
+            };
+        }
+        cause = c.source();
+    }
+    let e = e.without_url();
+    let chain = crate::error_chain(&e);
     let lower = chain.to_ascii_lowercase();
     if lower.contains("connection refused") {
         SourceError::ConnectionRefused(host.to_string())
@@ -256,16 +342,75 @@ mod tests {
 
     #[tokio::test]
     async fn names_resolving_to_private_addresses_are_refused() {
+        let strict = AddressPolicy::default();
+        let open = AddressPolicy {
+            allow_all: true,
+            allowed: vec![],
+        };
         let url = Url::parse("http://localhost:1/x.mp4").unwrap();
-        assert!(matches!(
-            check_destination(&url, false).await,
-            Err(SourceError::PrivateAddress { .. })
-        ));
-        assert!(check_destination(&url, true).await.is_ok());
+        let e = check_destination(&url, &strict).await.unwrap_err();
+        assert!(matches!(e, SourceError::PrivateAddress { .. }));
+        assert!(
+            !e.to_string().contains("127.0.0.1"),
+            "the message names no address: {e}"
+        );
+        assert_eq!(e.public_reason(), REFUSED_ADDRESS);
+        assert!(check_destination(&url, &open).await.is_ok());
         let url = Url::parse("http://[::1]:1/x.mp4").unwrap();
         assert!(matches!(
-            check_destination(&url, false).await,
+            check_destination(&url, &strict).await,
             Err(SourceError::PrivateAddress { .. })
         ));
+        let only_v4_loopback = AddressPolicy {
+            allow_all: false,
+            allowed: vec!["127.0.0.1/32".parse().unwrap()],
+        };
+        let url = Url::parse("http://127.0.0.1:1/x.mp4").unwrap();
+        assert!(check_destination(&url, &only_v4_loopback).await.is_ok());
+        let url = Url::parse("http://127.0.0.2:1/x.mp4").unwrap();
+        assert!(check_destination(&url, &only_v4_loopback).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_preflight_client_refuses_names_at_connect() {
+        let client = preflight_client(std::time::Duration::from_secs(2), AddressPolicy::default());
+        let e = client.get("http://localhost:9/x").send().await.unwrap_err();
+        assert!(matches!(
+            classify_reqwest(e, "localhost"),
+            SourceError::PrivateAddress { .. }
+        ));
+    }
+
+    #[test]
+    fn redaction_drops_userinfo_query_and_fragment() {
+        let u = Url::parse("https://user:pa55@cdn.example.com:8443/live/a.m3u8?token=s3cret&x=1#frag").unwrap();
+        assert_eq!(redact(&u), "https://cdn.example.com:8443/live/a.m3u8");
+        let u = Url::parse("rtmp://only-user@example.com/live/key").unwrap();
+        assert_eq!(redact(&u), "rtmp://example.com/live/key");
+    }
+
+    #[test]
+    fn callers_see_no_connection_details() {
+        for e in [
+            SourceError::ConnectionRefused("10.0.0.1".into()),
+            SourceError::ConnectTimeout("10.0.0.1".into()),
+            SourceError::Tls {
+                host: "h".into(),
+                why: "corrupt message".into(),
+            },
+            SourceError::Resolve {
+                host: "h".into(),
+                why: "no".into(),
+            },
+            SourceError::Http("error sending request for url (http://h/?k=v)".into()),
+        ] {
+            assert_eq!(e.public_reason(), NOT_OPENED, "{e}");
+        }
+        let e = SourceError::HttpStatus {
+            status: 404,
+            url: "http://h/a.mp4".into(),
+        };
+        assert!(e.public_reason().contains("HTTP 404"));
+        assert!(SourceError::Empty.public_reason().contains("empty source"));
     }
 }

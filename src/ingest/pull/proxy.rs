@@ -1,0 +1,731 @@
+//! The source proxy: the one place libav's http/https connections go through, so each is checked at connect time.
+//!
+//! libav opens http(s) sources with `http_proxy` pointing here: for `http://` it sends absolute-form requests
+//! (`GET http://host/path HTTP/1.1`), for `https://` a `CONNECT host:443`. For every proxy connection this module
+//! reads the request head (bounded size and time), resolves the target, checks EVERY address against the task's
+//! `AddressPolicy`, connects to a checked address (never resolving again) and splices. That closes, in one
+//! place, redirects libav might follow, DNS answers that change between the pre-flight and libav's connect, and
+//! HLS playlists that name internal segment URLs.
+//!
+//! The listener is bound to 127.0.0.1 on an ephemeral port and refuses peers that are not loopback. Each opening
+//! of a source registers a session with a random token that libav presents as proxy credentials (Basic, after a
+//! 407 challenge), so only the gateway's own libav traffic is served, under the policy of the task it belongs to,
+//! and what the proxy refused is reported back to that task.
+
+use super::policy::AddressPolicy;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// Most header lines accepted.
+const MAX_HEADERS: usize = 64;
+/// Time a client has to send its request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Proxy connections served at once.
+const MAX_CONNECTIONS: usize = 512;
+/// Time an origin has to start answering a plain-HTTP request (libav gives up on its own much earlier).
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The user name in the proxy URL (the password is the session token).
+const PROXY_USER: &str = "roomgate";
+
+/// Why a request head cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the request head is larger than {MAX_HEAD} bytes or has more than {MAX_HEADERS} headers")]
+    TooLarge,
+    #[error("malformed request head: {0}")]
+    Malformed(&'static str),
+    #[error("method {0:?} is not proxied (CONNECT, GET and HEAD are)")]
+    Method(String),
+    #[error("only http:// targets are proxied in absolute form")]
+    Scheme,
+}
+
+/// Where a proxied request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `CONNECT host:port`: a tunnel (https).
+    Tunnel { host: url::Host<String>, port: u16 },
+    /// `GET http://host[:port]/path`: one plain HTTP request, forwarded in origin form.
+    Absolute {
+        host: url::Host<String>,
+        port: u16,
+        /// Path and query, as sent to the origin.
+        path: String,
+    },
+}
+
+impl Target {
+    fn host_port(&self) -> (&url::Host<String>, u16) {
+        match self {
+            Target::Tunnel { host, port } | Target::Absolute { host, port, .. } => (host, *port),
+        }
+    }
+}
+
+/// A parsed proxy request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: Target,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    pub version: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestHead {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The session token from `Proxy-Authorization: Basic base64(roomgate:<token>)`.
+    pub fn proxy_token(&self) -> Option<String> {
+        use base64::Engine;
+        let value = self.header("Proxy-Authorization")?.trim();
+        let (scheme, b64) = value.split_once(' ')?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return None;
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+        let decoded = String::from_utf8(decoded).ok()?;
+        let (user, token) = decoded.split_once(':')?;
+        (user == PROXY_USER && !token.is_empty()).then(|| token.to_string())
+    }
+
+    /// The request to send the origin for an absolute-form request: origin-form request line, the client's
+    /// headers without hop-by-hop and proxy ones, and `Connection: close` (one request per proxy connection, so
+    /// a kept-alive connection cannot carry a request for another host). `None` for a tunnel.
+    pub fn origin_request(&self) -> Option<Vec<u8>> {
+        let Target::Absolute { host, port, path } = &self.target else {
+            return None;
+        };
+        const DROP: &[&str] = &[
+            "proxy-authorization",
+            "proxy-connection",
+            "connection",
+            "keep-alive",
+            "te",
+            "trailer",
+            "upgrade",
+        ];
+        let mut out = format!("{} {} {}\r\n", self.method, path, self.version);
+        if self.header("Host").is_none() {
+            match port {
+                80 => out.push_str(&format!("Host: {host}\r\n")),
+                p => out.push_str(&format!("Host: {host}:{p}\r\n")),
+            }
+        }
+        for (name, value) in &self.headers {
+            if !DROP.contains(&name.to_ascii_lowercase().as_str()) {
+                out.push_str(&format!("{name}: {value}\r\n"));
+            }
+        }
+        out.push_str("Connection: close\r\n\r\n");
+        Some(out.into_bytes())
+    }
+}
+
+/// Parse a proxy request head from the start of `buf`. `Ok(None)`: incomplete, read more. `Ok(Some((head, n)))`:
+/// the head took `n` bytes (what follows belongs to the tunnel or body).
+pub fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, ProxyError> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() > MAX_HEAD {
+            Err(ProxyError::TooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    if end + 4 > MAX_HEAD {
+        return Err(ProxyError::TooLarge);
+    }
+    let text = std::str::from_utf8(&buf[..end]).map_err(|_| ProxyError::Malformed("not UTF-8"))?;
+    if text
+        .bytes()
+        .any(|b| b.is_ascii_control() && b != b'\r' && b != b'\n' && b != b'\t')
+    {
+        return Err(ProxyError::Malformed("control characters"));
+    }
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ProxyError::Malformed("request line"));
+    };
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err(ProxyError::Malformed("HTTP version"));
+    }
+    let target = match method {
+        "CONNECT" => parse_authority(target)?,
+        "GET" | "HEAD" => parse_absolute(target)?,
+        other => return Err(ProxyError::Method(other.chars().take(16).collect())),
+    };
+    let mut headers = Vec::new();
+    for line in lines {
+        if line.is_empty() || line.starts_with(' ') || line.starts_with('\t') {
+            return Err(ProxyError::Malformed("header line"));
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or(ProxyError::Malformed("header without ':'"))?;
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(ProxyError::Malformed("header name"));
+        }
+        headers.push((name.to_string(), value.trim().to_string()));
+        if headers.len() > MAX_HEADERS {
+            return Err(ProxyError::TooLarge);
+        }
+    }
+    Ok(Some((
+        RequestHead {
+            method: method.to_string(),
+            target,
+            version: version.to_string(),
+            headers,
+        },
+        end + 4,
+    )))
+}
+
+/// `host:port` of a CONNECT (port required; `[v6]:port` for IPv6).
+fn parse_authority(target: &str) -> Result<Target, ProxyError> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or(ProxyError::Malformed("CONNECT needs host:port"))?;
+    if host.is_empty() || host.contains(['/', '@', '?', '#', '\\', '%']) {
+        return Err(ProxyError::Malformed("CONNECT host"));
+    }
+    let port = parse_port(port)?;
+    let host = url::Host::parse(host).map_err(|_| ProxyError::Malformed("CONNECT host"))?;
+    Ok(Target::Tunnel { host, port })
+}
+
+fn parse_port(p: &str) -> Result<u16, ProxyError> {
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ProxyError::Malformed("port"));
+    }
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(ProxyError::Malformed("port")),
+        Ok(port) => Ok(port),
+    }
+}
+
+/// `http://host[:port]/path?query` of a GET/HEAD (no userinfo).
+fn parse_absolute(target: &str) -> Result<Target, ProxyError> {
+    let url = url::Url::parse(target).map_err(|_| ProxyError::Malformed("absolute URL"))?;
+    if url.scheme() != "http" {
+        return Err(ProxyError::Scheme);
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ProxyError::Malformed("userinfo in the target"));
+    }
+    let host = url.host().ok_or(ProxyError::Malformed("no host"))?.to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    if port == 0 {
+        return Err(ProxyError::Malformed("port"));
+    }
+    let path = url[url::Position::BeforePath..url::Position::AfterQuery].to_string();
+    Ok(Target::Absolute {
+        host,
+        port,
+        path: if path.is_empty() { "/".into() } else { path },
+    })
+}
+
+/// The HTTP status of a response that starts with `first` (its status line), if it is one.
+pub fn response_status(first: &[u8]) -> Option<u16> {
+    let line = first.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Something the proxy did to a session's traffic that the task's reason should reflect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyEvent {
+    /// A connection to a name or address the policy refuses (a redirect, a playlist entry, a changed DNS answer).
+    Refused { host: String, ip: IpAddr },
+    /// The target could not be resolved or connected to.
+    Unreachable { host: String },
+    /// The origin answered a plain-HTTP request with a redirect (libav follows none).
+    Redirected { status: u16 },
+}
+
+/// One opening of a source: its policy and what the proxy saw.
+#[derive(Debug)]
+struct SessionState {
+    policy: AddressPolicy,
+    label: String,
+    events: Mutex<Vec<ProxyEvent>>,
+}
+
+impl SessionState {
+    fn record(&self, ev: ProxyEvent) {
+        let mut events = self.events.lock().expect("events lock");
+        if events.len() < 64 {
+            events.push(ev);
+        }
+    }
+}
+
+type Registry = Mutex<HashMap<String, Arc<SessionState>>>;
+
+/// The running proxy: its address and the sessions it serves.
+pub struct SourceProxy {
+    addr: SocketAddr,
+    sessions: Arc<Registry>,
+}
+
+/// A registered session; dropping it ends the proxy's service for its token.
+pub struct ProxySession {
+    token: String,
+    addr: SocketAddr,
+    state: Arc<SessionState>,
+    sessions: Arc<Registry>,
+}
+
+impl ProxySession {
+    /// The `http_proxy` libav gets (carries the token as credentials).
+    pub fn url(&self) -> String {
+        format!("http://{PROXY_USER}:{}@{}", self.token, self.addr)
+    }
+
+    /// What the proxy did to this session's connections so far.
+    pub fn events(&self) -> Vec<ProxyEvent> {
+        self.state.events.lock().expect("events lock").clone()
+    }
+
+    /// True when the proxy refused a connection of this session.
+    pub fn refused(&self) -> bool {
+        self.events().iter().any(|e| matches!(e, ProxyEvent::Refused { .. }))
+    }
+}
+
+impl Drop for ProxySession {
+    fn drop(&mut self) {
+        self.sessions.lock().expect("sessions lock").remove(&self.token);
+    }
+}
+
+impl SourceProxy {
+    /// Bind 127.0.0.1 on an ephemeral port and serve on the current tokio runtime.
+    pub fn start(connect_timeout: Duration) -> std::io::Result<SourceProxy> {
+        let std_listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        std_listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(std_listener)?;
+        let addr = listener.local_addr()?;
+        let sessions: Arc<Registry> = Arc::default();
+        tokio::spawn(serve(
+            listener,
+            sessions.clone(),
+            connect_timeout.max(Duration::from_secs(1)),
+        ));
+        tracing::debug!(%addr, "source proxy listening");
+        Ok(SourceProxy { addr, sessions })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Register one opening of a source under `policy`; `label` names the task in log lines.
+    pub fn session(&self, policy: AddressPolicy, label: &str) -> ProxySession {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>());
+        let state = Arc::new(SessionState {
+            policy,
+            label: label.to_string(),
+            events: Mutex::default(),
+        });
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(token.clone(), state.clone());
+        ProxySession {
+            token,
+            addr: self.addr,
+            state,
+            sessions: self.sessions.clone(),
+        }
+    }
+}
+
+async fn serve(listener: TcpListener, sessions: Arc<Registry>, connect_timeout: Duration) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "source proxy accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !peer.ip().is_loopback() {
+            tracing::warn!(%peer, "source proxy: connection from outside loopback refused");
+            continue;
+        }
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            tracing::warn!("source proxy: too many connections; one refused");
+            continue;
+        };
+        let sessions = sessions.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = handle(sock, &sessions, connect_timeout).await {
+                tracing::debug!(error = %e, "source proxy connection ended");
+            }
+        });
+    }
+}
+
+const RESP_407: &[u8] = b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=\"roomgate\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const RESP_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const RESP_403: &[u8] = b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+const RESP_502: &[u8] = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+async fn handle(mut client: TcpStream, sessions: &Registry, connect_timeout: Duration) -> std::io::Result<()> {
+    // The request head, bounded in size and time.
+    let mut buf = Vec::with_capacity(1024);
+    let parsed = tokio::time::timeout(HEAD_TIMEOUT, async {
+        loop {
+            match parse_head(&buf) {
+                Ok(Some(done)) => return Ok(done),
+                Ok(None) => {}
+                Err(e) => return Err(Some(e)),
+            }
+            let mut chunk = [0u8; 2048];
+            match client.read(&mut chunk).await {
+                Ok(0) | Err(_) => return Err(None),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let (head, used) = match parsed {
+        Ok(Ok(done)) => done,
+        Ok(Err(Some(e))) => {
+            tracing::debug!(error = %e, "source proxy: bad request head");
+            return client.write_all(RESP_400).await;
+        }
+        Ok(Err(None)) | Err(_) => return Ok(()),
+    };
+    let Some(session) = head
+        .proxy_token()
+        .and_then(|t| sessions.lock().expect("sessions lock").get(&t).cloned())
+    else {
+        return client.write_all(RESP_407).await;
+    };
+    let (host, port) = head.target.host_port();
+    let host_name = host.to_string();
+
+    // Every address of the target, checked; then connect to a checked one (no second lookup).
+    let ips: Vec<IpAddr> = match host {
+        url::Host::Ipv4(ip) => vec![IpAddr::V4(*ip)],
+        url::Host::Ipv6(ip) => vec![IpAddr::V6(*ip)],
+        url::Host::Domain(d) => {
+            match tokio::time::timeout(connect_timeout, tokio::net::lookup_host((d.as_str(), port))).await {
+                Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                _ => vec![],
+            }
+        }
+    };
+    if ips.is_empty() {
+        tracing::info!(task = %session.label, host = %host_name, "source proxy: cannot resolve the target");
+        session.record(ProxyEvent::Unreachable { host: host_name });
+        return client.write_all(RESP_502).await;
+    }
+    if let Some(ip) = session.policy.first_refused(ips.iter().copied()) {
+        tracing::warn!(task = %session.label, host = %host_name, %ip, port,
+            "source proxy refused a connection to an address the source policy does not allow");
+        metrics::counter!("roomgate_refusals_total", "source" => "pull", "reason" => "address").increment(1);
+        session.record(ProxyEvent::Refused { host: host_name, ip });
+        return client.write_all(RESP_403).await;
+    }
+    let mut upstream = None;
+    for ip in &ips {
+        if let Ok(Ok(s)) = tokio::time::timeout(connect_timeout, TcpStream::connect((*ip, port))).await {
+            upstream = Some(s);
+            break;
+        }
+    }
+    let Some(mut upstream) = upstream else {
+        tracing::info!(task = %session.label, host = %host_name, port, "source proxy: cannot connect to the target");
+        session.record(ProxyEvent::Unreachable { host: host_name });
+        return client.write_all(RESP_502).await;
+    };
+    let rest = &buf[used..];
+    match head.origin_request() {
+        None => {
+            client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n").await?;
+            if !rest.is_empty() {
+                upstream.write_all(rest).await?;
+            }
+        }
+        Some(request) => {
+            upstream.write_all(&request).await?;
+            if !rest.is_empty() {
+                upstream.write_all(rest).await?;
+            }
+            // Note redirects (libav follows none; the task's reason says why it failed).
+            let mut first = [0u8; 2048];
+            let n = match tokio::time::timeout(FIRST_BYTE_TIMEOUT, upstream.read(&mut first)).await {
+                Ok(r) => r?,
+                Err(_) => return Ok(()),
+            };
+            if let Some(status) = response_status(&first[..n]).filter(|s| (300..400).contains(s)) {
+                tracing::info!(task = %session.label, host = %host_name, status, "source proxy: the source answered libav with a redirect");
+                session.record(ProxyEvent::Redirected { status });
+            }
+            client.write_all(&first[..n]).await?;
+        }
+    }
+    // Splice until either side closes.
+    let (mut cr, mut cw) = client.split();
+    let (mut ur, mut uw) = upstream.split();
+    tokio::select! {
+        _ = tokio::io::copy(&mut cr, &mut uw) => {}
+        _ = tokio::io::copy(&mut ur, &mut cw) => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(s: &str) -> RequestHead {
+        parse_head(s.as_bytes()).unwrap().unwrap().0
+    }
+
+    #[test]
+    fn connect_heads_parse() {
+        let raw =
+            "CONNECT media.example.com:443 HTTP/1.1\r\nHost: media.example.com:443\r\nConnection: close\r\n\r\nTLS";
+        let (h, n) = parse_head(raw.as_bytes()).unwrap().unwrap();
+        assert_eq!(&raw[n..], "TLS", "bytes after the head are the tunnel's");
+        assert_eq!(
+            h.target,
+            Target::Tunnel {
+                host: url::Host::Domain("media.example.com".into()),
+                port: 443
+            }
+        );
+        assert_eq!(h.origin_request(), None);
+        let h = head("CONNECT [::1]:8443 HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            h.target,
+            Target::Tunnel {
+                host: url::Host::Ipv6("::1".parse().unwrap()),
+                port: 8443
+            }
+        );
+        let h = head("CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n");
+        assert!(matches!(
+            h.target,
+            Target::Tunnel {
+                host: url::Host::Ipv4(_),
+                port: 443
+            }
+        ));
+    }
+
+    #[test]
+    fn absolute_heads_become_origin_form_with_connection_close() {
+        let h = head(
+            "GET http://cdn.example.com:8080/a/b.m3u8?sig=1 HTTP/1.1\r\nUser-Agent: Lavf\r\nIcy-MetaData: 1\r\n\
+             Host: cdn.example.com:8080\r\nConnection: keep-alive\r\nProxy-Authorization: Basic eDp5\r\n\r\n",
+        );
+        assert_eq!(
+            h.target,
+            Target::Absolute {
+                host: url::Host::Domain("cdn.example.com".into()),
+                port: 8080,
+                path: "/a/b.m3u8?sig=1".into()
+            }
+        );
+        let out = String::from_utf8(h.origin_request().unwrap()).unwrap();
+        assert_eq!(
+            out,
+            "GET /a/b.m3u8?sig=1 HTTP/1.1\r\nUser-Agent: Lavf\r\nIcy-MetaData: 1\r\nHost: cdn.example.com:8080\r\n\
+             Connection: close\r\n\r\n"
+        );
+        // No Host header: one is made from the target.
+        let out = String::from_utf8(head("HEAD http://h.example HTTP/1.0\r\n\r\n").origin_request().unwrap()).unwrap();
+        assert_eq!(out, "HEAD / HTTP/1.0\r\nHost: h.example\r\nConnection: close\r\n\r\n");
+    }
+
+    #[test]
+    fn incomplete_heads_ask_for_more_and_bad_ones_are_refused() {
+        assert_eq!(parse_head(b"GET http://h/ HTTP/1.1\r\nHost: h\r\n"), Ok(None));
+        assert_eq!(parse_head(b""), Ok(None));
+        assert_eq!(parse_head(&vec![b'a'; MAX_HEAD + 1]), Err(ProxyError::TooLarge));
+        let many = format!("GET http://h/ HTTP/1.1\r\n{}\r\n", "X-A: 1\r\n".repeat(MAX_HEADERS + 1));
+        assert_eq!(parse_head(many.as_bytes()), Err(ProxyError::TooLarge));
+        for bad in [
+            "GET http://h/ HTTP/2\r\n\r\n",
+            "GET  http://h/ HTTP/1.1\r\n\r\n",
+            "GET http://h/\r\n\r\n",
+            "CONNECT h HTTP/1.1\r\n\r\n",
+            "CONNECT h:0 HTTP/1.1\r\n\r\n",
+            "CONNECT h:99999 HTTP/1.1\r\n\r\n",
+            "CONNECT user@h:443 HTTP/1.1\r\n\r\n",
+            "CONNECT :443 HTTP/1.1\r\n\r\n",
+            "GET /relative HTTP/1.1\r\n\r\n",
+            "GET http://u:p@h/ HTTP/1.1\r\n\r\n",
+            "GET http://h/ HTTP/1.1\r\nNo colon\r\n\r\n",
+            "GET http://h/ HTTP/1.1\r\n folded: x\r\n\r\n",
+            "GET http://h/ HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            "GET http://h/\x01 HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_head(bad.as_bytes()), Err(ProxyError::Malformed(_))),
+                "{bad:?}: {:?}",
+                parse_head(bad.as_bytes())
+            );
+        }
+        assert_eq!(
+            parse_head(b"POST http://h/ HTTP/1.1\r\n\r\n"),
+            Err(ProxyError::Method("POST".into()))
+        );
+        assert_eq!(parse_head(b"GET https://h/ HTTP/1.1\r\n\r\n"), Err(ProxyError::Scheme));
+        assert_eq!(
+            parse_head(b"GET file:///etc/passwd HTTP/1.1\r\n\r\n"),
+            Err(ProxyError::Scheme)
+        );
+    }
+
+    #[test]
+    fn proxy_credentials_carry_the_session_token() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let with = |v: String| head(&format!("CONNECT h:443 HTTP/1.1\r\nProxy-Authorization: {v}\r\n\r\n"));
+        assert_eq!(
+            with(format!("Basic {}", b64("roomgate:tok3n"))).proxy_token(),
+            Some("tok3n".into())
+        );
+        assert_eq!(
+            with(format!("basic  {}", b64("roomgate:tok3n"))).proxy_token(),
+            Some("tok3n".into())
+        );
+        assert_eq!(with(format!("Basic {}", b64("other:tok3n"))).proxy_token(), None);
+        assert_eq!(with(format!("Basic {}", b64("roomgate:"))).proxy_token(), None);
+        assert_eq!(with("Bearer tok3n".into()).proxy_token(), None);
+        assert_eq!(with("Basic !!!".into()).proxy_token(), None);
+        assert_eq!(head("CONNECT h:443 HTTP/1.1\r\n\r\n").proxy_token(), None);
+    }
+
+    #[test]
+    fn response_statuses() {
+        assert_eq!(response_status(b"HTTP/1.1 302 Found\r\nLocation: x\r\n"), Some(302));
+        assert_eq!(response_status(b"HTTP/1.0 200 OK\r\n"), Some(200));
+        assert_eq!(response_status(b"ICY 200 OK\r\n"), None);
+        assert_eq!(response_status(b""), None);
+    }
+
+    #[tokio::test]
+    async fn the_proxy_checks_every_target_and_forwards_allowed_ones() {
+        // An origin on 127.0.0.1 that answers any request with its request line.
+        let origin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_addr = origin.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = origin.accept().await {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                let line = req.lines().next().unwrap_or_default().to_string();
+                let close = req.contains("Connection: close\r\n");
+                let body = format!("{line}|close={close}");
+                let _ = s
+                    .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).as_bytes())
+                    .await;
+            }
+        });
+        let proxy = SourceProxy::start(Duration::from_secs(2)).unwrap();
+        assert_eq!(
+            proxy.addr().ip(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            "reachable from this host only"
+        );
+        let session = proxy.session(
+            AddressPolicy {
+                allow_all: false,
+                allowed: vec!["127.0.0.1/32".parse().unwrap()],
+            },
+            "test",
+        );
+        let token = session
+            .url()
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string();
+        let auth = {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.encode(format!("roomgate:{token}"))
+        };
+        let ask = |req: String| async move {
+            let mut s = TcpStream::connect(proxy_addr(&req)).await.unwrap();
+            s.write_all(req.split_once('|').unwrap().1.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out).await;
+            out
+        };
+        fn proxy_addr(req: &str) -> SocketAddr {
+            req.split_once('|').unwrap().0.parse().unwrap()
+        }
+        let p = proxy.addr();
+        // Without credentials: a challenge.
+        let out = ask(format!("{p}|GET http://{origin_addr}/x HTTP/1.1\r\n\r\n")).await;
+        assert!(out.starts_with("HTTP/1.1 407"), "{out}");
+        // Allowed: forwarded in origin form with Connection: close.
+        let out = ask(format!(
+            "{p}|GET http://{origin_addr}/x?q=1 HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+        ))
+        .await;
+        assert!(out.ends_with("GET /x?q=1 HTTP/1.1|close=true"), "{out}");
+        // A refused address: 403, recorded, never connected.
+        let out = ask(format!(
+            "{p}|GET http://127.0.0.2:{}/x HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n",
+            origin_addr.port()
+        ))
+        .await;
+        assert!(out.starts_with("HTTP/1.1 403"), "{out}");
+        assert!(session.refused());
+        // A tunnel to an allowed address.
+        let out = ask(format!(
+            "{p}|CONNECT {origin_addr} HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\nGET /t HTTP/1.1\r\n\r\n"
+        ))
+        .await;
+        assert!(
+            out.starts_with("HTTP/1.1 200 Connection established\r\n\r\nHTTP/1.1 200 OK"),
+            "{out}"
+        );
+        assert!(out.ends_with("GET /t HTTP/1.1|close=false"), "{out}");
+        // After the session ends its token is worthless.
+        drop(session);
+        let out = ask(format!(
+            "{p}|GET http://{origin_addr}/x HTTP/1.1\r\nProxy-Authorization: Basic {auth}\r\n\r\n"
+        ))
+        .await;
+        assert!(out.starts_with("HTTP/1.1 407"), "{out}");
+    }
+}
