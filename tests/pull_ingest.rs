@@ -235,6 +235,30 @@ async fn a_b_frame_high_profile_mp4_is_reencoded_to_baseline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_larger_than_max_pixels_is_refused_before_decoding() {
+    let root = source_root();
+    let nginx = Nginx::start(root.path()).await;
+    // 1280x720 is over this gateway's limit; it would have to be decoded (B-frames), so it is refused.
+    let gw = start_gateway_with(|c| c.video.max_pixels = 640 * 360).await;
+    let api = CloudClient::new(gw.http_addr);
+    let task = start_task(
+        &api,
+        start_params("pull-big", "robot", &nginx.url("/sample-720p30-bframes.mp4")),
+    )
+    .await;
+    let r = describe_until(&api, &task, Duration::from_secs(20), |r| r["Status"] == "NotExist").await;
+    assert_eq!(r["State"], "failed", "{r}");
+    let reason = r["Reason"].as_str().unwrap();
+    assert!(reason.contains("1280x720") && reason.contains("video.max_pixels"), "{reason}");
+    // A passthrough source is not decoded, so the limit does not apply to it.
+    let ok = start_task(&api, start_params("pull-pass", "robot", &nginx.url("/sample-720p30.mp4"))).await;
+    gw.wait_anchor("pull-pass", "robot", Duration::from_secs(10))
+        .await
+        .expect("passthrough plays");
+    assert_eq!(describe(&api, &ok).await["Status"], "InProgress");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_sources_fail_after_retries_with_distinct_reasons() {
     let root = source_root();
     let nginx = Nginx::start(root.path()).await;

@@ -380,6 +380,15 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
         info.height = Some(height);
         info.fps = fps.map(|f| (f * 100.0).round() / 100.0);
         let passthrough = params.id() == ff::codec::Id::H264 && !has_b && spec.video_encode_params.is_none();
+        let max_pixels = config.video.max_pixels;
+        if !passthrough && width as u64 * height as u64 > max_pixels {
+            let why = crate::ingest::Refusal::PictureTooLarge {
+                width,
+                height,
+                max_pixels,
+            };
+            return failed(why.to_string());
+        }
         let path = if passthrough {
             let extradata = stream_extradata(&params);
             let avcc = (extradata.first() == Some(&1))
@@ -397,7 +406,7 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
             }
             Some(VideoPath::Passthrough { avcc, extradata })
         } else {
-            match start_video_transcoder(&params, fps, &spec, anchor, &label) {
+            match start_video_transcoder(&params, fps, &spec, max_pixels, anchor, &label) {
                 Ok(t) => Some(VideoPath::Transcode(t)),
                 Err(e) => {
                     if audio_stream.is_none() {
@@ -583,7 +592,14 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
                         tracing::info!(task = %task.id, "B-frames found in an H.264 source; switching to re-encoding");
                         let st = input.stream(idx).expect("stream index");
                         let fps = info.fps.map(|f| f.round() as u32);
-                        match start_video_transcoder(&st.parameters(), info.fps, &spec, anchor, &label) {
+                        match start_video_transcoder(
+                            &st.parameters(),
+                            info.fps,
+                            &spec,
+                            config.video.max_pixels,
+                            anchor,
+                            &label,
+                        ) {
                             Ok(t) => {
                                 *path = VideoPath::Transcode(t);
                                 info.video_passthrough = false;
@@ -766,10 +782,12 @@ fn start_video_transcoder(
     params: &ff::codec::Parameters,
     fps: Option<f64>,
     spec: &super::TaskSpec,
+    max_pixels: u64,
     anchor: &AnchorPublisher,
     label: &str,
 ) -> Result<VideoTranscoder, crate::media::transcode::TranscodeError> {
     let mut input = VideoInput::from_stream(StreamParameters(params.clone()), fps.map(|f| f.round() as u32));
+    input.max_pixels = max_pixels;
     if let Some(p) = &spec.video_encode_params {
         if p.width > 0 && p.height > 0 {
             input.size = Some((p.width, p.height));
@@ -778,7 +796,7 @@ fn start_video_transcoder(
             input.fps = Some(p.fps);
         }
         if p.bit_rate > 0 {
-            input.bitrate = Some(p.bit_rate * 1000);
+            input.bitrate = Some(p.bit_rate.saturating_mul(1000));
         }
         if p.gop > 0 {
             input.keyframe_secs = Some(p.gop);
