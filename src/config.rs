@@ -445,6 +445,24 @@ impl Config {
                 "audio.opus_bitrate must be within 6000..=510000".into(),
             ));
         }
+        if self.rtmp.handshake_timeout_secs > 3600 || self.rtmp.idle_timeout_secs > 86_400 {
+            return Err(ConfigError::Invalid(
+                "rtmp.handshake_timeout_secs is at most 3600 and rtmp.idle_timeout_secs at most 86400".into(),
+            ));
+        }
+        if self.rtmp.max_message_size > 64 << 20 {
+            return Err(ConfigError::Invalid("rtmp.max_message_size is at most 64 MiB".into()));
+        }
+        for app in self
+            .apps
+            .iter()
+            .filter(|a| a.public_playback && a.require_private_map_key)
+        {
+            tracing::warn!(
+                sdkappid = app.sdkappid,
+                "public_playback lets anyone watch; require_private_map_key then applies to publishing only"
+            );
+        }
         if self.rtmp.chunk_size < 128 || self.rtmp.chunk_size > self.rtmp.max_chunk_size {
             return Err(ConfigError::Invalid(
                 "rtmp.chunk_size must be within 128..=rtmp.max_chunk_size".into(),

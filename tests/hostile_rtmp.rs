@@ -87,19 +87,32 @@ async fn deeply_nested_amf0_commands_and_data_do_not_stop_the_gateway() {
     let addr = gw.rtmp_addr.unwrap();
     // 200 000 levels in 1 MB, as a command (20), an AMF3-form command (17) and a data message (18); then the
     // most that fits under the 64 KiB cap for messages before publish (13 000 levels).
-    for (depth, type_id) in [(200_000, 20u8), (200_000, 17), (200_000, 18), (13_000, 20), (13_000, 17)] {
+    for (depth, type_id) in [
+        (200_000, 20u8),
+        (200_000, 17),
+        (200_000, 18),
+        (13_000, 20),
+        (13_000, 17),
+    ] {
         let mut payload = nested_command(depth);
         if type_id == 17 {
             payload.insert(0, 0);
         }
         let bytes = message(3, type_id, &payload, 128);
-        let closed = tokio::task::spawn_blocking(move || closed_within(handshaken(addr), &bytes, Duration::from_secs(10)))
-            .await
-            .unwrap();
-        assert!(closed.is_some(), "depth {depth} type {type_id}: the server closes the connection");
+        let closed =
+            tokio::task::spawn_blocking(move || closed_within(handshaken(addr), &bytes, Duration::from_secs(10)))
+                .await
+                .unwrap();
+        assert!(
+            closed.is_some(),
+            "depth {depth} type {type_id}: the server closes the connection"
+        );
     }
     let metrics = http_get(gw.http_addr, "/metrics").await.1;
-    assert!(metrics.contains("source=\"rtmp\",reason=\"limit\""), "refusals are counted: {metrics}");
+    assert!(
+        metrics.contains("source=\"rtmp\",reason=\"limit\""),
+        "refusals are counted: {metrics}"
+    );
     assert_still_serves(&gw, "after_amf0").await;
 }
 
@@ -153,7 +166,10 @@ async fn one_address_cannot_take_every_rtmp_slot() {
     })
     .await
     .unwrap();
-    assert!(extra.is_some(), "the fifth connection from one address is closed at once");
+    assert!(
+        extra.is_some(),
+        "the fifth connection from one address is closed at once"
+    );
     let metrics = http_get(gw.http_addr, "/metrics").await.1;
     assert!(metrics.contains("reason=\"max_connections_per_ip\""), "{metrics}");
     drop(idle);

@@ -249,9 +249,16 @@ async fn a_source_larger_than_max_pixels_is_refused_before_decoding() {
     let r = describe_until(&api, &task, Duration::from_secs(20), |r| r["Status"] == "NotExist").await;
     assert_eq!(r["State"], "failed", "{r}");
     let reason = r["Reason"].as_str().unwrap();
-    assert!(reason.contains("1280x720") && reason.contains("video.max_pixels"), "{reason}");
+    assert!(
+        reason.contains("1280x720") && reason.contains("video.max_pixels"),
+        "{reason}"
+    );
     // A passthrough source is not decoded, so the limit does not apply to it.
-    let ok = start_task(&api, start_params("pull-pass", "robot", &nginx.url("/sample-720p30.mp4"))).await;
+    let ok = start_task(
+        &api,
+        start_params("pull-pass", "robot", &nginx.url("/sample-720p30.mp4")),
+    )
+    .await;
     gw.wait_anchor("pull-pass", "robot", Duration::from_secs(10))
         .await
         .expect("passthrough plays");
@@ -578,11 +585,26 @@ async fn one_robot_identity_ingests_once() {
     let task = first["TaskId"].as_str().expect("started").to_string();
     // The same signed request again (a replay: TC3 has no nonce) is refused before it acts...
     let (_, replay) = api.call_raw("StartStreamIngest", body.clone(), now).await;
-    assert_eq!(error_code(&replay), Some("AuthFailure.InvalidAuthorization"), "{replay}");
-    assert!(replay["Error"]["Message"].as_str().unwrap().contains("already used"), "{replay}");
+    assert_eq!(
+        error_code(&replay),
+        Some("AuthFailure.InvalidAuthorization"),
+        "{replay}"
+    );
+    assert!(
+        replay["Error"]["Message"].as_str().unwrap().contains("already used"),
+        "{replay}"
+    );
     // ...while the same request signed anew is judged on its merits.
     let (_, r) = api.call_raw("StartStreamIngest", body, now + 1).await;
     assert_eq!(error_code(&r), Some("FailedOperation.TaskExist"), "{r}");
+    // Describe and Stop take the same body, and Tencent's SDKs do not sign X-TC-Action: a captured Describe
+    // may be repeated, but not presented as a Stop.
+    let by_id = serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": task})).unwrap();
+    let (_, d1) = api.call_raw("DescribeStreamIngest", by_id.clone(), now).await;
+    let (_, d2) = api.call_raw("DescribeStreamIngest", by_id.clone(), now).await;
+    assert!(error_code(&d1).is_none() && error_code(&d2).is_none(), "{d1} {d2}");
+    let (_, stop) = api.call_raw("StopStreamIngest", by_id, now).await;
+    assert_eq!(error_code(&stop), Some("AuthFailure.InvalidAuthorization"), "{stop}");
     // Another room, or another robot, is fine.
     start_task(&api, start_params("dup2", "robot", &url)).await;
     start_task(&api, start_params("dup", "robot2", &url)).await;

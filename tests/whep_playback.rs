@@ -278,7 +278,8 @@ async fn whep_errors_say_what_is_wrong() {
         .unwrap();
     assert_eq!(bad.status(), 400);
 
-    // public_playback: no token needed; Link lists the configured TURN server with its credential.
+    // public_playback: no token needed; Link lists the configured TURN server, but no credential goes to an
+    // unauthenticated viewer.
     let ok = play(
         &gw.http("/v2/sub/1400000002/pub?SessionID=anyone"),
         None,
@@ -288,7 +289,14 @@ async fn whep_errors_say_what_is_wrong() {
     .unwrap();
     assert!(ok.location.starts_with("/v2/sub/session/"));
     assert!(!ok.etag.is_empty());
-    assert_eq!(ok.links, vec!["<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\"".to_string()]);
+    assert_eq!(
+        ok.links,
+        vec!["<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"".to_string()]
+    );
+    let authed = play(&whep_url(&gw, "er", "v1"), Some(&usersig("v1")), Transport::Udp).await;
+    // "er" has an anchor without media: the play itself is answered (201) with credentials.
+    let authed = authed.unwrap();
+    assert_eq!(authed.links, vec!["<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\"".to_string()]);
 
     // CORS preflight for browser players.
     let pre = reqwest::Client::new()
@@ -311,7 +319,10 @@ async fn whep_honours_private_map_keys_and_gives_turn_credentials_only_to_authen
         c.apps[0].require_private_map_key = true;
         c.rtc.turn_secret = "north".into();
         c.rtc.ice_servers = vec![roomgate::config::IceServer {
-            urls: vec!["turn:turn.example.net:3478?transport=udp".into(), "stun:stun.example.net".into()],
+            urls: vec![
+                "turn:turn.example.net:3478?transport=udp".into(),
+                "stun:stun.example.net".into(),
+            ],
             username: String::new(),
             credential: String::new(),
         }];
@@ -325,40 +336,63 @@ async fn whep_honours_private_map_keys_and_gives_turn_credentials_only_to_authen
     assert!(e.body.contains("privatemapkey"), "{}", e.body);
     // A grant to publish (no receive bits) or for another room does not let one watch.
     let publish_only = private_map_key("v1", "pmk", Privileges::PUBLISH);
-    let e = play(&format!("{url}&privatemapkey={publish_only}"), Some(&usersig("v1")), Transport::Udp)
-        .await
-        .err()
-        .unwrap();
+    let e = play(
+        &format!("{url}&privatemapkey={publish_only}"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(e.status, 403, "{}", e.body);
     let other_room = private_map_key("v1", "elsewhere", Privileges::PLAY);
-    let e = play(&format!("{url}&privatemapkey={other_room}"), Some(&usersig("v1")), Transport::Udp)
-        .await
-        .err()
-        .unwrap();
+    let e = play(
+        &format!("{url}&privatemapkey={other_room}"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .err()
+    .unwrap();
     assert_eq!(e.status, 403, "{}", e.body);
     let grant = private_map_key("v1", "pmk", Privileges::PLAY);
-    let ok = play(&format!("{url}&privatemapkey={grant}"), Some(&usersig("v1")), Transport::Udp)
-        .await
-        .unwrap();
+    let ok = play(
+        &format!("{url}&privatemapkey={grant}"),
+        Some(&usersig("v1")),
+        Transport::Udp,
+    )
+    .await
+    .unwrap();
     // The 201 answer carries TURN REST credentials made for this viewer; STUN needs none.
     let turn = ok.links.iter().find(|l| l.contains("turn:")).expect("TURN listed");
     let username = turn.split("username=\"").nth(1).unwrap().split('"').next().unwrap();
     let credential = turn.split("credential=\"").nth(1).unwrap().split('"').next().unwrap();
     let (expiry, user) = username.split_once(':').unwrap();
     assert_eq!(user, "v1");
-    assert!(expiry.parse::<u64>().unwrap() > roomgate::auth::unix_now() + 3600, "{username}");
+    assert!(
+        expiry.parse::<u64>().unwrap() > roomgate::auth::unix_now() + 3600,
+        "{username}"
+    );
     assert_eq!(
         (username.to_string(), credential.to_string()),
         roomgate::auth::turn::rest_credential("north", "v1", expiry.parse().unwrap())
     );
-    assert!(ok.links.iter().any(|l| l == "<stun:stun.example.net>; rel=\"ice-server\""));
+    assert!(ok
+        .links
+        .iter()
+        .any(|l| l == "<stun:stun.example.net>; rel=\"ice-server\""));
     // OPTIONS, which anyone may send, lists the servers without any credential.
     let pre = reqwest::Client::new()
         .request(reqwest::Method::OPTIONS, &url)
         .send()
         .await
         .unwrap();
-    let links: Vec<_> = pre.headers().get_all("link").iter().map(|v| v.to_str().unwrap().to_string()).collect();
+    let links: Vec<_> = pre
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
     assert_eq!(links.len(), 2, "{links:?}");
     assert!(links.iter().all(|l| !l.contains("credential")), "{links:?}");
 }

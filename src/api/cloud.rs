@@ -180,20 +180,23 @@ async fn dispatch(
         now,
     )
     .map_err(|e| CloudError::new(e.code(), e.to_string()))?;
-    // A repeated Stop ends nothing new (TaskFinished); a repeated Start or Update would act again.
-    let idempotent = matches!(action, "DescribeStreamIngest" | "ListStreamIngests" | "StopStreamIngest");
-    st.cloud_replay
-        .lock()
-        .expect("replay cache lock")
-        .check(&verified, idempotent, now)
-        .map_err(|e| CloudError::new(e.code(), e.to_string()))?;
-    let secret_id = verified.secret_id;
-    if !st.cloud_rate.allow(&secret_id, st.config.api.rate_limit) {
+    if !st.cloud_rate.allow(&verified.secret_id, st.config.api.rate_limit) {
         return Err(CloudError::new(
             "RequestLimitExceeded",
             format!("more than {} requests per second", st.config.api.rate_limit),
         ));
     }
+    // A repeated Stop ends nothing new (TaskFinished); a repeated Start or Update would act again.
+    let idempotent = matches!(
+        action,
+        "DescribeStreamIngest" | "ListStreamIngests" | "StopStreamIngest"
+    );
+    st.cloud_replay
+        .lock()
+        .expect("replay cache lock")
+        .check(&verified, action, idempotent, now)
+        .map_err(|e| CloudError::new(e.code(), e.to_string()))?;
+    let secret_id = verified.secret_id;
     let params: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => m,
         Ok(_) => return Err(CloudError::body("the body must be a JSON object")),
@@ -484,7 +487,16 @@ fn parse_start(params: &Map<String, Value>, st: &ApiState, now: u64) -> Result<T
     let user_sig = opt_str(params, "UserSig")?.ok_or_else(|| CloudError::missing("UserSig"))?;
     let pmk = opt_str(params, "PrivateMapKey")?.filter(|s| !s.is_empty());
     // The robot is authorized exactly as an RTMP or WHIP publisher with these credentials would be.
-    authorize_publish(&st.config.apps, sdkappid, &room, &user_id, &user_sig, pmk.as_deref(), now).map_err(|r| {
+    authorize_publish(
+        &st.config.apps,
+        sdkappid,
+        &room,
+        &user_id,
+        &user_sig,
+        pmk.as_deref(),
+        now,
+    )
+    .map_err(|r| {
         let field = match &r {
             Refusal::BadRoomId(_) => "StrRoomId",
             Refusal::BadUserId(_) => "UserId",

@@ -126,8 +126,11 @@ pub async fn post(
         header::ETAG,
         HeaderValue::from_str(&answer.etag).expect("token is ASCII"),
     );
-    let user = get("SessionID").unwrap_or("anonymous");
-    for l in ice_server_links(&st.config.rtc, Some(user), crate::auth::unix_now()) {
+    // Credentials only for a viewer whose UserSig was checked: on a public_playback app anyone can get this far,
+    // and a TURN credential is a relay for anything.
+    let authenticated = st.config.app(sdkappid).is_some_and(|a| !a.public_playback);
+    let user = get("SessionID").filter(|_| authenticated);
+    for l in ice_server_links(&st.config.rtc, user, crate::auth::unix_now()) {
         h.append(header::LINK, l);
     }
     Ok(resp)

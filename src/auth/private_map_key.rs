@@ -39,6 +39,15 @@ impl Privileges {
     /// What a viewer needs: enter the room, receive audio and video.
     pub const PLAY: u32 = Self::ENTER_ROOM | Self::RECV_AUDIO | Self::RECV_VIDEO;
 
+    /// What a set of bits means, for error messages.
+    pub fn describe(bits: u32) -> &'static str {
+        match bits {
+            Self::PUBLISH => "enter room + send audio + send video",
+            Self::PLAY => "enter room + receive audio + receive video",
+            _ => "more privileges",
+        }
+    }
+
     pub fn has(self, bits: u32) -> bool {
         self.0 & bits == bits
     }
@@ -69,7 +78,7 @@ pub enum PrivateMapKeyError {
     Expired { expired_at: u32, now: u64 },
     #[error("PrivateMapKey is for {found}, not {expected}")]
     RoomMismatch { expected: RoomRef, found: RoomRef },
-    #[error("PrivateMapKey grants privileges {granted:#x}, publishing needs enter room + send audio + send video ({needed:#x})")]
+    #[error("PrivateMapKey grants privileges {granted:#x}; this needs {needed:#x} ({})", Privileges::describe(*needed))]
     Insufficient { granted: u32, needed: u32 },
 }
 

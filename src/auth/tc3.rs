@@ -28,6 +28,8 @@ pub enum Tc3Error {
     SignatureFailure,
     #[error("this signature was already used: sign each request anew")]
     Replayed,
+    #[error("too many signed requests within the signature window; try again shortly")]
+    ReplayCacheFull,
 }
 
 impl Tc3Error {
@@ -40,6 +42,7 @@ impl Tc3Error {
             Tc3Error::SecretIdNotFound(_) => "AuthFailure.SecretIdNotFound",
             Tc3Error::SignatureFailure => "AuthFailure.SignatureFailure",
             Tc3Error::Replayed => "AuthFailure.InvalidAuthorization",
+            Tc3Error::ReplayCacheFull => "RequestLimitExceeded",
         }
     }
 }
@@ -232,12 +235,15 @@ fn is_service_label(s: &str) -> bool {
 }
 
 /// Signatures seen within their validity window, so that a captured request cannot be sent again (TC3 has no
-/// nonce: the timestamp window is all that limits a replay otherwise). An idempotent action (a read, a Stop) may
-/// repeat its signature (an SDK polling Describe twice within one second signs the same bytes twice); any other
-/// reuse, including a read's signature presented for a Start or an Update, is a replay. Bounded: past `capacity` the oldest entry
-/// is forgotten (a key holder flooding us can only make its own old signatures replayable).
+/// nonce: the timestamp window is all that limits a replay otherwise). The same idempotent action (a read, a
+/// Stop) may repeat its signature (an SDK polling Describe twice within one second signs the same bytes twice);
+/// any other reuse is a replay, including a signature presented for another action than the one it was first
+/// used for (official SDKs do not sign `X-TC-Action`, and Describe and Stop take the same body). Bounded: when
+/// it is full of signatures still inside their window, new requests are refused (fail closed) rather than
+/// forgetting one that could then be replayed; per-SecretId rate limits run first, so it fills only through
+/// keys with very high limits.
 pub struct ReplayCache {
-    seen: std::collections::HashMap<String, (u64, bool)>,
+    seen: std::collections::HashMap<String, (u64, String, bool)>,
     order: std::collections::VecDeque<(u64, String)>,
     capacity: usize,
 }
@@ -257,26 +263,27 @@ impl ReplayCache {
         }
     }
 
-    /// Record `v`'s signature for an action that is `idempotent` or not; a replay is an error.
-    pub fn check(&mut self, v: &Verified, idempotent: bool, now: u64) -> Result<(), Tc3Error> {
-        while let Some((expiry, _)) = self.order.front() {
-            if *expiry > now && self.order.len() < self.capacity {
-                break;
-            }
+    /// Record `v`'s signature for `action`, which is `idempotent` or not; a replay is an error.
+    pub fn check(&mut self, v: &Verified, action: &str, idempotent: bool, now: u64) -> Result<(), Tc3Error> {
+        // Entries are dropped in arrival order once expired (expiries differ by at most the skew window).
+        while self.order.front().is_some_and(|(expiry, _)| *expiry <= now) {
             let (_, sig) = self.order.pop_front().expect("non-empty");
             self.seen.remove(&sig);
         }
+        match self.seen.get(&v.signature) {
+            Some((_, first, true)) if idempotent && first == action => return Ok(()),
+            Some(_) => return Err(Tc3Error::Replayed),
+            None => {}
+        }
+        if self.order.len() >= self.capacity {
+            return Err(Tc3Error::ReplayCacheFull);
+        }
         // After this, X-TC-Timestamp is outside the window and `verify` refuses the request anyway.
         let expiry = v.timestamp.saturating_add(MAX_SKEW_SECS + 1);
-        match self.seen.get(&v.signature) {
-            Some(&(_, true)) if idempotent => Ok(()),
-            Some(_) => Err(Tc3Error::Replayed),
-            None => {
-                self.seen.insert(v.signature.clone(), (expiry, idempotent));
-                self.order.push_back((expiry, v.signature.clone()));
-                Ok(())
-            }
-        }
+        self.seen
+            .insert(v.signature.clone(), (expiry, action.to_string(), idempotent));
+        self.order.push_back((expiry, v.signature.clone()));
+        Ok(())
     }
 }
 
@@ -450,10 +457,7 @@ mod tests {
         assert_eq!(verify(&req(body), keys, 1700000100).unwrap().secret_id, ID);
         // A changed body, another key, a stale clock, an unknown id: each refused with its own code.
         let other: &'static [u8] = br#"{"SdkAppId":1400000000,"TaskId":"task-2"}"#;
-        assert_eq!(
-            verify(&req(other), keys, 1700000000),
-            Err(Tc3Error::SignatureFailure)
-        );
+        assert_eq!(verify(&req(other), keys, 1700000000), Err(Tc3Error::SignatureFailure));
         let wrong_key = |_: &str| Some("another".to_string());
         assert_eq!(
             verify(&req(body), wrong_key, 1700000000),
@@ -464,9 +468,7 @@ mod tests {
             "AuthFailure.SignatureExpire"
         );
         assert_eq!(
-            verify(&req(body), |_: &str| None, 1700000000)
-                .unwrap_err()
-                .code(),
+            verify(&req(body), |_: &str| None, 1700000000).unwrap_err().code(),
             "AuthFailure.SecretIdNotFound"
         );
     }
@@ -515,7 +517,15 @@ mod tests {
         let e = check(auth, &[("x-tc-content-sha256", "UNSIGNED-PAYLOAD")]).unwrap_err();
         assert!(e.to_string().contains("UNSIGNED-PAYLOAD"), "{e}");
         // Our CLI signs the action: the same signature under another action fails.
-        let cli = sign_post_action(ID, KEY, "trtc", "127.0.0.1:8080", "DescribeStreamIngest", 1700000000, body);
+        let cli = sign_post_action(
+            ID,
+            KEY,
+            "trtc",
+            "127.0.0.1:8080",
+            "DescribeStreamIngest",
+            1700000000,
+            body,
+        );
         assert!(cli.contains("SignedHeaders=content-type;host;x-tc-action"));
         assert!(check(cli.clone(), &[("x-tc-action", "DescribeStreamIngest")]).is_ok());
         assert_eq!(
@@ -532,17 +542,36 @@ mod tests {
             timestamp: ts,
         };
         let mut c = ReplayCache::new(3);
-        assert!(c.check(&v("a", 1000), false, 1000).is_ok());
-        assert_eq!(c.check(&v("a", 1000), false, 1100), Err(Tc3Error::Replayed));
-        // A read may repeat; a read's signature is no ticket for a write.
-        assert!(c.check(&v("r", 1000), true, 1000).is_ok());
-        assert!(c.check(&v("r", 1000), true, 1000).is_ok());
-        assert_eq!(c.check(&v("r", 1000), false, 1000), Err(Tc3Error::Replayed));
-        // Expired entries go (verify refuses their timestamp by then anyway), and the cache stays bounded.
-        assert!(c.check(&v("a", 1000), false, 1000 + MAX_SKEW_SECS + 1).is_ok());
-        for i in 0..10 {
-            let _ = c.check(&v(&format!("x{i}"), 2000), false, 2000);
-        }
+        assert!(c.check(&v("a", 1000), "StartStreamIngest", false, 1000).is_ok());
+        assert_eq!(
+            c.check(&v("a", 1000), "StartStreamIngest", false, 1100),
+            Err(Tc3Error::Replayed)
+        );
+        // The same read may repeat; its signature is no ticket for another action, idempotent or not.
+        assert!(c.check(&v("r", 1000), "DescribeStreamIngest", true, 1000).is_ok());
+        assert!(c.check(&v("r", 1000), "DescribeStreamIngest", true, 1000).is_ok());
+        assert_eq!(
+            c.check(&v("r", 1000), "StopStreamIngest", true, 1000),
+            Err(Tc3Error::Replayed)
+        );
+        assert_eq!(
+            c.check(&v("r", 1000), "UpdateStreamIngest", false, 1000),
+            Err(Tc3Error::Replayed)
+        );
+        // Full of live signatures: new ones are refused, none is forgotten early.
+        assert!(c.check(&v("s", 1000), "StopStreamIngest", true, 1000).is_ok());
+        assert_eq!(
+            c.check(&v("x", 1000), "StartStreamIngest", false, 1000),
+            Err(Tc3Error::ReplayCacheFull)
+        );
+        assert_eq!(
+            c.check(&v("a", 1000), "StartStreamIngest", false, 1000),
+            Err(Tc3Error::Replayed)
+        );
+        // Expired entries go (verify refuses their timestamp by then anyway).
+        assert!(c
+            .check(&v("a", 1000), "StartStreamIngest", false, 1000 + MAX_SKEW_SECS + 1)
+            .is_ok());
         assert!(c.seen.len() <= 3 && c.order.len() <= 3);
     }
 

@@ -24,7 +24,10 @@ mod tests {
         // Python: base64(hmac.new(b"north", b"1700086400:viewer_1", hashlib.sha1).digest())
         assert_eq!(
             rest_credential("north", "viewer_1", 1_700_086_400),
-            ("1700086400:viewer_1".to_string(), "+bzmnKUJVOEjFIMunsh5Zmo+toc=".to_string())
+            (
+                "1700086400:viewer_1".to_string(),
+                "+bzmnKUJVOEjFIMunsh5Zmo+toc=".to_string()
+            )
         );
     }
 }

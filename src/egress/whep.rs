@@ -4,8 +4,8 @@
 //! to the WebRTC engine.
 
 use crate::auth::{unix_now, RoomRef};
-use crate::ingest::{authorize_play, Refusal};
 use crate::config::Config;
+use crate::ingest::{authorize_play, Refusal};
 use crate::room::{Participant, RoomHub, RoomKey};
 use crate::rtc::{
     random_token, NewSession, OutTrack, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId,

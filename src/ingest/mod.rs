@@ -40,7 +40,9 @@ pub enum Refusal {
     AudioCodec(String),
     #[error("malformed stream: {0}")]
     Malformed(String),
-    #[error("the picture is {width}x{height}, larger than the {max_pixels} pixels this gateway decodes (video.max_pixels)")]
+    #[error(
+        "the picture is {width}x{height}, larger than the {max_pixels} pixels this gateway decodes (video.max_pixels)"
+    )]
     PictureTooLarge { width: u32, height: u32, max_pixels: u64 },
     #[error("replaced by a new publisher with the same sdkappid, room and userid")]
     Replaced,
@@ -68,6 +70,17 @@ impl Refusal {
     /// Count the refusal in `/metrics`.
     pub fn count(&self, source: &'static str) {
         metrics::counter!("roomgate_refusals_total", "source" => source, "reason" => self.label()).increment(1);
+    }
+}
+
+/// Longest client-chosen text (ids, app names) echoed back in a refusal or a log line.
+const ECHO_MAX: usize = 64;
+
+/// At most `ECHO_MAX` characters of client-chosen text, marked when cut.
+pub fn clip(s: &str) -> String {
+    match s.char_indices().nth(ECHO_MAX) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
     }
 }
 
@@ -109,7 +122,7 @@ pub fn authorize_play<'a>(
         .find(|a| a.sdkappid == sdkappid)
         .ok_or(Refusal::UnknownApp(sdkappid))?;
     if let Some(v) = viewer.filter(|v| !auth::is_valid_user_id(v)) {
-        return Err(Refusal::BadUserId(v.to_string()));
+        return Err(Refusal::BadUserId(clip(v)));
     }
     if app.public_playback {
         return Ok(app);
@@ -121,25 +134,32 @@ pub fn authorize_play<'a>(
     if app.require_private_map_key {
         let token = private_map_key
             .filter(|t| !t.is_empty())
-            .ok_or(Refusal::PrivateMapKeyRequired("enter room + receive audio/video (?privatemapkey=)"))?;
+            .ok_or(Refusal::PrivateMapKeyRequired(
+                "enter room + receive audio/video (?privatemapkey=)",
+            ))?;
         PrivateMapKey::verify(token, sdkappid, viewer, &app.secret_key, now)?.allows(room, Privileges::PLAY)?;
     }
     Ok(app)
 }
 
 /// The app, and the id rules every participant follows.
-fn app_and_ids<'a>(apps: &'a [AppConfig], sdkappid: u64, room: &RoomRef, userid: &str) -> Result<&'a AppConfig, Refusal> {
+fn app_and_ids<'a>(
+    apps: &'a [AppConfig],
+    sdkappid: u64,
+    room: &RoomRef,
+    userid: &str,
+) -> Result<&'a AppConfig, Refusal> {
     let app = apps
         .iter()
         .find(|a| a.sdkappid == sdkappid)
         .ok_or(Refusal::UnknownApp(sdkappid))?;
     if let RoomRef::Str(s) = room {
         if !auth::is_valid_str_room_id(s) {
-            return Err(Refusal::BadRoomId(s.clone()));
+            return Err(Refusal::BadRoomId(clip(s)));
         }
     }
     if !auth::is_valid_user_id(userid) {
-        return Err(Refusal::BadUserId(userid.to_string()));
+        return Err(Refusal::BadUserId(clip(userid)));
     }
     Ok(app)
 }
@@ -188,6 +208,17 @@ mod tests {
         let e = authorize_publish(&apps(false), 7, &room, "u1", &sig, None, 2000).unwrap_err();
         assert_eq!(e.label(), "usersig_expired");
         assert!(e.to_string().contains("expired"));
+    }
+
+    #[test]
+    fn echoed_ids_are_clipped() {
+        assert_eq!(clip("short"), "short");
+        let long = "é".repeat(1000);
+        let c = clip(&long);
+        assert_eq!(c.chars().count(), 65);
+        assert!(c.ends_with('…'));
+        let e = authorize_publish(&apps(false), 7, &RoomRef::Str("x".repeat(70_000)), "u", "s", None, 0).unwrap_err();
+        assert!(e.to_string().len() < 200, "{e}");
     }
 
     #[test]

@@ -259,7 +259,10 @@ pub async fn assert_still_serves(gw: &TestGateway, room: &str) {
         .expect("a normal publisher is still accepted");
     let deadline = Instant::now() + Duration::from_secs(15);
     while !anchor.video.has_cached_keyframe() {
-        assert!(Instant::now() < deadline, "the normal publisher's video reaches the room");
+        assert!(
+            Instant::now() < deadline,
+            "the normal publisher's video reaches the room"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let url = gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID=viewer"));
@@ -272,7 +275,11 @@ pub async fn assert_still_serves(gw: &TestGateway, room: &str) {
     .await
     .unwrap();
     let size = decode_h264_size_of(frames.iter().filter(|f| f.video).map(|f| &f.data[..]));
-    assert_eq!(size, Some((320, 240)), "the viewer decodes the normal publisher's picture");
+    assert_eq!(
+        size,
+        Some((320, 240)),
+        "the viewer decodes the normal publisher's picture"
+    );
     ff.kill().await;
 }
 

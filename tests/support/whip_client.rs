@@ -125,7 +125,10 @@ pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<EncodedVideo>, Vec<Vec<
     }
     if let (true, Some((w, h))) = (spec.vp8, spec.declared_vp8_size) {
         for (key, data) in video.iter_mut().filter(|(k, _)| *k) {
-            assert!(*key && data.len() >= 10 && data[3..6] == [0x9d, 0x01, 0x2a], "a VP8 keyframe header");
+            assert!(
+                *key && data.len() >= 10 && data[3..6] == [0x9d, 0x01, 0x2a],
+                "a VP8 keyframe header"
+            );
             data[6..8].copy_from_slice(&(w & 0x3FFF).to_le_bytes());
             data[8..10].copy_from_slice(&(h & 0x3FFF).to_le_bytes());
         }

@@ -380,10 +380,7 @@ mod tests {
             bytes.extend_from_slice(&[STRICT_ARRAY, 0, 0, 0, 1]);
         }
         bytes.push(NULL);
-        assert_eq!(
-            decode_all(&bytes, Amf0Limits::default()),
-            Err(Amf0Error::TooDeep(32))
-        );
+        assert_eq!(decode_all(&bytes, Amf0Limits::default()), Err(Amf0Error::TooDeep(32)));
         // With no depth cap at all, the heap stack still decodes it without recursion.
         let v = decode_all(
             &bytes,
@@ -405,10 +402,7 @@ mod tests {
         for _ in 0..100 {
             bytes.extend_from_slice(&[OBJECT, 0, 1, b'a']);
         }
-        assert_eq!(
-            decode_all(&bytes, Amf0Limits::default()),
-            Err(Amf0Error::TooDeep(32))
-        );
+        assert_eq!(decode_all(&bytes, Amf0Limits::default()), Err(Amf0Error::TooDeep(32)));
     }
 
     #[test]
@@ -429,9 +423,18 @@ mod tests {
             decode_all(&[STRING, 0, 2, 0xFF, 0xFE], Amf0Limits::default()),
             Err(Amf0Error::BadUtf8)
         );
-        assert_eq!(decode_all(&[0x11], Amf0Limits::default()), Err(Amf0Error::UnsupportedType(0x11)));
-        assert_eq!(decode_all(&[OBJECT_END], Amf0Limits::default()), Err(Amf0Error::UnexpectedObjectEnd));
-        assert_eq!(decode_all(&[OBJECT, 0, 1], Amf0Limits::default()), Err(Amf0Error::Truncated));
+        assert_eq!(
+            decode_all(&[0x11], Amf0Limits::default()),
+            Err(Amf0Error::UnsupportedType(0x11))
+        );
+        assert_eq!(
+            decode_all(&[OBJECT_END], Amf0Limits::default()),
+            Err(Amf0Error::UnexpectedObjectEnd)
+        );
+        assert_eq!(
+            decode_all(&[OBJECT, 0, 1], Amf0Limits::default()),
+            Err(Amf0Error::Truncated)
+        );
     }
 
     #[test]

@@ -104,9 +104,14 @@ impl ChunkReader {
         }
     }
 
-    /// Let audio and video messages grow to `max_message_size` (called once a publish is accepted).
-    pub fn allow_media(&mut self) {
-        self.media_allowed = true;
+    /// Let audio and video messages grow to `max_message_size` (called once a publish is accepted), or not.
+    pub fn allow_media(&mut self, allowed: bool) {
+        self.media_allowed = allowed;
+    }
+
+    /// Bytes received and not yet read as chunks.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
     }
 
     /// The largest message of `type_id` accepted now.
@@ -258,14 +263,15 @@ impl ChunkReader {
         }
         let partial = st.partial.as_mut().expect("message in progress");
         if partial.is_empty() && completes {
-            // A single-chunk message: no copy into a partial buffer.
+            // A single-chunk message (at most one chunk long): copied out, so a few-byte audio frame kept in a
+            // queue does not pin the whole receive buffer it arrived in.
             st.partial = None;
             return Ok(Some(Some(RtmpMessage {
                 csid,
                 timestamp: st.timestamp,
                 type_id: st.type_id,
                 stream_id: st.stream_id,
-                payload: data.freeze(),
+                payload: Bytes::copy_from_slice(&data),
             })));
         }
         partial.extend_from_slice(&data);
@@ -399,13 +405,19 @@ mod tests {
     fn media_may_be_large_only_after_publish_and_control_never() {
         let mut r = ChunkReader::new(ChunkLimits::default());
         r.feed(&chunk0(6, 0, MSG_VIDEO, 1, 1 << 20, &[]));
-        assert!(matches!(r.next_message(), Err(ChunkError::MessageTooLarge { limit: 65536, .. })));
+        assert!(matches!(
+            r.next_message(),
+            Err(ChunkError::MessageTooLarge { limit: 65536, .. })
+        ));
         let mut r = ChunkReader::new(ChunkLimits::default());
-        r.allow_media();
+        r.allow_media(true);
         r.feed(&chunk0(6, 0, MSG_VIDEO, 1, 1 << 20, &[0; 128]));
         assert_eq!(r.next_message(), Ok(None));
         r.feed(&chunk0(3, 0, 20, 0, 1 << 20, &[]));
-        assert!(matches!(r.next_message(), Err(ChunkError::MessageTooLarge { limit: 65536, .. })));
+        assert!(matches!(
+            r.next_message(),
+            Err(ChunkError::MessageTooLarge { limit: 65536, .. })
+        ));
     }
 
     #[test]
@@ -417,7 +429,7 @@ mod tests {
             max_buffered: 4096,
             ..Default::default()
         });
-        r.allow_media();
+        r.allow_media(true);
         let mut b = chunk0(2, 0, MSG_SET_CHUNK_SIZE, 0, 4, &1u32.to_be_bytes());
         for cs in 3..10u8 {
             b.extend(chunk0(cs, 0, MSG_VIDEO, 1, 8 << 20, &[0]));

@@ -29,6 +29,9 @@ const MSG_AMF0_COMMAND: u8 = 20;
 const WINDOW: u32 = 2_500_000;
 /// `createStream` calls one connection may make (a publisher needs one).
 const MAX_STREAMS: u32 = 8;
+/// Commands answered before a publish is accepted (a publisher sends about five): a client that never reads
+/// cannot make us queue answers without end.
+const MAX_SETUP_COMMANDS: u32 = 32;
 
 /// What the driver must do.
 #[derive(Debug, PartialEq, Eq)]
@@ -66,6 +69,10 @@ pub enum ConnectionError {
     Command(String),
     #[error("RTMP app must be 'push' (got {0:?}): use rtmp://HOST/push/<room>?sdkappid=..&userid=..&usersig=..")]
     WrongApp(String),
+    #[error("more than {MAX_SETUP_COMMANDS} commands before publishing")]
+    TooManyCommands,
+    #[error("{0} bytes arrived while the publish was being decided")]
+    InputWhileDeciding(usize),
     #[error("play is not supported: this gateway takes publishers; watch over WHEP")]
     Play,
     #[error("no handshake and publish within {0} s")]
@@ -83,6 +90,8 @@ impl ConnectionError {
             ConnectionError::SetupTimeout(_) | ConnectionError::Idle(_) => "timeout",
             ConnectionError::Chunk(ChunkError::MessageTooLarge { .. } | ChunkError::OverBudget(_))
             | ConnectionError::Chunk(ChunkError::TooManyChunkStreams(_))
+            | ConnectionError::TooManyCommands
+            | ConnectionError::InputWhileDeciding(_)
             | ConnectionError::Amf0(Amf0Error::TooDeep(_) | Amf0Error::TooManyValues(_)) => "limit",
             _ => "malformed",
         }
@@ -145,6 +154,8 @@ pub struct RtmpConnection {
     connected: bool,
     app_query: String,
     streams_created: u32,
+    /// Commands handled while not publishing.
+    setup_commands: u32,
     /// The message stream id the publish came on (status messages go there).
     publish_stream: u32,
     /// Window acknowledgement size the client asked for (0: none).
@@ -166,6 +177,7 @@ impl RtmpConnection {
             connected: false,
             app_query: String::new(),
             streams_created: 0,
+            setup_commands: 0,
             publish_stream: 1,
             peer_window: 0,
             received: 0,
@@ -218,6 +230,12 @@ impl RtmpConnection {
         }
         self.last_input = now;
         self.received += data.len() as u64;
+        // The driver decides before it reads again; a driver that reads on must not make us hold much.
+        if matches!(self.phase, Phase::Deciding)
+            && self.reader.pending() + data.len() > self.cfg.chunks.max_control_size as usize
+        {
+            return self.fail(ConnectionError::InputWhileDeciding(self.reader.pending() + data.len()));
+        }
         let r = self.take_input(data);
         self.finish(r)
     }
@@ -233,7 +251,7 @@ impl RtmpConnection {
         begin.extend_from_slice(&sid.to_be_bytes());
         self.send(CSID_CONTROL, MSG_USER_CONTROL, 0, &begin);
         self.status(sid, "status", "NetStream.Publish.Start", "publishing");
-        self.reader.allow_media();
+        self.reader.allow_media(true);
         self.phase = Phase::Publishing;
         let r = self.process();
         self.finish(r)
@@ -333,6 +351,12 @@ impl RtmpConnection {
     }
 
     fn on_command(&mut self, payload: &[u8], stream_id: u32) -> Result<(), ConnectionError> {
+        if !self.is_publishing() {
+            self.setup_commands += 1;
+            if self.setup_commands > MAX_SETUP_COMMANDS {
+                return Err(ConnectionError::TooManyCommands);
+            }
+        }
         let values = amf0::decode_all(payload, Amf0Limits::default())?;
         let (name, tx) = match values.as_slice() {
             [Amf0Value::String(name), Amf0Value::Number(tx), ..] => (name.as_str(), *tx),
@@ -348,7 +372,9 @@ impl RtmpConnection {
             "createStream" => {
                 self.require_connected(name)?;
                 if self.streams_created >= MAX_STREAMS {
-                    return Err(ConnectionError::Command(format!("more than {MAX_STREAMS} createStream calls")));
+                    return Err(ConnectionError::Command(format!(
+                        "more than {MAX_STREAMS} createStream calls"
+                    )));
                 }
                 self.streams_created += 1;
                 let id = self.streams_created;
@@ -384,7 +410,11 @@ impl RtmpConnection {
             }
             "deleteStream" | "closeStream" => {
                 if self.is_publishing() {
+                    // Back to setup: small messages only, and a new deadline to publish again.
                     self.phase = Phase::Session;
+                    self.reader.allow_media(false);
+                    self.setup_deadline = self.last_input + self.cfg.setup_timeout;
+                    self.setup_commands = 0;
                     self.out.push_back(Output::Event(Event::Unpublished));
                 }
                 Ok(())
@@ -405,7 +435,7 @@ impl RtmpConnection {
             .ok_or_else(|| ConnectionError::Command("connect without an app name".into()))?;
         let (app, query) = app.split_once('?').unwrap_or((app, ""));
         if app.trim_matches('/') != "push" {
-            return Err(ConnectionError::WrongApp(app.to_string()));
+            return Err(ConnectionError::WrongApp(crate::ingest::clip(app)));
         }
         self.app_query = query.to_string();
         self.connected = true;

@@ -62,6 +62,15 @@ impl Drop for IpSlot {
     }
 }
 
+/// Whose share a connection counts against: the IPv4 address, or the IPv6 /64 (one subscriber's prefix:
+/// a host has as many addresses in it as it likes).
+fn slot_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        v4 => v4,
+    }
+}
+
 /// Accept RTMP clients until the task is dropped.
 pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
     let slots = Arc::new(Semaphore::new(ctx.config.rtmp.max_connections));
@@ -79,7 +88,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
         };
         let reason = match slots.clone().try_acquire_owned() {
             Err(_) => Some("max_connections"),
-            Ok(permit) => match per_ip.take(peer.ip().to_canonical(), ctx.config.rtmp.max_connections_per_ip.max(1)) {
+            Ok(permit) => match per_ip.take(slot_key(peer.ip()), ctx.config.rtmp.max_connections_per_ip.max(1)) {
                 None => Some("max_connections_per_ip"),
                 Some(slot) => {
                     let ctx = ctx.clone();
@@ -137,8 +146,17 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Rtm
         while let Some(out) = conn.poll_output() {
             match out {
                 Output::Send(bytes) => {
-                    if stream.write_all(&bytes).await.is_err() {
-                        close = true;
+                    // A client that does not read must not hold its slot past the connection's deadline.
+                    let deadline = tokio::time::Instant::from_std(conn.poll_timeout());
+                    match tokio::time::timeout_at(deadline, stream.write_all(&bytes)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => close = true,
+                        Err(_) => {
+                            let e = ConnectionError::Idle(ctx.config.rtmp.idle_timeout_secs);
+                            tracing::info!(%peer, "RTMP client does not read what we send; closing");
+                            ended_by_protocol(&mut publisher, &e, peer);
+                            return;
+                        }
                     }
                 }
                 Output::Close => close = true,
@@ -268,4 +286,18 @@ async fn linger_and_close(mut stream: TcpStream) {
         }
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_per_ipv4_address_and_ipv6_64() {
+        let k = |s: &str| slot_key(s.parse().unwrap());
+        assert_eq!(k("203.0.113.7"), k("::ffff:203.0.113.7"));
+        assert_ne!(k("203.0.113.7"), k("203.0.113.8"));
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+    }
 }

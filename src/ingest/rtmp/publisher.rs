@@ -5,16 +5,16 @@
 use super::RtmpContext;
 use crate::auth::{unix_now, RoomRef};
 use crate::ingest::{authorize_publish, Refusal};
-use crate::room::{RoomKey, SourceKind};
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use crate::media::flv::{self, AudioTag, VideoCodecId, VideoTag};
 use crate::media::h264::AvcConfig;
 use crate::media::transcode::{AudioInputCodec, AudioTranscoder, TranscodeError};
 use crate::media::{aac::AudioSpecificConfig, Codec, Frame, VIDEO_CLOCK};
 use crate::room::{AnchorPublisher, LeaveReason, TrackInfo};
+use crate::room::{RoomKey, SourceKind};
 use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub struct RtmpPublisher {
@@ -55,7 +55,7 @@ impl RtmpPublisher {
         let sdkappid_raw = get("sdkappid")?;
         let sdkappid: u64 = sdkappid_raw
             .parse()
-            .map_err(|_| Refusal::BadSdkAppId(sdkappid_raw.to_string()))?;
+            .map_err(|_| Refusal::BadSdkAppId(crate::ingest::clip(sdkappid_raw)))?;
         let userid = get("userid")?.to_string();
         let usersig = get("usersig")?;
         let label = format!("{sdkappid}/{room}/{userid}");

@@ -89,7 +89,11 @@ fn a_publisher_connects_publishes_and_sends_media() {
     assert!(ce.contains(&ClientSessionEvent::ConnectionRequestAccepted), "{ce:?}");
     assert!(se.is_empty());
 
-    let publish = bytes_of(client.request_publishing("room1?userid=u".into(), PublishRequestType::Live).unwrap());
+    let publish = bytes_of(
+        client
+            .request_publishing("room1?userid=u".into(), PublishRequestType::Live)
+            .unwrap(),
+    );
     let (_, se, _) = pump(&mut conn, &mut client, publish);
     assert_eq!(
         se,
@@ -114,20 +118,37 @@ fn a_publisher_connects_publishes_and_sends_media() {
             _ => None,
         })
         .collect();
-    assert!(events.contains(&ClientSessionEvent::PublishRequestAccepted), "{events:?}");
+    assert!(
+        events.contains(&ClientSessionEvent::PublishRequestAccepted),
+        "{events:?}"
+    );
     assert!(conn.is_publishing());
 
     // A video message larger than the pre-publish 64 KiB cap is fine now.
     let big = Bytes::from(vec![0x17u8; 200_000]);
-    let video = bytes_of(client.publish_video_data(big.clone(), RtmpTimestamp::new(40), false).unwrap());
-    let audio = bytes_of(client.publish_audio_data(Bytes::from_static(&[0xAF, 1, 2]), RtmpTimestamp::new(41), false).unwrap());
+    let video = bytes_of(
+        client
+            .publish_video_data(big.clone(), RtmpTimestamp::new(40), false)
+            .unwrap(),
+    );
+    let audio = bytes_of(
+        client
+            .publish_audio_data(Bytes::from_static(&[0xAF, 1, 2]), RtmpTimestamp::new(41), false)
+            .unwrap(),
+    );
     let (_, se, closed) = pump(&mut conn, &mut client, [video, audio].concat());
     assert!(!closed);
     assert_eq!(
         se,
         vec![
-            Event::Video { timestamp: 40, data: big },
-            Event::Audio { timestamp: 41, data: Bytes::from_static(&[0xAF, 1, 2]) }
+            Event::Video {
+                timestamp: 40,
+                data: big
+            },
+            Event::Audio {
+                timestamp: 41,
+                data: Bytes::from_static(&[0xAF, 1, 2])
+            }
         ]
     );
     let stop = bytes_of(client.stop_publishing().unwrap().remove(0));
@@ -188,7 +209,11 @@ fn nested_amf0_is_refused_without_recursing() {
         payload.push(0x05);
         for type_id in [MSG_AMF0_COMMAND, 18, MSG_AMF3_COMMAND] {
             let mut conn2 = handshaken(Instant::now());
-            let body = if type_id == MSG_AMF3_COMMAND { [&[0u8][..], &payload].concat() } else { payload.clone() };
+            let body = if type_id == MSG_AMF3_COMMAND {
+                [&[0u8][..], &payload].concat()
+            } else {
+                payload.clone()
+            };
             let e = conn2.handle_input(&raw_message(type_id, 0, &body), Instant::now());
             match (depth, type_id) {
                 (200_000, _) => assert!(
@@ -211,15 +236,27 @@ fn commands_out_of_order_are_errors() {
     for (cmd, why) in [("createStream", "before connect"), ("publish", "before connect")] {
         let mut conn = handshaken(Instant::now());
         let mut payload = Vec::new();
-        amf0::encode(&[amf0::string(cmd), Amf0Value::Number(2.0), Amf0Value::Null, amf0::string("k")], &mut payload);
-        let e = conn.handle_input(&raw_message(MSG_AMF0_COMMAND, 1, &payload), Instant::now()).unwrap_err();
+        amf0::encode(
+            &[
+                amf0::string(cmd),
+                Amf0Value::Number(2.0),
+                Amf0Value::Null,
+                amf0::string("k"),
+            ],
+            &mut payload,
+        );
+        let e = conn
+            .handle_input(&raw_message(MSG_AMF0_COMMAND, 1, &payload), Instant::now())
+            .unwrap_err();
         assert!(e.to_string().contains(why), "{e}");
     }
     // A command without a transaction id (rml_rtmp used to panic on these).
     let mut conn = handshaken(Instant::now());
     let mut payload = Vec::new();
     amf0::encode(&[amf0::string("connect")], &mut payload);
-    assert!(conn.handle_input(&raw_message(MSG_AMF0_COMMAND, 0, &payload), Instant::now()).is_err());
+    assert!(conn
+        .handle_input(&raw_message(MSG_AMF0_COMMAND, 0, &payload), Instant::now())
+        .is_err());
 }
 
 #[test]
@@ -255,4 +292,60 @@ fn random_bytes_after_the_handshake_never_panic() {
             while conn.poll_output().is_some() {}
         }
     }
+}
+
+#[test]
+fn setup_is_bounded_in_commands_and_in_input_while_deciding() {
+    // A client that sends answerable commands without end (and may never read the answers) is cut off.
+    let mut conn = handshaken(Instant::now());
+    let mut payload = Vec::new();
+    amf0::encode(
+        &[amf0::string("releaseStream"), Amf0Value::Number(2.0), Amf0Value::Null],
+        &mut payload,
+    );
+    let one = raw_message(MSG_AMF0_COMMAND, 0, &payload);
+    let mut r = Ok(());
+    for _ in 0..=MAX_SETUP_COMMANDS {
+        r = conn.handle_input(&one, Instant::now());
+    }
+    assert_eq!(r, Err(ConnectionError::TooManyCommands));
+    assert!(conn.is_closed());
+
+    // While the driver decides a publish, a driver that reads on cannot make us buffer more than 64 KiB.
+    let mut conn = handshaken(Instant::now());
+    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let connect = bytes_of(client.request_connection("push".into()).unwrap());
+    pump(&mut conn, &mut client, connect);
+    let publish = bytes_of(client.request_publishing("r".into(), PublishRequestType::Live).unwrap());
+    let (_, se, _) = pump(&mut conn, &mut client, publish);
+    assert!(matches!(se.as_slice(), [Event::PublishRequested { .. }]));
+    assert!(conn.handle_input(&[0u8; 60_000], Instant::now()).is_ok());
+    assert!(matches!(
+        conn.handle_input(&[0u8; 10_000], Instant::now()),
+        Err(ConnectionError::InputWhileDeciding(_))
+    ));
+}
+
+#[test]
+fn after_an_unpublish_the_connection_is_back_in_setup() {
+    let t0 = Instant::now();
+    let mut conn = handshaken(t0);
+    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let connect = bytes_of(client.request_connection("push".into()).unwrap());
+    pump(&mut conn, &mut client, connect);
+    let publish = bytes_of(client.request_publishing("r".into(), PublishRequestType::Live).unwrap());
+    pump(&mut conn, &mut client, publish);
+    conn.accept_publish().unwrap();
+    while conn.poll_output().is_some() {}
+    let stop = bytes_of(client.stop_publishing().unwrap().remove(0));
+    let (_, se, closed) = pump(&mut conn, &mut client, stop);
+    assert_eq!(se, vec![Event::Unpublished]);
+    assert!(!closed && !conn.is_publishing());
+    // A fresh setup deadline, and media is small again.
+    assert!(conn.poll_timeout() > Instant::now() + Duration::from_secs(5));
+    let big = raw_message(MSG_VIDEO, 1, &vec![0x17; 100_000]);
+    assert!(matches!(
+        conn.handle_input(&big, Instant::now()),
+        Err(ConnectionError::Chunk(ChunkError::MessageTooLarge { .. }))
+    ));
 }
