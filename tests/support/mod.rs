@@ -228,11 +228,12 @@ pub fn decode_opus_of<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> (usize,
     (samples, peak)
 }
 
-/// A plain HTTP/1.0 GET (no client library needed): returns (status, body).
+/// A plain HTTP/1.0 GET (no client library needed), with `Host` the address as a browser on this machine would
+/// send it (so it is admin by loopback): returns (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut resp = String::new();
