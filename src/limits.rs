@@ -33,10 +33,13 @@ impl LimitError {
     }
 }
 
+/// Per (source, reason): when it was last logged, and how many were not logged since.
+type RefusalLog = HashMap<(&'static str, &'static str), (Instant, u64)>;
+
 /// Count a refusal in `/metrics` and log it, at most once per [`LOG_EVERY`] for each (source, reason).
 pub fn refused(source: &'static str, reason: &'static str, detail: &dyn std::fmt::Display) {
     metrics::counter!("roomgate_refusals_total", "source" => source, "reason" => reason).increment(1);
-    static LAST: Mutex<Option<HashMap<(&'static str, &'static str), (Instant, u64)>>> = Mutex::new(None);
+    static LAST: Mutex<Option<RefusalLog>> = Mutex::new(None);
     let now = Instant::now();
     let mut last = LAST.lock().expect("refusal log lock");
     let entry = last
@@ -180,7 +183,7 @@ pub fn raise_nofile_limit() -> Option<u64> {
                 lim.rlim_cur = lim.rlim_max;
             }
         }
-        Some(lim.rlim_cur as u64)
+        Some(lim.rlim_cur)
     }
     #[cfg(not(unix))]
     None
