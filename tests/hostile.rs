@@ -217,6 +217,38 @@ async fn slowloris_headers_are_cut_off_at_the_header_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_and_stalled_bodies_are_closed() {
+    let gw = start_gateway_with(|c| {
+        c.http.header_timeout_secs = 60;
+        c.http.idle_timeout_secs = 2;
+        c.http.body_timeout_secs = 2;
+    })
+    .await;
+    // Silent from the start, and silent after one keep-alive request.
+    let mut silent = TcpStream::connect(gw.http_addr).await.unwrap();
+    let mut kept = TcpStream::connect(gw.http_addr).await.unwrap();
+    kept.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", gw.http_addr).as_bytes())
+        .await
+        .unwrap();
+    // A body that never finishes.
+    let mut stalled = TcpStream::connect(gw.http_addr).await.unwrap();
+    let head = format!(
+        "POST /v2/sub/{SDKAPPID}/r HTTP/1.1\r\nHost: {}\r\nContent-Type: application/sdp\r\nContent-Length: 1000\r\n\r\nv=0\r\n",
+        gw.http_addr
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    for (what, s) in [
+        ("silent", &mut silent),
+        ("keep-alive", &mut kept),
+        ("stalled body", &mut stalled),
+    ] {
+        let after = closed_within(s, Duration::from_secs(20)).await;
+        assert!(after.is_some(), "a {what} connection is closed (idle/body timeout 2 s)");
+    }
+    assert_still_serves(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_over_the_per_ip_cap_are_closed_at_once() {
     let gw = start_gateway_with(|c| c.http.max_connections_per_ip = 4).await;
     let mut idle = Vec::new();
