@@ -490,6 +490,33 @@ async fn a_browser_cannot_borrow_the_loopback_admin_role() {
     assert_eq!(status, 200, "{resp}");
     assert!(serde_json::from_str::<Value>(&resp).unwrap()["usersig"].is_string());
 
+    // Task failure reasons are for admin only.
+    let task = r#"{"sdkappid":1400000001,"stream_url":"http://127.0.0.1:9/x.mp4","room":"t","userid":"robot"}"#;
+    let (status, _, resp) = raw(addr, "POST", "/v1/tasks", &[("Host", host.as_str()), json], task).await;
+    assert_eq!(status, 200, "{resp}");
+    let id = serde_json::from_str::<Value>(&resp).unwrap()["task_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, _, resp) = raw(addr, "GET", "/v1/tasks", &[("Host", "rebind.attacker.example")], "").await;
+    let v: Value = serde_json::from_str(&resp).unwrap();
+    assert!(
+        v["tasks"][0]["TaskId"].is_string() && v["tasks"][0].get("Reason").is_none(),
+        "{v}"
+    );
+    let (_, _, resp) = raw(addr, "GET", "/v1/tasks", &[("Host", host.as_str())], "").await;
+    let v: Value = serde_json::from_str(&resp).unwrap();
+    assert!(v["tasks"][0].get("Reason").is_some(), "admin sees the reason: {v}");
+    let (status, _, _) = raw(
+        addr,
+        "DELETE",
+        &format!("/v1/tasks/{id}"),
+        &[("Host", host.as_str()), json],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+
     // A private app's rooms are not listed to a non-admin; the listing itself stays public.
     let ff = pushing(&gw, "private", "cam").await;
     let (status, _, resp) = raw(addr, "GET", "/v1/rooms", &[("Host", "rebind.attacker.example")], "").await;
