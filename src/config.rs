@@ -133,9 +133,11 @@ pub struct HttpConfig {
     pub max_connections: usize,
     /// Share of `max_connections` one client address may hold.
     pub max_connections_per_ip: usize,
-    /// Seconds a client has to send a request's whole header (slowloris).
+    /// Seconds a client has to send a request's whole header (slowloris), counted from when the server starts
+    /// waiting for it: this also bounds an idle keep-alive connection between requests.
     pub header_timeout_secs: u64,
-    /// Seconds a connection may stay open without a byte in either direction (keep-alive idle).
+    /// Seconds a connection may stay open without a byte in either direction (e.g. a response the client stopped
+    /// reading); then it is shut down gracefully.
     pub idle_timeout_secs: u64,
     /// Seconds a client has to send a request body.
     pub body_timeout_secs: u64,
