@@ -42,16 +42,28 @@ pub fn refused(source: &'static str, reason: &'static str, detail: &dyn std::fmt
     static LAST: Mutex<Option<RefusalLog>> = Mutex::new(None);
     let now = Instant::now();
     let mut last = LAST.lock().expect("refusal log lock");
-    let entry = last
-        .get_or_insert_with(HashMap::new)
-        .entry((source, reason))
-        .or_insert((now - LOG_EVERY - Duration::from_millis(1), 0));
-    if now.duration_since(entry.0) >= LOG_EVERY {
-        let suppressed = entry.1;
-        *entry = (now, 0);
+    if let Some(suppressed) = log_due(last.get_or_insert_with(HashMap::new), (source, reason), now) {
         tracing::warn!(source, reason, suppressed, "refused: {detail}");
-    } else {
-        entry.1 += 1;
+    }
+}
+
+/// Whether a refusal of `key` at `now` is logged: `Some(refusals not logged since the last line)`, or None
+/// within [`LOG_EVERY`] of the last line (then it is counted as suppressed).
+fn log_due(log: &mut RefusalLog, key: (&'static str, &'static str), now: Instant) -> Option<u64> {
+    match log.get_mut(&key) {
+        Some((at, suppressed)) if now.saturating_duration_since(*at) < LOG_EVERY => {
+            *suppressed += 1;
+            None
+        }
+        Some(e) => {
+            let n = e.1;
+            *e = (now, 0);
+            Some(n)
+        }
+        None => {
+            log.insert(key, (now, 0));
+            Some(0)
+        }
     }
 }
 
@@ -231,6 +243,26 @@ mod tests {
         drop(s1);
         assert_eq!(c.open(), 2);
         c.try_open(a).expect("a slot came back");
+    }
+
+    #[test]
+    fn refusals_are_logged_at_most_once_per_interval() {
+        let mut log = RefusalLog::new();
+        let t = Instant::now();
+        let k = ("http", "max_connections");
+        assert_eq!(log_due(&mut log, k, t), Some(0));
+        assert_eq!(log_due(&mut log, k, t + Duration::from_secs(1)), None);
+        assert_eq!(log_due(&mut log, k, t + Duration::from_secs(2)), None);
+        assert_eq!(
+            log_due(&mut log, ("http", "other"), t),
+            Some(0),
+            "each reason has its own interval"
+        );
+        assert_eq!(
+            log_due(&mut log, k, t + LOG_EVERY),
+            Some(2),
+            "the next line says how many were not logged"
+        );
     }
 
     #[test]
