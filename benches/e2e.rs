@@ -204,7 +204,7 @@ async fn run_pull(seconds: u64) -> serde_json::Value {
     std::fs::write(
         &cfg,
         format!(
-            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtmp]\nenabled = false\n[rtc]\nbind = \"127.0.0.1\"\nudp_port = 0\ntcp_port = 0\n[pull]\nallow_private_sources = true\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n[[api_keys]]\nsecret_id = \"AKIDbench\"\nsecret_key = \"bench\"\n",
+            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\nenabled = false\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = 0\ntcp_port = 0\n[pull]\nallow_private_sources = true\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n[[api_keys]]\nsecret_id = \"AKIDbench\"\nsecret_key = \"bench\"\n",
             dir.path().display()
         ),
     )
@@ -358,7 +358,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     std::fs::write(
         &cfg,
         format!(
-            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\nmax_connections_per_ip = 1000\n[rtc]\nbind = \"127.0.0.1\"\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n",
+            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\nmax_connections_per_ip = 1000\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n",
             dir.path().display()
         ),
     )

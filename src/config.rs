@@ -53,8 +53,12 @@ pub struct Config {
 pub struct AdminConfig {
     /// `Authorization: Bearer <token>` grants admin; empty: no token works.
     pub token: String,
-    /// Requests from loopback addresses are admin (turn off behind a reverse proxy on the same host).
+    /// Requests from loopback addresses are admin (turn off behind a reverse proxy on the same host), when their
+    /// `Host` is a loopback literal, `localhost` or one of `allowed_hosts`, their `Origin` (if any) is that host,
+    /// and they carry no `Forwarded`/`X-Forwarded-For`/`Via` header (a browser cannot borrow it: DNS rebinding).
     pub loopback: bool,
+    /// More `Host` names (without port) that count as this machine for loopback admin, e.g. `gw.local`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -62,6 +66,7 @@ impl Default for AdminConfig {
         AdminConfig {
             token: String::new(),
             loopback: true,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -131,6 +136,18 @@ impl Default for PullConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// HTTP connections open at once; more are closed at accept (kept below the open-file limit).
+    pub max_connections: usize,
+    /// Share of `max_connections` one client address may hold.
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to send a request's whole header (slowloris), counted from when the server starts
+    /// waiting for it: this also bounds an idle keep-alive connection between requests.
+    pub header_timeout_secs: u64,
+    /// Seconds a connection may stay open without a byte in either direction (e.g. a response the client stopped
+    /// reading); then it is shut down gracefully.
+    pub idle_timeout_secs: u64,
+    /// Seconds a client has to send a request body.
+    pub body_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -177,6 +194,16 @@ pub struct RtcConfig {
     pub turn_ttl_secs: u64,
     /// Seconds without ICE/DTLS traffic before a session is dropped.
     pub session_timeout_secs: u64,
+    /// WebRTC sessions (WHIP publishers + WHEP viewers) at once; more get 503 with Retry-After.
+    pub max_sessions: usize,
+    /// WHEP sessions one client address may start per minute; more get 429 with Retry-After (0: no limit).
+    pub whep_per_ip_per_minute: u32,
+    /// ICE-TCP connections open at once; more are closed at accept.
+    pub tcp_max_connections: usize,
+    /// Share of `tcp_max_connections` one client address may hold.
+    pub tcp_max_connections_per_ip: usize,
+    /// Seconds an ICE-TCP connection has to send a STUN request before it is closed.
+    pub tcp_stun_timeout_secs: u64,
 }
 
 /// A STUN or TURN server for clients (`urls` like `stun:host:3478`, `turn:host:3478?transport=udp`).
@@ -203,6 +230,11 @@ impl Default for RtcConfig {
             turn_secret: String::new(),
             turn_ttl_secs: 86_400,
             session_timeout_secs: 10,
+            max_sessions: 1000,
+            whep_per_ip_per_minute: 60,
+            tcp_max_connections: 1000,
+            tcp_max_connections_per_ip: 20,
+            tcp_stun_timeout_secs: 5,
         }
     }
 }
@@ -303,6 +335,11 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:8080".parse().expect("valid address"),
+            max_connections: 4096,
+            max_connections_per_ip: 64,
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            body_timeout_secs: 30,
         }
     }
 }
@@ -462,6 +499,26 @@ impl Config {
                 sdkappid = app.sdkappid,
                 "public_playback lets anyone watch; require_private_map_key then applies to publishing only"
             );
+        }
+        if self.http.header_timeout_secs == 0
+            || self.http.idle_timeout_secs == 0
+            || self.http.body_timeout_secs == 0
+            || self.http.max_connections == 0
+            || self.http.max_connections_per_ip == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http.max_connections, http.max_connections_per_ip and the http.*_timeout_secs must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.rtc.max_sessions == 0
+            || self.rtc.tcp_max_connections == 0
+            || self.rtc.tcp_max_connections_per_ip == 0
+            || self.rtc.tcp_stun_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "rtc.max_sessions, rtc.tcp_max_connections, rtc.tcp_max_connections_per_ip and rtc.tcp_stun_timeout_secs must be at least 1".into(),
+            ));
         }
         if self.rtmp.chunk_size < 128 || self.rtmp.chunk_size > self.rtmp.max_chunk_size {
             return Err(ConfigError::Invalid(

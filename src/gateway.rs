@@ -71,7 +71,8 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 impl Gateway {
-    pub async fn start(config: Config) -> Result<Gateway, GatewayError> {
+    pub async fn start(mut config: Config) -> Result<Gateway, GatewayError> {
+        fit_open_file_limit(&mut config);
         let config = Arc::new(config);
         let hub = RoomHub::new();
         let metrics = metrics_handle();
@@ -167,10 +168,9 @@ impl Gateway {
             cloud_replay: Default::default(),
             rtmp_port: rtmp_addr.map(|a| a.port()),
         });
+        let limits = api::server::HttpLimits::from(&config.http);
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app.into_make_service_with_connect_info::<SocketAddr>()).await {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
+            api::server::serve(l, app, limits).await;
         }));
 
         let resumed = {
@@ -204,6 +204,41 @@ impl Gateway {
         for t in self.tasks.drain(..) {
             t.abort();
         }
+    }
+}
+
+/// Raise the open-file limit to its hard limit, log it, and lower the connection caps that would not fit under it
+/// (each connection and session holds at least one descriptor).
+fn fit_open_file_limit(config: &mut Config) {
+    let Some(nofile) = crate::limits::raise_nofile_limit() else {
+        return;
+    };
+    tracing::info!(nofile, "open-file limit");
+    let tcp = if config.rtc.tcp_enabled {
+        config.rtc.tcp_max_connections
+    } else {
+        0
+    };
+    let mut tcp_cap = tcp;
+    let warnings = crate::limits::clamp_caps(
+        nofile,
+        &mut [
+            ("http.max_connections", &mut config.http.max_connections),
+            ("rtmp.max_connections", &mut config.rtmp.max_connections),
+            ("rtc.tcp_max_connections", &mut tcp_cap),
+            ("pull.max_tasks", &mut config.pull.max_tasks),
+        ],
+    );
+    if config.rtc.tcp_enabled {
+        config.rtc.tcp_max_connections = tcp_cap.max(1);
+    }
+    config.http.max_connections_per_ip = config.http.max_connections_per_ip.min(config.http.max_connections);
+    config.rtc.tcp_max_connections_per_ip = config
+        .rtc
+        .tcp_max_connections_per_ip
+        .min(config.rtc.tcp_max_connections);
+    for w in warnings {
+        tracing::warn!("{w}");
     }
 }
 

@@ -8,6 +8,7 @@ pub mod egress;
 pub mod events;
 pub mod gateway;
 pub mod ingest;
+pub mod limits;
 pub mod media;
 pub mod room;
 pub mod rtc;

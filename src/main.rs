@@ -436,11 +436,18 @@ fn callbacks(config: &Config, endpoint: Option<&str>, action: &CallbacksAction) 
                 true,
             ),
         };
-        let req = if post {
-            client.post(url.clone())
+        // Admin: JSON content type (the loopback rule for POST), and the admin token when the config has one.
+        let mut req = if post {
+            client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body("{}")
         } else {
             client.get(url.clone())
         };
+        if !config.admin.token.is_empty() {
+            req = req.bearer_auth(&config.admin.token);
+        }
         let resp = req.send().await.map_err(|e| format!("cannot reach {url}: {e}"))?;
         let ok = resp.status().is_success();
         let v: serde_json::Value = resp.json().await.map_err(|e| format!("the reply is not JSON: {e}"))?;

@@ -334,6 +334,7 @@ async fn expired_callbacks_are_listed_and_can_be_resent() {
     for id in &ids {
         let r = client
             .post(gw.http(&format!("/v1/callbacks/{id}/retry")))
+            .json(&serde_json::json!({}))
             .send()
             .await
             .unwrap();
@@ -343,11 +344,17 @@ async fn expired_callbacks_are_listed_and_can_be_resent() {
     assert!(records.iter().all(|r| r["sign_ok"] == true));
     let r = client
         .post(gw.http(&format!("/v1/callbacks/{}/retry", ids[0])))
+        .json(&serde_json::json!({}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 409, "only failed callbacks are re-sent");
-    let r = client.post(gw.http("/v1/callbacks/999999/retry")).send().await.unwrap();
+    let r = client
+        .post(gw.http("/v1/callbacks/999999/retry"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 

@@ -151,14 +151,24 @@ async fn the_task_form_api_starts_lists_and_stops() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    let r = client.delete(gw.http(&format!("/v1/tasks/{id}"))).send().await.unwrap();
+    let r = client
+        .delete(gw.http(&format!("/v1/tasks/{id}")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !gw.pull.list().is_empty() {
         assert!(Instant::now() < deadline, "stopped");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = client.delete(gw.http(&format!("/v1/tasks/{id}"))).send().await.unwrap();
+    let r = client
+        .delete(gw.http(&format!("/v1/tasks/{id}")))
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409, "already ended");
 }
 

@@ -1,10 +1,13 @@
 //! `GET /v1/callbacks[?status=failed|pending|delivered&limit=N]`, `GET /v1/callbacks/{id}` and
-//! `POST /v1/callbacks/{id}/retry`: the callback outbox, for operators (and `roomgate callbacks`).
+//! `POST /v1/callbacks/{id}/retry`: the callback outbox, for operators (and `roomgate callbacks`). All admin-only:
+//! callback bodies name every user and room of every app.
 
+use super::console::{peer, require_admin, Peer};
 use super::{ApiError, ApiState};
 use crate::store::CallbackRecord;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method};
 use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -31,8 +34,11 @@ fn internal(e: crate::store::StoreError) -> ApiError {
 
 pub async fn list(
     State(st): State<ApiState>,
+    p: Peer,
+    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
+    require_admin(&st, peer(p), &Method::GET, &headers)?;
     let status = q.get("status").cloned();
     if let Some(s) = &status {
         if !["pending", "delivered", "failed"].contains(&s.as_str()) {
@@ -57,7 +63,13 @@ pub async fn list(
     ))
 }
 
-pub async fn one(State(st): State<ApiState>, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
+pub async fn one(
+    State(st): State<ApiState>,
+    p: Peer,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&st, peer(p), &Method::GET, &headers)?;
     match outbox(&st)?.get(id).await.map_err(internal)? {
         Some(r) => Ok(Json(view(&r))),
         None => Err(ApiError::new(
@@ -70,11 +82,11 @@ pub async fn one(State(st): State<ApiState>, Path(id): Path<i64>) -> Result<Json
 
 pub async fn retry(
     State(st): State<ApiState>,
-    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
-    headers: axum::http::HeaderMap,
+    p: Peer,
+    headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    super::console::require_admin(&st, Some(peer), &headers)?;
+    require_admin(&st, peer(p), &Method::POST, &headers)?;
     let outbox = outbox(&st)?;
     match outbox.retry(id).await.map_err(internal)? {
         Some(r) => Ok(Json(view(&r))),

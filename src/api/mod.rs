@@ -1,11 +1,13 @@
 //! The HTTP surface: the Cloud API 3.0 endpoint (`POST /`), WHIP/WHEP, health, Prometheus metrics and the room
 //! and task listings.
 
+pub mod admin;
 mod callbacks;
 pub mod cloud;
 pub mod console;
 pub mod openapi;
 mod rooms;
+pub mod server;
 pub mod whep;
 pub mod whip;
 
@@ -36,6 +38,8 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
+    // Admin-only routes are refused before their extractors run (see `admin`).
+    let admin = axum::middleware::from_fn_with_state(state.clone(), console::admin_only);
     let webrtc = Router::new()
         .route("/v2/sub/{sdkappid}/{room}", post(whep::post).options(whep::options))
         .route(
@@ -47,6 +51,7 @@ pub fn router(state: ApiState) -> Router {
             "/v2/pub/session/{id}",
             options(whep::options).patch(whip::patch).delete(whip::delete),
         )
+        .layer(axum::extract::DefaultBodyLimit::max(whep::MAX_SDP_BYTES))
         .layer(axum::middleware::map_response(whep::cors));
     Router::new()
         .merge(webrtc)
@@ -58,16 +63,22 @@ pub fn router(state: ApiState) -> Router {
         .route("/demo/sample.mp4", get(console::demo_media))
         .route("/openapi.json", get(openapi::document))
         .route("/v1/apps", get(console::apps))
-        .route("/v1/tasks", get(console::tasks).post(console::start_task))
-        .route("/v1/tasks/{id}", axum::routing::delete(console::stop_task))
-        .route("/v1/tokens", post(console::tokens))
+        .route(
+            "/v1/tasks",
+            get(console::tasks).merge(post(console::start_task).route_layer(admin.clone())),
+        )
+        .route(
+            "/v1/tasks/{id}",
+            axum::routing::delete(console::stop_task).route_layer(admin.clone()),
+        )
+        .route("/v1/tokens", post(console::tokens).route_layer(admin.clone()))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/rooms", get(rooms::list))
         .route("/v1/rooms/{sdkappid}/{room}", get(rooms::one))
-        .route("/v1/callbacks", get(callbacks::list))
-        .route("/v1/callbacks/{id}", get(callbacks::one))
-        .route("/v1/callbacks/{id}/retry", post(callbacks::retry))
+        .route("/v1/callbacks", get(callbacks::list).route_layer(admin.clone()))
+        .route("/v1/callbacks/{id}", get(callbacks::one).route_layer(admin.clone()))
+        .route("/v1/callbacks/{id}/retry", post(callbacks::retry).route_layer(admin))
         .fallback(not_found)
         .with_state(state)
 }
@@ -105,6 +116,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (503 and 429 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -113,16 +126,27 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Add `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
-        (
+        let mut resp = (
             self.status,
             Json(serde_json::json!({"error": {"code": self.code, "message": self.message}})),
         )
-            .into_response()
+            .into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert(header::RETRY_AFTER, s.into());
+        }
+        resp
     }
 }

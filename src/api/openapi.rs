@@ -71,15 +71,16 @@ fn healthz() {}
 #[allow(dead_code)]
 fn metrics() {}
 
-/// Every room and its anchors (source kind, codec, resolution, fps, bitrate, viewers, start time).
+/// Every room and its anchors (source kind, codec, resolution, fps, bitrate, viewers, start time). Rooms of apps
+/// without `public_playback` are listed for admin only.
 #[utoipa::path(get, path = "/v1/rooms", tag = "console", responses((status = 200, body = Object)))]
 #[allow(dead_code)]
 fn rooms() {}
 
-/// One room (string room ids unless `type=number`).
+/// One room (string room ids unless `type=number`); admin unless the app has `public_playback`.
 #[utoipa::path(get, path = "/v1/rooms/{sdkappid}/{room}", tag = "console",
     params(("sdkappid" = u64, Path), ("room" = String, Path), ("type" = Option<String>, Query, description = "number")),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[allow(dead_code)]
 fn room() {}
 
@@ -88,7 +89,7 @@ fn room() {}
 #[allow(dead_code)]
 fn apps() {}
 
-/// Running pull tasks, each with the DescribeStreamIngest fields plus TaskId and SdkAppId.
+/// Running pull tasks, each with the DescribeStreamIngest fields plus TaskId and SdkAppId (`Reason` for admin only).
 #[utoipa::path(get, path = "/v1/tasks", tag = "console", responses((status = 200, body = Object)))]
 #[allow(dead_code)]
 fn tasks() {}
@@ -113,16 +114,17 @@ fn stop_task() {}
 #[allow(dead_code)]
 fn tokens() {}
 
-/// The callback outbox, newest first.
+/// The callback outbox, newest first (admin).
 #[utoipa::path(get, path = "/v1/callbacks", tag = "console",
     params(("status" = Option<String>, Query, description = "pending, delivered or failed"),
            ("limit" = Option<usize>, Query, description = "1..=1000, default 100")),
-    responses((status = 200, body = Object), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
 #[allow(dead_code)]
 fn callbacks() {}
 
+/// One callback (admin).
 #[utoipa::path(get, path = "/v1/callbacks/{id}", tag = "console", params(("id" = i64, Path)),
-    responses((status = 200, body = Object), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[allow(dead_code)]
 fn callback() {}
 
@@ -140,14 +142,18 @@ fn retry_callback() {}
     request_body(content = String, content_type = "application/sdp"),
     responses((status = 201, description = "SDP answer; Location, ETag and Link headers", content_type = "application/sdp"),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, body = ErrorBody), (status = 406, body = ErrorBody)))]
+              (status = 404, body = ErrorBody), (status = 406, body = ErrorBody),
+              (status = 413, description = "offer over 64 KiB", body = ErrorBody),
+              (status = 503, description = "rtc.max_sessions reached; Retry-After", body = ErrorBody)))]
 #[allow(dead_code)]
 fn whip_post() {}
 
 /// WHIP session: trickle ICE and ICE restart (`application/trickle-ice-sdpfrag`).
 #[utoipa::path(patch, path = "/v2/pub/session/{id}", tag = "webrtc", params(("id" = String, Path)),
     request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
-    responses((status = 204), (status = 200, content_type = "application/trickle-ice-sdpfrag"), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 200, content_type = "application/trickle-ice-sdpfrag"), (status = 404, body = ErrorBody),
+              (status = 413, description = "fragment over 64 KiB", body = ErrorBody),
+              (status = 422, description = "more than 20 trickled candidates in the session", body = ErrorBody)))]
 #[allow(dead_code)]
 fn whip_patch() {}
 
@@ -165,13 +171,17 @@ fn whip_delete() {}
     request_body(content = String, content_type = "application/sdp"),
     responses((status = 201, description = "SDP answer; Location, ETag and Link headers", content_type = "application/sdp"),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
-              (status = 406, body = ErrorBody)))]
+              (status = 406, body = ErrorBody), (status = 413, description = "offer over 64 KiB", body = ErrorBody),
+              (status = 429, description = "rtc.whep_per_ip_per_minute reached; Retry-After", body = ErrorBody),
+              (status = 503, description = "rtc.max_sessions reached; Retry-After", body = ErrorBody)))]
 #[allow(dead_code)]
 fn whep_post() {}
 
 #[utoipa::path(patch, path = "/v2/sub/session/{id}", tag = "webrtc", params(("id" = String, Path)),
     request_body(content = String, content_type = "application/trickle-ice-sdpfrag"),
-    responses((status = 204), (status = 200, content_type = "application/trickle-ice-sdpfrag"), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 200, content_type = "application/trickle-ice-sdpfrag"), (status = 404, body = ErrorBody),
+              (status = 413, description = "fragment over 64 KiB", body = ErrorBody),
+              (status = 422, description = "more than 20 trickled candidates in the session", body = ErrorBody)))]
 #[allow(dead_code)]
 fn whep_patch() {}
 

@@ -1,11 +1,14 @@
 //! `GET /v1/rooms` and `GET /v1/rooms/{sdkappid}/{room}`: rooms and their anchors with codec, resolution,
-//! fps, bitrate, source kind and start time.
+//! fps, bitrate, source kind and start time. Rooms of apps with `public_playback` are listed for everyone; the
+//! others only for admin (room and user ids are not public there).
 
+use super::console::{is_admin, peer, require_admin, Peer};
 use super::{ApiError, ApiState};
 use crate::auth::RoomRef;
 use crate::room::{Participant, Room, RoomKey, SourceKind, TrackInfo, TrackStats};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, Method};
 use axum::Json;
 use serde::Serialize;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -78,17 +81,33 @@ fn room_view(r: &Room) -> RoomView {
     }
 }
 
-pub async fn list(State(st): State<ApiState>) -> Json<serde_json::Value> {
-    let rooms: Vec<RoomView> = st.hub.rooms().iter().map(|r| room_view(r)).collect();
+fn public(st: &ApiState, sdkappid: u64) -> bool {
+    st.config.app(sdkappid).is_some_and(|a| a.public_playback)
+}
+
+pub async fn list(State(st): State<ApiState>, p: Peer, headers: HeaderMap) -> Json<serde_json::Value> {
+    let admin = is_admin(&st, peer(p), &headers);
+    let rooms: Vec<RoomView> = st
+        .hub
+        .rooms()
+        .iter()
+        .filter(|r| admin || public(&st, r.key.sdkappid))
+        .map(|r| room_view(r))
+        .collect();
     Json(serde_json::json!({ "rooms": rooms }))
 }
 
 /// A string room by default; `?type=number` looks up the numeric room with that id.
 pub async fn one(
     State(st): State<ApiState>,
+    p: Peer,
+    headers: HeaderMap,
     Path((sdkappid, room)): Path<(u64, String)>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<RoomView>, ApiError> {
+    if !public(&st, sdkappid) {
+        require_admin(&st, peer(p), &Method::GET, &headers)?;
+    }
     let room_ref = if q.get("type").map(String::as_str) == Some("number") {
         RoomRef::Num(room.parse().map_err(|_| {
             ApiError::new(

@@ -7,13 +7,56 @@ use crate::config::RtcConfig;
 use crate::egress::whep::{PlayRequest, WhepError};
 use crate::rtc::{PatchResult, ResourceError};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 
+/// Largest SDP offer (WHIP/WHEP POST) or trickle fragment (PATCH) accepted; larger ones get 413.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// Seconds a client is told to wait when the gateway has no room for another WebRTC session.
+const FULL_RETRY_AFTER: u64 = 5;
+
+/// The request body of an SDP or trickle request, or a JSON 413 when it exceeds [`MAX_SDP_BYTES`].
+pub fn sdp_body(source: &'static str, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::limits::refused(
+                source,
+                "body_too_large",
+                &format_args!("a body over {MAX_SDP_BYTES} bytes"),
+            );
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("SDP and trickle ICE bodies are at most {MAX_SDP_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
+        }
+    })
+}
+
+/// 503 + Retry-After when `rtc.max_sessions` is reached (counted as a refusal of `source`).
+pub fn full(source: &'static str, e: &crate::rtc::EngineFull) -> ApiError {
+    crate::limits::refused(source, "max_sessions", e);
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions", e.to_string()).retry_after(FULL_RETRY_AFTER)
+}
+
 impl From<WhepError> for ApiError {
     fn from(e: WhepError) -> Self {
+        if let WhepError::Full(f) = &e {
+            return full("whep", f);
+        }
+        if let WhepError::RateLimited(l, wait) = &e {
+            crate::limits::refused("whep", l.reason(), l);
+            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", e.to_string()).retry_after(*wait);
+        }
+        if let WhepError::Resource(ResourceError::TooManyCandidates(_)) = &e {
+            crate::limits::refused("whep", "too_many_candidates", &e);
+        }
         let (status, code) = match &e {
             WhepError::Refused(r) => super::refusal_status(r),
             WhepError::NoAnchor { .. } => (StatusCode::NOT_FOUND, "anchor_not_found"),
@@ -21,6 +64,8 @@ impl From<WhepError> for ApiError {
             WhepError::MissingCodec(_) => (StatusCode::NOT_ACCEPTABLE, "codec_not_offered"),
             WhepError::Resource(r) => resource_status(r),
             WhepError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "webrtc_disabled"),
+            WhepError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions"),
+            WhepError::RateLimited(..) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -31,6 +76,7 @@ pub fn resource_status(e: &ResourceError) -> (StatusCode, &'static str) {
         ResourceError::NoSession => (StatusCode::NOT_FOUND, "session_not_found"),
         ResourceError::EtagMismatch => (StatusCode::PRECONDITION_FAILED, "etag_mismatch"),
         ResourceError::BadFragment(_) => (StatusCode::BAD_REQUEST, "bad_fragment"),
+        ResourceError::TooManyCandidates(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_candidates"),
     }
 }
 
@@ -77,12 +123,14 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 pub async fn post(
     State(st): State<ApiState>,
+    p: super::console::Peer,
     Path((sdkappid, room)): Path<(u64, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
+    let body = sdp_body("whep", body)?;
     let offer = std::str::from_utf8(&body).map_err(|_| WhepError::BadOffer("not UTF-8".into()))?;
     let room = match q.get("roomtype").map(String::as_str) {
         Some("number") => RoomRef::Num(
@@ -105,6 +153,7 @@ pub async fn post(
             bearer: bearer(&headers),
             private_map_key: get("privatemapkey"),
             offer,
+            peer: super::console::peer(p).map(|a| a.ip()),
         })
         .await
         .map_err(|e| {
@@ -140,9 +189,10 @@ pub async fn patch(
     State(st): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
+    let body = sdp_body("whep", body)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

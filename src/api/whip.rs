@@ -1,11 +1,12 @@
 //! WHIP routes (`/v2/pub/...`, TRTC's URL form): POST an offer to publish, PATCH trickle/restart, DELETE to
 //! stop. OBS 30+ and browser pages publish here.
 
-use super::whep::{bearer, ice_server_links, resource_status};
+use super::whep::{bearer, full, ice_server_links, resource_status, sdp_body};
 use super::{ApiError, ApiState};
 use crate::ingest::whip::{PublishRequest, WhipError};
 use crate::rtc::{PatchResult, ResourceError};
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,12 @@ use std::collections::HashMap;
 
 impl From<WhipError> for ApiError {
     fn from(e: WhipError) -> Self {
+        if let WhipError::Full(f) = &e {
+            return full("whip", f);
+        }
+        if let WhipError::Resource(ResourceError::TooManyCandidates(_)) = &e {
+            crate::limits::refused("whip", "too_many_candidates", &e);
+        }
         let (status, code) = match &e {
             WhipError::Refused(r) => super::refusal_status(r),
             WhipError::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
@@ -22,6 +29,7 @@ impl From<WhipError> for ApiError {
             WhipError::Resource(r) => resource_status(r),
             WhipError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "webrtc_disabled"),
             WhipError::Transcoder(_) => (StatusCode::INTERNAL_SERVER_ERROR, "transcoder_unavailable"),
+            WhipError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -32,9 +40,10 @@ pub async fn post(
     Path((sdkappid, room)): Path<(u64, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let svc = st.whip.as_ref().ok_or(WhipError::Disabled)?;
+    let body = sdp_body("whip", body)?;
     let offer = std::str::from_utf8(&body).map_err(|_| WhipError::BadOffer("not UTF-8".into()))?;
     let get = |k: &str| {
         q.iter()
@@ -78,9 +87,10 @@ pub async fn patch(
     State(st): State<ApiState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let svc = st.whip.as_ref().ok_or(WhipError::Disabled)?;
+    let body = sdp_body("whip", body)?;
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

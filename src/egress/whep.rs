@@ -37,6 +37,10 @@ pub enum WhepError {
     Resource(#[from] ResourceError),
     #[error("WebRTC playback is disabled on this gateway")]
     Disabled,
+    #[error("{0}")]
+    Full(#[from] crate::rtc::EngineFull),
+    #[error("{0}")]
+    RateLimited(crate::limits::LimitError, u64),
 }
 
 /// A request to watch an anchor.
@@ -49,6 +53,8 @@ pub struct PlayRequest<'a> {
     /// `?privatemapkey=`: needed on apps that `require_private_map_key`.
     pub private_map_key: Option<&'a str>,
     pub offer: &'a str,
+    /// The client's address, for the per-IP rate limit (`rtc.whep_per_ip_per_minute`).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// What the HTTP layer answers with.
@@ -63,6 +69,7 @@ pub struct WhepService {
     hub: Arc<RoomHub>,
     config: Arc<Config>,
     resources: SessionResources,
+    rate: crate::limits::PerIpRate,
 }
 
 impl WhepService {
@@ -70,12 +77,19 @@ impl WhepService {
         Arc::new(WhepService {
             engine,
             hub,
+            rate: crate::limits::PerIpRate::new(config.rtc.whep_per_ip_per_minute),
             config,
             resources: SessionResources::default(),
         })
     }
 
     pub async fn play(self: &Arc<Self>, req: PlayRequest<'_>) -> Result<PlayAnswer, WhepError> {
+        if let Some(ip) = req.peer {
+            self.rate
+                .check(ip, std::time::Instant::now())
+                .map_err(|(e, wait)| WhepError::RateLimited(e, wait))?;
+        }
+        self.engine.check_room(self.config.rtc.max_sessions)?;
         authorize_play(
             &self.config.apps,
             req.sdkappid,
@@ -136,14 +150,17 @@ impl WhepService {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let engine_id = self
             .engine
-            .add(NewSession {
-                rtc,
-                ufrag: creds.ufrag.clone(),
-                video: Some(video),
-                audio: Some(audio),
-                events: events_tx,
-            })
-            .await;
+            .try_add(
+                NewSession {
+                    rtc,
+                    ufrag: creds.ufrag.clone(),
+                    video: Some(video),
+                    audio: Some(audio),
+                    events: events_tx,
+                },
+                self.config.rtc.max_sessions,
+            )
+            .await?;
         let (resource, etag) = self.resources.insert(engine_id, &creds.ufrag);
         metrics::gauge!("roomgate_whep_sessions").increment(1.0);
         tracing::info!(sdkappid = req.sdkappid, room = %req.room, anchor = %anchor.userid, viewer = ?req.viewer, session = engine_id, "WHEP viewer");

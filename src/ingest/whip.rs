@@ -49,6 +49,8 @@ pub enum WhipError {
     Resource(#[from] ResourceError),
     #[error("WebRTC publishing is disabled on this gateway")]
     Disabled,
+    #[error("{0}")]
+    Full(#[from] crate::rtc::EngineFull),
 }
 
 pub struct PublishRequest<'a> {
@@ -97,6 +99,7 @@ impl WhipService {
             unix_now(),
         )
         .inspect_err(|r| r.count("whip"))?;
+        self.engine.check_room(self.config.rtc.max_sessions)?;
 
         let offer = SdpOffer::from_sdp_string(req.offer).map_err(|e| WhipError::BadOffer(e.to_string()))?;
         let creds = IceCreds {
@@ -153,14 +156,17 @@ impl WhipService {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let engine_id = self
             .engine
-            .add(NewSession {
-                rtc,
-                ufrag: creds.ufrag.clone(),
-                video: None,
-                audio: None,
-                events: events_tx,
-            })
-            .await;
+            .try_add(
+                NewSession {
+                    rtc,
+                    ufrag: creds.ufrag.clone(),
+                    video: None,
+                    audio: None,
+                    events: events_tx,
+                },
+                self.config.rtc.max_sessions,
+            )
+            .await?;
         let (resource, etag) = self.resources.insert(engine_id, &creds.ufrag);
         let anchor = self.hub.join(
             RoomKey {

@@ -87,7 +87,15 @@ pub struct RtcEngine {
     pub addrs: EngineAddrs,
     candidates: Vec<Candidate>,
     sessions: Arc<AtomicUsize>,
+    /// Sessions added and not yet closed (counted at `add`, before the engine task sees them, so a burst of
+    /// requests cannot overshoot `rtc.max_sessions`).
+    admitted: Arc<AtomicUsize>,
 }
+
+/// `rtc.max_sessions` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the gateway has {0} WebRTC sessions, its maximum (rtc.max_sessions)")]
+pub struct EngineFull(pub usize);
 
 impl RtcEngine {
     /// Bind the UDP socket (and TCP listener) and start the engine.
@@ -102,7 +110,12 @@ impl RtcEngine {
         let tcp_addr = if cfg.tcp_enabled {
             let l = tokio::net::TcpListener::bind(SocketAddr::new(cfg.bind, cfg.tcp_port)).await?;
             let a = l.local_addr()?;
-            tasks.push(tokio::spawn(tcp::accept_loop(l, tx.clone())));
+            let limits = tcp::TcpLimits {
+                max_connections: cfg.tcp_max_connections,
+                max_connections_per_ip: cfg.tcp_max_connections_per_ip,
+                stun_timeout: std::time::Duration::from_secs(cfg.tcp_stun_timeout_secs.max(1)),
+            };
+            tasks.push(tokio::spawn(tcp::accept_loop(l, tx.clone(), limits)));
             Some(a)
         } else {
             None
@@ -127,7 +140,9 @@ impl RtcEngine {
         }
         tracing::info!(udp = %udp_addr, tcp = ?tcp_addr, candidates = ?candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "WebRTC engine listening");
         let sessions = Arc::new(AtomicUsize::new(0));
+        let admitted = Arc::new(AtomicUsize::new(0));
         let engine = Engine {
+            admitted: admitted.clone(),
             udp,
             udp_addr,
             tcp_addr,
@@ -155,6 +170,7 @@ impl RtcEngine {
                 },
                 candidates,
                 sessions,
+                admitted,
             },
             tasks,
         ))
@@ -166,6 +182,27 @@ impl RtcEngine {
     }
 
     pub async fn add(&self, session: NewSession) -> SessionId {
+        self.admitted.fetch_add(1, Ordering::Relaxed);
+        self.send_add(session).await
+    }
+
+    /// Add a session unless `max` sessions are open (or admitted) already.
+    pub async fn try_add(&self, session: NewSession, max: usize) -> Result<SessionId, EngineFull> {
+        self.admitted
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1))
+            .map_err(|_| EngineFull(max))?;
+        Ok(self.send_add(session).await)
+    }
+
+    /// Refuse early (before the SDP work) when `max` sessions are open.
+    pub fn check_room(&self, max: usize) -> Result<(), EngineFull> {
+        if self.admitted.load(Ordering::Relaxed) >= max {
+            return Err(EngineFull(max));
+        }
+        Ok(())
+    }
+
+    async fn send_add(&self, session: NewSession) -> SessionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = self.tx.send(Command::Add(id, Box::new(session))).await;
         id
@@ -221,6 +258,8 @@ struct TcpPeer {
 }
 
 struct Engine {
+    /// Shared with `RtcEngine`: released here when a session closes.
+    admitted: Arc<AtomicUsize>,
     udp: super::udp::UdpEndpoint,
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
@@ -570,6 +609,7 @@ impl Engine {
         for p in &s.peers {
             self.by_peer.remove(p);
         }
+        self.admitted.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = id, %reason, "WebRTC session closed");
         let _ = s.events.send(SessionEvent::Closed(reason));
         self.count.store(self.sessions.len(), Ordering::Relaxed);

@@ -12,7 +12,7 @@ pub mod resources;
 mod tcp;
 mod udp;
 
-pub use engine::{NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
+pub use engine::{EngineFull, NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
 pub use resources::{random_token, PatchResult, ResourceError, SessionResources};
 
 use std::net::{IpAddr, SocketAddr};

@@ -14,7 +14,12 @@ pub enum ResourceError {
     EtagMismatch,
     #[error("bad trickle ICE fragment: {0}")]
     BadFragment(String),
+    #[error("too many trickled candidates: at most {0} per session")]
+    TooManyCandidates(usize),
 }
+
+/// Remote candidates one session may trickle in (PATCH), in total: each costs the engine work on every check.
+pub const MAX_TRICKLED_CANDIDATES: usize = 20;
 
 /// What a PATCH did.
 pub enum PatchResult {
@@ -27,6 +32,8 @@ pub enum PatchResult {
 struct Resource {
     engine_id: SessionId,
     etag: String,
+    /// Remote candidates trickled so far.
+    candidates: usize,
 }
 
 #[derive(Default)]
@@ -56,6 +63,7 @@ impl SessionResources {
             Resource {
                 engine_id,
                 etag: etag.clone(),
+                candidates: 0,
             },
         );
         (token, etag)
@@ -125,15 +133,28 @@ impl SessionResources {
                 fragment: body,
             });
         }
-        for line in fragment.lines().map(str::trim) {
-            if let Some(c) = line
-                .strip_prefix("a=candidate:")
-                .or_else(|| line.strip_prefix("candidate:"))
-            {
-                let cand = Candidate::from_sdp_string(&format!("candidate:{c}"))
-                    .map_err(|e| ResourceError::BadFragment(e.to_string()))?;
-                engine.add_remote_candidate(id, cand).await;
+        let cands = fragment
+            .lines()
+            .map(str::trim)
+            .filter_map(|line| {
+                line.strip_prefix("a=candidate:")
+                    .or_else(|| line.strip_prefix("candidate:"))
+            })
+            .take(MAX_TRICKLED_CANDIDATES + 1)
+            .map(|c| Candidate::from_sdp_string(&format!("candidate:{c}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ResourceError::BadFragment(e.to_string()))?;
+        {
+            // Count (and refuse) before any of them reaches the engine.
+            let mut map = self.map.lock().expect("resources lock");
+            let r = map.get_mut(token).ok_or(ResourceError::NoSession)?;
+            if r.candidates + cands.len() > MAX_TRICKLED_CANDIDATES {
+                return Err(ResourceError::TooManyCandidates(MAX_TRICKLED_CANDIDATES));
             }
+            r.candidates += cands.len();
+        }
+        for cand in cands {
+            engine.add_remote_candidate(id, cand).await;
         }
         Ok(PatchResult::Trickled)
     }

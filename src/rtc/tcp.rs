@@ -2,13 +2,17 @@
 //! hands whole packets to the engine and writes what the engine gives it, through a queue bounded in size and
 //! in age: a peer that stops reading loses packets (and its video waits for the next keyframe) instead of
 //! holding anyone up or being fed stale media later. The queue is large enough for a GOP burst at join.
+//!
+//! Before a peer has proven it speaks ICE it holds a slot of a capped budget (total and per IP) and has a few
+//! seconds to send a STUN message; otherwise the connection is closed and the refusal counted.
 
 use super::demux::{frame, FrameReader};
 use super::engine::Command;
+use crate::limits::{refused, ConnectionCounter, ConnectionSlot};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -21,12 +25,37 @@ const STALE: std::time::Duration = std::time::Duration::from_millis(1000);
 /// second instead of as seconds of stale media queued in the kernel.
 const TCP_SEND_BUFFER: usize = 128 * 1024;
 
-pub async fn accept_loop(listener: TcpListener, engine: mpsc::Sender<Command>) {
+/// Caps of the ICE-TCP listener (from `[rtc]`).
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Time a new connection has to send its first STUN message.
+    pub stun_timeout: Duration,
+}
+
+/// Whether `p` is a STUN message (RFC 5389: top bits 00, the magic cookie, a length that fits).
+pub fn is_stun(p: &[u8]) -> bool {
+    p.len() >= 20
+        && p[0] & 0xC0 == 0
+        && p[4..8] == [0x21, 0x12, 0xA4, 0x42]
+        && usize::from(u16::from_be_bytes([p[2], p[3]])) + 20 == p.len()
+}
+
+pub async fn accept_loop(listener: TcpListener, engine: mpsc::Sender<Command>, limits: TcpLimits) {
+    let counter = ConnectionCounter::new(limits.max_connections, limits.max_connections_per_ip);
     loop {
         match listener.accept().await {
-            Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, engine.clone()));
-            }
+            Ok((stream, peer)) => match counter.try_open(peer.ip()) {
+                Ok(slot) => {
+                    tokio::spawn(connection(stream, peer, engine.clone(), limits.stun_timeout, slot));
+                }
+                Err(e) => {
+                    refused("ice_tcp", e.reason(), &format_args!("{e}, peer {}", peer.ip()));
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    drop(stream);
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "ICE-TCP accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -35,7 +64,13 @@ pub async fn accept_loop(listener: TcpListener, engine: mpsc::Sender<Command>) {
     }
 }
 
-async fn connection(stream: TcpStream, peer: SocketAddr, engine: mpsc::Sender<Command>) {
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    engine: mpsc::Sender<Command>,
+    stun_timeout: Duration,
+    _slot: ConnectionSlot,
+) {
     let _ = stream.set_nodelay(true);
     let _ = socket2::SockRef::from(&stream).set_send_buffer_size(TCP_SEND_BUFFER);
     let (mut rd, mut wr) = stream.into_split();
@@ -69,18 +104,64 @@ async fn connection(stream: TcpStream, peer: SocketAddr, engine: mpsc::Sender<Co
     });
     let mut reader = FrameReader::default();
     let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match rd.read(&mut buf).await {
+    // Until the first STUN message, reads have a deadline and anything else ends the connection.
+    let mut stun_by = Some(tokio::time::Instant::now() + stun_timeout);
+    'read: loop {
+        let read = rd.read(&mut buf);
+        let n = match stun_by {
+            Some(deadline) => match tokio::time::timeout_at(deadline, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    refused(
+                        "ice_tcp",
+                        "no_stun",
+                        &format_args!("{peer} sent no STUN within {stun_timeout:?}"),
+                    );
+                    break;
+                }
+            },
+            None => read.await,
+        };
+        let n = match n {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
         reader.feed(&buf[..n]);
         while let Some(p) = reader.next_packet() {
+            if stun_by.is_some() {
+                if !is_stun(&p) {
+                    refused(
+                        "ice_tcp",
+                        "not_stun",
+                        &format_args!("{peer} sent something else than STUN first"),
+                    );
+                    break 'read;
+                }
+                stun_by = None;
+            }
             if engine.send(Command::TcpPacket { peer, packet: p }).await.is_err() {
-                break;
+                break 'read;
             }
         }
     }
     let _ = engine.send(Command::TcpClosed { peer }).await;
     writer.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_stun;
+
+    #[test]
+    fn stun_is_recognised() {
+        let mut m = vec![0x00, 0x01, 0x00, 0x04, 0x21, 0x12, 0xA4, 0x42];
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&[0, 0, 0, 0]);
+        assert!(is_stun(&m));
+        assert!(!is_stun(&m[..20]), "length must match");
+        let mut rtp = m.clone();
+        rtp[0] = 0x80;
+        assert!(!is_stun(&rtp));
+        assert!(!is_stun(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+    }
 }

@@ -228,11 +228,12 @@ pub fn decode_opus_of<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> (usize,
     (samples, peak)
 }
 
-/// A plain HTTP/1.0 GET (no client library needed): returns (status, body).
+/// A plain HTTP/1.0 GET (no client library needed), with `Host` the address as a browser on this machine would
+/// send it (so it is admin by loopback): returns (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     let mut resp = String::new();
@@ -245,9 +246,22 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
-/// How every hostile-input test ends: the gateway still takes a normal ffmpeg publisher into `room`, and a WHEP
-/// viewer decodes its picture.
-pub async fn assert_still_serves(gw: &TestGateway, room: &str) {
+/// How every hostile-input test ends: the gateway still answers `/healthz`, takes a normal ffmpeg publisher
+/// into a fresh room, and a WHEP viewer decodes its picture.
+pub async fn assert_still_serves(gw: &TestGateway) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // A refused client's slots may take a moment to come back.
+        if let Ok((200, _)) = tokio::time::timeout(Duration::from_secs(5), http_get(gw.http_addr, "/healthz"))
+            .await
+            .map_err(|_| ())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateway answers /healthz");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let room = &format!("still{}", rand::random::<u32>());
     let ff = Ffmpeg::push(
         &lavfi("320x240", 20),
         "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",

@@ -1,13 +1,17 @@
 //! The web console, served by roomgate itself: plain HTML/JS/CSS embedded in the binary (no build step), and the
 //! small JSON API it uses (`/v1/apps`, `/v1/tasks`, `/v1/tokens`). Privileged actions (tokens, starting and stopping
-//! tasks, re-sending callbacks) need the admin credential: `[admin] token` as a Bearer token, or a request from
-//! loopback when `admin.loopback` is on (the default).
+//! tasks, re-sending callbacks, reading callbacks and task failure reasons, rooms of apps without public playback)
+//! need the admin credential: `[admin] token` as a Bearer token, or a request from loopback when `admin.loopback`
+//! is on (the default) that a browser cannot have been tricked into sending (see `api::admin`).
+//!
+//! Pages and assets are sent with a Content-Security-Policy (scripts and styles only from `/assets/`, no
+//! framing) and `X-Content-Type-Options: nosniff`.
 
 use super::{ApiError, ApiState};
 use crate::auth::{self, UserSig};
 use crate::ingest::pull::{PullError, TaskSpec};
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -27,19 +31,37 @@ fn asset(name: &str) -> Option<(&'static str, &'static str)> {
         "dashboard.js" => ("text/javascript; charset=utf-8", include_str!("assets/dashboard.js")),
         "play.js" => ("text/javascript; charset=utf-8", include_str!("assets/play.js")),
         "publish.js" => ("text/javascript; charset=utf-8", include_str!("assets/publish.js")),
+        "tokens.js" => ("text/javascript; charset=utf-8", include_str!("assets/tokens.js")),
         _ => return None,
     })
 }
 
+/// The console's Content-Security-Policy: everything from this origin only (WHIP/WHEP fetches are same-origin,
+/// players show `MediaStream`s, which need no `media-src`), no inline script or style, never in a frame.
+pub const CSP: &str =
+    "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// Content-Security-Policy and nosniff on a console response.
+fn protect(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    resp
+}
+
 fn page(html: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        html,
+    protect(
+        (
+            [
+                (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            html,
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 pub async fn index() -> Response {
@@ -58,38 +80,52 @@ pub async fn tokens_page() -> Response {
 pub async fn assets(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (ctype, body) =
         asset(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no asset {name}")))?;
-    Ok((
-        [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
-        body,
-    )
-        .into_response())
+    Ok(protect(
+        (
+            [(header::CONTENT_TYPE, ctype), (header::CACHE_CONTROL, "no-cache")],
+            body,
+        )
+            .into_response(),
+    ))
 }
 
-/// Refuse unless the request carries the admin credential.
-pub fn require_admin(st: &ApiState, peer: Option<SocketAddr>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let admin = &st.config.admin;
-    if admin.loopback && peer.is_some_and(|p| p.ip().is_loopback()) {
-        return Ok(());
+/// Refuse unless the request carries the admin credential (see `api::admin`); a refusal is a 403 naming the rule
+/// that failed, counted in `roomgate_refusals_total{source="admin"}`.
+pub fn require_admin(
+    st: &ApiState,
+    peer: Option<SocketAddr>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<super::admin::AdminGrant, ApiError> {
+    super::admin::check(method, headers, peer, &st.config.admin).map_err(|e| {
+        crate::limits::refused("admin", e.code(), &e);
+        ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string())
+    })
+}
+
+/// Middleware for admin-only routes: refuse before the handler's extractors run (a `text/plain` body must get
+/// `admin_content_type`, not a JSON parse error).
+pub async fn admin_only(
+    State(st): State<ApiState>,
+    p: Peer,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match require_admin(&st, peer(p), &req.method().clone(), req.headers()) {
+        Ok(_) => next.run(req).await,
+        Err(e) => e.into_response(),
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match bearer {
-        Some(t) if !admin.token.is_empty() && bool::from(subtle::ConstantTimeEq::ct_eq(t.as_bytes(), admin.token.as_bytes())) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "admin_required",
-            "this needs the admin credential: Authorization: Bearer <[admin] token>, or a request from the gateway's own machine",
-        )),
-    }
+}
+
+/// Whether a read-only request is admin (to decide what a listing shows; not counted as a refusal).
+pub fn is_admin(st: &ApiState, peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
+    super::admin::check(&Method::GET, headers, peer, &st.config.admin).is_ok()
 }
 
 /// The peer address (the server runs with connect info).
 pub type Peer = ConnectInfo<SocketAddr>;
 
-fn peer(ConnectInfo(a): Peer) -> Option<SocketAddr> {
+pub fn peer(ConnectInfo(a): Peer) -> Option<SocketAddr> {
     Some(a)
 }
 
@@ -107,8 +143,10 @@ pub async fn apps(State(st): State<ApiState>) -> Json<Value> {
     Json(json!({ "apps": apps }))
 }
 
-/// `GET /v1/tasks`: running pull tasks (the Describe fields of each, plus TaskId and SdkAppId).
-pub async fn tasks(State(st): State<ApiState>) -> Json<Value> {
+/// `GET /v1/tasks`: running pull tasks (the Describe fields of each, plus TaskId and SdkAppId). The failure
+/// `Reason` (it can name source hosts and errors) is shown to admin only.
+pub async fn tasks(State(st): State<ApiState>, p: Peer, headers: HeaderMap) -> Json<Value> {
+    let admin = is_admin(&st, peer(p), &headers);
     let tasks: Vec<Value> = st
         .pull
         .as_ref()
@@ -119,6 +157,9 @@ pub async fn tasks(State(st): State<ApiState>) -> Json<Value> {
             let mut m = super::cloud::describe_fields(Some((t.spec(), t.status())));
             m.insert("TaskId".into(), Value::String(t.id.clone()));
             m.insert("SdkAppId".into(), json!(t.spec().sdk_app_id));
+            if !admin {
+                m.remove("Reason");
+            }
             Value::Object(m)
         })
         .collect();
@@ -185,7 +226,7 @@ pub async fn start_task(
     headers: HeaderMap,
     Json(t): Json<NewTask>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&st, peer(p), &headers)?;
+    require_admin(&st, peer(p), &Method::POST, &headers)?;
     let pull = pull_service(&st)?;
     let app = st
         .config
@@ -244,7 +285,7 @@ pub async fn stop_task(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&st, peer(p), &headers)?;
+    require_admin(&st, peer(p), &Method::DELETE, &headers)?;
     let pull = pull_service(&st)?;
     pull.stop(&id).await.map_err(pull_error)?;
     Ok(Json(json!({ "task_id": id, "stopped": true })))
@@ -282,7 +323,7 @@ pub async fn tokens(
     headers: HeaderMap,
     Json(req): Json<TokenRequest>,
 ) -> Result<Json<Tokens>, ApiError> {
-    require_admin(&st, peer(p), &headers)?;
+    require_admin(&st, peer(p), &Method::POST, &headers)?;
     let app = st
         .config
         .app(req.sdkappid)
@@ -343,15 +384,23 @@ pub async fn tokens(
     }))
 }
 
-/// `GET /demo/sample.mp4`: the demo task's source (only with `serve --demo-task`).
-pub async fn demo_media(State(st): State<ApiState>) -> Result<Response, ApiError> {
-    let path = st
-        .config
-        .demo_media
-        .clone()
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no demo media"))?;
-    let bytes = tokio::fs::read(&path)
+/// `GET /demo/sample.mp4`: the demo task's source (only with `serve --demo-task`), streamed from the file, to
+/// loopback peers only (the demo task pulls it from there).
+pub async fn demo_media(State(st): State<ApiState>, p: Peer) -> Result<Response, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no demo media");
+    if !peer(p).is_some_and(|a| a.ip().to_canonical().is_loopback()) {
+        return Err(not_found());
+    }
+    let path = st.config.demo_media.clone().ok_or_else(not_found)?;
+    let file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{}: {e}", path.display())))?;
-    Ok(([(header::CONTENT_TYPE, "video/mp4")], bytes).into_response())
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let mut resp = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
+    if let Some(len) = len {
+        h.insert(header::CONTENT_LENGTH, len.into());
+    }
+    Ok(resp)
 }

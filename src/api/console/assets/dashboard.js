@@ -57,7 +57,12 @@ function renderApps(apps) {
 
 async function refresh() {
   try {
-    const [rooms, tasks, callbacks] = await Promise.all([api("/v1/rooms"), api("/v1/tasks"), api("/v1/callbacks?limit=15")]);
+    // Rooms of private apps, task failure reasons and callbacks are shown to admin only; the rest to everyone.
+    const admin = { headers: adminHeaders() };
+    const [rooms, tasks, callbacks] = await Promise.all([
+      api("/v1/rooms", admin), api("/v1/tasks", admin),
+      api("/v1/callbacks?limit=15", admin).catch(() => ({ callbacks: [] })),
+    ]);
     if (!appsLoaded) { renderApps((await api("/v1/apps")).apps); appsLoaded = true; }
     renderAnchors(rooms.rooms);
     renderTasks(tasks.tasks);
@@ -87,8 +92,8 @@ document.addEventListener("click", async (ev) => {
   const stop = ev.target.closest("[data-stop]");
   const retry = ev.target.closest("[data-retry]");
   try {
-    if (stop) await api(`/v1/tasks/${encodeURIComponent(stop.dataset.stop)}`, { method: "DELETE", headers: adminHeaders() });
-    if (retry) await api(`/v1/callbacks/${retry.dataset.retry}/retry`, { method: "POST", headers: adminHeaders() });
+    if (stop) await api(`/v1/tasks/${encodeURIComponent(stop.dataset.stop)}`, { method: "DELETE", headers: adminHeaders({ "Content-Type": "application/json" }) });
+    if (retry) await api(`/v1/callbacks/${retry.dataset.retry}/retry`, { method: "POST", headers: adminHeaders({ "Content-Type": "application/json" }), body: "{}" });
     if (stop || retry) refresh();
   } catch (e) { showError("error", e); }
 });

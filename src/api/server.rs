@@ -1,0 +1,183 @@
+//! The HTTP listener: hyper's HTTP/1 server with a timer, because `axum::serve` has no header-read timeout (a
+//! slowloris client sending a header byte every few seconds would hold a connection forever). Each connection
+//! gets a slot from a [`ConnectionCounter`] (total and per-IP caps; over the cap the socket is closed at once and
+//! the refusal counted), a header-read timeout, a graceful idle timeout (no byte either way), and a request-body
+//! timeout (tower-http). Handlers still see the peer as `ConnectInfo<SocketAddr>`.
+
+use crate::config::HttpConfig;
+use crate::limits::{refused, ConnectionCounter, ConnectionSlot};
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The timeouts and caps of the HTTP listener (from `[http]`).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+impl From<&HttpConfig> for HttpLimits {
+    fn from(c: &HttpConfig) -> Self {
+        HttpLimits {
+            max_connections: c.max_connections,
+            max_connections_per_ip: c.max_connections_per_ip,
+            header_timeout: Duration::from_secs(c.header_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(c.idle_timeout_secs.max(1)),
+            body_timeout: Duration::from_secs(c.body_timeout_secs.max(1)),
+        }
+    }
+}
+
+/// Serve `app` on `listener` until the task is aborted.
+pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) {
+    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_timeout));
+    let counter = ConnectionCounter::new(limits.max_connections, limits.max_connections_per_ip);
+    let limits = Arc::new(limits);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(error = %e, "HTTP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let slot = match counter.try_open(peer.ip()) {
+            Ok(s) => s,
+            Err(e) => {
+                refused("http", e.reason(), &format_args!("{e}, peer {}", peer.ip()));
+                // Close at once: RST instead of a FIN handshake that would hold the socket in TIME_WAIT here.
+                let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                drop(stream);
+                continue;
+            }
+        };
+        tokio::spawn(connection(stream, peer, app.clone(), limits.clone(), slot));
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, app: Router, limits: Arc<HttpLimits>, _slot: ConnectionSlot) {
+    let _ = stream.set_nodelay(true);
+    let io = ActivityIo::new(stream);
+    let last = io.last.clone();
+    let started = io.started;
+    let svc = tower::ServiceExt::map_request(app, move |mut req: axum::http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
+    let svc = hyper_util::service::TowerToHyperService::new(svc);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), svc).with_upgrades();
+    tokio::pin!(conn);
+    let tick = (limits.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut closing: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                }
+                return;
+            }
+            _ = tokio::time::sleep(tick) => {
+                let idle = started.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+                match closing {
+                    None if idle >= limits.idle_timeout => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                    // A response still being written to a peer that stopped reading: give up on it.
+                    Some(t) if t.elapsed() >= limits.idle_timeout => {
+                        refused("http", "idle_timeout", &format_args!("connection from {peer} did not close"));
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// A TCP stream that remembers when a byte last went either way (milliseconds since `started`).
+struct ActivityIo {
+    inner: TcpStream,
+    started: Instant,
+    last: Arc<AtomicU64>,
+}
+
+impl ActivityIo {
+    fn new(inner: TcpStream) -> Self {
+        ActivityIo {
+            inner,
+            started: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        self.last
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for ActivityIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl AsyncWrite for ActivityIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
