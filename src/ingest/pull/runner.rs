@@ -292,8 +292,27 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
     opts.set("rw_timeout", &read_timeout.as_micros().to_string());
     opts.set("user_agent", concat!("roomgate/", env!("CARGO_PKG_VERSION")));
     opts.set("format_whitelist", FORMATS);
+    let mut open_url = open_url;
     let proxy = if open_url.scheme() == "rtmp" {
         opts.set("protocol_whitelist", RTMP_PROTOCOLS);
+        // No proxy speaks RTMP: resolve and check here, and give libav the checked address, so a DNS answer
+        // that changes before libav connects (rebinding) is never used. The server still sees the host name
+        // in tcUrl.
+        let checked = s
+            .service
+            .runtime
+            .block_on(source::check_destination(&open_url, &policy));
+        match checked.as_deref() {
+            Ok([ip, ..]) => {
+                opts.set("rtmp_tcurl", &source::rtmp_tc_url(&open_url));
+                open_url = source::with_ip(&open_url, *ip);
+            }
+            Ok([]) => return failed(source::NOT_OPENED.to_string()),
+            Err(e) => {
+                tracing::warn!(task = %task.id, url = %source::redact(&open_url), error = %e, "pull source address refused");
+                return failed(e.public_reason());
+            }
+        }
         None
     } else {
         let Ok(session) = s.service.proxy_session(policy, &task.id[..8]) else {

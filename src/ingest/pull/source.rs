@@ -209,6 +209,29 @@ pub fn preflight_client(connect_timeout: std::time::Duration, policy: AddressPol
         .expect("static HTTP client settings are valid")
 }
 
+/// `url` with its host replaced by `ip` (the address that was checked), userinfo dropped.
+pub fn with_ip(url: &Url, ip: IpAddr) -> Url {
+    let mut u = url.clone();
+    let _ = u.set_ip_host(ip);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u
+}
+
+/// The tcUrl libav would send for an rtmp URL (`rtmp://host[:port]/<app>`, the path up to the stream name),
+/// for when it connects to an address instead of the name.
+pub fn rtmp_tc_url(url: &Url) -> String {
+    let host = match url.host() {
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        Some(h) => h.to_string(),
+        None => String::new(),
+    };
+    let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+    let path = url.path();
+    let app = path.rfind('/').map_or("", |i| &path[..i]);
+    format!("{}://{host}{port}{app}", url.scheme())
+}
+
 /// Check the destination and, for HTTP(S), request the URL, following redirects hop by hop with the same checks.
 /// Returns the URL libav should open (the last hop). Only the response head is read. `client` must be the
 /// `preflight_client` of the same `policy`.
@@ -307,6 +330,14 @@ mod tests {
     fn schemes_and_syntax() {
         assert!(parse_source_url("https://example.com/a.mp4").is_ok());
         assert!(parse_source_url("rtmp://example.com/live/x").is_ok());
+        let u = Url::parse("rtmp://user:pw@media.example.com:1936/live/inst/key?token=a/b").unwrap();
+        assert_eq!(rtmp_tc_url(&u), "rtmp://media.example.com:1936/live/inst");
+        assert_eq!(
+            with_ip(&u, "203.0.113.9".parse().unwrap()).as_str(),
+            "rtmp://203.0.113.9:1936/live/inst/key?token=a/b"
+        );
+        let v6 = with_ip(&Url::parse("rtmp://h/live/k").unwrap(), "2001:db8::1".parse().unwrap());
+        assert_eq!(v6.as_str(), "rtmp://[2001:db8::1]/live/k");
         assert!(matches!(
             parse_source_url("file:///etc/passwd"),
             Err(SourceError::BadScheme(_))
