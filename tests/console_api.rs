@@ -220,6 +220,16 @@ async fn serve_with_a_demo_task_shows_moving_video_at_once() {
     assert_eq!(anchor["video"]["width"], 1280);
     let (_, body) = http_get(http, "/").await;
     assert!(body.contains("<title>roomgate dashboard</title>"));
+    // The demo media is streamed with Range support, not read whole per request.
+    let r = reqwest::Client::new()
+        .get(format!("http://{http}/demo/sample.mp4"))
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert!(r.headers()["content-range"].to_str().unwrap().starts_with("bytes 100-199/"));
+    assert_eq!(r.bytes().await.unwrap().len(), 100);
     let _ = child.kill();
     let _ = child.wait();
 }

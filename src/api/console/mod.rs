@@ -386,21 +386,15 @@ pub async fn tokens(
 
 /// `GET /demo/sample.mp4`: the demo task's source (only with `serve --demo-task`), streamed from the file, to
 /// loopback peers only (the demo task pulls it from there).
-pub async fn demo_media(State(st): State<ApiState>, p: Peer) -> Result<Response, ApiError> {
+pub async fn demo_media(State(st): State<ApiState>, p: Peer, req: axum::extract::Request) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no demo media");
     if !peer(p).is_some_and(|a| a.ip().to_canonical().is_loopback()) {
         return Err(not_found());
     }
     let path = st.config.demo_media.clone().ok_or_else(not_found)?;
-    let file = tokio::fs::File::open(&path)
+    // Streamed from disk with Range support (libav seeks in MP4s with ranges), never read whole.
+    let resp = tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(path), req)
         .await
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{}: {e}", path.display())))?;
-    let len = file.metadata().await.map(|m| m.len()).ok();
-    let mut resp = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("video/mp4"));
-    if let Some(len) = len {
-        h.insert(header::CONTENT_LENGTH, len.into());
-    }
-    Ok(resp)
+        .unwrap_or_else(|never| match never {});
+    Ok(resp.map(axum::body::Body::new))
 }
