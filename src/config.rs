@@ -486,7 +486,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), ConfigError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::store::create_private_dir(dir).map_err(err)?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

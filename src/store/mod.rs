@@ -3,6 +3,9 @@
 //! It holds what must survive a restart, even a `kill -9`: pull tasks (so running ones resume) and, later, the
 //! callback outbox. SQLite runs in WAL mode with `synchronous=NORMAL`: a committed write survives a process crash.
 //! Every call blocks for a short write; async callers go through `spawn_blocking`.
+//!
+//! The data dir is created with mode 0700 and the database files with 0600: they hold callback bodies and task
+//! source URLs (which may carry credentials).
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -227,14 +230,19 @@ impl Store {
 impl Store {
     /// Open (creating if needed) `roomgate.db` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        create_private_dir(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
         Self::open_file(&data_dir.join("roomgate.db"))
     }
 
+    /// Open (creating if needed, mode 0600) the database file `path`.
     pub fn open_file(path: &Path) -> Result<Store, StoreError> {
+        private_db_files(path).map_err(|source| StoreError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })?;
         let conn = rusqlite::Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -306,21 +314,76 @@ impl Store {
         Ok(())
     }
 
+    /// Record that StopStreamIngest ended a task (before the runner has wound down), so a crash right after the
+    /// answer does not resume it. Only an active task changes; returns whether this one did.
+    pub fn stop_task(&self, task_id: &str, reason: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE pull_tasks SET state = 'stopped', reason = ?2, updated_at_ms = ?3
+             WHERE task_id = ?1 AND state IN ('running', 'paused')",
+            rusqlite::params![task_id, reason, now_ms()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Save an updated spec and its state (`running` or `paused`) together, only while the task is active (an
+    /// update racing a Stop must not bring a stopped task back). Returns whether the task was active.
+    pub fn update_active_task(&self, task_id: &str, spec: &serde_json::Value, state: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE pull_tasks SET spec = ?2, state = ?3, reason = '', updated_at_ms = ?4
+             WHERE task_id = ?1 AND state IN ('running', 'paused')",
+            rusqlite::params![task_id, serde_json::to_string(spec)?, state, now_ms()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// One task. A spec that is not JSON reads as `null` (the caller reports the task as unreadable) rather than
+    /// failing the read.
     pub fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{SELECT_TASK} WHERE task_id = ?1"))?;
         let mut rows = stmt.query_map([task_id], row_to_task)?;
-        rows.next().transpose()?.map(finish_task).transpose()
+        Ok(rows.next().transpose()?.map(|(mut t, spec)| {
+            t.spec = serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null);
+            t
+        }))
     }
 
-    /// Tasks that were running or paused (to resume after a restart), oldest first.
-    pub fn active_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+    /// Tasks that have not ended (to resume after a restart), oldest first. Each row is read on its own: one that
+    /// cannot be (a spec that is not JSON, an unknown state, a wrong column type) is an `Err` with its task id, for
+    /// the caller to mark failed, and never hides the others.
+    pub fn resumable_tasks(&self) -> Result<Vec<Result<TaskRecord, UnreadableTask>>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "{SELECT_TASK} WHERE state IN ('running', 'paused') ORDER BY created_at_ms"
+            "{SELECT_TASK} WHERE state IS NOT 'finished' AND state IS NOT 'failed' AND state IS NOT 'stopped'
+             ORDER BY created_at_ms"
         ))?;
-        let rows = stmt.query_map([], row_to_task)?;
-        rows.map(|r| finish_task(r?)).collect()
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let task_id = match row.get_ref(0)? {
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            let unreadable = |why: String| UnreadableTask {
+                task_id: task_id.clone(),
+                why,
+            };
+            let read = row_to_task(row)
+                .map_err(|e| unreadable(e.to_string()))
+                .and_then(|raw| finish_task(raw).map_err(|e| unreadable(e.to_string())))
+                .and_then(|t| match t.state.as_str() {
+                    "running" | "paused" => Ok(t),
+                    other => Err(unreadable(format!("unknown state {other:?}"))),
+                });
+            out.push(read);
+        }
+        Ok(out)
+    }
+
+    /// Tasks that were running or paused, oldest first (unreadable rows left out; see `resumable_tasks`).
+    pub fn active_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        Ok(self.resumable_tasks()?.into_iter().filter_map(Result::ok).collect())
     }
 
     /// The most recent tasks, newest first.
@@ -330,6 +393,60 @@ impl Store {
         let rows = stmt.query_map([limit as i64], row_to_task)?;
         rows.map(|r| finish_task(r?)).collect()
     }
+}
+
+/// A stored task row that cannot be resumed as it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableTask {
+    pub task_id: String,
+    pub why: String,
+}
+
+/// Create `dir` (and missing parents) with mode 0700. A dir that already exists is left as it is (it may be
+/// shared on purpose); a warning says when others can read it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777),
+                "the data dir is readable by other users; it holds keys and callback bodies (chmod 700 it)");
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Create the database file with mode 0600 if it is missing, and take group/other access away from it and its
+/// `-wal`/`-shm` files if they have it (SQLite gives new `-wal`/`-shm` files the database file's mode).
+fn private_db_files(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)?;
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        for f in [path.as_os_str(), &wal, &shm] {
+            match std::fs::metadata(f) {
+                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                    std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))?
+                }
+                _ => {}
+            }
+        }
+    }
+    let _ = path;
+    Ok(())
 }
 
 const SELECT_TASK: &str = "SELECT task_id, sdkappid, spec, state, reason, loops_done, position_ms, restarts,
@@ -440,5 +557,92 @@ mod tests {
             "only failed ones are retried"
         );
         assert_eq!(s.callbacks(None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn one_unreadable_task_row_does_not_hide_the_others() {
+        let s = Store::in_memory().unwrap();
+        s.insert_task(&record("good")).unwrap();
+        s.insert_task(&record("ended")).unwrap();
+        s.update_state("ended", "stopped", "").unwrap();
+        let raw = |id: &str, spec: &str, state: &str| {
+            s.conn()
+                .execute(
+                    "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, created_at_ms, updated_at_ms)
+                     VALUES (?1, 7, ?2, ?3, 1, 1)",
+                    rusqlite::params![id, spec, state],
+                )
+                .unwrap();
+        };
+        raw("badjson", "{not json", "running");
+        raw("badstate", "{}", "zombie");
+        s.conn()
+            .execute(
+                "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, loops_done, created_at_ms, updated_at_ms)
+                 VALUES ('badtype', 7, '{}', 'running', 'lots', 1, 1)",
+                [],
+            )
+            .unwrap();
+        let rows = s.resumable_tasks().unwrap();
+        let mut bad: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(|u| u.task_id.clone())
+            .collect();
+        bad.sort();
+        assert_eq!(bad, ["badjson", "badstate", "badtype"]);
+        let good: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|t| t.task_id.as_str())
+            .collect();
+        assert_eq!(good, ["good"]);
+        assert!(rows
+            .iter()
+            .any(|r| matches!(r, Err(u) if u.why.contains("unknown state \"zombie\""))));
+        assert_eq!(s.active_tasks().unwrap().len(), 1);
+        assert_eq!(s.task("badjson").unwrap().unwrap().spec, serde_json::Value::Null);
+    }
+
+    #[test]
+    fn stop_and_update_change_only_active_tasks() {
+        let s = Store::in_memory().unwrap();
+        s.insert_task(&record("a")).unwrap();
+        let spec = serde_json::json!({"StreamUrl": "http://x/b.mp4"});
+        assert!(s.update_active_task("a", &spec, "paused").unwrap());
+        assert_eq!(s.task("a").unwrap().unwrap().state, "paused");
+        assert!(s.stop_task("a", "stopped by StopStreamIngest").unwrap());
+        assert_eq!(s.task("a").unwrap().unwrap().state, "stopped");
+        assert!(!s.stop_task("a", "again").unwrap(), "already stopped");
+        assert!(
+            !s.update_active_task("a", &spec, "running").unwrap(),
+            "an update after Stop does not bring it back"
+        );
+        let a = s.task("a").unwrap().unwrap();
+        assert_eq!(
+            (a.state.as_str(), a.reason.as_str()),
+            ("stopped", "stopped by StopStreamIngest")
+        );
+        s.update_state("a", "finished", "").unwrap();
+        assert!(!s.stop_task("a", "late").unwrap(), "an ended task keeps how it ended");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_dir_and_database_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/data");
+        let s = Store::open(&data).unwrap();
+        s.insert_task(&record("x")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        for f in ["roomgate.db", "roomgate.db-wal", "roomgate.db-shm"] {
+            assert_eq!(mode(&data.join(f)) & 0o077, 0, "{f} is not readable by others");
+        }
+        drop(s);
+        std::fs::set_permissions(data.join("roomgate.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&data).unwrap());
+        assert_eq!(mode(&data.join("roomgate.db")), 0o600, "tightened on open");
     }
 }
