@@ -232,6 +232,9 @@ pub struct CallbacksConfig {
     pub retry_window_secs: u64,
     /// Seconds a track may go without frames before a 202/204 is sent (when the other track still flows).
     pub media_idle_secs: u64,
+    /// Callbacks kept in memory (and still delivered) while the store refuses writes; past this, new events wait
+    /// until the store takes writes again (none is dropped).
+    pub memory_queue_max: usize,
 }
 
 impl Default for CallbacksConfig {
@@ -241,6 +244,7 @@ impl Default for CallbacksConfig {
             retry_interval_secs: 10,
             retry_window_secs: 60,
             media_idle_secs: 5,
+            memory_queue_max: 10_000,
         }
     }
 }
@@ -398,6 +402,11 @@ impl Config {
         if self.callbacks.timeout_secs == 0 || self.callbacks.retry_interval_secs == 0 {
             return Err(ConfigError::Invalid(
                 "callbacks.timeout_secs and callbacks.retry_interval_secs must be at least 1".into(),
+            ));
+        }
+        if self.callbacks.memory_queue_max == 0 {
+            return Err(ConfigError::Invalid(
+                "callbacks.memory_queue_max must be at least 1".into(),
             ));
         }
         if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {

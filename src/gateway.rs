@@ -91,6 +91,7 @@ impl Gateway {
             hub.observe(),
             pull.observe(),
         )));
+        tasks.push(tokio::spawn(outbox.clone().keep_storing()));
         let pending = outbox.resume().await?;
         if pending > 0 {
             tracing::info!(callbacks = pending, "undelivered callbacks queued again");

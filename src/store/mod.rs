@@ -77,15 +77,36 @@ CREATE TABLE IF NOT EXISTS callbacks (
     first_try_ms  INTEGER,
     last_error    TEXT NOT NULL DEFAULT '',
     created_ms    INTEGER NOT NULL,
-    delivered_ms  INTEGER
+    delivered_ms  INTEGER,
+    event_id      TEXT
 );
 CREATE INDEX IF NOT EXISTS callbacks_status ON callbacks(status, id);
 ";
 
+/// Brings a database made by an older roomgate up to `SCHEMA` (columns added later), idempotently.
+fn migrate(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    let has_event_id = conn
+        .prepare("SELECT 1 FROM pragma_table_info('callbacks') WHERE name = 'event_id'")?
+        .exists([])?;
+    if !has_event_id {
+        conn.execute_batch("ALTER TABLE callbacks ADD COLUMN event_id TEXT;")?;
+    }
+    // Rows from before event ids get one now; it stays theirs from then on.
+    conn.execute_batch(
+        "UPDATE callbacks SET event_id = lower(hex(randomblob(16))) WHERE event_id IS NULL;
+         CREATE UNIQUE INDEX IF NOT EXISTS callbacks_event_id ON callbacks(event_id);",
+    )?;
+    Ok(())
+}
+
 /// One event callback in the outbox: stored before its first delivery attempt, kept after it ends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallbackRecord {
+    /// Row id; 0 while the callback is only in memory (the store refused it, see `events::outbox`).
     pub id: i64,
+    /// Sent as `X-Roomgate-Event-Id` on every attempt, so receivers can drop duplicates. Made before the first
+    /// write and stored with the row: the same across retries and restarts.
+    pub event_id: String,
     pub sdkappid: u64,
     /// Events with the same key are delivered in order (one anchor's, one task's).
     pub order_key: String,
@@ -102,8 +123,37 @@ pub struct CallbackRecord {
     pub delivered_ms: Option<i64>,
 }
 
+impl CallbackRecord {
+    /// A new pending callback (not stored yet) with a fresh event id.
+    pub fn pending(sdkappid: u64, order_key: &str, event_type: u32, body: &[u8], created_ms: i64) -> CallbackRecord {
+        CallbackRecord {
+            id: 0,
+            event_id: new_event_id(),
+            sdkappid,
+            order_key: order_key.to_string(),
+            event_type,
+            body: body.to_vec(),
+            status: "pending".into(),
+            attempts: 0,
+            first_try_ms: None,
+            last_error: String::new(),
+            created_ms,
+            delivered_ms: None,
+        }
+    }
+}
+
+/// A random (version 4) UUID, lower-case hyphenated.
+pub fn new_event_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
 const SELECT_CALLBACK: &str = "SELECT id, sdkappid, order_key, event_type, body, status, attempts, first_try_ms,
-                                      last_error, created_ms, delivered_ms FROM callbacks";
+                                      last_error, created_ms, delivered_ms, event_id FROM callbacks";
 
 fn row_to_callback(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallbackRecord> {
     Ok(CallbackRecord {
@@ -118,6 +168,7 @@ fn row_to_callback(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallbackRecord> 
         last_error: row.get(8)?,
         created_ms: row.get(9)?,
         delivered_ms: row.get(10)?,
+        event_id: row.get(11)?,
     })
 }
 
@@ -130,59 +181,41 @@ impl Store {
         event_type: u32,
         body: &[u8],
     ) -> Result<CallbackRecord, StoreError> {
+        let mut rec = CallbackRecord::pending(sdkappid, order_key, event_type, body, now_ms());
+        rec.id = self.save_callback(&rec)?;
+        Ok(rec)
+    }
+
+    /// Write `rec` as it is now: insert it (the first time its event id is seen) or update its delivery state
+    /// (status, attempts, first try, last error, delivered time). Returns its row id.
+    pub fn save_callback(&self, rec: &CallbackRecord) -> Result<i64, StoreError> {
         let conn = self.conn();
-        let created_ms = now_ms();
-        conn.execute(
-            "INSERT INTO callbacks (sdkappid, order_key, event_type, body, status, created_ms)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-            rusqlite::params![sdkappid as i64, order_key, event_type as i64, body, created_ms],
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO callbacks (event_id, sdkappid, order_key, event_type, body, status, attempts, first_try_ms,
+                                    last_error, created_ms, delivered_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT(event_id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+                 first_try_ms = excluded.first_try_ms, last_error = excluded.last_error,
+                 delivered_ms = excluded.delivered_ms
+             RETURNING id",
         )?;
-        Ok(CallbackRecord {
-            id: conn.last_insert_rowid(),
-            sdkappid,
-            order_key: order_key.to_string(),
-            event_type,
-            body: body.to_vec(),
-            status: "pending".into(),
-            attempts: 0,
-            first_try_ms: None,
-            last_error: String::new(),
-            created_ms,
-            delivered_ms: None,
-        })
-    }
-
-    /// Record a failed attempt (the callback stays pending).
-    pub fn callback_attempt_failed(
-        &self,
-        id: i64,
-        attempts: u32,
-        first_try_ms: i64,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE callbacks SET attempts = ?2, first_try_ms = ?3, last_error = ?4 WHERE id = ?1",
-            rusqlite::params![id, attempts as i64, first_try_ms, error],
+        let id = stmt.query_row(
+            rusqlite::params![
+                rec.event_id,
+                rec.sdkappid as i64,
+                rec.order_key,
+                rec.event_type as i64,
+                rec.body,
+                rec.status,
+                rec.attempts as i64,
+                rec.first_try_ms,
+                rec.last_error,
+                rec.created_ms,
+                rec.delivered_ms
+            ],
+            |row| row.get(0),
         )?;
-        Ok(())
-    }
-
-    pub fn callback_delivered(&self, id: i64, attempts: u32, first_try_ms: i64) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE callbacks SET status = 'delivered', attempts = ?2, first_try_ms = ?3, delivered_ms = ?4
-             WHERE id = ?1",
-            rusqlite::params![id, attempts as i64, first_try_ms, now_ms()],
-        )?;
-        Ok(())
-    }
-
-    /// The retry window is over: keep it as failed with its last error.
-    pub fn callback_expired(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE callbacks SET status = 'failed', last_error = ?2 WHERE id = ?1",
-            rusqlite::params![id, error],
-        )?;
-        Ok(())
+        Ok(id)
     }
 
     /// Make a failed callback pending again with a fresh retry window; `None` unless it was failed.
@@ -248,12 +281,14 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn: Mutex::new(conn) })
     }
 
     pub fn in_memory() -> Result<Store, StoreError> {
         let conn = rusqlite::Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn: Mutex::new(conn) })
     }
 
@@ -533,30 +568,82 @@ mod tests {
     #[test]
     fn callbacks_keep_their_state() {
         let dir = tempfile::tempdir().unwrap();
+        let event_id;
         {
             let s = Store::open(dir.path()).unwrap();
-            let a = s.insert_callback(7, "k1", 103, b"{\"a\":1}").unwrap();
-            let b = s.insert_callback(7, "k1", 104, b"{}").unwrap();
+            let mut a = s.insert_callback(7, "k1", 103, b"{\"a\":1}").unwrap();
+            let mut b = s.insert_callback(7, "k1", 104, b"{}").unwrap();
             assert!(b.id > a.id);
-            s.callback_attempt_failed(a.id, 2, 1000, "connection refused").unwrap();
-            s.callback_delivered(b.id, 1, 2000).unwrap();
+            assert_ne!(a.event_id, b.event_id);
+            event_id = a.event_id.clone();
+            (a.attempts, a.first_try_ms, a.last_error) = (2, Some(1000), "connection refused".into());
+            assert_eq!(s.save_callback(&a).unwrap(), a.id, "an update keeps the row");
+            (b.status, b.attempts, b.first_try_ms, b.delivered_ms) = ("delivered".into(), 1, Some(2000), Some(2001));
+            s.save_callback(&b).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let pending = s.pending_callbacks().unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!((pending[0].attempts, pending[0].first_try_ms), (2, Some(1000)));
         assert_eq!(pending[0].body, b"{\"a\":1}");
-        s.callback_expired(pending[0].id, "connection refused").unwrap();
+        assert_eq!(pending[0].event_id, event_id, "the event id survives a restart");
+        let mut expired = pending[0].clone();
+        expired.status = "failed".into();
+        s.save_callback(&expired).unwrap();
         let failed = s.callbacks(Some("failed"), 10).unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].last_error, "connection refused");
         let again = s.callback_retry(failed[0].id).unwrap().unwrap();
         assert_eq!((again.status.as_str(), again.first_try_ms), ("pending", None));
+        assert_eq!(again.event_id, event_id, "a re-send is the same event");
         assert!(
             s.callback_retry(failed[0].id).unwrap().is_none(),
             "only failed ones are retried"
         );
         assert_eq!(s.callbacks(None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_callback_first_stored_late_keeps_its_final_state() {
+        let s = Store::in_memory().unwrap();
+        let mut rec = CallbackRecord::pending(7, "k", 103, b"{}", 5);
+        (rec.status, rec.attempts, rec.delivered_ms) = ("delivered".into(), 1, Some(9));
+        let id = s.save_callback(&rec).unwrap();
+        let stored = s.callback(id).unwrap().unwrap();
+        assert_eq!(stored, CallbackRecord { id, ..rec });
+        assert!(s.pending_callbacks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn event_ids_are_uuids() {
+        let id = new_event_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_ne!(id, new_event_id());
+    }
+
+    #[test]
+    fn old_databases_get_event_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomgate.db");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE callbacks (id INTEGER PRIMARY KEY AUTOINCREMENT, sdkappid INTEGER NOT NULL,
+                    order_key TEXT NOT NULL, event_type INTEGER NOT NULL, body BLOB NOT NULL, status TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0, first_try_ms INTEGER, last_error TEXT NOT NULL DEFAULT '',
+                    created_ms INTEGER NOT NULL, delivered_ms INTEGER);
+                 INSERT INTO callbacks (sdkappid, order_key, event_type, body, status, created_ms)
+                    VALUES (7, 'k', 103, x'7b7d', 'pending', 1);",
+            )
+            .unwrap();
+        }
+        let first = Store::open_file(&path).unwrap().pending_callbacks().unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(!first[0].event_id.is_empty());
+        let again = Store::open_file(&path).unwrap().pending_callbacks().unwrap();
+        assert_eq!(again[0].event_id, first[0].event_id, "given once, kept");
     }
 
     #[test]
