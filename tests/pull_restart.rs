@@ -283,3 +283,59 @@ async fn the_data_dir_is_private() {
     assert!(data.join("roomgate.db").exists());
     drop(gw);
 }
+
+/// At start the gateway deletes delivered callbacks and ended tasks older than their retention, and keeps pending
+/// and failed callbacks and active or recent tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_delivered_callbacks_and_ended_tasks_are_pruned_at_start() {
+    let dir = support::start_gateway().await.stop();
+    let day: i64 = 86_400_000;
+    let now = roomgate::store::now_ms();
+    {
+        let db = rusqlite::Connection::open(dir.path().join("roomgate.db")).unwrap();
+        for (event_id, status, delivered_ago) in [
+            ("old-delivered", "delivered", Some(8 * day)),
+            ("new-delivered", "delivered", Some(6 * day)),
+            ("old-pending", "pending", None),
+            ("old-failed", "failed", None),
+        ] {
+            db.execute(
+                "INSERT INTO callbacks (event_id, sdkappid, order_key, event_type, body, status, created_ms,
+                                        delivered_ms)
+                 VALUES (?1, 7, 'k', 103, x'7b7d', ?2, ?3, ?4)",
+                rusqlite::params![event_id, status, now - 9 * day, delivered_ago.map(|a| now - a)],
+            )
+            .unwrap();
+        }
+        for (task, state, ago) in [("old-stopped", "stopped", 31 * day), ("new-failed", "failed", 29 * day)] {
+            db.execute(
+                "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, created_at_ms, updated_at_ms)
+                 VALUES (?1, 7, '{}', ?2, ?3, ?3)",
+                rusqlite::params![task, state, now - ago],
+            )
+            .unwrap();
+        }
+    }
+    let gw = support::start_gateway_in(dir, |_| {}).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let left = |gw: &support::TestGateway| -> Vec<String> {
+        let mut ids: Vec<String> = gw
+            .store
+            .callbacks(None, 100)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.event_id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    while gw.store.task("old-stopped").unwrap().is_some() || left(&gw).contains(&"old-delivered".to_string()) {
+        assert!(Instant::now() < deadline, "not pruned at start: {:?}", left(&gw));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left(&gw), ["new-delivered", "old-failed", "old-pending"]);
+    assert!(
+        gw.store.task("new-failed").unwrap().is_some(),
+        "ended within 30 days: kept"
+    );
+}

@@ -5,7 +5,9 @@
 //! Every call blocks for a short write; async callers go through `spawn_blocking`.
 //!
 //! The data dir is created with mode 0700 and the database files with 0600: they hold callback bodies and task
-//! source URLs (which may carry credentials).
+//! source URLs (which may carry credentials). `retention` prunes what is no longer needed.
+
+pub mod retention;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -94,7 +96,8 @@ fn migrate(conn: &rusqlite::Connection) -> Result<(), StoreError> {
     // Rows from before event ids get one now; it stays theirs from then on.
     conn.execute_batch(
         "UPDATE callbacks SET event_id = lower(hex(randomblob(16))) WHERE event_id IS NULL;
-         CREATE UNIQUE INDEX IF NOT EXISTS callbacks_event_id ON callbacks(event_id);",
+         CREATE UNIQUE INDEX IF NOT EXISTS callbacks_event_id ON callbacks(event_id);
+         CREATE INDEX IF NOT EXISTS pull_tasks_updated ON pull_tasks(state, updated_at_ms);",
     )?;
     Ok(())
 }
@@ -216,6 +219,15 @@ impl Store {
             |row| row.get(0),
         )?;
         Ok(id)
+    }
+
+    /// Delete delivered callbacks delivered before `before_ms`; pending and failed ones are never deleted.
+    /// Returns how many.
+    pub fn prune_callbacks(&self, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM callbacks WHERE status = 'delivered' AND delivered_ms < ?1",
+            [before_ms],
+        )?)
     }
 
     /// Make a failed callback pending again with a fresh retry window; `None` unless it was failed.
@@ -369,6 +381,14 @@ impl Store {
             rusqlite::params![task_id, serde_json::to_string(spec)?, state, now_ms()],
         )?;
         Ok(n > 0)
+    }
+
+    /// Delete finished, failed and stopped tasks last changed before `before_ms`. Returns how many.
+    pub fn prune_tasks(&self, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM pull_tasks WHERE state IN ('finished', 'failed', 'stopped') AND updated_at_ms < ?1",
+            [before_ms],
+        )?)
     }
 
     /// One task. A spec that is not JSON reads as `null` (the caller reports the task as unreadable) rather than
