@@ -475,32 +475,41 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
 
-/// Create the database file with mode 0600 if it is missing, and take group/other access away from it and its
-/// `-wal`/`-shm` files if they have it (SQLite gives new `-wal`/`-shm` files the database file's mode).
+/// Create the database file with mode 0600 if it is missing, and take group/other access away from an existing
+/// one and its `-wal`/`-shm` files (SQLite gives new `-wal`/`-shm` files the database file's mode). A file
+/// we may not chmod (another owner) is left as it is, with a warning: SQLite decides whether it can be used.
+#[cfg(unix)]
 fn private_db_files(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
     {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let mut shm = path.as_os_str().to_owned();
-        shm.push("-shm");
-        for f in [path.as_os_str(), &wal, &shm] {
-            match std::fs::metadata(f) {
-                Ok(m) if m.permissions().mode() & 0o077 != 0 => {
-                    std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))?
-                }
-                _ => {}
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    for f in [path.as_os_str(), &wal, &shm] {
+        let Ok(meta) = std::fs::metadata(f) else { continue };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            // Only take access away (a file made read-only on purpose stays read-only).
+            if let Err(e) = std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode & 0o700)) {
+                tracing::warn!(file = %Path::new(f).display(), error = %e,
+                    "the database file is readable by other users and cannot be made private");
             }
         }
     }
-    let _ = path;
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_db_files(_path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -751,5 +760,8 @@ mod tests {
         std::fs::set_permissions(data.join("roomgate.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
         drop(Store::open(&data).unwrap());
         assert_eq!(mode(&data.join("roomgate.db")), 0o600, "tightened on open");
+        std::fs::set_permissions(data.join("roomgate.db"), std::fs::Permissions::from_mode(0o444)).unwrap();
+        drop(Store::open(&data));
+        assert_eq!(mode(&data.join("roomgate.db")), 0o400, "access is only taken away");
     }
 }
