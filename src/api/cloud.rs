@@ -194,7 +194,7 @@ async fn dispatch(
     st.cloud_replay
         .lock()
         .expect("replay cache lock")
-        .check(&verified, action, idempotent, now)
+        .check(&verified, idempotent, now)
         .map_err(|e| CloudError::new(e.code(), e.to_string()))?;
     let secret_id = verified.secret_id;
     let params: Map<String, Value> = match serde_json::from_slice::<Value>(&body) {

@@ -235,15 +235,15 @@ fn is_service_label(s: &str) -> bool {
 }
 
 /// Signatures seen within their validity window, so that a captured request cannot be sent again (TC3 has no
-/// nonce: the timestamp window is all that limits a replay otherwise). The same idempotent action (a read, a
-/// Stop) may repeat its signature (an SDK polling Describe twice within one second signs the same bytes twice);
-/// any other reuse is a replay, including a signature presented for another action than the one it was first
-/// used for (official SDKs do not sign `X-TC-Action`, and Describe and Stop take the same body). Bounded: when
+/// nonce: the timestamp window is all that limits a replay otherwise). Idempotent actions (reads, Stop) may
+/// repeat a signature: an SDK polling Describe twice within one second signs the same bytes twice, and since
+/// Tencent's SDKs do not sign `X-TC-Action`, a Describe and a Stop of the same task within one second carry the
+/// same signature too. Any reuse that involves a Start or an Update is a replay. Bounded: when
 /// it is full of signatures still inside their window, new requests are refused (fail closed) rather than
 /// forgetting one that could then be replayed; per-SecretId rate limits run first, so it fills only through
 /// keys with very high limits.
 pub struct ReplayCache {
-    seen: std::collections::HashMap<String, (u64, String, bool)>,
+    seen: std::collections::HashMap<String, (u64, bool)>,
     order: std::collections::VecDeque<(u64, String)>,
     capacity: usize,
 }
@@ -263,15 +263,15 @@ impl ReplayCache {
         }
     }
 
-    /// Record `v`'s signature for `action`, which is `idempotent` or not; a replay is an error.
-    pub fn check(&mut self, v: &Verified, action: &str, idempotent: bool, now: u64) -> Result<(), Tc3Error> {
+    /// Record `v`'s signature for an action that is `idempotent` or not; a replay is an error.
+    pub fn check(&mut self, v: &Verified, idempotent: bool, now: u64) -> Result<(), Tc3Error> {
         // Entries are dropped in arrival order once expired (expiries differ by at most the skew window).
         while self.order.front().is_some_and(|(expiry, _)| *expiry <= now) {
             let (_, sig) = self.order.pop_front().expect("non-empty");
             self.seen.remove(&sig);
         }
         match self.seen.get(&v.signature) {
-            Some((_, first, true)) if idempotent && first == action => return Ok(()),
+            Some((_, true)) if idempotent => return Ok(()),
             Some(_) => return Err(Tc3Error::Replayed),
             None => {}
         }
@@ -280,8 +280,7 @@ impl ReplayCache {
         }
         // After this, X-TC-Timestamp is outside the window and `verify` refuses the request anyway.
         let expiry = v.timestamp.saturating_add(MAX_SKEW_SECS + 1);
-        self.seen
-            .insert(v.signature.clone(), (expiry, action.to_string(), idempotent));
+        self.seen.insert(v.signature.clone(), (expiry, idempotent));
         self.order.push_back((expiry, v.signature.clone()));
         Ok(())
     }
@@ -542,36 +541,18 @@ mod tests {
             timestamp: ts,
         };
         let mut c = ReplayCache::new(3);
-        assert!(c.check(&v("a", 1000), "StartStreamIngest", false, 1000).is_ok());
-        assert_eq!(
-            c.check(&v("a", 1000), "StartStreamIngest", false, 1100),
-            Err(Tc3Error::Replayed)
-        );
-        // The same read may repeat; its signature is no ticket for another action, idempotent or not.
-        assert!(c.check(&v("r", 1000), "DescribeStreamIngest", true, 1000).is_ok());
-        assert!(c.check(&v("r", 1000), "DescribeStreamIngest", true, 1000).is_ok());
-        assert_eq!(
-            c.check(&v("r", 1000), "StopStreamIngest", true, 1000),
-            Err(Tc3Error::Replayed)
-        );
-        assert_eq!(
-            c.check(&v("r", 1000), "UpdateStreamIngest", false, 1000),
-            Err(Tc3Error::Replayed)
-        );
+        assert!(c.check(&v("a", 1000), false, 1000).is_ok());
+        assert_eq!(c.check(&v("a", 1000), false, 1100), Err(Tc3Error::Replayed));
+        // Idempotent actions may repeat; their signature is no ticket for a Start or an Update.
+        assert!(c.check(&v("r", 1000), true, 1000).is_ok());
+        assert!(c.check(&v("r", 1000), true, 1000).is_ok());
+        assert_eq!(c.check(&v("r", 1000), false, 1000), Err(Tc3Error::Replayed));
         // Full of live signatures: new ones are refused, none is forgotten early.
-        assert!(c.check(&v("s", 1000), "StopStreamIngest", true, 1000).is_ok());
-        assert_eq!(
-            c.check(&v("x", 1000), "StartStreamIngest", false, 1000),
-            Err(Tc3Error::ReplayCacheFull)
-        );
-        assert_eq!(
-            c.check(&v("a", 1000), "StartStreamIngest", false, 1000),
-            Err(Tc3Error::Replayed)
-        );
+        assert!(c.check(&v("s", 1000), true, 1000).is_ok());
+        assert_eq!(c.check(&v("x", 1000), false, 1000), Err(Tc3Error::ReplayCacheFull));
+        assert_eq!(c.check(&v("a", 1000), false, 1000), Err(Tc3Error::Replayed));
         // Expired entries go (verify refuses their timestamp by then anyway).
-        assert!(c
-            .check(&v("a", 1000), "StartStreamIngest", false, 1000 + MAX_SKEW_SECS + 1)
-            .is_ok());
+        assert!(c.check(&v("a", 1000), false, 1000 + MAX_SKEW_SECS + 1).is_ok());
         assert!(c.seen.len() <= 3 && c.order.len() <= 3);
     }
 

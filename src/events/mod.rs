@@ -3,9 +3,11 @@
 //!
 //! `CallbackEvent::from_*` turn what the room hub and the pull service report into TRTC's JSON bodies (pure,
 //! tested against the reference's vector); the `Outbox` stores each one before its first attempt and delivers
-//! it with TRTC's retry policy, in order per anchor (or task), different anchors in parallel.
+//! it with TRTC's retry policy, in order per anchor (or task), different anchors in parallel. Delivery is at least
+//! once: every POST carries the event's `X-Roomgate-Event-Id` so receivers can drop duplicates.
 
 pub mod outbox;
+pub mod unstored;
 
 pub use outbox::Outbox;
 

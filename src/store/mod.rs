@@ -3,6 +3,11 @@
 //! It holds what must survive a restart, even a `kill -9`: pull tasks (so running ones resume) and, later, the
 //! callback outbox. SQLite runs in WAL mode with `synchronous=NORMAL`: a committed write survives a process crash.
 //! Every call blocks for a short write; async callers go through `spawn_blocking`.
+//!
+//! The data dir is created with mode 0700 and the database files with 0600: they hold callback bodies and task
+//! source URLs (which may carry credentials). `retention` prunes what is no longer needed.
+
+pub mod retention;
 
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -74,15 +79,37 @@ CREATE TABLE IF NOT EXISTS callbacks (
     first_try_ms  INTEGER,
     last_error    TEXT NOT NULL DEFAULT '',
     created_ms    INTEGER NOT NULL,
-    delivered_ms  INTEGER
+    delivered_ms  INTEGER,
+    event_id      TEXT
 );
 CREATE INDEX IF NOT EXISTS callbacks_status ON callbacks(status, id);
 ";
 
+/// Brings a database made by an older roomgate up to `SCHEMA` (columns added later), idempotently.
+fn migrate(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    let has_event_id = conn
+        .prepare("SELECT 1 FROM pragma_table_info('callbacks') WHERE name = 'event_id'")?
+        .exists([])?;
+    if !has_event_id {
+        conn.execute_batch("ALTER TABLE callbacks ADD COLUMN event_id TEXT;")?;
+    }
+    // Rows from before event ids get one now; it stays theirs from then on.
+    conn.execute_batch(
+        "UPDATE callbacks SET event_id = lower(hex(randomblob(16))) WHERE event_id IS NULL;
+         CREATE UNIQUE INDEX IF NOT EXISTS callbacks_event_id ON callbacks(event_id);
+         CREATE INDEX IF NOT EXISTS pull_tasks_updated ON pull_tasks(state, updated_at_ms);",
+    )?;
+    Ok(())
+}
+
 /// One event callback in the outbox: stored before its first delivery attempt, kept after it ends.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallbackRecord {
+    /// Row id; 0 while the callback is only in memory (the store refused it, see `events::outbox`).
     pub id: i64,
+    /// Sent as `X-Roomgate-Event-Id` on every attempt, so receivers can drop duplicates. Made before the first
+    /// write and stored with the row: the same across retries and restarts.
+    pub event_id: String,
     pub sdkappid: u64,
     /// Events with the same key are delivered in order (one anchor's, one task's).
     pub order_key: String,
@@ -99,8 +126,37 @@ pub struct CallbackRecord {
     pub delivered_ms: Option<i64>,
 }
 
+impl CallbackRecord {
+    /// A new pending callback (not stored yet) with a fresh event id.
+    pub fn pending(sdkappid: u64, order_key: &str, event_type: u32, body: &[u8], created_ms: i64) -> CallbackRecord {
+        CallbackRecord {
+            id: 0,
+            event_id: new_event_id(),
+            sdkappid,
+            order_key: order_key.to_string(),
+            event_type,
+            body: body.to_vec(),
+            status: "pending".into(),
+            attempts: 0,
+            first_try_ms: None,
+            last_error: String::new(),
+            created_ms,
+            delivered_ms: None,
+        }
+    }
+}
+
+/// A random (version 4) UUID, lower-case hyphenated.
+pub fn new_event_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
 const SELECT_CALLBACK: &str = "SELECT id, sdkappid, order_key, event_type, body, status, attempts, first_try_ms,
-                                      last_error, created_ms, delivered_ms FROM callbacks";
+                                      last_error, created_ms, delivered_ms, event_id FROM callbacks";
 
 fn row_to_callback(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallbackRecord> {
     Ok(CallbackRecord {
@@ -115,6 +171,7 @@ fn row_to_callback(row: &rusqlite::Row<'_>) -> rusqlite::Result<CallbackRecord> 
         last_error: row.get(8)?,
         created_ms: row.get(9)?,
         delivered_ms: row.get(10)?,
+        event_id: row.get(11)?,
     })
 }
 
@@ -127,59 +184,50 @@ impl Store {
         event_type: u32,
         body: &[u8],
     ) -> Result<CallbackRecord, StoreError> {
+        let mut rec = CallbackRecord::pending(sdkappid, order_key, event_type, body, now_ms());
+        rec.id = self.save_callback(&rec)?;
+        Ok(rec)
+    }
+
+    /// Write `rec` as it is now: insert it (the first time its event id is seen) or update its delivery state
+    /// (status, attempts, first try, last error, delivered time). Returns its row id.
+    pub fn save_callback(&self, rec: &CallbackRecord) -> Result<i64, StoreError> {
         let conn = self.conn();
-        let created_ms = now_ms();
-        conn.execute(
-            "INSERT INTO callbacks (sdkappid, order_key, event_type, body, status, created_ms)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
-            rusqlite::params![sdkappid as i64, order_key, event_type as i64, body, created_ms],
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO callbacks (event_id, sdkappid, order_key, event_type, body, status, attempts, first_try_ms,
+                                    last_error, created_ms, delivered_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT(event_id) DO UPDATE SET status = excluded.status, attempts = excluded.attempts,
+                 first_try_ms = excluded.first_try_ms, last_error = excluded.last_error,
+                 delivered_ms = excluded.delivered_ms
+             RETURNING id",
         )?;
-        Ok(CallbackRecord {
-            id: conn.last_insert_rowid(),
-            sdkappid,
-            order_key: order_key.to_string(),
-            event_type,
-            body: body.to_vec(),
-            status: "pending".into(),
-            attempts: 0,
-            first_try_ms: None,
-            last_error: String::new(),
-            created_ms,
-            delivered_ms: None,
-        })
+        let id = stmt.query_row(
+            rusqlite::params![
+                rec.event_id,
+                rec.sdkappid as i64,
+                rec.order_key,
+                rec.event_type as i64,
+                rec.body,
+                rec.status,
+                rec.attempts as i64,
+                rec.first_try_ms,
+                rec.last_error,
+                rec.created_ms,
+                rec.delivered_ms
+            ],
+            |row| row.get(0),
+        )?;
+        Ok(id)
     }
 
-    /// Record a failed attempt (the callback stays pending).
-    pub fn callback_attempt_failed(
-        &self,
-        id: i64,
-        attempts: u32,
-        first_try_ms: i64,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE callbacks SET attempts = ?2, first_try_ms = ?3, last_error = ?4 WHERE id = ?1",
-            rusqlite::params![id, attempts as i64, first_try_ms, error],
-        )?;
-        Ok(())
-    }
-
-    pub fn callback_delivered(&self, id: i64, attempts: u32, first_try_ms: i64) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE callbacks SET status = 'delivered', attempts = ?2, first_try_ms = ?3, delivered_ms = ?4
-             WHERE id = ?1",
-            rusqlite::params![id, attempts as i64, first_try_ms, now_ms()],
-        )?;
-        Ok(())
-    }
-
-    /// The retry window is over: keep it as failed with its last error.
-    pub fn callback_expired(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE callbacks SET status = 'failed', last_error = ?2 WHERE id = ?1",
-            rusqlite::params![id, error],
-        )?;
-        Ok(())
+    /// Delete delivered callbacks delivered before `before_ms`; pending and failed ones are never deleted.
+    /// Returns how many.
+    pub fn prune_callbacks(&self, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM callbacks WHERE status = 'delivered' AND delivered_ms < ?1",
+            [before_ms],
+        )?)
     }
 
     /// Make a failed callback pending again with a fresh retry window; `None` unless it was failed.
@@ -227,25 +275,32 @@ impl Store {
 impl Store {
     /// Open (creating if needed) `roomgate.db` in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        create_private_dir(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
         Self::open_file(&data_dir.join("roomgate.db"))
     }
 
+    /// Open (creating if needed, mode 0600) the database file `path`.
     pub fn open_file(path: &Path) -> Result<Store, StoreError> {
+        private_db_files(path).map_err(|source| StoreError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })?;
         let conn = rusqlite::Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn: Mutex::new(conn) })
     }
 
     pub fn in_memory() -> Result<Store, StoreError> {
         let conn = rusqlite::Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn: Mutex::new(conn) })
     }
 
@@ -306,21 +361,84 @@ impl Store {
         Ok(())
     }
 
+    /// Record that StopStreamIngest ended a task (before the runner has wound down), so a crash right after the
+    /// answer does not resume it. Only an active task changes; returns whether this one did.
+    pub fn stop_task(&self, task_id: &str, reason: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE pull_tasks SET state = 'stopped', reason = ?2, updated_at_ms = ?3
+             WHERE task_id = ?1 AND state IN ('running', 'paused')",
+            rusqlite::params![task_id, reason, now_ms()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Save an updated spec and its state (`running` or `paused`) together, only while the task is active (an
+    /// update racing a Stop must not bring a stopped task back). Returns whether the task was active.
+    pub fn update_active_task(&self, task_id: &str, spec: &serde_json::Value, state: &str) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE pull_tasks SET spec = ?2, state = ?3, reason = '', updated_at_ms = ?4
+             WHERE task_id = ?1 AND state IN ('running', 'paused')",
+            rusqlite::params![task_id, serde_json::to_string(spec)?, state, now_ms()],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Delete finished, failed and stopped tasks last changed before `before_ms`. Returns how many.
+    pub fn prune_tasks(&self, before_ms: i64) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "DELETE FROM pull_tasks WHERE state IN ('finished', 'failed', 'stopped') AND updated_at_ms < ?1",
+            [before_ms],
+        )?)
+    }
+
+    /// One task. A spec that is not JSON reads as `null` (the caller reports the task as unreadable) rather than
+    /// failing the read.
     pub fn task(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{SELECT_TASK} WHERE task_id = ?1"))?;
         let mut rows = stmt.query_map([task_id], row_to_task)?;
-        rows.next().transpose()?.map(finish_task).transpose()
+        Ok(rows.next().transpose()?.map(|(mut t, spec)| {
+            t.spec = serde_json::from_str(&spec).unwrap_or(serde_json::Value::Null);
+            t
+        }))
     }
 
-    /// Tasks that were running or paused (to resume after a restart), oldest first.
-    pub fn active_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+    /// Tasks that have not ended (to resume after a restart), oldest first. Each row is read on its own: one that
+    /// cannot be (a spec that is not JSON, an unknown state, a wrong column type) is an `Err` with its task id, for
+    /// the caller to mark failed, and never hides the others.
+    pub fn resumable_tasks(&self) -> Result<Vec<Result<TaskRecord, UnreadableTask>>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!(
-            "{SELECT_TASK} WHERE state IN ('running', 'paused') ORDER BY created_at_ms"
+            "{SELECT_TASK} WHERE state IS NOT 'finished' AND state IS NOT 'failed' AND state IS NOT 'stopped'
+             ORDER BY created_at_ms"
         ))?;
-        let rows = stmt.query_map([], row_to_task)?;
-        rows.map(|r| finish_task(r?)).collect()
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let task_id = match row.get_ref(0)? {
+                rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                rusqlite::types::ValueRef::Integer(i) => i.to_string(),
+                other => format!("{other:?}"),
+            };
+            let unreadable = |why: String| UnreadableTask {
+                task_id: task_id.clone(),
+                why,
+            };
+            let read = row_to_task(row)
+                .map_err(|e| unreadable(e.to_string()))
+                .and_then(|raw| finish_task(raw).map_err(|e| unreadable(e.to_string())))
+                .and_then(|t| match t.state.as_str() {
+                    "running" | "paused" => Ok(t),
+                    other => Err(unreadable(format!("unknown state {other:?}"))),
+                });
+            out.push(read);
+        }
+        Ok(out)
+    }
+
+    /// Tasks that were running or paused, oldest first (unreadable rows left out; see `resumable_tasks`).
+    pub fn active_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
+        Ok(self.resumable_tasks()?.into_iter().filter_map(Result::ok).collect())
     }
 
     /// The most recent tasks, newest first.
@@ -330,6 +448,69 @@ impl Store {
         let rows = stmt.query_map([limit as i64], row_to_task)?;
         rows.map(|r| finish_task(r?)).collect()
     }
+}
+
+/// A stored task row that cannot be resumed as it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableTask {
+    pub task_id: String,
+    pub why: String,
+}
+
+/// Create `dir` (and missing parents) with mode 0700. A dir that already exists is left as it is (it may be
+/// shared on purpose); a warning says when others can read it.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{:o}", mode & 0o777),
+                "the data dir is readable by other users; it holds keys and callback bodies (chmod 700 it)");
+        }
+        Ok(())
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir)
+}
+
+/// Create the database file with mode 0600 if it is missing, and take group/other access away from an existing
+/// one and its `-wal`/`-shm` files (SQLite gives new `-wal`/`-shm` files the database file's mode). A file
+/// we may not chmod (another owner) is left as it is, with a warning: SQLite decides whether it can be used.
+#[cfg(unix)]
+fn private_db_files(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
+    }
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let mut shm = path.as_os_str().to_owned();
+    shm.push("-shm");
+    for f in [path.as_os_str(), &wal, &shm] {
+        let Ok(meta) = std::fs::metadata(f) else { continue };
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            // Only take access away (a file made read-only on purpose stays read-only).
+            if let Err(e) = std::fs::set_permissions(f, std::fs::Permissions::from_mode(mode & 0o700)) {
+                tracing::warn!(file = %Path::new(f).display(), error = %e,
+                    "the database file is readable by other users and cannot be made private");
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn private_db_files(_path: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 const SELECT_TASK: &str = "SELECT task_id, sdkappid, spec, state, reason, loops_done, position_ms, restarts,
@@ -416,29 +597,171 @@ mod tests {
     #[test]
     fn callbacks_keep_their_state() {
         let dir = tempfile::tempdir().unwrap();
+        let event_id;
         {
             let s = Store::open(dir.path()).unwrap();
-            let a = s.insert_callback(7, "k1", 103, b"{\"a\":1}").unwrap();
-            let b = s.insert_callback(7, "k1", 104, b"{}").unwrap();
+            let mut a = s.insert_callback(7, "k1", 103, b"{\"a\":1}").unwrap();
+            let mut b = s.insert_callback(7, "k1", 104, b"{}").unwrap();
             assert!(b.id > a.id);
-            s.callback_attempt_failed(a.id, 2, 1000, "connection refused").unwrap();
-            s.callback_delivered(b.id, 1, 2000).unwrap();
+            assert_ne!(a.event_id, b.event_id);
+            event_id = a.event_id.clone();
+            (a.attempts, a.first_try_ms, a.last_error) = (2, Some(1000), "connection refused".into());
+            assert_eq!(s.save_callback(&a).unwrap(), a.id, "an update keeps the row");
+            (b.status, b.attempts, b.first_try_ms, b.delivered_ms) = ("delivered".into(), 1, Some(2000), Some(2001));
+            s.save_callback(&b).unwrap();
         }
         let s = Store::open(dir.path()).unwrap();
         let pending = s.pending_callbacks().unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!((pending[0].attempts, pending[0].first_try_ms), (2, Some(1000)));
         assert_eq!(pending[0].body, b"{\"a\":1}");
-        s.callback_expired(pending[0].id, "connection refused").unwrap();
+        assert_eq!(pending[0].event_id, event_id, "the event id survives a restart");
+        let mut expired = pending[0].clone();
+        expired.status = "failed".into();
+        s.save_callback(&expired).unwrap();
         let failed = s.callbacks(Some("failed"), 10).unwrap();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].last_error, "connection refused");
         let again = s.callback_retry(failed[0].id).unwrap().unwrap();
         assert_eq!((again.status.as_str(), again.first_try_ms), ("pending", None));
+        assert_eq!(again.event_id, event_id, "a re-send is the same event");
         assert!(
             s.callback_retry(failed[0].id).unwrap().is_none(),
             "only failed ones are retried"
         );
         assert_eq!(s.callbacks(None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_callback_first_stored_late_keeps_its_final_state() {
+        let s = Store::in_memory().unwrap();
+        let mut rec = CallbackRecord::pending(7, "k", 103, b"{}", 5);
+        (rec.status, rec.attempts, rec.delivered_ms) = ("delivered".into(), 1, Some(9));
+        let id = s.save_callback(&rec).unwrap();
+        let stored = s.callback(id).unwrap().unwrap();
+        assert_eq!(stored, CallbackRecord { id, ..rec });
+        assert!(s.pending_callbacks().unwrap().is_empty());
+    }
+
+    #[test]
+    fn event_ids_are_uuids() {
+        let id = new_event_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_ne!(id, new_event_id());
+    }
+
+    #[test]
+    fn old_databases_get_event_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roomgate.db");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE callbacks (id INTEGER PRIMARY KEY AUTOINCREMENT, sdkappid INTEGER NOT NULL,
+                    order_key TEXT NOT NULL, event_type INTEGER NOT NULL, body BLOB NOT NULL, status TEXT NOT NULL,
+                    attempts INTEGER NOT NULL DEFAULT 0, first_try_ms INTEGER, last_error TEXT NOT NULL DEFAULT '',
+                    created_ms INTEGER NOT NULL, delivered_ms INTEGER);
+                 INSERT INTO callbacks (sdkappid, order_key, event_type, body, status, created_ms)
+                    VALUES (7, 'k', 103, x'7b7d', 'pending', 1);",
+            )
+            .unwrap();
+        }
+        let first = Store::open_file(&path).unwrap().pending_callbacks().unwrap();
+        assert_eq!(first.len(), 1);
+        assert!(!first[0].event_id.is_empty());
+        let again = Store::open_file(&path).unwrap().pending_callbacks().unwrap();
+        assert_eq!(again[0].event_id, first[0].event_id, "given once, kept");
+    }
+
+    #[test]
+    fn one_unreadable_task_row_does_not_hide_the_others() {
+        let s = Store::in_memory().unwrap();
+        s.insert_task(&record("good")).unwrap();
+        s.insert_task(&record("ended")).unwrap();
+        s.update_state("ended", "stopped", "").unwrap();
+        let raw = |id: &str, spec: &str, state: &str| {
+            s.conn()
+                .execute(
+                    "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, created_at_ms, updated_at_ms)
+                     VALUES (?1, 7, ?2, ?3, 1, 1)",
+                    rusqlite::params![id, spec, state],
+                )
+                .unwrap();
+        };
+        raw("badjson", "{not json", "running");
+        raw("badstate", "{}", "zombie");
+        s.conn()
+            .execute(
+                "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, loops_done, created_at_ms, updated_at_ms)
+                 VALUES ('badtype', 7, '{}', 'running', 'lots', 1, 1)",
+                [],
+            )
+            .unwrap();
+        let rows = s.resumable_tasks().unwrap();
+        let mut bad: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .map(|u| u.task_id.clone())
+            .collect();
+        bad.sort();
+        assert_eq!(bad, ["badjson", "badstate", "badtype"]);
+        let good: Vec<&str> = rows
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|t| t.task_id.as_str())
+            .collect();
+        assert_eq!(good, ["good"]);
+        assert!(rows
+            .iter()
+            .any(|r| matches!(r, Err(u) if u.why.contains("unknown state \"zombie\""))));
+        assert_eq!(s.active_tasks().unwrap().len(), 1);
+        assert_eq!(s.task("badjson").unwrap().unwrap().spec, serde_json::Value::Null);
+    }
+
+    #[test]
+    fn stop_and_update_change_only_active_tasks() {
+        let s = Store::in_memory().unwrap();
+        s.insert_task(&record("a")).unwrap();
+        let spec = serde_json::json!({"StreamUrl": "http://x/b.mp4"});
+        assert!(s.update_active_task("a", &spec, "paused").unwrap());
+        assert_eq!(s.task("a").unwrap().unwrap().state, "paused");
+        assert!(s.stop_task("a", "stopped by StopStreamIngest").unwrap());
+        assert_eq!(s.task("a").unwrap().unwrap().state, "stopped");
+        assert!(!s.stop_task("a", "again").unwrap(), "already stopped");
+        assert!(
+            !s.update_active_task("a", &spec, "running").unwrap(),
+            "an update after Stop does not bring it back"
+        );
+        let a = s.task("a").unwrap().unwrap();
+        assert_eq!(
+            (a.state.as_str(), a.reason.as_str()),
+            ("stopped", "stopped by StopStreamIngest")
+        );
+        s.update_state("a", "finished", "").unwrap();
+        assert!(!s.stop_task("a", "late").unwrap(), "an ended task keeps how it ended");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_data_dir_and_database_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a/data");
+        let s = Store::open(&data).unwrap();
+        s.insert_task(&record("x")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        for f in ["roomgate.db", "roomgate.db-wal", "roomgate.db-shm"] {
+            assert_eq!(mode(&data.join(f)) & 0o077, 0, "{f} is not readable by others");
+        }
+        drop(s);
+        std::fs::set_permissions(data.join("roomgate.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Store::open(&data).unwrap());
+        assert_eq!(mode(&data.join("roomgate.db")), 0o600, "tightened on open");
+        std::fs::set_permissions(data.join("roomgate.db"), std::fs::Permissions::from_mode(0o444)).unwrap();
+        drop(Store::open(&data));
+        assert_eq!(mode(&data.join("roomgate.db")), 0o400, "access is only taken away");
     }
 }

@@ -386,7 +386,11 @@ pub async fn tokens(
 
 /// `GET /demo/sample.mp4`: the demo task's source (only with `serve --demo-task`), streamed from the file, to
 /// loopback peers only (the demo task pulls it from there).
-pub async fn demo_media(State(st): State<ApiState>, p: Peer, req: axum::extract::Request) -> Result<Response, ApiError> {
+pub async fn demo_media(
+    State(st): State<ApiState>,
+    p: Peer,
+    req: axum::extract::Request,
+) -> Result<Response, ApiError> {
     let not_found = || ApiError::new(StatusCode::NOT_FOUND, "not_found", "no demo media");
     if !peer(p).is_some_and(|a| a.ip().to_canonical().is_loopback()) {
         return Err(not_found());

@@ -183,6 +183,9 @@ pub struct IngestEvent {
     pub at_ms: i64,
 }
 
+/// The reason stored for a task ended by StopStreamIngest.
+const STOPPED_BY_API: &str = "stopped by StopStreamIngest";
+
 /// Why the API refused an action on tasks.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -266,6 +269,8 @@ pub struct PullService {
     proxy: Option<proxy::SourceProxy>,
     tasks: Mutex<HashMap<String, Arc<IngestTask>>>,
     observers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<IngestEvent>>>,
+    /// Serializes UpdateStreamIngest (store, then apply).
+    updating: tokio::sync::Mutex<()>,
 }
 
 impl PullService {
@@ -291,6 +296,7 @@ impl PullService {
             proxy,
             tasks: Mutex::default(),
             observers: Mutex::default(),
+            updating: Default::default(),
         })
     }
 
@@ -437,11 +443,18 @@ impl PullService {
         metrics::counter!("roomgate_pull_tasks_ended_total", "state" => state.stored()).increment(1);
     }
 
-    /// Stop a running task. It leaves its room at once (a hung source is interrupted).
+    /// Stop a running task. It leaves its room at once (a hung source is interrupted). The store says `stopped`
+    /// before this returns, so a crash right after the answer does not resume the task; if that write fails, the
+    /// task goes on and the error is returned.
     pub async fn stop(&self, task_id: &str) -> Result<(), PullError> {
         let task = self.tasks.lock().expect("tasks lock").get(task_id).cloned();
         match task {
             Some(t) => {
+                let store = self.store.clone();
+                let id = t.id.clone();
+                tokio::task::spawn_blocking(move || store.stop_task(&id, STOPPED_BY_API))
+                    .await
+                    .expect("store task")?;
                 t.control.stop.store(true, Ordering::Relaxed);
                 t.wake();
                 Ok(())
@@ -469,7 +482,20 @@ impl PullService {
         let Some(rec) = self.stored(task_id).await? else {
             return Ok(None);
         };
-        let spec: TaskSpec = serde_json::from_value(rec.spec).map_err(StoreError::from)?;
+        let Ok(spec) = serde_json::from_value::<TaskSpec>(rec.spec) else {
+            // An unreadable row (marked failed at start): what the store still knows.
+            return Ok(Some((
+                unreadable_spec(rec.sdkappid),
+                TaskStatus {
+                    state: TaskState::Failed,
+                    reason: rec.reason,
+                    loops_done: rec.loops_done,
+                    position_ms: rec.position_ms,
+                    restarts: rec.restarts,
+                    source: None,
+                },
+            )));
+        };
         let state = match rec.state.as_str() {
             "failed" => TaskState::Failed,
             "stopped" => TaskState::Stopped,
@@ -490,7 +516,9 @@ impl PullService {
         )))
     }
 
-    /// Change a running task (UpdateStreamIngest).
+    /// Change a running task (UpdateStreamIngest). The new spec is stored first and applied to the running task
+    /// only once the store has it (so what runs is never ahead of what a restart resumes); a task that the store
+    /// says has ended (a Stop raced this) is not changed.
     pub async fn update(&self, task_id: &str, update: TaskUpdate) -> Result<TaskSpec, PullError> {
         let task = self
             .tasks
@@ -503,41 +531,62 @@ impl PullService {
             let parsed = source::parse_source_url(url)?;
             source::check_destination(&parsed, &self.policy(false)).await?;
         }
+        // One update at a time, so two cannot store specs in one order and apply them in the other.
+        let _one_at_a_time = self.updating.lock().await;
         let spec = {
-            let mut spec = task.spec.lock().expect("spec lock");
-            if let Some(url) = update.stream_url {
-                spec.stream_url = url;
+            let mut spec = task.spec();
+            if let Some(url) = &update.stream_url {
+                spec.stream_url = url.clone();
                 // The trust was in the URL the gateway chose, not in whatever replaces it.
                 spec.trusted_source = false;
-                task.control.url_generation.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(v) = update.volume {
                 spec.volume = v;
-                task.control.tuning.set_volume(v);
             }
             if let Some(p) = update.is_pause {
                 spec.is_pause = p;
-                task.control.paused.store(p, Ordering::Relaxed);
             }
             if let Some(e) = update.enable_progress {
                 spec.enable_progress = e;
             }
             if let Some(t) = update.tempo {
                 spec.tempo = t;
-                task.control.tuning.set_tempo(t);
             }
-            spec.clone()
+            spec
         };
-        task.wake();
         let store = self.store.clone();
         let (id, value) = (task.id.clone(), serde_json::to_value(&spec).expect("spec serializes"));
-        let paused = spec.is_pause;
-        tokio::task::spawn_blocking(move || {
-            store.update_spec(&id, &value)?;
-            store.update_state(&id, if paused { "paused" } else { "running" }, "")
-        })
-        .await
-        .expect("store task")?;
+        let state = if spec.is_pause { "paused" } else { "running" };
+        let active = tokio::task::spawn_blocking(move || store.update_active_task(&id, &value, state))
+            .await
+            .expect("store task")?;
+        if !active {
+            return Err(PullError::TaskFinished);
+        }
+        {
+            let mut running = task.spec.lock().expect("spec lock");
+            if update.stream_url.is_some() {
+                running.stream_url = spec.stream_url.clone();
+                running.trusted_source = false;
+                task.control.url_generation.fetch_add(1, Ordering::Relaxed);
+            }
+            if let Some(v) = update.volume {
+                running.volume = v;
+                task.control.tuning.set_volume(v);
+            }
+            if let Some(p) = update.is_pause {
+                running.is_pause = p;
+                task.control.paused.store(p, Ordering::Relaxed);
+            }
+            if let Some(e) = update.enable_progress {
+                running.enable_progress = e;
+            }
+            if let Some(t) = update.tempo {
+                running.tempo = t;
+                task.control.tuning.set_tempo(t);
+            }
+        }
+        task.wake();
         Ok(spec)
     }
 
@@ -548,18 +597,23 @@ impl PullService {
         v
     }
 
-    /// Resume every task the store says was running or paused (after a restart or crash).
+    /// Resume every task the store says was running or paused (after a restart or crash). A row that cannot be
+    /// resumed (unreadable spec, unknown state) is marked failed with a log line; it never stops the others.
     pub fn resume_all(self: &Arc<Self>) -> Result<usize, PullError> {
-        let records = self.store.active_tasks()?;
+        let rows = self.store.resumable_tasks()?;
         let mut n = 0;
-        for rec in records {
+        for row in rows {
+            let rec = match row {
+                Ok(rec) => rec,
+                Err(bad) => {
+                    self.mark_unreadable(&bad.task_id, &bad.why);
+                    continue;
+                }
+            };
             let spec: TaskSpec = match serde_json::from_value(rec.spec.clone()) {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(task = %rec.task_id, error = %e, "stored task is unreadable; marking failed");
-                    let _ = self
-                        .store
-                        .update_state(&rec.task_id, "failed", "unreadable after restart");
+                    self.mark_unreadable(&rec.task_id, &e.to_string());
                     continue;
                 }
             };
@@ -581,6 +635,16 @@ impl PullService {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn mark_unreadable(&self, task_id: &str, why: &str) {
+        tracing::error!(task = %task_id, error = %why, "stored task is unreadable; marking it failed");
+        if let Err(e) = self
+            .store
+            .update_state(task_id, "failed", &format!("unreadable after restart: {why}"))
+        {
+            tracing::error!(task = %task_id, error = %e, "cannot mark an unreadable task failed");
+        }
     }
 
     /// Stop every task without recording it as stopped (process shutdown: they resume on the next start).
@@ -621,6 +685,28 @@ fn new_task(
             source: None,
         }),
         wake: Default::default(),
+    }
+}
+
+/// The spec shown for a stored task whose own spec cannot be read: only its app is known.
+fn unreadable_spec(sdkappid: u64) -> TaskSpec {
+    TaskSpec {
+        sdk_app_id: sdkappid,
+        room_id: String::new(),
+        room_id_type: 0,
+        user_id: String::new(),
+        stream_url: String::new(),
+        seek_second: 0,
+        repeat_num: 0,
+        max_duration: None,
+        volume: 100,
+        tempo: 1.0,
+        idle_timeout: None,
+        is_pause: false,
+        enable_progress: false,
+        video_encode_params: None,
+        audio_encode_params: None,
+        trusted_source: false,
     }
 }
 
