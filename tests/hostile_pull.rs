@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::cloud::{error_code, CloudClient};
+use support::cloud::{describe_until, start_params, start_task, CloudClient};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -97,38 +97,6 @@ fn from_libav(req: &str) -> bool {
 
 fn mp3() -> Vec<u8> {
     std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sample.mp3")).unwrap()
-}
-
-fn start_params(room: &str, userid: &str, url: &str) -> Value {
-    json!({
-        "SdkAppId": SDKAPPID,
-        "RoomId": room,
-        "RoomIdType": 0,
-        "UserId": userid,
-        "UserSig": usersig(userid),
-        "StreamUrl": url,
-    })
-}
-
-async fn start_task(api: &CloudClient, params: Value) -> String {
-    let r = api.call("StartStreamIngest", params).await;
-    assert!(error_code(&r).is_none(), "StartStreamIngest failed: {r}");
-    r["TaskId"].as_str().unwrap().to_string()
-}
-
-/// Describe until `cond` holds (up to `within`); the last reply.
-async fn describe_until(api: &CloudClient, task: &str, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let r = api
-            .call("DescribeStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-            .await;
-        if cond(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "timed out; last Describe: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn ended(api: &CloudClient, task: &str) -> Value {

@@ -6,7 +6,7 @@ mod support;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use support::cloud::{error_code, CloudClient};
+use support::cloud::{describe, describe_until, error_code, start_params, start_task, CloudClient};
 use support::nginx::Nginx;
 use support::whep_client::{play, Received, Transport};
 use support::*;
@@ -41,41 +41,6 @@ async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn start_params(room: &str, userid: &str, url: &str) -> Value {
-    json!({
-        "SdkAppId": SDKAPPID,
-        "RoomId": room,
-        "RoomIdType": 0,
-        "UserId": userid,
-        "UserSig": usersig(userid),
-        "StreamUrl": url,
-    })
-}
-
-async fn start_task(api: &CloudClient, params: Value) -> String {
-    let r = api.call("StartStreamIngest", params).await;
-    assert!(error_code(&r).is_none(), "StartStreamIngest failed: {r}");
-    r["TaskId"].as_str().unwrap().to_string()
-}
-
-async fn describe(api: &CloudClient, task: &str) -> Value {
-    api.call("DescribeStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-        .await
-}
-
-/// Describe until `cond` holds (up to `within`); the last reply.
-async fn describe_until(api: &CloudClient, task: &str, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let r = describe(api, task).await;
-        if cond(&r) {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "timed out; last Describe: {r}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -611,91 +576,61 @@ async fn one_robot_identity_ingests_once() {
     assert_eq!(r["LoopsDone"], 1, "{r}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tencents_python_sdk_drives_start_describe_stop() {
+/// Run one of Tencent's official SDKs (`program` `script`, from tests/sdk/) against a gateway: it starts a task
+/// in `room`, Describes, Updates, holds 4 s while a WHEP viewer watches, Stops, Stops again and tries a wrong
+/// key. Its JSON summary, once the viewer saw the robot's video.
+async fn run_official_sdk(program: &str, script: &str, room: &str) -> Value {
     let root = source_root();
     let nginx = Nginx::start(root.path()).await;
     let gw = start_gateway().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/trtc_sdk.py");
-    let child = tokio::process::Command::new("python3")
-        .arg(script)
+    let robot = format!("{room}-robot");
+    let child = tokio::process::Command::new(program)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script))
         .env("ROOMGATE_ENDPOINT", gw.http_addr.to_string())
         .env("SECRET_ID", support::cloud::SECRET_ID)
         .env("SECRET_KEY", support::cloud::SECRET_KEY)
         .env("SDKAPPID", SDKAPPID.to_string())
-        .env("ROOM", "sdk-room")
-        .env("USERID", "sdk-robot")
-        .env("USERSIG", usersig("sdk-robot"))
+        .env("ROOM", room)
+        .env("USERID", &robot)
+        .env("USERSIG", usersig(&robot))
         .env("STREAM_URL", nginx.url("/sample-720p30.mp4"))
         .env("HOLD_SECONDS", "4")
         .kill_on_drop(true)
         .output();
     let watcher = async {
-        gw.wait_anchor("sdk-room", "sdk-robot", Duration::from_secs(20))
+        gw.wait_anchor(room, &robot, Duration::from_secs(20))
             .await
             .expect("the SDK-started task's robot enters the room");
-        watch(&gw, "sdk-room", 30, 0).await
+        watch(&gw, room, 30, 0).await
     };
     let (out, got) = tokio::join!(child, watcher);
-    let out = out.expect("python3 runs (scripts/install-deps.sh installs the SDK)");
+    let out = out.unwrap_or_else(|e| panic!("{program} runs (scripts/install-deps.sh installs the SDK): {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "SDK script failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(video_of(&got).len() >= 30, "a viewer watched the SDK-started task");
+    assert!(gw.hub.participant(&gw.key(room), &robot).is_none(), "stopped");
     let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(summary["StatusRunning"], "InProgress", "{summary}");
     assert_eq!(summary["SecondStop"], "FailedOperation.TaskFinished", "{summary}");
     assert_eq!(summary["WrongKey"], "AuthFailure.SignatureFailure", "{summary}");
-    assert!(video_of(&got).len() >= 30, "a viewer watched the SDK-started task");
-    assert!(
-        gw.hub.participant(&gw.key("sdk-room"), "sdk-robot").is_none(),
-        "stopped"
-    );
+    summary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tencents_python_sdk_drives_start_describe_stop() {
+    run_official_sdk("python3", "trtc_sdk.py", "sdk-room").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tencents_nodejs_sdk_drives_start_describe_update_stop() {
     // The Node.js SDK signs with service "127" (the endpoint's first label) and the host without its port:
     // both were refused before (AuthFailure.InvalidAuthorization, then SignatureFailure).
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/trtc_sdk.mjs");
-    let child = tokio::process::Command::new("node")
-        .arg(script)
-        .env("ROOMGATE_ENDPOINT", gw.http_addr.to_string())
-        .env("SECRET_ID", support::cloud::SECRET_ID)
-        .env("SECRET_KEY", support::cloud::SECRET_KEY)
-        .env("SDKAPPID", SDKAPPID.to_string())
-        .env("ROOM", "node-room")
-        .env("USERID", "node-robot")
-        .env("USERSIG", usersig("node-robot"))
-        .env("STREAM_URL", nginx.url("/sample-720p30.mp4"))
-        .env("HOLD_SECONDS", "4")
-        .kill_on_drop(true)
-        .output();
-    let watcher = async {
-        gw.wait_anchor("node-room", "node-robot", Duration::from_secs(20))
-            .await
-            .expect("the SDK-started task's robot enters the room");
-        watch(&gw, "node-room", 30, 0).await
-    };
-    let (out, got) = tokio::join!(child, watcher);
-    let out = out.expect("node runs (scripts/install-deps.sh installs the SDK)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "SDK script failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
-    assert_eq!(summary["StatusRunning"], "InProgress", "{summary}");
+    let summary = run_official_sdk("node", "trtc_sdk.mjs", "node-room").await;
     assert_eq!(summary["UpdateStatus"], "InProgress", "{summary}");
-    assert_eq!(summary["SecondStop"], "FailedOperation.TaskFinished", "{summary}");
-    assert_eq!(summary["WrongKey"], "AuthFailure.SignatureFailure", "{summary}");
-    assert!(video_of(&got).len() >= 30, "a viewer watched the SDK-started task");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,3 +65,49 @@ impl CloudClient {
 pub fn error_code(r: &Value) -> Option<&str> {
     r["Error"]["Code"].as_str()
 }
+
+/// StartStreamIngest parameters of the test app: robot `userid` plays `url` into string room `room`.
+pub fn start_params(room: &str, userid: &str, url: &str) -> Value {
+    serde_json::json!({
+        "SdkAppId": super::SDKAPPID,
+        "RoomId": room,
+        "RoomIdType": 0,
+        "UserId": userid,
+        "UserSig": super::usersig(userid),
+        "StreamUrl": url,
+    })
+}
+
+/// Start a task that must be accepted; its TaskId.
+pub async fn start_task(api: &CloudClient, params: Value) -> String {
+    let r = api.call("StartStreamIngest", params).await;
+    assert!(error_code(&r).is_none(), "StartStreamIngest failed: {r}");
+    r["TaskId"].as_str().unwrap().to_string()
+}
+
+/// DescribeStreamIngest of `task`.
+pub async fn describe(api: &CloudClient, task: &str) -> Value {
+    api.call(
+        "DescribeStreamIngest",
+        serde_json::json!({"SdkAppId": super::SDKAPPID, "TaskId": task}),
+    )
+    .await
+}
+
+/// Describe until `cond` holds (up to `within`); the last reply.
+pub async fn describe_until(
+    api: &CloudClient,
+    task: &str,
+    within: std::time::Duration,
+    cond: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let r = describe(api, task).await;
+        if cond(&r) {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out; last Describe: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
