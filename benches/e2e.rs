@@ -14,6 +14,9 @@
 #[path = "../tests/support/whep_client.rs"]
 mod whep_client;
 
+#[path = "support/opus_quality.rs"]
+mod opus_quality;
+
 use roomgate::auth::{unix_now, UserSig};
 use serde_json::json;
 use std::net::TcpListener;
@@ -549,6 +552,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
         // `cargo test --all-targets` builds and runs bench targets too; the benchmark runs only under `cargo bench`.
+        return;
+    }
+    // `opus-quality[:BITRATE]`: the encoder alone, no gateway (see benches/support/opus_quality.rs).
+    if let Some(a) = args.iter().find(|a| a.starts_with("opus-quality")) {
+        let bitrate = a.strip_prefix("opus-quality:").and_then(|b| b.parse().ok()).unwrap_or(64_000);
+        println!("{}", serde_json::to_string_pretty(&opus_quality::run(bitrate)).unwrap());
         return;
     }
     let scenarios: Vec<Scenario> = {

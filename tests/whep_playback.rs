@@ -202,6 +202,7 @@ async fn whep_errors_say_what_is_wrong() {
             name: "public".into(),
             callback_url: String::new(),
             callback_key: String::new(),
+            opus_complexity: None,
         });
     })
     .await;

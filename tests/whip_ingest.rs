@@ -148,6 +148,7 @@ async fn whip_errors_say_what_is_wrong() {
             name: "locked".into(),
             callback_url: String::new(),
             callback_key: String::new(),
+            opus_complexity: None,
         })
     })
     .await;

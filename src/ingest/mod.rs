@@ -177,6 +177,7 @@ mod tests {
             name: String::new(),
             callback_url: String::new(),
             callback_key: String::new(),
+            opus_complexity: None,
         }]
     }
 

@@ -61,6 +61,7 @@ pub async fn start_gateway_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Co
         name: "test".into(),
         callback_url: String::new(),
         callback_key: String::new(),
+        opus_complexity: None,
     }];
     config.api_keys = vec![roomgate::config::ApiKeyConfig {
         secret_id: cloud::SECRET_ID.into(),

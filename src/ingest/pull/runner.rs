@@ -456,12 +456,11 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
             let bitrate = spec
                 .audio_encode_params
                 .as_ref()
-                .map(|p| p.bit_rate * 1000)
-                .filter(|b| *b >= 6000)
-                .unwrap_or(config.audio.opus_bitrate);
+                .map(|p| p.bit_rate.saturating_mul(1000))
+                .filter(|b| *b >= 6000);
             match AudioTranscoder::start_tuned(
                 AudioInputCodec::Stream(StreamParameters(params.clone())),
-                bitrate,
+                config.opus_settings(spec.sdk_app_id, bitrate),
                 anchor.sink(),
                 label.clone(),
                 Some(task.control.tuning.clone()),

@@ -7,7 +7,7 @@ use crate::auth::{unix_now, RoomRef};
 use crate::ingest::{authorize_publish, Refusal};
 use crate::media::flv::{self, AudioTag, VideoCodecId, VideoTag};
 use crate::media::h264::AvcConfig;
-use crate::media::transcode::{AudioInputCodec, AudioTranscoder, TranscodeError};
+use crate::media::transcode::{AudioInputCodec, AudioTranscoder, OpusSettings, TranscodeError};
 use crate::media::{aac::AudioSpecificConfig, Codec, Frame, VIDEO_CLOCK};
 use crate::room::{AnchorPublisher, LeaveReason, TrackInfo};
 use crate::room::{RoomKey, SourceKind};
@@ -20,7 +20,7 @@ use std::time::Instant;
 pub struct RtmpPublisher {
     anchor: AnchorPublisher,
     label: String,
-    opus_bitrate: u32,
+    opus: OpusSettings,
     avc: Option<AvcConfig>,
     audio: Option<(AudioInputCodec, AudioTranscoder)>,
     warned_no_config: bool,
@@ -28,11 +28,11 @@ pub struct RtmpPublisher {
 }
 
 impl RtmpPublisher {
-    pub fn new(anchor: AnchorPublisher, label: String, opus_bitrate: u32) -> Self {
+    pub fn new(anchor: AnchorPublisher, label: String, opus: OpusSettings) -> Self {
         RtmpPublisher {
             anchor,
             label,
-            opus_bitrate,
+            opus,
             avc: None,
             audio: None,
             warned_no_config: false,
@@ -71,7 +71,7 @@ impl RtmpPublisher {
         )?;
         let anchor = ctx.hub.join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
         tracing::info!(%peer, anchor = %label, auth_us = started.elapsed().as_micros() as u64, "RTMP publish started");
-        Ok(RtmpPublisher::new(anchor, label, ctx.config.audio.opus_bitrate))
+        Ok(RtmpPublisher::new(anchor, label, ctx.config.opus_settings(sdkappid, None)))
     }
 
     pub fn anchor(&self) -> &AnchorPublisher {
@@ -195,7 +195,7 @@ impl RtmpPublisher {
         }
         // A new configuration (first one, or a change mid-stream) gets a fresh decoder.
         self.audio = None;
-        let t = AudioTranscoder::start(codec.clone(), self.opus_bitrate, self.anchor.sink(), self.label.clone())
+        let t = AudioTranscoder::start(codec.clone(), self.opus, self.anchor.sink(), self.label.clone())
             .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
         self.audio = Some((codec, t));
         Ok(())

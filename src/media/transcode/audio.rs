@@ -93,6 +93,15 @@ struct Input {
     received_at: Instant,
 }
 
+/// How transcoded audio is encoded: the Opus bitrate and the encoder's complexity (0-10: CPU against quality at
+/// that bitrate; libopus defaults to 10, SRS uses 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpusSettings {
+    /// Bit/s.
+    pub bitrate: u32,
+    pub complexity: u8,
+}
+
 /// Handle to a running transcoder thread. Dropping it ends the thread once queued input is done.
 pub struct AudioTranscoder {
     tx: Option<mpsc::SyncSender<Input>>,
@@ -104,17 +113,17 @@ impl AudioTranscoder {
     /// publishes Opus frames into `sink`.
     pub fn start(
         codec: AudioInputCodec,
-        bitrate: u32,
+        opus: OpusSettings,
         sink: AnchorSink,
         label: String,
     ) -> Result<Self, TranscodeError> {
-        Self::start_tuned(codec, bitrate, sink, label, None)
+        Self::start_tuned(codec, opus, sink, label, None)
     }
 
     /// `start` with live volume/tempo adjustments.
     pub fn start_tuned(
         codec: AudioInputCodec,
-        bitrate: u32,
+        opus: OpusSettings,
         sink: AnchorSink,
         label: String,
         tuning: Option<std::sync::Arc<AudioTuning>>,
@@ -125,7 +134,7 @@ impl AudioTranscoder {
         let thread = std::thread::Builder::new()
             .name(format!("opus-{label}"))
             .spawn(move || {
-                let mut pipeline = match Pipeline::new(&codec, bitrate, tuning) {
+                let mut pipeline = match Pipeline::new(&codec, opus, tuning) {
                     Ok(p) => {
                         let _ = ready_tx.send(Ok(()));
                         p
@@ -212,7 +221,7 @@ struct Pipeline {
 impl Pipeline {
     fn new(
         codec: &AudioInputCodec,
-        bitrate: u32,
+        opus: OpusSettings,
         tuning: Option<std::sync::Arc<AudioTuning>>,
     ) -> Result<Self, TranscodeError> {
         let mut ctx = match codec {
@@ -242,11 +251,12 @@ impl Pipeline {
         enc.set_channel_layout(ff::ChannelLayout::STEREO);
         enc.set_channels(CHANNELS as i32);
         enc.set_format(ff::format::Sample::F32(ff::format::sample::Type::Packed));
-        enc.set_bit_rate(bitrate as usize);
+        enc.set_bit_rate(opus.bitrate as usize);
         enc.set_time_base(ff::Rational::new(1, AUDIO_CLOCK as i32));
         let mut opts = ff::Dictionary::new();
         opts.set("application", "audio");
         opts.set("frame_duration", "20");
+        opts.set("compression_level", &opus.complexity.min(10).to_string());
         let encoder = enc.open_as_with(enc_codec, opts)?;
         Ok(Pipeline {
             decoder,

@@ -4,7 +4,7 @@
 pub mod audio;
 pub mod video;
 
-pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, TranscodeError};
+pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, OpusSettings, TranscodeError};
 pub use video::{VideoInput, VideoTranscoder, MAX_PIXELS};
 
 use ffmpeg_next as ff;
