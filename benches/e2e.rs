@@ -6,6 +6,15 @@
 //! (decode + x264 + Opus in the gateway) next to the `ffmpeg` CLI doing the same decode+encode with the same
 //! settings, and a passthrough task on a baseline 1080p30 MP4 (sources served by nginx on loopback).
 //!
+//! `audio-floor[:T]` runs the AAC -> Opus work of one publisher in the ffmpeg CLI (the floor a publisher's CPU can
+//! approach); `opus-quality[:BITRATE]` measures every Opus complexity (benches/support/opus_quality.rs). Both
+//! run alone when named.
+//!
+//! Per scenario the JSON reports gateway CPU (streams only, with viewers, per stream, per viewer), RSS split into
+//! private (`RssAnon`) and file-backed (`RssFile`) pages, private memory per viewer, the media payload viewers
+//! received and that egress per core of gateway CPU spent on viewers, frames sent/received, first frame p50/p95
+//! and added delay p50/p99.
+//!
 //! `make bench` runs the default scenarios (RTMP 1x1 and 20x5, WHIP 1x1 and 10x5, pull:20); `cargo bench --bench
 //! e2e -- 5x10x20 whip:2x3x15` runs RTMP N=5, M=10 for 20 s and WHIP N=2, M=3 for 15 s. Numbers come from one run
 //! on whatever machine this is: compare ratios, not absolutes.
@@ -69,13 +78,46 @@ fn cpu_seconds(pid: u32) -> f64 {
 }
 
 fn rss_mb(pid: u32) -> f64 {
+    status_mb(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` field (kB) in MB: `VmRSS:`, `RssAnon:` (private), `RssFile:` (file-backed pages).
+fn status_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
+}
+
+/// `audio-floor:T`: the AAC -> Opus work of one RTMP publisher with nothing else around it (the ffmpeg CLI
+/// demuxing the bench sample, decoding AAC, resampling and encoding Opus 64 kb/s stereo 20 ms in real time), at
+/// the default complexity and at SRS's (1): the floor a publisher's CPU can approach.
+async fn run_audio_floor(seconds: u64) -> serde_json::Value {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
+    let mut out = serde_json::Map::new();
+    for complexity in [roomgate::config::DEFAULT_OPUS_COMPLEXITY, 1] {
+        let mut ff = Command::new("ffmpeg")
+            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", sample])
+            .args(["-vn", "-c:a", "libopus", "-b:a", "64k", "-ar", "48000", "-ac", "2"])
+            .args(["-application", "audio", "-frame_duration", "20", "-compression_level"])
+            .arg(complexity.to_string())
+            .args(["-f", "null", "-"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("ffmpeg");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let cpu = cpu_percent(ff.id(), Duration::from_secs(seconds)).await;
+        let _ = ff.kill();
+        let _ = ff.wait();
+        out.insert(format!("ffmpeg_cli_cpu_percent_complexity_{complexity}"), json!(round(cpu)));
+    }
+    out.insert("source".into(), json!("audio-floor"));
+    out.insert("seconds".into(), json!(seconds));
+    serde_json::Value::Object(out)
 }
 
 /// CPU % of one core used by `pid` over `d`.
@@ -426,6 +468,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cpu_streams_only = cpu_percent(pid, Duration::from_secs(5)).await;
+    let rss_anon_streams_only = status_mb(pid, "RssAnon:");
 
     // Viewers: time from POST to the first video frame that decodes.
     let mut players: Vec<(Instant, WhepPlayer)> = Vec::new();
@@ -484,10 +527,13 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let pushers_cpu = (pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>() - pushers0) / secs * 100.0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let sent = (source_video_frames(&http).await - sent0) * s.viewers as u64;
-    let received: u64 = players
-        .iter()
-        .map(|(_, p)| p.frames.try_iter().filter(|f| f.video).count() as u64)
-        .sum();
+    let (mut received, mut received_bytes) = (0u64, 0u64);
+    for (_, p) in &players {
+        for f in p.frames.try_iter() {
+            received_bytes += f.data.len() as u64;
+            received += f.video as u64;
+        }
+    }
     let metrics = reqwest::get(format!("{http}/metrics"))
         .await
         .unwrap()
@@ -495,6 +541,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
         .await
         .unwrap();
     let rss = rss_mb(pid);
+    let (rss_anon, rss_file) = (status_mb(pid, "RssAnon:"), status_mb(pid, "RssFile:"));
     drop(players);
     drop(whip_publishers);
     for p in &mut pushers {
@@ -514,6 +561,13 @@ async fn run(s: &Scenario) -> serde_json::Value {
         "cpu_percent_per_stream": round(cpu_streams_only / s.rooms as f64),
         "cpu_percent_per_viewer": round((cpu_all - cpu_streams_only).max(0.0) / viewers),
         "gateway_rss_mb": round(rss),
+        "gateway_rss_anon_mb": round(rss_anon),
+        "gateway_rss_file_mb": round(rss_file),
+        "rss_mb_per_viewer": round((rss_anon - rss_anon_streams_only).max(0.0) / viewers.max(1.0)),
+        // Media payload the viewers received in the window (RTP/SRTP/UDP headers not counted), and that egress
+        // divided by the cores the gateway used for it (its CPU with viewers minus with streams only).
+        "egress_payload_mbit_per_s": round(received_bytes as f64 * 8.0 / 1e6 / secs),
+        "egress_payload_mbit_per_s_per_core": round(received_bytes as f64 * 8.0 / 1e6 / secs / ((cpu_all - cpu_streams_only) / 100.0).max(0.001)),
         // WHIP scenarios: this includes the in-process WHIP publishers.
         "viewer_clients_cpu_percent": round(bench_cpu),
         "ffmpeg_pushers_cpu_percent": round(pushers_cpu),
@@ -552,6 +606,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if !args.iter().any(|a| a == "--bench") {
         // `cargo test --all-targets` builds and runs bench targets too; the benchmark runs only under `cargo bench`.
+        return;
+    }
+    // `audio-floor[:T]`: the AAC -> Opus work alone, in the ffmpeg CLI.
+    if let Some(a) = args.iter().find(|a| a.starts_with("audio-floor")) {
+        let secs = a.strip_prefix("audio-floor:").and_then(|b| b.parse().ok()).unwrap_or(15);
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        println!("{}", serde_json::to_string_pretty(&rt.block_on(run_audio_floor(secs))).unwrap());
         return;
     }
     // `opus-quality[:BITRATE]`: the encoder alone, no gateway (see benches/support/opus_quality.rs).
