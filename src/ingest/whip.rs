@@ -19,7 +19,7 @@ use crate::room::{AnchorPublisher, LeaveReason, RoomHub, RoomKey, SourceKind, Tr
 use crate::rtc::{
     random_token, NewSession, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId, SessionResources,
 };
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::SdpOffer;
@@ -381,7 +381,7 @@ impl WhipPublisher {
                     codec: Codec::Opus,
                     pts,
                     keyframe: false,
-                    data: Bytes::copy_from_slice(&d.data),
+                    data: d.data[..].into(),
                     received_at: arrived,
                 });
             }
@@ -407,17 +407,17 @@ impl WhipPublisher {
                         _ => {}
                     }
                 }
-                let data = match (idr && !has_sps, &self.sps, &self.pps) {
+                let data: std::sync::Arc<[u8]> = match (idr && !has_sps, &self.sps, &self.pps) {
                     (true, Some(sps), Some(pps)) => {
-                        let mut b = BytesMut::with_capacity(d.data.len() + sps.len() + pps.len() + 8);
+                        let mut b = Vec::with_capacity(d.data.len() + sps.len() + pps.len() + 8);
                         for ps in [sps, pps] {
-                            b.put_slice(&[0, 0, 0, 1]);
-                            b.put_slice(ps);
+                            b.extend_from_slice(&[0, 0, 0, 1]);
+                            b.extend_from_slice(ps);
                         }
-                        b.put_slice(&d.data);
-                        b.freeze()
+                        b.extend_from_slice(&d.data);
+                        b.into()
                     }
-                    _ => Bytes::copy_from_slice(&d.data),
+                    _ => d.data[..].into(),
                 };
                 let pts = Self::pts(origin, &mut self.video_base, d.time.numer(), arrived, VIDEO_CLOCK);
                 metrics::counter!("roomgate_frames_in_total", "source" => "whip", "kind" => "video").increment(1);

@@ -7,7 +7,7 @@ pub mod h264;
 pub mod transcode;
 pub mod vp8;
 
-use bytes::Bytes;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// RTP clock of H.264 video.
@@ -39,7 +39,8 @@ impl Codec {
 
 /// One access unit (a whole H.264 picture) or one Opus packet, on its way from a source to viewers.
 ///
-/// Cloning a frame never copies the payload (`Bytes` is reference counted), so fan-out to many viewers is cheap.
+/// Cloning a frame never copies the payload (`Arc<[u8]>`), and the WebRTC stack takes that same `Arc` for every
+/// viewer (str0m's writer accepts `Arc<[u8]>`), so a frame is allocated once whatever the number of viewers.
 #[derive(Debug, Clone)]
 pub struct Frame {
     pub codec: Codec,
@@ -48,7 +49,7 @@ pub struct Frame {
     pub pts: u64,
     /// A picture that decodes on its own (IDR). Always false for audio.
     pub keyframe: bool,
-    pub data: Bytes,
+    pub data: Arc<[u8]>,
     /// When the gateway had the source bytes of this frame in hand: the start of the gateway-added delay.
     pub received_at: Instant,
 }

@@ -457,7 +457,6 @@ impl AnchorSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use std::time::Instant;
 
     fn key(room: &str) -> RoomKey {
@@ -503,7 +502,7 @@ mod tests {
             codec: Codec::H264,
             pts: 0,
             keyframe: true,
-            data: Bytes::new(),
+            data: Vec::new().into(),
             received_at: Instant::now()
         }));
         drop(first); // must not remove the new anchor

@@ -216,14 +216,13 @@ impl TrackSubscriber {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn frame(pts: u64, key: bool) -> Frame {
         Frame {
             codec: Codec::H264,
             pts,
             keyframe: key,
-            data: Bytes::from(vec![0u8; 10]),
+            data: vec![0u8; 10].into(),
             received_at: Instant::now(),
         }
     }

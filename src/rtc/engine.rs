@@ -497,7 +497,7 @@ impl Engine {
                 track.pt,
                 received_at,
                 MediaTime::new(frame.pts, freq),
-                Arc::<[u8]>::from(&frame.data[..]),
+                frame.data.clone(),
             )
         }));
         match written {

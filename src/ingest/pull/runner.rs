@@ -633,7 +633,7 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
                         codec: Codec::H264,
                         pts: pts90,
                         keyframe,
-                        data: annexb,
+                        data: annexb[..].into(),
                         received_at,
                     });
                 }
@@ -658,9 +658,9 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
                 AudioPath::Passthrough => {
                     anchor.publish(Frame {
                         codec: Codec::Opus,
-                        pts: out_us as u64 * AUDIO_CLOCK as u64 / 1_000_000,
+                        pts: (out_us.max(0) as u64).saturating_mul(AUDIO_CLOCK as u64) / 1_000_000,
                         keyframe: false,
-                        data: Bytes::copy_from_slice(data),
+                        data: data.into(),
                         received_at,
                     });
                 }

@@ -126,7 +126,7 @@ impl RtmpPublisher {
                     codec: Codec::H264,
                     pts: ts as u64 * (VIDEO_CLOCK as u64 / 1000),
                     keyframe: keyframe || idr,
-                    data: annexb,
+                    data: annexb[..].into(),
                     received_at,
                 });
                 Ok(())

@@ -371,7 +371,7 @@ impl Pipeline {
                         codec: Codec::Opus,
                         pts: pts as u64,
                         keyframe: false,
-                        data: Bytes::copy_from_slice(data),
+                        data: data.into(),
                         received_at,
                     });
                 }

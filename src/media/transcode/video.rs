@@ -392,7 +392,7 @@ impl Encoder {
                 codec: Codec::H264,
                 pts: pts.max(0) as u64,
                 keyframe: packet.is_key(),
-                data: Bytes::copy_from_slice(data),
+                data: data.into(),
                 received_at,
             });
         }
