@@ -100,7 +100,17 @@ async fn run_audio_floor(seconds: u64) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for complexity in [roomgate::config::DEFAULT_OPUS_COMPLEXITY, 1] {
         let mut ff = Command::new("ffmpeg")
-            .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-re", "-stream_loop", "-1", "-i", sample])
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-re",
+                "-stream_loop",
+                "-1",
+                "-i",
+                sample,
+            ])
             .args(["-vn", "-c:a", "libopus", "-b:a", "64k", "-ar", "48000", "-ac", "2"])
             .args(["-application", "audio", "-frame_duration", "20", "-compression_level"])
             .arg(complexity.to_string())
@@ -113,7 +123,10 @@ async fn run_audio_floor(seconds: u64) -> serde_json::Value {
         let cpu = cpu_percent(ff.id(), Duration::from_secs(seconds)).await;
         let _ = ff.kill();
         let _ = ff.wait();
-        out.insert(format!("ffmpeg_cli_cpu_percent_complexity_{complexity}"), json!(round(cpu)));
+        out.insert(
+            format!("ffmpeg_cli_cpu_percent_complexity_{complexity}"),
+            json!(round(cpu)),
+        );
     }
     out.insert("source".into(), json!("audio-floor"));
     out.insert("seconds".into(), json!(seconds));
@@ -610,14 +623,26 @@ fn main() {
     }
     // `audio-floor[:T]`: the AAC -> Opus work alone, in the ffmpeg CLI.
     if let Some(a) = args.iter().find(|a| a.starts_with("audio-floor")) {
-        let secs = a.strip_prefix("audio-floor:").and_then(|b| b.parse().ok()).unwrap_or(15);
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        println!("{}", serde_json::to_string_pretty(&rt.block_on(run_audio_floor(secs))).unwrap());
+        let secs = a
+            .strip_prefix("audio-floor:")
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(15);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rt.block_on(run_audio_floor(secs))).unwrap()
+        );
         return;
     }
     // `opus-quality[:BITRATE]`: the encoder alone, no gateway (see benches/support/opus_quality.rs).
     if let Some(a) = args.iter().find(|a| a.starts_with("opus-quality")) {
-        let bitrate = a.strip_prefix("opus-quality:").and_then(|b| b.parse().ok()).unwrap_or(64_000);
+        let bitrate = a
+            .strip_prefix("opus-quality:")
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(64_000);
         println!("{}", serde_json::to_string_pretty(&opus_quality::run(bitrate)).unwrap());
         return;
     }

@@ -864,7 +864,10 @@ mod tests {
         assert_eq!(c.opus_settings(8, Some(32_000)).bitrate, 32_000);
         assert_eq!(Config::default().audio.opus_complexity, DEFAULT_OPUS_COMPLEXITY);
         std::fs::write(&f, "[audio]\nopus_complexity = 11\n").unwrap();
-        assert!(Config::load(Some(&f), vec![]).unwrap_err().to_string().contains("opus_complexity"));
+        assert!(Config::load(Some(&f), vec![])
+            .unwrap_err()
+            .to_string()
+            .contains("opus_complexity"));
     }
 
     #[test]

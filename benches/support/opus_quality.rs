@@ -36,7 +36,13 @@ fn speech_like() -> Vec<[f32; 2]> {
         seed ^= seed << 17;
         (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
     };
-    let vowels = [(730.0, 1090.0), (270.0, 2290.0), (300.0, 870.0), (530.0, 1840.0), (640.0, 1190.0)];
+    let vowels = [
+        (730.0, 1090.0),
+        (270.0, 2290.0),
+        (300.0, 870.0),
+        (530.0, 1840.0),
+        (640.0, 1190.0),
+    ];
     let mut phase = 0.0f64;
     (0..RATE * SECONDS)
         .map(|i| {
@@ -46,7 +52,11 @@ fn speech_like() -> Vec<[f32; 2]> {
             let (f1, f2) = vowels[syllable % vowels.len()];
             let f0 = 110.0 + 40.0 * (TAU * 0.7 * t).sin() + 15.0 * within;
             phase += TAU * f0 / RATE as f64;
-            let env = if within < 0.8 { (std::f64::consts::PI * within / 0.8).sin() } else { 0.0 };
+            let env = if within < 0.8 {
+                (std::f64::consts::PI * within / 0.8).sin()
+            } else {
+                0.0
+            };
             let mut v = 0.0;
             for h in 1..40 {
                 let f = f0 * h as f64;
@@ -236,7 +246,9 @@ fn distortion(x: &[[f32; 2]], y: &[[f32; 2]]) -> (f64, f64) {
                 let mut re: Vec<f64> = (0..N).map(|i| s(start + i) * window[i]).collect();
                 let mut im = vec![0.0; N];
                 fft(&mut re, &mut im);
-                (1..top).map(|k| 10.0 * (re[k] * re[k] + im[k] * im[k] + 1e-9).log10()).collect::<Vec<f64>>()
+                (1..top)
+                    .map(|k| 10.0 * (re[k] * re[k] + im[k] * im[k] + 1e-9).log10())
+                    .collect::<Vec<f64>>()
             };
             let px = spectrum(&|i| x[i][c] as f64);
             let py = spectrum(&|i| y[i + lag][c] as f64);

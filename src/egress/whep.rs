@@ -1,7 +1,8 @@
 //! `WhepService`: a WHEP viewer of one anchor. The offer is answered with the anchor's real H.264
-//! `profile-level-id` (packetization-mode 1) and Opus; once ICE and DTLS are up, a `ViewerFeed` subscribes to
-//! the anchor's tracks (starting at the cached keyframe, so the picture appears at once) and hands frames
-//! to the WebRTC engine.
+//! `profile-level-id` (packetization-mode 1) and Opus; once ICE and DTLS are up, the viewer joins its anchor's
+//! `fanout`: one task per anchor with viewers, subscribed once to each track, that sends a new viewer the cached
+//! GOP (so the picture appears at once) and then hands each live frame to the WebRTC engine once for all the
+//! anchor's viewers.
 
 use crate::auth::{unix_now, RoomRef};
 use crate::config::Config;
@@ -70,6 +71,9 @@ pub struct WhepService {
     config: Arc<Config>,
     resources: SessionResources,
     rate: crate::limits::PerIpRate,
+    /// The running `Fanout` of each anchor with viewers, by the anchor's address: (serial, its control channel).
+    fanouts: std::sync::Mutex<std::collections::HashMap<usize, (u64, mpsc::UnboundedSender<FanoutCmd>)>>,
+    next_fanout: std::sync::atomic::AtomicU64,
 }
 
 impl WhepService {
@@ -80,7 +84,26 @@ impl WhepService {
             rate: crate::limits::PerIpRate::new(config.rtc.whep_per_ip_per_minute),
             config,
             resources: SessionResources::default(),
+            fanouts: Default::default(),
+            next_fanout: Default::default(),
         })
+    }
+
+    /// The control channel of `anchor`'s fan-out, started on its first viewer; `None` once the anchor left.
+    fn fanout_of(self: &Arc<Self>, anchor: &Arc<Participant>) -> Option<mpsc::UnboundedSender<FanoutCmd>> {
+        let key = Arc::as_ptr(anchor) as usize;
+        let mut map = self.fanouts.lock().expect("fanouts lock");
+        if let Some((_, tx)) = map.get(&key).filter(|(_, tx)| !tx.is_closed()) {
+            return Some(tx.clone());
+        }
+        if anchor.video.is_closed() && anchor.audio.is_closed() {
+            return None;
+        }
+        let serial = self.next_fanout.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        map.insert(key, (serial, tx.clone()));
+        tokio::spawn(fanout(self.clone(), key, serial, anchor.clone(), rx));
+        Some(tx)
     }
 
     pub async fn play(self: &Arc<Self>, req: PlayRequest<'_>) -> Result<PlayAnswer, WhepError> {
@@ -223,8 +246,9 @@ impl WhepService {
     }
 }
 
-/// One viewer's feed: after DTLS is up, subscribe to the anchor's tracks (cached GOP first) and forward frames
-/// until the anchor leaves or the session ends.
+/// One viewer's session: once ICE and DTLS are up it joins its anchor's `Fanout`, asks it for a replay of the
+/// cached GOP when the player sends a PLI (at most once per `PLI_BURST_INTERVAL`), and leaves when the session
+/// ends. Media never passes through here.
 async fn feed(
     svc: Arc<WhepService>,
     resource: String,
@@ -244,73 +268,172 @@ async fn feed(
     })
     .await
     .unwrap_or(false);
-    if !connected {
+    let fanout = connected.then(|| svc.fanout_of(&anchor)).flatten();
+    let Some(fanout) = fanout.filter(|f| f.send(FanoutCmd::Join(id)).is_ok()) else {
         svc.engine.remove(id).await;
         svc.forget(&resource);
         return;
-    }
-    let mut video = anchor.video.subscribe();
-    let mut audio = anchor.audio.subscribe();
-    let (mut video_open, mut audio_open) = (true, true);
-    let mut last_video_pts: Option<u64> = None;
-    // Fast start: the cached GOP goes out first, at once; without one, ask the source (WebRTC publishers).
-    let gop = video.take_backlog();
-    if gop.is_empty() {
-        anchor.request_keyframe();
-    }
-    for f in gop {
-        last_video_pts = Some(f.pts);
-        if !svc.engine.send_frame(id, f, false).await {
-            break;
+    };
+    let mut last_burst: Option<std::time::Instant> = None;
+    loop {
+        match events.recv().await {
+            Some(SessionEvent::KeyframeRequest) => {
+                if last_burst.is_none_or(|t| t.elapsed() >= PLI_BURST_INTERVAL) {
+                    last_burst = Some(std::time::Instant::now());
+                    let _ = fanout.send(FanoutCmd::Replay(id));
+                }
+            }
+            Some(SessionEvent::Closed(_)) | None => break,
+            Some(_) => {}
         }
     }
-    let mut last_burst: Option<std::time::Instant> = None;
+    let _ = fanout.send(FanoutCmd::Leave(id));
+    svc.forget(&resource);
+}
+
+/// What a viewer session asks of its anchor's fan-out.
+enum FanoutCmd {
+    /// Start this session: the cached GOP at once, then live frames.
+    Join(SessionId),
+    /// The player lost pictures (PLI): replay the cached GOP to it, just after the last picture it had.
+    Replay(SessionId),
+    Leave(SessionId),
+}
+
+/// One viewer as the fan-out sees it.
+struct Member {
+    id: SessionId,
+    /// Pictures up to this pts were already sent to it from the cache: live copies of them are not sent again.
+    skip_until: Option<u64>,
+    /// It joined with nothing cached (or fell behind): live video starts for it at the next keyframe.
+    needs_keyframe: bool,
+}
+
+/// The viewers of one anchor, fed by one subscription per track: each frame goes to the engine once, as one
+/// message for all of them, instead of waking a task and sending a message per viewer per frame (the profile
+/// at 100 viewers was mostly those hand-offs). Runs until the anchor leaves.
+async fn fanout(
+    svc: Arc<WhepService>,
+    key: usize,
+    serial: u64,
+    anchor: Arc<Participant>,
+    mut ctl: mpsc::UnboundedReceiver<FanoutCmd>,
+) {
+    let mut video = anchor.video.subscribe();
+    let mut audio = anchor.audio.subscribe();
+    // Joiners get their own snapshot of the cache; this subscription only carries what comes after.
+    video.take_backlog();
+    audio.take_backlog();
+    let (mut video_open, mut audio_open) = (true, true);
+    let mut members: Vec<Member> = Vec::new();
+    let mut everyone: Arc<[SessionId]> = Arc::from(Vec::new());
+    let mut last_video_pts: Option<u64> = None;
+    let engine = svc.engine.clone();
     loop {
         tokio::select! {
             f = video.recv(), if video_open => match f {
                 Some(f) => {
                     last_video_pts = Some(f.pts);
-                    if !svc.engine.send_frame(id, f, true).await { break }
+                    let special = members.iter().any(|m| m.needs_keyframe || m.skip_until.is_some());
+                    if special {
+                        for m in members.iter_mut() {
+                            if m.needs_keyframe && f.keyframe {
+                                m.needs_keyframe = false;
+                            }
+                            if m.skip_until.is_some_and(|end| f.pts > end) {
+                                m.skip_until = None;
+                            }
+                        }
+                        let ready: Vec<SessionId> = members
+                            .iter()
+                            .filter(|m| !m.needs_keyframe && m.skip_until.is_none())
+                            .map(|m| m.id)
+                            .collect();
+                        if !ready.is_empty() && !engine.send_frame_to_many(ready.into(), f).await {
+                            break;
+                        }
+                    } else if !everyone.is_empty() && !engine.send_frame_to_many(everyone.clone(), f).await {
+                        break;
+                    }
                 }
                 None => video_open = false,
             },
             f = audio.recv(), if audio_open => match f {
-                Some(f) => { if !svc.engine.send_frame(id, f, true).await { break } }
+                Some(f) => {
+                    if !everyone.is_empty() && !engine.send_frame_to_many(everyone.clone(), f).await {
+                        break;
+                    }
+                }
                 None => audio_open = false,
             },
-            ev = events.recv() => match ev {
-                Some(SessionEvent::KeyframeRequest) => {
-                    if last_burst.is_some_and(|t| t.elapsed() < PLI_BURST_INTERVAL) {
-                        continue;
+            cmd = ctl.recv() => match cmd {
+                Some(FanoutCmd::Join(id)) => {
+                    // Fast start: the cached GOP goes out first, at once; without one, ask the source (WebRTC
+                    // publishers) and start at the next keyframe.
+                    let gop = anchor.video.subscribe().take_backlog();
+                    if gop.is_empty() {
+                        anchor.request_keyframe();
                     }
-                    last_burst = Some(std::time::Instant::now());
-                    // Answer from the cache: replay the last GOP (keyframe first) just after the last picture
-                    // sent, then continue live from where the replay ends.
-                    let mut fresh = anchor.video.subscribe();
-                    let gop = fresh.take_backlog();
+                    let end = gop.last().map(|f| f.pts);
+                    for f in gop {
+                        if !engine.send_frame(id, f, false).await {
+                            break;
+                        }
+                    }
+                    members.push(Member { id, skip_until: end, needs_keyframe: end.is_none() });
+                    everyone = members.iter().map(|m| m.id).collect();
+                }
+                Some(FanoutCmd::Replay(id)) => {
+                    let Some(m) = members.iter_mut().find(|m| m.id == id) else { continue };
+                    // Answer from the cache: the last GOP (keyframe first) just after the last picture this
+                    // viewer had; live frames it then already has are not sent again.
+                    let gop = anchor.video.subscribe().take_backlog();
                     if gop.is_empty() {
                         // Nothing cached: a WebRTC source is asked; otherwise the next source keyframe comes.
                         anchor.request_keyframe();
                         continue;
                     }
-                    video = fresh;
-                    let base = last_video_pts.unwrap_or(0);
+                    let base = last_video_pts.unwrap_or(0).max(m.skip_until.unwrap_or(0));
+                    let end = gop.last().map(|f| f.pts);
+                    let n = gop.len() as u64;
                     for (k, mut f) in gop.into_iter().enumerate() {
                         f.pts = base + 1 + k as u64;
-                        last_video_pts = Some(f.pts);
-                        if !svc.engine.send_frame(id, f, false).await { break }
+                        if !engine.send_frame(id, f, false).await {
+                            break;
+                        }
                     }
+                    m.skip_until = end.map(|e| e.max(base + n));
+                    m.needs_keyframe = false;
                     metrics::counter!("roomgate_whep_pli_answered_total").increment(1);
                 }
-                Some(SessionEvent::Closed(_)) | None => break,
-                Some(_) => {}
+                Some(FanoutCmd::Leave(id)) => {
+                    members.retain(|m| m.id != id);
+                    everyone = members.iter().map(|m| m.id).collect();
+                }
+                None => break,
             },
         }
         if !video_open && !audio_open {
-            // The anchor left: end the viewer session (a player reconnects when it comes back).
-            svc.engine.remove(id).await;
             break;
         }
     }
-    svc.forget(&resource);
+    // The anchor left: end its viewer sessions (a player reconnects when it comes back), and those that were
+    // joining; nobody can join this fan-out from now on.
+    svc.fanouts
+        .lock()
+        .expect("fanouts lock")
+        .retain(|k, (s, _)| !(*k == key && *s == serial));
+    ctl.close();
+    while let Ok(cmd) = ctl.try_recv() {
+        if let FanoutCmd::Join(id) = cmd {
+            members.push(Member {
+                id,
+                skip_until: None,
+                needs_keyframe: true,
+            });
+        }
+    }
+    for m in &members {
+        engine.remove(m.id).await;
+    }
 }

@@ -157,6 +157,11 @@ impl Track {
             .map_or(0, |tx| tx.receiver_count())
     }
 
+    /// Whether the track has ended (its anchor left).
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().expect("track lock").tx.is_none()
+    }
+
     pub fn close(&self) {
         let mut st = self.state.lock().expect("track lock");
         st.tx = None;

@@ -57,6 +57,8 @@ pub(crate) enum Command {
     Remove(SessionId),
     /// `live`: fresh from the source (counts in the gateway-delay histogram), not replayed from a cache.
     Frame(SessionId, Frame, bool),
+    /// One live frame for several sessions (the viewers of one anchor): one message, one wake-up.
+    FrameToMany(Arc<[SessionId]>, Frame),
     RemoteCandidate(SessionId, Candidate),
     /// Ask a publishing peer for a keyframe (PLI) on the m-line `Mid`.
     RequestKeyframe(SessionId, Mid),
@@ -218,6 +220,11 @@ impl RtcEngine {
         self.tx.send(Command::Frame(id, frame, live)).await.is_ok()
     }
 
+    /// Hand one live frame to every session in `ids`; false when the engine has stopped.
+    pub async fn send_frame_to_many(&self, ids: Arc<[SessionId]>, frame: Frame) -> bool {
+        self.tx.send(Command::FrameToMany(ids, frame)).await.is_ok()
+    }
+
     /// Ask a publishing peer for a keyframe (PLI).
     pub async fn request_keyframe(&self, id: SessionId, mid: Mid) {
         let _ = self.tx.send(Command::RequestKeyframe(id, mid)).await;
@@ -342,6 +349,11 @@ impl Engine {
             }
             Command::Remove(id) => self.close(id, "removed".into()),
             Command::Frame(id, frame, live) => self.write_frame(id, frame, live),
+            Command::FrameToMany(ids, frame) => {
+                for &id in ids.iter() {
+                    self.write_frame(id, frame.clone(), true);
+                }
+            }
             Command::RemoteCandidate(id, c) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
                     if catch_unwind(AssertUnwindSafe(|| s.rtc.add_remote_candidate(c))).is_err() {

@@ -71,7 +71,11 @@ impl RtmpPublisher {
         )?;
         let anchor = ctx.hub.join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
         tracing::info!(%peer, anchor = %label, auth_us = started.elapsed().as_micros() as u64, "RTMP publish started");
-        Ok(RtmpPublisher::new(anchor, label, ctx.config.opus_settings(sdkappid, None)))
+        Ok(RtmpPublisher::new(
+            anchor,
+            label,
+            ctx.config.opus_settings(sdkappid, None),
+        ))
     }
 
     pub fn anchor(&self) -> &AnchorPublisher {
