@@ -442,8 +442,17 @@ impl Config {
             if rest == "CONFIG" {
                 continue;
             }
-            set_by_env_path(&mut value, &rest.to_ascii_lowercase(), &raw)
-                .map_err(|why| ConfigError::Env { var: var.clone(), why })?;
+            // Containers set unrelated ROOMGATE_-prefixed variables: only names under our own keys are ours
+            // (and then a typo in them is an error); anything else is ignored with a warning.
+            let path = rest.to_ascii_lowercase();
+            let ours = value
+                .as_table()
+                .is_some_and(|t| t.keys().any(|k| path == *k || path.starts_with(&format!("{k}_"))));
+            if !ours {
+                eprintln!("roomgate: ignoring environment variable {var}: it names no configuration key or table");
+                continue;
+            }
+            set_by_env_path(&mut value, &path, &raw).map_err(|why| ConfigError::Env { var: var.clone(), why })?;
         }
         let config: Config = value
             .try_into()
@@ -835,6 +844,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("ROOMGATE_RTMP_NOPE"), "{e}");
+        // A name under no table of ours (a container's own variable) is ignored, not an error.
+        assert!(Config::load(None, env(&[("ROOMGATE_SIDECAR_TOKEN", "x"), ("ROOMGATE_VERSION", "1")])).is_ok());
         let e = Config::load(None, env(&[("ROOMGATE_AUDIO_OPUS_BITRATE", "lots")]))
             .unwrap_err()
             .to_string();

@@ -67,6 +67,9 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
     assert_eq!(anchor["video"]["height"], 720);
     assert_eq!(anchor["audio"]["codec"], "opus");
     assert_eq!(anchor["audio"]["source_codec"], "aac");
+    // What viewers get is Opus at 48 kHz; the source's AAC rate is reported beside it.
+    assert_eq!(anchor["audio"]["sample_rate"], 48000, "{anchor}");
+    assert_eq!(anchor["audio"]["source_sample_rate"], 44100, "{anchor}");
 
     let v = vtask.await.unwrap();
     let a = atask.await.unwrap();

@@ -202,6 +202,7 @@ impl WhipService {
         anchor.set_audio_info(TrackInfo {
             source_codec: "opus".into(),
             sample_rate: Some(AUDIO_CLOCK),
+            source_sample_rate: Some(AUDIO_CLOCK),
             channels: Some(2),
             ..Default::default()
         });

@@ -90,7 +90,10 @@ pub struct TrackInfo {
     pub profile_level_id: Option<String>,
     pub width: Option<u32>,
     pub height: Option<u32>,
+    /// What viewers get: 48000 for Opus, whatever the source sent.
     pub sample_rate: Option<u32>,
+    /// The source's own sample rate (e.g. 44100 for AAC that is transcoded to Opus).
+    pub source_sample_rate: Option<u32>,
     pub channels: Option<u32>,
 }
 

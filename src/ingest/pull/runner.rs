@@ -479,7 +479,8 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
         if let Some(p) = path {
             anchor.set_audio_info(TrackInfo {
                 source_codec: params.id().name().to_string(),
-                sample_rate: Some(unsafe { (*params.as_ptr()).sample_rate } as u32),
+                sample_rate: Some(AUDIO_CLOCK),
+                source_sample_rate: Some(unsafe { (*params.as_ptr()).sample_rate } as u32),
                 channels: Some(unsafe { (*params.as_ptr()).ch_layout.nb_channels } as u32),
                 ..Default::default()
             });

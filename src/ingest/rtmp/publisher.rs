@@ -149,7 +149,8 @@ impl RtmpPublisher {
                 let asc = AudioSpecificConfig::parse(&config).map_err(|e| Refusal::Malformed(e.to_string()))?;
                 self.anchor.set_audio_info(TrackInfo {
                     source_codec: "aac".into(),
-                    sample_rate: Some(asc.sample_rate),
+                    sample_rate: Some(crate::media::AUDIO_CLOCK),
+                    source_sample_rate: Some(asc.sample_rate),
                     channels: Some(asc.channels as u32),
                     ..Default::default()
                 });
