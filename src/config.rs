@@ -297,6 +297,11 @@ pub struct AppConfig {
     /// Opus complexity for this app's transcoded audio; `audio.opus_complexity` when not set.
     #[serde(default)]
     pub opus_complexity: Option<u8>,
+    /// WHEP players must offer the anchor's own H.264 profile (406 otherwise). Off: a player that offers H.264
+    /// of another profile is answered with that format and gets the anchor's stream (decoders cope; SRS and
+    /// MediaMTX do the same).
+    #[serde(default)]
+    pub strict_h264_profile: bool,
 }
 
 /// Delivery of event callbacks (TRTC's policy by default).
@@ -424,6 +429,7 @@ impl Config {
                 callback_url: String::new(),
                 callback_key: String::new(),
                 opus_complexity: None,
+                strict_h264_profile: false,
             });
         }
         let wanted_keys = env_array_len(&env, "ROOMGATE_API_KEYS_");
@@ -610,6 +616,7 @@ impl Config {
                     callback_url: String::new(),
                     callback_key: String::new(),
                     opus_complexity: None,
+                    strict_h264_profile: false,
                 };
                 write_private(&path, &toml::to_string(&app).expect("app serializes"))?;
                 app

@@ -102,3 +102,74 @@ async fn aiortc_publishes_over_whip_and_our_player_decodes_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// OBS as TRTC's guide sets it up publishes High profile (B-frames off); players that offer only (constrained)
+/// baseline, as aiortc does, are answered with their own format and decode the High stream. An app that sets
+/// `strict_h264_profile` keeps refusing them with 406.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_plays_a_high_profile_anchor_it_did_not_offer() {
+    let gw = start_gateway().await;
+    let ff = Ffmpeg::push(
+        &lavfi("640x360", 40),
+        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v high -bf 0 -g 30 -c:a aac",
+        &gw.push_url("obs", "cam", &usersig("cam")),
+    );
+    let anchor = gw
+        .wait_anchor("obs", "cam", Duration::from_secs(15))
+        .await
+        .expect("anchor");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !anchor.video.has_cached_keyframe() {
+        assert!(std::time::Instant::now() < deadline, "video flows");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        anchor.video_info().profile.as_deref(),
+        Some("High"),
+        "{:?}",
+        anchor.video_info()
+    );
+    let url = gw.http(&format!("/v2/sub/{SDKAPPID}/obs?SessionID=aiortc2"));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc/whep_play.py");
+    let out = tokio::process::Command::new("python3")
+        .args([script, &url, &usersig("aiortc2"), "15"])
+        .output()
+        .await
+        .expect("python3 runs");
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(r["status"], 201, "{r} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(r["video_frames"].as_u64().unwrap() >= 30, "{r}");
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{r}"
+    );
+    let metrics = http_get(gw.http_addr, "/metrics").await.1;
+    assert!(metrics.contains("roomgate_whep_profile_mismatch_total"), "counted");
+    ff.kill().await;
+
+    // The same with strict_h264_profile: 406.
+    let strict = start_gateway_with(|c| c.apps[0].strict_h264_profile = true).await;
+    let ff = Ffmpeg::push(
+        &lavfi("640x360", 20),
+        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v high -bf 0 -g 30 -c:a aac",
+        &strict.push_url("obs", "cam", &usersig("cam")),
+    );
+    let anchor = strict
+        .wait_anchor("obs", "cam", Duration::from_secs(15))
+        .await
+        .expect("anchor");
+    while anchor.video_info().profile.is_none() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let url = strict.http(&format!("/v2/sub/{SDKAPPID}/obs?SessionID=aiortc3"));
+    let out = tokio::process::Command::new("python3")
+        .args([script, &url, &usersig("aiortc3"), "3"])
+        .output()
+        .await
+        .expect("python3 runs");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(r["status"], 406, "{r} {}", String::from_utf8_lossy(&out.stderr));
+    ff.kill().await;
+}

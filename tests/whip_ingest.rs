@@ -149,6 +149,7 @@ async fn whip_errors_say_what_is_wrong() {
             callback_url: String::new(),
             callback_key: String::new(),
             opus_complexity: None,
+            strict_h264_profile: false,
         })
     })
     .await;

@@ -141,11 +141,12 @@ impl WhepService {
             ufrag: random_token(8),
             pass: random_token(24),
         };
-        let plid = anchor
+        let anchor_plid = anchor
             .video_info()
             .profile_level_id
             .and_then(|s| u32::from_str_radix(&s, 16).ok())
             .unwrap_or(0x42e01f);
+        let plid = self.answer_profile(req.sdkappid, anchor_plid, req.offer);
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
             .set_local_ice_credentials(creds.clone())
@@ -201,6 +202,29 @@ impl WhepService {
             etag,
             sdp: answer.to_sdp_string(),
         })
+    }
+
+    /// The H.264 `profile-level-id` to answer with: the anchor's, unless the player offers no format of that
+    /// profile (a browser or aiortc offering constrained baseline for an OBS anchor in High); then the first
+    /// packetization-mode 1 format it does offer, and the anchor's stream goes out under it (decoders take any
+    /// profile; SRS and MediaMTX forward the same way). An app with `strict_h264_profile` keeps the anchor's,
+    /// so such a player gets 406.
+    fn answer_profile(&self, sdkappid: u64, anchor_plid: u32, offer: &str) -> u32 {
+        let offered = crate::rtc::offered_h264_profiles(offer);
+        let same_profile = |p: &u32| p >> 8 == anchor_plid >> 8;
+        let strict = self.config.app(sdkappid).is_some_and(|a| a.strict_h264_profile);
+        match offered.first() {
+            Some(&first) if !strict && !offered.iter().any(same_profile) => {
+                metrics::counter!("roomgate_whep_profile_mismatch_total").increment(1);
+                tracing::info!(
+                    anchor_profile = format!("{anchor_plid:06x}"),
+                    answered = format!("{first:06x}"),
+                    "WHEP player offers no H.264 of the anchor's profile; answering with its own"
+                );
+                first
+            }
+            _ => anchor_plid,
+        }
     }
 
     /// The named anchor, or the most recently started anchor with video (else any anchor).

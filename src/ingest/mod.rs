@@ -178,6 +178,7 @@ mod tests {
             callback_url: String::new(),
             callback_key: String::new(),
             opus_complexity: None,
+            strict_h264_profile: false,
         }]
     }
 

@@ -60,6 +60,42 @@ pub struct EngineAddrs {
 }
 
 /// The m-lines of an offer: (mid, kind), in order.
+/// The `profile-level-id`s of the H.264 formats with `packetization-mode=1` an offer lists, in its order.
+pub fn offered_h264_profiles(sdp: &str) -> Vec<u32> {
+    let h264_pts: Vec<&str> = sdp
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("a=rtpmap:"))
+        .filter_map(|r| r.split_once(' '))
+        .filter(|(_, codec)| codec.to_ascii_uppercase().starts_with("H264/"))
+        .map(|(pt, _)| pt)
+        .collect();
+    let mut out = Vec::new();
+    for fmtp in sdp.lines().filter_map(|l| l.trim().strip_prefix("a=fmtp:")) {
+        let Some((pt, params)) = fmtp.split_once(' ') else {
+            continue;
+        };
+        if !h264_pts.contains(&pt) {
+            continue;
+        }
+        let param = |name: &str| {
+            params
+                .split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim())
+        };
+        if param("packetization-mode") != Some("1") {
+            continue;
+        }
+        if let Some(plid) = param("profile-level-id").and_then(|v| u32::from_str_radix(v, 16).ok()) {
+            if !out.contains(&plid) {
+                out.push(plid);
+            }
+        }
+    }
+    out
+}
+
 pub fn offer_media_kinds(sdp: &str) -> Vec<(str0m::media::Mid, str0m::media::MediaKind)> {
     let mut out = Vec::new();
     let mut kind = None;
@@ -75,4 +111,21 @@ pub fn offer_media_kinds(sdp: &str) -> Vec<(str0m::media::Mid, str0m::media::Med
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn h264_profiles_of_an_offer() {
+        let sdp = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96 97 98 99\r\na=mid:0\r\n\
+            a=rtpmap:96 VP8/90000\r\na=rtpmap:97 H264/90000\r\n\
+            a=fmtp:97 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+            a=rtpmap:98 h264/90000\r\na=fmtp:98 profile-level-id=42e01f;packetization-mode=0\r\n\
+            a=rtpmap:99 H264/90000\r\na=fmtp:99 packetization-mode=1;profile-level-id=640C1F\r\n\
+            a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\n";
+        assert_eq!(offered_h264_profiles(sdp), vec![0x42e01f, 0x640c1f]);
+        assert!(offered_h264_profiles("v=0\r\nm=video 9 UDP 96\r\na=rtpmap:96 VP8/90000\r\n").is_empty());
+    }
 }

@@ -6,6 +6,7 @@ usage: whep_play.py URL [BEARER_TOKEN] [SECONDS]
 import asyncio
 import json
 import sys
+import urllib.error
 import urllib.request
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -43,7 +44,14 @@ async def main(url: str, token: str, seconds: float) -> dict:
         headers["Authorization"] = "Bearer " + token
     req = urllib.request.Request(url, data=pc.localDescription.sdp.encode(), headers=headers, method="POST")
     loop = asyncio.get_running_loop()
-    resp = await loop.run_in_executor(None, lambda: urllib.request.urlopen(req, timeout=10))
+    try:
+        resp = await loop.run_in_executor(None, lambda: urllib.request.urlopen(req, timeout=10))
+    except urllib.error.HTTPError as e:
+        # A refusal is a result too: its status and the gateway's JSON error.
+        result["status"] = e.code
+        result["error"] = e.read().decode(errors="replace")
+        await pc.close()
+        return result
     result["status"] = resp.status
     answer = resp.read().decode()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))

@@ -62,6 +62,7 @@ pub async fn start_gateway_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Co
         callback_url: String::new(),
         callback_key: String::new(),
         opus_complexity: None,
+        strict_h264_profile: false,
     }];
     config.api_keys = vec![roomgate::config::ApiKeyConfig {
         secret_id: cloud::SECRET_ID.into(),
