@@ -107,6 +107,44 @@ async fn the_player_page_plays_an_rtmp_push() {
     push.kill().await;
 }
 
+/// The token tool's share link, opened by a remote viewer (no admin role: loopback admin off), plays with the
+/// viewer id and token the link carries, PrivateMapKey included when the app requires one. Before, the page
+/// played as a random viewer id and the gateway refused the link's token (401) forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_player_link_plays_for_a_viewer_who_is_not_admin() {
+    let gw = start_gateway_with(|c| {
+        c.admin.loopback = false;
+        c.admin.token = "admin-secret".into();
+        c.apps[0].require_private_map_key = true;
+    })
+    .await;
+    let anchor_pmk = private_map_key("cam1", "shared", roomgate::auth::Privileges::PUBLISH);
+    let push = Ffmpeg::push(
+        &lavfi("640x360", 60),
+        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
+        &format!("{}&privatemapkey={anchor_pmk}", gw.push_url("shared", "cam1", &usersig("cam1"))),
+    );
+    gw.wait_anchor("shared", "cam1", Duration::from_secs(10)).await.unwrap();
+    let tokens: Value = reqwest::Client::new()
+        .post(gw.http("/v1/tokens"))
+        .bearer_auth("admin-secret")
+        .json(&serde_json::json!({"sdkappid": SDKAPPID, "room": "shared", "userid": "cam1", "expire": 3600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let path = tokens["share_path"].as_str().expect("a share link").to_string();
+    assert!(path.contains("&viewer=") && path.contains("&token=") && path.contains("&privatemapkey="), "{path}");
+    let mut b = Browser::start("share", &gw.http(""), &[("path", path)]);
+    let v = b.next(Duration::from_secs(60)).await;
+    assert!(v["frames"].as_u64().unwrap_or(0) > 30, "{v}");
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(640), Some(360)), "{v}");
+    b.finish().await;
+    push.kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_player_reconnects_when_the_anchor_comes_back() {
     let gw = start_gateway().await;

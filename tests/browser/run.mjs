@@ -25,6 +25,13 @@ try {
     await page.waitForTimeout(1500); // let the stats fill in for the screenshot
     await shot("player");
     say({ ok: true, ...size, latency: await page.textContent("#s-latency"), bitrate: await page.textContent("#s-bitrate") });
+  } else if (scenario === "share") {
+    // A link from the token tool, opened by someone who is not admin: it must play with its own viewer token.
+    await page.goto(`${base}${args.path}`);
+    await page.waitForFunction(() => Number(document.body.dataset.framesDecoded || 0) > 30, null, { timeout: 30000 });
+    const size = await page.evaluate(() => { const v = document.getElementById("video"); return { width: v.videoWidth, height: v.videoHeight, frames: Number(document.body.dataset.framesDecoded) }; });
+    await shot("share-link");
+    say({ ok: true, ...size });
   } else if (scenario === "reconnect") {
     await page.goto(`${base}/play?sdkappid=${args.sdkappid}&room=${args.room}&anchor=${args.anchor}`);
     await page.waitForFunction(() => Number(document.body.dataset.framesDecoded || 0) > 30, null, { timeout: 30000 });

@@ -314,6 +314,9 @@ pub struct Tokens {
     pub whip_url: String,
     pub ffmpeg: String,
     pub play_path: String,
+    /// A player link for someone who is not admin: it carries its own viewer id and that viewer's UserSig (and
+    /// a PrivateMapKey granting enter room + receive, when the app requires one), valid as long as the anchor's.
+    pub share_path: String,
 }
 
 /// `POST /v1/tokens` (admin): a UserSig and the OBS/ffmpeg settings for `userid` in `room`.
@@ -371,11 +374,31 @@ pub async fn tokens(
     let ffmpeg = format!(
         "ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 60 -c:a aac -ar 48000 -f flv '{rtmp_server}{stream_key}'"
     );
+    let viewer = format!("viewer_{}", crate::rtc::random_token(8).to_ascii_lowercase());
+    let viewer_sig = UserSig::generate(app.sdkappid, &app.secret_key, &viewer, auth::unix_now(), req.expire, None);
+    let play_path = format!("/play?sdkappid={}&room={}&anchor={}", app.sdkappid, req.room, req.userid);
+    let mut share_path = format!("{play_path}&viewer={viewer}&token={viewer_sig}");
+    if app.require_private_map_key {
+        let grant = auth::PrivateMapKey {
+            userid: viewer.clone(),
+            sdkappid: app.sdkappid as u32,
+            room: auth::RoomRef::Str(req.room.clone()),
+            expires_at: (auth::unix_now() + req.expire).min(u32::MAX as u64) as u32,
+            privileges: auth::Privileges(auth::Privileges::PLAY),
+        };
+        let pmk = UserSig::generate(
+            app.sdkappid,
+            &app.secret_key,
+            &viewer,
+            auth::unix_now(),
+            req.expire,
+            Some(&grant.to_userbuf()),
+        );
+        share_path.push_str(&format!("&privatemapkey={pmk}"));
+    }
     Ok(Json(Tokens {
-        play_path: format!(
-            "/play?sdkappid={}&room={}&anchor={}",
-            app.sdkappid, req.room, req.userid
-        ),
+        play_path,
+        share_path,
         usersig: sig,
         rtmp_server,
         stream_key,

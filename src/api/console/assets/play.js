@@ -26,7 +26,8 @@ async function stop() {
 async function start() {
   await stop();
   const { sdkappid, room, anchor, token } = wanted;
-  const viewer = `web_${Math.random().toString(36).slice(2, 10)}`;
+  // A shared link names its viewer (the token is that viewer's UserSig); otherwise any id will do.
+  const viewer = param("viewer") || `web_${Math.random().toString(36).slice(2, 10)}`;
   status("Connecting…");
   const pc = new RTCPeerConnection();
   pc.addTransceiver("video", { direction: "recvonly" });
@@ -36,6 +37,7 @@ async function start() {
   const url = new URL(`/v2/sub/${encodeURIComponent(sdkappid)}/${encodeURIComponent(room)}`, location.href);
   url.searchParams.set("SessionID", viewer);
   if (anchor) url.searchParams.set("anchor", anchor);
+  if (param("privatemapkey")) url.searchParams.set("privatemapkey", param("privatemapkey"));
   const s = { pc, location: null, timer: null, last: { frames: 0, bytes: 0, t: performance.now() }, stalled: 0 };
   session = s;
   try {

@@ -20,6 +20,7 @@ form.addEventListener("submit", async (ev) => {
     document.getElementById("whip").textContent = `Server:       ${t.whip_url}\nBearer Token: ${t.usersig}`;
     document.getElementById("ffmpeg").textContent = t.ffmpeg;
     document.getElementById("play").textContent = `${location.origin}${t.play_path}`;
+    document.getElementById("share").textContent = `${location.origin}${t.share_path}`;
     document.getElementById("result").hidden = false;
     showError("error", null);
   } catch (e) { showError("error", e); }
