@@ -117,3 +117,98 @@ async fn usersig_example_prints_tickets_that_verify_and_a_stream_key_that_publis
     assert!(anchor.is_some(), "the anchor publishing with the printed stream key is in the room");
     ff.kill().await;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// examples/start_pull_task.rs and examples/start_pull_task.py
+
+fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
+}
+
+/// The lines of `out` starting with `<action>: `, parsed as JSON.
+fn responses(out: &str, action: &str) -> Vec<Value> {
+    let prefix = format!("{action}: ");
+    out.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(|j| serde_json::from_str(j).unwrap_or_else(|e| panic!("{action} line is not JSON ({e}): {j}")))
+        .collect()
+}
+
+/// Run a pull-task example (already configured with everything but the room/user/url) against `gw`: while it
+/// holds the task, the robot is in the room; when it exits, it printed Start/Describe/Stop and the robot is gone.
+async fn check_pull_task_example(gw: &TestGateway, mut cmd: tokio::process::Command, room: &str, robot: &str) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("spawn the example");
+    let anchor = gw.wait_anchor(room, robot, Duration::from_secs(30)).await;
+    let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("the example finishes")
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "the example failed:\n{stdout}\n{stderr}");
+    assert!(anchor.is_some(), "the robot was in the room while the task ran:\n{stdout}\n{stderr}");
+
+    let start = responses(&stdout, "StartStreamIngest");
+    assert_eq!(start.len(), 1, "{stdout}");
+    let task = start[0]["TaskId"].as_str().expect("a TaskId");
+    assert!(start[0]["RequestId"].as_str().is_some_and(|r| r.len() == 36), "{stdout}");
+    let describes = responses(&stdout, "DescribeStreamIngest");
+    assert!(
+        describes.iter().any(|d| d["Status"] == "InProgress" && d["State"] == "playing"),
+        "a Describe showed the task playing: {stdout}"
+    );
+    assert_eq!(describes.last().unwrap()["Status"], "NotExist", "{stdout}");
+    assert_eq!(responses(&stdout, "StopStreamIngest").len(), 1, "{stdout}");
+
+    // The task is over and the robot left the room.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.hub.participant(&gw.key(room), robot).is_some() {
+        assert!(Instant::now() < deadline, "the robot left the room after Stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let api = support::cloud::CloudClient::new(gw.http_addr);
+    assert_eq!(support::cloud::describe(&api, task).await["Status"], "NotExist");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_pull_task_examples_start_describe_and_stop_a_robot() {
+    let nginx = Nginx::start(&testdata()).await;
+    let gw = start_gateway().await;
+    let source = nginx.url("/sample-720p30.mp4");
+    let endpoint = gw.http("");
+
+    // Rust, with CloudApiClient.
+    let mut rust = tokio::process::Command::new(example_bin("start_pull_task"));
+    rust.args(["--endpoint", &endpoint])
+        .args(["--secret-id", support::cloud::SECRET_ID, "--secret-key", support::cloud::SECRET_KEY])
+        .args(["--sdkappid", &SDKAPPID.to_string(), "--app-key", KEY])
+        .args(["--room", "pullrs", "--userid", "robotrs", "--url", &source, "--hold-seconds", "2"]);
+    check_pull_task_example(&gw, rust, "pullrs", "robotrs").await;
+
+    // Python, with Tencent's SDK.
+    let mut py = tokio::process::Command::new("python3");
+    py.arg(example_py("start_pull_task.py"))
+        .args(["--endpoint", &gw.http_addr.to_string()])
+        .args(["--secret-id", support::cloud::SECRET_ID, "--secret-key", support::cloud::SECRET_KEY])
+        .args(["--sdkappid", &SDKAPPID.to_string(), "--usersig", &usersig("robotpy")])
+        .args(["--room", "pullpy", "--userid", "robotpy", "--url", &source, "--hold-seconds", "2"]);
+    check_pull_task_example(&gw, py, "pullpy", "robotpy").await;
+
+    // A wrong SecretKey: a clear error with the API's code, no task.
+    let (ok, _, err) = run(
+        tokio::process::Command::new(example_bin("start_pull_task"))
+            .args(["--endpoint", &endpoint])
+            .args(["--secret-id", support::cloud::SECRET_ID, "--secret-key", "wrong"])
+            .args(["--sdkappid", &SDKAPPID.to_string(), "--app-key", KEY])
+            .args(["--room", "pullrs", "--url", &source]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!ok && err.contains("AuthFailure.SignatureFailure"), "{err}");
+}
