@@ -9,7 +9,7 @@ PKGS=(
   libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev libavfilter-dev
   ffmpeg
   python3 python3-pip
-  nginx-light libnginx-mod-rtmp
+  nginx-light libnginx-mod-rtmp libnginx-mod-stream
   chromium
 )
 
