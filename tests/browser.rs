@@ -122,7 +122,10 @@ async fn a_shared_player_link_plays_for_a_viewer_who_is_not_admin() {
     let push = Ffmpeg::push(
         &lavfi("640x360", 60),
         "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
-        &format!("{}&privatemapkey={anchor_pmk}", gw.push_url("shared", "cam1", &usersig("cam1"))),
+        &format!(
+            "{}&privatemapkey={anchor_pmk}",
+            gw.push_url("shared", "cam1", &usersig("cam1"))
+        ),
     );
     gw.wait_anchor("shared", "cam1", Duration::from_secs(10)).await.unwrap();
     let tokens: Value = reqwest::Client::new()
@@ -136,11 +139,18 @@ async fn a_shared_player_link_plays_for_a_viewer_who_is_not_admin() {
         .await
         .unwrap();
     let path = tokens["share_path"].as_str().expect("a share link").to_string();
-    assert!(path.contains("&viewer=") && path.contains("&token=") && path.contains("&privatemapkey="), "{path}");
+    assert!(
+        path.contains("&viewer=") && path.contains("&token=") && path.contains("&privatemapkey="),
+        "{path}"
+    );
     let mut b = Browser::start("share", &gw.http(""), &[("path", path)]);
     let v = b.next(Duration::from_secs(60)).await;
     assert!(v["frames"].as_u64().unwrap_or(0) > 30, "{v}");
-    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(640), Some(360)), "{v}");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{v}"
+    );
     b.finish().await;
     push.kill().await;
 }

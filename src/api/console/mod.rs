@@ -375,8 +375,18 @@ pub async fn tokens(
         "ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 60 -c:a aac -ar 48000 -f flv '{rtmp_server}{stream_key}'"
     );
     let viewer = format!("viewer_{}", crate::rtc::random_token(8).to_ascii_lowercase());
-    let viewer_sig = UserSig::generate(app.sdkappid, &app.secret_key, &viewer, auth::unix_now(), req.expire, None);
-    let play_path = format!("/play?sdkappid={}&room={}&anchor={}", app.sdkappid, req.room, req.userid);
+    let viewer_sig = UserSig::generate(
+        app.sdkappid,
+        &app.secret_key,
+        &viewer,
+        auth::unix_now(),
+        req.expire,
+        None,
+    );
+    let play_path = format!(
+        "/play?sdkappid={}&room={}&anchor={}",
+        app.sdkappid, req.room, req.userid
+    );
     let mut share_path = format!("{play_path}&viewer={viewer}&token={viewer_sig}");
     if app.require_private_map_key {
         let grant = auth::PrivateMapKey {
