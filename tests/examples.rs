@@ -64,7 +64,15 @@ async fn usersig_example_prints_tickets_that_verify_and_a_stream_key_that_publis
     let rtmp = format!("rtmp://{}", gw.rtmp_addr.unwrap());
     let (ok, out, err) = run(
         tokio::process::Command::new(example_bin("usersig"))
-            .args([&SDKAPPID.to_string(), KEY, "exanchor", "--room", room, "--privileges", "publish"])
+            .args([
+                &SDKAPPID.to_string(),
+                KEY,
+                "exanchor",
+                "--room",
+                room,
+                "--privileges",
+                "publish",
+            ])
             .args(["--rtmp", &rtmp, "--http", &gw.http("")]),
         Duration::from_secs(30),
     )
@@ -82,7 +90,9 @@ async fn usersig_example_prints_tickets_that_verify_and_a_stream_key_that_publis
     let whep = field(&out, "WHEP URL").unwrap();
     assert_eq!(
         whep,
-        gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID=exanchor&privatemapkey={pmk}"))
+        gw.http(&format!(
+            "/v2/sub/{SDKAPPID}/{room}?SessionID=exanchor&privatemapkey={pmk}"
+        ))
     );
     assert_eq!(field(&out, "WHEP bearer token"), Some(sig));
 
@@ -98,8 +108,7 @@ async fn usersig_example_prints_tickets_that_verify_and_a_stream_key_that_publis
 
     // A bad argument is a clear error, not a panic.
     let (ok, _, err) = run(
-        tokio::process::Command::new(example_bin("usersig"))
-            .args([&SDKAPPID.to_string(), KEY, "bad user"]),
+        tokio::process::Command::new(example_bin("usersig")).args([&SDKAPPID.to_string(), KEY, "bad user"]),
         Duration::from_secs(30),
     )
     .await;
@@ -114,7 +123,10 @@ async fn usersig_example_prints_tickets_that_verify_and_a_stream_key_that_publis
         url,
     );
     let anchor = gw.wait_anchor(room, "exanchor", Duration::from_secs(20)).await;
-    assert!(anchor.is_some(), "the anchor publishing with the printed stream key is in the room");
+    assert!(
+        anchor.is_some(),
+        "the anchor publishing with the printed stream key is in the room"
+    );
     ff.kill().await;
 }
 
@@ -152,15 +164,23 @@ async fn check_pull_task_example(gw: &TestGateway, mut cmd: tokio::process::Comm
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "the example failed:\n{stdout}\n{stderr}");
-    assert!(anchor.is_some(), "the robot was in the room while the task ran:\n{stdout}\n{stderr}");
+    assert!(
+        anchor.is_some(),
+        "the robot was in the room while the task ran:\n{stdout}\n{stderr}"
+    );
 
     let start = responses(&stdout, "StartStreamIngest");
     assert_eq!(start.len(), 1, "{stdout}");
     let task = start[0]["TaskId"].as_str().expect("a TaskId");
-    assert!(start[0]["RequestId"].as_str().is_some_and(|r| r.len() == 36), "{stdout}");
+    assert!(
+        start[0]["RequestId"].as_str().is_some_and(|r| r.len() == 36),
+        "{stdout}"
+    );
     let describes = responses(&stdout, "DescribeStreamIngest");
     assert!(
-        describes.iter().any(|d| d["Status"] == "InProgress" && d["State"] == "playing"),
+        describes
+            .iter()
+            .any(|d| d["Status"] == "InProgress" && d["State"] == "playing"),
         "a Describe showed the task playing: {stdout}"
     );
     assert_eq!(describes.last().unwrap()["Status"], "NotExist", "{stdout}");
@@ -186,18 +206,46 @@ async fn start_pull_task_examples_start_describe_and_stop_a_robot() {
     // Rust, with CloudApiClient.
     let mut rust = tokio::process::Command::new(example_bin("start_pull_task"));
     rust.args(["--endpoint", &endpoint])
-        .args(["--secret-id", support::cloud::SECRET_ID, "--secret-key", support::cloud::SECRET_KEY])
+        .args([
+            "--secret-id",
+            support::cloud::SECRET_ID,
+            "--secret-key",
+            support::cloud::SECRET_KEY,
+        ])
         .args(["--sdkappid", &SDKAPPID.to_string(), "--app-key", KEY])
-        .args(["--room", "pullrs", "--userid", "robotrs", "--url", &source, "--hold-seconds", "2"]);
+        .args([
+            "--room",
+            "pullrs",
+            "--userid",
+            "robotrs",
+            "--url",
+            &source,
+            "--hold-seconds",
+            "2",
+        ]);
     check_pull_task_example(&gw, rust, "pullrs", "robotrs").await;
 
     // Python, with Tencent's SDK.
     let mut py = tokio::process::Command::new("python3");
     py.arg(example_py("start_pull_task.py"))
         .args(["--endpoint", &gw.http_addr.to_string()])
-        .args(["--secret-id", support::cloud::SECRET_ID, "--secret-key", support::cloud::SECRET_KEY])
+        .args([
+            "--secret-id",
+            support::cloud::SECRET_ID,
+            "--secret-key",
+            support::cloud::SECRET_KEY,
+        ])
         .args(["--sdkappid", &SDKAPPID.to_string(), "--usersig", &usersig("robotpy")])
-        .args(["--room", "pullpy", "--userid", "robotpy", "--url", &source, "--hold-seconds", "2"]);
+        .args([
+            "--room",
+            "pullpy",
+            "--userid",
+            "robotpy",
+            "--url",
+            &source,
+            "--hold-seconds",
+            "2",
+        ]);
     check_pull_task_example(&gw, py, "pullpy", "robotpy").await;
 
     // A wrong SecretKey: a clear error with the API's code, no task.
@@ -211,4 +259,144 @@ async fn start_pull_task_examples_start_describe_and_stop_a_robot() {
     )
     .await;
     assert!(!ok && err.contains("AuthFailure.SignatureFailure"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// examples/callback_receiver.rs and examples/callback_receiver.py
+
+const CB_KEY: &str = "exampleCallbackKey";
+
+/// A receiver example running on `port`, its stdout lines parsed as they come.
+struct Receiver {
+    _child: tokio::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    port: u16,
+}
+
+impl Receiver {
+    async fn start(mut cmd: tokio::process::Command, port: u16) -> Receiver {
+        use tokio::io::AsyncBufReadExt;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn the receiver");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let sink = lines.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(l)) = reader.next_line().await {
+                let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {l}"));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "the receiver listens on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Receiver {
+            _child: child,
+            lines,
+            port,
+        }
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn types(&self) -> Vec<u64> {
+        self.lines()
+            .iter()
+            .map(|l| l["event"]["EventType"].as_u64().unwrap())
+            .collect()
+    }
+
+    /// POST `body` with these headers; the HTTP status.
+    async fn post(&self, body: &[u8], sign: &str, event_id: &str) -> u16 {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/trtc/callback", self.port))
+            .header("Content-Type", "application/json")
+            .header("SdkAppId", SDKAPPID.to_string())
+            .header("Sign", sign)
+            .header("X-Roomgate-Event-Id", event_id)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// An RTMP push through a gateway calling the receiver: each room/media event is printed once, in TRTC's
+/// order; a re-delivery of an event is not printed again; a forged Sign gets 401 and is not printed.
+async fn check_receiver(rx: Receiver) {
+    let port = rx.port;
+    let gw = start_gateway_with(|c| {
+        c.apps[0].callback_url = format!("http://127.0.0.1:{port}/trtc/callback");
+        c.apps[0].callback_key = CB_KEY.into();
+    })
+    .await;
+    let ff = Ffmpeg::push(
+        &lavfi("320x240", 2),
+        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
+        &gw.push_url("cbroom", "cbanchor", &usersig("cbanchor")),
+    );
+    let (ok, err) = ff.finish(Duration::from_secs(30)).await;
+    assert!(ok, "ffmpeg: {err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rx.types().contains(&102) {
+        assert!(Instant::now() < deadline, "the receiver printed a 102; so far {:?}", rx.types());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // What the user sees: 101, 103, 201+203, 104, 102, each once, each verified and with its event id.
+    let lines = rx.lines();
+    let t = rx.types();
+    assert_eq!(&t[..2], &[101, 103], "{t:?}");
+    let mut media = t[2..4].to_vec();
+    media.sort();
+    assert_eq!(media, vec![201, 203], "{t:?}");
+    assert_eq!(&t[4..], &[104, 102], "{t:?}");
+    for l in &lines {
+        assert_eq!(l["sdkappid"], SDKAPPID.to_string());
+        assert_eq!(l["event"]["EventInfo"]["RoomId"], "cbroom");
+        assert_eq!(l["event"]["EventInfo"]["UserId"].as_str().unwrap_or("cbanchor"), "cbanchor");
+        assert!(l["event_id"].as_str().is_some_and(|id| id.len() >= 8), "{l}");
+    }
+
+    // A re-delivery of the 103 (same event id, correctly signed): 200, not printed again.
+    let enter = &lines[1];
+    let body = serde_json::to_vec(&enter["event"]).unwrap();
+    let id = enter["event_id"].as_str().unwrap();
+    assert_eq!(rx.post(&body, &roomgate::events::sign(CB_KEY, &body), id).await, 200);
+    // A forged Sign (another key) and a missing one: 401, not printed.
+    assert_eq!(rx.post(&body, &roomgate::events::sign("not-the-key", &body), "forged-1").await, 401);
+    assert_eq!(rx.post(&body, "", "forged-2").await, 401);
+    // A tampered body under the original Sign: 401.
+    let mut tampered = enter["event"].clone();
+    tampered["EventInfo"]["UserId"] = "someone_else".into();
+    let tampered = serde_json::to_vec(&tampered).unwrap();
+    assert_eq!(rx.post(&tampered, &roomgate::events::sign(CB_KEY, &body), "forged-3").await, 401);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.types(), t, "nothing more was printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_callback_receiver_prints_each_event_once_and_refuses_forged_ones() {
+    let port = free_port();
+    let mut cmd = tokio::process::Command::new(example_bin("callback_receiver"));
+    cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--key", CB_KEY]);
+    check_receiver(Receiver::start(cmd, port).await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_callback_receiver_prints_each_event_once_and_refuses_forged_ones() {
+    let port = free_port();
+    let mut cmd = tokio::process::Command::new("python3");
+    cmd.arg(example_py("callback_receiver.py"))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--key", CB_KEY]);
+    check_receiver(Receiver::start(cmd, port).await).await;
 }
