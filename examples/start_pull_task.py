@@ -90,11 +90,17 @@ def main():
     stop.SdkAppId = a.sdkappid
     stop.TaskId = started.TaskId
     print("StopStreamIngest:", client.StopStreamIngest(stop).to_json_string(), flush=True)
-    after = client.DescribeStreamIngest(describe)
-    print("DescribeStreamIngest:", after.to_json_string(), flush=True)
-    if after.Status != "NotExist":
-        sys.exit("error: the task still exists after Stop")
-
+    # The answer means the stop is recorded; the robot leaves the room a moment later, and until it has Describe
+    # may still say InProgress. Poll until NotExist and print that last reply.
+    deadline = time.time() + 10
+    while True:
+        after = client.DescribeStreamIngest(describe)
+        if after.Status == "NotExist":
+            print("DescribeStreamIngest:", after.to_json_string(), flush=True)
+            break
+        if time.time() > deadline:
+            sys.exit(f"error: the task still runs 10 s after Stop: {after.to_json_string()}")
+        time.sleep(0.1)
 
 if __name__ == "__main__":
     try:

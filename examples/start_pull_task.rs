@@ -132,11 +132,23 @@ async fn run(args: Args) -> Result<(), String> {
     );
     tokio::time::sleep(Duration::from_secs_f64(args.hold_seconds)).await;
 
-    // 3. Stop (answers once the task is stopped), then Describe: the task no longer exists.
+    // 3. Stop: the answer means the stop is recorded; the robot leaves the room a moment later, and until it has
+    //    Describe may still say InProgress. Poll until NotExist and print that last reply.
     call(&api, "StopStreamIngest", task.clone()).await?;
-    let after = call(&api, "DescribeStreamIngest", task).await?;
-    if after["Status"] != "NotExist" {
-        return Err(format!("the task still exists after Stop: {}", Value::Object(after)));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = api
+            .call("DescribeStreamIngest", &task)
+            .await
+            .map_err(|e| format!("DescribeStreamIngest failed: {}: {}", e.code, e.message))?;
+        if r["Status"] == "NotExist" {
+            println!("DescribeStreamIngest: {}", Value::Object(r));
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the task still runs 10 s after Stop: {}", Value::Object(r)));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
 }

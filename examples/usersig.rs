@@ -96,7 +96,10 @@ fn run(args: Args) -> Result<(), String> {
             Some(&grant.to_userbuf()),
         );
         println!("PrivateMapKey: {key}");
-        println!("PrivateMapKey grants: {bits} ({}) in string room {room:?}", Privileges::describe(bits));
+        println!(
+            "PrivateMapKey grants: {bits} ({}) in string room {room:?}",
+            Privileges::describe(bits)
+        );
         private_map_key = Some(key);
     }
 

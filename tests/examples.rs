@@ -286,7 +286,8 @@ impl Receiver {
         let sink = lines.clone();
         tokio::spawn(async move {
             while let Ok(Some(l)) = reader.next_line().await {
-                let v: Value = serde_json::from_str(&l).unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {l}"));
+                let v: Value =
+                    serde_json::from_str(&l).unwrap_or_else(|e| panic!("a stdout line is not JSON ({e}): {l}"));
                 sink.lock().unwrap().push(v);
             }
         });
@@ -348,7 +349,11 @@ async fn check_receiver(rx: Receiver) {
     assert!(ok, "ffmpeg: {err}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !rx.types().contains(&102) {
-        assert!(Instant::now() < deadline, "the receiver printed a 102; so far {:?}", rx.types());
+        assert!(
+            Instant::now() < deadline,
+            "the receiver printed a 102; so far {:?}",
+            rx.types()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
@@ -363,7 +368,10 @@ async fn check_receiver(rx: Receiver) {
     for l in &lines {
         assert_eq!(l["sdkappid"], SDKAPPID.to_string());
         assert_eq!(l["event"]["EventInfo"]["RoomId"], "cbroom");
-        assert_eq!(l["event"]["EventInfo"]["UserId"].as_str().unwrap_or("cbanchor"), "cbanchor");
+        assert_eq!(
+            l["event"]["EventInfo"]["UserId"].as_str().unwrap_or("cbanchor"),
+            "cbanchor"
+        );
         assert!(l["event_id"].as_str().is_some_and(|id| id.len() >= 8), "{l}");
     }
 
@@ -373,13 +381,21 @@ async fn check_receiver(rx: Receiver) {
     let id = enter["event_id"].as_str().unwrap();
     assert_eq!(rx.post(&body, &roomgate::events::sign(CB_KEY, &body), id).await, 200);
     // A forged Sign (another key) and a missing one: 401, not printed.
-    assert_eq!(rx.post(&body, &roomgate::events::sign("not-the-key", &body), "forged-1").await, 401);
+    assert_eq!(
+        rx.post(&body, &roomgate::events::sign("not-the-key", &body), "forged-1")
+            .await,
+        401
+    );
     assert_eq!(rx.post(&body, "", "forged-2").await, 401);
     // A tampered body under the original Sign: 401.
     let mut tampered = enter["event"].clone();
     tampered["EventInfo"]["UserId"] = "someone_else".into();
     let tampered = serde_json::to_vec(&tampered).unwrap();
-    assert_eq!(rx.post(&tampered, &roomgate::events::sign(CB_KEY, &body), "forged-3").await, 401);
+    assert_eq!(
+        rx.post(&tampered, &roomgate::events::sign(CB_KEY, &body), "forged-3")
+            .await,
+        401
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(rx.types(), t, "nothing more was printed");
 }
@@ -399,4 +415,119 @@ async fn python_callback_receiver_prints_each_event_once_and_refuses_forged_ones
     cmd.arg(example_py("callback_receiver.py"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--key", CB_KEY]);
     check_receiver(Receiver::start(cmd, port).await).await;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// examples/whep_record.rs
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_record_example_writes_a_playable_file_and_prints_its_format() {
+    let gw = start_gateway().await;
+    let ff = Ffmpeg::push(
+        &lavfi("320x240", 30),
+        "-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -g 30 -b:v 300k -c:a aac",
+        &gw.push_url("recroom", "recanchor", &usersig("recanchor")),
+    );
+    let anchor = gw
+        .wait_anchor("recroom", "recanchor", Duration::from_secs(20))
+        .await
+        .expect("the anchor is in the room");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !anchor.video.has_cached_keyframe() {
+        assert!(Instant::now() < deadline, "the anchor's video reaches the room");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    for ext in ["mkv", "mp4"] {
+        let out = dir.path().join(format!("rec.{ext}"));
+        let (ok, stdout, stderr) = run(
+            tokio::process::Command::new(example_bin("whep_record"))
+                .arg(gw.http(&format!("/v2/sub/{SDKAPPID}/recroom?SessionID=recviewer")))
+                .args(["--token", &usersig("recviewer"), "--seconds", "3"])
+                .arg("--out")
+                .arg(&out),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(ok, "whep_record failed:\n{stdout}\n{stderr}");
+        eprintln!("whep_record printed:\n{stdout}");
+
+        // What it prints: the anchor's size, its frame rate and a bitrate.
+        let video = field(&stdout, "Video").unwrap_or_else(|| panic!("a Video line: {stdout}"));
+        assert!(video.starts_with("H.264 320x240, "), "{video}");
+        let fps: f64 = video
+            .split(", ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(" fps")
+            .parse()
+            .unwrap();
+        assert!((25.0..=35.0).contains(&fps), "about 30 fps: {video}");
+        let kbps: f64 = video
+            .split(", ")
+            .nth(2)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(kbps > 20.0, "{video}");
+        assert!(
+            field(&stdout, "Audio").is_some_and(|a| a.starts_with("Opus 48000 Hz")),
+            "{stdout}"
+        );
+        assert!(field(&stdout, "Wrote").is_some(), "{stdout}");
+
+        // The file plays: libav reads a 320x240 H.264 stream and an Opus stream about 3 s long, and decodes it.
+        roomgate::media::transcode::init_libav();
+        let mut input = ffmpeg_next::format::input(&out).unwrap_or_else(|e| panic!("{ext} opens: {e}"));
+        let v = input
+            .streams()
+            .best(ffmpeg_next::media::Type::Video)
+            .expect("a video stream");
+        let a = input
+            .streams()
+            .best(ffmpeg_next::media::Type::Audio)
+            .expect("an audio stream");
+        assert_eq!(v.parameters().id(), ffmpeg_next::codec::Id::H264);
+        assert_eq!(a.parameters().id(), ffmpeg_next::codec::Id::OPUS);
+        let vi = v.index();
+        let vtb = v.time_base();
+        let mut video_packets = Vec::new();
+        let mut pts = Vec::new();
+        for (s, p) in input.packets() {
+            if s.index() == vi {
+                video_packets.push(p.data().unwrap_or_default().to_vec());
+                pts.push(p.pts().unwrap_or(0));
+            }
+        }
+        let span = (pts.iter().max().unwrap() - pts.iter().min().unwrap()) as f64 * f64::from(vtb);
+        assert!(
+            (2.0..=4.5).contains(&span),
+            "{ext}: about 3 s of video, got {span:.2} s"
+        );
+        // MKV/MP4 hold length-prefixed NAL units: decode with the file's own decoder setup.
+        let mut dec = ffmpeg_next::codec::Context::from_parameters(input.stream(vi).unwrap().parameters())
+            .unwrap()
+            .decoder()
+            .video()
+            .unwrap();
+        let mut frame = ffmpeg_next::frame::Video::empty();
+        let mut decoded = 0;
+        for p in &video_packets {
+            dec.send_packet(&ffmpeg_next::Packet::copy(p)).unwrap();
+            while dec.receive_frame(&mut frame).is_ok() {
+                assert_eq!((frame.width(), frame.height()), (320, 240));
+                decoded += 1;
+            }
+        }
+        assert!(
+            decoded >= 60,
+            "{ext}: most of the {} frames decode, got {decoded}",
+            video_packets.len()
+        );
+    }
+    ff.kill().await;
 }
