@@ -163,7 +163,7 @@ impl Stats {
     fn print(&self, out: &std::path::Path) {
         let span = self.video_rtp.map(|(a, b)| (b - a) as f64 / 90_000.0).unwrap_or(0.0);
         let fps = if span > 0.0 {
-            (self.video_frames - 1) as f64 / span
+            self.video_frames.saturating_sub(1) as f64 / span
         } else {
             0.0
         };
