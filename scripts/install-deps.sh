@@ -10,6 +10,7 @@ PKGS=(
   ffmpeg
   python3 python3-pip
   nginx-light libnginx-mod-rtmp libnginx-mod-stream
+  coturn
   chromium
 )
 

@@ -155,6 +155,73 @@ async fn a_shared_player_link_plays_for_a_viewer_who_is_not_admin() {
     push.kill().await;
 }
 
+/// coturn as examples/deploy/coturn sets it up (use-auth-secret), on loopback ports, logging to `dir`.
+struct Coturn(std::process::Child);
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Clients may reach it over `transport` only ("udp" or "tcp"): the other listener is off.
+fn coturn(dir: &Path, port: u16, secret: &str, transport: &str) -> Coturn {
+    let base = 40000 + (port % 20000);
+    Coturn(
+        std::process::Command::new("turnserver")
+            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--realm=roomgate.test"])
+            .arg(format!("--listening-port={port}"))
+            .arg(format!("--min-port={base}"))
+            .arg(format!("--max-port={}", base + 200))
+            .args(["--use-auth-secret", &format!("--static-auth-secret={secret}")])
+            .args(["--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers", "--simple-log", "--verbose"])
+            .arg(if transport == "tcp" { "--no-udp" } else { "--no-tcp" })
+            .arg(format!("--log-file={}", dir.join("turn.log").display()))
+            .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
+            .arg(format!("--db={}", dir.join("turndb").display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("coturn is installed (scripts/install-deps.sh)"),
+    )
+}
+
+/// A player on a network that allows nothing but the TURN relay (`iceTransportPolicy: "relay"`) plays an anchor
+/// only through coturn, over UDP and then over TCP to the relay (coturn's other listener off each time), with the short-lived credentials roomgate makes
+/// from `rtc.turn_secret` (coturn's use-auth-secret); coturn's log shows the allocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_only_player_plays_through_coturn_over_udp_and_tcp() {
+    for transport in ["udp", "tcp"] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = support::nginx::free_port();
+        let _turn = coturn(dir.path(), port, "north-secret", transport);
+        let gw = start_gateway_with(|c| {
+            c.rtc.turn_secret = "north-secret".into();
+            c.rtc.ice_servers = vec![roomgate::config::IceServer {
+                urls: vec![format!("turn:127.0.0.1:{port}?transport={transport}")],
+                username: String::new(),
+                credential: String::new(),
+            }];
+        })
+        .await;
+        let push = rtmp_push(&gw, "relayed", "cam1", "640x360", 60);
+        gw.wait_anchor("relayed", "cam1", Duration::from_secs(10)).await.unwrap();
+        let path = format!("/play?sdkappid={SDKAPPID}&room=relayed&anchor=cam1&relay=1");
+        let mut b = Browser::start("share", &gw.http(""), &[("path", path)]);
+        let v = b.next(Duration::from_secs(60)).await;
+        assert!(v["frames"].as_u64().unwrap_or(0) > 30, "{transport}: {v}");
+        b.finish().await;
+        push.kill().await;
+        let log = std::fs::read_to_string(dir.path().join("turn.log")).unwrap_or_default();
+        assert!(
+            log.lines().any(|l| l.contains("ALLOCATE") && l.contains("success")),
+            "{transport}: coturn allocated a relay:\n{log}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_player_reconnects_when_the_anchor_comes_back() {
     let gw = start_gateway().await;

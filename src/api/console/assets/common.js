@@ -74,5 +74,19 @@ export async function exchange(url, pc, token) {
     throw new Error(`HTTP ${resp.status}: ${msg}`);
   }
   await pc.setRemoteDescription({ type: "answer", sdp: text });
-  return { location: new URL(resp.headers.get("Location"), url).toString() };
+  return { location: new URL(resp.headers.get("Location"), url).toString(), iceServers: iceServers(resp.headers.get("Link")) };
+}
+
+/// The ICE servers of a WHIP/WHEP answer's `Link: <url>; rel="ice-server"; username=..; credential=..` headers.
+export function iceServers(link) {
+  const out = [];
+  for (const part of (link || "").split(/,(?=\s*<)/)) {
+    const m = part.match(/<([^>]+)>\s*;(.*)/);
+    if (!m || !/rel="ice-server"/.test(m[2])) continue;
+    const attr = (k) => (m[2].match(new RegExp(`${k}="([^"]*)"`)) || [])[1];
+    const s = { urls: m[1] };
+    if (attr("username") !== undefined) { s.username = attr("username"); s.credential = attr("credential"); }
+    out.push(s);
+  }
+  return out;
 }

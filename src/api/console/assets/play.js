@@ -7,6 +7,7 @@ const set = (id, v) => { document.getElementById(id).textContent = v; };
 let session = null; // {pc, location, timer}
 let reconnects = 0;
 let wanted = null;
+let iceConfig = null; // relay mode: the TURN servers learnt from the gateway
 
 for (const k of ["sdkappid", "room", "anchor", "token"]) form.elements[k].value = param(k);
 
@@ -29,7 +30,27 @@ async function start() {
   // A shared link names its viewer (the token is that viewer's UserSig); otherwise any id will do.
   const viewer = param("viewer") || `web_${Math.random().toString(36).slice(2, 10)}`;
   status("Connecting…");
-  const pc = new RTCPeerConnection();
+  // `relay=1`: only through the TURN servers the gateway announces (as on a network that allows nothing else).
+  // Their credentials come with an authenticated answer, so a first exchange learns them.
+  const relay = param("relay") === "1";
+  if (relay && !iceConfig) {
+    try {
+      const probe = new RTCPeerConnection();
+      probe.addTransceiver("video", { direction: "recvonly" });
+      probe.addTransceiver("audio", { direction: "recvonly" });
+      const url0 = new URL(`/v2/sub/${encodeURIComponent(sdkappid)}/${encodeURIComponent(room)}`, location.href);
+      url0.searchParams.set("SessionID", viewer);
+      if (anchor) url0.searchParams.set("anchor", anchor);
+      if (param("privatemapkey")) url0.searchParams.set("privatemapkey", param("privatemapkey"));
+      const r = await exchange(url0.toString(), probe, await viewerToken(sdkappid, viewer, room, token));
+      probe.close();
+      fetch(r.location, { method: "DELETE" }).catch(() => {});
+      iceConfig = { iceServers: r.iceServers, iceTransportPolicy: "relay" };
+    } catch (e) {
+      showError("error", e);
+    }
+  }
+  const pc = new RTCPeerConnection(relay && iceConfig ? iceConfig : undefined);
   pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
   const stream = new MediaStream();
