@@ -143,6 +143,28 @@ async fn a_shared_player_link_plays_for_a_viewer_who_is_not_admin() {
         path.contains("&viewer=") && path.contains("&token=") && path.contains("&privatemapkey="),
         "{path}"
     );
+    // The link's token is play-only: publishing with it is refused, whatever the room.
+    let param = |k: &str| {
+        path.split(&format!("&{k}="))
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (viewer, token) = (param("viewer"), param("token"));
+    let (ok, stderr) = Ffmpeg::push(
+        &lavfi("320x240", 3),
+        "-c:v libx264 -profile:v baseline -c:a aac",
+        &format!("{}&privatemapkey={token}", gw.push_url("shared", &viewer, &token)),
+    )
+    .finish(Duration::from_secs(20))
+    .await;
+    assert!(
+        !ok && stderr.contains("PrivateMapKey"),
+        "a share link cannot publish: {stderr}"
+    );
     let mut b = Browser::start("share", &gw.http(""), &[("path", path)]);
     let v = b.next(Duration::from_secs(60)).await;
     assert!(v["frames"].as_u64().unwrap_or(0) > 30, "{v}");
@@ -170,12 +192,24 @@ fn coturn(dir: &Path, port: u16, secret: &str, transport: &str) -> Coturn {
     let base = 40000 + (port % 20000);
     Coturn(
         std::process::Command::new("turnserver")
-            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1", "--realm=roomgate.test"])
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                "--realm=roomgate.test",
+            ])
             .arg(format!("--listening-port={port}"))
             .arg(format!("--min-port={base}"))
             .arg(format!("--max-port={}", base + 200))
             .args(["--use-auth-secret", &format!("--static-auth-secret={secret}")])
-            .args(["--no-tls", "--no-dtls", "--no-cli", "--allow-loopback-peers", "--simple-log", "--verbose"])
+            .args([
+                "--no-tls",
+                "--no-dtls",
+                "--no-cli",
+                "--allow-loopback-peers",
+                "--simple-log",
+                "--verbose",
+            ])
             .arg(if transport == "tcp" { "--no-udp" } else { "--no-tcp" })
             .arg(format!("--log-file={}", dir.join("turn.log").display()))
             .arg(format!("--pidfile={}", dir.join("turn.pid").display()))
@@ -207,7 +241,9 @@ async fn a_relay_only_player_plays_through_coturn_over_udp_and_tcp() {
         })
         .await;
         let push = rtmp_push(&gw, "relayed", "cam1", "640x360", 60);
-        gw.wait_anchor("relayed", "cam1", Duration::from_secs(10)).await.unwrap();
+        gw.wait_anchor("relayed", "cam1", Duration::from_secs(10))
+            .await
+            .unwrap();
         let path = format!("/play?sdkappid={SDKAPPID}&room=relayed&anchor=cam1&relay=1");
         let mut b = Browser::start("share", &gw.http(""), &[("path", path)]);
         let v = b.next(Duration::from_secs(60)).await;

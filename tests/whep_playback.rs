@@ -632,3 +632,27 @@ async fn lost_packets_are_retransmitted_on_nack() {
     assert_eq!(gaps, 0, "no frame followed a gap");
     ff.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_listing_counts_every_viewer() {
+    let gw = start_gateway().await;
+    let (ff, anchor) = pushing(&gw, "cnt", "cam", 30).await;
+    let mut players = Vec::new();
+    for v in ["c1", "c2", "c3"] {
+        players.push(
+            play(&whep_url(&gw, "cnt", v), Some(&usersig(v)), Transport::Udp)
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while anchor.viewers() < 3 {
+        assert!(Instant::now() < deadline, "three viewers joined: {}", anchor.viewers());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, body) = http_get(gw.http_addr, &format!("/v1/rooms/{SDKAPPID}/cnt")).await;
+    let room: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(room["anchors"][0]["viewers"], 3, "{room}");
+    drop(players);
+    ff.kill().await;
+}

@@ -61,7 +61,7 @@ fn anchor_view(p: &Participant) -> AnchorView {
         userid: p.userid.clone(),
         source: p.source,
         started_at_ms: ms(p.started_at),
-        viewers: p.video.subscribers().max(p.audio.subscribers()),
+        viewers: p.viewers(),
         video: track(&p.video, p.video_info()),
         audio: track(&p.audio, p.audio_info()),
     }

@@ -211,10 +211,16 @@ impl WhepService {
     /// so such a player gets 406.
     fn answer_profile(&self, sdkappid: u64, anchor_plid: u32, offer: &str) -> u32 {
         let offered = crate::rtc::offered_h264_profiles(offer);
-        let same_profile = |p: &u32| p >> 8 == anchor_plid >> 8;
+        let profile = crate::rtc::h264_profile(anchor_plid);
+        let same_profile = |p: &u32| crate::rtc::h264_profile(*p) == profile;
         let strict = self.config.app(sdkappid).is_some_and(|a| a.strict_h264_profile);
-        match offered.first() {
-            Some(&first) if !strict && !offered.iter().any(same_profile) => {
+        // Of the others, the widest profile offered (High takes Main takes Constrained Baseline).
+        let widest = offered
+            .iter()
+            .copied()
+            .max_by_key(|p| crate::rtc::h264_profile(*p).rank());
+        match widest {
+            Some(first) if !strict && !offered.iter().any(same_profile) => {
                 metrics::counter!("roomgate_whep_profile_mismatch_total").increment(1);
                 tracing::info!(
                     anchor_profile = format!("{anchor_plid:06x}"),
@@ -406,6 +412,7 @@ async fn fanout(
                     }
                     members.push(Member { id, skip_until: end, needs_keyframe: end.is_none() });
                     everyone = members.iter().map(|m| m.id).collect();
+                    anchor.set_viewers(members.len());
                 }
                 Some(FanoutCmd::Replay(id)) => {
                     let Some(m) = members.iter_mut().find(|m| m.id == id) else { continue };
@@ -433,6 +440,7 @@ async fn fanout(
                 Some(FanoutCmd::Leave(id)) => {
                     members.retain(|m| m.id != id);
                     everyone = members.iter().map(|m| m.id).collect();
+                    anchor.set_viewers(members.len());
                 }
                 None => break,
             },
@@ -460,4 +468,5 @@ async fn fanout(
     for m in &members {
         engine.remove(m.id).await;
     }
+    anchor.set_viewers(0);
 }

@@ -95,7 +95,11 @@ pub fn authorize_publish<'a>(
     now: u64,
 ) -> Result<&'a AppConfig, Refusal> {
     let app = app_and_ids(apps, sdkappid, room, userid)?;
-    UserSig::verify(usersig, sdkappid, userid, &app.secret_key, now)?;
+    let ticket = UserSig::verify(usersig, sdkappid, userid, &app.secret_key, now)?;
+    // A UserSig that carries a room grant is bound by it (the console's share links carry a play-only one).
+    if ticket.userbuf().is_some() {
+        PrivateMapKey::verify(usersig, sdkappid, userid, &app.secret_key, now)?.allows_publish(room)?;
+    }
     if app.require_private_map_key {
         let token = private_map_key
             .filter(|t| !t.is_empty())
@@ -130,7 +134,10 @@ pub fn authorize_play<'a>(
     let viewer = viewer.ok_or_else(|| Refusal::BadUserId(String::new()))?;
     app_and_ids(apps, sdkappid, room, viewer)?;
     let usersig = usersig.filter(|t| !t.is_empty()).ok_or(Refusal::MissingToken)?;
-    UserSig::verify(usersig, sdkappid, viewer, &app.secret_key, now)?;
+    let ticket = UserSig::verify(usersig, sdkappid, viewer, &app.secret_key, now)?;
+    if ticket.userbuf().is_some() {
+        PrivateMapKey::verify(usersig, sdkappid, viewer, &app.secret_key, now)?.allows(room, Privileges::PLAY)?;
+    }
     if app.require_private_map_key {
         let token = private_map_key
             .filter(|t| !t.is_empty())
@@ -221,6 +228,34 @@ mod tests {
         assert!(c.ends_with('…'));
         let e = authorize_publish(&apps(false), 7, &RoomRef::Str("x".repeat(70_000)), "u", "s", None, 0).unwrap_err();
         assert!(e.to_string().len() < 200, "{e}");
+    }
+
+    #[test]
+    fn a_usersig_carrying_a_grant_is_bound_by_it() {
+        let room = RoomRef::Str("r1".into());
+        let play_only = {
+            let buf = PrivateMapKey {
+                userid: "v1".into(),
+                sdkappid: 7,
+                room: room.clone(),
+                expires_at: 1100,
+                privileges: Privileges(Privileges::PLAY),
+            }
+            .to_userbuf();
+            UserSig::generate(7, "key", "v1", 1000, 100, Some(&buf))
+        };
+        // It plays in its room, on an app that requires no PrivateMapKey...
+        assert!(authorize_play(&apps(false), 7, &room, Some("v1"), Some(&play_only), None, 1050).is_ok());
+        // ...but publishes nowhere, and plays nowhere else.
+        assert!(matches!(
+            authorize_publish(&apps(false), 7, &room, "v1", &play_only, None, 1050),
+            Err(Refusal::PrivateMapKey(PrivateMapKeyError::Insufficient { .. }))
+        ));
+        let other = RoomRef::Str("r2".into());
+        assert!(matches!(
+            authorize_play(&apps(false), 7, &other, Some("v1"), Some(&play_only), None, 1050),
+            Err(Refusal::PrivateMapKey(PrivateMapKeyError::RoomMismatch { .. }))
+        ));
     }
 
     #[test]

@@ -113,9 +113,21 @@ pub struct Participant {
     /// Whether video / audio flows (for 201-204 events).
     video_active: AtomicBool,
     audio_active: AtomicBool,
+    /// Viewers watching (kept by the egress that serves them; the tracks see one subscriber per egress).
+    viewers: std::sync::atomic::AtomicUsize,
 }
 
 impl Participant {
+    /// Viewers watching this anchor now.
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(Ordering::Relaxed)
+    }
+
+    /// Set by the egress that serves this anchor's viewers.
+    pub fn set_viewers(&self, n: usize) {
+        self.viewers.store(n, Ordering::Relaxed);
+    }
+
     /// Ask the source for a keyframe. False when it cannot make one on demand (RTMP, files).
     pub fn request_keyframe(&self) -> bool {
         self.keyframe_source
@@ -207,6 +219,7 @@ impl RoomHub {
             keyframe_source: Mutex::default(),
             video_active: AtomicBool::new(false),
             audio_active: AtomicBool::new(false),
+            viewers: Default::default(),
         });
         // Events are emitted under the hub lock so their order is the order of the changes.
         let mut rooms = self.rooms.lock().expect("hub lock");

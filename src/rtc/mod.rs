@@ -59,7 +59,47 @@ pub struct EngineAddrs {
     pub tcp: Option<SocketAddr>,
 }
 
-/// The m-lines of an offer: (mid, kind), in order.
+/// An H.264 profile as RFC 6184 table 5 groups `profile-level-id`s (profile_idc and the constraint flags that
+/// matter): what str0m negotiates on, ignoring the level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H264Profile {
+    ConstrainedBaseline,
+    Baseline,
+    Main,
+    Extended,
+    High,
+    Other(u8),
+}
+
+impl H264Profile {
+    /// How much a decoder of this profile takes (a wider profile decodes the narrower ones).
+    pub fn rank(self) -> u8 {
+        match self {
+            H264Profile::ConstrainedBaseline => 1,
+            H264Profile::Baseline | H264Profile::Extended => 2,
+            H264Profile::Main => 3,
+            H264Profile::High => 4,
+            H264Profile::Other(_) => 0,
+        }
+    }
+}
+
+/// The profile of a `profile-level-id` (0xPPCCLL: profile_idc, constraint flags, level).
+pub fn h264_profile(plid: u32) -> H264Profile {
+    let (idc, iop) = ((plid >> 16) as u8, (plid >> 8) as u8);
+    match idc {
+        0x42 if iop & 0x40 != 0 => H264Profile::ConstrainedBaseline,
+        0x42 => H264Profile::Baseline,
+        0x4d if iop & 0x80 != 0 => H264Profile::ConstrainedBaseline,
+        0x4d => H264Profile::Main,
+        0x58 if iop & 0xC0 == 0xC0 => H264Profile::ConstrainedBaseline,
+        0x58 if iop & 0x80 != 0 => H264Profile::Baseline,
+        0x58 => H264Profile::Extended,
+        0x64 => H264Profile::High,
+        other => H264Profile::Other(other),
+    }
+}
+
 /// The `profile-level-id`s of the H.264 formats with `packetization-mode=1` an offer lists, in its order.
 pub fn offered_h264_profiles(sdp: &str) -> Vec<u32> {
     let h264_pts: Vec<&str> = sdp
@@ -96,6 +136,7 @@ pub fn offered_h264_profiles(sdp: &str) -> Vec<u32> {
     out
 }
 
+/// The m-lines of an offer: (mid, kind), in order.
 pub fn offer_media_kinds(sdp: &str) -> Vec<(str0m::media::Mid, str0m::media::MediaKind)> {
     let mut out = Vec::new();
     let mut kind = None;
@@ -127,5 +168,17 @@ mod tests {
             a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\n";
         assert_eq!(offered_h264_profiles(sdp), vec![0x42e01f, 0x640c1f]);
         assert!(offered_h264_profiles("v=0\r\nm=video 9 UDP 96\r\na=rtpmap:96 VP8/90000\r\n").is_empty());
+    }
+
+    #[test]
+    fn h264_profiles_group_as_rfc_6184_says() {
+        // x264 baseline (42c0..) and browsers' constrained baseline (42e0..) are the same profile.
+        assert_eq!(h264_profile(0x42c01e), h264_profile(0x42e01f));
+        assert_eq!(h264_profile(0x42e01f), H264Profile::ConstrainedBaseline);
+        assert_eq!(h264_profile(0x42001f), H264Profile::Baseline);
+        assert_eq!(h264_profile(0x4d401f), H264Profile::Main);
+        assert_eq!(h264_profile(0x4d001f), H264Profile::Main);
+        assert_eq!(h264_profile(0x640028), H264Profile::High);
+        assert!(H264Profile::High.rank() > H264Profile::Main.rank());
     }
 }

@@ -374,14 +374,25 @@ pub async fn tokens(
     let ffmpeg = format!(
         "ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 -c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 60 -c:a aac -ar 48000 -f flv '{rtmp_server}{stream_key}'"
     );
+    // The viewer's token carries a play-only grant for this room: whoever holds the link can watch this room and
+    // do nothing else (authorize_publish and authorize_play hold a UserSig to the grant it carries). It lasts
+    // at most a day, whatever the anchor's expiry.
     let viewer = format!("viewer_{}", crate::rtc::random_token(8).to_ascii_lowercase());
+    let share_expire = req.expire.min(86_400);
+    let grant = auth::PrivateMapKey {
+        userid: viewer.clone(),
+        sdkappid: app.sdkappid as u32,
+        room: auth::RoomRef::Str(req.room.clone()),
+        expires_at: (auth::unix_now() + share_expire).min(u32::MAX as u64) as u32,
+        privileges: auth::Privileges(auth::Privileges::PLAY),
+    };
     let viewer_sig = UserSig::generate(
         app.sdkappid,
         &app.secret_key,
         &viewer,
         auth::unix_now(),
-        req.expire,
-        None,
+        share_expire,
+        Some(&grant.to_userbuf()),
     );
     let play_path = format!(
         "/play?sdkappid={}&room={}&anchor={}",
@@ -389,22 +400,8 @@ pub async fn tokens(
     );
     let mut share_path = format!("{play_path}&viewer={viewer}&token={viewer_sig}");
     if app.require_private_map_key {
-        let grant = auth::PrivateMapKey {
-            userid: viewer.clone(),
-            sdkappid: app.sdkappid as u32,
-            room: auth::RoomRef::Str(req.room.clone()),
-            expires_at: (auth::unix_now() + req.expire).min(u32::MAX as u64) as u32,
-            privileges: auth::Privileges(auth::Privileges::PLAY),
-        };
-        let pmk = UserSig::generate(
-            app.sdkappid,
-            &app.secret_key,
-            &viewer,
-            auth::unix_now(),
-            req.expire,
-            Some(&grant.to_userbuf()),
-        );
-        share_path.push_str(&format!("&privatemapkey={pmk}"));
+        // The same ticket is the PrivateMapKey the app asks for.
+        share_path.push_str(&format!("&privatemapkey={viewer_sig}"));
     }
     Ok(Json(Tokens {
         play_path,
