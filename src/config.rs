@@ -458,7 +458,14 @@ impl Config {
                 eprintln!("roomgate: ignoring environment variable {var}: it names no configuration key or table");
                 continue;
             }
-            set_by_env_path(&mut value, &path, &raw).map_err(|why| ConfigError::Env { var: var.clone(), why })?;
+            if let Err(why) = set_by_env_path(&mut value, &path, &raw) {
+                // Kubernetes injects <SERVICE>_PORT, <SERVICE>_SERVICE_HOST, ... for a Service named like us.
+                if is_service_link(&path) {
+                    eprintln!("roomgate: ignoring environment variable {var}: a Kubernetes service link, not a key");
+                    continue;
+                }
+                return Err(ConfigError::Env { var: var.clone(), why });
+            }
         }
         let config: Config = value
             .try_into()
@@ -702,6 +709,20 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
     }
 }
 
+/// Whether `path` (lower case) has the shape of a Kubernetes service-link variable: `..._port`,
+/// `..._port_<n>_tcp[...]`, `..._service_host`, `..._service_port[...]`.
+fn is_service_link(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('_').collect();
+    let n = parts.len();
+    parts.ends_with(&["port"])
+        || parts.ends_with(&["service", "host"])
+        || parts.windows(2).any(|w| w == ["service", "port"])
+        || (n >= 3
+            && parts.windows(3).any(|w| {
+                w[0] == "port" && w[1].bytes().all(|b| b.is_ascii_digit()) && ["tcp", "udp", "sctp"].contains(&w[2])
+            }))
+}
+
 /// Resolve `path` (lower case, `_`-joined) against the keys that exist and set the value there. Key names
 /// contain `_` themselves, so each step tries the keys of the current table as prefixes.
 fn set_by_env_path(node: &mut toml::Value, path: &str, raw: &str) -> Result<(), String> {
@@ -853,6 +874,19 @@ mod tests {
         assert!(e.contains("ROOMGATE_RTMP_NOPE"), "{e}");
         // A name under no table of ours (a container's own variable) is ignored, not an error.
         assert!(Config::load(None, env(&[("ROOMGATE_SIDECAR_TOKEN", "x"), ("ROOMGATE_VERSION", "1")])).is_ok());
+        // Nor are the variables Kubernetes injects for a Service named roomgate-rtmp, while real keys still work.
+        let k8s = Config::load(
+            None,
+            env(&[
+                ("ROOMGATE_RTMP_PORT", "tcp://10.0.0.1:1935"),
+                ("ROOMGATE_RTMP_PORT_1935_TCP_ADDR", "10.0.0.1"),
+                ("ROOMGATE_RTMP_SERVICE_HOST", "10.0.0.1"),
+                ("ROOMGATE_RTMP_SERVICE_PORT", "1935"),
+                ("ROOMGATE_RTC_UDP_PORT", "9000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(k8s.rtc.udp_port, 9000);
         let e = Config::load(None, env(&[("ROOMGATE_AUDIO_OPUS_BITRATE", "lots")]))
             .unwrap_err()
             .to_string();
