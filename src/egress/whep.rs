@@ -405,10 +405,9 @@ async fn fanout(
                         anchor.request_keyframe();
                     }
                     let end = gop.last().map(|f| f.pts);
-                    for f in gop {
-                        if !engine.send_frame(id, f, false).await {
-                            break;
-                        }
+                    // One engine message for the whole GOP, so many joins at once do not hold up live frames.
+                    if !gop.is_empty() && !engine.send_frames(id, gop).await {
+                        break;
                     }
                     members.push(Member { id, skip_until: end, needs_keyframe: end.is_none() });
                     everyone = members.iter().map(|m| m.id).collect();
@@ -427,11 +426,16 @@ async fn fanout(
                     let base = last_video_pts.unwrap_or(0).max(m.skip_until.unwrap_or(0));
                     let end = gop.last().map(|f| f.pts);
                     let n = gop.len() as u64;
-                    for (k, mut f) in gop.into_iter().enumerate() {
-                        f.pts = base + 1 + k as u64;
-                        if !engine.send_frame(id, f, false).await {
-                            break;
-                        }
+                    let replay: Vec<crate::media::Frame> = gop
+                        .into_iter()
+                        .enumerate()
+                        .map(|(k, mut f)| {
+                            f.pts = base + 1 + k as u64;
+                            f
+                        })
+                        .collect();
+                    if !engine.send_frames(id, replay).await {
+                        break;
                     }
                     m.skip_until = end.map(|e| e.max(base + n));
                     m.needs_keyframe = false;

@@ -59,6 +59,8 @@ pub(crate) enum Command {
     Frame(SessionId, Frame, bool),
     /// One live frame for several sessions (the viewers of one anchor): one message, one wake-up.
     FrameToMany(Arc<[SessionId]>, Frame),
+    /// Cached frames (a GOP) for one session, in order: one message however long the GOP.
+    Frames(SessionId, Vec<Frame>),
     RemoteCandidate(SessionId, Candidate),
     /// Ask a publishing peer for a keyframe (PLI) on the m-line `Mid`.
     RequestKeyframe(SessionId, Mid),
@@ -220,6 +222,11 @@ impl RtcEngine {
         self.tx.send(Command::Frame(id, frame, live)).await.is_ok()
     }
 
+    /// Hand a run of cached frames (a GOP replay) to one session; false when the engine has stopped.
+    pub async fn send_frames(&self, id: SessionId, frames: Vec<Frame>) -> bool {
+        self.tx.send(Command::Frames(id, frames)).await.is_ok()
+    }
+
     /// Hand one live frame to every session in `ids`; false when the engine has stopped.
     pub async fn send_frame_to_many(&self, ids: Arc<[SessionId]>, frame: Frame) -> bool {
         self.tx.send(Command::FrameToMany(ids, frame)).await.is_ok()
@@ -349,6 +356,11 @@ impl Engine {
             }
             Command::Remove(id) => self.close(id, "removed".into()),
             Command::Frame(id, frame, live) => self.write_frame(id, frame, live),
+            Command::Frames(id, frames) => {
+                for frame in frames {
+                    self.write_frame(id, frame, false);
+                }
+            }
             Command::FrameToMany(ids, frame) => {
                 for &id in ids.iter() {
                     self.write_frame(id, frame.clone(), true);
