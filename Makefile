@@ -17,6 +17,7 @@ run: deps
 
 # Unit tests, then integration tests (real ffmpeg publishers against an in-process gateway).
 test: deps
+	$(CARGO) build --examples
 	$(CARGO) test --all-targets -- --test-threads=2
 
 # End-to-end benchmark (release build, prints JSON): N rooms x M WHEP viewers for T s, RTMP or WHIP anchors, and

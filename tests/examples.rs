@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use support::nginx::{free_port, Nginx};
 use support::*;
 
-/// `target/<profile>/examples/<name>`: the test binary is `target/<profile>/deps/examples-<hash>`.
+/// `target/<profile>/examples/<name>`, as `cargo build --examples` (run by `make test` first) leaves it; the
+/// test binary is `target/<profile>/deps/examples-<hash>`. (`cargo test --all-targets` alone builds the examples
+/// only as test harnesses, which cannot run as the programs.)
 fn example_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
