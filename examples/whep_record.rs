@@ -253,7 +253,6 @@ fn record(mut rtc: Rtc, socket: UdpSocket, out: &std::path::Path, seconds: f64) 
                                     (stats.width, stats.height) = (picture.width(), picture.height());
                                 }
                             }
-                            let sps_pps = if media.video { parameter_sets(&media.data) } else { None };
                             pending.push(media);
                             if stats.width > 0 {
                                 let key = pending
@@ -263,8 +262,8 @@ fn record(mut rtc: Rtc, socket: UdpSocket, out: &std::path::Path, seconds: f64) 
                                     out,
                                     stats.width,
                                     stats.height,
-                                    &key.or(sps_pps).unwrap_or_default(),
-                                    first_key.unwrap(),
+                                    &key.unwrap_or_default(),
+                                    first_key.expect("set at the first keyframe"),
                                 )?;
                                 for m in pending.drain(..) {
                                     w.write(m, &mut stats)?;
@@ -433,43 +432,16 @@ impl Writer {
     }
 }
 
-/// The NAL units of an Annex-B access unit.
-fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let ends: Vec<usize> = starts
-        .iter()
-        .skip(1)
-        .map(|&s| {
-            let mut e = s - 3;
-            while e > 0 && data[e - 1] == 0 {
-                e -= 1; // a 4-byte start code's leading zero
-            }
-            e
-        })
-        .chain(std::iter::once(data.len()))
-        .collect();
-    starts.into_iter().zip(ends).map(move |(s, e)| &data[s..e.max(s)])
-}
-
 /// An IDR picture (NAL type 5) is in this access unit.
 fn is_keyframe(data: &[u8]) -> bool {
-    nal_units(data).any(|n| n.first().is_some_and(|b| b & 0x1f == 5))
+    roomgate::media::h264::annex_b_nals(data).any(|n| n.first().is_some_and(|b| b & 0x1f == 5))
 }
 
 /// The SPS and PPS of this access unit as Annex-B, if it has both.
 fn parameter_sets(data: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     let mut have = (false, false);
-    for n in nal_units(data) {
+    for n in roomgate::media::h264::annex_b_nals(data) {
         match n.first().map(|b| b & 0x1f) {
             Some(7) => have.0 = true,
             Some(8) => have.1 = true,

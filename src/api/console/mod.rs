@@ -258,24 +258,7 @@ pub async fn start_task(
 
 /// A task spec with TRTC's defaults.
 pub fn task_spec(sdkappid: u64, room: &str, userid: &str, url: &str, repeat: i64, trusted: bool) -> TaskSpec {
-    TaskSpec {
-        sdk_app_id: sdkappid,
-        room_id: room.to_string(),
-        room_id_type: 0,
-        user_id: userid.to_string(),
-        stream_url: url.to_string(),
-        seek_second: 0,
-        repeat_num: repeat,
-        max_duration: None,
-        volume: 100,
-        tempo: 1.0,
-        idle_timeout: None,
-        is_pause: false,
-        enable_progress: false,
-        video_encode_params: None,
-        audio_encode_params: None,
-        trusted_source: trusted,
-    }
+    TaskSpec::with_defaults(sdkappid, room, userid, url, repeat, trusted)
 }
 
 /// `DELETE /v1/tasks/{id}` (admin).

@@ -690,23 +690,30 @@ fn new_task(
 
 /// The spec shown for a stored task whose own spec cannot be read: only its app is known.
 fn unreadable_spec(sdkappid: u64) -> TaskSpec {
-    TaskSpec {
-        sdk_app_id: sdkappid,
-        room_id: String::new(),
-        room_id_type: 0,
-        user_id: String::new(),
-        stream_url: String::new(),
-        seek_second: 0,
-        repeat_num: 0,
-        max_duration: None,
-        volume: 100,
-        tempo: 1.0,
-        idle_timeout: None,
-        is_pause: false,
-        enable_progress: false,
-        video_encode_params: None,
-        audio_encode_params: None,
-        trusted_source: false,
+    TaskSpec::with_defaults(sdkappid, "", "", "", 0, false)
+}
+
+impl TaskSpec {
+    /// A spec with TRTC's defaults for everything StartStreamIngest leaves out.
+    pub fn with_defaults(sdkappid: u64, room: &str, userid: &str, url: &str, repeat: i64, trusted: bool) -> TaskSpec {
+        TaskSpec {
+            sdk_app_id: sdkappid,
+            room_id: room.to_string(),
+            room_id_type: 0,
+            user_id: userid.to_string(),
+            stream_url: url.to_string(),
+            seek_second: 0,
+            repeat_num: repeat,
+            max_duration: None,
+            volume: 100,
+            tempo: 1.0,
+            idle_timeout: None,
+            is_pause: false,
+            enable_progress: false,
+            video_encode_params: None,
+            audio_encode_params: None,
+            trusted_source: trusted,
+        }
     }
 }
 
