@@ -27,7 +27,7 @@ fn example_bin(name: &str) -> PathBuf {
     bin
 }
 
-fn example_py(name: &str) -> PathBuf {
+fn example_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name)
 }
 
@@ -133,7 +133,7 @@ async fn usersig_example_prints_tickets_that_verify_and_a_stream_key_that_publis
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// examples/start_pull_task.rs and examples/start_pull_task.py
+// examples/start_pull_task.rs, .py and .js
 
 fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")
@@ -229,7 +229,7 @@ async fn start_pull_task_examples_start_describe_and_stop_a_robot() {
 
     // Python, with Tencent's SDK.
     let mut py = tokio::process::Command::new("python3");
-    py.arg(example_py("start_pull_task.py"))
+    py.arg(example_script("start_pull_task.py"))
         .args(["--endpoint", &gw.http_addr.to_string()])
         .args([
             "--secret-id",
@@ -249,6 +249,37 @@ async fn start_pull_task_examples_start_describe_and_stop_a_robot() {
             "2",
         ]);
     check_pull_task_example(&gw, py, "pullpy", "robotpy").await;
+
+    // Node.js, with Tencent's SDK (installed under tests/sdk by scripts/install-deps.sh).
+    let node_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/node_modules");
+    let node = |room: &str, user: &str, key: &str| {
+        let mut js = tokio::process::Command::new("node");
+        js.arg(example_script("start_pull_task.js"))
+            .env("NODE_PATH", &node_path)
+            .args(["--endpoint", &gw.http_addr.to_string()])
+            .args(["--secret-id", support::cloud::SECRET_ID, "--secret-key", key])
+            .args(["--sdkappid", &SDKAPPID.to_string(), "--usersig", &usersig(user)])
+            .args([
+                "--room",
+                room,
+                "--userid",
+                user,
+                "--url",
+                &source,
+                "--hold-seconds",
+                "2",
+            ]);
+        js
+    };
+    check_pull_task_example(
+        &gw,
+        node("pulljs", "robotjs", support::cloud::SECRET_KEY),
+        "pulljs",
+        "robotjs",
+    )
+    .await;
+    let (ok, _, err) = run(&mut node("pulljs", "robotjs", "wrong"), Duration::from_secs(30)).await;
+    assert!(!ok && err.contains("AuthFailure.SignatureFailure"), "{err}");
 
     // A wrong SecretKey: a clear error with the API's code, no task.
     let (ok, _, err) = run(
@@ -414,7 +445,7 @@ async fn rust_callback_receiver_prints_each_event_once_and_refuses_forged_ones()
 async fn python_callback_receiver_prints_each_event_once_and_refuses_forged_ones() {
     let port = free_port();
     let mut cmd = tokio::process::Command::new("python3");
-    cmd.arg(example_py("callback_receiver.py"))
+    cmd.arg(example_script("callback_receiver.py"))
         .args(["--listen", &format!("127.0.0.1:{port}"), "--key", CB_KEY]);
     check_receiver(Receiver::start(cmd, port).await).await;
 }
