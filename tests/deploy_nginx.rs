@@ -1,6 +1,7 @@
 //! The TLS-front deployment of examples/deploy/nginx/roomgate.conf, run as shipped (only ports, paths and the
-//! certificate swapped for test ones): Debian's nginx terminates HTTPS for WHEP and RTMPS for a publisher, passes
-//! plain RTMP through, and a player that trusts only our throwaway certificate plays over `https://`.
+//! certificate swapped for test ones): Debian's nginx routes one TLS port by server name, ends TLS for a
+//! publisher's RTMPS and a WHEP player's HTTPS on it, passes plain RTMP through, and the player that trusts only
+//! our throwaway certificate plays over `https://`.
 
 mod support;
 
@@ -58,7 +59,7 @@ async fn whep_over_https_and_rtmps_through_the_nginx_front() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = throwaway_cert(dir.path());
-    let (https, rtmp, rtmps) = (free_port(), free_port(), free_port());
+    let (https, rtmp, inner_https, inner_rtmps) = (free_port(), free_port(), free_port(), free_port());
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/deploy/nginx/roomgate.conf"
@@ -68,9 +69,12 @@ async fn whep_over_https_and_rtmps_through_the_nginx_front() {
     let conf = shipped
         .replace("127.0.0.1:8080", &gw.http_addr.to_string())
         .replace("127.0.0.1:1935", &gw.rtmp_addr.unwrap().to_string())
-        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{https} ssl;"))
+        .replace("listen 443;", &format!("listen 127.0.0.1:{https};"))
         .replace("listen 1935;", &format!("listen 127.0.0.1:{rtmp};"))
-        .replace("listen 1936 ssl;", &format!("listen 127.0.0.1:{rtmps} ssl;"))
+        .replace("127.0.0.1:4430", &format!("127.0.0.1:{inner_https}"))
+        .replace("127.0.0.1:4431", &format!("127.0.0.1:{inner_rtmps}"))
+        // The RTMPS host name: "localhost" here, while the HTTPS clients dial 127.0.0.1 (no server name).
+        .replace("rtmp.media.example.com", "localhost")
         .replace("/etc/letsencrypt/live/media.example.com/fullchain.pem", &cert)
         .replace("/etc/letsencrypt/live/media.example.com/privkey.pem", &key)
         .replace(
@@ -99,7 +103,7 @@ async fn whep_over_https_and_rtmps_through_the_nginx_front() {
             .spawn()
             .expect("nginx is installed (scripts/install-deps.sh)"),
     );
-    for port in [https, rtmp, rtmps] {
+    for port in [https, rtmp] {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(std::time::Instant::now() < deadline, "nginx listens on {port}");
@@ -107,13 +111,14 @@ async fn whep_over_https_and_rtmps_through_the_nginx_front() {
         }
     }
 
-    // A publisher over RTMPS (TLS ended by nginx), and one over plain RTMP passed through.
+    // A publisher over RTMPS on the HTTPS port (routed by its server name, TLS ended by nginx), and one over
+    // plain RTMP passed through.
     let args = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac";
     let key_of = |room: &str, user: &str| format!("{room}?sdkappid={SDKAPPID}&userid={user}&usersig={}", usersig(user));
     let secure = Ffmpeg::push(
         &lavfi("640x360", 40),
         args,
-        &format!("rtmps://127.0.0.1:{rtmps}/push/{}", key_of("tls", "cam")),
+        &format!("rtmps://localhost:{https}/push/{}", key_of("tls", "cam")),
     );
     let plain = Ffmpeg::push(
         &lavfi("320x240", 40),
@@ -127,8 +132,8 @@ async fn whep_over_https_and_rtmps_through_the_nginx_front() {
         .await
         .expect("the RTMP publisher is an anchor");
 
-    // An independent player (aiortc) that trusts only our certificate plays over https.
-    let url = format!("https://localhost:{https}/v2/sub/{SDKAPPID}/tls?SessionID=tlsviewer");
+    // An independent player (aiortc) that trusts only our certificate plays over https on the same port.
+    let url = format!("https://127.0.0.1:{https}/v2/sub/{SDKAPPID}/tls?SessionID=tlsviewer");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc/whep_play.py");
     let out = tokio::process::Command::new("python3")
         .args([script, &url, &usersig("tlsviewer"), "15"])
