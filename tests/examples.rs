@@ -564,3 +564,127 @@ async fn whep_record_example_writes_a_playable_file_and_prints_its_format() {
     }
     ff.kill().await;
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// examples/whip_publish_file.rs
+
+/// Publish `file` with the example for `seconds` as `user` in `room`, and have a WHEP viewer watch it: returns
+/// the example's stdout and what the viewer decoded ((width, height), Opus samples per channel).
+async fn publish_file_and_watch(
+    gw: &TestGateway,
+    file: &Path,
+    room: &str,
+    user: &str,
+) -> (String, Option<(u32, u32)>, usize) {
+    let mut cmd = tokio::process::Command::new(example_bin("whip_publish_file"));
+    cmd.arg(file)
+        .arg(gw.http(&format!("/v2/pub/{SDKAPPID}/{room}?SessionID={user}")))
+        .args(["--token", &usersig(user), "--seconds", "6", "--loop"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("spawn the example");
+    let anchor = gw.wait_anchor(room, user, Duration::from_secs(20)).await;
+    let mut watched = (None, 0);
+    if anchor.is_some() {
+        let url = gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID=fileviewer"));
+        let player =
+            support::whep_client::play(&url, Some(&usersig("fileviewer")), support::whep_client::Transport::Udp)
+                .await
+                .expect("a viewer is answered");
+        let frames = tokio::task::spawn_blocking(move || {
+            player.collect(Duration::from_secs(5), |g| {
+                g.iter().filter(|f| f.video).count() >= 30 && g.iter().filter(|f| !f.video).count() >= 50
+            })
+        })
+        .await
+        .unwrap();
+        watched = (
+            decode_h264_size_of(frames.iter().filter(|f| f.video).map(|f| &f.data[..])),
+            decode_opus_of(frames.iter().filter(|f| !f.video).map(|f| &f.data[..])).0,
+        );
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the example stops after --seconds")
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "the example failed:\n{stdout}\n{stderr}");
+    assert!(
+        anchor.is_some(),
+        "the file's publisher was an anchor:\n{stdout}\n{stderr}"
+    );
+    // It ended its session with a DELETE: the anchor is gone at once, not at the gateway's timeout.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while gw.hub.participant(&gw.key(room), user).is_some() {
+        assert!(Instant::now() < deadline, "the anchor left when the example ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (stdout, watched.0, watched.1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_publish_file_sends_baseline_h264_as_is_and_re_encodes_the_rest() {
+    let gw = start_gateway().await;
+
+    // Constrained Baseline H.264 + AAC (mp4): the video goes as it is, the audio becomes Opus.
+    let (out, size, samples) =
+        publish_file_and_watch(&gw, &testdata().join("sample-720p30.mp4"), "filemp4", "filecam").await;
+    assert!(out.contains("Video: H.264 (Constrained Baseline) sent as is"), "{out}");
+    assert!(out.contains("Audio: aac -> Opus 48000 Hz stereo 64 kb/s"), "{out}");
+    assert_eq!(size, Some((1280, 720)), "the viewer decodes the file's picture:\n{out}");
+    assert!(
+        samples >= 48_000,
+        "the viewer decodes a second of Opus or more ({samples}):\n{out}"
+    );
+    // Six seconds of a 30 fps file, looped past its 6 s end.
+    let sent = field(&out, "Sent").expect("a Sent line");
+    let frames: u64 = sent.split(' ').next().unwrap().parse().unwrap();
+    assert!((150..=200).contains(&frames), "{sent}");
+
+    // VP8 + Opus (webm, as a browser records): the video is re-encoded to H.264, the Opus goes as it is.
+    let dir = tempfile::tempdir().unwrap();
+    let webm = dir.path().join("clip.webm");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", "3", "-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libopus"])
+        .arg(&webm)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg made the webm");
+    let (out, size, samples) = publish_file_and_watch(&gw, &webm, "filewebm", "filecam2").await;
+    assert!(
+        out.contains("Video: vp8 (profile 0) -> H.264 baseline (libx264"),
+        "{out}"
+    );
+    assert!(out.contains("Audio: Opus sent as is"), "{out}");
+    assert_eq!(size, Some((320, 240)), "{out}");
+    assert!(samples >= 48_000, "{samples}: {out}");
+
+    // Refused: the gateway's status and message, exit 1, nothing published.
+    let (ok, _, err) = run(
+        tokio::process::Command::new(example_bin("whip_publish_file"))
+            .arg(testdata().join("sample-720p30.mp4"))
+            .arg(gw.http(&format!("/v2/pub/{SDKAPPID}/filebad?SessionID=cam")))
+            .args(["--token", &usersig("someoneelse")]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!ok && err.contains("HTTP 401"), "{err}");
+    assert!(gw.hub.participant(&gw.key("filebad"), "cam").is_none());
+    // A file that is not media: said before any session is opened.
+    let (ok, _, err) = run(
+        tokio::process::Command::new(example_bin("whip_publish_file"))
+            .arg(testdata().join("usersig.json"))
+            .arg(gw.http(&format!("/v2/pub/{SDKAPPID}/filebad?SessionID=cam")))
+            .args(["--token", &usersig("cam")]),
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!ok && err.contains("cannot open"), "{err}");
+}
