@@ -245,7 +245,8 @@ async fn a_relay_only_player_plays_through_coturn_over_udp_and_tcp() {
             .await
             .unwrap();
         let path = format!("/play?sdkappid={SDKAPPID}&room=relayed&anchor=cam1&relay=1");
-        let mut b = Browser::start("share", &gw.http(""), &[("path", path)]);
+        let shot = format!("relay-only-{transport}");
+        let mut b = Browser::start("share", &gw.http(""), &[("path", path), ("shot", shot)]);
         let v = b.next(Duration::from_secs(60)).await;
         assert!(v["frames"].as_u64().unwrap_or(0) > 30, "{transport}: {v}");
         b.finish().await;

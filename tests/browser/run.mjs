@@ -30,7 +30,8 @@ try {
     await page.goto(`${base}${args.path}`);
     await page.waitForFunction(() => Number(document.body.dataset.framesDecoded || 0) > 30, null, { timeout: 30000 });
     const size = await page.evaluate(() => { const v = document.getElementById("video"); return { width: v.videoWidth, height: v.videoHeight, frames: Number(document.body.dataset.framesDecoded) }; });
-    await shot("share-link");
+    await page.waitForTimeout(1000); // let the stats fill in for the screenshot
+    await shot(args.shot ?? "share-link");
     say({ ok: true, ...size });
   } else if (scenario === "reconnect") {
     await page.goto(`${base}/play?sdkappid=${args.sdkappid}&room=${args.room}&anchor=${args.anchor}`);
