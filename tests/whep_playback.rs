@@ -72,6 +72,12 @@ async fn assert_plays(gw: &TestGateway, room: &str, transport: Transport) {
         player.answer_sdp
     );
     assert!(player.answer_sdp.contains("packetization-mode=1"));
+    // No transport-wide congestion control: there is no bitrate to adapt, and it costs a record per packet sent.
+    assert!(
+        !player.answer_sdp.contains("transport-wide-cc"),
+        "{}",
+        player.answer_sdp
+    );
     let frames = tokio::task::spawn_blocking(move || {
         let got = player.collect(Duration::from_secs(8), |g| {
             g.iter().filter(|f| !f.video).count() >= 100 && g.iter().any(|f| f.video)

@@ -22,6 +22,13 @@ use tokio::sync::mpsc;
 
 /// At most one GOP replay per viewer in this interval, however often it sends PLIs.
 const PLI_BURST_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a viewer's video packets are kept for resending (NACK). A NACK arrives about one round trip after the
+/// loss, and a retransmission later than ~1 s is behind the viewer's jitter buffer anyway; str0m's default keeps 3 s,
+/// which per viewer is 3 s of the anchor's video in memory.
+const VIDEO_RESEND_WINDOW: Duration = Duration::from_secs(1);
+/// Most video packets a viewer's session holds (written and not yet sent, plus the resend window): one second of a
+/// 6 Mb/s anchor.
+const VIDEO_SEND_PACKETS: usize = 600;
 
 /// Why a WHEP request failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -149,9 +156,19 @@ impl WhepService {
         let plid = self.answer_profile(req.sdkappid, anchor_plid, req.offer);
         let mut cfg = Rtc::builder()
             .set_ice_lite(true)
+            .set_send_buffer_video(VIDEO_SEND_PACKETS)
             .set_local_ice_credentials(creds.clone())
             .clear_codecs()
             .enable_opus(true, false);
+        // No transport-wide congestion control: the gateway forwards the anchor's one encoding and has no bitrate
+        // to adapt, so TWCC feedback would only cost a send record per packet (1000 per viewer) and RTCP work.
+        let mut extensions = str0m::rtp::ExtensionMap::empty();
+        for (id, e) in str0m::rtp::ExtensionMap::standard().iter() {
+            if *e != str0m::rtp::Extension::TransportSequenceNumber {
+                extensions.set(id, e.clone());
+            }
+        }
+        cfg = cfg.set_extension_map(extensions);
         cfg.codec_config().add_h264(102.into(), Some(103.into()), true, plid);
         let mut rtc = cfg.build(std::time::Instant::now());
         for c in self.engine.local_candidates() {
@@ -169,6 +186,9 @@ impl WhepService {
             })
         };
         let video = find(&mut rtc, MediaKind::Video, RtcCodec::H264).ok_or(WhepError::MissingCodec("H.264 video"))?;
+        if let Some(tx) = rtc.direct_api().stream_tx_by_mid(video.mid, None) {
+            tx.set_rtx_cache(VIDEO_SEND_PACKETS, VIDEO_RESEND_WINDOW, Some(0.15));
+        }
         let audio = find(&mut rtc, MediaKind::Audio, RtcCodec::Opus).ok_or(WhepError::MissingCodec("Opus audio"))?;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
