@@ -208,6 +208,18 @@ pub struct RtcConfig {
     pub tcp_max_connections_per_ip: usize,
     /// Seconds an ICE-TCP connection has to send a STUN request before it is closed.
     pub tcp_stun_timeout_secs: u64,
+    /// Engine shards: tasks that run the WebRTC sessions, spread by session (0: one per CPU core).
+    pub workers: usize,
+}
+
+impl RtcConfig {
+    /// How many engine shards to run: `workers`, or one per core.
+    pub fn shard_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 /// A STUN or TURN server for clients (`urls` like `stun:host:3478`, `turn:host:3478?transport=udp`).
@@ -239,6 +251,7 @@ impl Default for RtcConfig {
             tcp_max_connections: 1000,
             tcp_max_connections_per_ip: 20,
             tcp_stun_timeout_secs: 5,
+            workers: 0,
         }
     }
 }
@@ -568,6 +581,11 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "http.max_connections, http.max_connections_per_ip and the http.*_timeout_secs must be at least 1"
                     .into(),
+            ));
+        }
+        if self.rtc.workers > 256 {
+            return Err(ConfigError::Invalid(
+                "rtc.workers is at most 256 (0: one per CPU core)".into(),
             ));
         }
         if self.rtc.max_sessions == 0

@@ -135,6 +135,56 @@ async fn a_gateway_bound_to_every_address_serves_viewers() {
     assert_plays(&gw, "anyroom2", Transport::Tcp(tcp)).await;
 }
 
+/// Sessions are spread over `rtc.workers` engine shards behind the one UDP and TCP port: viewers whose sessions
+/// land on each of three shards, over UDP and over ICE-TCP, all decode the anchor, and one that leaves does not
+/// disturb the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_every_engine_shard_play_over_udp_and_tcp() {
+    let gw = start_gateway_with(|c| c.rtc.workers = 3).await;
+    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
+    let (ff, _anchor) = pushing(&gw, "shards", "cam", 40).await;
+    let mut players = Vec::new();
+    for (i, transport) in [
+        Transport::Udp,
+        Transport::Udp,
+        Transport::Tcp(tcp),
+        Transport::Udp,
+        Transport::Tcp(tcp),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let viewer = format!("v{i}");
+        let p = play(&whep_url(&gw, "shards", &viewer), Some(&usersig(&viewer)), transport)
+            .await
+            .unwrap();
+        players.push(p);
+    }
+    // The first leaves; the others keep playing.
+    drop(players.remove(0));
+    for (i, p) in players.into_iter().enumerate() {
+        let frames = tokio::task::spawn_blocking(move || {
+            p.collect(Duration::from_secs(10), |g| {
+                g.iter().filter(|f| f.video).count() >= 20 && g.iter().filter(|f| !f.video).count() >= 20
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            decode_h264_size_of(frames.iter().filter(|f| f.video).map(|f| &f.data[..])),
+            Some((640, 360)),
+            "viewer {} decodes the anchor",
+            i + 1
+        );
+        assert!(
+            frames.iter().filter(|f| !f.video).count() >= 20,
+            "viewer {} hears it",
+            i + 1
+        );
+    }
+    ff.kill().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_viewer_plays_without_udp() {
     let gw = start_gateway().await;

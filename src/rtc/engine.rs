@@ -1,6 +1,11 @@
-//! `RtcEngine`: the task that owns the UDP socket, the ICE-TCP peers and every str0m `Rtc`.
+//! `RtcEngine`: the shards (tasks) that run every str0m `Rtc` behind one UDP port and one ICE-TCP port.
+//!
+//! Sessions are spread over `rtc.workers` shards by id, so the media of many viewers is packetized and encrypted
+//! on several cores and a storm of DTLS handshakes on one shard leaves the others' media alone. Shard 0 reads the
+//! UDP socket and hands each packet to the shard that owns its session (`Routes`); every shard sends on the
+//! socket itself. An ICE-TCP connection talks to its session's shard directly.
 
-use super::demux::stun_local_ufrag;
+use super::routes::Routes;
 use super::{candidate_ips, tcp, EngineAddrs};
 use crate::config::RtcConfig;
 use crate::media::{Codec, Frame};
@@ -54,6 +59,13 @@ pub enum SessionEvent {
 
 pub(crate) enum Command {
     Add(SessionId, Box<NewSession>),
+    /// A UDP packet read by shard 0 for a session of this shard.
+    Receive {
+        id: SessionId,
+        source: SocketAddr,
+        destination: SocketAddr,
+        packet: Vec<u8>,
+    },
     Remove(SessionId),
     /// `live`: fresh from the source (counts in the gateway-delay histogram), not replayed from a cache.
     Frame(SessionId, Frame, bool),
@@ -84,9 +96,27 @@ pub(crate) enum Command {
     },
 }
 
-/// Handle to the engine task. Cheap to share (`Arc`).
+/// The shards' queues and the routing table they share: how a session's commands and packets reach its shard.
+pub(crate) struct Shards {
+    senders: Vec<mpsc::Sender<Command>>,
+    pub routes: Arc<Routes>,
+}
+
+impl Shards {
+    /// The index of the shard that runs session `id`.
+    fn index(&self, id: SessionId) -> usize {
+        (id % self.senders.len() as u64) as usize
+    }
+
+    /// The queue of the shard that runs session `id`.
+    pub fn of(&self, id: SessionId) -> &mpsc::Sender<Command> {
+        &self.senders[self.index(id)]
+    }
+}
+
+/// Handle to the engine's shards. Cheap to share (`Arc`).
 pub struct RtcEngine {
-    tx: mpsc::Sender<Command>,
+    shards: Arc<Shards>,
     next_id: AtomicU64,
     pub addrs: EngineAddrs,
     candidates: Vec<Candidate>,
@@ -107,9 +137,16 @@ impl RtcEngine {
         static CRYPTO: std::sync::Once = std::sync::Once::new();
         CRYPTO.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
 
-        let udp = super::udp::UdpEndpoint::new(UdpSocket::bind(SocketAddr::new(cfg.bind, cfg.udp_port)).await?);
+        let udp = Arc::new(super::udp::UdpEndpoint::new(
+            UdpSocket::bind(SocketAddr::new(cfg.bind, cfg.udp_port)).await?,
+        ));
         let udp_addr = udp.local_addr()?;
-        let (tx, rx) = mpsc::channel(ENGINE_QUEUE);
+        let workers = cfg.shard_count();
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(ENGINE_QUEUE)).unzip();
+        let shards = Arc::new(Shards {
+            senders,
+            routes: Arc::new(Routes::default()),
+        });
         let mut tasks = Vec::new();
         let tcp_addr = if cfg.tcp_enabled {
             let l = tokio::net::TcpListener::bind(SocketAddr::new(cfg.bind, cfg.tcp_port)).await?;
@@ -119,7 +156,7 @@ impl RtcEngine {
                 max_connections_per_ip: cfg.tcp_max_connections_per_ip,
                 stun_timeout: std::time::Duration::from_secs(cfg.tcp_stun_timeout_secs.max(1)),
             };
-            tasks.push(tokio::spawn(tcp::accept_loop(l, tx.clone(), limits)));
+            tasks.push(tokio::spawn(tcp::accept_loop(l, shards.clone(), limits)));
             Some(a)
         } else {
             None
@@ -142,31 +179,35 @@ impl RtcEngine {
                 }
             }
         }
-        tracing::info!(udp = %udp_addr, tcp = ?tcp_addr, candidates = ?candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "WebRTC engine listening");
+        tracing::info!(udp = %udp_addr, tcp = ?tcp_addr, workers, candidates = ?candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "WebRTC engine listening");
         let sessions = Arc::new(AtomicUsize::new(0));
         let admitted = Arc::new(AtomicUsize::new(0));
-        let engine = Engine {
-            admitted: admitted.clone(),
-            udp,
-            udp_addr,
-            tcp_addr,
-            owned_ips: if cfg.public_ips.is_empty() {
-                ips.clone()
-            } else {
-                Vec::new()
-            },
-            candidate_ips: ips,
-            sessions: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_peer: HashMap::new(),
-            tcp_writers: HashMap::new(),
-            timers: BTreeSet::new(),
-            count: sessions.clone(),
-        };
-        tasks.push(tokio::spawn(engine.run(rx)));
+        let others: Vec<_> = shards.senders.iter().map(|s| s.downgrade()).collect();
+        for (index, rx) in receivers.into_iter().enumerate() {
+            let engine = Engine {
+                index,
+                others: others.clone(),
+                routes: shards.routes.clone(),
+                admitted: admitted.clone(),
+                udp: udp.clone(),
+                udp_addr,
+                tcp_addr,
+                owned_ips: if cfg.public_ips.is_empty() {
+                    ips.clone()
+                } else {
+                    Vec::new()
+                },
+                candidate_ips: ips.clone(),
+                sessions: HashMap::new(),
+                tcp_writers: HashMap::new(),
+                timers: BTreeSet::new(),
+                count: sessions.clone(),
+            };
+            tasks.push(tokio::spawn(engine.run(rx)));
+        }
         Ok((
             RtcEngine {
-                tx,
+                shards,
                 next_id: AtomicU64::new(1),
                 addrs: EngineAddrs {
                     udp: udp_addr,
@@ -208,42 +249,61 @@ impl RtcEngine {
 
     async fn send_add(&self, session: NewSession) -> SessionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = self.tx.send(Command::Add(id, Box::new(session))).await;
+        // Routable before the answer goes out, so the peer's first STUN request finds its shard.
+        self.shards.routes.add(&session.ufrag, id);
+        let _ = self.shards.of(id).send(Command::Add(id, Box::new(session))).await;
         id
     }
 
     pub async fn remove(&self, id: SessionId) {
-        let _ = self.tx.send(Command::Remove(id)).await;
+        let _ = self.shards.of(id).send(Command::Remove(id)).await;
     }
 
     /// Queue a frame for a session. Waits when the engine is saturated (the caller's track subscription then
     /// falls behind and skips to the next keyframe). False once the engine has stopped.
     pub async fn send_frame(&self, id: SessionId, frame: Frame, live: bool) -> bool {
-        self.tx.send(Command::Frame(id, frame, live)).await.is_ok()
+        self.shards.of(id).send(Command::Frame(id, frame, live)).await.is_ok()
     }
 
     /// Hand a run of cached frames (a GOP replay) to one session; false when the engine has stopped.
     pub async fn send_frames(&self, id: SessionId, frames: Vec<Frame>) -> bool {
-        self.tx.send(Command::Frames(id, frames)).await.is_ok()
+        self.shards.of(id).send(Command::Frames(id, frames)).await.is_ok()
     }
 
     /// Hand one live frame to every session in `ids`; false when the engine has stopped.
     pub async fn send_frame_to_many(&self, ids: Arc<[SessionId]>, frame: Frame) -> bool {
-        self.tx.send(Command::FrameToMany(ids, frame)).await.is_ok()
+        let shards = &self.shards;
+        if shards.senders.len() == 1 {
+            return shards.senders[0].send(Command::FrameToMany(ids, frame)).await.is_ok();
+        }
+        let mut parts = vec![Vec::new(); shards.senders.len()];
+        for &id in ids.iter() {
+            parts[shards.index(id)].push(id);
+        }
+        for (shard, part) in parts.into_iter().enumerate() {
+            if part.is_empty() {
+                continue;
+            }
+            let sent = shards.senders[shard].send(Command::FrameToMany(part.into(), frame.clone()));
+            if sent.await.is_err() {
+                return false;
+            }
+        }
+        true
     }
 
     /// Ask a publishing peer for a keyframe (PLI).
     pub async fn request_keyframe(&self, id: SessionId, mid: Mid) {
-        let _ = self.tx.send(Command::RequestKeyframe(id, mid)).await;
+        let _ = self.shards.of(id).send(Command::RequestKeyframe(id, mid)).await;
     }
 
     /// Switch a session to new ICE credentials (both sides), as an ICE restart does.
     pub async fn ice_restart(&self, id: SessionId, local: IceCreds, remote: IceCreds) {
-        let _ = self.tx.send(Command::IceRestart { id, local, remote }).await;
+        let _ = self.shards.of(id).send(Command::IceRestart { id, local, remote }).await;
     }
 
     pub async fn add_remote_candidate(&self, id: SessionId, c: Candidate) {
-        let _ = self.tx.send(Command::RemoteCandidate(id, c)).await;
+        let _ = self.shards.of(id).send(Command::RemoteCandidate(id, c)).await;
     }
 
     /// Sessions alive now.
@@ -259,7 +319,6 @@ struct Session {
     audio: Option<OutTrack>,
     events: mpsc::UnboundedSender<SessionEvent>,
     deadline: Option<Instant>,
-    peers: Vec<(Protocol, SocketAddr)>,
     connected: bool,
     /// Video packets were lost on the way out: send nothing until the next keyframe.
     video_needs_keyframe: bool,
@@ -271,10 +330,16 @@ struct TcpPeer {
     lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// One shard: its sessions, their timers and the ICE-TCP peers that talk to them.
 struct Engine {
+    /// This shard's place in `others`; shard 0 reads the UDP socket.
+    index: usize,
+    /// Every shard's queue (weak, so the shards stop when the `RtcEngine` goes), for packets read here.
+    others: Vec<mpsc::WeakSender<Command>>,
+    routes: Arc<Routes>,
     /// Shared with `RtcEngine`: released here when a session closes.
     admitted: Arc<AtomicUsize>,
-    udp: super::udp::UdpEndpoint,
+    udp: Arc<super::udp::UdpEndpoint>,
     udp_addr: SocketAddr,
     tcp_addr: Option<SocketAddr>,
     /// The addresses announced in candidates. str0m accepts a packet only when its destination is one of them,
@@ -283,10 +348,9 @@ struct Engine {
     /// Candidate addresses that belong to this host (NAT 1:1 addresses do not).
     owned_ips: Vec<std::net::IpAddr>,
     sessions: HashMap<SessionId, Session>,
-    by_ufrag: HashMap<String, SessionId>,
-    by_peer: HashMap<(Protocol, SocketAddr), SessionId>,
     tcp_writers: HashMap<SocketAddr, TcpPeer>,
     timers: BTreeSet<(Instant, SessionId)>,
+    /// Sessions alive on every shard.
     count: Arc<AtomicUsize>,
 }
 
@@ -306,14 +370,13 @@ impl Engine {
                     Some(c) => self.command(c),
                     None => break,
                 },
-                r = self.udp.recv(&mut buf) => match r {
+                r = self.udp.recv(&mut buf), if self.index == 0 => match r {
                     Ok((n, source, to)) => {
-                        let packet = buf[..n].to_vec();
                         let local = match to {
                             Some(ip) if self.candidate_ips.contains(&ip) => SocketAddr::new(ip, self.udp_addr.port()),
                             _ => self.local_for(source, self.udp_addr),
                         };
-                        self.receive(Protocol::Udp, source, local, &packet);
+                        self.receive(Protocol::Udp, source, local, &buf[..n]);
                     }
                     Err(e) => tracing::debug!(error = %e, "UDP receive error"),
                 },
@@ -335,7 +398,6 @@ impl Engine {
                     audio,
                     events,
                 } = *s;
-                self.by_ufrag.insert(ufrag.clone(), id);
                 self.sessions.insert(
                     id,
                     Session {
@@ -345,16 +407,21 @@ impl Engine {
                         audio,
                         events,
                         deadline: None,
-                        peers: Vec::new(),
                         connected: false,
                         video_needs_keyframe: false,
                     },
                 );
-                self.count.store(self.sessions.len(), Ordering::Relaxed);
-                metrics::gauge!("roomgate_rtc_sessions").set(self.sessions.len() as f64);
+                let alive = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+                metrics::gauge!("roomgate_rtc_sessions").set(alive as f64);
                 self.drain(id);
             }
             Command::Remove(id) => self.close(id, "removed".into()),
+            Command::Receive {
+                id,
+                source,
+                destination,
+                packet,
+            } => self.deliver(id, Protocol::Udp, source, destination, &packet),
             Command::Frame(id, frame, live) => self.write_frame(id, frame, live),
             Command::Frames(id, frames) => {
                 for frame in frames {
@@ -389,9 +456,8 @@ impl Engine {
             }
             Command::IceRestart { id, local, remote } => {
                 if let Some(s) = self.sessions.get_mut(&id) {
-                    self.by_ufrag.remove(&s.ufrag);
+                    self.routes.rename(&s.ufrag, &local.ufrag, id);
                     s.ufrag = local.ufrag.clone();
-                    self.by_ufrag.insert(local.ufrag.clone(), id);
                     let restarted = catch_unwind(AssertUnwindSafe(|| {
                         let mut api = s.rtc.direct_api();
                         api.set_local_ice_credentials(local);
@@ -415,7 +481,7 @@ impl Engine {
             }
             Command::TcpClosed { peer } => {
                 self.tcp_writers.remove(&peer);
-                self.by_peer.remove(&(Protocol::Tcp, peer));
+                self.routes.forget((Protocol::Tcp, peer));
             }
         }
     }
@@ -438,22 +504,33 @@ impl Engine {
         SocketAddr::new(ip, bound.port())
     }
 
-    /// Route a packet: known peer address first, else the ufrag of a STUN request.
+    /// Route a packet: known peer address first, else the ufrag of a STUN request; a session of another shard
+    /// gets it through that shard's queue.
     fn receive(&mut self, proto: Protocol, source: SocketAddr, destination: SocketAddr, packet: &[u8]) {
-        let id = match self.by_peer.get(&(proto, source)) {
-            Some(id) => *id,
-            None => {
-                let Some(id) = stun_local_ufrag(packet).and_then(|u| self.by_ufrag.get(u)).copied() else {
-                    metrics::counter!("roomgate_rtc_unrouted_packets_total").increment(1);
-                    return;
-                };
-                self.by_peer.insert((proto, source), id);
-                if let Some(s) = self.sessions.get_mut(&id) {
-                    s.peers.push((proto, source));
-                }
-                id
-            }
+        let Some(id) = self.routes.route((proto, source), packet) else {
+            metrics::counter!("roomgate_rtc_unrouted_packets_total").increment(1);
+            return;
         };
+        let shard = (id % self.others.len() as u64) as usize;
+        if shard == self.index {
+            return self.deliver(id, proto, source, destination, packet);
+        }
+        let forwarded = self.others[shard].upgrade().is_some_and(|q| {
+            q.try_send(Command::Receive {
+                id,
+                source,
+                destination,
+                packet: packet.to_vec(),
+            })
+            .is_ok()
+        });
+        if !forwarded {
+            metrics::counter!("roomgate_rtc_receive_dropped_total").increment(1);
+        }
+    }
+
+    /// Hand a packet to one of this shard's sessions.
+    fn deliver(&mut self, id: SessionId, proto: Protocol, source: SocketAddr, destination: SocketAddr, packet: &[u8]) {
         let Ok(contents) = packet.try_into() else {
             return;
         };
@@ -629,14 +706,11 @@ impl Engine {
         if let Some(t) = s.deadline {
             self.timers.remove(&(t, id));
         }
-        self.by_ufrag.remove(&s.ufrag);
-        for p in &s.peers {
-            self.by_peer.remove(p);
-        }
+        self.routes.remove(&s.ufrag, id);
         self.admitted.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = id, %reason, "WebRTC session closed");
         let _ = s.events.send(SessionEvent::Closed(reason));
-        self.count.store(self.sessions.len(), Ordering::Relaxed);
-        metrics::gauge!("roomgate_rtc_sessions").set(self.sessions.len() as f64);
+        let alive = self.count.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
+        metrics::gauge!("roomgate_rtc_sessions").set(alive as f64);
     }
 }

@@ -1,14 +1,16 @@
 //! The WebRTC engine: every session (WHEP viewer, later WHIP publisher) on one UDP socket and one ICE-TCP
 //! listener, driven by str0m.
 //!
-//! One task owns the sockets and all `Rtc` state machines (`engine.rs`); TCP connections are small tasks that
-//! frame and unframe RFC 4571 packets (`tcp.rs`). A new peer is routed by the local ufrag in its first STUN
-//! request, then by its address (a hash lookup, never a scan of the sessions). Each session is fed a
-//! timeout only when its own deadline is due, and a panic inside str0m ends that session only.
+//! `rtc.workers` shard tasks own the `Rtc` state machines, sessions spread over them by id (`engine.rs`); the first
+//! reads the UDP socket and every shard sends on it; TCP connections are small tasks that frame and unframe RFC 4571
+//! packets (`tcp.rs`). A new peer is routed by the local ufrag in its first STUN request, then by its address (a
+//! hash lookup in the shared `Routes`, never a scan of the sessions). Each session is fed a timeout only when its
+//! own deadline is due, and a panic inside str0m ends that session only.
 
 pub mod demux;
 mod engine;
 pub mod resources;
+mod routes;
 mod tcp;
 mod udp;
 

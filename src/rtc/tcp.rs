@@ -7,7 +7,7 @@
 //! seconds to send a STUN message; otherwise the connection is closed and the refusal counted.
 
 use super::demux::{frame, FrameReader};
-use super::engine::Command;
+use super::engine::{Command, Shards};
 use crate::limits::{refused, ConnectionCounter, ConnectionSlot};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,13 +42,13 @@ pub fn is_stun(p: &[u8]) -> bool {
         && usize::from(u16::from_be_bytes([p[2], p[3]])) + 20 == p.len()
 }
 
-pub async fn accept_loop(listener: TcpListener, engine: mpsc::Sender<Command>, limits: TcpLimits) {
+pub(crate) async fn accept_loop(listener: TcpListener, shards: Arc<Shards>, limits: TcpLimits) {
     let counter = ConnectionCounter::new(limits.max_connections, limits.max_connections_per_ip);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => match counter.try_open(peer.ip()) {
                 Ok(slot) => {
-                    tokio::spawn(connection(stream, peer, engine.clone(), limits.stun_timeout, slot));
+                    tokio::spawn(connection(stream, peer, shards.clone(), limits.stun_timeout, slot));
                 }
                 Err(e) => {
                     refused("ice_tcp", e.reason(), &format_args!("{e}, peer {}", peer.ip()));
@@ -67,7 +67,7 @@ pub async fn accept_loop(listener: TcpListener, engine: mpsc::Sender<Command>, l
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    engine: mpsc::Sender<Command>,
+    shards: Arc<Shards>,
     stun_timeout: Duration,
     _slot: ConnectionSlot,
 ) {
@@ -76,17 +76,13 @@ async fn connection(
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<(Instant, Vec<u8>)>(TCP_QUEUE);
     let lost = Arc::new(AtomicBool::new(false));
-    if engine
-        .send(Command::TcpOpen {
-            peer,
-            writer: tx,
-            lost: lost.clone(),
-        })
-        .await
-        .is_err()
-    {
-        return;
-    }
+    // The shard of the session the first STUN request names; the connection talks to it alone.
+    let mut engine: Option<mpsc::Sender<Command>> = None;
+    let mut open = Some(Command::TcpOpen {
+        peer,
+        writer: tx,
+        lost: lost.clone(),
+    });
     let writer = tokio::spawn(async move {
         while let Some((queued, packet)) = rx.recv().await {
             if queued.elapsed() > STALE {
@@ -137,14 +133,30 @@ async fn connection(
                     );
                     break 'read;
                 }
+                let Some(id) = shards.routes.route((str0m::net::Protocol::Tcp, peer), &p) else {
+                    refused(
+                        "ice_tcp",
+                        "unknown_session",
+                        &format_args!("{peer}'s STUN request names no session"),
+                    );
+                    break 'read;
+                };
+                let shard = shards.of(id).clone();
+                if shard.send(open.take().expect("sent once")).await.is_err() {
+                    break 'read;
+                }
+                engine = Some(shard);
                 stun_by = None;
             }
-            if engine.send(Command::TcpPacket { peer, packet: p }).await.is_err() {
+            let Some(shard) = &engine else { break 'read };
+            if shard.send(Command::TcpPacket { peer, packet: p }).await.is_err() {
                 break 'read;
             }
         }
     }
-    let _ = engine.send(Command::TcpClosed { peer }).await;
+    if let Some(shard) = engine {
+        let _ = shard.send(Command::TcpClosed { peer }).await;
+    }
     writer.abort();
 }
 
