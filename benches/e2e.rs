@@ -57,6 +57,9 @@ struct Scenario {
     rooms: usize,
     viewers: usize,
     seconds: u64,
+    /// Viewers that POST all at once (to room 0) 2 s into the measurement window: a handshake storm while the
+    /// others watch (`1x100x20+50`).
+    joining: usize,
 }
 
 fn free_port() -> u16 {
@@ -534,8 +537,13 @@ async fn run(s: &Scenario) -> serde_json::Value {
         pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>(),
     );
     let window = Instant::now();
+    let storm = (s.joining > 0).then(|| tokio::spawn(join_at_once(http.clone(), s.joining)));
     let cpu_all = cpu_percent(pid, Duration::from_secs(s.seconds)).await;
     let secs = window.elapsed().as_secs_f64();
+    let (joined, mut joiners_ms) = match storm {
+        Some(t) => t.await.unwrap(),
+        None => (Vec::new(), Vec::new()),
+    };
     let bench_cpu = (cpu_seconds(std::process::id()) - me0) / secs * 100.0;
     let pushers_cpu = (pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>() - pushers0) / secs * 100.0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
@@ -556,6 +564,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let rss = rss_mb(pid);
     let (rss_anon, rss_file) = (status_mb(pid, "RssAnon:"), status_mb(pid, "RssFile:"));
     drop(players);
+    drop(joined);
     drop(whip_publishers);
     for p in &mut pushers {
         let _ = p.kill();
@@ -594,7 +603,50 @@ async fn run(s: &Scenario) -> serde_json::Value {
         // Over the measurement window only (steady state; viewer start-up is reported separately).
         "gateway_added_delay_ms_p50": window_quantile(&metrics_before, &metrics, "roomgate_gateway_delay_seconds", 0.5).map(|v| round(v * 1000.0)),
         "gateway_added_delay_ms_p99": window_quantile(&metrics_before, &metrics, "roomgate_gateway_delay_seconds", 0.99).map(|v| round(v * 1000.0)),
+        // `+J` scenarios: the viewers that joined at once during the window (their frames are not in the counts
+        // above, which are the steady viewers'; the added delay covers everyone's).
+        "joining": s.joining,
+        "joiners_started": joiners_ms.len(),
+        "joiners_first_frame_ms_p50": round(percentile(&mut joiners_ms, 0.5)),
+        "joiners_first_frame_ms_p95": round(percentile(&mut joiners_ms, 0.95)),
     })
+}
+
+/// 2 s from now, POST `n` WHEP viewers of room 0 at once; (the players, POST -> first video frame of each, ms).
+async fn join_at_once(http: String, n: usize) -> (Vec<WhepPlayer>, Vec<f64>) {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut posts = tokio::task::JoinSet::new();
+    for j in 0..n {
+        let http = http.clone();
+        posts.spawn(async move {
+            let viewer = format!("join{j}");
+            let url = format!("{http}/v2/sub/{SDKAPPID}/room0?SessionID={viewer}");
+            let t0 = Instant::now();
+            let p = play(&url, Some(&sig(&viewer)), Transport::Udp)
+                .await
+                .expect("WHEP POST");
+            tokio::task::spawn_blocking(move || {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(f) = p.frames.recv_timeout(Duration::from_millis(100)) {
+                        if f.video {
+                            return (Some(f.at.duration_since(t0).as_secs_f64() * 1000.0), p);
+                        }
+                    }
+                }
+                (None, p)
+            })
+            .await
+            .unwrap()
+        });
+    }
+    let (mut players, mut first_ms) = (Vec::new(), Vec::new());
+    while let Some(r) = posts.join_next().await {
+        let (ms, p) = r.unwrap();
+        first_ms.extend(ms);
+        players.push(p);
+    }
+    (players, first_ms)
 }
 
 fn decode_ok(annexb: &[u8]) -> bool {
@@ -656,11 +708,16 @@ fn main() {
                         rooms: 1,
                         viewers: 0,
                         seconds: t.parse().ok()?,
+                        joining: 0,
                     });
                 }
                 let (source, a) = match a.strip_prefix("whip:") {
                     Some(rest) => (Source::Whip, rest),
                     None => (Source::Rtmp, a.as_str()),
+                };
+                let (a, joining) = match a.split_once('+') {
+                    Some((a, j)) => (a, j.parse().ok()?),
+                    None => (a, 0),
                 };
                 let p: Vec<u64> = a.split('x').map(|n| n.parse().ok()).collect::<Option<_>>()?;
                 (p.len() == 3).then(|| Scenario {
@@ -668,6 +725,7 @@ fn main() {
                     rooms: p[0] as usize,
                     viewers: p[1] as usize,
                     seconds: p[2],
+                    joining,
                 })
             })
             .collect();
@@ -678,30 +736,35 @@ fn main() {
                     rooms: 1,
                     viewers: 1,
                     seconds: 15,
+                    joining: 0,
                 },
                 Scenario {
                     source: Source::Rtmp,
                     rooms: 20,
                     viewers: 5,
                     seconds: 20,
+                    joining: 0,
                 },
                 Scenario {
                     source: Source::Whip,
                     rooms: 1,
                     viewers: 1,
                     seconds: 15,
+                    joining: 0,
                 },
                 Scenario {
                     source: Source::Whip,
                     rooms: 10,
                     viewers: 5,
                     seconds: 20,
+                    joining: 0,
                 },
                 Scenario {
                     source: Source::Pull,
                     rooms: 1,
                     viewers: 0,
                     seconds: 20,
+                    joining: 0,
                 },
             ]
         } else {

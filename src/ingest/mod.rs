@@ -3,9 +3,12 @@
 //! request is refused (`Refusal`). These two are the only places that check UserSigs and PrivateMapKeys for
 //! media: RTMP, WHIP, the Cloud API's robots and WHEP all call them.
 
+mod counters;
 pub mod pull;
 pub mod rtmp;
 pub mod whip;
+
+pub use counters::InputCounters;
 
 use crate::auth::{self, PrivateMapKey, PrivateMapKeyError, Privileges, RoomRef, UserSig, UserSigError};
 use crate::config::AppConfig;

@@ -335,6 +335,7 @@ struct WhipPublisher {
     sps: Option<Bytes>,
     pps: Option<Bytes>,
     info: Option<SpsInfo>,
+    counters: crate::ingest::InputCounters,
 }
 
 impl WhipPublisher {
@@ -356,6 +357,7 @@ impl WhipPublisher {
             audio_base: None,
             sps: None,
             pps: None,
+            counters: crate::ingest::InputCounters::new("whip"),
             info: None,
         }
     }
@@ -377,7 +379,7 @@ impl WhipPublisher {
         match d.params.spec().codec {
             RtcCodec::Opus => {
                 let pts = Self::pts(origin, &mut self.audio_base, d.time.numer(), arrived, AUDIO_CLOCK);
-                metrics::counter!("roomgate_frames_in_total", "source" => "whip", "kind" => "audio").increment(1);
+                self.counters.audio_frames.increment(1);
                 self.anchor.publish(Frame {
                     codec: Codec::Opus,
                     pts,
@@ -421,7 +423,7 @@ impl WhipPublisher {
                     _ => d.data[..].into(),
                 };
                 let pts = Self::pts(origin, &mut self.video_base, d.time.numer(), arrived, VIDEO_CLOCK);
-                metrics::counter!("roomgate_frames_in_total", "source" => "whip", "kind" => "video").increment(1);
+                self.counters.video_frames.increment(1);
                 self.anchor.publish(Frame {
                     codec: Codec::H264,
                     pts,
@@ -465,7 +467,7 @@ impl WhipPublisher {
             d.network_time,
             VIDEO_CLOCK,
         );
-        metrics::counter!("roomgate_frames_in_total", "source" => "whip", "kind" => "video").increment(1);
+        self.counters.video_frames.increment(1);
         Ok(match t.push(Bytes::copy_from_slice(&d.data), pts, d.network_time) {
             Ok(()) => MediaOutcome::Taken,
             Err(e) => {

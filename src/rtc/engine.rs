@@ -202,6 +202,8 @@ impl RtcEngine {
                 tcp_writers: HashMap::new(),
                 timers: BTreeSet::new(),
                 count: sessions.clone(),
+                delay: ["video", "audio"]
+                    .map(|kind| metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => kind)),
             };
             tasks.push(tokio::spawn(engine.run(rx)));
         }
@@ -352,6 +354,8 @@ struct Engine {
     timers: BTreeSet<(Instant, SessionId)>,
     /// Sessions alive on every shard.
     count: Arc<AtomicUsize>,
+    /// `roomgate_gateway_delay_seconds` for video and audio, registered once (recorded per frame per viewer).
+    delay: [metrics::Histogram; 2],
 }
 
 impl Engine {
@@ -605,9 +609,8 @@ impl Engine {
             Ok(Ok(())) => {
                 self.drain(id);
                 if live {
-                    let kind = if frame.codec.is_video() { "video" } else { "audio" };
-                    metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => kind)
-                        .record(received_at.elapsed().as_secs_f64());
+                    let kind = usize::from(!frame.codec.is_video());
+                    self.delay[kind].record(received_at.elapsed().as_secs_f64());
                 }
             }
             Ok(Err(e)) => tracing::debug!(session = id, error = %e, "frame not written"),

@@ -509,6 +509,7 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
     let mut waiting_keyframe = true;
     let mut packet = ff::Packet::empty();
     let idle_limit = spec.idle_timeout.filter(|s| *s > 0);
+    let counters = crate::ingest::InputCounters::new("pull");
     loop {
         if task.stop_requested() {
             return Played::Stopped;
@@ -674,8 +675,12 @@ fn play(s: &mut Session<'_>, position_ms: i64) -> Played {
                 }
             }
         }
-        metrics::counter!("roomgate_frames_in_total", "source" => "pull", "kind" => if is_video { "video" } else { "audio" })
-            .increment(1);
+        if is_video {
+            &counters.video_frames
+        } else {
+            &counters.audio_frames
+        }
+        .increment(1);
         if !started {
             started = true;
             task.set_status(|st| {

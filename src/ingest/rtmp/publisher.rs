@@ -25,6 +25,7 @@ pub struct RtmpPublisher {
     audio: Option<(AudioInputCodec, AudioTranscoder)>,
     warned_no_config: bool,
     overload_warned: bool,
+    counters: crate::ingest::InputCounters,
 }
 
 impl RtmpPublisher {
@@ -37,6 +38,7 @@ impl RtmpPublisher {
             audio: None,
             warned_no_config: false,
             overload_warned: false,
+            counters: crate::ingest::InputCounters::new("rtmp"),
         }
     }
 
@@ -89,8 +91,7 @@ impl RtmpPublisher {
 
     /// One video message: `ts` is the RTMP timestamp (ms).
     pub fn on_video(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
-        metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "video")
-            .increment(body.len() as u64);
+        self.counters.video_bytes.increment(body.len() as u64);
         match flv::parse_video(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
             VideoTag::AvcSequenceHeader(rec) => {
                 let cfg = AvcConfig::parse(&rec).map_err(|e| Refusal::Malformed(e.to_string()))?;
@@ -125,7 +126,7 @@ impl RtmpPublisher {
                 let (annexb, idr) = cfg
                     .to_annex_b(&data, keyframe)
                     .map_err(|e| Refusal::Malformed(e.to_string()))?;
-                metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "video").increment(1);
+                self.counters.video_frames.increment(1);
                 self.anchor.publish(Frame {
                     codec: Codec::H264,
                     pts: ts as u64 * (VIDEO_CLOCK as u64 / 1000),
@@ -142,8 +143,7 @@ impl RtmpPublisher {
 
     /// One audio message: `ts` is the RTMP timestamp (ms).
     pub fn on_audio(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
-        metrics::counter!("roomgate_bytes_in_total", "source" => "rtmp", "kind" => "audio")
-            .increment(body.len() as u64);
+        self.counters.audio_bytes.increment(body.len() as u64);
         let (codec, data) = match flv::parse_audio(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
             AudioTag::AacSequenceHeader(config) => {
                 let asc = AudioSpecificConfig::parse(&config).map_err(|e| Refusal::Malformed(e.to_string()))?;
@@ -177,7 +177,7 @@ impl RtmpPublisher {
         if let Some(c) = codec {
             self.ensure_transcoder(c)?;
         }
-        metrics::counter!("roomgate_frames_in_total", "source" => "rtmp", "kind" => "audio").increment(1);
+        self.counters.audio_frames.increment(1);
         if let Some((_, t)) = &self.audio {
             match t.push(data, ts as u64, received_at) {
                 Ok(()) => {}

@@ -144,6 +144,7 @@ impl AudioTranscoder {
                         return;
                     }
                 };
+                let seconds = metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio");
                 for input in rx {
                     let started = Instant::now();
                     if let Err(e) = pipeline.push(&input, &mut |f| {
@@ -152,8 +153,7 @@ impl AudioTranscoder {
                         tracing::warn!(anchor = %label, error = %e, "audio frame could not be transcoded; skipped");
                         metrics::counter!("roomgate_transcode_errors_total", "kind" => "audio").increment(1);
                     }
-                    metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio")
-                        .record(started.elapsed().as_secs_f64());
+                    seconds.record(started.elapsed().as_secs_f64());
                 }
             })
             .expect("spawning a thread");

@@ -112,6 +112,7 @@ impl VideoTranscoder {
                     }
                 };
                 let mut size = None;
+                let seconds = metrics::histogram!("roomgate_transcode_seconds", "kind" => "video");
                 for input in rx {
                     let started = Instant::now();
                     let keyframe = force.swap(false, Ordering::Relaxed);
@@ -125,8 +126,7 @@ impl VideoTranscoder {
                         tracing::warn!(anchor = %label, error = %e, "video frame could not be transcoded; skipped");
                         metrics::counter!("roomgate_transcode_errors_total", "kind" => "video").increment(1);
                     }
-                    metrics::histogram!("roomgate_transcode_seconds", "kind" => "video")
-                        .record(started.elapsed().as_secs_f64());
+                    seconds.record(started.elapsed().as_secs_f64());
                 }
             })
             .expect("spawning a thread");
