@@ -15,6 +15,9 @@
 //! received and that egress per core of gateway CPU spent on viewers, frames sent/received, first frame p50/p95
 //! and added delay p50/p99.
 //!
+//! `NxMxT+J` adds J viewers that POST at once to room 0 two seconds into the measurement window (a handshake storm
+//! while M watch); their POST -> first frame is reported as `joiners_first_frame_ms_p50/p95` (null without J).
+//!
 //! `make bench` runs the default scenarios (RTMP 1x1 and 20x5, WHIP 1x1 and 10x5, pull:20); `cargo bench --bench
 //! e2e -- 5x10x20 whip:2x3x15` runs RTMP N=5, M=10 for 20 s and WHIP N=2, M=3 for 15 s. Numbers come from one run
 //! on whatever machine this is: compare ratios, not absolutes.
