@@ -627,6 +627,16 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
     };
     assert!(frag.contains("a=candidate:"));
     assert_eq!(new_etag.trim_matches('"'), server.ufrag);
+    // At once, over ICE-TCP too: a new TCP connection's first STUN names the session by the new ufrag.
+    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
+    let (s1, c1) = (server.clone(), client.clone());
+    let tcp_ok = tokio::task::spawn_blocking(move || support::stun::probe_tcp(tcp, &s1.ufrag, &c1.ufrag, &s1.pass))
+        .await
+        .unwrap();
+    assert!(
+        tcp_ok,
+        "an ICE-TCP check with the new credentials right after the PATCH is answered"
+    );
     // The gateway now answers connectivity checks made with the new credentials (from a new address, as after
     // a network change) and no longer routes the old ufrag.
     let (s2, c2) = (server.clone(), client.clone());

@@ -88,6 +88,11 @@ async fn healthz() -> impl IntoResponse {
 }
 
 async fn metrics(axum::extract::State(st): axum::extract::State<ApiState>) -> impl IntoResponse {
+    // Sessions live on several engine shards: the gauge is read from their shared count when scraped, so no
+    // interleaving of the shards' own updates can leave it stale.
+    if let Some(w) = &st.whep {
+        metrics::gauge!("roomgate_rtc_sessions").set(w.engine.session_count() as f64);
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         st.metrics.render(),

@@ -59,13 +59,6 @@ pub enum SessionEvent {
 
 pub(crate) enum Command {
     Add(SessionId, Box<NewSession>),
-    /// A UDP packet read by shard 0 for a session of this shard.
-    Receive {
-        id: SessionId,
-        source: SocketAddr,
-        destination: SocketAddr,
-        packet: Vec<u8>,
-    },
     Remove(SessionId),
     /// `live`: fresh from the source (counts in the gateway-delay histogram), not replayed from a cache.
     Frame(SessionId, Frame, bool),
@@ -95,6 +88,18 @@ pub(crate) enum Command {
         peer: SocketAddr,
     },
 }
+
+/// A UDP packet read by shard 0 for a session of another shard. It travels on a queue of its own, so a burst of
+/// media commands cannot crowd out a session's STUN, DTLS and RTCP.
+pub(crate) struct Inbound {
+    id: SessionId,
+    source: SocketAddr,
+    destination: SocketAddr,
+    packet: Vec<u8>,
+}
+
+/// Packets forwarded to a shard and not yet taken, at most.
+const INBOUND_QUEUE: usize = 4096;
 
 /// The shards' queues and the routing table they share: how a session's commands and packets reach its shard.
 pub(crate) struct Shards {
@@ -143,6 +148,7 @@ impl RtcEngine {
         let udp_addr = udp.local_addr()?;
         let workers = cfg.shard_count();
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(ENGINE_QUEUE)).unzip();
+        let (inbound_tx, inbound_rx): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::channel(INBOUND_QUEUE)).unzip();
         let shards = Arc::new(Shards {
             senders,
             routes: Arc::new(Routes::default()),
@@ -182,11 +188,17 @@ impl RtcEngine {
         tracing::info!(udp = %udp_addr, tcp = ?tcp_addr, workers, candidates = ?candidates.iter().map(|c| c.to_string()).collect::<Vec<_>>(), "WebRTC engine listening");
         let sessions = Arc::new(AtomicUsize::new(0));
         let admitted = Arc::new(AtomicUsize::new(0));
-        let others: Vec<_> = shards.senders.iter().map(|s| s.downgrade()).collect();
-        for (index, rx) in receivers.into_iter().enumerate() {
+        // Shard 0 holds the inbound queues' senders (it alone forwards); each stops with the `RtcEngine`.
+        let mut inbound_tx = Some(inbound_tx);
+        for (index, (rx, inbound)) in receivers.into_iter().zip(inbound_rx).enumerate() {
             let engine = Engine {
                 index,
-                others: others.clone(),
+                others: if index == 0 {
+                    inbound_tx.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+                shard_count: workers,
                 routes: shards.routes.clone(),
                 admitted: admitted.clone(),
                 udp: udp.clone(),
@@ -204,8 +216,9 @@ impl RtcEngine {
                 count: sessions.clone(),
                 delay: ["video", "audio"]
                     .map(|kind| metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => kind)),
+                batch: Default::default(),
             };
-            tasks.push(tokio::spawn(engine.run(rx)));
+            tasks.push(tokio::spawn(engine.run(rx, inbound)));
         }
         Ok((
             RtcEngine {
@@ -252,8 +265,19 @@ impl RtcEngine {
     async fn send_add(&self, session: NewSession) -> SessionId {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         // Routable before the answer goes out, so the peer's first STUN request finds its shard.
-        self.shards.routes.add(&session.ufrag, id);
-        let _ = self.shards.of(id).send(Command::Add(id, Box::new(session))).await;
+        let ufrag = session.ufrag.clone();
+        self.shards.routes.add(&ufrag, id);
+        if self
+            .shards
+            .of(id)
+            .send(Command::Add(id, Box::new(session)))
+            .await
+            .is_err()
+        {
+            // The shard has stopped: the session never runs; take back its route and its admission.
+            self.shards.routes.remove(&ufrag, id);
+            self.admitted.fetch_sub(1, Ordering::Relaxed);
+        }
         id
     }
 
@@ -301,6 +325,9 @@ impl RtcEngine {
 
     /// Switch a session to new ICE credentials (both sides), as an ICE restart does.
     pub async fn ice_restart(&self, id: SessionId, local: IceCreds, remote: IceCreds) {
+        // Routable before the PATCH is answered (an ICE-TCP connection routes its first STUN at once); the shard
+        // retires the old ufrag when it applies the restart.
+        self.shards.routes.add(&local.ufrag, id);
         let _ = self.shards.of(id).send(Command::IceRestart { id, local, remote }).await;
     }
 
@@ -334,10 +361,11 @@ struct TcpPeer {
 
 /// One shard: its sessions, their timers and the ICE-TCP peers that talk to them.
 struct Engine {
-    /// This shard's place in `others`; shard 0 reads the UDP socket.
+    /// This shard's index; shard 0 reads the UDP socket.
     index: usize,
-    /// Every shard's queue (weak, so the shards stop when the `RtcEngine` goes), for packets read here.
-    others: Vec<mpsc::WeakSender<Command>>,
+    shard_count: usize,
+    /// Shard 0: every shard's inbound queue, for the packets it reads for them (empty on the others).
+    others: Vec<mpsc::Sender<Inbound>>,
     routes: Arc<Routes>,
     /// Shared with `RtcEngine`: released here when a session closes.
     admitted: Arc<AtomicUsize>,
@@ -356,10 +384,12 @@ struct Engine {
     count: Arc<AtomicUsize>,
     /// `roomgate_gateway_delay_seconds` for video and audio, registered once (recorded per frame per viewer).
     delay: [metrics::Histogram; 2],
+    /// A session's UDP packets from one `drain`, sent together (GSO) when it is done.
+    batch: super::udp::SegmentBatch,
 }
 
 impl Engine {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut inbound: mpsc::Receiver<Inbound>) {
         let mut buf = vec![0u8; 2048];
         loop {
             let next = self.timers.first().map(|(t, _)| *t);
@@ -374,6 +404,7 @@ impl Engine {
                     Some(c) => self.command(c),
                     None => break,
                 },
+                Some(p) = inbound.recv() => self.deliver(p.id, Protocol::Udp, p.source, p.destination, &p.packet),
                 r = self.udp.recv(&mut buf), if self.index == 0 => match r {
                     Ok((n, source, to)) => {
                         let local = match to {
@@ -420,12 +451,6 @@ impl Engine {
                 self.drain(id);
             }
             Command::Remove(id) => self.close(id, "removed".into()),
-            Command::Receive {
-                id,
-                source,
-                destination,
-                packet,
-            } => self.deliver(id, Protocol::Udp, source, destination, &packet),
             Command::Frame(id, frame, live) => self.write_frame(id, frame, live),
             Command::Frames(id, frames) => {
                 for frame in frames {
@@ -515,19 +540,22 @@ impl Engine {
             metrics::counter!("roomgate_rtc_unrouted_packets_total").increment(1);
             return;
         };
-        let shard = (id % self.others.len() as u64) as usize;
+        let shard = (id % self.shard_count as u64) as usize;
         if shard == self.index {
             return self.deliver(id, proto, source, destination, packet);
         }
-        let forwarded = self.others[shard].upgrade().is_some_and(|q| {
-            q.try_send(Command::Receive {
-                id,
-                source,
-                destination,
-                packet: packet.to_vec(),
-            })
-            .is_ok()
-        });
+        // UDP read by shard 0 goes on; an ICE-TCP connection belongs to its shard, so a TCP packet naming a
+        // session elsewhere (its own session closed, and it names another) is dropped.
+        let forwarded = proto == Protocol::Udp
+            && self.others.get(shard).is_some_and(|q| {
+                q.try_send(Inbound {
+                    id,
+                    source,
+                    destination,
+                    packet: packet.to_vec(),
+                })
+                .is_ok()
+            });
         if !forwarded {
             metrics::counter!("roomgate_rtc_receive_dropped_total").increment(1);
         }
@@ -620,6 +648,18 @@ impl Engine {
 
     /// Poll a session until it has nothing more to say; send what it transmits, act on its events.
     fn drain(&mut self, id: SessionId) {
+        self.poll_session(id);
+        self.flush_udp();
+    }
+
+    fn flush_udp(&mut self) {
+        let lost = self.batch.flush(&self.udp);
+        if lost > 0 {
+            metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "udp").increment(lost as u64);
+        }
+    }
+
+    fn poll_session(&mut self, id: SessionId) {
         loop {
             let Some(s) = self.sessions.get_mut(&id) else {
                 return;
@@ -655,8 +695,13 @@ impl Engine {
                         Protocol::Udp => {
                             // From the address the session uses (a candidate we really own; not a NAT 1:1 address).
                             let from = Some(t.source.ip()).filter(|ip| self.owned_ips.contains(ip));
-                            if self.udp.try_send(&t.contents, t.destination, from).is_err() {
-                                metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "udp").increment(1);
+                            if !self.batch.push(&t.contents, t.destination, from) {
+                                let lost = self.batch.flush(&self.udp);
+                                if lost > 0 {
+                                    metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "udp")
+                                        .increment(lost as u64);
+                                }
+                                self.batch.push(&t.contents, t.destination, from);
                             }
                         }
                         _ => {

@@ -15,6 +15,11 @@ use str0m::net::Protocol;
 /// A peer: transport and address.
 pub type Peer = (Protocol, SocketAddr);
 
+/// Addresses remembered per session. A real peer uses a few (one per candidate pair it checks); anyone who saw
+/// the ufrag in clear could otherwise grow the table by sending STUN from spoofed addresses for as long as the
+/// session lives. Past the cap, STUN from a new address still reaches the session but is not remembered.
+const MAX_PEERS_PER_SESSION: usize = 32;
+
 #[derive(Default)]
 struct Table {
     by_ufrag: HashMap<String, SessionId>,
@@ -78,8 +83,11 @@ impl Routes {
             return Some(*id);
         }
         let id = *t.by_ufrag.get(stun_local_ufrag(packet)?)?;
-        t.by_peer.insert(peer, id);
-        t.peers_of.entry(id).or_default().push(peer);
+        let known = t.peers_of.entry(id).or_default();
+        if known.len() < MAX_PEERS_PER_SESSION {
+            known.push(peer);
+            t.by_peer.insert(peer, id);
+        }
         Some(id)
     }
 }
@@ -149,6 +157,31 @@ mod tests {
         r.remove("new1", 5);
         assert_eq!(r.route(udp(9), b"x"), None);
         assert_eq!(r.route(udp(10), b"x"), None);
+    }
+
+    #[test]
+    fn a_session_remembers_a_bounded_number_of_addresses() {
+        let r = Routes::default();
+        r.add("aaaa", 1);
+        for port in 0..1000 {
+            assert_eq!(
+                r.route(udp(port), &stun("aaaa")),
+                Some(1),
+                "STUN still reaches the session"
+            );
+        }
+        let t = r.table();
+        assert_eq!(
+            (t.by_peer.len(), t.peers_of[&1].len()),
+            (MAX_PEERS_PER_SESSION, MAX_PEERS_PER_SESSION)
+        );
+        drop(t);
+        assert_eq!(
+            r.route(udp(999), b"rtp"),
+            None,
+            "an address past the cap is not remembered"
+        );
+        assert_eq!(r.route(udp(0), b"rtp"), Some(1));
     }
 
     #[test]

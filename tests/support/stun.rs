@@ -75,3 +75,21 @@ pub fn probe(server: SocketAddr, server_ufrag: &str, client_ufrag: &str, server_
     }
     false
 }
+
+/// The same over ICE-TCP: a fresh TCP connection, the request framed as RFC 4571 (2-byte length), one try; true
+/// when a Binding Success Response comes back on it.
+pub fn probe_tcp(server: SocketAddr, server_ufrag: &str, client_ufrag: &str, server_pass: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(2)) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let req = binding_request(server_ufrag, client_ufrag, server_pass);
+    let mut framed = (req.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&req);
+    if s.write_all(&framed).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head).is_ok() && head[2] == 0x01 && head[3] == 0x01
+}
