@@ -2,7 +2,7 @@
 //! release gateway process. Prints JSON. Anchors are RTMP pushes (ffmpeg `-re -stream_loop -1 -c copy` of the
 //! sample FLV) or, for `whip:` scenarios, str0m WHIP publishers in this process sending 720p30 H.264 + Opus.
 //!
-//! `pull:T` measures pull tasks for T s each: a 1080p30 high-profile MP4 with B-frames looped through a task
+//! `pull:T[:N]` measures pull tasks for T s each (N rounds, reporting the median gateway/CLI ratio): a 1080p30 high-profile MP4 with B-frames looped through a task
 //! (decode + x264 + Opus in the gateway) next to the `ffmpeg` CLI doing the same decode+encode with the same
 //! settings, and a passthrough task on a baseline 1080p30 MP4 (sources served by nginx on loopback).
 //!
@@ -414,7 +414,25 @@ async fn run_pull(seconds: u64) -> serde_json::Value {
 
 async fn run(s: &Scenario) -> serde_json::Value {
     if s.source == Source::Pull {
-        return run_pull(s.seconds).await;
+        if s.rooms <= 1 {
+            return run_pull(s.seconds).await;
+        }
+        // Rounds of (task, then the CLI), so both see the machine's drift alike; the median ratio is the figure.
+        let mut rounds = Vec::new();
+        let mut ratios = Vec::new();
+        for _ in 0..s.rooms {
+            let r = run_pull(s.seconds).await;
+            ratios.push(r["transcode_cpu_ratio_gateway_over_ffmpeg"].as_f64().unwrap_or(f64::NAN));
+            rounds.push(r);
+        }
+        let mut sorted = ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        return json!({
+            "source": "pull",
+            "rounds": rounds,
+            "transcode_cpu_ratios": ratios,
+            "transcode_cpu_ratio_median": sorted[sorted.len() / 2],
+        });
     }
     let dir = tempfile::tempdir().unwrap();
     let (http_port, rtmp_port, rtc_port) = (free_port(), free_port(), free_port());
@@ -706,9 +724,11 @@ fn main() {
             .iter()
             .filter_map(|a| {
                 if let Some(t) = a.strip_prefix("pull:") {
+                    // `pull:T` or `pull:T:N` (N alternating rounds of task and CLI; `rooms` counts them).
+                    let (t, n) = t.split_once(':').unwrap_or((t, "1"));
                     return Some(Scenario {
                         source: Source::Pull,
-                        rooms: 1,
+                        rooms: n.parse().ok()?,
                         viewers: 0,
                         seconds: t.parse().ok()?,
                         joining: 0,
