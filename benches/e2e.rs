@@ -422,7 +422,11 @@ async fn run(s: &Scenario) -> serde_json::Value {
         let mut ratios = Vec::new();
         for _ in 0..s.rooms {
             let r = run_pull(s.seconds).await;
-            ratios.push(r["transcode_cpu_ratio_gateway_over_ffmpeg"].as_f64().unwrap_or(f64::NAN));
+            ratios.push(
+                r["transcode_cpu_ratio_gateway_over_ffmpeg"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN),
+            );
             rounds.push(r);
         }
         let mut sorted = ratios.clone();

@@ -306,12 +306,21 @@ impl RtcEngine {
         for &id in ids.iter() {
             parts[shards.index(id)].push(id);
         }
+        // Every shard with room gets the frame first; only then wait for the full ones, so one saturated shard
+        // does not hold up the frame for the others' viewers.
+        let mut full = Vec::new();
         for (shard, part) in parts.into_iter().enumerate() {
             if part.is_empty() {
                 continue;
             }
-            let sent = shards.senders[shard].send(Command::FrameToMany(part.into(), frame.clone()));
-            if sent.await.is_err() {
+            match shards.senders[shard].try_send(Command::FrameToMany(part.into(), frame.clone())) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(cmd)) => full.push((shard, cmd)),
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        for (shard, cmd) in full {
+            if shards.senders[shard].send(cmd).await.is_err() {
                 return false;
             }
         }
