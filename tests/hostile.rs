@@ -552,6 +552,17 @@ async fn ice_tcp_connections_are_capped_and_must_speak_stun() {
         closed_within(&mut garbage, Duration::from_secs(5)).await.is_some(),
         "a first packet that is not STUN ends the connection"
     );
+    // Well-formed STUN naming no session: the connection has no shard to talk to and is closed at once.
+    let mut stranger = TcpStream::connect(tcp).await.unwrap();
+    let req = support::stun::binding_request("nosuchufrag", "client", "nosuchpassword0123456789");
+    let mut framed = (req.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&req);
+    stranger.write_all(&framed).await.unwrap();
+    let closed = closed_within(&mut stranger, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some_and(|d| d < Duration::from_secs(1)),
+        "STUN for an unknown session ends the connection at once ({closed:?})"
+    );
     // A real ICE-TCP viewer still plays.
     let ff = pushing(&gw, "icetcp", "cam").await;
     let url = gw.http(&format!("/v2/sub/{SDKAPPID}/icetcp?SessionID=tv"));

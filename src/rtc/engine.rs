@@ -455,8 +455,8 @@ impl Engine {
                         video_needs_keyframe: false,
                     },
                 );
-                let alive = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-                metrics::gauge!("roomgate_rtc_sessions").set(alive as f64);
+                // `roomgate_rtc_sessions` is read from this count when /metrics is scraped.
+                self.count.fetch_add(1, Ordering::Relaxed);
                 self.drain(id);
             }
             Command::Remove(id) => self.close(id, "removed".into()),
@@ -767,7 +767,6 @@ impl Engine {
         self.admitted.fetch_sub(1, Ordering::Relaxed);
         tracing::debug!(session = id, %reason, "WebRTC session closed");
         let _ = s.events.send(SessionEvent::Closed(reason));
-        let alive = self.count.fetch_sub(1, Ordering::Relaxed).saturating_sub(1);
-        metrics::gauge!("roomgate_rtc_sessions").set(alive as f64);
+        self.count.fetch_sub(1, Ordering::Relaxed);
     }
 }

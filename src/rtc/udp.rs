@@ -92,7 +92,7 @@ impl UdpEndpoint {
     /// Send `data` as datagrams of `size` bytes (the last may be shorter) to `dest`: in one system call with UDP
     /// GSO, else one by one. Returns how many datagrams were not sent (a full socket buffer drops them).
     pub fn try_send_segments(&self, data: &[u8], size: usize, dest: SocketAddr, source: Option<IpAddr>) -> usize {
-        let source = source.filter(|s| self.pktinfo && s.is_ipv4() == dest.is_ipv4() && !s.is_unspecified());
+        let source = self.usable_source(source, dest);
         let segments = data.len().div_ceil(size.max(1));
         if self.gso.load(Ordering::Relaxed) && size > 0 && size <= u16::MAX as usize {
             let sent = self.sock.try_io(tokio::io::Interest::WRITABLE, || {
@@ -137,14 +137,17 @@ impl UdpEndpoint {
 
     /// Send without waiting; `source` is the local address to send from (used when the socket is a wildcard).
     pub fn try_send(&self, data: &[u8], dest: SocketAddr, source: Option<IpAddr>) -> io::Result<usize> {
-        match source {
-            Some(src) if self.pktinfo && src.is_ipv4() == dest.is_ipv4() && !src.is_unspecified() => {
-                self.sock.try_io(tokio::io::Interest::WRITABLE, || {
-                    sys::send_from(&self.sock, data, dest, src)
-                })
-            }
-            _ => self.sock.try_send_to(data, dest),
+        match self.usable_source(source, dest) {
+            Some(src) => self.sock.try_io(tokio::io::Interest::WRITABLE, || {
+                sys::send_from(&self.sock, data, dest, src)
+            }),
+            None => self.sock.try_send_to(data, dest),
         }
+    }
+
+    /// `source` if this socket can send from it to `dest` (a wildcard socket with pktinfo, same family).
+    fn usable_source(&self, source: Option<IpAddr>, dest: SocketAddr) -> Option<IpAddr> {
+        source.filter(|s| self.pktinfo && s.is_ipv4() == dest.is_ipv4() && !s.is_unspecified())
     }
 }
 
