@@ -542,10 +542,10 @@ async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
             .controls
             .paused
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        let after = stalled.collect(Duration::from_secs(6), |g| {
-            idr_count(g) >= 1 && g.iter().filter(|f| f.video).count() >= 60
-        });
-        let healthy_last = healthy.collect(Duration::from_secs(1), |_| false);
+        // Three seconds after it reads again: what its own kernel receive buffer held during the pause has
+        // long been read, so any lag left would be the gateway's.
+        let after = stalled.collect(Duration::from_secs(3), |_| false);
+        let healthy_last = healthy.collect(Duration::from_millis(500), |_| false);
         (during, published_during, after, healthy_last)
     })
     .await
@@ -575,21 +575,18 @@ async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
         .map(|f| &f.data[..])
         .collect();
     assert_eq!(decode_h264_size_of(resumed), Some((640, 360)));
-    // It is back on the live edge, not replaying seconds of stale media.
-    let stalled_last = stalled_after
+    // It is back on the live edge, not replaying seconds of stale media: compare what each viewer had received
+    // at the same instant (the healthy viewer's frames wait in its channel, so none is missed).
+    let stalled_last = stalled_after.iter().filter(|f| f.video).max_by_key(|f| f.at).unwrap();
+    let healthy_then = healthy_last
         .iter()
-        .filter(|f| f.video)
+        .filter(|f| f.video && f.at <= stalled_last.at)
         .map(|f| f.rtp_time)
         .max()
-        .unwrap();
-    let healthy_now = healthy_last
-        .iter()
-        .filter(|f| f.video)
-        .map(|f| f.rtp_time)
-        .max()
-        .unwrap();
-    let behind_ms = healthy_now.saturating_sub(stalled_last) / 90;
-    assert!(behind_ms < 2500, "the resumed viewer is {behind_ms} ms behind live");
+        .expect("the healthy viewer received frames meanwhile");
+    let behind_ms = healthy_then.saturating_sub(stalled_last.rtp_time) / 90;
+    eprintln!("the resumed viewer is {behind_ms} ms behind live");
+    assert!(behind_ms < 1000, "the resumed viewer is {behind_ms} ms behind live");
     ff.kill().await;
 }
 
