@@ -275,11 +275,8 @@ async fn run_pull(seconds: u64) -> serde_json::Value {
     .unwrap();
     let (mut gw, http) = start_gateway(&cfg, http_port).await;
     let pid = gw.id();
-    let api = roomgate::api::cloud::CloudApiClient::new(
-        format!("{http}/").parse().unwrap(),
-        "AKIDbench".into(),
-        "bench".into(),
-    );
+    let api =
+        roomgate::client::CloudApiClient::new(format!("{http}/").parse().unwrap(), "AKIDbench".into(), "bench".into());
     let mut results = serde_json::Map::new();
     for (label, file) in [
         ("transcode", "1080p30-high-bframes.mp4"),

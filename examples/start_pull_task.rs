@@ -2,7 +2,7 @@
 //! DescribeStreamIngest until the task is InProgress and playing, hold it for a while, StopStreamIngest, and a
 //! last Describe (NotExist). Each response is printed as `<Action>: <JSON>`.
 //!
-//! It uses `roomgate::api::cloud::CloudApiClient`, which signs exactly as Tencent's SDKs do (plus `X-TC-Action`).
+//! It uses `roomgate::client::CloudApiClient`, which signs exactly as Tencent's SDKs do (plus `X-TC-Action`).
 //! The robot's UserSig is made here from the app's secret key, as a backend would.
 //!
 //! Run (against `make run`, whose demo SecretId/SecretKey are in ./roomgate-data/demo-api-key.toml):
@@ -14,8 +14,8 @@
 //! Exits non-zero (with the API's error code and message) when a call fails or the task never plays.
 
 use clap::Parser;
-use roomgate::api::cloud::CloudApiClient;
 use roomgate::auth::{unix_now, UserSig};
+use roomgate::client::CloudApiClient;
 use serde_json::{json, Map, Value};
 use std::time::{Duration, Instant};
 

@@ -15,7 +15,8 @@
 //! WHEP bearer token).
 
 use clap::Parser;
-use roomgate::auth::{unix_now, PrivateMapKey, Privileges, RoomRef, UserSig};
+use roomgate::auth::{unix_now, PrivateMapKey, Privileges, UserSig};
+use roomgate::room::RoomRef;
 
 #[derive(Parser)]
 #[command(about = "Make a UserSig (and a PrivateMapKey for a room) for a roomgate/TRTC app")]

@@ -4,7 +4,8 @@
 
 mod support;
 
-use roomgate::auth::{unix_now, PrivateMapKey, Privileges, RoomRef, UserSig};
+use roomgate::auth::{unix_now, PrivateMapKey, Privileges, UserSig};
+use roomgate::room::RoomRef;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -283,8 +283,14 @@ async fn a_new_url_ends_the_demo_tasks_trust() {
     .await;
     let gw = start_gateway_with(strict).await;
     // The demo task's own source may be anywhere the gateway chose (here: its trust covers 127.0.0.2 too).
-    let spec =
-        roomgate::api::console::task_spec(SDKAPPID, "demo", "robot", &format!("http://{source}/a.mp3"), -1, true);
+    let spec = roomgate::ingest::pull::TaskSpec::with_defaults(
+        SDKAPPID,
+        "demo",
+        "robot",
+        &format!("http://{source}/a.mp3"),
+        -1,
+        true,
+    );
     let id = gw.pull.start(spec).await.unwrap();
     let update = roomgate::ingest::pull::TaskUpdate {
         stream_url: Some(format!("http://{source}/redirect.mp3")),

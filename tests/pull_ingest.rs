@@ -744,7 +744,7 @@ async fn private_map_keys_are_checked_for_robots_when_the_app_requires_them() {
         let buf = roomgate::auth::PrivateMapKey {
             userid: "robot".into(),
             sdkappid: SDKAPPID as u32,
-            room: roomgate::auth::RoomRef::Str(room.into()),
+            room: roomgate::room::RoomRef::Str(room.into()),
             expires_at: (roomgate::auth::unix_now() + 3600) as u32,
             privileges: roomgate::auth::Privileges(privileges),
         }

@@ -181,7 +181,7 @@ async fn private_map_key_is_required_when_the_app_says_so() {
     let grant = roomgate::auth::PrivateMapKey {
         userid: "u1".into(),
         sdkappid: SDKAPPID as u32,
-        room: roomgate::auth::RoomRef::Str("r1".into()),
+        room: roomgate::room::RoomRef::Str("r1".into()),
         expires_at: (unix_now() + 3600) as u32,
         privileges: roomgate::auth::Privileges(255),
     };

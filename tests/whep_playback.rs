@@ -2,7 +2,7 @@
 
 mod support;
 
-use roomgate::auth::RoomRef;
+use roomgate::room::RoomRef;
 use roomgate::room::{RoomKey, SourceKind};
 use std::time::{Duration, Instant};
 use support::whep_client::{play, play_with, Received, Transport, WhepPlayer};
@@ -253,13 +253,9 @@ async fn whep_errors_say_what_is_wrong() {
         c.apps.push(roomgate::config::AppConfig {
             sdkappid: 1400000002,
             secret_key: "other".into(),
-            require_private_map_key: false,
             public_playback: true,
             name: "public".into(),
-            callback_url: String::new(),
-            callback_key: String::new(),
-            opus_complexity: None,
-            strict_h264_profile: false,
+            ..Default::default()
         });
     })
     .await;

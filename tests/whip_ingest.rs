@@ -144,12 +144,8 @@ async fn whip_errors_say_what_is_wrong() {
             sdkappid: 1400000002,
             secret_key: "k2".into(),
             require_private_map_key: true,
-            public_playback: false,
             name: "locked".into(),
-            callback_url: String::new(),
-            callback_key: String::new(),
-            opus_complexity: None,
-            strict_h264_profile: false,
+            ..Default::default()
         })
     })
     .await;

@@ -103,15 +103,23 @@ async fn not_found() -> impl IntoResponse {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
 }
 
-/// The HTTP status and error code of a refused WHIP publish or WHEP play.
+/// The HTTP status and error code of a refused WHIP publish.
 pub fn refusal_status(r: &crate::ingest::Refusal) -> (StatusCode, &'static str) {
-    use crate::ingest::Refusal;
     match r {
-        Refusal::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
-        Refusal::UserSig(_) | Refusal::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
-        Refusal::PrivateMapKeyRequired(_) | Refusal::PrivateMapKey(_) => (StatusCode::FORBIDDEN, "forbidden"),
-        Refusal::BadUserId(_) => (StatusCode::BAD_REQUEST, "bad_session_id"),
+        crate::ingest::Refusal::Denied(d) => denied_status(d),
         _ => (StatusCode::BAD_REQUEST, "bad_request"),
+    }
+}
+
+/// The HTTP status and error code of a publisher or viewer who is not let in.
+pub fn denied_status(d: &crate::access::Denied) -> (StatusCode, &'static str) {
+    use crate::access::Denied;
+    match d {
+        Denied::UnknownApp(_) => (StatusCode::NOT_FOUND, "unknown_app"),
+        Denied::UserSig(_) | Denied::MissingToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+        Denied::PrivateMapKeyRequired(_) | Denied::PrivateMapKey(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        Denied::BadUserId(_) => (StatusCode::BAD_REQUEST, "bad_session_id"),
+        Denied::BadRoomId(_) => (StatusCode::BAD_REQUEST, "bad_request"),
     }
 }
 

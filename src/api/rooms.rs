@@ -4,7 +4,7 @@
 
 use super::console::{is_admin, peer, require_admin, Peer};
 use super::{ApiError, ApiState};
-use crate::auth::RoomRef;
+use crate::room::RoomRef;
 use crate::room::{Participant, Room, RoomKey, SourceKind, TrackInfo, TrackStats};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;

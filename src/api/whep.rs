@@ -2,9 +2,9 @@
 //! OPTIONS for browsers (CORS) and ICE server discovery (`Link` headers).
 
 use super::{ApiError, ApiState};
-use crate::auth::RoomRef;
 use crate::config::RtcConfig;
 use crate::egress::whep::{PlayRequest, WhepError};
+use crate::room::RoomRef;
 use crate::rtc::{PatchResult, ResourceError};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -58,7 +58,7 @@ impl From<WhepError> for ApiError {
             crate::limits::refused("whep", "too_many_candidates", &e);
         }
         let (status, code) = match &e {
-            WhepError::Refused(r) => super::refusal_status(r),
+            WhepError::Refused(r) => super::denied_status(r),
             WhepError::NoAnchor { .. } => (StatusCode::NOT_FOUND, "anchor_not_found"),
             WhepError::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
             WhepError::MissingCodec(_) => (StatusCode::NOT_ACCEPTABLE, "codec_not_offered"),

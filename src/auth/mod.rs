@@ -9,7 +9,7 @@ pub mod tc3;
 pub mod turn;
 pub mod usersig;
 
-pub use private_map_key::{PrivateMapKey, PrivateMapKeyError, Privileges, RoomRef};
+pub use private_map_key::{PrivateMapKey, PrivateMapKeyError, Privileges};
 pub use usersig::{UserSig, UserSigError};
 
 /// Seconds since the Unix epoch, the clock UserSig uses.

@@ -4,22 +4,7 @@
 //!  account_type u32 | [room_str_len u16 | room_str]` (the string room only when `ver == 1`).
 
 use super::usersig::{UserSig, UserSigError};
-
-/// Which room a key is for. Numeric and string rooms are different rooms, even "123" and 123.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RoomRef {
-    Num(u32),
-    Str(String),
-}
-
-impl std::fmt::Display for RoomRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RoomRef::Num(n) => write!(f, "numeric room {n}"),
-            RoomRef::Str(s) => write!(f, "string room {s:?}"),
-        }
-    }
-}
+use crate::room::RoomRef;
 
 /// The privilege bits of `dwPrivilegeMap`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,9 +4,10 @@
 //! GOP (so the picture appears at once) and then hands each live frame to the WebRTC engine once for all the
 //! anchor's viewers.
 
-use crate::auth::{unix_now, RoomRef};
+use crate::access::{authorize_play, Denied};
+use crate::auth::unix_now;
 use crate::config::Config;
-use crate::ingest::{authorize_play, Refusal};
+use crate::room::RoomRef;
 use crate::room::{Participant, RoomHub, RoomKey};
 use crate::rtc::{
     random_token, NewSession, OutTrack, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId,
@@ -34,7 +35,7 @@ const VIDEO_SEND_PACKETS: usize = 600;
 #[derive(Debug, thiserror::Error)]
 pub enum WhepError {
     #[error("{0}")]
-    Refused(#[from] Refusal),
+    Refused(#[from] Denied),
     #[error("room {room:?} of app {sdkappid} has no anchor{which}")]
     NoAnchor { sdkappid: u64, room: String, which: String },
     #[error("the offer is not valid SDP: {0}")]

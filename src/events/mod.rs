@@ -11,9 +11,9 @@ pub mod unstored;
 
 pub use outbox::Outbox;
 
-use crate::auth::RoomRef;
 use crate::ingest::pull::{IngestEvent, IngestEventKind};
 use crate::media::Codec;
+use crate::room::RoomRef;
 use crate::room::{LeaveReason, RoomEvent, RoomKey, SourceKind};
 use base64::Engine;
 use hmac::{Hmac, Mac};

@@ -9,12 +9,14 @@
 //! `VideoTranscoder` (VP8 -> H.264 baseline on its own thread), so every viewer still gets H.264. Keyframe
 //! requests are then answered by the encoder, and lost VP8 packets ask the publisher for a keyframe.
 
-use super::{authorize_publish, Refusal};
-use crate::auth::{unix_now, RoomRef};
+use super::Refusal;
+use crate::access::authorize_publish;
+use crate::auth::unix_now;
 use crate::config::Config;
 use crate::media::h264::{self, SpsInfo};
 use crate::media::transcode::{TranscodeError, VideoInput, VideoTranscoder};
 use crate::media::{Codec, Frame, AUDIO_CLOCK, VIDEO_CLOCK};
+use crate::room::RoomRef;
 use crate::room::{AnchorPublisher, LeaveReason, RoomHub, RoomKey, SourceKind, TrackInfo};
 use crate::rtc::{
     random_token, NewSession, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId, SessionResources,
@@ -98,6 +100,7 @@ impl WhipService {
             req.private_map_key,
             unix_now(),
         )
+        .map_err(Refusal::from)
         .inspect_err(|r| r.count("whip"))?;
         self.engine.check_room(self.config.rtc.max_sessions)?;
 
@@ -188,7 +191,10 @@ impl WhipService {
                 },
                 anchor.sink(),
                 label.clone(),
-            ) {
+            )
+            .opened()
+            .await
+            {
                 Ok(t) => Some(t),
                 Err(e) => {
                     self.engine.remove(engine_id).await;
@@ -481,13 +487,6 @@ impl WhipPublisher {
 
     fn set_info(&mut self, info: SpsInfo) {
         self.info = Some(info);
-        self.anchor.set_video_info(TrackInfo {
-            source_codec: "h264".into(),
-            profile: Some(info.profile_name().into()),
-            profile_level_id: Some(info.profile_level_id()),
-            width: Some(info.width),
-            height: Some(info.height),
-            ..Default::default()
-        });
+        self.anchor.set_video_info(TrackInfo::from(&info));
     }
 }

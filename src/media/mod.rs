@@ -60,3 +60,42 @@ impl Frame {
         self.pts * 1000 / self.codec.clock_rate() as u64
     }
 }
+
+/// Codec details of a track, for reporting (the room listing, the console).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TrackInfo {
+    /// The codec the source sent (e.g. "aac", "h264").
+    pub source_codec: String,
+    pub profile: Option<String>,
+    pub profile_level_id: Option<String>,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// What viewers get: 48000 for Opus, whatever the source sent.
+    pub sample_rate: Option<u32>,
+    /// The source's own sample rate (e.g. 44100 for AAC that is transcoded to Opus).
+    pub source_sample_rate: Option<u32>,
+    pub channels: Option<u32>,
+}
+
+impl From<&h264::SpsInfo> for TrackInfo {
+    /// An H.264 track as its SPS describes it.
+    fn from(info: &h264::SpsInfo) -> TrackInfo {
+        TrackInfo {
+            source_codec: "h264".into(),
+            profile: Some(info.profile_name().into()),
+            profile_level_id: Some(info.profile_level_id()),
+            width: Some(info.width),
+            height: Some(info.height),
+            ..Default::default()
+        }
+    }
+}
+
+/// Where a producer that runs apart from its source (a transcoder thread) puts what it makes. `media` defines it
+/// and `room` implements it, so the codec layer never depends on rooms.
+pub trait FrameSink: Send + 'static {
+    /// Hand one frame on; false when nobody takes it any more (the anchor left).
+    fn publish(&self, frame: Frame) -> bool;
+    /// Report what the video track now carries (e.g. the size a transcoder found).
+    fn set_video_info(&self, info: TrackInfo);
+}

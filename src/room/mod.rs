@@ -8,8 +8,8 @@ mod track;
 
 pub use track::{Track, TrackStats, TrackSubscriber, SUBSCRIBER_QUEUE};
 
-use crate::auth::RoomRef;
-use crate::media::{Codec, Frame};
+pub use crate::media::TrackInfo;
+use crate::media::{Codec, Frame, FrameSink};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -81,20 +81,20 @@ pub enum RoomEvent {
     },
 }
 
-/// Codec details of a track, for reporting.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct TrackInfo {
-    /// The codec the source sent (e.g. "aac", "h264").
-    pub source_codec: String,
-    pub profile: Option<String>,
-    pub profile_level_id: Option<String>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    /// What viewers get: 48000 for Opus, whatever the source sent.
-    pub sample_rate: Option<u32>,
-    /// The source's own sample rate (e.g. 44100 for AAC that is transcoded to Opus).
-    pub source_sample_rate: Option<u32>,
-    pub channels: Option<u32>,
+/// Which room within an app (TRTC's `roomid` or `strRoomId`). Numeric and string rooms are different rooms, even "123" and 123.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RoomRef {
+    Num(u32),
+    Str(String),
+}
+
+impl std::fmt::Display for RoomRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RoomRef::Num(n) => write!(f, "numeric room {n}"),
+            RoomRef::Str(s) => write!(f, "string room {s:?}"),
+        }
+    }
 }
 
 /// A participant publishing media into a room.
@@ -446,13 +446,12 @@ pub struct AnchorSink {
     participant: Arc<Participant>,
 }
 
-impl AnchorSink {
-    /// Report what the video track carries (e.g. the size a transcoder found).
-    pub fn set_video_info(&self, info: TrackInfo) {
+impl FrameSink for AnchorSink {
+    fn set_video_info(&self, info: TrackInfo) {
         *self.participant.video_info.lock().expect("info lock") = info;
     }
 
-    pub fn publish(&self, frame: Frame) -> bool {
+    fn publish(&self, frame: Frame) -> bool {
         let codec = frame.codec;
         let ok = self.participant.track(codec).publish(frame);
         if ok && !self.participant.active(codec).swap(true, Ordering::Relaxed) {

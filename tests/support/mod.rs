@@ -10,9 +10,10 @@ pub mod whep_client;
 pub mod whip_client;
 
 use ffmpeg_next as ff;
-use roomgate::auth::{unix_now, RoomRef, UserSig};
+use roomgate::auth::{unix_now, UserSig};
 use roomgate::config::{AppConfig, Config};
 use roomgate::media::Frame;
+use roomgate::room::RoomRef;
 use roomgate::room::{Participant, RoomKey};
 use roomgate::Gateway;
 use std::process::Stdio;
@@ -56,13 +57,8 @@ pub async fn start_gateway_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Co
     config.apps = vec![AppConfig {
         sdkappid: SDKAPPID,
         secret_key: KEY.into(),
-        require_private_map_key: false,
-        public_playback: false,
         name: "test".into(),
-        callback_url: String::new(),
-        callback_key: String::new(),
-        opus_complexity: None,
-        strict_h264_profile: false,
+        ..Default::default()
     }];
     config.api_keys = vec![roomgate::config::ApiKeyConfig {
         secret_id: cloud::SECRET_ID.into(),

@@ -243,7 +243,7 @@ pub async fn start_task(
     crate::ingest::pull::source::parse_source_url(&t.stream_url)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_stream_url", e.to_string()))?;
     let id = pull
-        .start(task_spec(
+        .start(TaskSpec::with_defaults(
             app.sdkappid,
             &t.room,
             &t.userid,
@@ -254,11 +254,6 @@ pub async fn start_task(
         .await
         .map_err(pull_error)?;
     Ok(Json(json!({ "task_id": id })))
-}
-
-/// A task spec with TRTC's defaults.
-pub fn task_spec(sdkappid: u64, room: &str, userid: &str, url: &str, repeat: i64, trusted: bool) -> TaskSpec {
-    TaskSpec::with_defaults(sdkappid, room, userid, url, repeat, trusted)
 }
 
 /// `DELETE /v1/tasks/{id}` (admin).
@@ -365,7 +360,7 @@ pub async fn tokens(
     let grant = auth::PrivateMapKey {
         userid: viewer.clone(),
         sdkappid: app.sdkappid as u32,
-        room: auth::RoomRef::Str(req.room.clone()),
+        room: crate::room::RoomRef::Str(req.room.clone()),
         expires_at: (auth::unix_now() + share_expire).min(u32::MAX as u64) as u32,
         privileges: auth::Privileges(auth::Privileges::PLAY),
     };

@@ -6,161 +6,29 @@
 //! active ones after a restart. Everything that happens to a task is reported through one place, `IngestEvent`
 //! observers (the callbacks module turns them into 701/702).
 
+mod control;
+mod env;
+mod open;
+mod pacer;
 pub mod policy;
 pub mod proxy;
+mod pump;
 mod runner;
 pub mod source;
+mod task;
 
-use crate::auth::RoomRef;
 use crate::config::Config;
 use crate::room::RoomHub;
 use crate::store::{now_ms, Store, StoreError, TaskRecord};
-use serde::{Deserialize, Serialize};
+use env::{RunnerEnv, SourceAccess, TaskEvents};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use task::{new_task, new_task_id, unreadable_spec};
 
 pub use source::SourceError;
-
-/// What a task was asked to do: the StartStreamIngest parameters after validation (stored as the task's spec).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TaskSpec {
-    pub sdk_app_id: u64,
-    pub room_id: String,
-    /// 0: string room id, 1: numeric room id.
-    pub room_id_type: u8,
-    pub user_id: String,
-    pub stream_url: String,
-    #[serde(default)]
-    pub seek_second: i64,
-    /// Loops to play; -1 plays until stopped (or MaxDuration).
-    pub repeat_num: i64,
-    /// Minutes; applies when `repeat_num == -1`.
-    #[serde(default)]
-    pub max_duration: Option<i64>,
-    /// Gain in percent.
-    pub volume: u32,
-    pub tempo: f64,
-    /// Seconds without data before the task ends by itself; `None`: a stall counts as a break (retried).
-    #[serde(default)]
-    pub idle_timeout: Option<u64>,
-    #[serde(default)]
-    pub is_pause: bool,
-    #[serde(default)]
-    pub enable_progress: bool,
-    #[serde(default)]
-    pub video_encode_params: Option<VideoEncodeParams>,
-    #[serde(default)]
-    pub audio_encode_params: Option<AudioEncodeParams>,
-    /// A source the gateway itself chose (the demo task): exempt from the private-address policy. Never set
-    /// from the API, and cleared when UpdateStreamIngest gives the task another URL.
-    #[serde(default)]
-    pub trusted_source: bool,
-}
-
-/// Deprecated TRTC output settings for video, still honoured: set any and the video is re-encoded with them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-pub struct VideoEncodeParams {
-    pub width: u32,
-    pub height: u32,
-    pub fps: u32,
-    /// kbit/s
-    pub bit_rate: u32,
-    /// seconds
-    pub gop: u32,
-}
-
-/// Deprecated TRTC output settings for audio, still honoured (output is always Opus at 48 kHz).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "PascalCase")]
-pub struct AudioEncodeParams {
-    pub sample_rate: u32,
-    pub channel: u32,
-    /// kbit/s
-    pub bit_rate: u32,
-    /// percent, when the task sets no Volume
-    #[serde(default)]
-    pub volume: Option<u32>,
-}
-
-impl TaskSpec {
-    pub fn room(&self) -> RoomRef {
-        if self.room_id_type == 1 {
-            RoomRef::Num(self.room_id.parse().unwrap_or(0))
-        } else {
-            RoomRef::Str(self.room_id.clone())
-        }
-    }
-
-    fn identity(&self) -> (u64, RoomRef, String) {
-        (self.sdk_app_id, self.room(), self.user_id.clone())
-    }
-}
-
-/// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskState {
-    /// Opening the source.
-    Connecting,
-    Playing,
-    Paused,
-    /// The source broke; waiting for the next attempt.
-    Restarting,
-    /// Played everything it was asked to (or ended by IdleTimeout / MaxDuration).
-    Finished,
-    /// The source could not be (re)opened after the retries.
-    Failed,
-    /// Stopped by StopStreamIngest or replaced by another publisher of the same identity.
-    Stopped,
-}
-
-impl TaskState {
-    pub fn is_active(self) -> bool {
-        !matches!(self, TaskState::Finished | TaskState::Failed | TaskState::Stopped)
-    }
-    fn stored(self) -> &'static str {
-        match self {
-            TaskState::Paused => "paused",
-            TaskState::Finished => "finished",
-            TaskState::Failed => "failed",
-            TaskState::Stopped => "stopped",
-            _ => "running",
-        }
-    }
-}
-
-/// What the source turned out to be, for Describe and the dashboard.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SourceInfo {
-    pub format: String,
-    pub video_codec: Option<String>,
-    pub audio_codec: Option<String>,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub fps: Option<f64>,
-    /// Length of the source (ms), when it has one (files).
-    pub duration_ms: Option<u64>,
-    /// The video goes to the room as it came (H.264 without B-frames); otherwise it is re-encoded.
-    pub video_passthrough: bool,
-    pub audio_passthrough: bool,
-}
-
-/// A live snapshot of a task.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TaskStatus {
-    pub state: TaskState,
-    /// Why the task ended or is restarting (empty while all is well).
-    pub reason: String,
-    pub loops_done: i64,
-    pub position_ms: i64,
-    pub restarts: i64,
-    pub source: Option<SourceInfo>,
-}
+pub use task::{
+    AudioEncodeParams, IngestTask, SourceInfo, TaskSpec, TaskState, TaskStatus, TaskUpdate, VideoEncodeParams,
+};
 
 /// What happened to a task; the single place the 701/702 callbacks hook into.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,72 +71,11 @@ pub enum PullError {
     Store(#[from] StoreError),
 }
 
-/// Controls a runner reads while it plays; the API writes them.
-#[derive(Debug)]
-struct TaskControl {
-    stop: AtomicBool,
-    /// Set with `stop` at process shutdown: the task ends here but stays active in the store, to resume.
-    suspended: AtomicBool,
-    paused: AtomicBool,
-    /// Volume and Tempo, shared with the task's audio transcoder so an update applies at once.
-    tuning: Arc<crate::media::transcode::AudioTuning>,
-    /// Bumped when the source URL changes, so the runner reopens.
-    url_generation: AtomicU64,
-}
-
-/// One pull task: its spec, controls and live status.
-pub struct IngestTask {
-    pub id: String,
-    pub created_at_ms: i64,
-    spec: Mutex<TaskSpec>,
-    control: TaskControl,
-    status: Mutex<TaskStatus>,
-    /// Wakes the runner's sleeps early (stop, pause, update).
-    wake: (std::sync::Mutex<()>, std::sync::Condvar),
-}
-
-impl IngestTask {
-    pub fn spec(&self) -> TaskSpec {
-        self.spec.lock().expect("spec lock").clone()
-    }
-    pub fn status(&self) -> TaskStatus {
-        self.status.lock().expect("status lock").clone()
-    }
-    fn set_status(&self, f: impl FnOnce(&mut TaskStatus)) {
-        f(&mut self.status.lock().expect("status lock"));
-    }
-    fn wake(&self) {
-        let _guard = self.wake.0.lock().expect("wake lock");
-        self.wake.1.notify_all();
-    }
-    fn stop_requested(&self) -> bool {
-        self.control.stop.load(Ordering::Relaxed)
-    }
-}
-
-/// The changes UpdateStreamIngest can make.
-#[derive(Debug, Clone, Default)]
-pub struct TaskUpdate {
-    pub stream_url: Option<String>,
-    pub volume: Option<u32>,
-    pub is_pause: Option<bool>,
-    pub enable_progress: Option<bool>,
-    pub tempo: Option<f64>,
-}
-
 /// Owns every pull task of the gateway.
 pub struct PullService {
-    hub: Arc<RoomHub>,
-    config: Arc<Config>,
-    store: Arc<Store>,
-    runtime: tokio::runtime::Handle,
-    /// Pre-flight clients: under the configured policy, and for trusted sources.
-    http: reqwest::Client,
-    http_trusted: reqwest::Client,
-    /// Every http(s) connection libav makes goes through it (`None` only when loopback cannot be bound).
-    proxy: Option<proxy::SourceProxy>,
+    /// What runners see of the gateway (shared with every runner thread).
+    env: Arc<RunnerEnv>,
     tasks: Mutex<HashMap<String, Arc<IngestTask>>>,
-    observers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<IngestEvent>>>,
     /// Serializes UpdateStreamIngest (store, then apply).
     updating: tokio::sync::Mutex<()>,
 }
@@ -276,89 +83,32 @@ pub struct PullService {
 impl PullService {
     /// Must be called inside the tokio runtime (runner threads use its handle for network pre-flights).
     pub fn new(hub: Arc<RoomHub>, config: Arc<Config>, store: Arc<Store>) -> Arc<PullService> {
-        let timeout = std::time::Duration::from_secs(config.pull.open_timeout_secs.max(1));
-        let http = source::preflight_client(timeout, policy::AddressPolicy::from_config(&config.pull, false));
-        let http_trusted = source::preflight_client(timeout, policy::AddressPolicy::from_config(&config.pull, true));
-        let proxy = match proxy::SourceProxy::start(timeout) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the source proxy on loopback; http(s) pull tasks will fail");
-                None
-            }
-        };
         Arc::new(PullService {
-            hub,
-            config,
-            store,
-            runtime: tokio::runtime::Handle::current(),
-            http,
-            http_trusted,
-            proxy,
+            env: Arc::new(RunnerEnv {
+                hub,
+                store,
+                events: TaskEvents::default(),
+                sources: SourceAccess::new(&config),
+                config,
+            }),
             tasks: Mutex::default(),
-            observers: Mutex::default(),
             updating: Default::default(),
         })
     }
 
-    /// The address policy of a task's source.
-    fn policy(&self, trusted: bool) -> policy::AddressPolicy {
-        policy::AddressPolicy::from_config(&self.config.pull, trusted)
-    }
-
-    /// The pre-flight client for that policy.
-    fn preflight_client(&self, trusted: bool) -> &reqwest::Client {
-        if trusted {
-            &self.http_trusted
-        } else {
-            &self.http
-        }
-    }
-
-    /// A proxy session for one opening of an http(s) source under `policy`; `Err` (logged) when libav's
-    /// traffic cannot be held to the proxy.
-    fn proxy_session(&self, policy: policy::AddressPolicy, label: &str) -> Result<proxy::ProxySession, ()> {
-        if std::env::var_os("no_proxy").is_some_and(|v| !v.is_empty()) {
-            // libav connects directly to the hosts `no_proxy` names, around the proxy and its checks.
-            tracing::error!("the no_proxy environment variable is set: http(s) sources are refused (unset it, or start roomgate with `serve`, which moves it to NO_PROXY)");
-            return Err(());
-        }
-        match &self.proxy {
-            Some(p) => Ok(p.session(policy, label)),
-            None => {
-                tracing::error!("the source proxy is not running: http(s) sources are refused");
-                Err(())
-            }
-        }
-    }
-
     /// Receive every task event from now on.
     pub fn observe(&self) -> tokio::sync::mpsc::UnboundedReceiver<IngestEvent> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        self.observers.lock().expect("observers lock").push(tx);
-        rx
-    }
-
-    fn emit(&self, task: &IngestTask, kind: IngestEventKind) {
-        let ev = IngestEvent {
-            sdkappid: task.spec.lock().expect("spec lock").sdk_app_id,
-            task_id: task.id.clone(),
-            kind,
-            at_ms: now_ms(),
-        };
-        self.observers
-            .lock()
-            .expect("observers lock")
-            .retain(|tx| tx.send(ev.clone()).is_ok());
+        self.env.events.observe()
     }
 
     /// Start a task (the spec is validated by the caller). Returns its id.
     pub async fn start(self: &Arc<Self>, spec: TaskSpec) -> Result<String, PullError> {
         let url = source::parse_source_url(&spec.stream_url)?;
-        source::check_destination(&url, &self.policy(spec.trusted_source)).await?;
+        source::check_destination(&url, &self.env.sources.policy(spec.trusted_source)).await?;
         let id = new_task_id();
         let task = {
             let mut tasks = self.tasks.lock().expect("tasks lock");
-            if tasks.len() >= self.config.pull.max_tasks {
+            if tasks.len() >= self.env.config.pull.max_tasks {
                 return Err(PullError::RestrictedConcurrency(tasks.len()));
             }
             if tasks.values().any(|t| t.spec().identity() == spec.identity()) {
@@ -380,7 +130,7 @@ impl PullService {
             created_at_ms: task.created_at_ms,
             updated_at_ms: task.created_at_ms,
         };
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let stored = tokio::task::spawn_blocking(move || store.insert_task(&record))
             .await
             .expect("store task");
@@ -396,13 +146,14 @@ impl PullService {
 
     fn spawn_runner(self: &Arc<Self>, task: Arc<IngestTask>, start_position_ms: i64) {
         let service = self.clone();
+        let env = self.env.clone();
         std::thread::Builder::new()
             .name(format!("pull-{}", &task.id[..8]))
             .spawn(move || {
                 // A bug in a runner (ours, or a library's panic) ends its task as failed, so the task frees its
                 // slot and its TaskExist entry instead of lingering as a zombie; the anchor left on unwind.
                 let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    runner::run(&service, &task, start_position_ms)
+                    runner::run(&env, &task, start_position_ms)
                 }))
                 .unwrap_or_else(|panic| {
                     let what = panic
@@ -421,7 +172,7 @@ impl PullService {
 
     /// Record how a task ended, tell observers, forget it.
     fn finish(&self, task: &Arc<IngestTask>, (state, reason): (TaskState, String)) {
-        if task.control.suspended.load(Ordering::Relaxed) {
+        if task.control.snapshot().suspended {
             tracing::info!(task = %task.id, "pull task suspended for shutdown; it resumes on the next start");
             self.tasks.lock().expect("tasks lock").remove(&task.id);
             return;
@@ -430,7 +181,7 @@ impl PullService {
             s.state = state;
             s.reason = reason.clone();
         });
-        if let Err(e) = self.store.update_state(&task.id, state.stored(), &reason) {
+        if let Err(e) = self.env.store.update_state(&task.id, state.stored(), &reason) {
             tracing::error!(task = %task.id, error = %e, "cannot record the end of a task");
         }
         let kind = match state {
@@ -438,7 +189,7 @@ impl PullService {
             _ => IngestEventKind::Stopped { reason: reason.clone() },
         };
         tracing::info!(task = %task.id, state = ?state, reason = %reason, "pull task ended");
-        self.emit(task, kind);
+        self.env.events.emit(task, kind);
         self.tasks.lock().expect("tasks lock").remove(&task.id);
         metrics::counter!("roomgate_pull_tasks_ended_total", "state" => state.stored()).increment(1);
     }
@@ -450,13 +201,12 @@ impl PullService {
         let task = self.tasks.lock().expect("tasks lock").get(task_id).cloned();
         match task {
             Some(t) => {
-                let store = self.store.clone();
+                let store = self.env.store.clone();
                 let id = t.id.clone();
                 tokio::task::spawn_blocking(move || store.stop_task(&id, STOPPED_BY_API))
                     .await
                     .expect("store task")?;
-                t.control.stop.store(true, Ordering::Relaxed);
-                t.wake();
+                t.control.update(|d| d.stop = true);
                 Ok(())
             }
             None => match self.stored(task_id).await? {
@@ -467,7 +217,7 @@ impl PullService {
     }
 
     async fn stored(&self, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let id = task_id.to_string();
         tokio::task::spawn_blocking(move || store.task(&id))
             .await
@@ -529,7 +279,7 @@ impl PullService {
             .ok_or(PullError::TaskNotExist)?;
         if let Some(url) = &update.stream_url {
             let parsed = source::parse_source_url(url)?;
-            source::check_destination(&parsed, &self.policy(false)).await?;
+            source::check_destination(&parsed, &self.env.sources.policy(false)).await?;
         }
         // One update at a time, so two cannot store specs in one order and apply them in the other.
         let _one_at_a_time = self.updating.lock().await;
@@ -554,7 +304,7 @@ impl PullService {
             }
             spec
         };
-        let store = self.store.clone();
+        let store = self.env.store.clone();
         let (id, value) = (task.id.clone(), serde_json::to_value(&spec).expect("spec serializes"));
         let state = if spec.is_pause { "paused" } else { "running" };
         let active = tokio::task::spawn_blocking(move || store.update_active_task(&id, &value, state))
@@ -568,25 +318,28 @@ impl PullService {
             if update.stream_url.is_some() {
                 running.stream_url = spec.stream_url.clone();
                 running.trusted_source = false;
-                task.control.url_generation.fetch_add(1, Ordering::Relaxed);
             }
             if let Some(v) = update.volume {
                 running.volume = v;
-                task.control.tuning.set_volume(v);
             }
             if let Some(p) = update.is_pause {
                 running.is_pause = p;
-                task.control.paused.store(p, Ordering::Relaxed);
             }
             if let Some(e) = update.enable_progress {
                 running.enable_progress = e;
             }
             if let Some(t) = update.tempo {
                 running.tempo = t;
-                task.control.tuning.set_tempo(t);
             }
+            task.control.update(|d| {
+                if update.stream_url.is_some() {
+                    d.url_generation += 1;
+                }
+                d.volume = running.volume;
+                d.tempo = running.tempo;
+                d.paused = running.is_pause;
+            });
         }
-        task.wake();
         Ok(spec)
     }
 
@@ -600,7 +353,7 @@ impl PullService {
     /// Resume every task the store says was running or paused (after a restart or crash). A row that cannot be
     /// resumed (unreadable spec, unknown state) is marked failed with a log line; it never stops the others.
     pub fn resume_all(self: &Arc<Self>) -> Result<usize, PullError> {
-        let rows = self.store.resumable_tasks()?;
+        let rows = self.env.store.resumable_tasks()?;
         let mut n = 0;
         for row in rows {
             let rec = match row {
@@ -640,6 +393,7 @@ impl PullService {
     fn mark_unreadable(&self, task_id: &str, why: &str) {
         tracing::error!(task = %task_id, error = %why, "stored task is unreadable; marking it failed");
         if let Err(e) = self
+            .env
             .store
             .update_state(task_id, "failed", &format!("unreadable after restart: {why}"))
         {
@@ -650,78 +404,12 @@ impl PullService {
     /// Stop every task without recording it as stopped (process shutdown: they resume on the next start).
     pub fn shutdown(&self) {
         for t in self.tasks.lock().expect("tasks lock").values() {
-            t.control.suspended.store(true, Ordering::Relaxed);
-            t.control.stop.store(true, Ordering::Relaxed);
-            t.wake();
+            t.control.update(|d| {
+                d.suspended = true;
+                d.stop = true;
+            });
         }
     }
-}
-
-fn new_task(
-    id: String,
-    spec: TaskSpec,
-    created_at_ms: i64,
-    loops_done: i64,
-    position_ms: i64,
-    restarts: i64,
-) -> IngestTask {
-    IngestTask {
-        id,
-        created_at_ms,
-        control: TaskControl {
-            stop: AtomicBool::new(false),
-            suspended: AtomicBool::new(false),
-            paused: AtomicBool::new(spec.is_pause),
-            tuning: Arc::new(crate::media::transcode::AudioTuning::new(spec.volume, spec.tempo)),
-            url_generation: AtomicU64::new(0),
-        },
-        spec: Mutex::new(spec),
-        status: Mutex::new(TaskStatus {
-            state: TaskState::Connecting,
-            reason: String::new(),
-            loops_done,
-            position_ms,
-            restarts,
-            source: None,
-        }),
-        wake: Default::default(),
-    }
-}
-
-/// The spec shown for a stored task whose own spec cannot be read: only its app is known.
-fn unreadable_spec(sdkappid: u64) -> TaskSpec {
-    TaskSpec::with_defaults(sdkappid, "", "", "", 0, false)
-}
-
-impl TaskSpec {
-    /// A spec with TRTC's defaults for everything StartStreamIngest leaves out.
-    pub fn with_defaults(sdkappid: u64, room: &str, userid: &str, url: &str, repeat: i64, trusted: bool) -> TaskSpec {
-        TaskSpec {
-            sdk_app_id: sdkappid,
-            room_id: room.to_string(),
-            room_id_type: 0,
-            user_id: userid.to_string(),
-            stream_url: url.to_string(),
-            seek_second: 0,
-            repeat_num: repeat,
-            max_duration: None,
-            volume: 100,
-            tempo: 1.0,
-            idle_timeout: None,
-            is_pause: false,
-            enable_progress: false,
-            video_encode_params: None,
-            audio_encode_params: None,
-            trusted_source: trusted,
-        }
-    }
-}
-
-/// An opaque, unguessable task id: 32 random bytes, URL-safe base64 (43 characters).
-fn new_task_id() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A URL for the log and for callers without its userinfo, query or fragment (signed URLs carry credentials

@@ -161,7 +161,7 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Rtm
                 }
                 Output::Close => close = true,
                 Output::Event(ev) => {
-                    if let Err(refusal) = on_event(&ctx, peer, &mut conn, &mut publisher, &mut kick, ev) {
+                    if let Err(refusal) = on_event(&ctx, peer, &mut conn, &mut publisher, &mut kick, ev).await {
                         conn.refuse(refusal_code(&refusal), &refusal.to_string());
                         end_publish(&mut publisher, &refusal, peer);
                     }
@@ -183,7 +183,7 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Rtm
 }
 
 /// Act on one event of the connection.
-fn on_event(
+async fn on_event(
     ctx: &Arc<RtmpContext>,
     peer: SocketAddr,
     conn: &mut RtmpConnection,
@@ -209,7 +209,7 @@ fn on_event(
         }
         Event::Audio { timestamp, data } => {
             if let Some(p) = publisher {
-                p.on_audio(timestamp, &data, now)?;
+                p.on_audio(timestamp, &data, now).await?;
             }
         }
         Event::Unpublished => {
@@ -225,7 +225,9 @@ fn on_event(
 /// The `onStatus` code for a refusal of ours.
 fn refusal_code(r: &Refusal) -> &'static str {
     match r {
-        Refusal::BadRoomId(_) | Refusal::MissingParameter(_) => "NetStream.Publish.BadName",
+        Refusal::Denied(crate::access::Denied::BadRoomId(_)) | Refusal::MissingParameter(_) => {
+            "NetStream.Publish.BadName"
+        }
         _ => "NetStream.Publish.Rejected",
     }
 }

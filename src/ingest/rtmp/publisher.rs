@@ -3,12 +3,14 @@
 //! on keyframes); AAC/MP3 goes to an Opus transcoder.
 
 use super::RtmpContext;
-use crate::auth::{unix_now, RoomRef};
-use crate::ingest::{authorize_publish, Refusal};
+use crate::access::authorize_publish;
+use crate::auth::unix_now;
+use crate::ingest::Refusal;
 use crate::media::flv::{self, AudioTag, VideoCodecId, VideoTag};
 use crate::media::h264::AvcConfig;
 use crate::media::transcode::{AudioInputCodec, AudioTranscoder, OpusSettings, TranscodeError};
 use crate::media::{aac::AudioSpecificConfig, Codec, Frame, VIDEO_CLOCK};
+use crate::room::RoomRef;
 use crate::room::{AnchorPublisher, LeaveReason, TrackInfo};
 use crate::room::{RoomKey, SourceKind};
 use bytes::Bytes;
@@ -97,14 +99,7 @@ impl RtmpPublisher {
                 let cfg = AvcConfig::parse(&rec).map_err(|e| Refusal::Malformed(e.to_string()))?;
                 let info = cfg.info;
                 tracing::info!(anchor = %self.label, profile = info.profile_name(), width = info.width, height = info.height, "H.264 sequence header");
-                self.anchor.set_video_info(TrackInfo {
-                    source_codec: "h264".into(),
-                    profile: Some(info.profile_name().into()),
-                    profile_level_id: Some(info.profile_level_id()),
-                    width: Some(info.width),
-                    height: Some(info.height),
-                    ..Default::default()
-                });
+                self.anchor.set_video_info(TrackInfo::from(&info));
                 self.avc = Some(cfg);
                 Ok(())
             }
@@ -142,7 +137,7 @@ impl RtmpPublisher {
     }
 
     /// One audio message: `ts` is the RTMP timestamp (ms).
-    pub fn on_audio(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
+    pub async fn on_audio(&mut self, ts: u32, body: &Bytes, received_at: Instant) -> Result<(), Refusal> {
         self.counters.audio_bytes.increment(body.len() as u64);
         let (codec, data) = match flv::parse_audio(body).map_err(|e| Refusal::Malformed(e.to_string()))? {
             AudioTag::AacSequenceHeader(config) => {
@@ -154,7 +149,7 @@ impl RtmpPublisher {
                     channels: Some(asc.channels as u32),
                     ..Default::default()
                 });
-                self.ensure_transcoder(AudioInputCodec::Aac { config })?;
+                self.ensure_transcoder(AudioInputCodec::Aac { config }).await?;
                 return Ok(());
             }
             AudioTag::AacRaw(data) => {
@@ -175,7 +170,7 @@ impl RtmpPublisher {
             AudioTag::Unsupported(id) => return Err(Refusal::AudioCodec(flv::audio_format_name(id).into())),
         };
         if let Some(c) = codec {
-            self.ensure_transcoder(c)?;
+            self.ensure_transcoder(c).await?;
         }
         self.counters.audio_frames.increment(1);
         if let Some((_, t)) = &self.audio {
@@ -194,19 +189,25 @@ impl RtmpPublisher {
         Ok(())
     }
 
-    fn ensure_transcoder(&mut self, codec: AudioInputCodec) -> Result<(), Refusal> {
+    async fn ensure_transcoder(&mut self, codec: AudioInputCodec) -> Result<(), Refusal> {
         if self.audio.as_ref().is_some_and(|(c, _)| *c == codec) {
             return Ok(());
         }
-        // A new configuration (first one, or a change mid-stream) gets a fresh decoder.
-        self.audio = None;
+        // A new configuration (first one, or a change mid-stream) gets a fresh decoder, once the old one has
+        // published what it had (off the tokio workers: that waits on its thread).
+        if let Some((_, old)) = self.audio.take() {
+            let _ = tokio::task::spawn_blocking(move || old.finish()).await;
+        }
         let t = AudioTranscoder::start(codec.clone(), self.opus, self.anchor.sink(), self.label.clone())
+            .opened()
+            .await
             .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
         self.audio = Some((codec, t));
         Ok(())
     }
 
-    /// Leave the room. The transcoder is stopped first so no audio arrives after the anchor left.
+    /// Leave the room. The transcoder is let go first (what it still publishes after the anchor left goes
+    /// nowhere).
     pub fn finish(mut self, reason: LeaveReason) {
         self.audio = None;
         self.anchor.leave(reason);

@@ -5,8 +5,9 @@
 //! discontinuity of more than 40 ms), the output follows it, so audio stays aligned with the anchor's video,
 //! which uses the same clock origin.
 
+use super::Opening;
+use crate::media::FrameSink;
 use crate::media::{Codec, Frame, AUDIO_CLOCK};
-use crate::room::AnchorSink;
 use bytes::Bytes;
 use ffmpeg_next as ff;
 use std::sync::mpsc;
@@ -109,14 +110,9 @@ pub struct AudioTranscoder {
 }
 
 impl AudioTranscoder {
-    /// Open decoder and encoder (errors are reported here, synchronously) and start the thread, which
-    /// publishes Opus frames into `sink`.
-    pub fn start(
-        codec: AudioInputCodec,
-        opus: OpusSettings,
-        sink: AnchorSink,
-        label: String,
-    ) -> Result<Self, TranscodeError> {
+    /// Start the thread, which opens decoder and encoder (the `Opening` reports how that went) and publishes
+    /// Opus frames into `sink`.
+    pub fn start(codec: AudioInputCodec, opus: OpusSettings, sink: impl FrameSink, label: String) -> Opening<Self> {
         Self::start_tuned(codec, opus, sink, label, None)
     }
 
@@ -124,19 +120,21 @@ impl AudioTranscoder {
     pub fn start_tuned(
         codec: AudioInputCodec,
         opus: OpusSettings,
-        sink: AnchorSink,
+        sink: impl FrameSink,
         label: String,
         tuning: Option<std::sync::Arc<AudioTuning>>,
-    ) -> Result<Self, TranscodeError> {
+    ) -> Opening<Self> {
         super::init_libav();
         let (tx, rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), TranscodeError>>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), TranscodeError>>();
         let thread = std::thread::Builder::new()
             .name(format!("opus-{label}"))
             .spawn(move || {
                 let mut pipeline = match Pipeline::new(&codec, opus, tuning) {
                     Ok(p) => {
-                        let _ = ready_tx.send(Ok(()));
+                        if ready_tx.send(Ok(())).is_err() {
+                            return; // nobody waits for it any more
+                        }
                         p
                     }
                     Err(e) => {
@@ -157,17 +155,13 @@ impl AudioTranscoder {
                 }
             })
             .expect("spawning a thread");
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(AudioTranscoder {
+        super::Opening::new(
+            AudioTranscoder {
                 tx: Some(tx),
                 thread: Some(thread),
-            }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => Err(TranscodeError::Stopped),
-        }
+            },
+            ready_rx,
+        )
     }
 
     /// Queue one compressed audio frame with its source timestamp (ms). Never blocks.
@@ -196,13 +190,20 @@ impl AudioTranscoder {
     }
 }
 
-impl Drop for AudioTranscoder {
-    fn drop(&mut self) {
+impl AudioTranscoder {
+    /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only).
+    pub fn finish(mut self) {
         self.tx.take();
         if let Some(t) = self.thread.take() {
-            // The thread drains at most INPUT_QUEUE frames; joining keeps libav teardown off nobody's toes.
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for AudioTranscoder {
+    /// Detaches: the thread transcodes what is queued (at most `INPUT_QUEUE` frames) and ends on its own.
+    fn drop(&mut self) {
+        self.tx.take();
     }
 }
 

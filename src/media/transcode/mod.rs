@@ -9,6 +9,39 @@ pub use video::{VideoInput, VideoTranscoder, MAX_PIXELS};
 
 use ffmpeg_next as ff;
 
+/// A transcoder whose thread is still opening its codecs. `start` returns one at once (libav's open blocks, so it
+/// runs on the transcoder's own thread); the caller learns whether the open worked from async code with
+/// `opened().await`, or from a thread of its own with `wait()`, never by blocking a tokio worker.
+pub struct Opening<T> {
+    transcoder: T,
+    ready: tokio::sync::oneshot::Receiver<Result<(), TranscodeError>>,
+}
+
+impl<T> Opening<T> {
+    pub(crate) fn new(transcoder: T, ready: tokio::sync::oneshot::Receiver<Result<(), TranscodeError>>) -> Self {
+        Opening { transcoder, ready }
+    }
+
+    /// The transcoder once its codecs are open (async callers).
+    pub async fn opened(self) -> Result<T, TranscodeError> {
+        match self.ready.await {
+            Ok(Ok(())) => Ok(self.transcoder),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(TranscodeError::Stopped),
+        }
+    }
+
+    /// The transcoder once its codecs are open, waiting on this thread (threads of our own, never a tokio
+    /// worker: this blocks).
+    pub fn wait(self) -> Result<T, TranscodeError> {
+        match self.ready.blocking_recv() {
+            Ok(Ok(())) => Ok(self.transcoder),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(TranscodeError::Stopped),
+        }
+    }
+}
+
 /// A demuxer's codec parameters, handed to a transcoder thread (pull sources).
 #[derive(Clone)]
 pub struct StreamParameters(pub ff::codec::Parameters);
@@ -22,16 +55,44 @@ impl std::fmt::Debug for StreamParameters {
 impl PartialEq for StreamParameters {
     /// Two parameter sets are the same input when they describe the same codec with the same configuration.
     fn eq(&self, other: &Self) -> bool {
-        unsafe {
-            let (a, b) = (&*self.0.as_ptr(), &*other.0.as_ptr());
-            let extra = |p: &ff::ffi::AVCodecParameters| {
-                if p.extradata.is_null() {
-                    &[][..]
-                } else {
-                    std::slice::from_raw_parts(p.extradata, p.extradata_size as usize)
-                }
-            };
-            a.codec_id == b.codec_id && a.sample_rate == b.sample_rate && extra(a) == extra(b)
+        let (a, b) = (self.fields(), other.fields());
+        a.codec_id == b.codec_id && a.sample_rate == b.sample_rate && self.extradata() == other.extradata()
+    }
+}
+
+impl StreamParameters {
+    fn fields(&self) -> &ff::ffi::AVCodecParameters {
+        // SAFETY: `Parameters` owns a valid AVCodecParameters for as long as it lives.
+        unsafe { &*self.0.as_ptr() }
+    }
+    /// Picture width (0 for audio or when unknown).
+    pub fn width(&self) -> u32 {
+        self.fields().width.max(0) as u32
+    }
+    /// Picture height (0 for audio or when unknown).
+    pub fn height(&self) -> u32 {
+        self.fields().height.max(0) as u32
+    }
+    /// The stream reorders pictures (B-frames): frames leave the decoder later than they enter.
+    pub fn reorders(&self) -> bool {
+        self.fields().video_delay > 0
+    }
+    /// Audio sample rate (0 for video).
+    pub fn sample_rate(&self) -> u32 {
+        self.fields().sample_rate.max(0) as u32
+    }
+    /// Audio channels (0 for video).
+    pub fn channels(&self) -> u32 {
+        self.fields().ch_layout.nb_channels.max(0) as u32
+    }
+    /// The codec configuration the container carries (avcC, AudioSpecificConfig...), empty when none.
+    pub fn extradata(&self) -> &[u8] {
+        let p = self.fields();
+        if p.extradata.is_null() || p.extradata_size <= 0 {
+            &[]
+        } else {
+            // SAFETY: libav keeps `extradata_size` bytes at `extradata` for the parameters' lifetime.
+            unsafe { std::slice::from_raw_parts(p.extradata, p.extradata_size as usize) }
         }
     }
 }

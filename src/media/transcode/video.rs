@@ -9,7 +9,7 @@
 use super::TranscodeError;
 use crate::media::h264;
 use crate::media::{Codec, Frame, VIDEO_CLOCK};
-use crate::room::{AnchorSink, TrackInfo};
+use crate::media::{FrameSink, TrackInfo};
 use bytes::Bytes;
 use ffmpeg_next as ff;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,12 +89,12 @@ pub struct VideoTranscoder {
 }
 
 impl VideoTranscoder {
-    /// Open the decoder (errors are reported here, synchronously) and start the thread, which publishes H.264
-    /// frames into `sink` and keeps the anchor's video info (size, profile) up to date.
-    pub fn start(input: VideoInput, sink: AnchorSink, label: String) -> Result<Self, TranscodeError> {
+    /// Start the thread, which opens the decoder (the `Opening` reports how that went), publishes H.264 frames
+    /// into `sink` and keeps the anchor's video info (size, profile) up to date.
+    pub fn start(input: VideoInput, sink: impl FrameSink, label: String) -> super::Opening<Self> {
         super::init_libav();
         let (tx, rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), TranscodeError>>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), TranscodeError>>();
         let force_keyframe = Arc::new(AtomicBool::new(false));
         let force = force_keyframe.clone();
         let source_codec = input.codec.name().to_string();
@@ -103,7 +103,9 @@ impl VideoTranscoder {
             .spawn(move || {
                 let mut pipeline = match VideoPipeline::new(&input) {
                     Ok(p) => {
-                        let _ = ready_tx.send(Ok(()));
+                        if ready_tx.send(Ok(())).is_err() {
+                            return; // nobody waits for it any more
+                        }
                         p
                     }
                     Err(e) => {
@@ -130,18 +132,14 @@ impl VideoTranscoder {
                 }
             })
             .expect("spawning a thread");
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(VideoTranscoder {
+        super::Opening::new(
+            VideoTranscoder {
                 tx: Some(tx),
                 force_keyframe,
                 thread: Some(thread),
-            }),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => Err(TranscodeError::Stopped),
-        }
+            },
+            ready_rx,
+        )
     }
 
     /// Queue one compressed picture with its pts (90 kHz). Never blocks.
@@ -178,8 +176,9 @@ impl VideoTranscoder {
     }
 }
 
-impl Drop for VideoTranscoder {
-    fn drop(&mut self) {
+impl VideoTranscoder {
+    /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only).
+    pub fn finish(mut self) {
         self.tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -187,8 +186,15 @@ impl Drop for VideoTranscoder {
     }
 }
 
+impl Drop for VideoTranscoder {
+    /// Detaches: the thread transcodes what is queued and ends on its own.
+    fn drop(&mut self) {
+        self.tx.take();
+    }
+}
+
 /// Tell the room what the output looks like, from the SPS of a keyframe (only when the size changed).
-fn publish_info(sink: &AnchorSink, f: &Frame, source_codec: &str, size: &mut Option<(u32, u32)>) {
+fn publish_info(sink: &dyn FrameSink, f: &Frame, source_codec: &str, size: &mut Option<(u32, u32)>) {
     let Some(info) = h264::annex_b_nals(&f.data)
         .find(|n| n.first().map(|b| b & 0x1F) == Some(h264::NAL_SPS))
         .and_then(|n| h264::parse_sps(n).ok())
@@ -199,11 +205,7 @@ fn publish_info(sink: &AnchorSink, f: &Frame, source_codec: &str, size: &mut Opt
         *size = Some((info.width, info.height));
         sink.set_video_info(TrackInfo {
             source_codec: source_codec.to_string(),
-            profile: Some(info.profile_name().into()),
-            profile_level_id: Some(info.profile_level_id()),
-            width: Some(info.width),
-            height: Some(info.height),
-            ..Default::default()
+            ..TrackInfo::from(&info)
         });
     }
 }

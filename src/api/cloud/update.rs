@@ -1,0 +1,82 @@
+//! `UpdateStreamIngest`: change a running task's URL, volume, pause, progress reports or tempo.
+
+use super::params::Params;
+use super::{Caller, CloudError};
+use crate::ingest::pull::{PullError, TaskUpdate};
+use serde_json::{json, Map, Value};
+
+/// A parsed UpdateStreamIngest.
+#[derive(Debug)]
+pub(super) struct Update {
+    sdkappid: u64,
+    task_id: String,
+    update: TaskUpdate,
+}
+
+impl Update {
+    pub fn parse(params: &Map<String, Value>) -> Result<Update, CloudError> {
+        let mut p = Params::new(params);
+        let (sdkappid, task_id) = p.task_ref()?;
+        let update = TaskUpdate {
+            stream_url: p.str("StreamUrl")?,
+            volume: p.int("Volume", 0, 200)?.map(|v| v as u32),
+            is_pause: p.bool("IsPause")?,
+            enable_progress: p.bool("EnableProgress")?,
+            tempo: p.tempo()?,
+        };
+        p.finish()?;
+        if let Some(url) = &update.stream_url {
+            crate::ingest::pull::source::parse_source_url(url)
+                .map_err(|e| CloudError::invalid("StreamUrl", e.to_string()))?;
+        }
+        Ok(Update {
+            sdkappid,
+            task_id,
+            update,
+        })
+    }
+
+    pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
+        caller.may_act_on(self.sdkappid)?;
+        caller
+            .check_task_app(&self.task_id, self.sdkappid)
+            .await
+            .map_err(|_| CloudError::from(PullError::TaskNotExist))?;
+        caller.pull.update(&self.task_id, self.update).await?;
+        Ok(super::obj(json!({ "Status": "InProgress" })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> Result<Update, CloudError> {
+        Update::parse(v.as_object().unwrap())
+    }
+
+    #[test]
+    fn each_change_is_checked_and_the_rest_left_alone() {
+        let u = parse(json!({"SdkAppId": 7, "TaskId": "t", "Volume": 50, "IsPause": true})).unwrap();
+        assert_eq!(u.update.volume, Some(50));
+        assert_eq!(u.update.is_pause, Some(true));
+        assert_eq!((u.update.stream_url, u.update.tempo), (None, None));
+        let code = |v: Value| parse(v).unwrap_err().code;
+        assert_eq!(
+            code(json!({"SdkAppId": 7, "TaskId": "t", "Volume": 201})),
+            "InvalidParameter.Volume"
+        );
+        assert_eq!(
+            code(json!({"SdkAppId": 7, "TaskId": "t", "Tempo": 3})),
+            "InvalidParameter.Tempo"
+        );
+        assert_eq!(
+            code(json!({"SdkAppId": 7, "TaskId": "t", "StreamUrl": "file:///etc/passwd"})),
+            "InvalidParameter.StreamUrl"
+        );
+        assert_eq!(
+            code(json!({"SdkAppId": 7, "TaskId": "t", "RepeatNum": 2})),
+            "UnknownParameter"
+        );
+    }
+}

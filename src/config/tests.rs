@@ -1,0 +1,151 @@
+//! Loading, layering and validating the configuration.
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[test]
+fn defaults_need_nothing() {
+    let c = Config::load(None, vec![]).unwrap();
+    assert_eq!(c.rtmp.listen.port(), 1935);
+    assert_eq!(c.http.listen.port(), 8080);
+    assert_eq!(c.data_dir, PathBuf::from("./roomgate-data"));
+    assert_eq!(c.audio.opus_bitrate, 64000);
+}
+
+#[test]
+fn allowed_private_cidrs_are_parsed_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("roomgate.toml");
+    std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"10.1.2.0/24\"]\n").unwrap();
+    let c = Config::load(Some(&f), vec![]).unwrap();
+    assert_eq!(c.pull.allow_private_cidrs.len(), 1);
+    assert!(c.pull.allow_private_cidrs[0].contains("10.1.2.3".parse().unwrap()));
+    assert!(!c.pull.allow_private_sources);
+
+    std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"10.1.2.0/33\"]\n").unwrap();
+    let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+    assert!(e.contains("invalid config") && e.contains("10.1.2.0/33"), "{e}");
+    std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"intranet\"]\n").unwrap();
+    let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+    assert!(e.contains("not a CIDR"), "{e}");
+
+    let c = Config::load(
+        None,
+        env(&[("ROOMGATE_PULL_ALLOW_PRIVATE_CIDRS", "10.1.2.0/24, 192.168.7.0/24")]),
+    )
+    .unwrap();
+    assert_eq!(c.pull.allow_private_cidrs.len(), 2);
+    assert!(Config::load(None, env(&[("ROOMGATE_PULL_ALLOW_PRIVATE_CIDRS", "10.1.2.3/8")])).is_err());
+}
+
+#[test]
+fn file_then_env() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("roomgate.toml");
+    std::fs::write(
+        &f,
+        "[rtmp]\nlisten = \"127.0.0.1:2935\"\n[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\n",
+    )
+    .unwrap();
+    let c = Config::load(
+        Some(&f),
+        env(&[
+            ("ROOMGATE_HTTP_LISTEN", "127.0.0.1:9999"),
+            ("ROOMGATE_AUDIO_OPUS_BITRATE", "96000"),
+            ("ROOMGATE_APPS_0_SECRET_KEY", "123"),
+            ("ROOMGATE_APPS_0_REQUIRE_PRIVATE_MAP_KEY", "true"),
+            ("ROOMGATE_APPS_1_SDKAPPID", "8"),
+            ("ROOMGATE_APPS_1_SECRET_KEY", "other"),
+            ("ROOMGATE_RTMP_ENABLED", "false"),
+            ("ROOMGATE_DATA_DIR", "/tmp/x"),
+            ("UNRELATED", "1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.rtmp.listen.port(), 2935);
+    assert!(!c.rtmp.enabled);
+    assert_eq!(c.http.listen.port(), 9999);
+    assert_eq!(c.audio.opus_bitrate, 96000);
+    assert_eq!(c.apps[0].secret_key, "123", "string keys stay strings");
+    assert!(c.apps[0].require_private_map_key);
+    assert_eq!((c.apps[1].sdkappid, c.apps[1].secret_key.as_str()), (8, "other"));
+    assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+}
+
+#[test]
+fn bad_values_are_named() {
+    let e = Config::load(None, env(&[("ROOMGATE_RTMP_NOPE", "1")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ROOMGATE_RTMP_NOPE"), "{e}");
+    // A name under no table of ours (a container's own variable) is ignored, not an error.
+    assert!(Config::load(None, env(&[("ROOMGATE_SIDECAR_TOKEN", "x"), ("ROOMGATE_VERSION", "1")])).is_ok());
+    // Nor are the variables Kubernetes injects for a Service named roomgate-rtmp, while real keys still work.
+    let k8s = Config::load(
+        None,
+        env(&[
+            ("ROOMGATE_RTMP_PORT", "tcp://10.0.0.1:1935"),
+            ("ROOMGATE_RTMP_PORT_1935_TCP_ADDR", "10.0.0.1"),
+            ("ROOMGATE_RTMP_SERVICE_HOST", "10.0.0.1"),
+            ("ROOMGATE_RTMP_SERVICE_PORT", "1935"),
+            ("ROOMGATE_RTC_UDP_PORT", "9000"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(k8s.rtc.udp_port, 9000);
+    let e = Config::load(None, env(&[("ROOMGATE_AUDIO_OPUS_BITRATE", "lots")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not an integer"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(&f, "[rtmp]\nlisen = \"x\"\n").unwrap();
+    assert!(Config::load(Some(&f), vec![])
+        .unwrap_err()
+        .to_string()
+        .contains("lisen"));
+}
+
+#[test]
+fn opus_settings_follow_the_app_then_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(
+        &f,
+        "[audio]\nopus_complexity = 3\n[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\nopus_complexity = 1\n\
+         [[apps]]\nsdkappid = 8\nsecret_key = \"k\"\n",
+    )
+    .unwrap();
+    let c = Config::load(Some(&f), vec![]).unwrap();
+    assert_eq!(c.opus_settings(7, None).complexity, 1);
+    assert_eq!(c.opus_settings(8, None).complexity, 3);
+    assert_eq!(c.opus_settings(8, Some(32_000)).bitrate, 32_000);
+    assert_eq!(Config::default().audio.opus_complexity, DEFAULT_OPUS_COMPLEXITY);
+    std::fs::write(&f, "[audio]\nopus_complexity = 11\n").unwrap();
+    assert!(Config::load(Some(&f), vec![])
+        .unwrap_err()
+        .to_string()
+        .contains("opus_complexity"));
+}
+
+#[test]
+fn a_callback_url_needs_a_callback_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("c.toml");
+    std::fs::write(
+        &f,
+        "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\ncallback_url = \"http://127.0.0.1:9/cb\"\n",
+    )
+    .unwrap();
+    let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+    assert!(e.contains("callback_key is empty"), "{e}");
+    std::fs::write(
+        &f,
+        "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\ncallback_url = \"http://127.0.0.1:9/cb\"\ncallback_key = \"s\"\n",
+    )
+    .unwrap();
+    assert!(Config::load(Some(&f), vec![]).is_ok());
+}

@@ -1,0 +1,123 @@
+//! The checks a loaded configuration must pass before anything starts.
+
+use super::{Config, ConfigError};
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for app in &self.apps {
+            if !seen.insert(app.sdkappid) {
+                return Err(ConfigError::Invalid(format!(
+                    "app {} is configured twice",
+                    app.sdkappid
+                )));
+            }
+            if app.sdkappid == 0 {
+                return Err(ConfigError::Invalid("an app has no sdkappid".into()));
+            }
+            if app.secret_key.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "app {} has an empty secret_key",
+                    app.sdkappid
+                )));
+            }
+        }
+        let mut ids = std::collections::HashSet::new();
+        for key in &self.api_keys {
+            if key.secret_id.is_empty() || key.secret_key.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "an api_keys entry needs both secret_id and secret_key".into(),
+                ));
+            }
+            if !ids.insert(&key.secret_id) {
+                return Err(ConfigError::Invalid(format!(
+                    "api key {} is configured twice",
+                    key.secret_id
+                )));
+            }
+        }
+        for app in &self.apps {
+            if !app.callback_url.is_empty() && url::Url::parse(&app.callback_url).is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "app {}: callback_url {:?} is not a URL",
+                    app.sdkappid, app.callback_url
+                )));
+            }
+            if !app.callback_url.is_empty() && app.callback_key.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "app {}: callback_url is set but callback_key is empty (receivers could not verify Sign)",
+                    app.sdkappid
+                )));
+            }
+        }
+        if self.callbacks.timeout_secs == 0 || self.callbacks.retry_interval_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "callbacks.timeout_secs and callbacks.retry_interval_secs must be at least 1".into(),
+            ));
+        }
+        if self.callbacks.memory_queue_max == 0 {
+            return Err(ConfigError::Invalid(
+                "callbacks.memory_queue_max must be at least 1".into(),
+            ));
+        }
+        if self.audio.opus_complexity > 10 || self.apps.iter().any(|a| a.opus_complexity.is_some_and(|c| c > 10)) {
+            return Err(ConfigError::Invalid(
+                "audio.opus_complexity (and an app's opus_complexity) must be within 0..=10".into(),
+            ));
+        }
+        if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {
+            return Err(ConfigError::Invalid(
+                "audio.opus_bitrate must be within 6000..=510000".into(),
+            ));
+        }
+        if self.rtmp.handshake_timeout_secs > 3600 || self.rtmp.idle_timeout_secs > 86_400 {
+            return Err(ConfigError::Invalid(
+                "rtmp.handshake_timeout_secs is at most 3600 and rtmp.idle_timeout_secs at most 86400".into(),
+            ));
+        }
+        if self.rtmp.max_message_size > 64 << 20 {
+            return Err(ConfigError::Invalid("rtmp.max_message_size is at most 64 MiB".into()));
+        }
+        for app in self
+            .apps
+            .iter()
+            .filter(|a| a.public_playback && a.require_private_map_key)
+        {
+            tracing::warn!(
+                sdkappid = app.sdkappid,
+                "public_playback lets anyone watch; require_private_map_key then applies to publishing only"
+            );
+        }
+        if self.http.header_timeout_secs == 0
+            || self.http.idle_timeout_secs == 0
+            || self.http.body_timeout_secs == 0
+            || self.http.max_connections == 0
+            || self.http.max_connections_per_ip == 0
+        {
+            return Err(ConfigError::Invalid(
+                "http.max_connections, http.max_connections_per_ip and the http.*_timeout_secs must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.rtc.workers > 256 {
+            return Err(ConfigError::Invalid(
+                "rtc.workers is at most 256 (0: one per CPU core)".into(),
+            ));
+        }
+        if self.rtc.max_sessions == 0
+            || self.rtc.tcp_max_connections == 0
+            || self.rtc.tcp_max_connections_per_ip == 0
+            || self.rtc.tcp_stun_timeout_secs == 0
+        {
+            return Err(ConfigError::Invalid(
+                "rtc.max_sessions, rtc.tcp_max_connections, rtc.tcp_max_connections_per_ip and rtc.tcp_stun_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.rtmp.chunk_size < 128 || self.rtmp.chunk_size > self.rtmp.max_chunk_size {
+            return Err(ConfigError::Invalid(
+                "rtmp.chunk_size must be within 128..=rtmp.max_chunk_size".into(),
+            ));
+        }
+        Ok(())
+    }
+}

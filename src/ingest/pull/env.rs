@@ -1,0 +1,140 @@
+//! What a pull runner needs of the gateway, and no more: the room hub to join, the store for progress, the event
+//! observers, the configuration and the one way to reach sources (`SourceAccess`). Runners get a `RunnerEnv`, not
+//! the `PullService` that owns the tasks.
+
+use super::control::Control;
+use super::{policy, proxy, source, IngestEvent, IngestEventKind, IngestTask};
+use crate::config::Config;
+use crate::room::RoomHub;
+use crate::store::{now_ms, Store};
+use std::future::Future;
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The gateway as a runner sees it.
+pub(crate) struct RunnerEnv {
+    pub hub: Arc<RoomHub>,
+    pub store: Arc<Store>,
+    pub events: TaskEvents,
+    pub config: Arc<Config>,
+    pub sources: SourceAccess,
+}
+
+/// Task events to whoever observes them (callbacks 701/702, the console, tests).
+#[derive(Default)]
+pub(crate) struct TaskEvents {
+    observers: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<IngestEvent>>>,
+}
+
+impl TaskEvents {
+    /// Receive every task event from now on.
+    pub fn observe(&self) -> tokio::sync::mpsc::UnboundedReceiver<IngestEvent> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.observers.lock().expect("observers lock").push(tx);
+        rx
+    }
+
+    /// Tell every observer what happened to `task`.
+    pub fn emit(&self, task: &IngestTask, kind: IngestEventKind) {
+        let ev = IngestEvent {
+            sdkappid: task.spec().sdk_app_id,
+            task_id: task.id.clone(),
+            kind,
+            at_ms: now_ms(),
+        };
+        self.observers
+            .lock()
+            .expect("observers lock")
+            .retain(|tx| tx.send(ev.clone()).is_ok());
+    }
+}
+
+/// How runners reach sources: the address policy, the pre-flight clients (one per policy) and the proxy every
+/// http(s) connection of libav goes through. Network checks run on the tokio runtime; a runner thread hands them
+/// over and waits without entering the runtime.
+pub(crate) struct SourceAccess {
+    pull: crate::config::PullConfig,
+    http: reqwest::Client,
+    http_trusted: reqwest::Client,
+    /// `None` only when loopback cannot be bound.
+    proxy: Option<proxy::SourceProxy>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl SourceAccess {
+    /// Must be called inside the tokio runtime.
+    pub fn new(config: &Config) -> SourceAccess {
+        let timeout = Duration::from_secs(config.pull.open_timeout_secs.max(1));
+        let http = source::preflight_client(timeout, policy::AddressPolicy::from_config(&config.pull, false));
+        let http_trusted = source::preflight_client(timeout, policy::AddressPolicy::from_config(&config.pull, true));
+        let proxy = match proxy::SourceProxy::start(timeout) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the source proxy on loopback; http(s) pull tasks will fail");
+                None
+            }
+        };
+        SourceAccess {
+            pull: config.pull.clone(),
+            http,
+            http_trusted,
+            proxy,
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// The address policy of a task's source.
+    pub fn policy(&self, trusted: bool) -> policy::AddressPolicy {
+        policy::AddressPolicy::from_config(&self.pull, trusted)
+    }
+
+    /// The pre-flight client for that policy.
+    pub fn preflight_client(&self, trusted: bool) -> &reqwest::Client {
+        if trusted {
+            &self.http_trusted
+        } else {
+            &self.http
+        }
+    }
+
+    /// A proxy session for one opening of an http(s) source under `policy`; `Err` (logged) when libav's
+    /// traffic cannot be held to the proxy.
+    pub fn proxy_session(&self, policy: policy::AddressPolicy, label: &str) -> Result<proxy::ProxySession, ()> {
+        if std::env::var_os("no_proxy").is_some_and(|v| !v.is_empty()) {
+            // libav connects directly to the hosts `no_proxy` names, around the proxy and its checks.
+            tracing::error!("the no_proxy environment variable is set: http(s) sources are refused (unset it, or start roomgate with `serve`, which moves it to NO_PROXY)");
+            return Err(());
+        }
+        match &self.proxy {
+            Some(p) => Ok(p.session(policy, label)),
+            None => {
+                tracing::error!("the source proxy is not running: http(s) sources are refused");
+                Err(())
+            }
+        }
+    }
+
+    /// Run `job` on the runtime and wait for it from a runner thread; `None` when the task is stopped first (the
+    /// job is then cancelled) or the runtime is shutting down.
+    pub fn run<T: Send + 'static>(
+        &self,
+        control: &Control,
+        job: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = sync_channel(1);
+        let handle = self.runtime.spawn(async move {
+            let _ = tx.send(job.await);
+        });
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(v) => return Some(v),
+                Err(RecvTimeoutError::Timeout) if !control.stop_requested() => {}
+                Err(_) => {
+                    handle.abort();
+                    return None;
+                }
+            }
+        }
+    }
+}

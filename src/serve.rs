@@ -1,0 +1,160 @@
+//! `roomgate serve`: start the gateway on this configuration (with the demo app and Cloud API key when none is
+//! configured), print where to publish and watch, and run until Ctrl-C.
+
+use crate::auth::{unix_now, UserSig};
+use crate::config::{AppConfig, Config};
+
+/// libav reads the lower-case `no_proxy` and connects directly to the hosts it names, around the source proxy
+/// that checks pull tasks' connections. Move it to `NO_PROXY` (which reqwest, for callbacks, reads first) before
+/// any thread starts; the pull service refuses http(s) sources while `no_proxy` is still set.
+pub fn hide_no_proxy_from_libav() {
+    if let Some(v) = std::env::var_os("no_proxy") {
+        if std::env::var_os("NO_PROXY").is_none() {
+            std::env::set_var("NO_PROXY", &v);
+        }
+        std::env::remove_var("no_proxy");
+    }
+}
+
+/// Run the gateway until Ctrl-C.
+pub fn serve(mut config: Config) -> Result<(), String> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("log filter: {e}"))?)
+        .init();
+    let demo = crate::demo::ensure_app(&mut config).map_err(|e| e.to_string())?;
+    let demo_key = crate::demo::ensure_api_key(&mut config).map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        let gw = crate::Gateway::start(config).await.map_err(|e| e.to_string())?;
+        let host = &gw.config.public_host;
+        tracing::info!(http = %gw.http_addr, rtmp = ?gw.rtmp_addr, "roomgate is running");
+        if gw.config.demo_media.is_some() {
+            if let Some(app) = gw.config.apps.first() {
+                let mut at = gw.http_addr;
+                if at.ip().is_unspecified() {
+                    at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                let url = format!("http://{at}/demo/sample.mp4");
+                let spec = crate::ingest::pull::TaskSpec::with_defaults(
+                    app.sdkappid,
+                    "demo_room",
+                    "demo_robot",
+                    &url,
+                    -1,
+                    true,
+                );
+                match gw.pull.start(spec).await {
+                    Ok(id) => tracing::info!(task = %id, "demo pull task started in demo_room"),
+                    Err(crate::ingest::pull::PullError::TaskExist(_)) => {
+                        tracing::info!("demo pull task already running (resumed)")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "demo pull task not started"),
+                }
+            }
+        }
+        println!();
+        println!(
+            "Console: http://{host}:{}/  (dashboard, player, browser publisher, tokens)",
+            gw.http_addr.port()
+        );
+        if let Some(app) = demo {
+            print_demo(
+                &app,
+                host,
+                gw.rtmp_addr.map(|a| a.port()),
+                gw.http_addr.port(),
+                &gw.config.data_dir,
+            );
+        }
+        if let Some(key) = demo_key {
+            println!(
+                "No [[api_keys]] configured: Cloud API (StartStreamIngest...) credentials are in {}",
+                gw.config.data_dir.join("demo-api-key.toml").display()
+            );
+            println!("  SecretId:  {}", key.secret_id);
+            println!(
+                "  Endpoint:  http://{host}:{}  (or: roomgate ingest start --url URL --room R)",
+                gw.http_addr.port()
+            );
+            println!();
+        }
+        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        tracing::info!("shutting down");
+        Ok(())
+    })
+}
+
+fn print_demo(app: &AppConfig, host: &str, rtmp_port: Option<u16>, http_port: u16, data_dir: &std::path::Path) {
+    let userid = "demo_anchor";
+    let room = "demo_room";
+    let sig = UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), 7 * 86400, None);
+    let key = format!("{room}?sdkappid={}&userid={userid}&usersig={sig}", app.sdkappid);
+    println!();
+    println!(
+        "No [[apps]] configured: using the demo app (key stored in {}).",
+        data_dir.join("demo-app.toml").display()
+    );
+    println!("  sdkappid:   {}", app.sdkappid);
+    if let Some(port) = rtmp_port {
+        let server = if port == 1935 {
+            format!("rtmp://{host}/push/")
+        } else {
+            format!("rtmp://{host}:{port}/push/")
+        };
+        println!();
+        println!("Push a test stream with ffmpeg (UserSig valid 7 days):");
+        println!(
+            "  ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440 \\\n    -c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 60 -c:a aac -ar 48000 \\\n    -f flv '{server}{key}'"
+        );
+        println!();
+        println!("OBS (Settings > Stream > Service: Custom):");
+        println!("  Server:     {server}");
+        println!("  Stream Key: {key}");
+    }
+    let viewer = UserSig::generate(app.sdkappid, &app.secret_key, "viewer1", unix_now(), 7 * 86400, None);
+    println!();
+    println!("Publish with WHIP (OBS 30+: Service WHIP; `roomgate obs --userid U --room R` prints all settings):");
+    println!(
+        "  Server:       http://{host}:{http_port}/v2/pub/{}/{room}?SessionID={userid}",
+        app.sdkappid
+    );
+    println!("  Bearer Token: {sig}");
+    println!();
+    println!("Watch with any WHEP player:");
+    println!(
+        "  URL:          http://{host}:{http_port}/v2/sub/{}/{room}?SessionID=viewer1",
+        app.sdkappid
+    );
+    println!("  Bearer Token: {viewer}");
+    println!();
+    println!("Rooms: curl http://{host}:{http_port}/v1/rooms");
+    println!();
+}
+
+/// Print the OBS settings (RTMP and WHIP) of anchor `userid` in `room`.
+pub fn print_obs(sdkappid: u64, sig: &str, userid: &str, room: &str, config: &Config) {
+    let host = &config.public_host;
+    let rtmp_port = config.rtmp.listen.port();
+    let server = if rtmp_port == 1935 {
+        format!("rtmp://{host}/push/")
+    } else {
+        format!("rtmp://{host}:{rtmp_port}/push/")
+    };
+    println!("RTMP (Settings > Stream > Service: Custom)");
+    println!("  Server:       {server}");
+    println!("  Stream Key:   {room}?sdkappid={sdkappid}&userid={userid}&usersig={sig}");
+    println!();
+    println!("WHIP (OBS 30+, Settings > Stream > Service: WHIP)");
+    println!(
+        "  Server:       http://{host}:{}/v2/pub/{sdkappid}/{room}?SessionID={userid}",
+        config.http.listen.port()
+    );
+    println!("  Bearer Token: {sig}");
+    println!();
+    println!(
+        "Output: x264, keyframe interval 1-2 s, profile baseline, tune zerolatency, bframes=0 (see obs/README.md)"
+    );
+}
