@@ -10,18 +10,25 @@ use crate::room::RoomRef;
 /// publishers; WHEP answers it to viewers.
 #[derive(Debug, thiserror::Error)]
 pub enum Denied {
+    /// No app with this `sdkappid` is configured.
     #[error("unknown sdkappid {0}: no such app is configured on this gateway")]
     UnknownApp(u64),
+    /// The room id is empty, too long or has characters outside letters, digits, `_` and `-`.
     #[error("invalid room id {0:?}: use 1-64 characters from letters, digits, '_' and '-'")]
     BadRoomId(String),
+    /// The userid is empty, too long or has characters outside letters, digits, `_` and `-`.
     #[error("invalid userid {0:?}: use 1-32 characters from letters, digits, '_' and '-'")]
     BadUserId(String),
+    /// The UserSig does not verify for this app and user.
     #[error("UserSig rejected: {0}")]
     UserSig(#[from] UserSigError),
+    /// The app requires a PrivateMapKey and none was given; names the privileges it must grant.
     #[error("this app requires a privatemapkey granting {0} for the room")]
     PrivateMapKeyRequired(&'static str),
+    /// A WHEP request came without its `Authorization: Bearer` UserSig.
     #[error("missing Authorization: Bearer <UserSig of the SessionID user>")]
     MissingToken,
+    /// The PrivateMapKey (or the room grant in the UserSig) does not allow this room or action.
     #[error("{0}")]
     PrivateMapKey(#[from] PrivateMapKeyError),
 }

@@ -14,11 +14,13 @@ pub enum IngestAction {
         /// Source: http(s) file or HLS, or rtmp.
         #[arg(long)]
         url: String,
+        /// The room to play into.
         #[arg(long)]
         room: String,
         /// The robot's user id (its UserSig is made from the app key in the config).
         #[arg(long, default_value = "ingest_robot")]
         userid: String,
+        /// The app (default: the only one configured).
         #[arg(long)]
         sdkappid: Option<u64>,
         /// The room id is numeric (RoomIdType 1).
@@ -42,20 +44,26 @@ pub enum IngestAction {
     },
     /// Stop a task.
     Stop {
+        /// The task id StartStreamIngest returned.
         task_id: String,
+        /// The app (default: the only one configured).
         #[arg(long)]
         sdkappid: Option<u64>,
     },
     /// Show a task (with --follow: a live progress bar until it ends).
     Describe {
+        /// The task id StartStreamIngest returned.
         task_id: String,
+        /// The app (default: the only one configured).
         #[arg(long)]
         sdkappid: Option<u64>,
+        /// Redraw the task's progress until it ends.
         #[arg(long)]
         follow: bool,
     },
     /// List running tasks.
     List {
+        /// Only tasks of this app (default: every app).
         #[arg(long)]
         sdkappid: Option<u64>,
     },
@@ -69,11 +77,15 @@ pub enum CallbacksAction {
         /// pending, delivered or failed (retry window over).
         #[arg(long)]
         status: Option<String>,
+        /// Most callbacks to list.
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
     /// Re-send a failed callback.
-    Retry { id: i64 },
+    Retry {
+        /// The callback's id (the first column of the list).
+        id: i64,
+    },
 }
 
 /// A user id the way TRTC accepts it.

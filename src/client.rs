@@ -27,13 +27,17 @@ pub fn endpoint_url(config: &Config, endpoint: Option<&str>) -> Result<url::Url,
 /// A signed client of the Cloud API (what `roomgate ingest` uses): TC3-HMAC-SHA256 over `content-type;host`, as the
 /// official SDKs sign.
 pub struct CloudApiClient {
+    /// The gateway's Cloud API URL; requests are POSTed to it as is.
     pub endpoint: url::Url,
+    /// SecretId of the `[[api_keys]]` entry to sign with.
     pub secret_id: String,
+    /// SecretKey of that entry.
     pub secret_key: String,
     http: reqwest::Client,
 }
 
 impl CloudApiClient {
+    /// A client that signs with `secret_id`/`secret_key`; 30 s timeout per request.
     pub fn new(endpoint: url::Url, secret_id: String, secret_key: String) -> Self {
         CloudApiClient {
             endpoint,
@@ -91,12 +95,17 @@ impl CloudApiClient {
 /// One callback of the outbox, as `GET /v1/callbacks` lists it.
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct CallbackRow {
+    /// Row id in the outbox (what `retry` takes).
     pub id: i64,
+    /// The app the callback is for.
     pub sdkappid: u64,
+    /// TRTC event type, e.g. 103 (anchor entered) or 701 (pull task state).
     pub event_type: u32,
     /// `pending`, `delivered` or `failed`.
     pub status: String,
+    /// Delivery attempts so far.
     pub attempts: u32,
+    /// Error of the latest failed attempt; empty when none failed.
     pub last_error: String,
 }
 

@@ -16,31 +16,48 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use tokio::task::JoinHandle;
 
+/// Why the gateway did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// A listener (`what`: `rtmp`, `rtc` or `http`) cannot bind `addr`.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
+        /// Which listener: `rtmp`, `rtc` or `http`.
         what: &'static str,
+        /// The address it was to bind (for `rtc`, the UDP one).
         addr: SocketAddr,
+        /// The bind error.
         source: std::io::Error,
     },
+    /// The SQLite store in the data dir cannot be opened.
     #[error("cannot open the database: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// Pull tasks that were running at the last stop cannot be started again.
     #[error("cannot resume pull tasks: {0}")]
     Resume(#[from] crate::ingest::pull::PullError),
 }
 
+/// A running gateway: its shared services and the addresses it bound; dropping it stops its tasks.
 pub struct Gateway {
+    /// The configuration it runs with (connection caps lowered to fit the open-file limit).
     pub config: Arc<Config>,
+    /// The rooms and their anchors.
     pub hub: Arc<RoomHub>,
+    /// Address the HTTP server bound (the real port when the config asked for 0).
     pub http_addr: SocketAddr,
+    /// Address the RTMP listener bound; `None` when RTMP is off.
     pub rtmp_addr: Option<SocketAddr>,
     /// The WebRTC engine, when enabled (`rtc.enabled`).
     pub rtc: Option<Arc<RtcEngine>>,
+    /// WHEP playback; `None` when the WebRTC engine is off.
     pub whep: Option<Arc<WhepService>>,
+    /// WHIP publishing; `None` when the WebRTC engine is off.
     pub whip: Option<Arc<WhipService>>,
+    /// Pull tasks (StartStreamIngest).
     pub pull: Arc<PullService>,
+    /// The event callbacks' outbox.
     pub outbox: Arc<Outbox>,
+    /// The SQLite store (callbacks, tasks).
     pub store: Arc<Store>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -73,6 +90,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 impl Gateway {
+    /// Open the store, bind every enabled listener, start the tasks and resume pull tasks and pending callbacks.
     pub async fn start(mut config: Config) -> Result<Gateway, GatewayError> {
         fit_open_file_limit(&mut config);
         let config = Arc::new(config);

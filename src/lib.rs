@@ -25,6 +25,8 @@
 //! knows nothing of rooms (it sees a `FrameSink`), `ingest` and `egress` do not import each other, and nothing
 //! below `api` imports `api`; `serve`, `cli` and `client` sit on top, beside `gateway`.
 
+#![warn(missing_docs)]
+
 pub mod access;
 pub mod api;
 pub mod auth;

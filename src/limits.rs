@@ -15,15 +15,19 @@ pub const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Why a limit refused something (the `reason` label and the log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum LimitError {
+    /// The total cap is reached; carries it.
     #[error("too many connections ({0} at most)")]
     TooManyConnections(usize),
+    /// This client address holds its share already; carries the share.
     #[error("too many connections from one address ({0} at most)")]
     TooManyConnectionsPerIp(usize),
+    /// This client address made its allowed number of requests this minute; carries it.
     #[error("too many requests from one address ({0} per minute at most)")]
     RateLimited(u32),
 }
 
 impl LimitError {
+    /// The `reason` label of `roomgate_refusals_total`.
     pub fn reason(&self) -> &'static str {
         match self {
             LimitError::TooManyConnections(_) => "max_connections",
@@ -89,6 +93,7 @@ pub struct ConnectionSlot {
 }
 
 impl ConnectionCounter {
+    /// A counter allowing `max` connections in all and `per_ip` per client address (each at least 1).
     pub fn new(max: usize, per_ip: usize) -> Arc<Self> {
         Arc::new(ConnectionCounter {
             max: max.max(1),
@@ -97,6 +102,7 @@ impl ConnectionCounter {
         })
     }
 
+    /// Take a slot for a connection from `ip` (IPv4-mapped addresses count as IPv4), or say which cap refuses it.
     pub fn try_open(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, LimitError> {
         let ip = canonical(ip);
         let mut g = self.open.lock().expect("connection counter lock");

@@ -23,7 +23,7 @@ async fn pushing(
     room: &str,
     user: &str,
     seconds: u32,
-) -> (Ffmpeg, std::sync::Arc<roomgate::room::Participant>) {
+) -> (Ffmpeg, std::sync::Arc<roomgate::room::Anchor>) {
     let ff = Ffmpeg::push(
         &lavfi("640x360", seconds),
         BASELINE_10S_GOP,
@@ -42,7 +42,7 @@ async fn pushing(
 }
 
 /// A pushed anchor and a UDP player that already receives its video.
-async fn watching(gw: &TestGateway, room: &str) -> (Ffmpeg, std::sync::Arc<roomgate::room::Participant>, WhepPlayer) {
+async fn watching(gw: &TestGateway, room: &str) -> (Ffmpeg, std::sync::Arc<roomgate::room::Anchor>, WhepPlayer) {
     let (ff, anchor) = pushing(gw, room, "cam", 40).await;
     let player = play(&whep_url(gw, room, "v1"), Some(&usersig("v1")), Transport::Udp)
         .await

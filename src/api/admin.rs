@@ -13,28 +13,42 @@ use std::net::{IpAddr, SocketAddr};
 /// How a request got admin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdminGrant {
+    /// The `Authorization: Bearer` token matched `[admin] token`.
     Bearer,
+    /// A same-machine request that passed every loopback check (`[admin] loopback`).
     Loopback,
 }
 
 /// Why a request is not admin; each is a 403 with [`AdminRefusal::code`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminRefusal {
+    /// Neither a matching Bearer token nor a loopback peer (or loopback admin is off).
     #[error("this needs the admin credential: Authorization: Bearer <[admin] token>, or a request from the gateway's own machine")]
     Required,
+    /// The `Host` header (as sent) names neither a loopback address nor an allowed host.
     #[error("loopback admin needs a Host of 127.0.0.1, [::1], localhost or an admin.allowed_hosts name, not {0:?}")]
     HostNotLoopback(String),
+    /// An `Origin` header is present but is not the `Host`.
     #[error("loopback admin needs the Origin to be the Host: Origin {origin:?}, Host {host:?}")]
-    OriginMismatch { origin: String, host: String },
+    OriginMismatch {
+        /// The `Origin` header as sent.
+        origin: String,
+        /// The `Host` header as sent.
+        host: String,
+    },
+    /// A proxy header is present; holds its canonical name, e.g. `X-Forwarded-For`.
     #[error("loopback admin is not granted through a proxy (a {0} header is present); use the Bearer token")]
     Forwarded(&'static str),
+    /// A state-changing request without a JSON content type; holds the method.
     #[error("admin {0} requests need Content-Type: application/json")]
     ContentType(String),
+    /// `Sec-Fetch-Site: cross-site`: the browser says another site sent it.
     #[error("admin requests from another site (Sec-Fetch-Site: cross-site) are refused")]
     CrossSite,
 }
 
 impl AdminRefusal {
+    /// Stable snake_case code for the 403 body and the refusal metric, e.g. `admin_required`.
     pub fn code(&self) -> &'static str {
         match self {
             AdminRefusal::Required => "admin_required",

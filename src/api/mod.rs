@@ -8,6 +8,7 @@ pub mod console;
 pub mod openapi;
 mod rooms;
 pub mod server;
+pub mod webrtc;
 pub mod whep;
 pub mod whip;
 
@@ -22,14 +23,22 @@ use std::sync::Arc;
 /// What every HTTP handler can reach.
 #[derive(Clone)]
 pub struct ApiState {
+    /// The rooms and their anchors, for listings and WHIP/WHEP.
     pub hub: Arc<RoomHub>,
+    /// Renders the Prometheus text for `GET /metrics`.
     pub metrics: PrometheusHandle,
+    /// The loaded configuration (apps and their keys, admin, limits).
     pub config: Arc<crate::config::Config>,
     /// `None` when the WebRTC engine is disabled.
     pub whep: Option<Arc<crate::egress::whep::WhepService>>,
+    /// `None` when the WebRTC engine is disabled.
     pub whip: Option<Arc<crate::ingest::whip::WhipService>>,
+    /// Pull tasks; `None`: the console's task actions answer 503 `pull_disabled`, the Cloud API
+    /// `UnsupportedOperation`.
     pub pull: Option<Arc<crate::ingest::pull::PullService>>,
+    /// Stored callbacks; `None` answers the callback routes with 503 `callbacks_disabled`.
     pub outbox: Option<Arc<crate::events::Outbox>>,
+    /// Per-SecretId request budget for the Cloud API (`[api] rate_limit`).
     pub cloud_rate: Arc<cloud::RateLimiter>,
     /// TC3 signatures already used (replay protection for the Cloud API).
     pub cloud_replay: Arc<std::sync::Mutex<crate::auth::tc3::ReplayCache>>,
@@ -37,6 +46,7 @@ pub struct ApiState {
     pub rtmp_port: Option<u16>,
 }
 
+/// Every HTTP route, with admin-only ones refused up front by `console::admin_only`.
 pub fn router(state: ApiState) -> Router {
     // Admin-only routes are refused before their extractors run (see `admin`).
     let admin = axum::middleware::from_fn_with_state(state.clone(), console::admin_only);
@@ -51,7 +61,7 @@ pub fn router(state: ApiState) -> Router {
             "/v2/pub/session/{id}",
             options(whep::options).patch(whip::patch).delete(whip::delete),
         )
-        .layer(axum::extract::DefaultBodyLimit::max(whep::MAX_SDP_BYTES))
+        .layer(axum::extract::DefaultBodyLimit::max(webrtc::MAX_SDP_BYTES))
         .layer(axum::middleware::map_response(whep::cors));
     Router::new()
         .merge(webrtc)
@@ -126,14 +136,18 @@ pub fn denied_status(d: &crate::access::Denied) -> (StatusCode, &'static str) {
 /// A JSON error: `{"error": {"code": "...", "message": "..."}}` with an HTTP status.
 #[derive(Debug)]
 pub struct ApiError {
+    /// HTTP status of the answer.
     pub status: StatusCode,
+    /// Stable snake_case code for `error.code`, e.g. `not_found`.
     pub code: &'static str,
+    /// Human-readable detail for `error.message`.
     pub message: String,
     /// Seconds for a `Retry-After` header (503 and 429 answers).
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// An error with no `Retry-After` (add one with [`ApiError::retry_after`]).
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,

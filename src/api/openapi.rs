@@ -16,6 +16,7 @@ pub struct ErrorBody {
     error: ErrorDetail,
 }
 
+/// The `error` object of an [`ErrorBody`]: a stable snake_case `code` and a human-readable `message`.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct ErrorDetail {
@@ -23,6 +24,7 @@ pub struct ErrorDetail {
     message: String,
 }
 
+/// The OpenAPI document: the `#[utoipa::path]` items below and the console's schemas.
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -43,6 +45,7 @@ pub struct ErrorDetail {
 )]
 pub struct ApiDoc;
 
+/// `GET /openapi.json`: the document, built on each request.
 pub async fn document() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }

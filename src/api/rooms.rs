@@ -5,7 +5,7 @@
 use super::console::{is_admin, peer, require_admin, Peer};
 use super::{ApiError, ApiState};
 use crate::room::RoomRef;
-use crate::room::{Participant, Room, RoomKey, SourceKind, TrackInfo, TrackStats};
+use crate::room::{Anchor, Room, RoomKey, SourceKind, TrackInfo, TrackStats};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::http::{HeaderMap, Method};
@@ -48,7 +48,7 @@ fn ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn anchor_view(p: &Participant) -> AnchorView {
+fn anchor_view(p: &Anchor) -> AnchorView {
     let track = |t: &crate::room::Track, info: TrackInfo| {
         let stats = t.stats();
         (stats.frames > 0 || !info.source_codec.is_empty()).then_some(TrackView {

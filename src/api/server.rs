@@ -21,10 +21,15 @@ use tokio::net::{TcpListener, TcpStream};
 /// The timeouts and caps of the HTTP listener (from `[http]`).
 #[derive(Debug, Clone)]
 pub struct HttpLimits {
+    /// Connections open at once; past it a new socket is reset at accept (at least 1).
     pub max_connections: usize,
+    /// Connections one client address may hold at once (at least 1).
     pub max_connections_per_ip: usize,
+    /// Time to send a request's whole header; also bounds a keep-alive connection between requests.
     pub header_timeout: Duration,
+    /// No byte either way for this long: graceful shutdown, then a drop after as long again.
     pub idle_timeout: Duration,
+    /// Longest wait for the next chunk of a request body.
     pub body_timeout: Duration,
 }
 

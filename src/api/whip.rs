@@ -1,15 +1,15 @@
 //! WHIP routes (`/v2/pub/...`, TRTC's URL form): POST an offer to publish, PATCH trickle/restart, DELETE to
 //! stop. OBS 30+ and browser pages publish here.
 
-use super::whep::{bearer, full, ice_server_links, resource_status, sdp_body};
+use super::webrtc::{bearer, created, full, ice_server_links, patched, query, resource_status, sdp_body, trickle};
 use super::{ApiError, ApiState};
 use crate::ingest::whip::{PublishRequest, WhipError};
-use crate::rtc::{PatchResult, ResourceError};
+use crate::rtc::ResourceError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use std::collections::HashMap;
 
 impl From<WhipError> for ApiError {
@@ -35,6 +35,8 @@ impl From<WhipError> for ApiError {
     }
 }
 
+/// `POST /v2/pub/{sdkappid}/{room}`: publish into the room from an SDP offer; 201 with the answer.
+/// Query: `SessionID` (the publisher's user id), `privatemapkey`; the UserSig is the Bearer token.
 pub async fn post(
     State(st): State<ApiState>,
     Path((sdkappid, room)): Path<(u64, String)>,
@@ -45,11 +47,7 @@ pub async fn post(
     let svc = st.whip.as_ref().ok_or(WhipError::Disabled)?;
     let body = sdp_body("whip", body)?;
     let offer = std::str::from_utf8(&body).map_err(|_| WhipError::BadOffer("not UTF-8".into()))?;
-    let get = |k: &str| {
-        q.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| query(&q, k);
     let answer = svc
         .publish(PublishRequest {
             sdkappid,
@@ -64,25 +62,18 @@ pub async fn post(
             tracing::info!(sdkappid, error = %e, "WHIP request refused");
             ApiError::from(e)
         })?;
-    let mut resp = (
-        StatusCode::CREATED,
-        [(header::CONTENT_TYPE, "application/sdp")],
-        answer.sdp,
-    )
-        .into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::LOCATION,
-        HeaderValue::from_str(&format!("/v2/pub/session/{}", answer.resource)).expect("ASCII"),
-    );
-    h.insert(header::ETAG, HeaderValue::from_str(&answer.etag).expect("ASCII"));
     let user = get("SessionID").unwrap_or_default();
-    for l in ice_server_links(&st.config.rtc, Some(user), crate::auth::unix_now()) {
-        h.append(header::LINK, l);
-    }
-    Ok(resp)
+    let links = ice_server_links(&st.config.rtc, Some(user), crate::auth::unix_now());
+    Ok(created(
+        "/v2/pub/session",
+        &answer.resource,
+        &answer.etag,
+        answer.sdp,
+        links,
+    ))
 }
 
+/// `PATCH /v2/pub/session/{id}`: trickle candidates (204) or an ICE restart (200), checked against `If-Match`.
 pub async fn patch(
     State(st): State<ApiState>,
     Path(id): Path<String>,
@@ -90,37 +81,11 @@ pub async fn patch(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let svc = st.whip.as_ref().ok_or(WhipError::Disabled)?;
-    let body = sdp_body("whip", body)?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct.starts_with("application/trickle-ice-sdpfrag") {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "bad_content_type",
-            "PATCH takes application/trickle-ice-sdpfrag",
-        ));
-    }
-    let frag =
-        std::str::from_utf8(&body).map_err(|_| WhipError::Resource(ResourceError::BadFragment("not UTF-8".into())))?;
-    let if_match = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok());
-    Ok(match svc.patch(&id, if_match, frag).await? {
-        PatchResult::Trickled => StatusCode::NO_CONTENT.into_response(),
-        PatchResult::Restarted { etag, fragment } => {
-            let mut resp = (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
-                fragment,
-            )
-                .into_response();
-            resp.headers_mut()
-                .insert(header::ETAG, HeaderValue::from_str(&etag).expect("ASCII"));
-            resp
-        }
-    })
+    let (fragment, if_match) = trickle("whip", &headers, body)?;
+    Ok(patched(svc.patch(&id, if_match.as_deref(), &fragment).await?))
 }
 
+/// `DELETE /v2/pub/session/{id}`: stop publishing; the anchor leaves the room.
 pub async fn delete(State(st): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let svc = st.whip.as_ref().ok_or(WhipError::Disabled)?;
     svc.stop(&id).await?;

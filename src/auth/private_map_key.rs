@@ -11,13 +11,21 @@ use crate::room::RoomRef;
 pub struct Privileges(pub u32);
 
 impl Privileges {
+    /// May create the room.
     pub const CREATE_ROOM: u32 = 1;
+    /// May enter the room.
     pub const ENTER_ROOM: u32 = 2;
+    /// May send audio.
     pub const SEND_AUDIO: u32 = 4;
+    /// May receive audio.
     pub const RECV_AUDIO: u32 = 8;
+    /// May send video.
     pub const SEND_VIDEO: u32 = 16;
+    /// May receive video.
     pub const RECV_VIDEO: u32 = 32;
+    /// May send the auxiliary (sub) stream.
     pub const SEND_SUB: u32 = 64;
+    /// May receive the auxiliary (sub) stream.
     pub const RECV_SUB: u32 = 128;
     /// What a publishing anchor needs: enter the room, send audio and video.
     pub const PUBLISH: u32 = Self::ENTER_ROOM | Self::SEND_AUDIO | Self::SEND_VIDEO;
@@ -33,6 +41,7 @@ impl Privileges {
         }
     }
 
+    /// Whether every bit of `bits` is granted.
     pub fn has(self, bits: u32) -> bool {
         self.0 & bits == bits
     }
@@ -41,30 +50,62 @@ impl Privileges {
 /// A decoded and verified PrivateMapKey.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrivateMapKey {
+    /// The user the grant is for (the userbuf's account).
     pub userid: String,
+    /// The app the grant is for.
     pub sdkappid: u32,
+    /// The room granted: numeric when the userbuf is version 0, a string room when version 1.
     pub room: RoomRef,
     /// Absolute expiry of the grant, Unix seconds.
     pub expires_at: u32,
+    /// The granted privilege bits (`dwPrivilegeMap`).
     pub privileges: Privileges,
 }
 
+/// Why a PrivateMapKey was not accepted or does not grant what is asked.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PrivateMapKeyError {
+    /// The ticket itself failed UserSig verification.
     #[error("PrivateMapKey: {0}")]
     Ticket(#[from] UserSigError),
+    /// The ticket is a valid UserSig but carries no `TLS.userbuf` grant.
     #[error("PrivateMapKey carries no room grant (no TLS.userbuf)")]
     NoUserbuf,
+    /// The userbuf is truncated, not UTF-8 or of an unknown version.
     #[error("PrivateMapKey grant is malformed: {0}")]
     Malformed(&'static str),
+    /// The grant names user `found`, not the `expected` one presenting it.
     #[error("PrivateMapKey is for user {found:?}, not {expected:?}")]
-    UserMismatch { expected: String, found: String },
+    UserMismatch {
+        /// User id of the request presenting the key.
+        expected: String,
+        /// User id the grant was made for.
+        found: String,
+    },
+    /// The grant's own expiry (`expired_at`, Unix seconds) is before `now`.
     #[error("PrivateMapKey grant expired at {expired_at} (now {now})")]
-    Expired { expired_at: u32, now: u64 },
+    Expired {
+        /// The grant's expiry, Unix seconds.
+        expired_at: u32,
+        /// The time of the check, Unix seconds.
+        now: u64,
+    },
+    /// The grant is for room `found`, not the `expected` room.
     #[error("PrivateMapKey is for {found}, not {expected}")]
-    RoomMismatch { expected: RoomRef, found: RoomRef },
+    RoomMismatch {
+        /// The room the request is for.
+        expected: RoomRef,
+        /// The room the grant names.
+        found: RoomRef,
+    },
+    /// The grant's privilege bits `granted` lack some of the `needed` ones.
     #[error("PrivateMapKey grants privileges {granted:#x}; this needs {needed:#x} ({})", Privileges::describe(*needed))]
-    Insufficient { granted: u32, needed: u32 },
+    Insufficient {
+        /// The grant's `dwPrivilegeMap` bits ([`Privileges`] constants).
+        granted: u32,
+        /// The bits the action needs, e.g. [`Privileges::PLAY`].
+        needed: u32,
+    },
 }
 
 impl PrivateMapKey {

@@ -9,6 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// The algorithm name that starts the `Authorization` header and the string to sign.
 pub const ALGORITHM: &str = "TC3-HMAC-SHA256";
 /// How far `X-TC-Timestamp` may be from our clock.
 pub const MAX_SKEW_SECS: u64 = 300;
@@ -16,18 +17,30 @@ pub const MAX_SKEW_SECS: u64 = 300;
 /// Why a request's signature was refused; each maps to one Cloud API error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Tc3Error {
+    /// The `Authorization` header is absent or malformed, or its scope or service is wrong.
     #[error("the Authorization header is missing or malformed: {0}")]
     InvalidAuthorization(String),
+    /// `X-TC-Timestamp` is absent or not a number.
     #[error("X-TC-Timestamp is missing or not a number")]
     MissingTimestamp,
+    /// `timestamp` is more than `MAX_SKEW_SECS` away from our clock `now` (both Unix seconds).
     #[error("the signature expired: X-TC-Timestamp {timestamp} is more than 5 minutes from server time {now}")]
-    SignatureExpire { timestamp: u64, now: u64 },
+    SignatureExpire {
+        /// `X-TC-Timestamp` as sent, Unix seconds.
+        timestamp: u64,
+        /// Our clock at the check, Unix seconds.
+        now: u64,
+    },
+    /// No API key with this SecretId is configured.
     #[error("SecretId {0} is not known to this gateway")]
     SecretIdNotFound(String),
+    /// The recomputed signature differs from the one sent.
     #[error("the signature does not match (check the SecretKey, the signed headers and the body)")]
     SignatureFailure,
+    /// The signature was already used, and this use or the earlier one is not idempotent.
     #[error("this signature was already used: sign each request anew")]
     Replayed,
+    /// The replay cache is full of still-valid signatures; the request is refused.
     #[error("too many signed requests within the signature window; try again shortly")]
     ReplayCacheFull,
 }
@@ -50,14 +63,20 @@ impl Tc3Error {
 /// The parts of a `TC3-HMAC-SHA256 Credential=.., SignedHeaders=.., Signature=..` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tc3Authorization {
+    /// The SecretId from the `Credential` scope.
     pub secret_id: String,
+    /// The UTC date (`YYYY-MM-DD`) from the `Credential` scope.
     pub date: String,
+    /// The service label from the `Credential` scope (`trtc`, or an endpoint's first DNS label).
     pub service: String,
+    /// `SignedHeaders`, lowercased; always includes `content-type` and `host`.
     pub signed_headers: Vec<String>,
+    /// `Signature`: 64 hex digits, lowercased.
     pub signature: String,
 }
 
 impl Tc3Authorization {
+    /// Parse and check an `Authorization` header's form; verifies nothing cryptographic.
     pub fn parse(header: &str) -> Result<Self, Tc3Error> {
         let bad = |why: &str| Tc3Error::InvalidAuthorization(why.to_string());
         let rest = header
@@ -109,6 +128,7 @@ impl Tc3Authorization {
     }
 }
 
+/// Lowercase hex SHA-256 of `data`.
 pub fn sha256_hex(data: &[u8]) -> String {
     hex(&Sha256::digest(data))
 }
@@ -255,6 +275,7 @@ impl Default for ReplayCache {
 }
 
 impl ReplayCache {
+    /// A cache that holds at most `capacity` signatures (at least 1).
     pub fn new(capacity: usize) -> Self {
         ReplayCache {
             seen: Default::default(),
@@ -288,20 +309,24 @@ impl ReplayCache {
 
 /// What a verified request needs from the HTTP layer.
 pub struct Tc3Request<'a, H: Fn(&str) -> Option<String>> {
+    /// The HTTP method, e.g. `POST`.
     pub method: &'a str,
     /// The raw query string (empty for POST).
     pub query: &'a str,
     /// Header lookup by lowercase name.
     pub header: H,
+    /// The raw request body, as signed.
     pub body: &'a [u8],
 }
 
 /// A request whose signature checked out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The SecretId that signed the request.
     pub secret_id: String,
     /// The signature (lowercase hex), for the replay cache.
     pub signature: String,
+    /// `X-TC-Timestamp`, Unix seconds.
     pub timestamp: u64,
 }
 

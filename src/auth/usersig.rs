@@ -27,34 +27,62 @@ const LENIENT_STANDARD: GeneralPurpose = GeneralPurpose::new(
 /// mistakes (key of another app, token for another user, expired token) need different fixes.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UserSigError {
+    /// The token is empty or only whitespace.
     #[error("UserSig is empty")]
     Empty,
+    /// The token is longer than the limit; carries its length in bytes.
     #[error("UserSig is too long ({0} bytes)")]
     TooLong(usize),
+    /// The token does not decode as TRTC's base64url variant.
     #[error("UserSig is not valid base64url: {0}")]
     Base64(String),
+    /// The decoded bytes are not a single zlib stream, or inflate too large.
     #[error("UserSig does not inflate (not zlib data): {0}")]
     Inflate(String),
+    /// The inflated content is not JSON.
     #[error("UserSig content is not valid JSON: {0}")]
     Json(String),
+    /// A required `TLS.*` field is absent or not a string or number; names the field.
     #[error("UserSig lacks field {0}")]
     MissingField(&'static str),
+    /// `TLS.ver` is not `2.0`.
     #[error("UserSig version {0:?} is not supported (need TLS.ver 2.0)")]
     Version(String),
+    /// `TLS.sdkappid` is `found`, not the `expected` app.
     #[error("UserSig was issued for sdkappid {found}, not {expected}")]
-    SdkAppIdMismatch { expected: u64, found: u64 },
+    SdkAppIdMismatch {
+        /// The app the request is for.
+        expected: u64,
+        /// `TLS.sdkappid` of the ticket.
+        found: u64,
+    },
+    /// `TLS.identifier` is `found`, not the `expected` user id.
     #[error("UserSig was issued for user id {found:?}, not {expected:?}")]
-    IdentifierMismatch { expected: String, found: String },
+    IdentifierMismatch {
+        /// The user id the request presents.
+        expected: String,
+        /// `TLS.identifier` of the ticket.
+        found: String,
+    },
+    /// `TLS.sig` does not match the HMAC under the app's secret key.
     #[error("UserSig signature does not match: it was generated with another secret key (is the key of another SDKAppID in use?)")]
     SignatureMismatch,
+    /// The ticket expired at `expired_at` (Unix seconds), before `now`.
     #[error("UserSig expired at {expired_at} (now {now}); generate a new one")]
-    Expired { expired_at: u64, now: u64 },
+    Expired {
+        /// `TLS.time + TLS.expire`, Unix seconds.
+        expired_at: u64,
+        /// The time of the check, Unix seconds.
+        now: u64,
+    },
 }
 
 /// The fields of a decoded UserSig, before or after verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserSig {
+    /// `TLS.sdkappid`: the app the ticket was issued for.
     pub sdkappid: u64,
+    /// `TLS.identifier`: the user id the ticket was issued for.
     pub identifier: String,
     /// Issue time, Unix seconds.
     pub time: u64,

@@ -8,10 +8,13 @@ use std::str::FromStr;
 /// Why a CIDR in the configuration is not one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CidrError {
+    /// Not `address/prefix` (or a bare address): carries the text as given.
     #[error("{0:?} is not a CIDR (address/prefix, e.g. 10.1.2.0/24)")]
     Syntax(String),
+    /// The prefix is longer than the address (over 32 for IPv4, 128 for IPv6).
     #[error("{0:?}: the prefix length is larger than the address")]
     Prefix(String),
+    /// Bits are set past the prefix: the text as given and the network it probably means.
     #[error("{0:?}: the address has bits set past the prefix (did you mean {1}?)")]
     HostBits(String, String),
 }

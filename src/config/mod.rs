@@ -17,18 +17,39 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Why the configuration cannot be loaded, or the demo credentials cannot be stored.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The config file (or the demo credentials' file) at `path` cannot be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The `--config` file, or `demo-app.toml`/`demo-api-key.toml` in the data dir.
+        path: PathBuf,
+        /// The I/O error from reading it.
+        source: std::io::Error,
+    },
+    /// TOML that does not parse or match the keys, or a value that fails validation.
     #[error("invalid config: {0}")]
     Invalid(String),
+    /// `ROOMGATE_*` variable `var` has a value that does not fit its key, for reason `why`.
     #[error("environment variable {var}: {why}")]
-    Env { var: String, why: String },
+    Env {
+        /// The full variable name, e.g. `ROOMGATE_RTMP_LISTEN`.
+        var: String,
+        /// What is wrong: no such key, a bad array index, or a value of the wrong type.
+        why: String,
+    },
+    /// The demo credentials cannot be written to `path` in the data dir.
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        /// The demo credentials file being created (`demo-app.toml` or `demo-api-key.toml`).
+        path: PathBuf,
+        /// The I/O error from creating the data dir or the file, or writing it.
+        source: std::io::Error,
+    },
 }
 
+/// The whole configuration, as loaded from defaults, file, environment and flags.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -38,17 +59,27 @@ pub struct Config {
     pub log: String,
     /// Host name or address put in the URLs roomgate prints (ffmpeg/OBS lines).
     pub public_host: String,
+    /// The HTTP listener (API, WHIP/WHEP, console, metrics).
     pub http: HttpConfig,
+    /// The RTMP listener.
     pub rtmp: RtmpConfig,
+    /// The WebRTC engine (WHIP publishers, WHEP viewers).
     pub rtc: RtcConfig,
+    /// Opus encoding of transcoded audio.
     pub audio: AudioConfig,
+    /// Limits of video roomgate decodes.
     pub video: VideoConfig,
+    /// The apps (SDKAppID and secret key) users may publish and watch in; empty: `serve` creates a demo app.
     pub apps: Vec<AppConfig>,
     /// Cloud API 3.0 credentials (TC3-HMAC-SHA256) for `POST /` actions such as StartStreamIngest.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Limits of the Cloud API endpoint.
     pub api: CloudApiConfig,
+    /// Pull tasks (StartStreamIngest).
     pub pull: PullConfig,
+    /// Delivery of event callbacks.
     pub callbacks: CallbacksConfig,
+    /// Who may use the admin API and the console's privileged actions.
     pub admin: AdminConfig,
     /// Media file served at `/demo/sample.mp4` for the demo pull task (`serve --demo-task`); not a config key.
     #[serde(skip)]
@@ -83,7 +114,9 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
+    /// The SecretId that names the key in `Authorization` headers.
     pub secret_id: String,
+    /// The SecretKey requests are signed with.
     pub secret_key: String,
     /// Apps this key may act on; empty means every app.
     #[serde(default)]
@@ -144,9 +177,11 @@ impl Default for PullConfig {
     }
 }
 
+/// The HTTP server: listen address, connection caps and timeouts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
+    /// Address the HTTP server binds to (port 0: any free port).
     pub listen: SocketAddr,
     /// HTTP connections open at once; more are closed at accept (kept below the open-file limit).
     pub max_connections: usize,
@@ -162,10 +197,13 @@ pub struct HttpConfig {
     pub body_timeout_secs: u64,
 }
 
+/// The RTMP listener: address, message and chunk sizes, connection caps and timeouts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtmpConfig {
+    /// Run the RTMP listener; off: no RTMP publishing.
     pub enabled: bool,
+    /// Address the RTMP listener binds to (port 0: any free port).
     pub listen: SocketAddr,
     /// Largest RTMP message accepted (bytes); a larger one ends the connection.
     pub max_message_size: u32,
@@ -187,12 +225,15 @@ pub struct RtmpConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RtcConfig {
+    /// Run the WebRTC engine; off: no WHIP or WHEP.
     pub enabled: bool,
     /// Address the UDP socket and the TCP listener bind to.
     pub bind: std::net::IpAddr,
+    /// UDP port of every WebRTC session (0: any free port).
     pub udp_port: u16,
     /// ICE-TCP (RFC 4571 framing) for clients whose UDP is blocked.
     pub tcp_enabled: bool,
+    /// ICE-TCP listener port (0: any free port).
     pub tcp_port: u16,
     /// Addresses put in ICE candidates (NAT 1:1). Empty: the bind address, or every local non-loopback
     /// address when bound to 0.0.0.0 / ::.
@@ -234,9 +275,12 @@ impl RtcConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IceServer {
+    /// `stun:`, `turn:` or `turns:` URLs of the server.
     pub urls: Vec<String>,
+    /// TURN username given to authenticated clients; empty: REST credentials when `rtc.turn_secret` is set.
     #[serde(default)]
     pub username: String,
+    /// TURN password that goes with `username`.
     #[serde(default)]
     pub credential: String,
 }
@@ -264,6 +308,7 @@ impl Default for RtcConfig {
     }
 }
 
+/// Transcoded audio: Opus bitrate and complexity.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AudioConfig {
@@ -299,7 +344,9 @@ impl Default for VideoConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
+    /// The app's SDKAppID (not 0; unique among `apps`).
     pub sdkappid: u64,
+    /// Secret key UserSigs and PrivateMapKeys of this app are signed with.
     pub secret_key: String,
     /// Publishing needs a PrivateMapKey granting enter room + send audio/video for the room.
     #[serde(default)]
@@ -307,6 +354,7 @@ pub struct AppConfig {
     /// Anyone may watch this app's rooms over WHEP without a token.
     #[serde(default)]
     pub public_playback: bool,
+    /// Display name in the console; may be empty.
     #[serde(default)]
     pub name: String,
     /// Where event callbacks (701/702, rooms, media) are POSTed; empty: no callbacks.
@@ -419,6 +467,7 @@ impl Default for AudioConfig {
 }
 
 impl Config {
+    /// The configured app with this SDKAppID, if any.
     pub fn app(&self, sdkappid: u64) -> Option<&AppConfig> {
         self.apps.iter().find(|a| a.sdkappid == sdkappid)
     }
@@ -435,6 +484,7 @@ impl Config {
         }
     }
 
+    /// The configured API key with this SecretId, if any.
     pub fn api_key(&self, secret_id: &str) -> Option<&ApiKeyConfig> {
         self.api_keys.iter().find(|k| k.secret_id == secret_id)
     }

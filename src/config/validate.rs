@@ -3,6 +3,7 @@
 use super::{Config, ConfigError};
 
 impl Config {
+    /// Refuse a configuration whose apps, API keys or values cannot work (duplicates, empty keys, ...).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut seen = std::collections::HashSet::new();
         for app in &self.apps {

@@ -7,18 +7,17 @@
 use crate::access::{authorize_play, Denied};
 use crate::auth::unix_now;
 use crate::config::Config;
+use crate::media::Frame;
 use crate::room::RoomRef;
-use crate::room::{Participant, RoomHub, RoomKey};
+use crate::room::{Anchor, RoomHub, RoomKey};
 use crate::rtc::{
-    random_token, NewSession, OutTrack, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId,
-    SessionResources,
+    negotiate, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId, SessionResources,
 };
 use std::sync::Arc;
 use std::time::Duration;
-use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::MediaKind;
-use str0m::{IceCreds, Rtc};
+use str0m::Rtc;
 use tokio::sync::mpsc;
 
 /// At most one GOP replay per viewer in this interval, however often it sends PLIs.
@@ -34,33 +33,54 @@ const VIDEO_SEND_PACKETS: usize = 600;
 /// Why a WHEP request failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum WhepError {
+    /// The viewer may not watch: unknown app, bad viewer id, or a missing or bad UserSig or PrivateMapKey.
     #[error("{0}")]
     Refused(#[from] Denied),
+    /// The room has no anchor, or not the one asked for with `?anchor=`.
     #[error("room {room:?} of app {sdkappid} has no anchor{which}")]
-    NoAnchor { sdkappid: u64, room: String, which: String },
+    NoAnchor {
+        /// App of the room.
+        sdkappid: u64,
+        /// The room id as text (a numeric room in decimal).
+        room: String,
+        /// `format!(" {id:?}")` of the anchor asked for, for the message; empty when none was named.
+        which: String,
+    },
+    /// The offer is not UTF-8 SDP str0m can answer, or the room is not numeric with `roomtype=number`.
     #[error("the offer is not valid SDP: {0}")]
     BadOffer(String),
+    /// The offer has no H.264 (packetization-mode 1) video or no Opus audio; names which.
     #[error("the offer has no {0}: roomgate sends H.264 (packetization-mode=1) video and Opus audio")]
     MissingCodec(&'static str),
+    /// PATCH or DELETE on the session resource failed.
     #[error("WHEP session: {0}")]
     Resource(#[from] ResourceError),
+    /// The WebRTC engine is off (`rtc.enabled = false`).
     #[error("WebRTC playback is disabled on this gateway")]
     Disabled,
+    /// The engine already has `rtc.max_sessions` sessions.
     #[error("{0}")]
     Full(#[from] crate::rtc::EngineFull),
+    /// Over `rtc.whep_per_ip_per_minute` for the client's address; the seconds until a retry may pass.
     #[error("{0}")]
     RateLimited(crate::limits::LimitError, u64),
 }
 
 /// A request to watch an anchor.
 pub struct PlayRequest<'a> {
+    /// App of the room (from the URL path).
     pub sdkappid: u64,
+    /// Room to watch: `Num` with `?roomtype=number`, else `Str`.
     pub room: RoomRef,
+    /// `?SessionID=`: the viewer's user id; only `public_playback` apps take a request without one.
     pub viewer: Option<&'a str>,
+    /// `?anchor=`: the anchor's user id; `None`: the latest anchor with video, else any.
     pub anchor: Option<&'a str>,
+    /// The `Authorization: Bearer` token: the viewer's UserSig.
     pub bearer: Option<&'a str>,
     /// `?privatemapkey=`: needed on apps that `require_private_map_key`.
     pub private_map_key: Option<&'a str>,
+    /// The SDP offer (the POST body).
     pub offer: &'a str,
     /// The client's address, for the per-IP rate limit (`rtc.whep_per_ip_per_minute`).
     pub peer: Option<std::net::IpAddr>,
@@ -68,12 +88,17 @@ pub struct PlayRequest<'a> {
 
 /// What the HTTP layer answers with.
 pub struct PlayAnswer {
+    /// Unguessable session token: the `Location` is `/v2/sub/session/{resource}`.
     pub resource: String,
+    /// The session's `ETag` (its ICE ufrag, quoted), matched against PATCH's `If-Match`.
     pub etag: String,
+    /// The SDP answer (the 201 body).
     pub sdp: String,
 }
 
+/// WHEP playback: authorizes viewers, answers their offers and feeds each anchor's viewers from one fan-out.
 pub struct WhepService {
+    /// The WebRTC engine the sessions run on (shared with WHIP).
     pub engine: Arc<RtcEngine>,
     hub: Arc<RoomHub>,
     config: Arc<Config>,
@@ -85,6 +110,7 @@ pub struct WhepService {
 }
 
 impl WhepService {
+    /// A service with no sessions yet, playing the anchors of `hub`.
     pub fn new(engine: Arc<RtcEngine>, hub: Arc<RoomHub>, config: Arc<Config>) -> Arc<Self> {
         Arc::new(WhepService {
             engine,
@@ -98,7 +124,7 @@ impl WhepService {
     }
 
     /// The control channel of `anchor`'s fan-out, started on its first viewer; `None` once the anchor left.
-    fn fanout_of(self: &Arc<Self>, anchor: &Arc<Participant>) -> Option<mpsc::UnboundedSender<FanoutCmd>> {
+    fn fanout_of(self: &Arc<Self>, anchor: &Arc<Anchor>) -> Option<mpsc::UnboundedSender<FanoutCmd>> {
         let key = Arc::as_ptr(anchor) as usize;
         let mut map = self.fanouts.lock().expect("fanouts lock");
         if let Some((_, tx)) = map.get(&key).filter(|(_, tx)| !tx.is_closed()) {
@@ -114,6 +140,7 @@ impl WhepService {
         Some(tx)
     }
 
+    /// Rate-limit and authorize the viewer, pick the anchor and answer the offer; the session runs on its own task.
     pub async fn play(self: &Arc<Self>, req: PlayRequest<'_>) -> Result<PlayAnswer, WhepError> {
         if let Some(ip) = req.peer {
             self.rate
@@ -143,12 +170,6 @@ impl WhepService {
             which: req.anchor.map(|a| format!(" {a:?}")).unwrap_or_default(),
         })?;
 
-        let offer = SdpOffer::from_sdp_string(req.offer).map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        let kinds = crate::rtc::offer_media_kinds(req.offer);
-        let creds = IceCreds {
-            ufrag: random_token(8),
-            pass: random_token(24),
-        };
         let anchor_plid = anchor
             .video_info()
             .profile_level_id
@@ -156,9 +177,7 @@ impl WhepService {
             .unwrap_or(0x42e01f);
         let plid = self.answer_profile(req.sdkappid, anchor_plid, req.offer);
         let mut cfg = Rtc::builder()
-            .set_ice_lite(true)
             .set_send_buffer_video(VIDEO_SEND_PACKETS)
-            .set_local_ice_credentials(creds.clone())
             .clear_codecs()
             .enable_opus(true, false);
         // No transport-wide congestion control: the gateway forwards the anchor's one encoding and has no bitrate
@@ -171,26 +190,17 @@ impl WhepService {
         }
         cfg = cfg.set_extension_map(extensions);
         cfg.codec_config().add_h264(102.into(), Some(103.into()), true, plid);
-        let mut rtc = cfg.build(std::time::Instant::now());
-        for c in self.engine.local_candidates() {
-            rtc.add_local_candidate(c.clone());
-        }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| WhepError::BadOffer(e.to_string()))?;
-        let find = |rtc: &mut Rtc, kind: MediaKind, codec: RtcCodec| -> Option<OutTrack> {
-            kinds.iter().filter(|(_, k)| *k == kind).find_map(|(mid, _)| {
-                let w = rtc.writer(*mid)?;
-                let pt = w.payload_params().find(|p| p.spec().codec == codec)?.pt();
-                Some(OutTrack { mid: *mid, pt })
-            })
-        };
-        let video = find(&mut rtc, MediaKind::Video, RtcCodec::H264).ok_or(WhepError::MissingCodec("H.264 video"))?;
-        if let Some(tx) = rtc.direct_api().stream_tx_by_mid(video.mid, None) {
+        let mut session = negotiate(&self.engine, req.offer, cfg).map_err(WhepError::BadOffer)?;
+        let video = session
+            .track(MediaKind::Video, RtcCodec::H264)
+            .ok_or(WhepError::MissingCodec("H.264 video"))?;
+        if let Some(tx) = session.rtc.direct_api().stream_tx_by_mid(video.mid, None) {
             tx.set_rtx_cache(VIDEO_SEND_PACKETS, VIDEO_RESEND_WINDOW, Some(0.15));
         }
-        let audio = find(&mut rtc, MediaKind::Audio, RtcCodec::Opus).ok_or(WhepError::MissingCodec("Opus audio"))?;
+        let audio = session
+            .track(MediaKind::Audio, RtcCodec::Opus)
+            .ok_or(WhepError::MissingCodec("Opus audio"))?;
+        let Negotiated { rtc, creds, answer, .. } = session;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         let engine_id = self
@@ -255,7 +265,7 @@ impl WhepService {
     }
 
     /// The named anchor, or the most recently started anchor with video (else any anchor).
-    fn pick_anchor(&self, key: &RoomKey, userid: Option<&str>) -> Option<Arc<Participant>> {
+    fn pick_anchor(&self, key: &RoomKey, userid: Option<&str>) -> Option<Arc<Anchor>> {
         let room = self.hub.room(key)?;
         if let Some(u) = userid {
             return room.participant(u);
@@ -292,6 +302,7 @@ impl WhepService {
         }
     }
 
+    /// Viewer sessions whose resource still exists (not DELETEd, not ended).
     pub fn session_count(&self) -> usize {
         self.resources.len()
     }
@@ -304,7 +315,7 @@ async fn feed(
     svc: Arc<WhepService>,
     resource: String,
     id: SessionId,
-    anchor: Arc<Participant>,
+    anchor: Arc<Anchor>,
     mut events: mpsc::UnboundedReceiver<SessionEvent>,
     timeout: Duration,
 ) {
@@ -329,8 +340,9 @@ async fn feed(
     loop {
         match events.recv().await {
             Some(SessionEvent::KeyframeRequest) => {
-                if last_burst.is_none_or(|t| t.elapsed() >= PLI_BURST_INTERVAL) {
-                    last_burst = Some(std::time::Instant::now());
+                let now = std::time::Instant::now();
+                if replay_due(last_burst, now) {
+                    last_burst = Some(now);
                     let _ = fanout.send(FanoutCmd::Replay(id));
                 }
             }
@@ -351,13 +363,67 @@ enum FanoutCmd {
     Leave(SessionId),
 }
 
-/// One viewer as the fan-out sees it.
+/// Whether a viewer's PLI is answered with a GOP replay now: at most one per `PLI_BURST_INTERVAL`, however often
+/// the player asks.
+fn replay_due(last: Option<std::time::Instant>, now: std::time::Instant) -> bool {
+    last.is_none_or(|t| now.saturating_duration_since(t) >= PLI_BURST_INTERVAL)
+}
+
+/// One viewer as the fan-out sees it: where it stands in the video, so it gets every picture once and decodable.
+#[derive(Debug)]
 struct Member {
     id: SessionId,
     /// Pictures up to this pts were already sent to it from the cache: live copies of them are not sent again.
     skip_until: Option<u64>,
     /// It joined with nothing cached (or fell behind): live video starts for it at the next keyframe.
     needs_keyframe: bool,
+}
+
+impl Member {
+    /// A viewer joining after the cached GOP up to pts `cached_until` was sent to it (`None`: nothing cached).
+    fn joined(id: SessionId, cached_until: Option<u64>) -> Member {
+        Member {
+            id,
+            skip_until: cached_until,
+            needs_keyframe: cached_until.is_none(),
+        }
+    }
+
+    /// Whether it gets every live picture as it comes (the fan-out's fast path).
+    fn in_step(&self) -> bool {
+        !self.needs_keyframe && self.skip_until.is_none()
+    }
+
+    /// Whether the live picture `pts` goes to it, moving it along: a keyframe ends its wait, a picture past what
+    /// the cache gave it ends the skipping.
+    fn takes_live(&mut self, pts: u64, keyframe: bool) -> bool {
+        if self.needs_keyframe && keyframe {
+            self.needs_keyframe = false;
+        }
+        if self.skip_until.is_some_and(|end| pts > end) {
+            self.skip_until = None;
+        }
+        self.in_step()
+    }
+
+    /// The cached `gop` restamped to follow the last picture it had (the live edge `last_live_pts` or the end of
+    /// an earlier replay), so its decoder takes them as new pictures; the live copies of them are then skipped.
+    fn replay(&mut self, gop: Vec<Frame>, last_live_pts: Option<u64>) -> Vec<Frame> {
+        let base = last_live_pts.unwrap_or(0).max(self.skip_until.unwrap_or(0));
+        let end = gop.last().map(|f| f.pts);
+        let n = gop.len() as u64;
+        let replay: Vec<Frame> = gop
+            .into_iter()
+            .enumerate()
+            .map(|(k, mut f)| {
+                f.pts = base + 1 + k as u64;
+                f
+            })
+            .collect();
+        self.skip_until = end.map(|e| e.max(base + n));
+        self.needs_keyframe = false;
+        replay
+    }
 }
 
 /// The viewers of one anchor, fed by one subscription per track: each frame goes to the engine once, as one
@@ -367,7 +433,7 @@ async fn fanout(
     svc: Arc<WhepService>,
     key: usize,
     serial: u64,
-    anchor: Arc<Participant>,
+    anchor: Arc<Anchor>,
     mut ctl: mpsc::UnboundedReceiver<FanoutCmd>,
 ) {
     let mut video = anchor.video.subscribe();
@@ -385,20 +451,10 @@ async fn fanout(
             f = video.recv(), if video_open => match f {
                 Some(f) => {
                     last_video_pts = Some(f.pts);
-                    let special = members.iter().any(|m| m.needs_keyframe || m.skip_until.is_some());
-                    if special {
-                        for m in members.iter_mut() {
-                            if m.needs_keyframe && f.keyframe {
-                                m.needs_keyframe = false;
-                            }
-                            if m.skip_until.is_some_and(|end| f.pts > end) {
-                                m.skip_until = None;
-                            }
-                        }
+                    if !members.iter().all(Member::in_step) {
                         let ready: Vec<SessionId> = members
-                            .iter()
-                            .filter(|m| !m.needs_keyframe && m.skip_until.is_none())
-                            .map(|m| m.id)
+                            .iter_mut()
+                            .filter_map(|m| m.takes_live(f.pts, f.keyframe).then_some(m.id))
                             .collect();
                         if !ready.is_empty() && !engine.send_frame_to_many(ready.into(), f).await {
                             break;
@@ -430,7 +486,7 @@ async fn fanout(
                     if !gop.is_empty() && !engine.send_frames(id, gop).await {
                         break;
                     }
-                    members.push(Member { id, skip_until: end, needs_keyframe: end.is_none() });
+                    members.push(Member::joined(id, end));
                     everyone = members.iter().map(|m| m.id).collect();
                     anchor.set_viewers(members.len());
                 }
@@ -444,22 +500,10 @@ async fn fanout(
                         anchor.request_keyframe();
                         continue;
                     }
-                    let base = last_video_pts.unwrap_or(0).max(m.skip_until.unwrap_or(0));
-                    let end = gop.last().map(|f| f.pts);
-                    let n = gop.len() as u64;
-                    let replay: Vec<crate::media::Frame> = gop
-                        .into_iter()
-                        .enumerate()
-                        .map(|(k, mut f)| {
-                            f.pts = base + 1 + k as u64;
-                            f
-                        })
-                        .collect();
+                    let replay = m.replay(gop, last_video_pts);
                     if !engine.send_frames(id, replay).await {
                         break;
                     }
-                    m.skip_until = end.map(|e| e.max(base + n));
-                    m.needs_keyframe = false;
                     metrics::counter!("roomgate_whep_pli_answered_total").increment(1);
                 }
                 Some(FanoutCmd::Leave(id)) => {
@@ -483,15 +527,73 @@ async fn fanout(
     ctl.close();
     while let Ok(cmd) = ctl.try_recv() {
         if let FanoutCmd::Join(id) = cmd {
-            members.push(Member {
-                id,
-                skip_until: None,
-                needs_keyframe: true,
-            });
+            members.push(Member::joined(id, None));
         }
     }
     for m in &members {
         engine.remove(m.id).await;
     }
     anchor.set_viewers(0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+    use std::time::Instant;
+
+    fn picture(pts: u64, keyframe: bool) -> Frame {
+        Frame {
+            codec: Codec::H264,
+            pts,
+            keyframe,
+            data: Arc::from(&[0u8][..]),
+            received_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_joiner_with_a_cached_gop_skips_the_live_copies_of_it() {
+        let mut m = Member::joined(1, Some(3000));
+        assert!(!m.in_step());
+        assert!(!m.takes_live(3000, false), "already sent from the cache");
+        assert!(m.takes_live(6000, false), "then every live picture");
+        assert!(m.in_step());
+    }
+
+    #[test]
+    fn a_joiner_without_a_cache_starts_at_the_next_keyframe() {
+        let mut m = Member::joined(1, None);
+        assert!(!m.takes_live(3000, false), "a delta picture it could not decode");
+        assert!(m.takes_live(6000, true));
+        assert!(m.takes_live(9000, false));
+    }
+
+    #[test]
+    fn a_replay_follows_the_last_picture_and_is_not_sent_twice() {
+        let mut m = Member::joined(1, None);
+        m.takes_live(100, true);
+        let gop = vec![picture(10, true), picture(20, false), picture(30, false)];
+        let replay = m.replay(gop, Some(100));
+        let pts: Vec<u64> = replay.iter().map(|f| f.pts).collect();
+        assert_eq!(pts, [101, 102, 103], "after the live edge, in order, keyframe first");
+        assert!(replay[0].keyframe);
+        assert!(
+            !m.takes_live(103, false),
+            "live pictures up to the replay's end are skipped"
+        );
+        assert!(m.takes_live(104, false));
+        // A second PLI while still skipping restamps after the end of the first replay.
+        let mut m = Member::joined(2, Some(500));
+        let again = m.replay(vec![picture(10, true)], Some(100));
+        assert_eq!(again[0].pts, 501);
+    }
+
+    #[test]
+    fn plis_are_answered_at_most_once_a_second() {
+        let t0 = Instant::now();
+        assert!(replay_due(None, t0));
+        assert!(!replay_due(Some(t0), t0 + Duration::from_millis(999)));
+        assert!(replay_due(Some(t0), t0 + PLI_BURST_INTERVAL));
+    }
 }

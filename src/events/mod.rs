@@ -32,10 +32,13 @@ pub const USER_TYPE_OTHER: u32 = 100;
 /// A callback ready to store: its app, ordering key, type and exact body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackEvent {
+    /// The app whose callback URL and key deliver it.
     pub sdkappid: u64,
     /// Callbacks with the same key are delivered in order.
     pub order_key: String,
+    /// TRTC event type (101-104 room, 201-204 media, 701/702 stream ingest).
     pub event_type: u32,
+    /// The exact JSON body POSTed and signed.
     pub body: Vec<u8>,
 }
 

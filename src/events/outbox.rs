@@ -67,6 +67,7 @@ enum Submitted {
 }
 
 impl Outbox {
+    /// An outbox over `store`, delivering by `config.callbacks`; starts no task of its own.
     pub fn new(store: Arc<Store>, config: Arc<Config>) -> Arc<Outbox> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.callbacks.timeout_secs))
@@ -216,11 +217,13 @@ impl Outbox {
         Ok(rec)
     }
 
+    /// Callbacks in the store, newest first, of `status` when given, at most `limit`.
     pub async fn list(&self, status: Option<String>, limit: usize) -> Result<Vec<CallbackRecord>, StoreError> {
         let store = self.store.clone();
         blocking(move || store.callbacks(status.as_deref(), limit)).await
     }
 
+    /// One stored callback by row id; `None` when there is none.
     pub async fn get(&self, id: i64) -> Result<Option<CallbackRecord>, StoreError> {
         let store = self.store.clone();
         blocking(move || store.callback(id)).await

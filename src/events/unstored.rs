@@ -18,6 +18,7 @@ pub struct Unstored {
 }
 
 impl Unstored {
+    /// An empty queue holding at most `max` callbacks (at least 1).
     pub fn new(max: usize) -> Unstored {
         Unstored {
             items: Mutex::default(),
@@ -29,10 +30,12 @@ impl Unstored {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// True when no callback waits for the store.
     pub fn is_empty(&self) -> bool {
         self.items().is_empty()
     }
 
+    /// Callbacks waiting for the store.
     pub fn len(&self) -> usize {
         self.items().len()
     }

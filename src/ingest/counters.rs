@@ -8,9 +8,13 @@ use metrics::Counter;
 /// `roomgate_frames_in_total` and `roomgate_bytes_in_total` of one source kind, per media kind.
 #[derive(Clone)]
 pub struct InputCounters {
+    /// `roomgate_frames_in_total{kind="video"}`: video frames received.
     pub video_frames: Counter,
+    /// `roomgate_frames_in_total{kind="audio"}`: audio frames received.
     pub audio_frames: Counter,
+    /// `roomgate_bytes_in_total{kind="video"}`: video payload bytes received.
     pub video_bytes: Counter,
+    /// `roomgate_bytes_in_total{kind="audio"}`: audio payload bytes received.
     pub audio_bytes: Counter,
 }
 

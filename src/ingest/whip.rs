@@ -1,7 +1,7 @@
 //! `WhipService`: WHIP publishing (`POST /v2/pub/<sdkappid>/<room>?SessionID=<userid>`, Bearer UserSig).
 //!
 //! The publisher's H.264 and Opus are forwarded without decoding: str0m depacketizes each RTP frame, and a
-//! `WhipPublisher` task turns it into a room frame (Annex-B, parameter sets in front of keyframes, timestamps on
+//! `ToRoom` task turns it into a room frame (Annex-B, parameter sets in front of keyframes, timestamps on
 //! one clock for audio and video). Viewer keyframe requests become PLIs (at most one a second); the anchor
 //! leaves when DELETE, the peer, or a media timeout ends the session; B-frames end it as for RTMP.
 //!
@@ -17,60 +17,82 @@ use crate::media::h264::{self, SpsInfo};
 use crate::media::transcode::{TranscodeError, VideoInput, VideoTranscoder};
 use crate::media::{Codec, Frame, AUDIO_CLOCK, VIDEO_CLOCK};
 use crate::room::RoomRef;
-use crate::room::{AnchorPublisher, LeaveReason, RoomHub, RoomKey, SourceKind, TrackInfo};
+use crate::room::{AnchorHandle, LeaveReason, RoomHub, RoomKey, SourceKind, TrackInfo};
 use crate::rtc::{
-    random_token, NewSession, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId, SessionResources,
+    negotiate, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId, SessionResources,
 };
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use str0m::change::SdpOffer;
 use str0m::format::Codec as RtcCodec;
 use str0m::media::{MediaData, MediaKind, Mid};
-use str0m::{IceCreds, Rtc};
+use str0m::Rtc;
 use tokio::sync::mpsc;
 
 /// At most one PLI to a publisher in this interval.
 const PLI_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Why a WHIP request failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum WhipError {
+    /// The app, the ids or the credentials (UserSig, PrivateMapKey) do not let this publisher in.
     #[error("{0}")]
     Refused(#[from] Refusal),
+    /// No `Authorization: Bearer` UserSig, or an empty one.
     #[error("missing Authorization: Bearer <UserSig of SessionID>")]
     MissingToken,
+    /// No `?SessionID=` (the publisher's user id), or an empty one.
     #[error("missing SessionID (the publisher's user id)")]
     MissingUserId,
+    /// The offer is not UTF-8 SDP str0m can answer; holds why.
     #[error("the offer is not valid SDP: {0}")]
     BadOffer(String),
+    /// An offered kind of media has no codec roomgate takes (H.264 or VP8 video, Opus audio); names what.
     #[error("the offer has no {0}: roomgate takes H.264 (packetization-mode=1) or VP8 video and Opus audio")]
     MissingCodec(&'static str),
+    /// The VP8 -> H.264 transcoder for a VP8-only publisher did not start.
     #[error("VP8 transcoder: {0}")]
     Transcoder(#[from] TranscodeError),
+    /// PATCH or DELETE on the session resource failed.
     #[error("WHIP session: {0}")]
     Resource(#[from] ResourceError),
+    /// The WebRTC engine is off (`rtc.enabled = false`).
     #[error("WebRTC publishing is disabled on this gateway")]
     Disabled,
+    /// The engine already has `rtc.max_sessions` sessions.
     #[error("{0}")]
     Full(#[from] crate::rtc::EngineFull),
 }
 
+/// A request to publish into a room.
 pub struct PublishRequest<'a> {
+    /// App of the room (from the URL path).
     pub sdkappid: u64,
+    /// String room id (from the URL path); WHIP rooms are never numeric.
     pub room: String,
+    /// `?SessionID=`: the publisher's user id, which becomes the anchor's.
     pub userid: Option<&'a str>,
+    /// The `Authorization: Bearer` token: the publisher's UserSig.
     pub bearer: Option<&'a str>,
+    /// `?privatemapkey=`: needed on apps that `require_private_map_key`.
     pub private_map_key: Option<&'a str>,
+    /// The SDP offer (the POST body).
     pub offer: &'a str,
 }
 
+/// What the HTTP layer answers with.
 pub struct PublishAnswer {
+    /// Unguessable session token: the `Location` is `/v2/pub/session/{resource}`.
     pub resource: String,
+    /// The session's `ETag` (its ICE ufrag, quoted), matched against PATCH's `If-Match`.
     pub etag: String,
+    /// The SDP answer (the 201 body).
     pub sdp: String,
 }
 
+/// WHIP publishing: authorizes publishers and turns each session into an anchor of its room.
 pub struct WhipService {
+    /// The WebRTC engine the sessions run on (shared with WHEP).
     pub engine: Arc<RtcEngine>,
     hub: Arc<RoomHub>,
     config: Arc<Config>,
@@ -78,6 +100,7 @@ pub struct WhipService {
 }
 
 impl WhipService {
+    /// A service with no sessions yet, publishing into the rooms of `hub`.
     pub fn new(engine: Arc<RtcEngine>, hub: Arc<RoomHub>, config: Arc<Config>) -> Arc<Self> {
         Arc::new(WhipService {
             engine,
@@ -87,6 +110,7 @@ impl WhipService {
         })
     }
 
+    /// Authorize the publisher, answer the offer and join the room as an anchor; media flows on its own task.
     pub async fn publish(self: &Arc<Self>, req: PublishRequest<'_>) -> Result<PublishAnswer, WhipError> {
         let userid = req.userid.filter(|u| !u.is_empty()).ok_or(WhipError::MissingUserId)?;
         let token = req.bearer.filter(|t| !t.is_empty()).ok_or(WhipError::MissingToken)?;
@@ -104,16 +128,7 @@ impl WhipService {
         .inspect_err(|r| r.count("whip"))?;
         self.engine.check_room(self.config.rtc.max_sessions)?;
 
-        let offer = SdpOffer::from_sdp_string(req.offer).map_err(|e| WhipError::BadOffer(e.to_string()))?;
-        let creds = IceCreds {
-            ufrag: random_token(8),
-            pass: random_token(24),
-        };
-        let mut cfg = Rtc::builder()
-            .set_ice_lite(true)
-            .set_local_ice_credentials(creds.clone())
-            .clear_codecs()
-            .enable_opus(true, false);
+        let mut cfg = Rtc::builder().clear_codecs().enable_opus(true, false);
         // Constrained baseline with packetization-mode 1 first; other profiles the offer may list after it.
         for (pt, rtx, plid) in [
             (108u8, 109u8, 0x42e01f),
@@ -125,35 +140,24 @@ impl WhipService {
         }
         // VP8 last: chosen only when the offer has no H.264, and then transcoded.
         cfg = cfg.enable_vp8(true);
-        let mut rtc = cfg.build(Instant::now());
-        for c in self.engine.local_candidates() {
-            rtc.add_local_candidate(c.clone());
-        }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| WhipError::BadOffer(e.to_string()))?;
-        let kinds = crate::rtc::offer_media_kinds(req.offer);
-        let negotiated = |rtc: &mut Rtc, kind: MediaKind, codec: RtcCodec| {
-            kinds.iter().filter(|(_, k)| *k == kind).find_map(|(mid, _)| {
-                let w = rtc.writer(*mid)?;
-                let found = w.payload_params().any(|p| p.spec().codec == codec);
-                found.then_some(*mid)
-            })
-        };
-        let h264_mid = negotiated(&mut rtc, MediaKind::Video, RtcCodec::H264);
-        let vp8_mid = negotiated(&mut rtc, MediaKind::Video, RtcCodec::Vp8).filter(|_| h264_mid.is_none());
+        let mut session = negotiate(&self.engine, req.offer, cfg).map_err(WhipError::BadOffer)?;
+        let h264_mid = session.track(MediaKind::Video, RtcCodec::H264).map(|t| t.mid);
+        let vp8_mid = session
+            .track(MediaKind::Video, RtcCodec::Vp8)
+            .map(|t| t.mid)
+            .filter(|_| h264_mid.is_none());
         let video_mid = h264_mid.or(vp8_mid);
-        let audio_mid = negotiated(&mut rtc, MediaKind::Audio, RtcCodec::Opus);
-        if kinds.iter().any(|(_, k)| *k == MediaKind::Video) && video_mid.is_none() {
+        let audio_mid = session.track(MediaKind::Audio, RtcCodec::Opus).map(|t| t.mid);
+        if session.offers(MediaKind::Video) && video_mid.is_none() {
             return Err(WhipError::MissingCodec("H.264 or VP8 video"));
         }
-        if kinds.iter().any(|(_, k)| *k == MediaKind::Audio) && audio_mid.is_none() {
+        if session.offers(MediaKind::Audio) && audio_mid.is_none() {
             return Err(WhipError::MissingCodec("Opus audio"));
         }
         if video_mid.is_none() && audio_mid.is_none() {
             return Err(WhipError::MissingCodec("H.264 video or Opus audio"));
         }
+        let Negotiated { rtc, creds, answer, .. } = session;
         let label = format!("{}/{}/{userid}", req.sdkappid, req.room);
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -171,6 +175,13 @@ impl WhipService {
             )
             .await?;
         let (resource, etag) = self.resources.insert(engine_id, &creds.ufrag);
+        // From here the session exists: if the request is dropped at an await (the client went away), undo it.
+        let mut unwind = Unwind {
+            svc: self,
+            engine_id,
+            resource: resource.clone(),
+            armed: true,
+        };
         let anchor = self.hub.join(
             RoomKey {
                 sdkappid: req.sdkappid,
@@ -197,8 +208,6 @@ impl WhipService {
             {
                 Ok(t) => Some(t),
                 Err(e) => {
-                    self.engine.remove(engine_id).await;
-                    self.resources.remove(&resource);
                     anchor.leave(LeaveReason::Ended(e.to_string()));
                     return Err(e.into());
                 }
@@ -214,9 +223,10 @@ impl WhipService {
         });
         tracing::info!(sdkappid = req.sdkappid, room = %req.room, userid, session = engine_id, "WHIP publish started");
         metrics::gauge!("roomgate_whip_sessions").increment(1.0);
-        let mut publisher = WhipPublisher::new(anchor, video_mid, transcoder, label);
+        let mut publisher = ToRoom::new(anchor, video_mid, transcoder, label);
         publisher.max_pixels = self.config.video.max_pixels;
         let timeout = Duration::from_secs(self.config.rtc.session_timeout_secs.max(1));
+        unwind.armed = false;
         tokio::spawn(run(
             self.clone(),
             resource.clone(),
@@ -234,11 +244,10 @@ impl WhipService {
 
     /// DELETE: end the session; the anchor leaves the room.
     pub async fn stop(&self, resource: &str) -> Result<(), WhipError> {
-        let id = self.resources.remove(resource).ok_or(ResourceError::NoSession)?;
-        self.engine.remove(id).await;
-        Ok(())
+        Ok(self.resources.end(&self.engine, resource).await?)
     }
 
+    /// PATCH: trickle ICE or ICE restart.
     pub async fn patch(
         &self,
         resource: &str,
@@ -248,6 +257,7 @@ impl WhipService {
         Ok(self.resources.patch(&self.engine, resource, if_match, fragment).await?)
     }
 
+    /// Publishing sessions whose resource still exists (not DELETEd, not ended).
     pub fn session_count(&self) -> usize {
         self.resources.len()
     }
@@ -258,7 +268,7 @@ async fn run(
     svc: Arc<WhipService>,
     resource: String,
     id: SessionId,
-    mut publisher: WhipPublisher,
+    mut publisher: ToRoom,
     mut events: mpsc::UnboundedReceiver<SessionEvent>,
     timeout: Duration,
 ) {
@@ -323,9 +333,47 @@ enum MediaOutcome {
     NeedKeyframe,
 }
 
+/// Takes a half-made WHIP session out again (its resource, its engine session) unless disarmed: a POST whose
+/// client goes away while it awaits must not leave a session that nothing runs.
+struct Unwind<'a> {
+    svc: &'a WhipService,
+    engine_id: SessionId,
+    resource: String,
+    armed: bool,
+}
+
+impl Drop for Unwind<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.svc.resources.remove(&self.resource);
+            let (engine, id) = (self.svc.engine.clone(), self.engine_id);
+            tokio::spawn(async move { engine.remove(id).await });
+        }
+    }
+}
+
+/// Maps one track's RTP media times onto the anchor's clock: its first frame lands at its arrival time since the
+/// anchor's origin (shared by audio and video, so they line up), and later frames advance by their RTP delta (so
+/// network jitter does not shake the timeline).
+#[derive(Debug, Default)]
+struct RtpClock {
+    /// The first RTP time and the anchor time it maps to.
+    base: Option<(u64, u64)>,
+}
+
+impl RtpClock {
+    fn pts(&mut self, origin: Instant, rtp: u64, arrived: Instant, clock: u32) -> u64 {
+        let (rtp0, pts0) = *self.base.get_or_insert_with(|| {
+            let since_origin = arrived.saturating_duration_since(origin).as_micros() as u64;
+            (rtp, since_origin * clock as u64 / 1_000_000)
+        });
+        pts0 + rtp.saturating_sub(rtp0)
+    }
+}
+
 /// Turns depacketized WebRTC frames into room frames for one anchor.
-struct WhipPublisher {
-    anchor: AnchorPublisher,
+struct ToRoom {
+    anchor: AnchorHandle,
     video_mid: Option<Mid>,
     /// VP8 publishers only: their video is transcoded to H.264 here.
     transcoder: Option<VideoTranscoder>,
@@ -336,22 +384,17 @@ struct WhipPublisher {
     label: String,
     /// First media arrival: the shared clock origin of audio and video.
     origin: Option<Instant>,
-    video_base: Option<(u64, u64)>,
-    audio_base: Option<(u64, u64)>,
+    video_clock: RtpClock,
+    audio_clock: RtpClock,
     sps: Option<Bytes>,
     pps: Option<Bytes>,
     info: Option<SpsInfo>,
     counters: crate::ingest::InputCounters,
 }
 
-impl WhipPublisher {
-    fn new(
-        anchor: AnchorPublisher,
-        video_mid: Option<Mid>,
-        transcoder: Option<VideoTranscoder>,
-        label: String,
-    ) -> Self {
-        WhipPublisher {
+impl ToRoom {
+    fn new(anchor: AnchorHandle, video_mid: Option<Mid>, transcoder: Option<VideoTranscoder>, label: String) -> Self {
+        ToRoom {
             anchor,
             video_mid,
             transcoder,
@@ -359,8 +402,8 @@ impl WhipPublisher {
             max_pixels: crate::media::transcode::MAX_PIXELS,
             label,
             origin: None,
-            video_base: None,
-            audio_base: None,
+            video_clock: RtpClock::default(),
+            audio_clock: RtpClock::default(),
             sps: None,
             pps: None,
             counters: crate::ingest::InputCounters::new("whip"),
@@ -368,23 +411,12 @@ impl WhipPublisher {
         }
     }
 
-    /// Map an RTP media time onto the anchor clock: (first RTP time, its anchor time) + RTP delta.
-    fn pts(origin: Instant, base: &mut Option<(u64, u64)>, rtp: u64, arrived: Instant, clock: u32) -> u64 {
-        let (rtp0, pts0) = *base.get_or_insert_with(|| {
-            (
-                rtp,
-                arrived.saturating_duration_since(origin).as_micros() as u64 * clock as u64 / 1_000_000,
-            )
-        });
-        pts0 + rtp.saturating_sub(rtp0)
-    }
-
     fn on_media(&mut self, d: &MediaData) -> Result<MediaOutcome, Refusal> {
         let arrived = d.network_time;
         let origin = *self.origin.get_or_insert(arrived);
         match d.params.spec().codec {
             RtcCodec::Opus => {
-                let pts = Self::pts(origin, &mut self.audio_base, d.time.numer(), arrived, AUDIO_CLOCK);
+                let pts = self.audio_clock.pts(origin, d.time.numer(), arrived, AUDIO_CLOCK);
                 self.counters.audio_frames.increment(1);
                 self.anchor.publish(Frame {
                     codec: Codec::Opus,
@@ -428,7 +460,7 @@ impl WhipPublisher {
                     }
                     _ => d.data[..].into(),
                 };
-                let pts = Self::pts(origin, &mut self.video_base, d.time.numer(), arrived, VIDEO_CLOCK);
+                let pts = self.video_clock.pts(origin, d.time.numer(), arrived, VIDEO_CLOCK);
                 self.counters.video_frames.increment(1);
                 self.anchor.publish(Frame {
                     codec: Codec::H264,
@@ -466,13 +498,9 @@ impl WhipPublisher {
             return Ok(MediaOutcome::NeedKeyframe);
         }
         self.vp8_needs_keyframe = false;
-        let pts = Self::pts(
-            origin,
-            &mut self.video_base,
-            d.time.numer(),
-            d.network_time,
-            VIDEO_CLOCK,
-        );
+        let pts = self
+            .video_clock
+            .pts(origin, d.time.numer(), d.network_time, VIDEO_CLOCK);
         self.counters.video_frames.increment(1);
         Ok(match t.push(Bytes::copy_from_slice(&d.data), pts, d.network_time) {
             Ok(()) => MediaOutcome::Taken,
@@ -488,5 +516,30 @@ impl WhipPublisher {
     fn set_info(&mut self, info: SpsInfo) {
         self.info = Some(info);
         self.anchor.set_video_info(TrackInfo::from(&info));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn rtp_times_map_onto_the_shared_anchor_clock() {
+        let origin = Instant::now();
+        let mut video = RtpClock::default();
+        let mut audio = RtpClock::default();
+        // Audio arrives first (the origin), video 100 ms later with an unrelated RTP base.
+        assert_eq!(audio.pts(origin, 5_000, origin, AUDIO_CLOCK), 0);
+        let v0 = video.pts(origin, 1_000_000, origin + Duration::from_millis(100), VIDEO_CLOCK);
+        assert_eq!(v0, 9_000, "100 ms after the origin at 90 kHz");
+        // Later frames advance by their RTP delta, whenever they arrive (jitter does not move them).
+        assert_eq!(
+            video.pts(origin, 1_003_000, origin + Duration::from_millis(500), VIDEO_CLOCK),
+            12_000
+        );
+        assert_eq!(audio.pts(origin, 5_960, origin, AUDIO_CLOCK), 960);
+        // An RTP time before the first one (reordering) does not go below the track's start.
+        assert_eq!(video.pts(origin, 999_000, origin, VIDEO_CLOCK), 9_000);
     }
 }

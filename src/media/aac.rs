@@ -1,9 +1,12 @@
 //! AAC AudioSpecificConfig (ISO 14496-3 §1.6.2.1): enough to name the stream and to hand libav its extradata.
 
+/// Why an AudioSpecificConfig cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AacError {
+    /// The config ends before the channel configuration.
     #[error("AudioSpecificConfig is truncated")]
     Truncated,
+    /// The sampling frequency index is 13 or 14 (reserved); carries it.
     #[error("AudioSpecificConfig has an invalid sampling frequency index {0}")]
     BadFrequency(u8),
 }
@@ -11,8 +14,11 @@ pub enum AacError {
 /// The fields of an AudioSpecificConfig that matter for transcoding and reporting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AudioSpecificConfig {
+    /// Audio object type (2: AAC-LC, 5: SBR/HE-AAC, 29: PS); escaped types are 32 and up.
     pub object_type: u8,
+    /// Sampling rate in Hz, from the index table or the explicit 24-bit value.
     pub sample_rate: u32,
+    /// Channel configuration (1-7; 0: the layout is in the stream, not here).
     pub channels: u8,
 }
 
@@ -21,6 +27,7 @@ const RATES: [u32; 13] = [
 ];
 
 impl AudioSpecificConfig {
+    /// Parse the first bytes of an AudioSpecificConfig (object type, rate, channels); the rest is ignored.
     pub fn parse(b: &[u8]) -> Result<Self, AacError> {
         let mut bits = 0u64;
         let n = b.len().min(8);

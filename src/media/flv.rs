@@ -7,8 +7,10 @@ use bytes::Bytes;
 /// Why a tag body could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FlvError {
+    /// The tag body is empty; names the tag kind.
     #[error("empty {0} tag")]
     Empty(&'static str),
+    /// The tag body is shorter than its header; names the tag kind and gives the length.
     #[error("truncated {0} tag ({1} bytes)")]
     Truncated(&'static str, usize),
 }
@@ -16,15 +18,22 @@ pub enum FlvError {
 /// A video codec named by a tag, for clear refusals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VideoCodecId {
+    /// H.264 (FLV codec id 7, FourCC `avc1`).
     Avc,
+    /// H.265 (the unofficial FLV id 12, FourCC `hvc1`).
     Hevc,
+    /// AV1 (the unofficial FLV id 13, FourCC `av01`).
     Av1,
+    /// VP9 (FourCC `vp09`).
     Vp9,
+    /// VP8 (FourCC `vp08`).
     Vp8,
+    /// Any other FLV codec id, or a FourCC as a big-endian number.
     Other(u32),
 }
 
 impl VideoCodecId {
+    /// A name for refusals and logs, e.g. `H.264` or `FourCC "hvc1"`.
     pub fn name(self) -> String {
         match self {
             VideoCodecId::Avc => "H.264".into(),
@@ -52,10 +61,14 @@ pub enum VideoTag {
     AvcSequenceHeader(Bytes),
     /// One access unit of length-prefixed NAL units.
     AvcNalus {
+        /// The tag's frame type is 1 (keyframe).
         keyframe: bool,
+        /// Composition time offset (PTS - DTS) in ms; non-zero means B-frames.
         composition_time: i32,
+        /// The AVCC access unit (length-prefixed NAL units), sharing the message buffer.
         data: Bytes,
     },
+    /// End of sequence (AVC packet type 2): nothing to pass on.
     AvcEndOfSequence,
     /// Video info/command frames, metadata and other tags that carry no picture.
     Ignored,

@@ -3,21 +3,35 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// NAL unit type of an IDR slice.
 pub const NAL_IDR: u8 = 5;
+/// NAL unit type of a sequence parameter set.
 pub const NAL_SPS: u8 = 7;
+/// NAL unit type of a picture parameter set.
 pub const NAL_PPS: u8 = 8;
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
+/// Why H.264 configuration or data cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum H264Error {
+    /// The AVCDecoderConfigurationRecord is not version 1, is truncated or holds an empty parameter set.
     #[error("AVC decoder configuration record is truncated or malformed")]
     BadConfig,
+    /// The record holds no SPS or no PPS.
     #[error("AVC decoder configuration record has no SPS or no PPS")]
     NoParameterSets,
+    /// The first SPS cannot be parsed or declares an impossible picture; says what.
     #[error("SPS is malformed: {0}")]
     BadSps(&'static str),
+    /// An AVCC length prefix (or the prefix itself) needs `len` bytes but only `left` remain.
     #[error("NAL unit length {len} exceeds the {left} bytes left in the access unit")]
-    BadNalLength { len: usize, left: usize },
+    BadNalLength {
+        /// Bytes needed: the NAL unit's declared length, or the prefix size when the prefix is cut off.
+        len: usize,
+        /// Bytes left in the access unit at that point.
+        left: usize,
+    },
+    /// An access unit arrived before the AVC sequence header.
     #[error("access unit arrived before the AVC sequence header")]
     NoConfig,
 }
@@ -25,19 +39,28 @@ pub enum H264Error {
 /// The decoder configuration of an AVC stream: parameter sets and the NAL length size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvcConfig {
+    /// Bytes of each NAL unit's length prefix (1-4; 4 in practice).
     pub nal_length_size: usize,
+    /// The sequence parameter sets, NAL header byte included.
     pub sps: Vec<Bytes>,
+    /// The picture parameter sets, NAL header byte included.
     pub pps: Vec<Bytes>,
+    /// What the first SPS says.
     pub info: SpsInfo,
 }
 
 /// What roomgate reports and negotiates from an SPS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct SpsInfo {
+    /// `profile_idc` (66 Baseline, 77 Main, 100 High, ...).
     pub profile_idc: u8,
+    /// The constraint_set flags byte that follows `profile_idc` (0x40: constrained baseline).
     pub constraint_flags: u8,
+    /// `level_idc`: the level times ten (31 is level 3.1).
     pub level_idc: u8,
+    /// Picture width in pixels, after the SPS's cropping.
     pub width: u32,
+    /// Picture height in pixels, after the SPS's cropping.
     pub height: u32,
 }
 
@@ -50,6 +73,7 @@ impl SpsInfo {
         )
     }
 
+    /// The profile's name (`Baseline`, `High`, ...), or `other`.
     pub fn profile_name(&self) -> &'static str {
         match self.profile_idc {
             66 if self.constraint_flags & 0x40 != 0 => "Constrained Baseline",

@@ -26,12 +26,14 @@ pub enum Codec {
 }
 
 impl Codec {
+    /// The RTP clock rate of the codec: 90000 for H.264, 48000 for Opus.
     pub fn clock_rate(self) -> u32 {
         match self {
             Codec::H264 => VIDEO_CLOCK,
             Codec::Opus => AUDIO_CLOCK,
         }
     }
+    /// True for video (H.264).
     pub fn is_video(self) -> bool {
         matches!(self, Codec::H264)
     }
@@ -43,12 +45,14 @@ impl Codec {
 /// viewer (str0m's writer accepts `Arc<[u8]>`), so a frame is allocated once whatever the number of viewers.
 #[derive(Debug, Clone)]
 pub struct Frame {
+    /// H.264 or Opus; says how to read `data` and `pts`.
     pub codec: Codec,
     /// Presentation time in the codec's clock (`VIDEO_CLOCK` or `AUDIO_CLOCK`). Audio and video of one anchor share
     /// the same origin, so `pts / clock_rate` is comparable across them.
     pub pts: u64,
     /// A picture that decodes on its own (IDR). Always false for audio.
     pub keyframe: bool,
+    /// The Annex-B access unit or the Opus packet, shared by every viewer.
     pub data: Arc<[u8]>,
     /// When the gateway had the source bytes of this frame in hand: the start of the gateway-added delay.
     pub received_at: Instant,
@@ -66,14 +70,19 @@ impl Frame {
 pub struct TrackInfo {
     /// The codec the source sent (e.g. "aac", "h264").
     pub source_codec: String,
+    /// H.264 profile name as the SPS says it (e.g. `High`); `None` for audio.
     pub profile: Option<String>,
+    /// H.264 `profile-level-id` (6 hex digits) for SDP; `None` for audio.
     pub profile_level_id: Option<String>,
+    /// Picture width in pixels, when known.
     pub width: Option<u32>,
+    /// Picture height in pixels, when known.
     pub height: Option<u32>,
     /// What viewers get: 48000 for Opus, whatever the source sent.
     pub sample_rate: Option<u32>,
     /// The source's own sample rate (e.g. 44100 for AAC that is transcoded to Opus).
     pub source_sample_rate: Option<u32>,
+    /// Audio channels of the source, when known.
     pub channels: Option<u32>,
 }
 

@@ -19,7 +19,9 @@ use tokio::sync::{mpsc, watch};
 /// The identity of a room.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RoomKey {
+    /// The app the room belongs to.
     pub sdkappid: u64,
+    /// The room id within the app.
     pub room: RoomRef,
 }
 
@@ -27,8 +29,11 @@ pub struct RoomKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
+    /// An RTMP publisher (OBS, ffmpeg).
     Rtmp,
+    /// A WHIP (WebRTC) publisher.
     Whip,
+    /// A pull task's robot anchor.
     Pull,
 }
 
@@ -48,35 +53,54 @@ pub enum LeaveReason {
 /// Room and media events, in the order they happened, for callbacks and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
+    /// The first anchor entered the room (TRTC 101).
     RoomCreated {
+        /// The room.
         key: RoomKey,
+        /// The anchor whose joining created the room.
         userid: String,
     },
+    /// The last anchor left and the room is gone (TRTC 102).
     RoomDismissed {
+        /// The room.
         key: RoomKey,
         /// The anchor whose leaving emptied the room.
         userid: String,
     },
+    /// An anchor entered the room (TRTC 103).
     AnchorEntered {
+        /// The room.
         key: RoomKey,
+        /// The anchor's user id.
         userid: String,
+        /// Where its media comes from.
         source: SourceKind,
     },
+    /// An anchor left the room (TRTC 104).
     AnchorLeft {
+        /// The room.
         key: RoomKey,
+        /// The anchor's user id.
         userid: String,
+        /// Why it left.
         reason: LeaveReason,
     },
     /// The first frame of a track, or the first after it had stopped.
     MediaStarted {
+        /// The room.
         key: RoomKey,
+        /// The anchor's user id.
         userid: String,
+        /// Which track: H.264 is video (201), Opus audio (203).
         codec: Codec,
     },
     /// One kind of media stopped while the other goes on (an anchor that leaves gets `AnchorLeft` only).
     MediaStopped {
+        /// The room.
         key: RoomKey,
+        /// The anchor's user id.
         userid: String,
+        /// Which track: H.264 is video (202), Opus audio (204).
         codec: Codec,
     },
 }
@@ -84,7 +108,9 @@ pub enum RoomEvent {
 /// Which room within an app (TRTC's `roomid` or `strRoomId`). Numeric and string rooms are different rooms, even "123" and 123.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum RoomRef {
+    /// A numeric room (TRTC's `roomid`, RoomIdType 1).
     Num(u32),
+    /// A string room (TRTC's `strRoomId`, RoomIdType 0).
     Str(String),
 }
 
@@ -97,13 +123,18 @@ impl std::fmt::Display for RoomRef {
     }
 }
 
-/// A participant publishing media into a room.
-pub struct Participant {
+/// A virtual anchor as its room knows it: who publishes, its two tracks, their info and viewer count.
+pub struct Anchor {
+    /// The anchor's user id in the room.
     pub userid: String,
+    /// Where its media comes from.
     pub source: SourceKind,
+    /// When it entered the room (wall clock).
     pub started_at: SystemTime,
     session: u64,
+    /// The H.264 track.
     pub video: Track,
+    /// The Opus track.
     pub audio: Track,
     video_info: Mutex<TrackInfo>,
     audio_info: Mutex<TrackInfo>,
@@ -117,7 +148,7 @@ pub struct Participant {
     viewers: std::sync::atomic::AtomicUsize,
 }
 
-impl Participant {
+impl Anchor {
     /// Viewers watching this anchor now.
     pub fn viewers(&self) -> usize {
         self.viewers.load(Ordering::Relaxed)
@@ -137,9 +168,11 @@ impl Participant {
             .is_some_and(|tx| tx.send(()).is_ok())
     }
 
+    /// What the video track carries now (codec, profile, size), as the source reported it.
     pub fn video_info(&self) -> TrackInfo {
         self.video_info.lock().expect("info lock").clone()
     }
+    /// What the audio track carries now (codec, rates, channels), as the source reported it.
     pub fn audio_info(&self) -> TrackInfo {
         self.audio_info.lock().expect("info lock").clone()
     }
@@ -150,6 +183,7 @@ impl Participant {
         }
     }
 
+    /// The video track for H.264, the audio track for Opus.
     pub fn track(&self, codec: Codec) -> &Track {
         match codec {
             Codec::H264 => &self.video,
@@ -160,18 +194,22 @@ impl Participant {
 
 /// A room: its participants by user id.
 pub struct Room {
+    /// Which room this is.
     pub key: RoomKey,
+    /// When its first anchor entered (wall clock).
     pub created_at: SystemTime,
-    participants: Mutex<HashMap<String, Arc<Participant>>>,
+    participants: Mutex<HashMap<String, Arc<Anchor>>>,
 }
 
 impl Room {
-    pub fn participants(&self) -> Vec<Arc<Participant>> {
+    /// The anchors in the room, oldest first.
+    pub fn participants(&self) -> Vec<Arc<Anchor>> {
         let mut v: Vec<_> = self.participants.lock().expect("room lock").values().cloned().collect();
         v.sort_by_key(|p| p.started_at);
         v
     }
-    pub fn participant(&self, userid: &str) -> Option<Arc<Participant>> {
+    /// The anchor with user id `userid`, if it is in the room.
+    pub fn participant(&self, userid: &str) -> Option<Arc<Anchor>> {
         self.participants.lock().expect("room lock").get(userid).cloned()
     }
 }
@@ -185,6 +223,7 @@ pub struct RoomHub {
 }
 
 impl RoomHub {
+    /// An empty hub.
     pub fn new() -> Arc<RoomHub> {
         Arc::new(RoomHub::default())
     }
@@ -204,9 +243,9 @@ impl RoomHub {
     }
 
     /// Enter `key` as anchor `userid`. An existing anchor with that identity is replaced and told so.
-    pub fn join(self: &Arc<Self>, key: RoomKey, userid: &str, source: SourceKind) -> AnchorPublisher {
+    pub fn join(self: &Arc<Self>, key: RoomKey, userid: &str, source: SourceKind) -> AnchorHandle {
         let (kick, kicked) = watch::channel(None);
-        let participant = Arc::new(Participant {
+        let participant = Arc::new(Anchor {
             userid: userid.to_string(),
             source,
             started_at: SystemTime::now(),
@@ -261,7 +300,7 @@ impl RoomHub {
         });
         metrics::gauge!("roomgate_publishers", "source" => source_label(source)).increment(1.0);
         drop(rooms);
-        AnchorPublisher {
+        AnchorHandle {
             hub: self.clone(),
             room,
             participant,
@@ -270,13 +309,13 @@ impl RoomHub {
         }
     }
 
-    fn close_participant(p: &Participant) {
+    fn close_participant(p: &Anchor) {
         p.video.close();
         p.audio.close();
         metrics::gauge!("roomgate_publishers", "source" => source_label(p.source)).decrement(1.0);
     }
 
-    fn leave(&self, room: &Arc<Room>, participant: &Arc<Participant>, reason: LeaveReason) {
+    fn leave(&self, room: &Arc<Room>, participant: &Arc<Anchor>, reason: LeaveReason) {
         let mut rooms = self.rooms.lock().expect("hub lock");
         let mut members = room.participants.lock().expect("room lock");
         // Only the current holder of the identity leaves; a replaced one already left.
@@ -306,7 +345,7 @@ impl RoomHub {
 
     /// Emit `event` for `participant` only while it is still in its room (under the hub lock, so it cannot land
     /// after the anchor's `AnchorLeft`).
-    fn emit_if_current(&self, key: &RoomKey, participant: &Participant, event: RoomEvent) {
+    fn emit_if_current(&self, key: &RoomKey, participant: &Anchor, event: RoomEvent) {
         let rooms = self.rooms.lock().expect("hub lock");
         let current = rooms.get(key).is_some_and(|r| {
             r.participants
@@ -341,17 +380,20 @@ impl RoomHub {
         }
     }
 
+    /// Every room, oldest first.
     pub fn rooms(&self) -> Vec<Arc<Room>> {
         let mut v: Vec<_> = self.rooms.lock().expect("hub lock").values().cloned().collect();
         v.sort_by_key(|r| r.created_at);
         v
     }
 
+    /// The room `key` names, while it has anchors.
     pub fn room(&self, key: &RoomKey) -> Option<Arc<Room>> {
         self.rooms.lock().expect("hub lock").get(key).cloned()
     }
 
-    pub fn participant(&self, key: &RoomKey, userid: &str) -> Option<Arc<Participant>> {
+    /// Anchor `userid` of room `key`, if it is in it.
+    pub fn participant(&self, key: &RoomKey, userid: &str) -> Option<Arc<Anchor>> {
         self.room(key)?.participant(userid)
     }
 }
@@ -364,17 +406,19 @@ fn source_label(s: SourceKind) -> &'static str {
     }
 }
 
-/// The publishing side of an anchor. Dropping it takes the anchor out of its room.
-pub struct AnchorPublisher {
+/// The source's handle on its anchor (what RTMP, WHIP and pull sources hold). Dropping it takes the anchor out
+/// of its room.
+pub struct AnchorHandle {
     hub: Arc<RoomHub>,
     room: Arc<Room>,
-    participant: Arc<Participant>,
+    participant: Arc<Anchor>,
     kicked: watch::Receiver<Option<LeaveReason>>,
     left: bool,
 }
 
-impl AnchorPublisher {
-    pub fn participant(&self) -> &Arc<Participant> {
+impl AnchorHandle {
+    /// The anchor this handle publishes as.
+    pub fn participant(&self) -> &Arc<Anchor> {
         &self.participant
     }
 
@@ -387,14 +431,17 @@ impl AnchorPublisher {
         }
     }
 
+    /// Send a frame to its track's viewers; false once the anchor has left (or was replaced).
     pub fn publish(&self, frame: Frame) -> bool {
         self.sink().publish(frame)
     }
 
+    /// Replace what the video track is reported to carry.
     pub fn set_video_info(&self, info: TrackInfo) {
         *self.participant.video_info.lock().expect("info lock") = info;
     }
 
+    /// Replace what the audio track is reported to carry.
     pub fn set_audio_info(&self, info: TrackInfo) {
         *self.participant.audio_info.lock().expect("info lock") = info;
     }
@@ -430,7 +477,7 @@ impl AnchorPublisher {
     }
 }
 
-impl Drop for AnchorPublisher {
+impl Drop for AnchorHandle {
     fn drop(&mut self) {
         if !self.left {
             self.hub.leave(&self.room, &self.participant, LeaveReason::Normal);
@@ -443,7 +490,7 @@ impl Drop for AnchorPublisher {
 pub struct AnchorSink {
     hub: Arc<RoomHub>,
     key: RoomKey,
-    participant: Arc<Participant>,
+    participant: Arc<Anchor>,
 }
 
 impl FrameSink for AnchorSink {

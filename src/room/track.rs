@@ -20,11 +20,15 @@ const GOP_MAX_BYTES: usize = 32 * 1024 * 1024;
 /// Live statistics of a track, as the HTTP API reports them.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct TrackStats {
+    /// Frames published since the track began.
     pub frames: u64,
+    /// Payload bytes published since the track began.
     pub bytes: u64,
+    /// Keyframes published since the track began (always 0 for audio).
     pub keyframes: u64,
     /// Frames per second over the last measuring window (about one second).
     pub fps: f64,
+    /// Bitrate over the last measuring window, kbit/s.
     pub bitrate_kbps: f64,
     #[serde(skip)]
     window_start: Option<Instant>,
@@ -65,11 +69,13 @@ struct TrackState {
 
 /// One media track of an anchor (its video or its audio).
 pub struct Track {
+    /// H.264 for the video track, Opus for the audio track.
     pub codec: Codec,
     state: Mutex<TrackState>,
 }
 
 impl Track {
+    /// An open track of `codec`, with no frames and no subscribers.
     pub fn new(codec: Codec) -> Track {
         let (tx, _) = broadcast::channel(SUBSCRIBER_QUEUE);
         Track {
@@ -85,7 +91,7 @@ impl Track {
     }
 
     /// Send a frame to every subscriber. Returns false when the track is closed. Never blocks on subscribers.
-    pub fn publish(&self, frame: Frame) -> bool {
+    pub(crate) fn publish(&self, frame: Frame) -> bool {
         let mut st = self.state.lock().expect("track lock");
         if st.tx.is_none() {
             return false;
@@ -128,6 +134,7 @@ impl Track {
         }
     }
 
+    /// A copy of the track's statistics now.
     pub fn stats(&self) -> TrackStats {
         self.state.lock().expect("track lock").stats.clone()
     }
@@ -137,6 +144,7 @@ impl Track {
         self.state.lock().expect("track lock").last_frame.map(|t| t.elapsed())
     }
 
+    /// Whether any frame was ever published on the track.
     pub fn has_media(&self) -> bool {
         self.state.lock().expect("track lock").stats.frames > 0
     }
@@ -146,7 +154,6 @@ impl Track {
         !self.state.lock().expect("track lock").gop.is_empty()
     }
 
-    /// End the track: subscribers drain what they have and then see `None`.
     /// Live subscribers (viewers) of this track.
     pub fn subscribers(&self) -> usize {
         self.state
@@ -162,7 +169,8 @@ impl Track {
         self.state.lock().expect("track lock").tx.is_none()
     }
 
-    pub fn close(&self) {
+    /// End the track: subscribers drain what they have and then see `None`.
+    pub(crate) fn close(&self) {
         let mut st = self.state.lock().expect("track lock");
         st.tx = None;
         st.gop.clear();

@@ -37,6 +37,7 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
+    /// Append bytes read from the TCP stream, which may split or join frames anywhere.
     pub fn feed(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
     }

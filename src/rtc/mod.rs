@@ -9,12 +9,15 @@
 
 pub mod demux;
 mod engine;
+mod negotiate;
 pub mod resources;
 mod routes;
+mod shard;
 mod tcp;
 mod udp;
 
 pub use engine::{EngineFull, NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
+pub use negotiate::{negotiate, Negotiated};
 pub use resources::{random_token, PatchResult, ResourceError, SessionResources};
 
 use std::net::{IpAddr, SocketAddr};
@@ -57,7 +60,9 @@ fn is_link_local(ip: &IpAddr) -> bool {
 /// Where the engine listens, as bound.
 #[derive(Debug, Clone, Copy)]
 pub struct EngineAddrs {
+    /// The UDP socket all sessions share.
     pub udp: SocketAddr,
+    /// The ICE-TCP listener; `None` when `rtc.tcp_enabled` is off.
     pub tcp: Option<SocketAddr>,
 }
 
@@ -65,11 +70,17 @@ pub struct EngineAddrs {
 /// matter): what str0m negotiates on, ignoring the level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum H264Profile {
+    /// profile_idc `42` with constraint_set1, `4d` with constraint_set0, or `58` with both (e.g. `42e01f`).
     ConstrainedBaseline,
+    /// `42` without constraint_set1, or `58` with constraint_set0 only.
     Baseline,
+    /// `4d` without constraint_set0.
     Main,
+    /// `58` without constraint_set0.
     Extended,
+    /// `64`, whatever the constraint flags.
     High,
+    /// Any other profile_idc (e.g. `6e`, High 10); carries it. Ranks below all the others.
     Other(u8),
 }
 

@@ -6,14 +6,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use str0m::{Candidate, IceCreds};
 
+/// Why a PATCH or DELETE on a session resource failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
+    /// No session has this resource token (never made, DELETEd, or ended).
     #[error("no such session")]
     NoSession,
+    /// `If-Match` is neither `*` nor the session's current ETag (an ICE restart changed it).
     #[error("ETag mismatch: the session changed")]
     EtagMismatch,
+    /// The trickle fragment is not UTF-8 or has a candidate line that does not parse; holds why.
     #[error("bad trickle ICE fragment: {0}")]
     BadFragment(String),
+    /// The PATCH would take the session past `MAX_TRICKLED_CANDIDATES` trickled candidates; holds that limit.
     #[error("too many trickled candidates: at most {0} per session")]
     TooManyCandidates(usize),
 }
@@ -26,7 +31,12 @@ pub enum PatchResult {
     /// Remote candidates were added (204).
     Trickled,
     /// ICE restarted: answer 200 with our new credentials.
-    Restarted { etag: String, fragment: String },
+    Restarted {
+        /// The session's new ETag (our new ufrag, quoted).
+        etag: String,
+        /// The body: `a=ice-lite`, our new `ice-ufrag`/`ice-pwd`, our candidates and `a=end-of-candidates`.
+        fragment: String,
+    },
 }
 
 struct Resource {
@@ -36,6 +46,7 @@ struct Resource {
     candidates: usize,
 }
 
+/// The live sessions of one endpoint (WHIP or WHEP), by resource token.
 #[derive(Default)]
 pub struct SessionResources {
     map: Mutex<HashMap<String, Resource>>,
@@ -69,6 +80,13 @@ impl SessionResources {
         (token, etag)
     }
 
+    /// DELETE: take the resource out and end its engine session.
+    pub async fn end(&self, engine: &RtcEngine, token: &str) -> Result<(), ResourceError> {
+        let id = self.remove(token).ok_or(ResourceError::NoSession)?;
+        engine.remove(id).await;
+        Ok(())
+    }
+
     /// Take a resource out (DELETE); its engine session.
     pub fn remove(&self, token: &str) -> Option<SessionId> {
         self.map
@@ -78,10 +96,12 @@ impl SessionResources {
             .map(|r| r.engine_id)
     }
 
+    /// Resources registered now (taken out on DELETE or when the session ends).
     pub fn len(&self) -> usize {
         self.map.lock().expect("resources lock").len()
     }
 
+    /// True when no resource is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

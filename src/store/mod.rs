@@ -13,12 +13,21 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Mutex;
 
+/// Why the store cannot be opened, read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// SQLite refused the statement (busy, disk full, read-only, corrupt file...).
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The data dir or a database file (`path`) cannot be created or made private.
     #[error("cannot create the data dir {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        /// The data dir (`Store::open`) or the database file (`Store::open_file`), as displayed.
+        path: String,
+        /// The I/O error from creating it or setting its private mode.
+        source: std::io::Error,
+    },
+    /// A stored task spec is not valid JSON.
     #[error("stored record is unreadable: {0}")]
     Corrupt(#[from] serde_json::Error),
 }
@@ -27,22 +36,30 @@ pub enum StoreError {
 /// it got.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// The task id (TRTC's TaskId).
     pub task_id: String,
+    /// The app the task publishes in.
     pub sdkappid: u64,
+    /// The task's `TaskSpec` as JSON (PascalCase, as StartStreamIngest names the fields).
     pub spec: serde_json::Value,
     /// `running`, `paused`, `finished`, `failed` or `stopped`.
     pub state: String,
+    /// Why the task ended; empty while it runs.
     pub reason: String,
     /// Loops completed (RepeatNum counts them).
     pub loops_done: i64,
     /// Position in the source of the current loop, ms.
     pub position_ms: i64,
+    /// Times the source broke and was opened again.
     pub restarts: i64,
+    /// When the task was started, Unix ms.
     pub created_at_ms: i64,
+    /// When the row last changed, Unix ms (ended-task retention counts from it).
     pub updated_at_ms: i64,
 }
 
 impl TaskRecord {
+    /// True while the task is `running` or `paused`.
     pub fn is_active(&self) -> bool {
         matches!(self.state.as_str(), "running" | "paused")
     }
@@ -110,19 +127,26 @@ pub struct CallbackRecord {
     /// Sent as `X-Roomgate-Event-Id` on every attempt, so receivers can drop duplicates. Made before the first
     /// write and stored with the row: the same across retries and restarts.
     pub event_id: String,
+    /// The app whose callback URL receives it.
     pub sdkappid: u64,
     /// Events with the same key are delivered in order (one anchor's, one task's).
     pub order_key: String,
+    /// TRTC event type (101-104, 201-204, 701/702).
     pub event_type: u32,
     /// The exact bytes sent (and signed).
     #[serde(skip)]
     pub body: Vec<u8>,
     /// `pending`, `delivered` or `failed` (retry window over).
     pub status: String,
+    /// Delivery attempts so far.
     pub attempts: u32,
+    /// When the first attempt was made, Unix ms; `None` before it (the retry window counts from it).
     pub first_try_ms: Option<i64>,
+    /// Error of the latest failed attempt; empty when none failed.
     pub last_error: String,
+    /// When the event was made, Unix ms.
     pub created_ms: i64,
+    /// When a receiver answered HTTP 200, Unix ms; `None` until then.
     pub delivered_ms: Option<i64>,
 }
 
@@ -246,6 +270,7 @@ impl Store {
         Ok(rows.next().transpose()?)
     }
 
+    /// One callback by row id; `None` when there is none.
     pub fn callback(&self, id: i64) -> Result<Option<CallbackRecord>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&format!("{SELECT_CALLBACK} WHERE id = ?1"))?;
@@ -297,6 +322,7 @@ impl Store {
         Ok(Store { conn: Mutex::new(conn) })
     }
 
+    /// A database in memory, with the schema; nothing survives it (tests).
     pub fn in_memory() -> Result<Store, StoreError> {
         let conn = rusqlite::Connection::open_in_memory()?;
         conn.execute_batch(SCHEMA)?;
@@ -308,6 +334,7 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Insert a new task row; fails when its id exists.
     pub fn insert_task(&self, t: &TaskRecord) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, reason, loops_done, position_ms, restarts,
@@ -345,6 +372,7 @@ impl Store {
         Ok(())
     }
 
+    /// Set a task's stored state and reason.
     pub fn update_state(&self, task_id: &str, state: &str, reason: &str) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE pull_tasks SET state = ?2, reason = ?3, updated_at_ms = ?4 WHERE task_id = ?1",
@@ -353,6 +381,7 @@ impl Store {
         Ok(())
     }
 
+    /// Replace a task's stored spec; its state is left as it is.
     pub fn update_spec(&self, task_id: &str, spec: &serde_json::Value) -> Result<(), StoreError> {
         self.conn().execute(
             "UPDATE pull_tasks SET spec = ?2, updated_at_ms = ?3 WHERE task_id = ?1",
@@ -453,7 +482,9 @@ impl Store {
 /// A stored task row that cannot be resumed as it is, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnreadableTask {
+    /// The row's task id (as text, whatever its column type).
     pub task_id: String,
+    /// Why it cannot be read (column type, spec JSON, unknown state).
     pub why: String,
 }
 

@@ -38,7 +38,9 @@ impl Retention {
 /// What one sweep deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pruned {
+    /// Delivered callbacks deleted.
     pub callbacks: usize,
+    /// Ended tasks deleted.
     pub tasks: usize,
 }
 

@@ -14,7 +14,7 @@ use roomgate::auth::{unix_now, UserSig};
 use roomgate::config::{AppConfig, Config};
 use roomgate::media::Frame;
 use roomgate::room::RoomRef;
-use roomgate::room::{Participant, RoomKey};
+use roomgate::room::{Anchor, RoomKey};
 use roomgate::Gateway;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -92,7 +92,7 @@ impl TestGateway {
     }
 
     /// Wait until anchor `userid` is in `room` (up to `within`).
-    pub async fn wait_anchor(&self, room: &str, userid: &str, within: Duration) -> Option<Arc<Participant>> {
+    pub async fn wait_anchor(&self, room: &str, userid: &str, within: Duration) -> Option<Arc<Anchor>> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(p) = self.hub.participant(&self.key(room), userid) {

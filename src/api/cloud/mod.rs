@@ -42,11 +42,14 @@ pub const SERVICE: &str = "trtc";
 /// A Cloud API error: the code and message put in `Response.Error`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloudError {
+    /// Cloud API error code, e.g. `UnsupportedOperation` or `InvalidParameter.StreamUrl`.
     pub code: String,
+    /// Human-readable detail for `Response.Error.Message`.
     pub message: String,
 }
 
 impl CloudError {
+    /// An error with this code and message.
     pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
         CloudError {
             code: code.into(),

@@ -17,11 +17,49 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 
-const INDEX: &str = include_str!("assets/index.html");
-const PLAY: &str = include_str!("assets/play.html");
-const PUBLISH: &str = include_str!("assets/publish.html");
-const TOKENS: &str = include_str!("assets/tokens.html");
+/// The console's pages: one layout (head, header, navigation) around each page's own `<main>` (from assets/).
+static INDEX: LazyLock<String> = LazyLock::new(|| {
+    let live = r#"<span id="live" class="muted" aria-live="polite"></span>"#;
+    layout("dashboard", "/", live, include_str!("assets/index.html"))
+});
+static PLAY: LazyLock<String> = LazyLock::new(|| layout("player", "/play", "", include_str!("assets/play.html")));
+static PUBLISH: LazyLock<String> =
+    LazyLock::new(|| layout("publisher", "/publish", "", include_str!("assets/publish.html")));
+static TOKENS: LazyLock<String> = LazyLock::new(|| layout("tokens", "/tokens", "", include_str!("assets/tokens.html")));
+
+/// A whole page: `title`, the navigation with `current` marked, `header_extra` after it, then `main`.
+fn layout(title: &str, current: &str, header_extra: &str, main: &str) -> String {
+    let nav: String = [
+        ("/", "Dashboard"),
+        ("/play", "Player"),
+        ("/publish", "Publish"),
+        ("/tokens", "Tokens"),
+        ("/openapi.json", "API"),
+    ]
+    .iter()
+    .map(|(href, name)| {
+        let mark = if *href == current {
+            r#" aria-current="page""#
+        } else {
+            ""
+        };
+        format!("    <a href=\"{href}\"{mark}>{name}</a>\n")
+    })
+    .collect();
+    let extra = if header_extra.is_empty() {
+        String::new()
+    } else {
+        format!("  {header_extra}\n")
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>roomgate {title}</title>\n\
+         <link rel=\"stylesheet\" href=\"/assets/console.css\">\n</head>\n<body>\n<header>\n  <h1>roomgate</h1>\n\
+         <nav aria-label=\"Console\">\n{nav}  </nav>\n{extra}</header>\n{main}"
+    )
+}
 
 /// A static asset by name, with its content type.
 fn asset(name: &str) -> Option<(&'static str, &'static str)> {
@@ -64,19 +102,24 @@ fn page(html: &'static str) -> Response {
     )
 }
 
+/// `GET /`: the dashboard page (rooms, pull tasks, callbacks, apps).
 pub async fn index() -> Response {
-    page(INDEX)
+    page(&INDEX)
 }
+/// `GET /play`: the WHEP player page.
 pub async fn play() -> Response {
-    page(PLAY)
+    page(&PLAY)
 }
+/// `GET /publish`: the page that publishes from the browser over WHIP.
 pub async fn publish() -> Response {
-    page(PUBLISH)
+    page(&PUBLISH)
 }
+/// `GET /tokens`: the token tool page (its `POST /v1/tokens` needs admin).
 pub async fn tokens_page() -> Response {
-    page(TOKENS)
+    page(&TOKENS)
 }
 
+/// `GET /assets/{name}`: an embedded script or stylesheet; 404 `not_found` for any other name.
 pub async fn assets(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (ctype, body) =
         asset(&name).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no asset {name}")))?;
@@ -125,6 +168,7 @@ pub fn is_admin(st: &ApiState, peer: Option<SocketAddr>, headers: &HeaderMap) ->
 /// The peer address (the server runs with connect info).
 pub type Peer = ConnectInfo<SocketAddr>;
 
+/// The peer address in the form `admin::check` takes (always `Some` here).
 pub fn peer(ConnectInfo(a): Peer) -> Option<SocketAddr> {
     Some(a)
 }
@@ -170,10 +214,15 @@ pub async fn tasks(State(st): State<ApiState>, p: Peer, headers: HeaderMap) -> J
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
+    /// App the robot anchor joins; its key signs the robot's UserSig.
     pub sdkappid: u64,
+    /// Source to pull: an http, https or rtmp URL.
     pub stream_url: String,
+    /// String room id to join: 1-64 letters, digits, `_` or `-`.
     pub room: String,
+    /// The robot anchor's user id: 1-32 letters, digits, `_` or `-`.
     pub userid: String,
+    /// Times to play the source, 1-1000, or -1 until stopped; default 1.
     #[serde(default = "one")]
     pub repeat: i64,
 }
@@ -269,12 +318,17 @@ pub async fn stop_task(
     Ok(Json(json!({ "task_id": id, "stopped": true })))
 }
 
+/// What the token tool sends: the app, user and room to make tokens for.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// App whose key signs the UserSig.
     pub sdkappid: u64,
+    /// The anchor's user id: 1-32 letters, digits, `_` or `-`.
     pub userid: String,
+    /// String room id: 1-64 letters, digits, `_` or `-`.
     pub room: String,
+    /// UserSig lifetime, seconds: 60 to 15552000 (180 days); default 86400 (a day).
     #[serde(default = "day")]
     pub expire: u64,
 }
@@ -286,14 +340,21 @@ fn day() -> u64 {
 /// What the token tool shows.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Tokens {
+    /// The UserSig for `userid`, signed with the app key, valid for `expire` seconds.
     pub usersig: String,
+    /// OBS's Server setting: `rtmp://host[:port]/push/`, with the host the browser used.
     pub rtmp_server: String,
+    /// OBS's Stream Key: `room?sdkappid=...&userid=...&usersig=...`.
     pub stream_key: String,
+    /// WHIP endpoint to publish to as `userid` in `room`.
     pub whip_url: String,
+    /// A ready-to-run ffmpeg command that pushes a test pattern and tone over RTMP.
     pub ffmpeg: String,
+    /// Console player link for this anchor, with no viewer token of its own.
     pub play_path: String,
     /// A player link for someone who is not admin: it carries its own viewer id and that viewer's UserSig (and
-    /// a PrivateMapKey granting enter room + receive, when the app requires one), valid as long as the anchor's.
+    /// a PrivateMapKey granting enter room + receive, when the app requires one), valid as long as the anchor's
+    /// token but at most one day.
     pub share_path: String,
 }
 

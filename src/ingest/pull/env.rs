@@ -116,22 +116,27 @@ impl SourceAccess {
     }
 
     /// Run `job` on the runtime and wait for it from a runner thread; `None` when the task is stopped first (the
-    /// job is then cancelled) or the runtime is shutting down.
+    /// job is then cancelled) or the runtime is shutting down. A panic of the job goes on in the runner thread
+    /// (whose task then fails, as it would have had the job run there).
     pub fn run<T: Send + 'static>(
         &self,
         control: &Control,
         job: impl Future<Output = T> + Send + 'static,
     ) -> Option<T> {
         let (tx, rx) = sync_channel(1);
-        let handle = self.runtime.spawn(async move {
-            let _ = tx.send(job.await);
+        let handle = self.runtime.spawn(job);
+        let abort = handle.abort_handle();
+        self.runtime.spawn(async move {
+            let _ = tx.send(handle.await);
         });
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(v) => return Some(v),
+                Ok(Ok(v)) => return Some(v),
+                Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Ok(Err(_)) => return None,
                 Err(RecvTimeoutError::Timeout) if !control.stop_requested() => {}
                 Err(_) => {
-                    handle.abort();
+                    abort.abort();
                     return None;
                 }
             }

@@ -36,18 +36,34 @@ pub enum IngestEventKind {
     /// The source is open and media flows (701, Status 0).
     Started,
     /// The source failed; another attempt follows (701, Status 2).
-    Restarting { attempt: u32, reason: String },
+    Restarting {
+        /// Which retry this is, from 1; the count starts over after a source that played a while (runner's schedule).
+        attempt: u32,
+        /// Why the source failed.
+        reason: String,
+    },
     /// Every attempt failed; the task ended (701, Status 1).
-    Failed { reason: String },
+    Failed {
+        /// Why the last attempt failed (or the runner's own failure); also stored as the task's reason.
+        reason: String,
+    },
     /// The task ended: played out, stopped, idle or replaced (702, Status 0).
-    Stopped { reason: String },
+    Stopped {
+        /// How it ended, e.g. `stopped by StopStreamIngest` or `MaxDuration reached`.
+        reason: String,
+    },
 }
 
+/// Something that happened to one task, when; what the callbacks and the dashboard hear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngestEvent {
+    /// The task's app.
     pub sdkappid: u64,
+    /// The task's id.
     pub task_id: String,
+    /// What happened.
     pub kind: IngestEventKind,
+    /// When it happened, Unix milliseconds.
     pub at_ms: i64,
 }
 
@@ -57,16 +73,22 @@ const STOPPED_BY_API: &str = "stopped by StopStreamIngest";
 /// Why the API refused an action on tasks.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
+    /// The task's robot user id already ingests into the room (TRTC's TaskExist); carries the user id.
     #[error("the robot {0} is already ingesting into this room")]
     TaskExist(String),
+    /// No such task (for UpdateStreamIngest: no running one).
     #[error("no such task")]
     TaskNotExist,
+    /// The task is in the store but has ended: it cannot be stopped or updated.
     #[error("the task has already ended")]
     TaskFinished,
+    /// `pull.max_tasks` tasks run already; carries how many.
     #[error("{0} tasks are running, the configured maximum")]
     RestrictedConcurrency(usize),
+    /// The source URL is refused (syntax, scheme, address policy) or fails its pre-flight.
     #[error("{0}")]
     Source(#[from] SourceError),
+    /// The store refused to read or write the task.
     #[error("{0}")]
     Store(#[from] StoreError),
 }

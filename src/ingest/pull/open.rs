@@ -10,7 +10,7 @@ use super::{source, SourceInfo, TaskSpec, TaskState};
 use crate::media::h264::AvcConfig;
 use crate::media::transcode::{AudioInputCodec, AudioTranscoder, StreamParameters, VideoInput, VideoTranscoder};
 use crate::media::{TrackInfo, AUDIO_CLOCK};
-use crate::room::{AnchorPublisher, SourceKind};
+use crate::room::{AnchorHandle, SourceKind};
 use bytes::Bytes;
 use ffmpeg_next as ff;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -364,7 +364,7 @@ fn choose_video(
     input: &ff::format::context::Input,
     idx: usize,
     spec: &TaskSpec,
-    anchor: &AnchorPublisher,
+    anchor: &AnchorHandle,
     label: &str,
     info: &mut SourceInfo,
 ) -> Result<Chosen<VideoPath>, Unplayable> {
@@ -482,7 +482,7 @@ pub(super) fn start_video_transcoder(
     fps: Option<f64>,
     spec: &TaskSpec,
     max_pixels: u64,
-    anchor: &AnchorPublisher,
+    anchor: &AnchorHandle,
     label: &str,
 ) -> Result<VideoTranscoder, crate::media::transcode::TranscodeError> {
     let mut input = VideoInput::from_stream(params.clone(), fps.map(|f| f.round() as u32));

@@ -10,7 +10,9 @@ use std::net::IpAddr;
 /// (`pull.allow_private_sources`, or a source the gateway chose itself).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AddressPolicy {
+    /// Every address is allowed (`pull.allow_private_sources`, or a source the gateway chose itself).
     pub allow_all: bool,
+    /// Non-public ranges allowed all the same (`pull.allow_private_cidrs`).
     pub allowed: Vec<Cidr>,
 }
 
@@ -23,6 +25,7 @@ impl AddressPolicy {
         }
     }
 
+    /// Whether a connection to `ip` is allowed: a public address, one in `allowed`, or any with `allow_all`.
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.allow_all || is_public_ip(ip) || self.allowed.iter().any(|c| c.contains(ip))
     }

@@ -36,12 +36,16 @@ const PROXY_USER: &str = "roomgate";
 /// Why a request head cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProxyError {
+    /// The head is longer than `MAX_HEAD` bytes or has more than `MAX_HEADERS` headers.
     #[error("the request head is larger than {MAX_HEAD} bytes or has more than {MAX_HEADERS} headers")]
     TooLarge,
+    /// The request line or a header line is not valid HTTP/1.x; says which part.
     #[error("malformed request head: {0}")]
     Malformed(&'static str),
+    /// Not CONNECT, GET or HEAD; carries the method (at most 16 characters).
     #[error("method {0:?} is not proxied (CONNECT, GET and HEAD are)")]
     Method(String),
+    /// A GET or HEAD whose absolute-form target is not `http://`.
     #[error("only http:// targets are proxied in absolute form")]
     Scheme,
 }
@@ -50,10 +54,17 @@ pub enum ProxyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// `CONNECT host:port`: a tunnel (https).
-    Tunnel { host: url::Host<String>, port: u16 },
+    Tunnel {
+        /// Host from the CONNECT target (a name, or an IPv4/IPv6 address).
+        host: url::Host<String>,
+        /// Port from the CONNECT target (always given).
+        port: u16,
+    },
     /// `GET http://host[:port]/path`: one plain HTTP request, forwarded in origin form.
     Absolute {
+        /// Origin host from the absolute URL.
         host: url::Host<String>,
+        /// Origin port (80 when the URL names none).
         port: u16,
         /// Path and query, as sent to the origin.
         path: String,
@@ -71,10 +82,13 @@ impl Target {
 /// A parsed proxy request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// `CONNECT`, `GET` or `HEAD`.
     pub method: String,
+    /// Where the request goes: a tunnel or one plain HTTP request.
     pub target: Target,
     /// `HTTP/1.0` or `HTTP/1.1`.
     pub version: String,
+    /// Header lines in order, as (name, value) with the value trimmed.
     pub headers: Vec<(String, String)>,
 }
 
@@ -259,11 +273,22 @@ pub fn response_status(first: &[u8]) -> Option<u16> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProxyEvent {
     /// A connection to a name or address the policy refuses (a redirect, a playlist entry, a changed DNS answer).
-    Refused { host: String, ip: IpAddr },
+    Refused {
+        /// The target host as requested (name or address).
+        host: String,
+        /// The first of its addresses the policy refuses.
+        ip: IpAddr,
+    },
     /// The target could not be resolved or connected to.
-    Unreachable { host: String },
+    Unreachable {
+        /// The target host as requested (name or address).
+        host: String,
+    },
     /// The origin answered a plain-HTTP request with a redirect (libav follows none).
-    Redirected { status: u16 },
+    Redirected {
+        /// The origin's 3xx status code.
+        status: u16,
+    },
 }
 
 /// One opening of a source: its policy and what the proxy saw.
@@ -339,6 +364,7 @@ impl SourceProxy {
         Ok(SourceProxy { addr, sessions })
     }
 
+    /// Address the proxy listens on (127.0.0.1, an ephemeral port).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -10,7 +10,7 @@ use super::{IngestEventKind, TaskState};
 use crate::media::h264::{self, AvcConfig};
 use crate::media::transcode::StreamParameters;
 use crate::media::{Codec, Frame, AUDIO_CLOCK, VIDEO_CLOCK};
-use crate::room::AnchorPublisher;
+use crate::room::AnchorHandle;
 use bytes::Bytes;
 use ffmpeg_next as ff;
 use std::time::{Duration, Instant};
@@ -77,7 +77,7 @@ pub(super) fn pump(run: &mut TaskRun<'_>, mut src: OpenedSource) -> Ended {
         }
         // Real time: wait until the packet is due (waking for stop/pause/update).
         let media_us = rescale_us(ts, time_base);
-        let tempo = desired.tempo;
+        let tempo = task.control.snapshot().tempo; // as it is now, after a read that may have taken long
         let pacer = clock.get_or_insert_with(|| Pacer::new(media_us, run.epoch, tempo, Instant::now()));
         pacer.follow(media_us);
         pacer.set_tempo(media_us, tempo);
@@ -228,7 +228,7 @@ fn video_packet(
 
 /// One audio packet: Opus published as is, anything else into the transcoder.
 fn audio_packet(
-    anchor: &AnchorPublisher,
+    anchor: &AnchorHandle,
     src: &OpenedSource,
     packet: &ff::Packet,
     out_us: i64,

@@ -7,7 +7,7 @@
 
 use super::env::RunnerEnv;
 use super::{open, pump, IngestEventKind, IngestTask, TaskState};
-use crate::room::{AnchorPublisher, LeaveReason, RoomKey};
+use crate::room::{AnchorHandle, LeaveReason, RoomKey};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ pub(super) struct TaskRun<'a> {
     pub task: &'a Arc<IngestTask>,
     pub key: RoomKey,
     /// The task's anchor: joined at the first opening, kept through loops and retries.
-    pub anchor: Option<AnchorPublisher>,
+    pub anchor: Option<AnchorHandle>,
     /// Start of the output timeline.
     pub epoch: Instant,
     pub max_end: Option<Instant>,

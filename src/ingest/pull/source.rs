@@ -28,28 +28,57 @@ pub const REFUSED_ADDRESS: &str = "the source redirected or pointed to an addres
 /// Why a source cannot be used. `Display` is the detailed reason for the log; `public_reason` is what callers see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
+    /// The URL does not parse, is empty or too long, has no host, or a redirect's `Location` is bad.
     #[error("not a valid URL: {0}")]
     BadUrl(String),
+    /// The scheme (of the URL or a redirect) is not http, https or rtmp; carries it.
     #[error("scheme {0:?} is not supported: use http, https or rtmp")]
     BadScheme(String),
     /// The address is kept for the log (`Debug`); the message names only the host the caller gave.
     #[error("the source host {host} has a private, loopback or link-local address (pull.allow_private_cidrs or pull.allow_private_sources allow it)")]
-    PrivateAddress { host: String, ip: IpAddr },
+    PrivateAddress {
+        /// The host the URL (or a redirect) names.
+        host: String,
+        /// The first of its addresses the policy refuses.
+        ip: IpAddr,
+    },
+    /// The source's `host` does not resolve; `why` is the resolver's error.
     #[error("cannot resolve {host}: {why}")]
-    Resolve { host: String, why: String },
+    Resolve {
+        /// The host name looked up.
+        host: String,
+        /// The resolver's error, or `no addresses`.
+        why: String,
+    },
+    /// The source host refused the connection; carries the host.
     #[error("connection refused by {0}")]
     ConnectionRefused(String),
+    /// Connecting to the source host timed out; carries the host.
     #[error("timed out connecting to {0}")]
     ConnectTimeout(String),
+    /// The TLS handshake with `host` failed; `why` is the TLS error.
     #[error("TLS error with {host}: {why}")]
-    Tls { host: String, why: String },
+    Tls {
+        /// The host of the handshake.
+        host: String,
+        /// The TLS error with its chain of causes.
+        why: String,
+    },
     /// `url` is redacted (no userinfo, query or fragment).
     #[error("the server answered HTTP {status} for {url}")]
-    HttpStatus { status: u16, url: String },
+    HttpStatus {
+        /// The non-2xx status the server answered (redirects are followed, not reported here).
+        status: u16,
+        /// The URL that answered, after any redirects.
+        url: String,
+    },
+    /// The server says the source is empty (a 2xx with no body, or 416 for a `/0` range).
     #[error("empty source: the server sent no data")]
     Empty,
+    /// The pre-flight met more than `MAX_REDIRECTS` redirects.
     #[error("more than {MAX_REDIRECTS} redirects")]
     TooManyRedirects,
+    /// The pre-flight's HTTP request failed some other way (or a redirect had no `Location`).
     #[error("HTTP request failed: {0}")]
     Http(String),
 }

@@ -10,12 +10,17 @@ use std::sync::Mutex;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TaskSpec {
+    /// TRTC's SdkAppId: the app the robot anchor publishes in.
     pub sdk_app_id: u64,
+    /// TRTC's RoomId (or StrRoomId) as given; decimal when `room_id_type` is 1.
     pub room_id: String,
     /// 0: string room id, 1: numeric room id.
     pub room_id_type: u8,
+    /// TRTC's UserId: the robot anchor's user id in the room.
     pub user_id: String,
+    /// TRTC's StreamUrl: the source (http, https or rtmp).
     pub stream_url: String,
+    /// TRTC's SeekSecond: where the first loop starts in the source, seconds (0: the start).
     #[serde(default)]
     pub seek_second: i64,
     /// Loops to play; -1 plays until stopped (or MaxDuration).
@@ -25,16 +30,21 @@ pub struct TaskSpec {
     pub max_duration: Option<i64>,
     /// Gain in percent.
     pub volume: u32,
+    /// TRTC's Tempo: playback speed, one of 0.5, 0.75, ... 2.0 (1.0: normal).
     pub tempo: f64,
     /// Seconds without data before the task ends by itself; `None`: a stall counts as a break (retried).
     #[serde(default)]
     pub idle_timeout: Option<u64>,
+    /// TRTC's IsPause: the anchor stays in the room but sends nothing until resumed.
     #[serde(default)]
     pub is_pause: bool,
+    /// TRTC's EnableProgress: stored and updatable, not acted on (Describe always reports progress).
     #[serde(default)]
     pub enable_progress: bool,
+    /// TRTC's VideoEncodeParams; `None`: video passes through when it can.
     #[serde(default)]
     pub video_encode_params: Option<VideoEncodeParams>,
+    /// TRTC's AudioEncodeParams; `None`: the configured Opus settings.
     #[serde(default)]
     pub audio_encode_params: Option<AudioEncodeParams>,
     /// A source the gateway itself chose (the demo task): exempt from the private-address policy. Never set
@@ -47,8 +57,11 @@ pub struct TaskSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct VideoEncodeParams {
+    /// Output width in pixels (0: the source's); applies only with `height`.
     pub width: u32,
+    /// Output height in pixels (0: the source's); applies only with `width`.
     pub height: u32,
+    /// Output frame rate (0: the source's).
     pub fps: u32,
     /// kbit/s
     pub bit_rate: u32,
@@ -60,7 +73,9 @@ pub struct VideoEncodeParams {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct AudioEncodeParams {
+    /// 44100 or 48000; accepted for compatibility (output is 48 kHz).
     pub sample_rate: u32,
+    /// 1 or 2; accepted for compatibility, not applied.
     pub channel: u32,
     /// kbit/s
     pub bit_rate: u32,
@@ -70,6 +85,7 @@ pub struct AudioEncodeParams {
 }
 
 impl TaskSpec {
+    /// The room `room_id` names under `room_id_type` (a numeric id that does not parse is room 0).
     pub fn room(&self) -> RoomRef {
         if self.room_id_type == 1 {
             RoomRef::Num(self.room_id.parse().unwrap_or(0))
@@ -89,7 +105,9 @@ impl TaskSpec {
 pub enum TaskState {
     /// Opening the source.
     Connecting,
+    /// Sending the source's media into the room.
     Playing,
+    /// Paused by UpdateStreamIngest (IsPause): still in the room, sending nothing.
     Paused,
     /// The source broke; waiting for the next attempt.
     Restarting,
@@ -102,6 +120,7 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// True until the task has finished, failed or been stopped.
     pub fn is_active(self) -> bool {
         !matches!(self, TaskState::Finished | TaskState::Failed | TaskState::Stopped)
     }
@@ -120,16 +139,23 @@ impl TaskState {
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SourceInfo {
+    /// The container format libav detected, by its demuxer name (e.g. `flv`, `hls`).
     pub format: String,
+    /// Codec of the source's video, as libav names it; `None`: no video.
     pub video_codec: Option<String>,
+    /// Codec of the source's audio, as libav names it; `None`: no audio.
     pub audio_codec: Option<String>,
+    /// Picture width in pixels, when the source has video.
     pub width: Option<u32>,
+    /// Picture height in pixels, when the source has video.
     pub height: Option<u32>,
+    /// Frame rate the source declares, when known.
     pub fps: Option<f64>,
     /// Length of the source (ms), when it has one (files).
     pub duration_ms: Option<u64>,
     /// The video goes to the room as it came (H.264 without B-frames); otherwise it is re-encoded.
     pub video_passthrough: bool,
+    /// The audio goes to the room as it came (Opus without tuning); otherwise it is transcoded to Opus.
     pub audio_passthrough: bool,
 }
 
@@ -137,18 +163,25 @@ pub struct SourceInfo {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TaskStatus {
+    /// Where the task is in its life.
     pub state: TaskState,
     /// Why the task ended or is restarting (empty while all is well).
     pub reason: String,
+    /// Loops played to the end so far.
     pub loops_done: i64,
+    /// Position in the current loop, ms from the start of the source.
     pub position_ms: i64,
+    /// Times the source broke and was opened again.
     pub restarts: i64,
+    /// What the source turned out to be; `None` until it is open.
     pub source: Option<SourceInfo>,
 }
 
 /// One pull task: its spec, controls and live status.
 pub struct IngestTask {
+    /// The task id (TRTC's TaskId): 43 URL-safe base64 characters.
     pub id: String,
+    /// When the task was started, Unix milliseconds.
     pub created_at_ms: i64,
     pub(super) spec: Mutex<TaskSpec>,
     pub(crate) control: Control,
@@ -156,9 +189,11 @@ pub struct IngestTask {
 }
 
 impl IngestTask {
+    /// A copy of the current spec (UpdateStreamIngest may change it).
     pub fn spec(&self) -> TaskSpec {
         self.spec.lock().expect("spec lock").clone()
     }
+    /// A copy of the live status.
     pub fn status(&self) -> TaskStatus {
         self.status.lock().expect("status lock").clone()
     }
@@ -170,10 +205,15 @@ impl IngestTask {
 /// The changes UpdateStreamIngest can make.
 #[derive(Debug, Clone, Default)]
 pub struct TaskUpdate {
+    /// New source URL; the task reopens on it.
     pub stream_url: Option<String>,
+    /// New gain in percent.
     pub volume: Option<u32>,
+    /// Pause (`true`) or resume (`false`).
     pub is_pause: Option<bool>,
+    /// New EnableProgress.
     pub enable_progress: Option<bool>,
+    /// New playback speed.
     pub tempo: Option<f64>,
 }
 

@@ -9,20 +9,28 @@
 /// One AMF0 value. Objects keep their properties in wire order (duplicates and all).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Amf0Value {
+    /// Marker 0: a 64-bit float (AMF0 has no integers).
     Number(f64),
+    /// Marker 1.
     Boolean(bool),
+    /// Marker 2 (or 12, long string), UTF-8.
     String(String),
+    /// Marker 3: properties in wire order.
     Object(Vec<(String, Amf0Value)>),
+    /// Marker 5.
     Null,
+    /// Marker 6.
     Undefined,
     /// An associative array (marker 8): decoded like an object.
     EcmaArray(Vec<(String, Amf0Value)>),
+    /// Marker 10: a dense array.
     StrictArray(Vec<Amf0Value>),
     /// Milliseconds since the epoch (the time zone field is ignored, as the spec says).
     Date(f64),
 }
 
 impl Amf0Value {
+    /// The text of a `String`; `None` for any other value.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Amf0Value::String(s) => Some(s),
@@ -30,6 +38,7 @@ impl Amf0Value {
         }
     }
 
+    /// The value of a `Number`; `None` for any other value.
     pub fn as_number(&self) -> Option<f64> {
         match self {
             Amf0Value::Number(n) => Some(*n),
@@ -66,18 +75,25 @@ impl Default for Amf0Limits {
     }
 }
 
+/// Why AMF0 data cannot be decoded; every one ends the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Amf0Error {
+    /// The data ends in the middle of a value.
     #[error("AMF0 data ends in the middle of a value")]
     Truncated,
+    /// Objects and arrays nest deeper than `Amf0Limits::max_depth` (the limit).
     #[error("AMF0 values nested deeper than {0}")]
     TooDeep(usize),
+    /// More values in all than `Amf0Limits::max_values` (the limit).
     #[error("more than {0} AMF0 values")]
     TooManyValues(usize),
+    /// A type marker we do not decode (e.g. AMF3 switch, reference, XML); carries it.
     #[error("AMF0 type marker {0:#04x} is not supported")]
     UnsupportedType(u8),
+    /// A string is not UTF-8.
     #[error("AMF0 string is not UTF-8")]
     BadUtf8,
+    /// An object end marker where no object or ECMA array is open.
     #[error("AMF0 object end marker outside an object")]
     UnexpectedObjectEnd,
 }

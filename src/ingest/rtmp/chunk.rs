@@ -16,7 +16,9 @@ pub struct ChunkLimits {
     /// Largest message of any other type (commands, data, user control), and of every message before media
     /// is allowed: what an unauthenticated peer can make us buffer per message.
     pub max_control_size: u32,
+    /// Largest chunk size a client may set (`rtmp.max_chunk_size`).
     pub max_chunk_size: u32,
+    /// Chunk stream ids one connection may use.
     pub max_chunk_streams: usize,
     /// Bytes of unfinished messages held at once, over all chunk streams.
     pub max_buffered: usize,
@@ -34,20 +36,33 @@ impl Default for ChunkLimits {
     }
 }
 
+/// Why a chunk stream cannot be read; every one ends the connection.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ChunkError {
+    /// A message header announces `size` bytes, over the `limit` for its type at this point.
     #[error("message of {size} bytes exceeds the limit of {limit}")]
-    MessageTooLarge { size: u32, limit: u32 },
+    MessageTooLarge {
+        /// Message length from the header, bytes.
+        size: u32,
+        /// `max_message_size` for audio/video once publishing, else the smaller `max_control_size`.
+        limit: u32,
+    },
+    /// Set Chunk Size asks for the first value, outside 1 to the second (`max_chunk_size`).
     #[error("chunk size {0} is outside 1..={1}")]
     BadChunkSize(u32, u32),
+    /// A type 1-3 chunk header on a chunk stream (the id) that has no message header yet.
     #[error("chunk stream {0} continues a message it never started")]
     NoPreviousHeader(u32),
+    /// A type 0-2 header on a chunk stream (the id) whose message is still incomplete.
     #[error("chunk stream {0} starts a new message before finishing the last one")]
     InterruptedMessage(u32),
+    /// A new chunk stream beyond `max_chunk_streams` (the limit).
     #[error("more than {0} chunk streams in use")]
     TooManyChunkStreams(usize),
+    /// Set Chunk Size with a payload shorter than 4 bytes.
     #[error("set chunk size message is malformed")]
     BadSetChunkSize,
+    /// Unfinished messages would hold more than `max_buffered` bytes (the limit).
     #[error("unfinished messages hold more than {0} bytes")]
     OverBudget(usize),
 }
@@ -55,16 +70,25 @@ pub enum ChunkError {
 /// One complete RTMP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtmpMessage {
+    /// Chunk stream id it arrived on.
     pub csid: u32,
+    /// Absolute timestamp in ms (deltas summed, wrapping at 2^32).
     pub timestamp: u32,
+    /// Message type id (`MSG_*`; 20 is an AMF0 command, 18 AMF0 data).
     pub type_id: u8,
+    /// Message stream id (0: the connection's control stream).
     pub stream_id: u32,
+    /// The whole message body.
     pub payload: Bytes,
 }
 
+/// Message type 1: the sender's new chunk size.
 pub const MSG_SET_CHUNK_SIZE: u8 = 1;
+/// Message type 2: drop the partial message of a chunk stream.
 pub const MSG_ABORT: u8 = 2;
+/// Message type 8: one FLV audio tag body.
 pub const MSG_AUDIO: u8 = 8;
+/// Message type 9: one FLV video tag body.
 pub const MSG_VIDEO: u8 = 9;
 
 #[derive(Debug, Default)]
@@ -93,6 +117,7 @@ pub struct ChunkReader {
 }
 
 impl ChunkReader {
+    /// A reader at RTMP's initial chunk size (128); media messages stay under `max_control_size` until allowed.
     pub fn new(limits: ChunkLimits) -> Self {
         ChunkReader {
             limits,

@@ -36,9 +36,11 @@ const MAX_SETUP_COMMANDS: u32 = 32;
 /// What the driver must do.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Output {
+    /// Write these bytes to the client.
     Send(Vec<u8>),
     /// Flush what was sent, then close the connection.
     Close,
+    /// Something for the driver to decide on or carry to the room.
     Event(Event),
 }
 
@@ -47,11 +49,26 @@ pub enum Output {
 pub enum Event {
     /// The client asks to publish `stream_key` on the app it connected to (`app_query` is what followed `?` in
     /// the app name). Nothing more is read until the driver calls `accept_publish` or `refuse`.
-    PublishRequested { stream_key: String, app_query: String },
+    PublishRequested {
+        /// The publish command's stream name, normally `<room>?sdkappid=..&userid=..&usersig=..`.
+        stream_key: String,
+        /// Query of the connect command's app name (`push?<app_query>`); empty when it has none.
+        app_query: String,
+    },
     /// One FLV video tag body; `timestamp` in milliseconds.
-    Video { timestamp: u32, data: Bytes },
+    Video {
+        /// The message's absolute RTMP timestamp, ms (deltas summed, wrapping at 2^32).
+        timestamp: u32,
+        /// The tag body as received, starting with the FLV `VideoTagHeader`.
+        data: Bytes,
+    },
     /// One FLV audio tag body; `timestamp` in milliseconds.
-    Audio { timestamp: u32, data: Bytes },
+    Audio {
+        /// The message's absolute RTMP timestamp, ms (deltas summed, wrapping at 2^32).
+        timestamp: u32,
+        /// The tag body as received, starting with the FLV `AudioTagHeader`.
+        data: Bytes,
+    },
     /// The client ended its publish (deleteStream/closeStream) and may go on talking or close.
     Unpublished,
 }
@@ -59,24 +76,34 @@ pub enum Event {
 /// Why a connection ends: the protocol was broken.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConnectionError {
+    /// The handshake failed (bad version or digest); carries rml_rtmp's error.
     #[error("handshake: {0}")]
     Handshake(String),
+    /// The chunk stream is malformed or over a limit.
     #[error("{0}")]
     Chunk(#[from] ChunkError),
+    /// An AMF0 command cannot be decoded.
     #[error("AMF0 command: {0}")]
     Amf0(#[from] Amf0Error),
+    /// A command out of order or malformed (a second connect or publish, no app or stream name, ...).
     #[error("{0}")]
     Command(String),
+    /// The client connected to an app other than `push`; carries the (clipped) name.
     #[error("RTMP app must be 'push' (got {0:?}): use rtmp://HOST/push/<room>?sdkappid=..&userid=..&usersig=..")]
     WrongApp(String),
+    /// More than `MAX_SETUP_COMMANDS` commands before a publish was accepted.
     #[error("more than {MAX_SETUP_COMMANDS} commands before publishing")]
     TooManyCommands,
+    /// More than `max_control_size` bytes arrived while the driver decided on the publish; carries how many.
     #[error("{0} bytes arrived while the publish was being decided")]
     InputWhileDeciding(usize),
+    /// The client asked to play: roomgate takes publishers only.
     #[error("play is not supported: this gateway takes publishers; watch over WHEP")]
     Play,
+    /// No accepted publish within the setup timeout; carries it in seconds.
     #[error("no handshake and publish within {0} s")]
     SetupTimeout(u64),
+    /// No byte from the client within the idle timeout; carries it in seconds.
     #[error("no data for {0} s")]
     Idle(u64),
 }
@@ -110,6 +137,7 @@ impl ConnectionError {
 /// Limits and settings the driver takes from `[rtmp]`.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnectionConfig {
+    /// Chunk reader limits (`rtmp.max_message_size`, `rtmp.max_chunk_size`; the rest at their defaults).
     pub chunks: ChunkLimits,
     /// Chunk size we send with.
     pub chunk_size: u32,
@@ -120,6 +148,7 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
+    /// The settings of `[rtmp]`; timeouts of at least one second.
     pub fn from_config(rc: &crate::config::RtmpConfig) -> Self {
         ConnectionConfig {
             chunks: ChunkLimits {
@@ -167,6 +196,7 @@ pub struct RtmpConnection {
 }
 
 impl RtmpConnection {
+    /// A connection at the start of the handshake; `now` starts the setup timeout.
     pub fn new(cfg: ConnectionConfig, now: Instant) -> Self {
         RtmpConnection {
             cfg,
@@ -187,10 +217,12 @@ impl RtmpConnection {
         }
     }
 
+    /// True once a publish was accepted, until it ends.
     pub fn is_publishing(&self) -> bool {
         matches!(self.phase, Phase::Publishing)
     }
 
+    /// True once the connection was refused or failed (its `Close` is queued).
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }

@@ -6,7 +6,7 @@
 pub mod amf0;
 pub mod chunk;
 pub mod connection;
-pub mod publisher;
+pub mod to_room;
 pub mod writer;
 
 pub use connection::{ConnectionConfig, ConnectionError, Event, Output, RtmpConnection};
@@ -14,10 +14,10 @@ pub use connection::{ConnectionConfig, ConnectionError, Event, Output, RtmpConne
 use crate::config::Config;
 use crate::ingest::Refusal;
 use crate::room::{LeaveReason, RoomHub};
-use publisher::RtmpPublisher;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use to_room::ToRoom;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -27,7 +27,9 @@ const CLOSE_GRACE: Duration = Duration::from_millis(800);
 
 /// What every connection shares.
 pub struct RtmpContext {
+    /// The rooms publishers join.
     pub hub: Arc<RoomHub>,
+    /// The configuration (apps, `[rtmp]` limits, Opus settings).
     pub config: Arc<Config>,
 }
 
@@ -113,12 +115,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
 }
 
 /// The driver of one connection: moves bytes between the socket and its `RtmpConnection`, decides publishes
-/// (authorization, joining the room) and carries media to the room through an `RtmpPublisher`.
+/// (authorization, joining the room) and carries media to the room through an `ToRoom`.
 async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<RtmpContext>) {
     let _ = stream.set_nodelay(true);
     let mut conn = RtmpConnection::new(ConnectionConfig::from_config(&ctx.config.rtmp), Instant::now());
     let mut buf = vec![0u8; 64 * 1024];
-    let mut publisher: Option<RtmpPublisher> = None;
+    let mut publisher: Option<ToRoom> = None;
     let mut kick: Option<tokio::sync::watch::Receiver<Option<LeaveReason>>> = None;
     loop {
         let deadline = tokio::time::Instant::from_std(conn.poll_timeout());
@@ -135,12 +137,12 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Rtm
             _ = replaced(&mut kick) => {
                 let refusal = Refusal::Replaced;
                 conn.refuse("NetStream.Publish.Rejected", &refusal.to_string());
-                end_publish(&mut publisher, &refusal, peer);
+                end_publish(&mut publisher, &refusal, peer).await;
                 Ok(())
             }
         };
         if let Err(e) = r {
-            ended_by_protocol(&mut publisher, &e, peer);
+            ended_by_protocol(&mut publisher, &e, peer).await;
         }
         let mut close = false;
         while let Some(out) = conn.poll_output() {
@@ -154,7 +156,7 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Rtm
                         Err(_) => {
                             let e = ConnectionError::Idle(ctx.config.rtmp.idle_timeout_secs);
                             tracing::info!(%peer, "RTMP client does not read what we send; closing");
-                            ended_by_protocol(&mut publisher, &e, peer);
+                            ended_by_protocol(&mut publisher, &e, peer).await;
                             return;
                         }
                     }
@@ -163,14 +165,14 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Rtm
                 Output::Event(ev) => {
                     if let Err(refusal) = on_event(&ctx, peer, &mut conn, &mut publisher, &mut kick, ev).await {
                         conn.refuse(refusal_code(&refusal), &refusal.to_string());
-                        end_publish(&mut publisher, &refusal, peer);
+                        end_publish(&mut publisher, &refusal, peer).await;
                     }
                 }
             }
         }
         if close {
             if let Some(p) = publisher.take() {
-                p.finish(LeaveReason::Normal);
+                p.finish(LeaveReason::Normal).await;
             }
             linger_and_close(stream).await;
             return;
@@ -178,7 +180,7 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Rtm
     }
     if let Some(p) = publisher.take() {
         tracing::info!(%peer, "RTMP publisher disconnected");
-        p.finish(LeaveReason::Normal);
+        p.finish(LeaveReason::Normal).await;
     }
 }
 
@@ -187,19 +189,19 @@ async fn on_event(
     ctx: &Arc<RtmpContext>,
     peer: SocketAddr,
     conn: &mut RtmpConnection,
-    publisher: &mut Option<RtmpPublisher>,
+    publisher: &mut Option<ToRoom>,
     kick: &mut Option<tokio::sync::watch::Receiver<Option<LeaveReason>>>,
     ev: Event,
 ) -> Result<(), Refusal> {
     let now = Instant::now();
     match ev {
         Event::PublishRequested { stream_key, app_query } => {
-            let p = RtmpPublisher::start(ctx, peer, &stream_key, &app_query)?;
+            let p = ToRoom::start(ctx, peer, &stream_key, &app_query)?;
             *kick = Some(p.anchor().kick_signal());
             *publisher = Some(p);
             // Errors of what was buffered behind the publish come back through the outputs.
             if let Err(e) = conn.accept_publish() {
-                ended_by_protocol(publisher, &e, peer);
+                ended_by_protocol(publisher, &e, peer).await;
             }
         }
         Event::Video { timestamp, data } => {
@@ -215,7 +217,7 @@ async fn on_event(
         Event::Unpublished => {
             if let Some(p) = publisher.take() {
                 tracing::info!(%peer, "RTMP publish finished by the client");
-                p.finish(LeaveReason::Normal);
+                p.finish(LeaveReason::Normal).await;
             }
         }
     }
@@ -233,19 +235,19 @@ fn refusal_code(r: &Refusal) -> &'static str {
 }
 
 /// The connection broke the protocol (or timed out): count it, log it, and end the publish if there is one.
-fn ended_by_protocol(publisher: &mut Option<RtmpPublisher>, e: &ConnectionError, peer: SocketAddr) {
+async fn ended_by_protocol(publisher: &mut Option<ToRoom>, e: &ConnectionError, peer: SocketAddr) {
     metrics::counter!("roomgate_refusals_total", "source" => "rtmp", "reason" => e.label()).increment(1);
     match publisher.take() {
         Some(p) => {
             tracing::warn!(%peer, anchor = %p.label(), reason = %e, "RTMP publish ended");
-            p.finish(LeaveReason::Ended(e.to_string()));
+            p.finish(LeaveReason::Ended(e.to_string())).await;
         }
         None => tracing::info!(%peer, reason = %e, "RTMP connection closed before publishing"),
     }
 }
 
 /// End the publish (if any) for `refusal`, counted and logged.
-fn end_publish(publisher: &mut Option<RtmpPublisher>, refusal: &Refusal, peer: SocketAddr) {
+async fn end_publish(publisher: &mut Option<ToRoom>, refusal: &Refusal, peer: SocketAddr) {
     refusal.count("rtmp");
     match publisher.take() {
         Some(p) => {
@@ -254,7 +256,7 @@ fn end_publish(publisher: &mut Option<RtmpPublisher>, refusal: &Refusal, peer: S
                 r => LeaveReason::Ended(r.to_string()),
             };
             tracing::warn!(%peer, anchor = %p.label(), reason = %refusal, "RTMP publish ended");
-            p.finish(reason);
+            p.finish(reason).await;
         }
         None => tracing::warn!(%peer, reason = %refusal, "RTMP publish refused"),
     }

@@ -5,12 +5,12 @@
 //! discontinuity of more than 40 ms), the output follows it, so audio stays aligned with the anchor's video,
 //! which uses the same clock origin.
 
+use super::worker::Worker;
 use super::Opening;
 use crate::media::FrameSink;
 use crate::media::{Codec, Frame, AUDIO_CLOCK};
 use bytes::Bytes;
 use ffmpeg_next as ff;
-use std::sync::mpsc;
 use std::time::Instant;
 
 /// Opus frame: 20 ms at 48 kHz.
@@ -21,14 +21,19 @@ const INPUT_QUEUE: usize = 256;
 /// A source timeline jump larger than this re-aligns the output timestamps.
 const RESYNC_SAMPLES: i64 = 40 * AUDIO_CLOCK as i64 / 1000;
 
+/// Why a transcoder (audio or video) could not open or take an input.
 #[derive(Debug, thiserror::Error)]
 pub enum TranscodeError {
+    /// This libav build lacks a needed decoder or encoder; names it, e.g. `libopus encoder`.
     #[error("no {0} codec in this libav build")]
     MissingCodec(&'static str),
+    /// libav failed to open a codec, decode, convert or encode.
     #[error("libav: {0}")]
     Libav(#[from] ff::Error),
+    /// The thread has ended, or died before its codecs were open; it takes no more input.
     #[error("the transcoder thread has stopped")]
     Stopped,
+    /// The input queue is full and the input was dropped (only from a non-blocking push).
     #[error("the transcoder is overloaded; audio frame dropped")]
     Overloaded,
 }
@@ -38,8 +43,10 @@ pub enum TranscodeError {
 pub enum AudioInputCodec {
     /// AAC with its AudioSpecificConfig.
     Aac {
+        /// The AudioSpecificConfig from the FLV AAC sequence header.
         config: Bytes,
     },
+    /// MP3 (FLV sound format 2); needs no config.
     Mp3,
     /// Whatever a demuxer found (pull sources): the stream's own codec parameters.
     Stream(super::StreamParameters),
@@ -56,6 +63,7 @@ pub struct AudioTuning {
 }
 
 impl AudioTuning {
+    /// Tuning that starts at `volume_pct` and `tempo` (as `set_volume` and `set_tempo` take them).
     pub fn new(volume_pct: u32, tempo: f64) -> Self {
         let t = AudioTuning {
             volume_pct: Default::default(),
@@ -65,9 +73,11 @@ impl AudioTuning {
         t.set_tempo(tempo);
         t
     }
+    /// Set the gain in percent (100 = unchanged, 0 = mute); frames decoded from now on use it.
     pub fn set_volume(&self, pct: u32) {
         self.volume_pct.store(pct, std::sync::atomic::Ordering::Relaxed);
     }
+    /// Set the speed (1.0 = real time), rounded to thousandths and clamped to 0.25-4.0.
     pub fn set_tempo(&self, tempo: f64) {
         let milli = (tempo * 1000.0).round().clamp(250.0, 4000.0) as u32;
         self.tempo_milli.store(milli, std::sync::atomic::Ordering::Relaxed);
@@ -100,13 +110,13 @@ struct Input {
 pub struct OpusSettings {
     /// Bit/s.
     pub bitrate: u32,
+    /// Encoder complexity, 0-10 (`audio.opus_complexity`, or the app's own).
     pub complexity: u8,
 }
 
-/// Handle to a running transcoder thread. Dropping it ends the thread once queued input is done.
+/// Handle to a running transcoder thread. Dropping it lets the thread finish what is queued on its own.
 pub struct AudioTranscoder {
-    tx: Option<mpsc::SyncSender<Input>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    worker: Worker<Input>,
 }
 
 impl AudioTranscoder {
@@ -124,86 +134,42 @@ impl AudioTranscoder {
         label: String,
         tuning: Option<std::sync::Arc<AudioTuning>>,
     ) -> Opening<Self> {
-        super::init_libav();
-        let (tx, rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), TranscodeError>>();
-        let thread = std::thread::Builder::new()
-            .name(format!("opus-{label}"))
-            .spawn(move || {
-                let mut pipeline = match Pipeline::new(&codec, opus, tuning) {
-                    Ok(p) => {
-                        if ready_tx.send(Ok(())).is_err() {
-                            return; // nobody waits for it any more
-                        }
-                        p
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let seconds = metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio");
-                for input in rx {
-                    let started = Instant::now();
-                    if let Err(e) = pipeline.push(&input, &mut |f| {
-                        sink.publish(f);
-                    }) {
-                        tracing::warn!(anchor = %label, error = %e, "audio frame could not be transcoded; skipped");
-                        metrics::counter!("roomgate_transcode_errors_total", "kind" => "audio").increment(1);
-                    }
-                    seconds.record(started.elapsed().as_secs_f64());
-                }
-            })
-            .expect("spawning a thread");
-        super::Opening::new(
-            AudioTranscoder {
-                tx: Some(tx),
-                thread: Some(thread),
+        super::worker::spawn(
+            format!("opus-{label}"),
+            INPUT_QUEUE,
+            "audio",
+            label,
+            move || Pipeline::new(&codec, opus, tuning),
+            move |pipeline, input: Input| {
+                pipeline.push(&input, &mut |f| {
+                    sink.publish(f);
+                })
             },
-            ready_rx,
+            |worker| AudioTranscoder { worker },
         )
     }
 
     /// Queue one compressed audio frame with its source timestamp (ms). Never blocks.
     pub fn push(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
-        let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
-        tx.try_send(Input {
+        self.worker.push(Input {
             data,
             ts_ms,
             received_at,
-        })
-        .map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => TranscodeError::Overloaded,
-            mpsc::TrySendError::Disconnected(_) => TranscodeError::Stopped,
         })
     }
 
     /// Queue one frame, waiting while the queue is full (sources that can be slowed down, such as files).
     pub fn push_blocking(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
-        let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
-        tx.send(Input {
+        self.worker.push_blocking(Input {
             data,
             ts_ms,
             received_at,
         })
-        .map_err(|_| TranscodeError::Stopped)
     }
-}
 
-impl AudioTranscoder {
     /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only).
     pub fn finish(mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for AudioTranscoder {
-    /// Detaches: the thread transcodes what is queued (at most `INPUT_QUEUE` frames) and ends on its own.
-    fn drop(&mut self) {
-        self.tx.take();
+        self.worker.finish();
     }
 }
 

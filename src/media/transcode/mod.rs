@@ -3,6 +3,7 @@
 
 pub mod audio;
 pub mod video;
+mod worker;
 
 pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, OpusSettings, TranscodeError};
 pub use video::{VideoInput, VideoTranscoder, MAX_PIXELS};

@@ -6,6 +6,7 @@
 //! so video stays aligned with the anchor's audio. The encoder is (re)opened from the first decoded picture and
 //! whenever the picture size changes; pictures in other pixel formats are converted to YUV 4:2:0 first.
 
+use super::worker::Worker;
 use super::TranscodeError;
 use crate::media::h264;
 use crate::media::{Codec, Frame, VIDEO_CLOCK};
@@ -13,7 +14,7 @@ use crate::media::{FrameSink, TrackInfo};
 use bytes::Bytes;
 use ffmpeg_next as ff;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Compressed pictures buffered before the transcoder counts as overloaded (about 2 s at 30 fps).
@@ -24,6 +25,7 @@ const KEYFRAME_SECONDS: u32 = 2;
 /// What the decoder needs to know about the input.
 #[derive(Debug, Clone)]
 pub struct VideoInput {
+    /// The input's codec (libav id), whose decoder must be in this build; with `parameters`, their codec.
     pub codec: ff::codec::Id,
     /// Codec configuration (e.g. avcC, hvcC) for formats that carry it out of band.
     pub extradata: Option<Bytes>,
@@ -45,6 +47,7 @@ pub struct VideoInput {
 pub const MAX_PIXELS: u64 = 3840 * 2160;
 
 impl VideoInput {
+    /// A VP8 input (WHIP publishers without H.264), everything else at its default.
     pub fn vp8() -> Self {
         VideoInput {
             codec: ff::codec::Id::VP8,
@@ -81,115 +84,68 @@ struct Input {
     received_at: Instant,
 }
 
-/// Handle to a running video transcoder thread. Dropping it ends the thread once queued input is done.
+/// Handle to a running video transcoder thread. Dropping it lets the thread finish what is queued on its own.
 pub struct VideoTranscoder {
-    tx: Option<mpsc::SyncSender<Input>>,
+    worker: Worker<Input>,
     force_keyframe: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl VideoTranscoder {
     /// Start the thread, which opens the decoder (the `Opening` reports how that went), publishes H.264 frames
     /// into `sink` and keeps the anchor's video info (size, profile) up to date.
     pub fn start(input: VideoInput, sink: impl FrameSink, label: String) -> super::Opening<Self> {
-        super::init_libav();
-        let (tx, rx) = mpsc::sync_channel::<Input>(INPUT_QUEUE);
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<(), TranscodeError>>();
         let force_keyframe = Arc::new(AtomicBool::new(false));
         let force = force_keyframe.clone();
         let source_codec = input.codec.name().to_string();
-        let thread = std::thread::Builder::new()
-            .name(format!("x264-{label}"))
-            .spawn(move || {
-                let mut pipeline = match VideoPipeline::new(&input) {
-                    Ok(p) => {
-                        if ready_tx.send(Ok(())).is_err() {
-                            return; // nobody waits for it any more
-                        }
-                        p
+        let mut size = None;
+        super::worker::spawn(
+            format!("x264-{label}"),
+            INPUT_QUEUE,
+            "video",
+            label,
+            move || VideoPipeline::new(&input),
+            move |pipeline, input: Input| {
+                let keyframe = force.swap(false, Ordering::Relaxed);
+                pipeline.push(&input, keyframe, &mut |f| {
+                    if f.keyframe {
+                        publish_info(&sink, &f, &source_codec, &mut size);
                     }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let mut size = None;
-                let seconds = metrics::histogram!("roomgate_transcode_seconds", "kind" => "video");
-                for input in rx {
-                    let started = Instant::now();
-                    let keyframe = force.swap(false, Ordering::Relaxed);
-                    let result = pipeline.push(&input, keyframe, &mut |f| {
-                        if f.keyframe {
-                            publish_info(&sink, &f, &source_codec, &mut size);
-                        }
-                        sink.publish(f);
-                    });
-                    if let Err(e) = result {
-                        tracing::warn!(anchor = %label, error = %e, "video frame could not be transcoded; skipped");
-                        metrics::counter!("roomgate_transcode_errors_total", "kind" => "video").increment(1);
-                    }
-                    seconds.record(started.elapsed().as_secs_f64());
-                }
-            })
-            .expect("spawning a thread");
-        super::Opening::new(
-            VideoTranscoder {
-                tx: Some(tx),
-                force_keyframe,
-                thread: Some(thread),
+                    sink.publish(f);
+                })
             },
-            ready_rx,
+            |worker| VideoTranscoder { worker, force_keyframe },
         )
     }
 
     /// Queue one compressed picture with its pts (90 kHz). Never blocks.
     pub fn push(&self, data: Bytes, pts: u64, received_at: Instant) -> Result<(), TranscodeError> {
-        let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
-        tx.try_send(Input {
+        self.worker.push(Input {
             data,
             pts,
             dts: pts,
             received_at,
-        })
-        .map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => TranscodeError::Overloaded,
-            mpsc::TrySendError::Disconnected(_) => TranscodeError::Stopped,
         })
     }
 
     /// Queue one picture in decode order (`dts`), waiting while the queue is full (sources that can be slowed
     /// down, such as files).
     pub fn push_blocking(&self, data: Bytes, pts: u64, dts: u64, received_at: Instant) -> Result<(), TranscodeError> {
-        let tx = self.tx.as_ref().ok_or(TranscodeError::Stopped)?;
-        tx.send(Input {
+        self.worker.push_blocking(Input {
             data,
             pts,
             dts,
             received_at,
         })
-        .map_err(|_| TranscodeError::Stopped)
     }
 
     /// Make the next output picture a keyframe (a viewer joined or lost packets).
     pub fn request_keyframe(&self) {
         self.force_keyframe.store(true, Ordering::Relaxed);
     }
-}
 
-impl VideoTranscoder {
     /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only).
     pub fn finish(mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for VideoTranscoder {
-    /// Detaches: the thread transcodes what is queued and ends on its own.
-    fn drop(&mut self) {
-        self.tx.take();
+        self.worker.finish();
     }
 }
 

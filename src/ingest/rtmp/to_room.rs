@@ -1,4 +1,4 @@
-//! `RtmpPublisher`: the room side of one RTMP publish. `start` decides whether the stream key may publish and
+//! `ToRoom`: the room side of one RTMP publish. `start` decides whether the stream key may publish and
 //! joins the room; then FLV tag bodies become room frames: H.264 passes through (AVCC → Annex-B, parameter sets
 //! on keyframes); AAC/MP3 goes to an Opus transcoder.
 
@@ -11,7 +11,7 @@ use crate::media::h264::AvcConfig;
 use crate::media::transcode::{AudioInputCodec, AudioTranscoder, OpusSettings, TranscodeError};
 use crate::media::{aac::AudioSpecificConfig, Codec, Frame, VIDEO_CLOCK};
 use crate::room::RoomRef;
-use crate::room::{AnchorPublisher, LeaveReason, TrackInfo};
+use crate::room::{AnchorHandle, LeaveReason, TrackInfo};
 use crate::room::{RoomKey, SourceKind};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -19,8 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub struct RtmpPublisher {
-    anchor: AnchorPublisher,
+/// The room side of one accepted RTMP publish: its anchor and what turns FLV tags into room frames.
+pub struct ToRoom {
+    anchor: AnchorHandle,
     label: String,
     opus: OpusSettings,
     avc: Option<AvcConfig>,
@@ -30,9 +31,10 @@ pub struct RtmpPublisher {
     counters: crate::ingest::InputCounters,
 }
 
-impl RtmpPublisher {
-    pub fn new(anchor: AnchorPublisher, label: String, opus: OpusSettings) -> Self {
-        RtmpPublisher {
+impl ToRoom {
+    /// Room side for `anchor`; `label` names it in logs, `opus` sets the audio transcoder.
+    pub fn new(anchor: AnchorHandle, label: String, opus: OpusSettings) -> Self {
+        ToRoom {
             anchor,
             label,
             opus,
@@ -75,14 +77,11 @@ impl RtmpPublisher {
         )?;
         let anchor = ctx.hub.join(RoomKey { sdkappid, room }, &userid, SourceKind::Rtmp);
         tracing::info!(%peer, anchor = %label, auth_us = started.elapsed().as_micros() as u64, "RTMP publish started");
-        Ok(RtmpPublisher::new(
-            anchor,
-            label,
-            ctx.config.opus_settings(sdkappid, None),
-        ))
+        Ok(ToRoom::new(anchor, label, ctx.config.opus_settings(sdkappid, None)))
     }
 
-    pub fn anchor(&self) -> &AnchorPublisher {
+    /// The anchor this publish feeds.
+    pub fn anchor(&self) -> &AnchorHandle {
         &self.anchor
     }
 
@@ -206,10 +205,12 @@ impl RtmpPublisher {
         Ok(())
     }
 
-    /// Leave the room. The transcoder is let go first (what it still publishes after the anchor left goes
-    /// nowhere).
-    pub fn finish(mut self, reason: LeaveReason) {
-        self.audio = None;
+    /// Leave the room once the transcoder has published the audio it still holds (waited for off the tokio
+    /// workers), so the end of the stream is not cut.
+    pub async fn finish(mut self, reason: LeaveReason) {
+        if let Some((_, t)) = self.audio.take() {
+            let _ = tokio::task::spawn_blocking(move || t.finish()).await;
+        }
         self.anchor.leave(reason);
     }
 }

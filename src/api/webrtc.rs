@@ -1,0 +1,164 @@
+//! What the WHIP and WHEP routes share over HTTP: bounded SDP bodies, `Bearer` tokens, the 201 answer with its
+//! `Location`, `ETag` and ICE server `Link`s, PATCH (trickle ICE, ICE restart) and the status of each refusal.
+
+use super::ApiError;
+use crate::config::RtcConfig;
+use crate::rtc::{PatchResult, ResourceError};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+
+/// Largest SDP offer (WHIP/WHEP POST) or trickle fragment (PATCH) accepted; larger ones get 413.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// Seconds a client is told to wait when the gateway has no room for another WebRTC session.
+const FULL_RETRY_AFTER: u64 = 5;
+
+/// The request body of an SDP or trickle request, or a JSON 413 when it exceeds [`MAX_SDP_BYTES`].
+pub fn sdp_body(source: &'static str, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            crate::limits::refused(
+                source,
+                "body_too_large",
+                &format_args!("a body over {MAX_SDP_BYTES} bytes"),
+            );
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("SDP and trickle ICE bodies are at most {MAX_SDP_BYTES} bytes"),
+            )
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_body", e.body_text())
+        }
+    })
+}
+
+/// 503 + Retry-After when `rtc.max_sessions` is reached (counted as a refusal of `source`).
+pub fn full(source: &'static str, e: &crate::rtc::EngineFull) -> ApiError {
+    crate::limits::refused(source, "max_sessions", e);
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions", e.to_string()).retry_after(FULL_RETRY_AFTER)
+}
+
+/// The HTTP status and error code of a failed PATCH or DELETE on a session resource.
+pub fn resource_status(e: &ResourceError) -> (StatusCode, &'static str) {
+    match e {
+        ResourceError::NoSession => (StatusCode::NOT_FOUND, "session_not_found"),
+        ResourceError::EtagMismatch => (StatusCode::PRECONDITION_FAILED, "etag_mismatch"),
+        ResourceError::BadFragment(_) => (StatusCode::BAD_REQUEST, "bad_fragment"),
+        ResourceError::TooManyCandidates(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_many_candidates"),
+    }
+}
+
+/// `Link: <url>; rel="ice-server"[; username=..; credential=..; credential-type="password"]`, one per URL.
+/// Credentials go only to `user`, an authenticated publisher or viewer (a 201 answer): a configured
+/// username/credential, or TURN REST credentials made for `user` when `rtc.turn_secret` is set. Without a user
+/// (OPTIONS, which anyone may send) only the URLs are listed.
+pub fn ice_server_links(rtc: &RtcConfig, user: Option<&str>, now: u64) -> Vec<HeaderValue> {
+    let mut out = Vec::new();
+    for s in &rtc.ice_servers {
+        for url in &s.urls {
+            let mut v = format!("<{url}>; rel=\"ice-server\"");
+            let is_turn = url.starts_with("turn:") || url.starts_with("turns:");
+            let creds = match user {
+                None => None,
+                Some(_) if !s.username.is_empty() => Some((s.username.clone(), s.credential.clone())),
+                Some(user) if is_turn && !rtc.turn_secret.is_empty() => Some(crate::auth::turn::rest_credential(
+                    &rtc.turn_secret,
+                    user,
+                    now.saturating_add(rtc.turn_ttl_secs),
+                )),
+                Some(_) => None,
+            };
+            if let Some((username, credential)) = creds {
+                v.push_str(&format!(
+                    "; username=\"{username}\"; credential=\"{credential}\"; credential-type=\"password\""
+                ));
+            }
+            if let Ok(h) = HeaderValue::from_str(&v) {
+                out.push(h);
+            }
+        }
+    }
+    out
+}
+
+/// The token of `Authorization: Bearer <token>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(str::trim)
+}
+
+/// A query parameter, its name matched without regard to case (players write `sessionid`, `SessionID`...).
+pub fn query<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    q.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// `201 Created` with the SDP answer, the session's `Location` (under `base`) and `ETag`, and `links`.
+pub fn created(base: &str, resource: &str, etag: &str, sdp: String, links: Vec<HeaderValue>) -> Response {
+    let mut resp = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/sdp")], sdp).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("{base}/{resource}")).expect("token is ASCII"),
+    );
+    h.insert(header::ETAG, HeaderValue::from_str(etag).expect("token is ASCII"));
+    for l in links {
+        h.append(header::LINK, l);
+    }
+    resp
+}
+
+/// A PATCH's trickle fragment and its `If-Match`, or why the request is not one.
+pub fn trickle(
+    source: &'static str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, Option<String>), ApiError> {
+    let body = sdp_body(source, body)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/trickle-ice-sdpfrag") {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "bad_content_type",
+            "PATCH takes application/trickle-ice-sdpfrag",
+        ));
+    }
+    let fragment = String::from_utf8(body.to_vec()).map_err(|_| {
+        let e = ResourceError::BadFragment("not UTF-8".into());
+        let (status, code) = resource_status(&e);
+        ApiError::new(status, code, format!("{} session: {e}", source.to_uppercase()))
+    })?;
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok((fragment, if_match))
+}
+
+/// The answer to a PATCH: 204 for trickled candidates, 200 with our new credentials for an ICE restart.
+pub fn patched(result: PatchResult) -> Response {
+    match result {
+        PatchResult::Trickled => StatusCode::NO_CONTENT.into_response(),
+        PatchResult::Restarted { etag, fragment } => {
+            let mut resp = (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")],
+                fragment,
+            )
+                .into_response();
+            resp.headers_mut()
+                .insert(header::ETAG, HeaderValue::from_str(&etag).expect("token is ASCII"));
+            resp
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! One engine shard: a task that owns some of the sessions (str0m `Rtc`s), their timers and the ICE-TCP peers
+//! that talk to them. It takes commands (new sessions, frames, packets), feeds str0m bytes and time, and sends
+//! what str0m gives back: UDP batched per session (GSO), TCP through each peer's bounded queue.
+
+use super::engine::{Command, Inbound, NewSession, OutTrack, SessionEvent, SessionId};
+use super::routes::Routes;
+use crate::media::{Codec, Frame};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::media::{Frequency, MediaTime};
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, IceConnectionState, Input, Output, Rtc};
+use tokio::sync::mpsc;
+
+pub(super) struct RtcSession {
+    rtc: Rtc,
+    ufrag: String,
+    video: Option<OutTrack>,
+    audio: Option<OutTrack>,
+    events: mpsc::UnboundedSender<SessionEvent>,
+    deadline: Option<Instant>,
+    connected: bool,
+    /// Video packets were lost on the way out: send nothing until the next keyframe.
+    video_needs_keyframe: bool,
+}
+
+/// The engine's side of one ICE-TCP connection.
+pub(super) struct TcpPeer {
+    writer: mpsc::Sender<(Instant, Vec<u8>)>,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// One shard: its sessions, their timers and the ICE-TCP peers that talk to them.
+pub(super) struct Shard {
+    /// This shard's index; shard 0 reads the UDP socket.
+    pub(super) index: usize,
+    pub(super) shard_count: usize,
+    /// Shard 0: every shard's inbound queue, for the packets it reads for them (empty on the others).
+    pub(super) others: Vec<mpsc::Sender<Inbound>>,
+    pub(super) routes: Arc<Routes>,
+    /// Shared with `RtcEngine`: released here when a session closes.
+    pub(super) admitted: Arc<AtomicUsize>,
+    pub(super) udp: Arc<super::udp::UdpEndpoint>,
+    pub(super) udp_addr: SocketAddr,
+    pub(super) tcp_addr: Option<SocketAddr>,
+    /// The addresses announced in candidates. str0m accepts a packet only when its destination is one of them,
+    /// so a socket bound to 0.0.0.0 (or behind NAT 1:1) reports the candidate address it stands for.
+    pub(super) candidate_ips: Vec<std::net::IpAddr>,
+    /// Candidate addresses that belong to this host (NAT 1:1 addresses do not).
+    pub(super) owned_ips: Vec<std::net::IpAddr>,
+    pub(super) sessions: HashMap<SessionId, RtcSession>,
+    pub(super) tcp_writers: HashMap<SocketAddr, TcpPeer>,
+    pub(super) timers: BTreeSet<(Instant, SessionId)>,
+    /// Sessions alive on every shard.
+    pub(super) count: Arc<AtomicUsize>,
+    /// `roomgate_gateway_delay_seconds` for video and audio, registered once (recorded per frame per viewer).
+    pub(super) delay: [metrics::Histogram; 2],
+    /// A session's UDP packets from one `drain`, sent together (GSO) when it is done.
+    pub(super) batch: super::udp::SegmentBatch,
+}
+
+impl Shard {
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut inbound: mpsc::Receiver<Inbound>) {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let next = self.timers.first().map(|(t, _)| *t);
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(c) => self.command(c),
+                    None => break,
+                },
+                Some(p) = inbound.recv() => self.deliver(p.id, Protocol::Udp, p.source, p.destination, &p.packet),
+                r = self.udp.recv(&mut buf), if self.index == 0 => match r {
+                    Ok((n, source, to)) => {
+                        let local = match to {
+                            Some(ip) if self.candidate_ips.contains(&ip) => SocketAddr::new(ip, self.udp_addr.port()),
+                            _ => self.local_for(source, self.udp_addr),
+                        };
+                        self.receive(Protocol::Udp, source, local, &buf[..n]);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "UDP receive error"),
+                },
+                _ = sleep => self.timeouts(),
+            }
+        }
+        for id in self.sessions.keys().copied().collect::<Vec<_>>() {
+            self.close(id, "engine stopped".into());
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Add(id, s) => {
+                let NewSession {
+                    rtc,
+                    ufrag,
+                    video,
+                    audio,
+                    events,
+                } = *s;
+                self.sessions.insert(
+                    id,
+                    RtcSession {
+                        rtc,
+                        ufrag,
+                        video,
+                        audio,
+                        events,
+                        deadline: None,
+                        connected: false,
+                        video_needs_keyframe: false,
+                    },
+                );
+                // `roomgate_rtc_sessions` is read from this count when /metrics is scraped.
+                self.count.fetch_add(1, Ordering::Relaxed);
+                self.drain(id);
+            }
+            Command::Remove(id) => self.close(id, "removed".into()),
+            Command::Frame(id, frame, live) => self.write_frame(id, frame, live),
+            Command::Frames(id, frames) => {
+                for frame in frames {
+                    self.write_frame(id, frame, false);
+                }
+            }
+            Command::FrameToMany(ids, frame) => {
+                for &id in ids.iter() {
+                    self.write_frame(id, frame.clone(), true);
+                }
+            }
+            Command::RemoteCandidate(id, c) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    if catch_unwind(AssertUnwindSafe(|| s.rtc.add_remote_candidate(c))).is_err() {
+                        self.close(id, "str0m panicked on a remote candidate".into());
+                        return;
+                    }
+                    self.drain(id);
+                }
+            }
+            Command::RequestKeyframe(id, mid) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    let asked = catch_unwind(AssertUnwindSafe(|| {
+                        s.rtc
+                            .writer(mid)
+                            .map(|mut w| w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli))
+                    }));
+                    if matches!(asked, Ok(Some(Ok(())))) {
+                        self.drain(id);
+                    }
+                }
+            }
+            Command::IceRestart { id, local, remote } => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    self.routes.rename(&s.ufrag, &local.ufrag, id);
+                    s.ufrag = local.ufrag.clone();
+                    let restarted = catch_unwind(AssertUnwindSafe(|| {
+                        let mut api = s.rtc.direct_api();
+                        api.set_local_ice_credentials(local);
+                        api.set_remote_ice_credentials(remote);
+                    }));
+                    if restarted.is_err() {
+                        self.close(id, "str0m panicked on an ICE restart".into());
+                        return;
+                    }
+                    self.drain(id);
+                }
+            }
+            Command::TcpOpen { peer, writer, lost } => {
+                self.tcp_writers.insert(peer, TcpPeer { writer, lost });
+            }
+            Command::TcpPacket { peer, packet } => {
+                if let Some(bound) = self.tcp_addr {
+                    let local = self.local_for(peer, bound);
+                    self.receive(Protocol::Tcp, peer, local, &packet);
+                }
+            }
+            Command::TcpClosed { peer } => {
+                self.tcp_writers.remove(&peer);
+                self.routes.forget((Protocol::Tcp, peer));
+            }
+        }
+    }
+
+    /// The candidate address a packet from `source` arrived on: the bound address when it is announced as is;
+    /// otherwise (bound to 0.0.0.0, or NAT 1:1 addresses) the candidate equal to the sender's address (a client on
+    /// this machine), else the first candidate of its family.
+    fn local_for(&self, source: SocketAddr, bound: SocketAddr) -> SocketAddr {
+        if self.candidate_ips.contains(&bound.ip()) {
+            return bound;
+        }
+        let ip = self
+            .candidate_ips
+            .iter()
+            .find(|ip| **ip == source.ip())
+            .or_else(|| self.candidate_ips.iter().find(|ip| ip.is_ipv4() == source.is_ipv4()))
+            .or(self.candidate_ips.first())
+            .copied()
+            .unwrap_or(bound.ip());
+        SocketAddr::new(ip, bound.port())
+    }
+
+    /// Route a packet: known peer address first, else the ufrag of a STUN request; a session of another shard
+    /// gets it through that shard's queue.
+    fn receive(&mut self, proto: Protocol, source: SocketAddr, destination: SocketAddr, packet: &[u8]) {
+        let Some(id) = self.routes.route((proto, source), packet) else {
+            metrics::counter!("roomgate_rtc_unrouted_packets_total").increment(1);
+            return;
+        };
+        let shard = (id % self.shard_count as u64) as usize;
+        if shard == self.index {
+            return self.deliver(id, proto, source, destination, packet);
+        }
+        // UDP read by shard 0 goes on; an ICE-TCP connection belongs to its shard, so a TCP packet naming a
+        // session elsewhere (its own session closed, and it names another) is dropped.
+        let forwarded = proto == Protocol::Udp
+            && self.others.get(shard).is_some_and(|q| {
+                q.try_send(Inbound {
+                    id,
+                    source,
+                    destination,
+                    packet: packet.to_vec(),
+                })
+                .is_ok()
+            });
+        if !forwarded {
+            metrics::counter!("roomgate_rtc_receive_dropped_total").increment(1);
+        }
+    }
+
+    /// Hand a packet to one of this shard's sessions.
+    fn deliver(&mut self, id: SessionId, proto: Protocol, source: SocketAddr, destination: SocketAddr, packet: &[u8]) {
+        let Ok(contents) = packet.try_into() else {
+            return;
+        };
+        let input = Input::Receive(
+            Instant::now(),
+            Receive {
+                proto,
+                source,
+                destination,
+                contents,
+            },
+        );
+        self.input(id, input);
+    }
+
+    fn timeouts(&mut self) {
+        let now = Instant::now();
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.deadline = None;
+            }
+            self.input(id, Input::Timeout(now));
+        }
+    }
+
+    fn input(&mut self, id: SessionId, input: Input) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        match catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(input))) {
+            Ok(Ok(())) => self.drain(id),
+            Ok(Err(e)) => self.close(id, format!("WebRTC error: {e}")),
+            Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
+        }
+    }
+
+    fn write_frame(&mut self, id: SessionId, frame: Frame, live: bool) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if !s.connected {
+            return;
+        }
+        let (track, freq) = match frame.codec {
+            Codec::H264 => (s.video, Frequency::NINETY_KHZ),
+            Codec::Opus => (s.audio, Frequency::FORTY_EIGHT_KHZ),
+        };
+        let Some(track) = track else { return };
+        if frame.codec.is_video() {
+            if s.video_needs_keyframe && !frame.keyframe {
+                return;
+            }
+            s.video_needs_keyframe = false;
+        }
+        let received_at = frame.received_at;
+        let written = catch_unwind(AssertUnwindSafe(|| {
+            let Some(w) = s.rtc.writer(track.mid) else {
+                return Ok(());
+            };
+            w.write(
+                track.pt,
+                received_at,
+                MediaTime::new(frame.pts, freq),
+                frame.data.clone(),
+            )
+        }));
+        match written {
+            Ok(Ok(())) => {
+                self.drain(id);
+                if live {
+                    let kind = usize::from(!frame.codec.is_video());
+                    self.delay[kind].record(received_at.elapsed().as_secs_f64());
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(session = id, error = %e, "frame not written"),
+            Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
+        }
+    }
+
+    /// Poll a session until it has nothing more to say; send what it transmits, act on its events.
+    fn drain(&mut self, id: SessionId) {
+        self.poll_session(id);
+        self.flush_udp();
+    }
+
+    fn flush_udp(&mut self) {
+        let lost = self.batch.flush(&self.udp);
+        if lost > 0 {
+            metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "udp").increment(lost as u64);
+        }
+    }
+
+    fn poll_session(&mut self, id: SessionId) {
+        loop {
+            let Some(s) = self.sessions.get_mut(&id) else {
+                return;
+            };
+            if !s.rtc.is_alive() {
+                self.close(id, "peer disconnected".into());
+                return;
+            }
+            let out = match catch_unwind(AssertUnwindSafe(|| s.rtc.poll_output())) {
+                Ok(Ok(o)) => o,
+                Ok(Err(e)) => {
+                    self.close(id, format!("WebRTC error: {e}"));
+                    return;
+                }
+                Err(_) => {
+                    self.close(id, "internal error in the WebRTC stack (session ended)".into());
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    if s.deadline != Some(t) {
+                        if let Some(old) = s.deadline.take() {
+                            self.timers.remove(&(old, id));
+                        }
+                        s.deadline = Some(t);
+                        self.timers.insert((t, id));
+                    }
+                    return;
+                }
+                Output::Transmit(t) => {
+                    match t.proto {
+                        Protocol::Udp => {
+                            // From the address the session uses (a candidate we really own; not a NAT 1:1 address).
+                            let from = Some(t.source.ip()).filter(|ip| self.owned_ips.contains(ip));
+                            if !self.batch.push(&t.contents, t.destination, from) {
+                                let lost = self.batch.flush(&self.udp);
+                                if lost > 0 {
+                                    metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "udp")
+                                        .increment(lost as u64);
+                                }
+                                self.batch.push(&t.contents, t.destination, from);
+                            }
+                        }
+                        _ => {
+                            // A peer that is not reading fast enough loses packets (a full queue here, stale ones
+                            // in its writer); its video restarts at the next keyframe.
+                            let (queued, lost_before) = match self.tcp_writers.get(&t.destination) {
+                                Some(p) => (
+                                    p.writer.try_send((Instant::now(), t.contents.to_vec())).is_ok(),
+                                    p.lost.swap(false, Ordering::Relaxed),
+                                ),
+                                None => (false, false),
+                            };
+                            if !queued {
+                                metrics::counter!("roomgate_rtc_send_dropped_total", "proto" => "tcp").increment(1);
+                            }
+                            if !queued || lost_before {
+                                s.video_needs_keyframe = true;
+                            }
+                        }
+                    }
+                }
+                Output::Event(e) => match e {
+                    Event::Connected => {
+                        s.connected = true;
+                        let _ = s.events.send(SessionEvent::Connected);
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        self.close(id, "ICE disconnected".into());
+                        return;
+                    }
+                    Event::MediaData(d) => {
+                        let _ = s.events.send(SessionEvent::Media(Box::new(d)));
+                    }
+                    Event::KeyframeRequest(_) => {
+                        // Resume at the next keyframe rather than send pictures the peer cannot decode.
+                        s.video_needs_keyframe = true;
+                        let _ = s.events.send(SessionEvent::KeyframeRequest);
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    fn close(&mut self, id: SessionId, reason: String) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        let _ = catch_unwind(AssertUnwindSafe(|| s.rtc.disconnect()));
+        if let Some(t) = s.deadline {
+            self.timers.remove(&(t, id));
+        }
+        self.routes.remove(&s.ufrag, id);
+        self.admitted.fetch_sub(1, Ordering::Relaxed);
+        tracing::debug!(session = id, %reason, "WebRTC session closed");
+        let _ = s.events.send(SessionEvent::Closed(reason));
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
