@@ -11,6 +11,7 @@ PKGS=(
   python3 python3-pip
   nginx-light libnginx-mod-rtmp libnginx-mod-stream
   coturn
+  redis-server
   chromium
 )
 
