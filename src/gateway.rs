@@ -2,6 +2,7 @@
 //! addresses (so tests can ask for port 0).
 
 use crate::api::{self, ApiState};
+use crate::cluster::{CpuMeter, Load, Registry};
 use crate::config::Config;
 use crate::egress::whep::WhepService;
 use crate::events::Outbox;
@@ -35,6 +36,9 @@ pub enum GatewayError {
     /// Pull tasks that were running at the last stop cannot be started again.
     #[error("cannot resume pull tasks: {0}")]
     Resume(#[from] crate::ingest::pull::PullError),
+    /// Cluster mode cannot start (a bad `cluster.redis_url`, a node id that cannot be kept).
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A running gateway: its shared services and the addresses it bound; dropping it stops its tasks.
@@ -59,6 +63,8 @@ pub struct Gateway {
     pub outbox: Arc<Outbox>,
     /// The SQLite store (callbacks, tasks).
     pub store: Arc<Store>,
+    /// This node's entry in the cluster (a single node's lists itself alone).
+    pub registry: Arc<Registry>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -185,6 +191,25 @@ impl Gateway {
                 source,
             })?;
         let http_addr = l.local_addr().expect("bound socket has an address");
+        let registry = node_registry(&config, http_addr.port(), &hub, rtc.clone(), &pull)?;
+        if registry.clustered() {
+            // The other nodes see this node's rooms, refreshed at once when an anchor joins or leaves.
+            let snapshot_hub = hub.clone();
+            registry.share_rooms(move || api::rooms::snapshot(&snapshot_hub));
+            // Joins are announced to the other nodes (a publisher entering here replaces one with its identity
+            // there), and theirs are applied here.
+            let (mut events, member) = (hub.observe(), registry.clone());
+            tasks.push(tokio::spawn(async move {
+                while let Some(ev) = events.recv().await {
+                    if let crate::room::RoomEvent::AnchorEntered { key, userid, .. } = &ev {
+                        member.announce_join(key, userid).await;
+                    }
+                    member.poke();
+                }
+            }));
+            tasks.push(tokio::spawn(registry.clone().listen_for_takeovers(hub.clone())));
+        }
+        tasks.push(tokio::spawn(registry.clone().run()));
         let app = api::router(ApiState {
             hub: hub.clone(),
             metrics,
@@ -196,6 +221,7 @@ impl Gateway {
             cloud_rate: Default::default(),
             cloud_replay: Default::default(),
             rtmp_port: rtmp_addr.map(|a| a.port()),
+            registry: registry.clone(),
         });
         let limits = api::server::HttpLimits::from(&config.http);
         tasks.push(tokio::spawn(async move {
@@ -223,8 +249,18 @@ impl Gateway {
             rtc,
             whep,
             whip,
+            registry,
             tasks,
         })
+    }
+
+    /// Stop as a node of the cluster: take this node's entry out of the registry at once (a node that just dies
+    /// is gone once its entry expires), then stop.
+    pub async fn stop(mut self) {
+        if let Err(e) = self.registry.leave().await {
+            tracing::warn!(error = %e, "cannot take this node out of the cluster registry; it expires on its own");
+        }
+        self.shutdown();
     }
 
     /// Stop accepting; tasks are aborted.
@@ -234,6 +270,33 @@ impl Gateway {
             t.abort();
         }
     }
+}
+
+/// This node's registry: in Redis when `cluster.redis_url` is set, else a single node's. Its load is measured at
+/// each refresh: CPU share, WebRTC sessions, anchors, pull tasks.
+fn node_registry(
+    config: &Config,
+    http_port: u16,
+    hub: &Arc<RoomHub>,
+    rtc: Option<Arc<RtcEngine>>,
+    pull: &Arc<PullService>,
+) -> Result<Arc<Registry>, GatewayError> {
+    let id = crate::cluster::node_id(config).map_err(|e| GatewayError::Cluster(format!("node id: {e}")))?;
+    let http = crate::cluster::advertise_http(config, http_port);
+    let (hub, pull, cpu) = (hub.clone(), pull.clone(), CpuMeter::default());
+    let load = move || Load {
+        cpu: cpu.read(),
+        sessions: rtc.as_ref().map_or(0, |r| r.session_count()),
+        anchors: hub.rooms().iter().map(|r| r.participants().len()).sum(),
+        pull_tasks: pull.list().len(),
+    };
+    if config.cluster.redis_url.is_empty() {
+        return Ok(Registry::local(id, http, load));
+    }
+    let registry =
+        Registry::new(&config.cluster.redis_url, id, http, load).map_err(|e| GatewayError::Cluster(e.to_string()))?;
+    tracing::info!(node = registry.node_id(), "cluster mode: this node registers in Redis");
+    Ok(registry)
 }
 
 /// Raise the open-file limit to its hard limit, log it, and lower the connection caps that would not fit under it

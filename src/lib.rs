@@ -14,6 +14,7 @@
 //! - `ingest`: sources (`rtmp`, `whip`, `pull`); `egress`: viewers (`whep`).
 //! - `events` (room and task events, the durable callback outbox), `store` (SQLite).
 //! - `api`: HTTP (Cloud API, WHIP/WHEP resources, console, admin, metrics, OpenAPI); `gateway`: wiring it all.
+//! - `cluster`: cluster mode on Redis (the node registry so far); a single node never touches it.
 //! - The program around it: `serve` (run the gateway, with `demo` provisioning on a fresh machine), `cli` (the
 //!   client subcommands) and `client` (clients of a running gateway: Cloud API, admin).
 //! - Leaves anyone may use: `config`, `limits`.
@@ -32,6 +33,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod egress;

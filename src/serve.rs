@@ -83,6 +83,7 @@ pub fn serve(mut config: Config) -> Result<(), String> {
         }
         tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
         tracing::info!("shutting down");
+        gw.stop().await;
         Ok(())
     })
 }

@@ -5,8 +5,9 @@ pub mod admin;
 mod callbacks;
 pub mod cloud;
 pub mod console;
+mod nodes;
 pub mod openapi;
-mod rooms;
+pub(crate) mod rooms;
 pub mod server;
 pub mod webrtc;
 pub mod whep;
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub cloud_replay: Arc<std::sync::Mutex<crate::auth::tc3::ReplayCache>>,
     /// The RTMP port actually bound (config may say 0), for the URLs the console prints.
     pub rtmp_port: Option<u16>,
+    /// This node's cluster membership (`GET /v1/nodes`).
+    pub registry: Arc<crate::cluster::Registry>,
 }
 
 /// Every HTTP route, with admin-only ones refused up front by `console::admin_only`.
@@ -86,6 +89,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .route("/v1/rooms", get(rooms::list))
         .route("/v1/rooms/{sdkappid}/{room}", get(rooms::one))
+        .route("/v1/nodes", get(nodes::list).route_layer(admin.clone()))
         .route("/v1/callbacks", get(callbacks::list).route_layer(admin.clone()))
         .route("/v1/callbacks/{id}", get(callbacks::one).route_layer(admin.clone()))
         .route("/v1/callbacks/{id}/retry", post(callbacks::retry).route_layer(admin))

@@ -5,6 +5,7 @@
 //! reference; `tests/console_api.rs` checks it lists every route the router serves.
 
 use super::console::{NewTask, TokenRequest, Tokens};
+use crate::cluster::{Load, NodeInfo};
 use axum::response::IntoResponse;
 use axum::Json;
 use utoipa::OpenApi;
@@ -33,9 +34,9 @@ pub struct ErrorDetail {
     ),
     paths(
         cloud_api, healthz, metrics, rooms, room, apps, tasks, start_task, stop_task, tokens, callbacks, callback,
-        retry_callback, whip_post, whip_patch, whip_delete, whep_post, whep_patch, whep_delete
+        retry_callback, nodes, whip_post, whip_patch, whip_delete, whep_post, whep_patch, whep_delete
     ),
-    components(schemas(NewTask, TokenRequest, Tokens, ErrorBody, ErrorDetail)),
+    components(schemas(NewTask, TokenRequest, Tokens, ErrorBody, ErrorDetail, NodeInfo, Load)),
     tags(
         (name = "cloud", description = "TRTC Cloud API 3.0 (TC3-HMAC-SHA256 signed)"),
         (name = "console", description = "JSON API of the web console"),
@@ -137,6 +138,13 @@ fn callback() {}
               (status = 409, body = ErrorBody)))]
 #[allow(dead_code)]
 fn retry_callback() {}
+
+/// The nodes of the cluster, each with its address and load (admin). `{"cluster": bool, "node": "<this node>",
+/// "nodes": [NodeInfo]}`; a single node lists itself. 503 `cluster_unavailable` while Redis does not answer.
+#[utoipa::path(get, path = "/v1/nodes", tag = "ops",
+    responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[allow(dead_code)]
+fn nodes() {}
 
 /// WHIP: publish into `room` as anchor `SessionID`, `Authorization: Bearer <UserSig>`.
 #[utoipa::path(post, path = "/v2/pub/{sdkappid}/{room}", tag = "webrtc",

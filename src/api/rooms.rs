@@ -85,16 +85,71 @@ fn public(st: &ApiState, sdkappid: u64) -> bool {
     st.config.app(sdkappid).is_some_and(|a| a.public_playback)
 }
 
+/// Every room of this node as `/v1/rooms` shows it (all apps): what a node publishes for the others in cluster
+/// mode.
+pub fn snapshot(hub: &crate::room::RoomHub) -> serde_json::Value {
+    let rooms: Vec<RoomView> = hub.rooms().iter().map(|r| room_view(r)).collect();
+    serde_json::to_value(rooms).expect("rooms serialize")
+}
+
+/// `GET /v1/rooms`: this node's rooms and, in cluster mode, the other nodes' (a room with anchors on several
+/// nodes is one room; each anchor says its `node`). If Redis does not answer, the local rooms with
+/// `"partial": true`.
 pub async fn list(State(st): State<ApiState>, p: Peer, headers: HeaderMap) -> Json<serde_json::Value> {
     let admin = is_admin(&st, peer(p), &headers);
-    let rooms: Vec<RoomView> = st
-        .hub
-        .rooms()
-        .iter()
-        .filter(|r| admin || public(&st, r.key.sdkappid))
-        .map(|r| room_view(r))
-        .collect();
-    Json(serde_json::json!({ "rooms": rooms }))
+    let visible = |sdkappid: u64| admin || public(&st, sdkappid);
+    let clustered = st.registry.clustered();
+    let mut all = vec![(st.registry.node_id().to_string(), snapshot(&st.hub))];
+    let mut partial = false;
+    match st.registry.remote_rooms().await {
+        Ok(remote) => all.extend(remote),
+        Err(e) => {
+            tracing::warn!(error = %e, "other nodes' rooms are unavailable; listing this node's");
+            partial = true;
+        }
+    }
+    let rooms = merge_rooms(all, clustered, visible);
+    let mut body = serde_json::json!({ "rooms": rooms });
+    if partial {
+        body["partial"] = true.into();
+    }
+    Json(body)
+}
+
+/// One list of rooms from every node's rooms: rooms with the same app, id and id type are one, their anchors
+/// together, each marked with its node when `mark_node` (cluster mode); rooms of apps not `visible` are left out.
+fn merge_rooms(
+    per_node: Vec<(String, serde_json::Value)>,
+    mark_node: bool,
+    visible: impl Fn(u64) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut merged: Vec<serde_json::Value> = Vec::new();
+    for (node, rooms) in per_node {
+        for mut room in rooms.as_array().cloned().unwrap_or_default() {
+            if !room["sdkappid"].as_u64().is_some_and(&visible) {
+                continue;
+            }
+            if mark_node {
+                for a in room["anchors"].as_array_mut().into_iter().flatten() {
+                    a["node"] = node.clone().into();
+                }
+            }
+            let same = |r: &serde_json::Value| ["sdkappid", "room_id", "room_id_type"].iter().all(|k| r[k] == room[k]);
+            match merged.iter_mut().find(|r| same(r)) {
+                Some(r) => {
+                    let anchors = room["anchors"].as_array().cloned().unwrap_or_default();
+                    if let Some(list) = r["anchors"].as_array_mut() {
+                        list.extend(anchors);
+                    }
+                    if room["created_at_ms"].as_u64() < r["created_at_ms"].as_u64() {
+                        r["created_at_ms"] = room["created_at_ms"].clone();
+                    }
+                }
+                None => merged.push(room),
+            }
+        }
+    }
+    merged
 }
 
 /// A string room by default; `?type=number` looks up the numeric room with that id.
@@ -133,4 +188,49 @@ pub async fn one(
             )
         })?;
     Ok(Json(room_view(&r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_room_on_two_nodes_is_one_room_with_each_anchor_marked() {
+        let room = |user: &str, created: u64| {
+            json!([{"sdkappid": 7, "room_id": "r", "room_id_type": "string", "created_at_ms": created,
+                    "anchors": [{"userid": user}]}])
+        };
+        let other_app = json!([{"sdkappid": 8, "room_id": "r", "room_id_type": "string", "created_at_ms": 1,
+                                "anchors": [{"userid": "x"}]}]);
+        let numeric = json!([{"sdkappid": 7, "room_id": "r", "room_id_type": "number", "created_at_ms": 1,
+                              "anchors": []}]);
+        let merged = merge_rooms(
+            vec![
+                ("a".into(), room("u1", 20)),
+                ("b".into(), room("u2", 10)),
+                ("b".into(), other_app),
+                ("c".into(), numeric),
+            ],
+            true,
+            |app| app == 7,
+        );
+        assert_eq!(
+            merged.len(),
+            2,
+            "one string room r and one numeric room r of app 7: {merged:?}"
+        );
+        let anchors = &merged[0]["anchors"];
+        assert_eq!(anchors[0], json!({"userid": "u1", "node": "a"}));
+        assert_eq!(anchors[1], json!({"userid": "u2", "node": "b"}));
+        assert_eq!(
+            merged[0]["created_at_ms"], 10,
+            "the room began with its earliest anchor"
+        );
+        let single = merge_rooms(vec![("a".into(), room("u1", 1))], false, |_| true);
+        assert!(
+            single[0]["anchors"][0].get("node").is_none(),
+            "a single node marks nothing"
+        );
+    }
 }

@@ -81,9 +81,24 @@ pub struct Config {
     pub callbacks: CallbacksConfig,
     /// Who may use the admin API and the console's privileged actions.
     pub admin: AdminConfig,
+    /// Cluster mode: several nodes sharing one Redis (off while `redis_url` is empty).
+    pub cluster: ClusterConfig,
     /// Media file served at `/demo/sample.mp4` for the demo pull task (`serve --demo-task`); not a config key.
     #[serde(skip)]
     pub demo_media: Option<PathBuf>,
+}
+
+/// Cluster mode. Empty `redis_url`: a single node, no Redis needed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The shared Redis, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS); set = cluster mode.
+    pub redis_url: String,
+    /// This node's id; empty: the host name plus a random suffix, made once and kept in the data dir.
+    pub node_id: String,
+    /// How other nodes and redirected clients reach this node's HTTP, e.g. `http://10.0.0.5:8080`; empty:
+    /// `http://<public_host>:<http port>`.
+    pub advertise_http: String,
 }
 
 /// Who may use the console's privileged actions (make tokens, start/stop tasks, re-send callbacks).
@@ -423,6 +438,7 @@ impl Default for Config {
             pull: PullConfig::default(),
             callbacks: CallbacksConfig::default(),
             admin: AdminConfig::default(),
+            cluster: ClusterConfig::default(),
             demo_media: None,
         }
     }

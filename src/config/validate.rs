@@ -119,6 +119,16 @@ impl Config {
                 "rtmp.chunk_size must be within 128..=rtmp.max_chunk_size".into(),
             ));
         }
+        let url = &self.cluster.redis_url;
+        if !url.is_empty()
+            && !["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.redis_url {url:?} is not a Redis URL (redis://host:port/db, rediss:// for TLS)"
+            )));
+        }
         Ok(())
     }
 }

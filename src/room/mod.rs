@@ -242,6 +242,19 @@ impl RoomHub {
             .retain(|tx| tx.send(ev.clone()).is_ok());
     }
 
+    /// A publisher with the identity (`key`, `userid`) started elsewhere (on another node) at `at`: the anchor
+    /// here with that identity, if it started before `at`, is told it was replaced (its source then leaves, as
+    /// on a local takeover). Whether one was told.
+    pub fn replaced_elsewhere(&self, key: &RoomKey, userid: &str, at: SystemTime) -> bool {
+        match self.participant(key, userid) {
+            Some(p) if p.started_at < at => {
+                tracing::info!(sdkappid = key.sdkappid, room = %key.room, userid, "anchor replaced by a publisher on another node");
+                p.kick.send(Some(LeaveReason::Replaced)).is_ok()
+            }
+            _ => false,
+        }
+    }
+
     /// Enter `key` as anchor `userid`. An existing anchor with that identity is replaced and told so.
     pub fn join(self: &Arc<Self>, key: RoomKey, userid: &str, source: SourceKind) -> AnchorHandle {
         let (kick, kicked) = watch::channel(None);

@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod nginx;
+pub mod redis;
 pub mod rtmp_client;
 pub mod stun;
 pub mod whep_client;

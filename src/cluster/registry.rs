@@ -1,0 +1,393 @@
+//! The node registry: every node writes `roomgate:node:{id}` (its `NodeInfo` as JSON) with a TTL of `NODE_TTL`,
+//! refreshed every `REFRESH_EVERY`, and adds its id to the set `roomgate:nodes`. A node that stops refreshing
+//! (killed, cut off) is gone for everyone once its entry expires; listing prunes the set of such ids. A Redis
+//! outage is logged and retried; the node goes on serving what is local.
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a node's entry lives without a refresh.
+pub const NODE_TTL: Duration = Duration::from_secs(15);
+/// How often a node refreshes its entry.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Redis calls give up after this (a node must not hang on an unreachable Redis).
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// The set of node ids that may have an entry.
+const NODES_KEY: &str = "roomgate:nodes";
+
+/// What a node's rooms look like to the others: the JSON `/v1/rooms` would answer on it alone.
+pub type RoomsSnapshot = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Why the registry cannot answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// `cluster.redis_url` is not a Redis URL.
+    #[error("cluster.redis_url: {0}")]
+    BadUrl(String),
+    /// Redis did not answer (down, unreachable, refused the command).
+    #[error("Redis is unavailable: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// What a node is doing right now, as it reports itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Load {
+    /// CPU used by the process over the last refresh interval, as a share of the node's cores (0-1).
+    pub cpu: f64,
+    /// WebRTC sessions (WHIP publishers and WHEP viewers).
+    pub sessions: usize,
+    /// Anchors publishing on this node.
+    pub anchors: usize,
+    /// Pull tasks running on this node.
+    pub pull_tasks: usize,
+}
+
+/// One node's registry entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeInfo {
+    /// The node's id (`cluster.node_id`).
+    pub id: String,
+    /// How other nodes and redirected clients reach its HTTP (`cluster.advertise_http`).
+    pub http: String,
+    /// CPU cores the node has.
+    pub cores: usize,
+    /// The roomgate version it runs.
+    pub version: String,
+    /// When it started (ms since the Unix epoch).
+    pub started_at_ms: i64,
+    /// Its load at its last refresh.
+    pub load: Load,
+}
+
+/// This node's membership in the cluster: it keeps the node's entry fresh and lists the nodes. A single node
+/// (no `cluster.redis_url`) has one too, with no Redis: it lists itself alone.
+pub struct Registry {
+    me: NodeInfo,
+    /// `None` on a single node.
+    redis: Option<ConnectionManager>,
+    /// For connections of their own (pub/sub); `None` on a single node.
+    client: Option<redis::Client>,
+    /// Measures this node's load at each refresh.
+    load: Box<dyn Fn() -> Load + Send + Sync>,
+    /// This node's rooms, written beside its entry (set once by the gateway).
+    rooms: std::sync::OnceLock<RoomsSnapshot>,
+    /// Wakes the refresh loop early (an anchor joined or left).
+    changed: tokio::sync::Notify,
+}
+
+fn node_key(id: &str) -> String {
+    format!("roomgate:node:{id}")
+}
+
+fn rooms_key(id: &str) -> String {
+    format!("roomgate:node:{id}:rooms")
+}
+
+impl Registry {
+    /// A registry for node `id` reachable at `http`, on the Redis at `url` (connected lazily: a Redis that is
+    /// down at start is retried, not fatal).
+    pub fn new(
+        url: &str,
+        id: String,
+        http: String,
+        load: impl Fn() -> Load + Send + Sync + 'static,
+    ) -> Result<Arc<Registry>, ClusterError> {
+        let client = redis::Client::open(url).map_err(|e| ClusterError::BadUrl(e.to_string()))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1);
+        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let mut registry = Self::with(Some(redis), id, http, load);
+        Arc::get_mut(&mut registry).expect("not shared yet").client = Some(client);
+        Ok(registry)
+    }
+
+    /// The registry of a single node: no Redis, the node lists itself.
+    pub fn local(id: String, http: String, load: impl Fn() -> Load + Send + Sync + 'static) -> Arc<Registry> {
+        Self::with(None, id, http, load)
+    }
+
+    fn with(
+        redis: Option<ConnectionManager>,
+        id: String,
+        http: String,
+        load: impl Fn() -> Load + Send + Sync + 'static,
+    ) -> Arc<Registry> {
+        Arc::new(Registry {
+            me: NodeInfo {
+                id,
+                http,
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                started_at_ms: crate::store::now_ms(),
+                load: Load::default(),
+            },
+            redis,
+            client: None,
+            load: Box::new(load),
+            rooms: std::sync::OnceLock::new(),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Publish this node's rooms with its entry, as `snapshot` sees them at each refresh.
+    pub fn share_rooms(&self, snapshot: impl Fn() -> serde_json::Value + Send + Sync + 'static) {
+        let _ = self.rooms.set(Box::new(snapshot));
+    }
+
+    /// Tell the other nodes that `userid` entered `key` here (they apply the takeover rule to their anchors).
+    pub async fn announce_join(&self, key: &crate::room::RoomKey, userid: &str) {
+        let Some(mut c) = self.redis.clone() else {
+            return;
+        };
+        let join = super::takeover::Join::now(&self.me.id, key, userid);
+        if let Err(e) = super::takeover::announce(&mut c, &join).await {
+            tracing::warn!(error = %e, userid, "cannot announce a join to the other nodes (takeover across nodes)");
+        }
+    }
+
+    /// Apply the other nodes' joins to `hub`'s anchors until aborted (nothing on a single node).
+    pub async fn listen_for_takeovers(self: Arc<Self>, hub: Arc<crate::room::RoomHub>) {
+        if let Some(client) = self.client.clone() {
+            super::takeover::listen(client, self.me.id.clone(), hub).await;
+        }
+    }
+
+    /// Refresh soon (something others should see changed: an anchor joined or left).
+    pub fn poke(&self) {
+        self.changed.notify_one();
+    }
+
+    /// The rooms the other live nodes published, by node id (an empty list on a single node).
+    pub async fn remote_rooms(&self) -> Result<Vec<(String, serde_json::Value)>, ClusterError> {
+        if self.redis.is_none() {
+            return Ok(Vec::new());
+        }
+        let others: Vec<String> = self
+            .nodes()
+            .await?
+            .into_iter()
+            .map(|n| n.id)
+            .filter(|id| *id != self.me.id)
+            .collect();
+        if others.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.redis.clone().expect("clustered");
+        let keys: Vec<String> = others.iter().map(|id| rooms_key(id)).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+        Ok(others
+            .into_iter()
+            .zip(values)
+            .filter_map(|(id, v)| Some((id, serde_json::from_str(&v?).ok()?)))
+            .collect())
+    }
+
+    /// Whether this node is part of a cluster (has a Redis).
+    pub fn clustered(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.me.id
+    }
+
+    /// This node's entry with its current load.
+    pub fn me(&self) -> NodeInfo {
+        NodeInfo {
+            load: (self.load)(),
+            ..self.me.clone()
+        }
+    }
+
+    /// Write this node's entry (TTL `NODE_TTL`) and its id in the node set.
+    pub async fn refresh(&self) -> Result<(), ClusterError> {
+        let Some(mut c) = self.redis.clone() else {
+            return Ok(());
+        };
+        let entry = serde_json::to_string(&self.me()).expect("node info serializes");
+        let rooms = self.rooms.get().map_or(serde_json::Value::Null, |r| r());
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(node_key(&self.me.id))
+            .arg(entry)
+            .arg("EX")
+            .arg(NODE_TTL.as_secs())
+            .ignore()
+            .cmd("SET")
+            .arg(rooms_key(&self.me.id))
+            .arg(rooms.to_string())
+            .arg("EX")
+            .arg(NODE_TTL.as_secs())
+            .ignore()
+            .cmd("SADD")
+            .arg(NODES_KEY)
+            .arg(&self.me.id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Every live node (those whose entry has not expired), by id; ids whose entry expired are pruned.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
+        let Some(mut c) = self.redis.clone() else {
+            return Ok(vec![self.me()]);
+        };
+        let ids: Vec<String> = redis::cmd("SMEMBERS").arg(NODES_KEY).query_async(&mut c).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
+        let entries: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+        let mut nodes = Vec::new();
+        let mut gone = Vec::new();
+        for (id, entry) in ids.into_iter().zip(entries) {
+            match entry.and_then(|e| serde_json::from_str::<NodeInfo>(&e).ok()) {
+                Some(n) => nodes.push(n),
+                None => gone.push(id),
+            }
+        }
+        if !gone.is_empty() {
+            redis::cmd("SREM")
+                .arg(NODES_KEY)
+                .arg(&gone)
+                .query_async::<()>(&mut c)
+                .await?;
+        }
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        metrics::gauge!("roomgate_cluster_nodes").set(nodes.len() as f64);
+        Ok(nodes)
+    }
+
+    /// Take this node out at once (graceful stop), instead of waiting for its entry to expire.
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        let Some(mut c) = self.redis.clone() else {
+            return Ok(());
+        };
+        redis::pipe()
+            .cmd("DEL")
+            .arg(node_key(&self.me.id))
+            .arg(rooms_key(&self.me.id))
+            .ignore()
+            .cmd("SREM")
+            .arg(NODES_KEY)
+            .arg(&self.me.id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Keep the entry fresh until the task is aborted. A failure is logged once per outage and retried at the
+    /// next refresh; the node goes on serving what is local meanwhile.
+    pub async fn run(self: Arc<Self>) {
+        if self.redis.is_none() {
+            return;
+        }
+        let mut tick = tokio::time::interval(REFRESH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut down = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.changed.notified() => {}
+            }
+            match self.refresh().await {
+                Ok(()) => {
+                    if down {
+                        tracing::info!(node = %self.me.id, "Redis is back; this node is registered again");
+                        down = false;
+                    }
+                }
+                Err(e) => {
+                    if !down {
+                        tracing::warn!(node = %self.me.id, error = %e, "cannot refresh this node's cluster entry; retrying every 5 s");
+                        down = true;
+                    }
+                    metrics::counter!("roomgate_cluster_refresh_errors_total").increment(1);
+                }
+            }
+        }
+    }
+}
+
+/// This process's CPU use between two readings, as a share of the machine's cores.
+pub struct CpuMeter {
+    last: std::sync::Mutex<(std::time::Instant, Duration)>,
+    cores: f64,
+}
+
+impl Default for CpuMeter {
+    fn default() -> Self {
+        CpuMeter {
+            last: std::sync::Mutex::new((std::time::Instant::now(), process_cpu().unwrap_or_default())),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+        }
+    }
+}
+
+impl CpuMeter {
+    /// The share (0-1) of all cores used since the last reading (0 when the clock has not moved).
+    pub fn read(&self) -> f64 {
+        let now = (std::time::Instant::now(), process_cpu().unwrap_or_default());
+        let mut last = self.last.lock().expect("cpu meter lock");
+        let wall = now.0.duration_since(last.0).as_secs_f64();
+        let used = now.1.saturating_sub(last.1).as_secs_f64();
+        *last = now;
+        if wall <= 0.0 {
+            return 0.0;
+        }
+        (used / wall / self.cores).clamp(0.0, 1.0)
+    }
+}
+
+/// CPU time of this process (user + system), from `/proc/self/stat`.
+pub(crate) fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // /proc reports in USER_HZ, 100 on Linux.
+    Some(Duration::from_millis(ticks * 10))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_name_their_key() {
+        let n = NodeInfo {
+            id: "node-a".into(),
+            http: "http://10.0.0.5:8080".into(),
+            cores: 2,
+            version: "0.1.0".into(),
+            started_at_ms: 1,
+            load: Load {
+                cpu: 0.25,
+                sessions: 3,
+                anchors: 1,
+                pull_tasks: 0,
+            },
+        };
+        let json = serde_json::to_string(&n).unwrap();
+        assert_eq!(serde_json::from_str::<NodeInfo>(&json).unwrap(), n);
+        assert_eq!(node_key("node-a"), "roomgate:node:node-a");
+    }
+
+    #[test]
+    fn process_cpu_time_is_read() {
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(0u64);
+        }
+        assert!(process_cpu().is_some_and(|t| t > Duration::ZERO));
+    }
+}

@@ -1,0 +1,222 @@
+//! Cluster mode on Redis: the node registry. Two gateways on one Redis list each other in `/v1/nodes`; a node
+//! that dies is gone for the others once its entry expires; a Redis outage is a clear error, not a crash, and the
+//! nodes register again when Redis is back. A single node lists itself.
+
+mod support;
+
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use support::redis::Redis;
+use support::*;
+
+async fn nodes(gw: &TestGateway) -> (u16, Value) {
+    let (status, body) = http_get(gw.http_addr, "/v1/nodes").await;
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| n["id"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Poll `/v1/nodes` on `gw` until `want` holds, for at most `within`; the last answer.
+async fn wait_nodes(gw: &TestGateway, within: Duration, want: impl Fn(&Value) -> bool) -> (u16, Value, Duration) {
+    let start = Instant::now();
+    loop {
+        let (status, v) = nodes(gw).await;
+        if want(&v) || start.elapsed() > within {
+            return (status, v, start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn node(redis: &Redis, id: &str) -> TestGateway {
+    let (url, id) = (redis.url(), id.to_string());
+    start_gateway_with(move |c| {
+        c.cluster.redis_url = url;
+        c.cluster.node_id = id.clone();
+        c.cluster.advertise_http = format!("http://{id}.example:8080");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_on_one_redis_list_each_other_and_a_dead_node_expires() {
+    let redis = Redis::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    let both = |v: &Value| ids(v) == ["node-a", "node-b"];
+    let (status, v, _) = wait_nodes(&a, Duration::from_secs(10), both).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(both(&v), "node A lists both: {v}");
+    assert_eq!(
+        (v["cluster"].as_bool(), v["node"].as_str()),
+        (Some(true), Some("node-a"))
+    );
+    let nb = &v["nodes"][1];
+    assert_eq!(nb["http"], "http://node-b.example:8080", "{nb}");
+    assert!(
+        nb["cores"].as_u64().unwrap() >= 1 && nb["load"]["cpu"].is_number(),
+        "{nb}"
+    );
+    let (_, v, _) = wait_nodes(&b, Duration::from_secs(10), both).await;
+    assert!(both(&v), "node B lists both: {v}");
+
+    // C stops as `serve` does on Ctrl-C: it takes its entry out at once.
+    let c = node(&redis, "node-c").await;
+    let (_, v, _) = wait_nodes(&a, Duration::from_secs(10), |v| ids(v).len() == 3).await;
+    assert_eq!(ids(&v), ["node-a", "node-b", "node-c"], "{v}");
+    let TestGateway { gw, dir: _dir } = c;
+    gw.stop().await;
+    let (status, v) = nodes(&a).await;
+    assert_eq!(
+        (status, ids(&v)),
+        (200, vec!["node-a".to_string(), "node-b".to_string()]),
+        "at once: {v}"
+    );
+
+    // B dies without a word (its tasks stop; it never takes its entry out): gone for A once the entry expires.
+    drop(b);
+    let (_, v, took) = wait_nodes(&a, Duration::from_secs(25), |v| ids(v) == ["node-a"]).await;
+    assert_eq!(ids(&v), ["node-a"], "the dead node expired: {v}");
+    assert!(
+        took <= Duration::from_secs(21),
+        "within the 15 s TTL and a refresh ({took:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_is_a_clear_error_and_nodes_register_again_when_it_is_back() {
+    let mut redis = Redis::start();
+    let a = node(&redis, "node-a").await;
+    let (_, v, _) = wait_nodes(&a, Duration::from_secs(10), |v| ids(v) == ["node-a"]).await;
+    assert_eq!(ids(&v), ["node-a"], "{v}");
+
+    redis.stop();
+    let (status, body) = http_get(a.http_addr, "/v1/nodes").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cluster_unavailable"), "{body}");
+    // The node itself goes on: it answers and serves what is local.
+    let (status, _) = http_get(a.http_addr, "/v1/rooms").await;
+    assert_eq!(status, 200);
+
+    // Redis comes back empty: the node's next refresh registers it again.
+    redis.restart();
+    let (_, v, _) = wait_nodes(&a, Duration::from_secs(15), |v| ids(v) == ["node-a"]).await;
+    assert_eq!(ids(&v), ["node-a"], "registered again after the outage: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_lists_itself_and_needs_no_redis() {
+    let gw = start_gateway().await;
+    let (status, v) = nodes(&gw).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["cluster"], false);
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(v["nodes"][0]["id"], v["node"]);
+    assert!(v["nodes"][0]["http"].as_str().unwrap().starts_with("http://"), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_redis_url_is_refused_by_the_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = roomgate::Config {
+        data_dir: dir.path().to_path_buf(),
+        ..roomgate::Config::default()
+    };
+    c.cluster.redis_url = "http://127.0.0.1:6379".into();
+    let e = c.validate().unwrap_err().to_string();
+    assert!(e.contains("cluster.redis_url") && e.contains("not a Redis URL"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_lists_the_anchors_of_every_node() {
+    let redis = Redis::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    let ff = Ffmpeg::push(
+        &lavfi("320x240", 30),
+        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
+        &a.push_url("span", "cam", &usersig("cam")),
+    );
+    a.wait_anchor("span", "cam", Duration::from_secs(15)).await.unwrap();
+    let anchors_on_b = |v: &Value| -> Vec<(String, String)> {
+        v["rooms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["room_id"] == "span")
+            .flat_map(|r| r["anchors"].as_array().cloned().unwrap_or_default())
+            .map(|a| {
+                (
+                    a["userid"].as_str().unwrap_or("").into(),
+                    a["node"].as_str().unwrap_or("").into(),
+                )
+            })
+            .collect()
+    };
+    let rooms_on_b = || async {
+        let (status, body) = http_get(b.http_addr, "/v1/rooms").await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let start = Instant::now();
+    let mut v = rooms_on_b().await;
+    while anchors_on_b(&v).is_empty() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        v = rooms_on_b().await;
+    }
+    assert_eq!(anchors_on_b(&v), [("cam".to_string(), "node-a".to_string())], "{v}");
+    // Published at once on the join, not at the next periodic refresh.
+    assert!(start.elapsed() < Duration::from_secs(4), "{:?}", start.elapsed());
+
+    ff.kill().await;
+    let start = Instant::now();
+    while !anchors_on_b(&v).is_empty() && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        v = rooms_on_b().await;
+    }
+    assert!(anchors_on_b(&v).is_empty(), "the anchor left everywhere: {v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_on_one_node_replaces_its_identity_on_another() {
+    let redis = Redis::start();
+    let a = node(&redis, "node-a").await;
+    let b = node(&redis, "node-b").await;
+    // Both nodes listen to joins once registered.
+    wait_nodes(&a, Duration::from_secs(10), |v| ids(v).len() == 2).await;
+    let push = |gw: &TestGateway| {
+        Ffmpeg::push(
+            &lavfi("320x240", 60),
+            "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
+            &gw.push_url("tk", "cam", &usersig("cam")),
+        )
+    };
+    let first = push(&a);
+    a.wait_anchor("tk", "cam", Duration::from_secs(15)).await.unwrap();
+    let second = push(&b);
+    b.wait_anchor("tk", "cam", Duration::from_secs(15)).await.unwrap();
+    // The anchor on A leaves: the same identity now publishes on B.
+    let start = Instant::now();
+    while a.wait_anchor("tk", "cam", Duration::from_millis(100)).await.is_some() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the anchor on node A was replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        b.wait_anchor("tk", "cam", Duration::from_secs(1)).await.is_some(),
+        "the new one stays on node B"
+    );
+    first.kill().await;
+    second.kill().await;
+}
