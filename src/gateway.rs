@@ -113,11 +113,8 @@ impl Gateway {
         };
         let pull = PullService::new(hub.clone(), config.clone(), store.clone());
         let outbox = Outbox::new(store.clone(), config.clone());
-        tasks.push(tokio::spawn(crate::events::outbox::forward(
-            outbox.clone(),
-            hub.observe(),
-            pull.observe(),
-        )));
+        // Subscribed now, forwarded to the outbox once the node knows whether it is in a cluster (below).
+        let (room_events, task_events) = (hub.observe(), pull.observe());
         tasks.push(tokio::spawn(outbox.clone().keep_storing()));
         let pending = outbox.resume().await?;
         if pending > 0 {
@@ -210,6 +207,24 @@ impl Gateway {
             tasks.push(tokio::spawn(registry.clone().listen_for_takeovers(hub.clone())));
         }
         tasks.push(tokio::spawn(registry.clone().run()));
+        let room_events = if registry.clustered() {
+            // 101/102 are decided for the cluster: once per room, whichever node's anchors come and go.
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            registry.decide_rooms_into(tx.clone());
+            tasks.push(tokio::spawn(crate::cluster::rooms::decide(
+                registry.clone(),
+                room_events,
+                tx,
+            )));
+            rx
+        } else {
+            room_events
+        };
+        tasks.push(tokio::spawn(crate::events::outbox::forward(
+            outbox.clone(),
+            room_events,
+            task_events,
+        )));
         let app = api::router(ApiState {
             hub: hub.clone(),
             metrics,

@@ -220,3 +220,95 @@ async fn a_publisher_on_one_node_replaces_its_identity_on_another() {
     first.kill().await;
     second.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
+    use support::receiver::{types, wait_for, Receiver};
+    let redis = Redis::start();
+    let port = support::nginx::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("callbacks.jsonl");
+    let _rx = Receiver::start(port, "cbKey", &out).await;
+    let node_with_callbacks = |id: &'static str| {
+        let url = redis.url();
+        start_gateway_with(move |c| {
+            c.cluster.redis_url = url;
+            c.cluster.node_id = id.into();
+            c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
+            c.apps[0].callback_key = "cbKey".into();
+        })
+    };
+    let a = node_with_callbacks("node-a").await;
+    let b = node_with_callbacks("node-b").await;
+    let push = |gw: &TestGateway, user: &str| {
+        Ffmpeg::push(
+            &lavfi("320x240", 60),
+            "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
+            &gw.push_url("both", user, &usersig(user)),
+        )
+    };
+    let on_a = push(&a, "ua");
+    a.wait_anchor("both", "ua", Duration::from_secs(15)).await.unwrap();
+    let on_b = push(&b, "ub");
+    b.wait_anchor("both", "ub", Duration::from_secs(15)).await.unwrap();
+    let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
+    let r = wait_for(&out, Duration::from_secs(15), |r| count(r, 103) == 2).await;
+    assert_eq!(
+        count(&r, 101),
+        1,
+        "one 101 for the room, whichever node: {:?}",
+        types(&r)
+    );
+    on_a.kill().await;
+    wait_for(&out, Duration::from_secs(15), |r| count(r, 104) == 1).await;
+    on_b.kill().await;
+    let r = wait_for(&out, Duration::from_secs(15), |r| {
+        count(r, 104) == 2 && count(r, 102) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r2 = support::receiver::received(&out);
+    assert_eq!((count(&r2, 101), count(&r2, 102)), (1, 1), "{:?}", types(&r2));
+    let last = types(&r).last().copied();
+    assert_eq!(
+        last,
+        Some(102),
+        "the room is dismissed after its last anchor left: {:?}",
+        types(&r)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_of_a_node_that_dies_is_dismissed_by_another() {
+    use support::receiver::{types, wait_for, Receiver};
+    let redis = Redis::start();
+    let port = support::nginx::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("callbacks.jsonl");
+    let _rx = Receiver::start(port, "cbKey", &out).await;
+    let node_with_callbacks = |id: &'static str| {
+        let url = redis.url();
+        start_gateway_with(move |c| {
+            c.cluster.redis_url = url;
+            c.cluster.node_id = id.into();
+            c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
+            c.apps[0].callback_key = "cbKey".into();
+        })
+    };
+    let a = node_with_callbacks("node-a").await;
+    let b = node_with_callbacks("node-b").await;
+    let ff = Ffmpeg::push(
+        &lavfi("320x240", 60),
+        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
+        &a.push_url("lonely", "ua", &usersig("ua")),
+    );
+    let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
+    wait_for(&out, Duration::from_secs(15), |r| count(r, 103) == 1).await;
+    // Node A dies without a word: its tasks (registry, outbox) stop; B prunes it once its entry expires and
+    // dismisses the room A was alone in.
+    drop(a);
+    let r = wait_for(&out, Duration::from_secs(30), |r| count(r, 102) == 1).await;
+    assert_eq!(count(&r, 101), 1, "{:?}", types(&r));
+    ff.kill().await;
+    drop(b);
+}

@@ -7,6 +7,7 @@
 //! placement by load and task failover build on it.
 
 mod registry;
+pub(crate) mod rooms;
 mod takeover;
 
 pub use registry::{ClusterError, CpuMeter, Load, NodeInfo, Registry, RoomsSnapshot, NODE_TTL, REFRESH_EVERY};

@@ -75,6 +75,8 @@ pub struct Registry {
     rooms: std::sync::OnceLock<RoomsSnapshot>,
     /// Wakes the refresh loop early (an anchor joined or left).
     changed: tokio::sync::Notify,
+    /// Where room events this node decides for dead nodes go (the outbox's room events).
+    decided: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::room::RoomEvent>>,
 }
 
 fn node_key(id: &str) -> String {
@@ -130,6 +132,7 @@ impl Registry {
             load: Box::new(load),
             rooms: std::sync::OnceLock::new(),
             changed: tokio::sync::Notify::new(),
+            decided: std::sync::OnceLock::new(),
         })
     }
 
@@ -154,6 +157,92 @@ impl Registry {
         if let Some(client) = self.client.clone() {
             super::takeover::listen(client, self.me.id.clone(), hub).await;
         }
+    }
+
+    /// Send the room events this node decides for others (a dead node's rooms it empties) to `out`.
+    pub fn decide_rooms_into(&self, out: tokio::sync::mpsc::UnboundedSender<crate::room::RoomEvent>) {
+        let _ = self.decided.set(out);
+    }
+
+    /// This node's first anchor entered `key`: whether it is the room's first node (then the room is created for
+    /// the cluster: 101). Always true on a single node.
+    pub async fn enter_room(&self, key: &crate::room::RoomKey) -> Result<bool, ClusterError> {
+        let Some(mut c) = self.redis.clone() else {
+            return Ok(true);
+        };
+        let code = super::rooms::room_code(key);
+        let (added, nodes): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("SADD")
+            .arg(super::rooms::room_key(&code))
+            .arg(&self.me.id)
+            .cmd("SCARD")
+            .arg(super::rooms::room_key(&code))
+            .cmd("SADD")
+            .arg(super::rooms::node_in_key(&self.me.id))
+            .arg(&code)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(added == 1 && nodes == 1)
+    }
+
+    /// This node's last anchor left `key`: whether no node has anchors there any more (then the room is
+    /// dismissed for the cluster: 102). Always true on a single node.
+    pub async fn leave_room(&self, key: &crate::room::RoomKey) -> Result<bool, ClusterError> {
+        let Some(mut c) = self.redis.clone() else {
+            return Ok(true);
+        };
+        let code = super::rooms::room_code(key);
+        let (nodes,): (i64,) = redis::pipe()
+            .atomic()
+            .cmd("SREM")
+            .arg(super::rooms::room_key(&code))
+            .arg(&self.me.id)
+            .ignore()
+            .cmd("SCARD")
+            .arg(super::rooms::room_key(&code))
+            .cmd("SREM")
+            .arg(super::rooms::node_in_key(&self.me.id))
+            .arg(&code)
+            .ignore()
+            .query_async(&mut c)
+            .await?;
+        Ok(nodes == 0)
+    }
+
+    /// Take dead node `dead` out of the rooms it was in; send a 102 for each room this empties (only the node
+    /// whose SREM removed it does, so a room is dismissed once however many nodes prune).
+    async fn leave_rooms_of(&self, c: &mut ConnectionManager, dead: &str) -> Result<(), ClusterError> {
+        let codes: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(super::rooms::node_in_key(dead))
+            .query_async(c)
+            .await?;
+        for code in codes {
+            let (removed, nodes): (i64, i64) = redis::pipe()
+                .atomic()
+                .cmd("SREM")
+                .arg(super::rooms::room_key(&code))
+                .arg(dead)
+                .cmd("SCARD")
+                .arg(super::rooms::room_key(&code))
+                .query_async(c)
+                .await?;
+            if removed == 1 && nodes == 0 {
+                if let (Some(key), Some(out)) = (super::rooms::room_of(&code), self.decided.get()) {
+                    tracing::info!(node = dead, room = %code, "a dead node's room is empty: dismissed");
+                    let _ = out.send(crate::room::RoomEvent::RoomDismissed {
+                        key,
+                        userid: String::new(),
+                    });
+                }
+            }
+        }
+        redis::cmd("DEL")
+            .arg(super::rooms::node_in_key(dead))
+            .query_async::<()>(c)
+            .await?;
+        Ok(())
     }
 
     /// Refresh soon (something others should see changed: an anchor joined or left).
@@ -253,6 +342,11 @@ impl Registry {
                 None => gone.push(id),
             }
         }
+        for dead in &gone {
+            if *dead != self.me.id {
+                self.leave_rooms_of(&mut c, dead).await?;
+            }
+        }
         if !gone.is_empty() {
             redis::cmd("SREM")
                 .arg(NODES_KEY)
@@ -298,7 +392,12 @@ impl Registry {
                 _ = tick.tick() => {}
                 _ = self.changed.notified() => {}
             }
-            match self.refresh().await {
+            // Refresh, then prune the dead (and dismiss the rooms they leave empty).
+            let refreshed = match self.refresh().await {
+                Ok(()) => self.nodes().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            match refreshed {
                 Ok(()) => {
                     if down {
                         tracing::info!(node = %self.me.id, "Redis is back; this node is registered again");

@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod nginx;
+pub mod receiver;
 pub mod redis;
 pub mod rtmp_client;
 pub mod stun;
