@@ -193,6 +193,8 @@ impl Gateway {
             // The other nodes see this node's rooms, refreshed at once when an anchor joins or leaves.
             let snapshot_hub = hub.clone();
             registry.share_rooms(move || api::rooms::snapshot(&snapshot_hub));
+            let rooms_hub = hub.clone();
+            registry.track_rooms(move || rooms_hub.rooms().iter().map(|r| r.key.clone()).collect());
             // Joins are announced to the other nodes (a publisher entering here replaces one with its identity
             // there), and theirs are applied here.
             let (mut events, member) = (hub.observe(), registry.clone());
@@ -275,6 +277,8 @@ impl Gateway {
         if let Err(e) = self.registry.leave().await {
             tracing::warn!(error = %e, "cannot take this node out of the cluster registry; it expires on its own");
         }
+        // The 102s of rooms this node was the last in reach the outbox (which stores them) before the tasks stop.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         self.shutdown();
     }
 

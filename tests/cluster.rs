@@ -312,3 +312,42 @@ async fn the_room_of_a_node_that_dies_is_dismissed_by_another() {
     ff.kill().await;
     drop(b);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stops_leaves_its_rooms_so_they_are_announced_again() {
+    use support::receiver::{types, wait_for, Receiver};
+    let redis = Redis::start();
+    let port = support::nginx::free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("callbacks.jsonl");
+    let _rx = Receiver::start(port, "cbKey", &out).await;
+    let node_with_callbacks = |id: &'static str| {
+        let url = redis.url();
+        start_gateway_with(move |c| {
+            c.cluster.redis_url = url;
+            c.cluster.node_id = id.into();
+            c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
+            c.apps[0].callback_key = "cbKey".into();
+        })
+    };
+    let a = node_with_callbacks("node-a").await;
+    let b = node_with_callbacks("node-b").await;
+    let push = |gw: &TestGateway| {
+        Ffmpeg::push(
+            &lavfi("320x240", 60),
+            "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
+            &gw.push_url("again", "u", &usersig("u")),
+        )
+    };
+    let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
+    let on_a = push(&a);
+    wait_for(&out, Duration::from_secs(15), |r| count(r, 101) == 1).await;
+    // A stops as `serve` does: it leaves its rooms in Redis, so the room is new when an anchor enters on B.
+    let TestGateway { gw, dir: _dir } = a;
+    gw.stop().await;
+    on_a.kill().await;
+    let on_b = push(&b);
+    let r = wait_for(&out, Duration::from_secs(15), |r| count(r, 101) == 2).await;
+    assert_eq!(count(&r, 101), 2, "{:?}", types(&r));
+    on_b.kill().await;
+}

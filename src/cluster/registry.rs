@@ -1,6 +1,7 @@
 //! The node registry: every node writes `roomgate:node:{id}` (its `NodeInfo` as JSON) with a TTL of `NODE_TTL`,
 //! refreshed every `REFRESH_EVERY`, and adds its id to the set `roomgate:nodes`. A node that stops refreshing
-//! (killed, cut off) is gone for everyone once its entry expires; listing prunes the set of such ids. A Redis
+//! (killed, cut off) is gone for everyone once its entry expires; each node's refresh loop prunes such ids (and
+//! takes them out of their rooms). A Redis
 //! outage is logged and retried; the node goes on serving what is local.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -75,6 +76,13 @@ pub struct Registry {
     rooms: std::sync::OnceLock<RoomsSnapshot>,
     /// Wakes the refresh loop early (an anchor joined or left).
     changed: tokio::sync::Notify,
+    /// Rooms whose entry this node has decided (`enter_room` ran for them, in Redis or, during an outage, alone):
+    /// only those are put back by `sync_rooms`, so it never takes a room's first entry from `enter_room`.
+    entered: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Set by `leave`: the node is stopping and writes nothing more to Redis.
+    left: std::sync::atomic::AtomicBool,
+    /// The rooms this node has anchors in (set once by the gateway), for `sync_rooms`.
+    local_rooms: std::sync::OnceLock<Box<dyn Fn() -> Vec<crate::room::RoomKey> + Send + Sync>>,
     /// Where room events this node decides for dead nodes go (the outbox's room events).
     decided: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::room::RoomEvent>>,
 }
@@ -133,6 +141,9 @@ impl Registry {
             rooms: std::sync::OnceLock::new(),
             changed: tokio::sync::Notify::new(),
             decided: std::sync::OnceLock::new(),
+            local_rooms: std::sync::OnceLock::new(),
+            entered: Default::default(),
+            left: Default::default(),
         })
     }
 
@@ -154,9 +165,14 @@ impl Registry {
 
     /// Apply the other nodes' joins to `hub`'s anchors until aborted (nothing on a single node).
     pub async fn listen_for_takeovers(self: Arc<Self>, hub: Arc<crate::room::RoomHub>) {
-        if let Some(client) = self.client.clone() {
-            super::takeover::listen(client, self.me.id.clone(), hub).await;
+        if let (Some(client), Some(redis)) = (self.client.clone(), self.redis.clone()) {
+            super::takeover::listen(client, redis, self.me.id.clone(), hub).await;
         }
+    }
+
+    /// Where this node's rooms come from (its hub), for keeping its memberships right.
+    pub fn track_rooms(&self, local: impl Fn() -> Vec<crate::room::RoomKey> + Send + Sync + 'static) {
+        let _ = self.local_rooms.set(Box::new(local));
     }
 
     /// Send the room events this node decides for others (a dead node's rooms it empties) to `out`.
@@ -167,20 +183,29 @@ impl Registry {
     /// This node's first anchor entered `key`: whether it is the room's first node (then the room is created for
     /// the cluster: 101). Always true on a single node.
     pub async fn enter_room(&self, key: &crate::room::RoomKey) -> Result<bool, ClusterError> {
+        let code = super::rooms::room_code(key);
+        let first = self.enter_room_code(&code).await;
+        self.entered.lock().expect("entered lock").insert(code);
+        first
+    }
+
+    async fn enter_room_code(&self, code: &str) -> Result<bool, ClusterError> {
         let Some(mut c) = self.redis.clone() else {
             return Ok(true);
         };
-        let code = super::rooms::room_code(key);
+        if self.left.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(false);
+        }
         let (added, nodes): (i64, i64) = redis::pipe()
             .atomic()
             .cmd("SADD")
-            .arg(super::rooms::room_key(&code))
+            .arg(super::rooms::room_key(code))
             .arg(&self.me.id)
             .cmd("SCARD")
-            .arg(super::rooms::room_key(&code))
+            .arg(super::rooms::room_key(code))
             .cmd("SADD")
             .arg(super::rooms::node_in_key(&self.me.id))
-            .arg(&code)
+            .arg(code)
             .ignore()
             .query_async(&mut c)
             .await?;
@@ -190,10 +215,11 @@ impl Registry {
     /// This node's last anchor left `key`: whether no node has anchors there any more (then the room is
     /// dismissed for the cluster: 102). Always true on a single node.
     pub async fn leave_room(&self, key: &crate::room::RoomKey) -> Result<bool, ClusterError> {
+        let code = super::rooms::room_code(key);
+        self.entered.lock().expect("entered lock").remove(&code);
         let Some(mut c) = self.redis.clone() else {
             return Ok(true);
         };
-        let code = super::rooms::room_code(key);
         let (nodes,): (i64,) = redis::pipe()
             .atomic()
             .cmd("SREM")
@@ -211,37 +237,43 @@ impl Registry {
         Ok(nodes == 0)
     }
 
-    /// Take dead node `dead` out of the rooms it was in; send a 102 for each room this empties (only the node
-    /// whose SREM removed it does, so a room is dismissed once however many nodes prune).
-    async fn leave_rooms_of(&self, c: &mut ConnectionManager, dead: &str) -> Result<(), ClusterError> {
+    /// Take node `node` out of every room it was in, sending the 102 of each room this empties.
+    async fn leave_rooms_of(&self, c: &mut ConnectionManager, node: &str) -> Result<(), ClusterError> {
         let codes: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(super::rooms::node_in_key(dead))
+            .arg(super::rooms::node_in_key(node))
             .query_async(c)
             .await?;
         for code in codes {
-            let (removed, nodes): (i64, i64) = redis::pipe()
-                .atomic()
-                .cmd("SREM")
-                .arg(super::rooms::room_key(&code))
-                .arg(dead)
-                .cmd("SCARD")
-                .arg(super::rooms::room_key(&code))
-                .query_async(c)
-                .await?;
-            if removed == 1 && nodes == 0 {
-                if let (Some(key), Some(out)) = (super::rooms::room_of(&code), self.decided.get()) {
-                    tracing::info!(node = dead, room = %code, "a dead node's room is empty: dismissed");
-                    let _ = out.send(crate::room::RoomEvent::RoomDismissed {
-                        key,
-                        userid: String::new(),
-                    });
-                }
+            self.leave_room_code(c, node, &code).await?;
+        }
+        Ok(())
+    }
+
+    /// Take `node` out of room `code`; when that removed it and emptied the room, send its 102 (so a room is
+    /// dismissed once, however many nodes do this).
+    async fn leave_room_code(&self, c: &mut ConnectionManager, node: &str, code: &str) -> Result<(), ClusterError> {
+        let (removed, nodes): (i64, i64) = redis::pipe()
+            .atomic()
+            .cmd("SREM")
+            .arg(super::rooms::room_key(code))
+            .arg(node)
+            .cmd("SCARD")
+            .arg(super::rooms::room_key(code))
+            .cmd("SREM")
+            .arg(super::rooms::node_in_key(node))
+            .arg(code)
+            .ignore()
+            .query_async(c)
+            .await?;
+        if removed == 1 && nodes == 0 {
+            if let (Some(key), Some(out)) = (super::rooms::room_of(code), self.decided.get()) {
+                tracing::info!(node, room = %code, "a room left by a node that is gone is empty: dismissed");
+                let _ = out.send(crate::room::RoomEvent::RoomDismissed {
+                    key,
+                    userid: String::new(),
+                });
             }
         }
-        redis::cmd("DEL")
-            .arg(super::rooms::node_in_key(dead))
-            .query_async::<()>(c)
-            .await?;
         Ok(())
     }
 
@@ -323,7 +355,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Every live node (those whose entry has not expired), by id; ids whose entry expired are pruned.
+    /// Every live node (those whose entry has not expired), by id. Read-only: pruning the dead is `run`'s.
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, ClusterError> {
         let Some(mut c) = self.redis.clone() else {
             return Ok(vec![self.me()]);
@@ -334,33 +366,76 @@ impl Registry {
         }
         let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
         let entries: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-        let mut nodes = Vec::new();
-        let mut gone = Vec::new();
-        for (id, entry) in ids.into_iter().zip(entries) {
-            match entry.and_then(|e| serde_json::from_str::<NodeInfo>(&e).ok()) {
-                Some(n) => nodes.push(n),
-                None => gone.push(id),
-            }
-        }
-        for dead in &gone {
-            if *dead != self.me.id {
-                self.leave_rooms_of(&mut c, dead).await?;
-            }
-        }
-        if !gone.is_empty() {
-            redis::cmd("SREM")
-                .arg(NODES_KEY)
-                .arg(&gone)
-                .query_async::<()>(&mut c)
-                .await?;
-        }
+        let mut nodes: Vec<NodeInfo> = entries
+            .into_iter()
+            .filter_map(|e| serde_json::from_str::<NodeInfo>(&e?).ok())
+            .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         metrics::gauge!("roomgate_cluster_nodes").set(nodes.len() as f64);
         Ok(nodes)
     }
 
-    /// Take this node out at once (graceful stop), instead of waiting for its entry to expire.
+    /// Take the nodes whose entry expired out of the node set and out of their rooms, sending the 102 of each
+    /// room that empties. A node is claimed atomically (only while its entry is absent, by one pruner), so a node
+    /// that refreshed meanwhile stays, and two pruners never both dismiss its rooms.
+    async fn prune(&self, c: &mut ConnectionManager) -> Result<(), ClusterError> {
+        let ids: Vec<String> = redis::cmd("SMEMBERS").arg(NODES_KEY).query_async(c).await?;
+        for id in ids.into_iter().filter(|id| *id != self.me.id) {
+            let claimed: i64 = redis::Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 0 then return redis.call('SREM', KEYS[2], ARGV[1]) end return 0",
+            )
+            .key(node_key(&id))
+            .key(NODES_KEY)
+            .arg(&id)
+            .invoke_async(c)
+            .await?;
+            if claimed == 1 {
+                tracing::info!(node = %id, "a node stopped refreshing its entry: taken out of the cluster");
+                if let Err(e) = self.leave_rooms_of(c, &id).await {
+                    tracing::warn!(node = %id, error = %e, "cannot take a dead node out of its rooms");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Make this node's room memberships in Redis match the rooms it has anchors in (`local`): after a Redis
+    /// outage, a restart with the same id, or a prune during a stall. Rooms it no longer has are left (a 102 when
+    /// that empties them); rooms missing are joined (no 101: the room was already announced).
+    async fn sync_rooms(&self, c: &mut ConnectionManager, local: &[crate::room::RoomKey]) -> Result<(), ClusterError> {
+        let here: std::collections::HashSet<String> = local.iter().map(super::rooms::room_code).collect();
+        let entered: Vec<String> = {
+            let entered = self.entered.lock().expect("entered lock");
+            here.iter().filter(|code| entered.contains(*code)).cloned().collect()
+        };
+        let recorded: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(super::rooms::node_in_key(&self.me.id))
+            .query_async(c)
+            .await?;
+        for code in recorded.iter().filter(|code| !here.contains(*code)) {
+            self.leave_room_code(c, &self.me.id, code).await?;
+        }
+        for code in entered.iter().filter(|code| !recorded.contains(*code)) {
+            redis::pipe()
+                .atomic()
+                .cmd("SADD")
+                .arg(super::rooms::room_key(code))
+                .arg(&self.me.id)
+                .ignore()
+                .cmd("SADD")
+                .arg(super::rooms::node_in_key(&self.me.id))
+                .arg(code)
+                .ignore()
+                .query_async::<()>(c)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Take this node out at once (graceful stop), instead of waiting for its entry to expire: out of the node set
+    /// and out of its rooms (the 102 of each room it was the last in goes to its outbox).
     pub async fn leave(&self) -> Result<(), ClusterError> {
+        self.left.store(true, std::sync::atomic::Ordering::SeqCst);
         let Some(mut c) = self.redis.clone() else {
             return Ok(());
         };
@@ -375,7 +450,7 @@ impl Registry {
             .ignore()
             .query_async::<()>(&mut c)
             .await?;
-        Ok(())
+        self.leave_rooms_of(&mut c, &self.me.id).await
     }
 
     /// Keep the entry fresh until the task is aborted. A failure is logged once per outage and retried at the
@@ -392,11 +467,18 @@ impl Registry {
                 _ = tick.tick() => {}
                 _ = self.changed.notified() => {}
             }
-            // Refresh, then prune the dead (and dismiss the rooms they leave empty).
-            let refreshed = match self.refresh().await {
-                Ok(()) => self.nodes().await.map(|_| ()),
-                Err(e) => Err(e),
-            };
+            if self.left.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            // Refresh, put this node's room memberships right, then prune the dead.
+            let refreshed = async {
+                self.refresh().await?;
+                let mut c = self.redis.clone().expect("clustered");
+                let local = self.local_rooms.get().map(|f| f()).unwrap_or_default();
+                self.sync_rooms(&mut c, &local).await?;
+                self.prune(&mut c).await
+            }
+            .await;
             match refreshed {
                 Ok(()) => {
                     if down {

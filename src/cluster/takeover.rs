@@ -1,7 +1,8 @@
 //! The takeover rule across nodes: a publisher that enters as (sdkappid, room, userid) on one node replaces the
-//! anchor with that identity on any other node. Each node announces its joins on the Redis channel
-//! `roomgate:joins` and listens to the others'; an anchor that started before the announced join is told it was
-//! replaced, and its source ends as on a local takeover.
+//! anchor with that identity on any other node. Redis orders the joins: a node that takes an identity writes
+//! itself as the identity's owner (`roomgate:owner:{room}:{userid}`, kept a minute) and announces the join on the
+//! channel `roomgate:joins`; a node that hears of it and has an anchor with that identity tells it it was
+//! replaced unless the owner is itself (its own join came later). No clocks are compared.
 
 use crate::room::{RoomHub, RoomKey, RoomRef};
 use futures_util::StreamExt;
@@ -11,6 +12,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The channel joins are announced on.
 const CHANNEL: &str = "roomgate:joins";
+/// How long an identity's owner is kept: only the moments around a join need it.
+const OWNER_TTL_SECS: u64 = 60;
+
+/// The key naming the node that took an identity last.
+fn owner_key(join: &Join) -> String {
+    format!("roomgate:owner:{}:{}:{}", join.sdkappid, join.room, join.userid)
+}
 
 /// One announced join.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,15 +66,34 @@ impl Join {
     }
 }
 
-/// Announce a join of this node to the others (best effort: a Redis outage is logged by the registry loop).
+/// Take the identity for this node and announce the join to the others.
 pub async fn announce(redis: &mut redis::aio::ConnectionManager, join: &Join) -> redis::RedisResult<()> {
     let body = serde_json::to_string(join).expect("join serializes");
-    redis::cmd("PUBLISH").arg(CHANNEL).arg(body).query_async(redis).await
+    redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(owner_key(join))
+        .arg(&join.node)
+        .arg("EX")
+        .arg(OWNER_TTL_SECS)
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(CHANNEL)
+        .arg(body)
+        .ignore()
+        .query_async(redis)
+        .await
+}
+
+/// Whether this node (`node`) must give up the identity `join` names: another node owns it now.
+async fn lost_to(redis: &mut redis::aio::ConnectionManager, join: &Join, node: &str) -> redis::RedisResult<bool> {
+    let owner: Option<String> = redis::cmd("GET").arg(owner_key(join)).query_async(redis).await?;
+    Ok(owner.is_some_and(|o| o != node))
 }
 
 /// Listen to the other nodes' joins and apply the takeover rule to this node's anchors, until aborted;
 /// reconnects after a Redis outage.
-pub async fn listen(client: redis::Client, node: String, hub: Arc<RoomHub>) {
+pub async fn listen(client: redis::Client, mut redis: redis::aio::ConnectionManager, node: String, hub: Arc<RoomHub>) {
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(CHANNEL).await {
@@ -82,11 +109,18 @@ pub async fn listen(client: redis::Client, node: String, hub: Arc<RoomHub>) {
                         if join.node == node {
                             continue;
                         }
-                        if let Some(key) = join.key() {
-                            let at = UNIX_EPOCH + Duration::from_millis(join.at_ms);
-                            if hub.replaced_elsewhere(&key, &join.userid, at) {
-                                metrics::counter!("roomgate_cluster_takeovers_total").increment(1);
+                        let Some(key) = join.key() else { continue };
+                        if hub.participant(&key, &join.userid).is_none() {
+                            continue;
+                        }
+                        match lost_to(&mut redis, &join, &node).await {
+                            Ok(true) => {
+                                if hub.replaced_elsewhere(&key, &join.userid) {
+                                    metrics::counter!("roomgate_cluster_takeovers_total").increment(1);
+                                }
                             }
+                            Ok(false) => {}
+                            Err(e) => tracing::warn!(error = %e, "cannot check who owns an identity; the anchor stays"),
                         }
                     }
                 }

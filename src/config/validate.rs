@@ -119,6 +119,12 @@ impl Config {
                 "rtmp.chunk_size must be within 128..=rtmp.max_chunk_size".into(),
             ));
         }
+        let id = &self.cluster.node_id;
+        if !id.is_empty() && (id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))) {
+            return Err(ConfigError::Invalid(format!(
+                "cluster.node_id {id:?}: use 1-64 characters from letters, digits, '.', '_' and '-'"
+            )));
+        }
         let url = &self.cluster.redis_url;
         if !url.is_empty()
             && !["redis://", "rediss://", "unix://", "redis+unix://"]

@@ -242,12 +242,11 @@ impl RoomHub {
             .retain(|tx| tx.send(ev.clone()).is_ok());
     }
 
-    /// A publisher with the identity (`key`, `userid`) started elsewhere (on another node) at `at`: the anchor
-    /// here with that identity, if it started before `at`, is told it was replaced (its source then leaves, as
-    /// on a local takeover). Whether one was told.
-    pub fn replaced_elsewhere(&self, key: &RoomKey, userid: &str, at: SystemTime) -> bool {
+    /// A publisher with the identity (`key`, `userid`) took it on another node: the anchor here with that
+    /// identity is told it was replaced (its source then leaves, as on a local takeover). Whether one was told.
+    pub fn replaced_elsewhere(&self, key: &RoomKey, userid: &str) -> bool {
         match self.participant(key, userid) {
-            Some(p) if p.started_at < at => {
+            Some(p) => {
                 tracing::info!(sdkappid = key.sdkappid, room = %key.room, userid, "anchor replaced by a publisher on another node");
                 p.kick.send(Some(LeaveReason::Replaced)).is_ok()
             }
