@@ -81,7 +81,14 @@ pub fn serve(mut config: Config) -> Result<(), String> {
             );
             println!();
         }
-        tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+        // Ctrl-C, or SIGTERM from systemd / docker stop / Kubernetes: the same orderly stop (out of the cluster at
+        // once, pull tasks suspended to resume on the next start).
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string())?,
+            _ = terminate.recv() => {}
+        }
         tracing::info!("shutting down");
         gw.stop().await;
         Ok(())

@@ -351,3 +351,50 @@ async fn a_node_that_stops_leaves_its_rooms_so_they_are_announced_again() {
     assert_eq!(count(&r, 101), 2, "{:?}", types(&r));
     on_b.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_stopped_with_sigterm_leaves_the_cluster_at_once() {
+    let redis = Redis::start();
+    let b = node(&redis, "node-b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", support::nginx::free_port()).parse().unwrap();
+    let config = dir.path().join("roomgate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nlog = \"warn\"\n[http]\nlisten = \"{http}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
+             [rtc]\nbind = \"127.0.0.1\"\nudp_port = 0\ntcp_port = 0\n\
+             [cluster]\nredis_url = \"{}\"\nnode_id = \"node-bin\"\n",
+            dir.path().join("data").display(),
+            redis.url()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+        .args(["serve", "-c"])
+        .arg(&config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (_, v, _) = wait_nodes(&b, Duration::from_secs(20), |v| ids(v) == ["node-b", "node-bin"]).await;
+    assert_eq!(ids(&v), ["node-b", "node-bin"], "{v}");
+    // SIGTERM, as systemd, docker stop and Kubernetes send: an orderly stop, out of the cluster at once (not
+    // after the 15 s TTL), and a clean exit.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let start = Instant::now();
+    let exited = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("roomgate did not exit within 10 s of SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "exit status {exited:?}");
+    let (status, v) = nodes(&b).await;
+    assert_eq!((status, ids(&v)), (200, vec!["node-b".to_string()]), "{v}");
+}
