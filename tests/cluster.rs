@@ -6,6 +6,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
+use support::receiver::{types, wait_for, Receiver};
 use support::redis::Redis;
 use support::*;
 
@@ -45,6 +46,43 @@ async fn node(redis: &Redis, id: &str) -> TestGateway {
         c.cluster.advertise_http = format!("http://{id}.example:8080");
     })
     .await
+}
+
+/// One Redis and one callback receiver (tests/callbacks/receiver.py) that every node of a test posts to.
+struct WithCallbacks {
+    redis: Redis,
+    port: u16,
+    out: std::path::PathBuf,
+    _receiver: Receiver,
+    _dir: tempfile::TempDir,
+}
+
+impl WithCallbacks {
+    async fn start() -> WithCallbacks {
+        let port = support::nginx::free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("callbacks.jsonl");
+        let receiver = Receiver::start(port, "cbKey", &out).await;
+        WithCallbacks {
+            redis: Redis::start(),
+            port,
+            out,
+            _receiver: receiver,
+            _dir: dir,
+        }
+    }
+
+    /// Node `id` on the shared Redis, sending its app's callbacks to the receiver.
+    async fn node(&self, id: &str) -> TestGateway {
+        let (url, id, port) = (self.redis.url(), id.to_string(), self.port);
+        start_gateway_with(move |c| {
+            c.cluster.redis_url = url;
+            c.cluster.node_id = id;
+            c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
+            c.apps[0].callback_key = "cbKey".into();
+        })
+        .await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,23 +261,10 @@ async fn a_publisher_on_one_node_replaces_its_identity_on_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
-    use support::receiver::{types, wait_for, Receiver};
-    let redis = Redis::start();
-    let port = support::nginx::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("callbacks.jsonl");
-    let _rx = Receiver::start(port, "cbKey", &out).await;
-    let node_with_callbacks = |id: &'static str| {
-        let url = redis.url();
-        start_gateway_with(move |c| {
-            c.cluster.redis_url = url;
-            c.cluster.node_id = id.into();
-            c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
-            c.apps[0].callback_key = "cbKey".into();
-        })
-    };
-    let a = node_with_callbacks("node-a").await;
-    let b = node_with_callbacks("node-b").await;
+    let cb = WithCallbacks::start().await;
+    let out = &cb.out;
+    let a = cb.node("node-a").await;
+    let b = cb.node("node-b").await;
     let push = |gw: &TestGateway, user: &str| {
         Ffmpeg::push(
             &lavfi("320x240", 60),
@@ -252,7 +277,7 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
     let on_b = push(&b, "ub");
     b.wait_anchor("both", "ub", Duration::from_secs(15)).await.unwrap();
     let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
-    let r = wait_for(&out, Duration::from_secs(15), |r| count(r, 103) == 2).await;
+    let r = wait_for(out, Duration::from_secs(15), |r| count(r, 103) == 2).await;
     assert_eq!(
         count(&r, 101),
         1,
@@ -260,14 +285,14 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
         types(&r)
     );
     on_a.kill().await;
-    wait_for(&out, Duration::from_secs(15), |r| count(r, 104) == 1).await;
+    wait_for(out, Duration::from_secs(15), |r| count(r, 104) == 1).await;
     on_b.kill().await;
-    let r = wait_for(&out, Duration::from_secs(15), |r| {
+    let r = wait_for(out, Duration::from_secs(15), |r| {
         count(r, 104) == 2 && count(r, 102) == 1
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let r2 = support::receiver::received(&out);
+    let r2 = support::receiver::received(out);
     assert_eq!((count(&r2, 101), count(&r2, 102)), (1, 1), "{:?}", types(&r2));
     let last = types(&r).last().copied();
     assert_eq!(
@@ -280,34 +305,21 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_room_of_a_node_that_dies_is_dismissed_by_another() {
-    use support::receiver::{types, wait_for, Receiver};
-    let redis = Redis::start();
-    let port = support::nginx::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("callbacks.jsonl");
-    let _rx = Receiver::start(port, "cbKey", &out).await;
-    let node_with_callbacks = |id: &'static str| {
-        let url = redis.url();
-        start_gateway_with(move |c| {
-            c.cluster.redis_url = url;
-            c.cluster.node_id = id.into();
-            c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
-            c.apps[0].callback_key = "cbKey".into();
-        })
-    };
-    let a = node_with_callbacks("node-a").await;
-    let b = node_with_callbacks("node-b").await;
+    let cb = WithCallbacks::start().await;
+    let out = &cb.out;
+    let a = cb.node("node-a").await;
+    let b = cb.node("node-b").await;
     let ff = Ffmpeg::push(
         &lavfi("320x240", 60),
         "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
         &a.push_url("lonely", "ua", &usersig("ua")),
     );
     let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
-    wait_for(&out, Duration::from_secs(15), |r| count(r, 103) == 1).await;
+    wait_for(out, Duration::from_secs(15), |r| count(r, 103) == 1).await;
     // Node A dies without a word: its tasks (registry, outbox) stop; B prunes it once its entry expires and
     // dismisses the room A was alone in.
     drop(a);
-    let r = wait_for(&out, Duration::from_secs(30), |r| count(r, 102) == 1).await;
+    let r = wait_for(out, Duration::from_secs(30), |r| count(r, 102) == 1).await;
     assert_eq!(count(&r, 101), 1, "{:?}", types(&r));
     ff.kill().await;
     drop(b);
@@ -315,23 +327,10 @@ async fn the_room_of_a_node_that_dies_is_dismissed_by_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_stops_leaves_its_rooms_so_they_are_announced_again() {
-    use support::receiver::{types, wait_for, Receiver};
-    let redis = Redis::start();
-    let port = support::nginx::free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("callbacks.jsonl");
-    let _rx = Receiver::start(port, "cbKey", &out).await;
-    let node_with_callbacks = |id: &'static str| {
-        let url = redis.url();
-        start_gateway_with(move |c| {
-            c.cluster.redis_url = url;
-            c.cluster.node_id = id.into();
-            c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
-            c.apps[0].callback_key = "cbKey".into();
-        })
-    };
-    let a = node_with_callbacks("node-a").await;
-    let b = node_with_callbacks("node-b").await;
+    let cb = WithCallbacks::start().await;
+    let out = &cb.out;
+    let a = cb.node("node-a").await;
+    let b = cb.node("node-b").await;
     let push = |gw: &TestGateway| {
         Ffmpeg::push(
             &lavfi("320x240", 60),
@@ -341,13 +340,13 @@ async fn a_node_that_stops_leaves_its_rooms_so_they_are_announced_again() {
     };
     let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
     let on_a = push(&a);
-    wait_for(&out, Duration::from_secs(15), |r| count(r, 101) == 1).await;
+    wait_for(out, Duration::from_secs(15), |r| count(r, 101) == 1).await;
     // A stops as `serve` does: it leaves its rooms in Redis, so the room is new when an anchor enters on B.
     let TestGateway { gw, dir: _dir } = a;
     gw.stop().await;
     on_a.kill().await;
     let on_b = push(&b);
-    let r = wait_for(&out, Duration::from_secs(15), |r| count(r, 101) == 2).await;
+    let r = wait_for(out, Duration::from_secs(15), |r| count(r, 101) == 2).await;
     assert_eq!(count(&r, 101), 2, "{:?}", types(&r));
     on_b.kill().await;
 }

@@ -15,6 +15,11 @@ pub const NODE_TTL: Duration = Duration::from_secs(15);
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Redis calls give up after this (a node must not hang on an unreachable Redis).
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Other nodes' rooms: (node id, its `/v1/rooms` JSON).
+pub type NodesRooms = Vec<(String, serde_json::Value)>;
+
+/// How long the other nodes' rooms, once read, answer `/v1/rooms`.
+const REMOTE_ROOMS_FRESH: Duration = Duration::from_secs(1);
 /// The set of node ids that may have an entry.
 const NODES_KEY: &str = "roomgate:nodes";
 
@@ -79,6 +84,8 @@ pub struct Registry {
     /// Rooms whose entry this node has decided (`enter_room` ran for them, in Redis or, during an outage, alone):
     /// only those are put back by `sync_rooms`, so it never takes a room's first entry from `enter_room`.
     entered: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The other nodes' rooms as last read, and when.
+    remote_cache: std::sync::Mutex<Option<(std::time::Instant, NodesRooms)>>,
     /// Set by `leave`: the node is stopping and writes nothing more to Redis.
     left: std::sync::atomic::AtomicBool,
     /// The rooms this node has anchors in (set once by the gateway), for `sync_rooms`.
@@ -144,6 +151,7 @@ impl Registry {
             local_rooms: std::sync::OnceLock::new(),
             entered: Default::default(),
             left: Default::default(),
+            remote_cache: Default::default(),
         })
     }
 
@@ -283,10 +291,23 @@ impl Registry {
     }
 
     /// The rooms the other live nodes published, by node id (an empty list on a single node).
-    pub async fn remote_rooms(&self) -> Result<Vec<(String, serde_json::Value)>, ClusterError> {
+    /// Answers from Redis are kept `REMOTE_ROOMS_FRESH`, so a public `/v1/rooms` flood costs Redis one read a
+    /// second, not one per request.
+    pub async fn remote_rooms(&self) -> Result<NodesRooms, ClusterError> {
         if self.redis.is_none() {
             return Ok(Vec::new());
         }
+        if let Some((at, rooms)) = &*self.remote_cache.lock().expect("remote rooms lock") {
+            if at.elapsed() < REMOTE_ROOMS_FRESH {
+                return Ok(rooms.clone());
+            }
+        }
+        let rooms = self.read_remote_rooms().await?;
+        *self.remote_cache.lock().expect("remote rooms lock") = Some((std::time::Instant::now(), rooms.clone()));
+        Ok(rooms)
+    }
+
+    async fn read_remote_rooms(&self) -> Result<NodesRooms, ClusterError> {
         let others: Vec<String> = self
             .nodes()
             .await?
