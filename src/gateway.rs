@@ -142,15 +142,7 @@ impl Gateway {
         }
 
         let rtmp_addr = if config.rtmp.enabled {
-            let addr = config.rtmp.listen;
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    what: "rtmp",
-                    addr,
-                    source,
-                })?;
-            let bound = l.local_addr().expect("bound socket has an address");
+            let (l, bound) = bind("rtmp", config.rtmp.listen).await?;
             let ctx = Arc::new(RtmpContext {
                 hub: hub.clone(),
                 config: config.clone(),
@@ -179,15 +171,7 @@ impl Gateway {
             (None, None, None)
         };
 
-        let addr = config.http.listen;
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| GatewayError::Bind {
-                what: "http",
-                addr,
-                source,
-            })?;
-        let http_addr = l.local_addr().expect("bound socket has an address");
+        let (l, http_addr) = bind("http", config.http.listen).await?;
         let registry = node_registry(&config, http_addr.port(), &hub, rtc.clone(), &pull)?;
         if registry.clustered() {
             // The other nodes see this node's rooms, refreshed at once when an anchor joins or leaves.
@@ -357,4 +341,13 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.shutdown();
     }
+}
+
+/// A TCP listener on `addr` and the address it got (port 0 picks one), or which listener could not bind.
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), GatewayError> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Bind { what, addr, source })?;
+    let bound = l.local_addr().expect("bound socket has an address");
+    Ok((l, bound))
 }

@@ -2,12 +2,11 @@
 //! `POST /v1/callbacks/{id}/retry`: the callback outbox, for operators (and `roomgate callbacks`). All admin-only:
 //! callback bodies name every user and room of every app.
 
-use super::console::{peer, require_admin, Peer};
+use super::console::Admin;
 use super::{ApiError, ApiState};
 use crate::store::CallbackRecord;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::http::{HeaderMap, Method};
 use axum::Json;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -28,17 +27,20 @@ fn outbox(st: &ApiState) -> Result<&std::sync::Arc<crate::events::Outbox>, ApiEr
     })
 }
 
+/// 404 `callback_not_found` for an id the outbox does not hold.
+fn no_callback(id: i64) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "callback_not_found", format!("no callback {id}"))
+}
+
 fn internal(e: crate::store::StoreError) -> ApiError {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_error", e.to_string())
 }
 
 pub async fn list(
     State(st): State<ApiState>,
-    p: Peer,
-    headers: HeaderMap,
+    _: Admin,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&st, peer(p), &Method::GET, &headers)?;
     let status = q.get("status").cloned();
     if let Some(s) = &status {
         if !["pending", "delivered", "failed"].contains(&s.as_str()) {
@@ -63,30 +65,14 @@ pub async fn list(
     ))
 }
 
-pub async fn one(
-    State(st): State<ApiState>,
-    p: Peer,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&st, peer(p), &Method::GET, &headers)?;
+pub async fn one(State(st): State<ApiState>, _: Admin, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     match outbox(&st)?.get(id).await.map_err(internal)? {
         Some(r) => Ok(Json(view(&r))),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "callback_not_found",
-            format!("no callback {id}"),
-        )),
+        None => Err(no_callback(id)),
     }
 }
 
-pub async fn retry(
-    State(st): State<ApiState>,
-    p: Peer,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
-    require_admin(&st, peer(p), &Method::POST, &headers)?;
+pub async fn retry(State(st): State<ApiState>, _: Admin, Path(id): Path<i64>) -> Result<Json<Value>, ApiError> {
     let outbox = outbox(&st)?;
     match outbox.retry(id).await.map_err(internal)? {
         Some(r) => Ok(Json(view(&r))),
@@ -96,11 +82,7 @@ pub async fn retry(
                 "not_failed",
                 format!("callback {id} is {}; only failed callbacks are re-sent", r.status),
             )),
-            None => Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                "callback_not_found",
-                format!("no callback {id}"),
-            )),
+            None => Err(no_callback(id)),
         },
     }
 }

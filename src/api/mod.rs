@@ -49,20 +49,18 @@ pub struct ApiState {
     pub registry: Arc<crate::cluster::Registry>,
 }
 
-/// Every HTTP route, with admin-only ones refused up front by `console::admin_only`.
+/// Every HTTP route. Admin-only handlers take `console::Admin` first: the check runs before their body extractors.
 pub fn router(state: ApiState) -> Router {
-    // Admin-only routes are refused before their extractors run (see `admin`).
-    let admin = axum::middleware::from_fn_with_state(state.clone(), console::admin_only);
     let webrtc = Router::new()
         .route("/v2/sub/{sdkappid}/{room}", post(whep::post).options(whep::options))
         .route(
             "/v2/sub/session/{id}",
-            options(whep::options).patch(whep::patch).delete(whep::delete),
+            options(whep::options).patch(webrtc::patch).delete(webrtc::delete),
         )
         .route("/v2/pub/{sdkappid}/{room}", post(whip::post).options(whep::options))
         .route(
             "/v2/pub/session/{id}",
-            options(whep::options).patch(whip::patch).delete(whip::delete),
+            options(whep::options).patch(webrtc::patch).delete(webrtc::delete),
         )
         .layer(axum::extract::DefaultBodyLimit::max(webrtc::MAX_SDP_BYTES))
         .layer(axum::middleware::map_response(whep::cors));
@@ -76,23 +74,17 @@ pub fn router(state: ApiState) -> Router {
         .route("/demo/sample.mp4", get(console::demo_media))
         .route("/openapi.json", get(openapi::document))
         .route("/v1/apps", get(console::apps))
-        .route(
-            "/v1/tasks",
-            get(console::tasks).merge(post(console::start_task).route_layer(admin.clone())),
-        )
-        .route(
-            "/v1/tasks/{id}",
-            axum::routing::delete(console::stop_task).route_layer(admin.clone()),
-        )
-        .route("/v1/tokens", post(console::tokens).route_layer(admin.clone()))
+        .route("/v1/tasks", get(console::tasks).post(console::start_task))
+        .route("/v1/tasks/{id}", axum::routing::delete(console::stop_task))
+        .route("/v1/tokens", post(console::tokens))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/v1/rooms", get(rooms::list))
         .route("/v1/rooms/{sdkappid}/{room}", get(rooms::one))
-        .route("/v1/nodes", get(nodes::list).route_layer(admin.clone()))
-        .route("/v1/callbacks", get(callbacks::list).route_layer(admin.clone()))
-        .route("/v1/callbacks/{id}", get(callbacks::one).route_layer(admin.clone()))
-        .route("/v1/callbacks/{id}/retry", post(callbacks::retry).route_layer(admin))
+        .route("/v1/nodes", get(nodes::list))
+        .route("/v1/callbacks", get(callbacks::list))
+        .route("/v1/callbacks/{id}", get(callbacks::one))
+        .route("/v1/callbacks/{id}/retry", post(callbacks::retry))
         .fallback(not_found)
         .with_state(state)
 }

@@ -1,6 +1,7 @@
 //! `GET /v1/nodes` (admin): the nodes of the cluster with their address and load, as the registry in Redis has
 //! them; a single node lists itself alone.
 
+use super::console::Admin;
 use super::{ApiError, ApiState};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 const RETRY_AFTER: u64 = 5;
 
 /// The live nodes, by id; 503 `cluster_unavailable` while Redis does not answer.
-pub async fn list(State(st): State<ApiState>) -> Result<Json<Value>, ApiError> {
+pub async fn list(State(st): State<ApiState>, _: Admin) -> Result<Json<Value>, ApiError> {
     let nodes = st.registry.nodes().await.map_err(|e| {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", e.to_string()).retry_after(RETRY_AFTER)
     })?;

@@ -51,15 +51,7 @@ pub async fn serve(listener: TcpListener, app: Router, limits: HttpLimits) {
     let counter = ConnectionCounter::new(limits.max_connections, limits.max_connections_per_ip);
     let limits = Arc::new(limits);
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(error = %e, "HTTP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::limits::accept(&listener, "HTTP").await;
         let slot = match counter.try_open(peer.ip()) {
             Ok(s) => s,
             Err(e) => {

@@ -2,10 +2,14 @@
 //! `Location`, `ETag` and ICE server `Link`s, PATCH (trickle ICE, ICE restart) and the status of each refusal.
 
 use super::ApiError;
+use super::ApiState;
 use crate::config::RtcConfig;
-use crate::rtc::{PatchResult, ResourceError};
+use crate::egress::whep::WhepError;
+use crate::ingest::whip::WhipError;
+use crate::rtc::{PatchResult, ResourceError, SessionAnswer};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
@@ -100,15 +104,57 @@ pub fn query<'a>(q: &'a HashMap<String, String>, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v.as_str())
 }
 
-/// `201 Created` with the SDP answer, the session's `Location` (under `base`) and `ETag`, and `links`.
-pub fn created(base: &str, resource: &str, etag: &str, sdp: String, links: Vec<HeaderValue>) -> Response {
+/// Which WebRTC endpoint a request is for: publishing (WHIP, `/v2/pub/...`) or playing (WHEP, `/v2/sub/...`).
+/// Extracted from the path, so the session routes of both share one PATCH and one DELETE handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// WHIP: a publisher's session.
+    Publish,
+    /// WHEP: a viewer's session.
+    Play,
+}
+
+impl Side {
+    /// The name refusals are counted and logged under.
+    pub fn source(self) -> &'static str {
+        match self {
+            Side::Publish => "whip",
+            Side::Play => "whep",
+        }
+    }
+
+    /// Where this side's session resources live (`Location` is `{base}/{resource}`).
+    fn sessions(self) -> &'static str {
+        match self {
+            Side::Publish => "/v2/pub/session",
+            Side::Play => "/v2/sub/session",
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Side {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(if parts.uri.path().starts_with("/v2/pub/") {
+            Side::Publish
+        } else {
+            Side::Play
+        })
+    }
+}
+
+/// `201 Created` with the SDP answer, the session's `Location` and `ETag`, and `links`.
+pub fn created(side: Side, answer: SessionAnswer, links: Vec<HeaderValue>) -> Response {
+    let SessionAnswer { resource, etag, sdp } = answer;
     let mut resp = (StatusCode::CREATED, [(header::CONTENT_TYPE, "application/sdp")], sdp).into_response();
     let h = resp.headers_mut();
+    let location = format!("{}/{resource}", side.sessions());
     h.insert(
         header::LOCATION,
-        HeaderValue::from_str(&format!("{base}/{resource}")).expect("token is ASCII"),
+        HeaderValue::from_str(&location).expect("token is ASCII"),
     );
-    h.insert(header::ETAG, HeaderValue::from_str(etag).expect("token is ASCII"));
+    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("token is ASCII"));
     for l in links {
         h.append(header::LINK, l);
     }
@@ -161,4 +207,42 @@ pub fn patched(result: PatchResult) -> Response {
             resp
         }
     }
+}
+
+/// `PATCH /v2/{pub,sub}/session/{id}`: trickle candidates (204) or an ICE restart (200), checked against `If-Match`.
+pub async fn patch(
+    State(st): State<ApiState>,
+    side: Side,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (fragment, if_match) = trickle(side.source(), &headers, body)?;
+    let if_match = if_match.as_deref();
+    let done = match side {
+        Side::Publish => {
+            st.whip
+                .as_ref()
+                .ok_or(WhipError::Disabled)?
+                .patch(&id, if_match, &fragment)
+                .await?
+        }
+        Side::Play => {
+            st.whep
+                .as_ref()
+                .ok_or(WhepError::Disabled)?
+                .patch(&id, if_match, &fragment)
+                .await?
+        }
+    };
+    Ok(patched(done))
+}
+
+/// `DELETE /v2/{pub,sub}/session/{id}`: end the session (a publisher's anchor leaves its room).
+pub async fn delete(State(st): State<ApiState>, side: Side, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    match side {
+        Side::Publish => st.whip.as_ref().ok_or(WhipError::Disabled)?.stop(&id).await?,
+        Side::Play => st.whep.as_ref().ok_or(WhepError::Disabled)?.stop(&id).await?,
+    }
+    Ok(StatusCode::OK)
 }

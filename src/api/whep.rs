@@ -1,7 +1,7 @@
 //! WHEP routes (`/v2/sub/...`, TRTC's URL form): POST an offer, PATCH trickle candidates, DELETE to stop,
 //! OPTIONS for browsers (CORS) and ICE server discovery (`Link` headers).
 
-use super::webrtc::{bearer, created, full, ice_server_links, patched, query, resource_status, sdp_body, trickle};
+use super::webrtc::{bearer, created, full, ice_server_links, query, resource_status, sdp_body, Side};
 use super::{ApiError, ApiState};
 use crate::egress::whep::{PlayRequest, WhepError};
 use crate::room::RoomRef;
@@ -81,32 +81,7 @@ pub async fn post(
     let authenticated = st.config.app(sdkappid).is_some_and(|a| !a.public_playback);
     let user = get("SessionID").filter(|_| authenticated);
     let links = ice_server_links(&st.config.rtc, user, crate::auth::unix_now());
-    Ok(created(
-        "/v2/sub/session",
-        &answer.resource,
-        &answer.etag,
-        answer.sdp,
-        links,
-    ))
-}
-
-/// `PATCH /v2/sub/session/{id}`: trickle candidates (204) or an ICE restart (200), checked against `If-Match`.
-pub async fn patch(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
-    let (fragment, if_match) = trickle("whep", &headers, body)?;
-    Ok(patched(svc.patch(&id, if_match.as_deref(), &fragment).await?))
-}
-
-/// `DELETE /v2/sub/session/{id}`: end the playback session.
-pub async fn delete(State(st): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let svc = st.whep.as_ref().ok_or(WhepError::Disabled)?;
-    svc.stop(&id).await?;
-    Ok(StatusCode::OK)
+    Ok(created(Side::Play, answer, links))
 }
 
 /// Preflight and ICE server discovery.

@@ -1,7 +1,7 @@
 //! WHIP routes (`/v2/pub/...`, TRTC's URL form): POST an offer to publish, PATCH trickle/restart, DELETE to
 //! stop. OBS 30+ and browser pages publish here.
 
-use super::webrtc::{bearer, created, full, ice_server_links, patched, query, resource_status, sdp_body, trickle};
+use super::webrtc::{bearer, created, full, ice_server_links, query, resource_status, sdp_body, Side};
 use super::{ApiError, ApiState};
 use crate::ingest::whip::{PublishRequest, WhipError};
 use crate::rtc::ResourceError;
@@ -64,30 +64,5 @@ pub async fn post(
         })?;
     let user = get("SessionID").unwrap_or_default();
     let links = ice_server_links(&st.config.rtc, Some(user), crate::auth::unix_now());
-    Ok(created(
-        "/v2/pub/session",
-        &answer.resource,
-        &answer.etag,
-        answer.sdp,
-        links,
-    ))
-}
-
-/// `PATCH /v2/pub/session/{id}`: trickle candidates (204) or an ICE restart (200), checked against `If-Match`.
-pub async fn patch(
-    State(st): State<ApiState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let svc = st.whip.as_ref().ok_or(WhipError::Disabled)?;
-    let (fragment, if_match) = trickle("whip", &headers, body)?;
-    Ok(patched(svc.patch(&id, if_match.as_deref(), &fragment).await?))
-}
-
-/// `DELETE /v2/pub/session/{id}`: stop publishing; the anchor leaves the room.
-pub async fn delete(State(st): State<ApiState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let svc = st.whip.as_ref().ok_or(WhipError::Disabled)?;
-    svc.stop(&id).await?;
-    Ok(StatusCode::OK)
+    Ok(created(Side::Publish, answer, links))
 }

@@ -212,18 +212,22 @@ impl UserSig {
         let json = serde_json::Value::Object(obj).to_string();
         let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         std::io::Write::write_all(&mut enc, json.as_bytes()).expect("writing to a Vec cannot fail");
-        let compressed = enc.finish().expect("writing to a Vec cannot fail");
-        STANDARD
-            .encode(compressed)
-            .chars()
-            .map(|c| match c {
-                '+' => '*',
-                '/' => '-',
-                '=' => '_',
-                c => c,
-            })
-            .collect()
+        sig_base64(&enc.finish().expect("writing to a Vec cannot fail"))
     }
+}
+
+/// TRTC's URL-safe base64 of a UserSig's compressed body: standard base64 with `+/=` written as `*-_`.
+fn sig_base64(bytes: &[u8]) -> String {
+    STANDARD
+        .encode(bytes)
+        .chars()
+        .map(|c| match c {
+            '+' => '*',
+            '/' => '-',
+            '=' => '_',
+            c => c,
+        })
+        .collect()
 }
 
 fn hmac_sig(key: &str, identifier: &str, sdkappid: u64, time: u64, expire: u64, userbuf_b64: Option<&str>) -> Vec<u8> {
@@ -369,16 +373,7 @@ mod tests {
         );
         let mut enc = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::none());
         std::io::Write::write_all(&mut enc, json.as_bytes()).unwrap();
-        let token: String = STANDARD
-            .encode(enc.finish().unwrap())
-            .chars()
-            .map(|c| match c {
-                '+' => '*',
-                '/' => '-',
-                '=' => '_',
-                c => c,
-            })
-            .collect();
+        let token = sig_base64(&enc.finish().unwrap());
         assert!(token.starts_with("eAE"));
         UserSig::verify(&token, 7, "u1", key, 120).unwrap();
     }

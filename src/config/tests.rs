@@ -15,21 +15,24 @@ fn defaults_need_nothing() {
     assert_eq!(c.audio.opus_bitrate, 64000);
 }
 
-#[test]
-fn allowed_private_cidrs_are_parsed_at_load() {
+/// `text` as a config file, loaded with no environment.
+fn load(text: &str) -> Result<Config, String> {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("roomgate.toml");
-    std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"10.1.2.0/24\"]\n").unwrap();
-    let c = Config::load(Some(&f), vec![]).unwrap();
+    std::fs::write(&f, text).unwrap();
+    Config::load(Some(&f), vec![]).map_err(|e| e.to_string())
+}
+
+#[test]
+fn allowed_private_cidrs_are_parsed_at_load() {
+    let c = load("[pull]\nallow_private_cidrs = [\"10.1.2.0/24\"]\n").unwrap();
     assert_eq!(c.pull.allow_private_cidrs.len(), 1);
     assert!(c.pull.allow_private_cidrs[0].contains("10.1.2.3".parse().unwrap()));
     assert!(!c.pull.allow_private_sources);
 
-    std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"10.1.2.0/33\"]\n").unwrap();
-    let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+    let e = load("[pull]\nallow_private_cidrs = [\"10.1.2.0/33\"]\n").unwrap_err();
     assert!(e.contains("invalid config") && e.contains("10.1.2.0/33"), "{e}");
-    std::fs::write(&f, "[pull]\nallow_private_cidrs = [\"intranet\"]\n").unwrap();
-    let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+    let e = load("[pull]\nallow_private_cidrs = [\"intranet\"]\n").unwrap_err();
     assert!(e.contains("not a CIDR"), "{e}");
 
     let c = Config::load(
@@ -100,52 +103,27 @@ fn bad_values_are_named() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not an integer"), "{e}");
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("c.toml");
-    std::fs::write(&f, "[rtmp]\nlisen = \"x\"\n").unwrap();
-    assert!(Config::load(Some(&f), vec![])
-        .unwrap_err()
-        .to_string()
-        .contains("lisen"));
+    assert!(load("[rtmp]\nlisen = \"x\"\n").unwrap_err().contains("lisen"));
 }
 
 #[test]
 fn opus_settings_follow_the_app_then_the_default() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("c.toml");
-    std::fs::write(
-        &f,
+    let c = load(
         "[audio]\nopus_complexity = 3\n[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\nopus_complexity = 1\n\
          [[apps]]\nsdkappid = 8\nsecret_key = \"k\"\n",
     )
     .unwrap();
-    let c = Config::load(Some(&f), vec![]).unwrap();
     assert_eq!(c.opus_settings(7, None).complexity, 1);
     assert_eq!(c.opus_settings(8, None).complexity, 3);
     assert_eq!(c.opus_settings(8, Some(32_000)).bitrate, 32_000);
     assert_eq!(Config::default().audio.opus_complexity, DEFAULT_OPUS_COMPLEXITY);
-    std::fs::write(&f, "[audio]\nopus_complexity = 11\n").unwrap();
-    assert!(Config::load(Some(&f), vec![])
-        .unwrap_err()
-        .to_string()
-        .contains("opus_complexity"));
+    assert!(load("[audio]\nopus_complexity = 11\n").unwrap_err().contains("opus_complexity"));
 }
 
 #[test]
 fn a_callback_url_needs_a_callback_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("c.toml");
-    std::fs::write(
-        &f,
-        "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\ncallback_url = \"http://127.0.0.1:9/cb\"\n",
-    )
-    .unwrap();
-    let e = Config::load(Some(&f), vec![]).unwrap_err().to_string();
+    let app = "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\ncallback_url = \"http://127.0.0.1:9/cb\"\n";
+    let e = load(app).unwrap_err();
     assert!(e.contains("callback_key is empty"), "{e}");
-    std::fs::write(
-        &f,
-        "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\ncallback_url = \"http://127.0.0.1:9/cb\"\ncallback_key = \"s\"\n",
-    )
-    .unwrap();
-    assert!(Config::load(Some(&f), vec![]).is_ok());
+    assert!(load(&format!("{app}callback_key = \"s\"\n")).is_ok());
 }

@@ -11,7 +11,8 @@ use crate::media::Frame;
 use crate::room::RoomRef;
 use crate::room::{Anchor, RoomHub, RoomKey};
 use crate::rtc::{
-    negotiate, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId, SessionResources,
+    negotiate, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionAnswer, SessionEvent, SessionId,
+    SessionResources,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,16 +87,6 @@ pub struct PlayRequest<'a> {
     pub peer: Option<std::net::IpAddr>,
 }
 
-/// What the HTTP layer answers with.
-pub struct PlayAnswer {
-    /// Unguessable session token: the `Location` is `/v2/sub/session/{resource}`.
-    pub resource: String,
-    /// The session's `ETag` (its ICE ufrag, quoted), matched against PATCH's `If-Match`.
-    pub etag: String,
-    /// The SDP answer (the 201 body).
-    pub sdp: String,
-}
-
 /// WHEP playback: authorizes viewers, answers their offers and feeds each anchor's viewers from one fan-out.
 pub struct WhepService {
     /// The WebRTC engine the sessions run on (shared with WHIP).
@@ -141,7 +132,7 @@ impl WhepService {
     }
 
     /// Rate-limit and authorize the viewer, pick the anchor and answer the offer; the session runs on its own task.
-    pub async fn play(self: &Arc<Self>, req: PlayRequest<'_>) -> Result<PlayAnswer, WhepError> {
+    pub async fn play(self: &Arc<Self>, req: PlayRequest<'_>) -> Result<SessionAnswer, WhepError> {
         if let Some(ip) = req.peer {
             self.rate
                 .check(ip, std::time::Instant::now())
@@ -228,7 +219,7 @@ impl WhepService {
             events_rx,
             timeout,
         ));
-        Ok(PlayAnswer {
+        Ok(SessionAnswer {
             resource,
             etag,
             sdp: answer.to_sdp_string(),

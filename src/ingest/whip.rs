@@ -19,7 +19,8 @@ use crate::media::{Codec, Frame, AUDIO_CLOCK, VIDEO_CLOCK};
 use crate::room::RoomRef;
 use crate::room::{AnchorHandle, LeaveReason, RoomHub, RoomKey, SourceKind, TrackInfo};
 use crate::rtc::{
-    negotiate, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionEvent, SessionId, SessionResources,
+    negotiate, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionAnswer, SessionEvent, SessionId,
+    SessionResources,
 };
 use bytes::Bytes;
 use std::sync::Arc;
@@ -80,16 +81,6 @@ pub struct PublishRequest<'a> {
     pub offer: &'a str,
 }
 
-/// What the HTTP layer answers with.
-pub struct PublishAnswer {
-    /// Unguessable session token: the `Location` is `/v2/pub/session/{resource}`.
-    pub resource: String,
-    /// The session's `ETag` (its ICE ufrag, quoted), matched against PATCH's `If-Match`.
-    pub etag: String,
-    /// The SDP answer (the 201 body).
-    pub sdp: String,
-}
-
 /// WHIP publishing: authorizes publishers and turns each session into an anchor of its room.
 pub struct WhipService {
     /// The WebRTC engine the sessions run on (shared with WHEP).
@@ -111,7 +102,7 @@ impl WhipService {
     }
 
     /// Authorize the publisher, answer the offer and join the room as an anchor; media flows on its own task.
-    pub async fn publish(self: &Arc<Self>, req: PublishRequest<'_>) -> Result<PublishAnswer, WhipError> {
+    pub async fn publish(self: &Arc<Self>, req: PublishRequest<'_>) -> Result<SessionAnswer, WhipError> {
         let userid = req.userid.filter(|u| !u.is_empty()).ok_or(WhipError::MissingUserId)?;
         let token = req.bearer.filter(|t| !t.is_empty()).ok_or(WhipError::MissingToken)?;
         let room = RoomRef::Str(req.room.clone());
@@ -235,7 +226,7 @@ impl WhipService {
             events_rx,
             timeout,
         ));
-        Ok(PublishAnswer {
+        Ok(SessionAnswer {
             resource,
             etag,
             sdp: answer.to_sdp_string(),

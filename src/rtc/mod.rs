@@ -18,7 +18,7 @@ mod udp;
 
 pub use engine::{EngineFull, NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
 pub use negotiate::{negotiate, Negotiated};
-pub use resources::{random_token, PatchResult, ResourceError, SessionResources};
+pub use resources::{random_token, PatchResult, ResourceError, SessionAnswer, SessionResources};
 
 use std::net::{IpAddr, SocketAddr};
 

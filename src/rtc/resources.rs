@@ -23,6 +23,16 @@ pub enum ResourceError {
     TooManyCandidates(usize),
 }
 
+/// A new WHIP or WHEP session as its HTTP 201 gives it out.
+pub struct SessionAnswer {
+    /// Unguessable session token: the `Location` is `{endpoint}/session/{resource}`.
+    pub resource: String,
+    /// The session's `ETag` (its ICE ufrag, quoted), matched against PATCH's `If-Match`.
+    pub etag: String,
+    /// The SDP answer (the 201 body).
+    pub sdp: String,
+}
+
 /// Remote candidates one session may trickle in (PATCH), in total: each costs the engine work on every check.
 pub const MAX_TRICKLED_CANDIDATES: usize = 20;
 

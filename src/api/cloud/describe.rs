@@ -1,33 +1,28 @@
 //! `DescribeStreamIngest`: a task's status (TRTC's `InProgress`/`NotExist`) and, as extensions, what it is doing:
 //! state, reason, position, loops, the source's format.
 
-use super::params::Params;
+use super::params::TaskRef;
 use super::{Caller, CloudError};
 use crate::ingest::pull::{TaskSpec, TaskState, TaskStatus};
 use serde_json::{json, Map, Value};
 
 /// A parsed DescribeStreamIngest.
 #[derive(Debug, PartialEq)]
-pub(super) struct Describe {
-    sdkappid: u64,
-    task_id: String,
-}
+pub(super) struct Describe(TaskRef);
 
 impl Describe {
     pub fn parse(params: &Map<String, Value>) -> Result<Describe, CloudError> {
-        let mut p = Params::new(params);
-        let (sdkappid, task_id) = p.task_ref()?;
-        p.finish()?;
-        Ok(Describe { sdkappid, task_id })
+        TaskRef::parse(params).map(Describe)
     }
 
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
-        caller.may_act_on(self.sdkappid)?;
+        let Describe(task) = self;
+        caller.may_act_on(task.sdkappid)?;
         let found = caller
             .pull
-            .describe(&self.task_id)
+            .describe(&task.task_id)
             .await?
-            .filter(|(spec, _)| spec.sdk_app_id == self.sdkappid);
+            .filter(|(spec, _)| spec.sdk_app_id == task.sdkappid);
         Ok(describe_fields(found))
     }
 }

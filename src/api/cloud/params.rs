@@ -5,6 +5,34 @@
 use super::CloudError;
 use serde_json::{Map, Value};
 
+/// The task an action is about: its app and id (`SdkAppId`, `TaskId`). Stop and Describe take nothing else.
+#[derive(Debug, PartialEq)]
+pub(super) struct TaskRef {
+    /// The app the caller names; the task must belong to it.
+    pub sdkappid: u64,
+    /// The task's id (1-256 characters).
+    pub task_id: String,
+}
+
+impl TaskRef {
+    /// A reference made in code (tests).
+    #[cfg(test)]
+    pub fn new(sdkappid: u64, task_id: &str) -> TaskRef {
+        TaskRef {
+            sdkappid,
+            task_id: task_id.into(),
+        }
+    }
+
+    /// Parameters that are a task reference and nothing more.
+    pub fn parse(params: &Map<String, Value>) -> Result<TaskRef, CloudError> {
+        let mut p = Params::new(params);
+        let task = p.task_ref()?;
+        p.finish()?;
+        Ok(task)
+    }
+}
+
 /// Tempos TRTC accepts.
 const TEMPOS: [f64; 7] = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0];
 
@@ -108,13 +136,13 @@ impl<'a> Params<'a> {
     }
 
     /// `SdkAppId` and `TaskId`, the reference every task action takes.
-    pub fn task_ref(&mut self) -> Result<(u64, String), CloudError> {
+    pub fn task_ref(&mut self) -> Result<TaskRef, CloudError> {
         let sdkappid = self.u64("SdkAppId")?;
         let task_id = self.required_str("TaskId")?;
         if task_id.is_empty() || task_id.len() > 256 {
             return Err(CloudError::invalid("TaskId", "TaskId must be 1-256 characters"));
         }
-        Ok((sdkappid, task_id))
+        Ok(TaskRef { sdkappid, task_id })
     }
 
     /// Every field was asked for; otherwise the first one that was not is `UnknownParameter`.
@@ -161,7 +189,7 @@ mod tests {
     fn finish_accepts_exactly_what_was_read_and_null_counts_as_absent() {
         let m = map(json!({"SdkAppId": 7, "TaskId": "t", "Volume": null}));
         let mut p = Params::new(&m);
-        assert_eq!(p.task_ref().unwrap(), (7, "t".to_string()));
+        assert_eq!(p.task_ref().unwrap(), TaskRef::new(7, "t"));
         assert_eq!(p.int("Volume", 0, 200).unwrap(), None);
         assert!(p.finish().is_ok());
         let mut p = Params::new(&m);

@@ -1,28 +1,23 @@
 //! `StopStreamIngest`: end a task; its robot leaves the room at once.
 
-use super::params::Params;
+use super::params::TaskRef;
 use super::{Caller, CloudError};
 use serde_json::{Map, Value};
 
 /// A parsed StopStreamIngest.
 #[derive(Debug, PartialEq)]
-pub(super) struct Stop {
-    sdkappid: u64,
-    task_id: String,
-}
+pub(super) struct Stop(TaskRef);
 
 impl Stop {
     pub fn parse(params: &Map<String, Value>) -> Result<Stop, CloudError> {
-        let mut p = Params::new(params);
-        let (sdkappid, task_id) = p.task_ref()?;
-        p.finish()?;
-        Ok(Stop { sdkappid, task_id })
+        TaskRef::parse(params).map(Stop)
     }
 
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
-        caller.may_act_on(self.sdkappid)?;
-        caller.check_task_app(&self.task_id, self.sdkappid).await?;
-        caller.pull.stop(&self.task_id).await?;
+        let Stop(task) = self;
+        caller.may_act_on(task.sdkappid)?;
+        caller.check_task_app(&task.task_id, task.sdkappid).await?;
+        caller.pull.stop(&task.task_id).await?;
         Ok(Map::new())
     }
 }
@@ -37,10 +32,7 @@ mod tests {
         let ok = json!({"SdkAppId": 7, "TaskId": "t"});
         assert_eq!(
             Stop::parse(ok.as_object().unwrap()).unwrap(),
-            Stop {
-                sdkappid: 7,
-                task_id: "t".into()
-            }
+            Stop(TaskRef::new(7, "t"))
         );
         let code = |v: Value| Stop::parse(v.as_object().unwrap()).unwrap_err().code;
         assert_eq!(code(json!({"TaskId": "t"})), "MissingParameter.SdkAppId");

@@ -1,6 +1,6 @@
 //! `UpdateStreamIngest`: change a running task's URL, volume, pause, progress reports or tempo.
 
-use super::params::Params;
+use super::params::{Params, TaskRef};
 use super::{Caller, CloudError};
 use crate::ingest::pull::{PullError, TaskUpdate};
 use serde_json::{json, Map, Value};
@@ -8,15 +8,14 @@ use serde_json::{json, Map, Value};
 /// A parsed UpdateStreamIngest.
 #[derive(Debug)]
 pub(super) struct Update {
-    sdkappid: u64,
-    task_id: String,
+    task: TaskRef,
     update: TaskUpdate,
 }
 
 impl Update {
     pub fn parse(params: &Map<String, Value>) -> Result<Update, CloudError> {
         let mut p = Params::new(params);
-        let (sdkappid, task_id) = p.task_ref()?;
+        let task = p.task_ref()?;
         let update = TaskUpdate {
             stream_url: p.str("StreamUrl")?,
             volume: p.int("Volume", 0, 200)?.map(|v| v as u32),
@@ -29,20 +28,17 @@ impl Update {
             crate::ingest::pull::source::parse_source_url(url)
                 .map_err(|e| CloudError::invalid("StreamUrl", e.to_string()))?;
         }
-        Ok(Update {
-            sdkappid,
-            task_id,
-            update,
-        })
+        Ok(Update { task, update })
     }
 
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
-        caller.may_act_on(self.sdkappid)?;
+        let Update { task, update } = self;
+        caller.may_act_on(task.sdkappid)?;
         caller
-            .check_task_app(&self.task_id, self.sdkappid)
+            .check_task_app(&task.task_id, task.sdkappid)
             .await
             .map_err(|_| CloudError::from(PullError::TaskNotExist))?;
-        caller.pull.update(&self.task_id, self.update).await?;
+        caller.pull.update(&task.task_id, update).await?;
         Ok(super::obj(json!({ "Status": "InProgress" })))
     }
 }

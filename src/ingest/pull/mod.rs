@@ -305,27 +305,8 @@ impl PullService {
         }
         // One update at a time, so two cannot store specs in one order and apply them in the other.
         let _one_at_a_time = self.updating.lock().await;
-        let spec = {
-            let mut spec = task.spec();
-            if let Some(url) = &update.stream_url {
-                spec.stream_url = url.clone();
-                // The trust was in the URL the gateway chose, not in whatever replaces it.
-                spec.trusted_source = false;
-            }
-            if let Some(v) = update.volume {
-                spec.volume = v;
-            }
-            if let Some(p) = update.is_pause {
-                spec.is_pause = p;
-            }
-            if let Some(e) = update.enable_progress {
-                spec.enable_progress = e;
-            }
-            if let Some(t) = update.tempo {
-                spec.tempo = t;
-            }
-            spec
-        };
+        let mut spec = task.spec();
+        update.apply_to(&mut spec);
         let store = self.env.store.clone();
         let (id, value) = (task.id.clone(), serde_json::to_value(&spec).expect("spec serializes"));
         let state = if spec.is_pause { "paused" } else { "running" };
@@ -337,22 +318,7 @@ impl PullService {
         }
         {
             let mut running = task.spec.lock().expect("spec lock");
-            if update.stream_url.is_some() {
-                running.stream_url = spec.stream_url.clone();
-                running.trusted_source = false;
-            }
-            if let Some(v) = update.volume {
-                running.volume = v;
-            }
-            if let Some(p) = update.is_pause {
-                running.is_pause = p;
-            }
-            if let Some(e) = update.enable_progress {
-                running.enable_progress = e;
-            }
-            if let Some(t) = update.tempo {
-                running.tempo = t;
-            }
+            update.apply_to(&mut running);
             task.control.update(|d| {
                 if update.stream_url.is_some() {
                     d.url_generation += 1;

@@ -394,14 +394,7 @@ impl SourceProxy {
 async fn serve(listener: TcpListener, sessions: Arc<Registry>, connect_timeout: Duration) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let (sock, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "source proxy accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (sock, peer) = crate::limits::accept(&listener, "source proxy").await;
         if !peer.ip().is_loopback() {
             tracing::warn!(%peer, "source proxy: connection from outside loopback refused");
             continue;

@@ -217,6 +217,29 @@ pub struct TaskUpdate {
     pub tempo: Option<f64>,
 }
 
+impl TaskUpdate {
+    /// Write the changes into `spec` (the stored one, then the running one: both must end up the same).
+    pub fn apply_to(&self, spec: &mut TaskSpec) {
+        if let Some(url) = &self.stream_url {
+            spec.stream_url = url.clone();
+            // The trust was in the URL the gateway chose, not in whatever replaces it.
+            spec.trusted_source = false;
+        }
+        if let Some(v) = self.volume {
+            spec.volume = v;
+        }
+        if let Some(p) = self.is_pause {
+            spec.is_pause = p;
+        }
+        if let Some(e) = self.enable_progress {
+            spec.enable_progress = e;
+        }
+        if let Some(t) = self.tempo {
+            spec.tempo = t;
+        }
+    }
+}
+
 pub(crate) fn new_task(
     id: String,
     spec: TaskSpec,

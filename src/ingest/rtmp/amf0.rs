@@ -458,14 +458,8 @@ mod tests {
         let mut seed = 0x9E37_79B9_7F4A_7C15u64;
         for _ in 0..5000 {
             let len = (seed % 64) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    (seed % 18) as u8
-                })
-                .collect();
+            // Bytes 0..18: mostly valid AMF0 markers, so the decoder gets past the first byte.
+            let bytes: Vec<u8> = super::super::noise(&mut seed, len).iter().map(|b| b % 18).collect();
             let _ = decode_all(&bytes, Amf0Limits::default());
         }
     }

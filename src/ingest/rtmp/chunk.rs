@@ -490,14 +490,7 @@ mod tests {
                 ..Default::default()
             });
             let len = (seed % 512) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let bytes = super::super::noise(&mut seed, len);
             r.feed(&bytes);
             while let Ok(Some(_)) = r.next_message() {}
         }

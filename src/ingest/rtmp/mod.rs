@@ -79,15 +79,7 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
     let per_ip = Arc::new(PerIp::default());
     let mut last_warn = None::<Instant>;
     loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "RTMP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+        let (stream, peer) = crate::limits::accept(&listener, "RTMP").await;
         let reason = match slots.clone().try_acquire_owned() {
             Err(_) => Some("max_connections"),
             Ok(permit) => match per_ip.take(slot_key(peer.ip()), ctx.config.rtmp.max_connections_per_ip.max(1)) {
@@ -304,4 +296,18 @@ mod tests {
         assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
         assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
     }
+}
+
+/// `len` bytes of deterministic noise (xorshift64 on `seed`, which it advances) for the parsers' garbage-input
+/// tests: the same failures come back on every run.
+#[cfg(test)]
+pub(crate) fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            *seed as u8
+        })
+        .collect()
 }

@@ -280,14 +280,7 @@ fn random_bytes_after_the_handshake_never_panic() {
         let mut conn = handshaken(Instant::now());
         for _ in 0..8 {
             let len = (seed % 700) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    seed as u8
-                })
-                .collect();
+            let bytes = crate::ingest::rtmp::noise(&mut seed, len);
             let _ = conn.handle_input(&bytes, Instant::now());
             while conn.poll_output().is_some() {}
         }
