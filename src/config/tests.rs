@@ -117,7 +117,9 @@ fn opus_settings_follow_the_app_then_the_default() {
     assert_eq!(c.opus_settings(8, None).complexity, 3);
     assert_eq!(c.opus_settings(8, Some(32_000)).bitrate, 32_000);
     assert_eq!(Config::default().audio.opus_complexity, DEFAULT_OPUS_COMPLEXITY);
-    assert!(load("[audio]\nopus_complexity = 11\n").unwrap_err().contains("opus_complexity"));
+    assert!(load("[audio]\nopus_complexity = 11\n")
+        .unwrap_err()
+        .contains("opus_complexity"));
 }
 
 #[test]
