@@ -99,6 +99,19 @@ pub fn check_userid(userid: &str) -> Result<(), String> {
     }
 }
 
+/// A UserSig for `userid` in the app `--sdkappid` names (the demo app is made first when none is configured);
+/// returns the app's id with it. What `usersig` prints and `obs` builds its settings from.
+pub fn signed(config: &mut Config, sdkappid: Option<u64>, userid: &str, expire: u64) -> Result<(u64, String), String> {
+    crate::demo::ensure_app(config).map_err(|e| e.to_string())?;
+    let app = app_for(config, sdkappid)?;
+    check_userid(userid)?;
+    let now = crate::auth::unix_now();
+    Ok((
+        app.sdkappid,
+        UserSig::generate(app.sdkappid, &app.secret_key, userid, now, expire, None),
+    ))
+}
+
 /// The app `--sdkappid` names, or the only one configured.
 pub fn app_for(config: &Config, sdkappid: Option<u64>) -> Result<&AppConfig, String> {
     match sdkappid {

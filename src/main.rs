@@ -1,7 +1,7 @@
 //! The `roomgate` command line: clap's parsing and the dispatch to `roomgate::serve` and `roomgate::cli`.
 
 use clap::{Parser, Subcommand};
-use roomgate::auth::{unix_now, UserSig};
+
 use roomgate::cli::{self, CallbacksAction, IngestAction};
 use roomgate::config::Config;
 use std::net::SocketAddr;
@@ -123,16 +123,13 @@ fn main() {
             room,
             expire,
         } => load(&cli).and_then(|mut config| {
-            roomgate::demo::ensure_app(&mut config).map_err(|e| e.to_string())?;
-            let app = cli::app_for(&config, *sdkappid)?;
-            cli::check_userid(userid)?;
+            let (sdkappid, sig) = cli::signed(&mut config, *sdkappid, userid, *expire)?;
             if !roomgate::auth::is_valid_str_room_id(room) {
                 return Err(format!(
                     "invalid room {room:?}: use 1-64 characters from letters, digits, '_' and '-'"
                 ));
             }
-            let sig = UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), *expire, None);
-            roomgate::serve::print_obs(app.sdkappid, &sig, userid, room, &config);
+            roomgate::serve::print_obs(sdkappid, &sig, userid, room, &config);
             Ok(())
         }),
         Command::Ingest { endpoint, action } => load(&cli).and_then(|mut config| {
@@ -148,13 +145,7 @@ fn main() {
             userid,
             expire,
         } => load(&cli).and_then(|mut config| {
-            roomgate::demo::ensure_app(&mut config).map_err(|e| e.to_string())?;
-            let app = cli::app_for(&config, *sdkappid)?;
-            cli::check_userid(userid)?;
-            println!(
-                "{}",
-                UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), *expire, None)
-            );
+            println!("{}", cli::signed(&mut config, *sdkappid, userid, *expire)?.1);
             Ok(())
         }),
     };

@@ -4,8 +4,8 @@
 use super::ApiError;
 use super::ApiState;
 use crate::config::RtcConfig;
-use crate::egress::whep::WhepError;
-use crate::ingest::whip::WhipError;
+use crate::egress::whep::{WhepError, WhepService};
+use crate::ingest::whip::{WhipError, WhipService};
 use crate::rtc::{PatchResult, ResourceError, SessionAnswer};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -220,20 +220,8 @@ pub async fn patch(
     let (fragment, if_match) = trickle(side.source(), &headers, body)?;
     let if_match = if_match.as_deref();
     let done = match side {
-        Side::Publish => {
-            st.whip
-                .as_ref()
-                .ok_or(WhipError::Disabled)?
-                .patch(&id, if_match, &fragment)
-                .await?
-        }
-        Side::Play => {
-            st.whep
-                .as_ref()
-                .ok_or(WhepError::Disabled)?
-                .patch(&id, if_match, &fragment)
-                .await?
-        }
+        Side::Publish => whip(&st)?.patch(&id, if_match, &fragment).await?,
+        Side::Play => whep(&st)?.patch(&id, if_match, &fragment).await?,
     };
     Ok(patched(done))
 }
@@ -241,8 +229,18 @@ pub async fn patch(
 /// `DELETE /v2/{pub,sub}/session/{id}`: end the session (a publisher's anchor leaves its room).
 pub async fn delete(State(st): State<ApiState>, side: Side, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     match side {
-        Side::Publish => st.whip.as_ref().ok_or(WhipError::Disabled)?.stop(&id).await?,
-        Side::Play => st.whep.as_ref().ok_or(WhepError::Disabled)?.stop(&id).await?,
+        Side::Publish => whip(&st)?.stop(&id).await?,
+        Side::Play => whep(&st)?.stop(&id).await?,
     }
     Ok(StatusCode::OK)
+}
+
+/// The WHIP service, or `webrtc_disabled`.
+fn whip(st: &ApiState) -> Result<&WhipService, WhipError> {
+    st.whip.as_deref().ok_or(WhipError::Disabled)
+}
+
+/// The WHEP service, or `webrtc_disabled`.
+fn whep(st: &ApiState) -> Result<&WhepService, WhepError> {
+    st.whep.as_deref().ok_or(WhepError::Disabled)
 }

@@ -482,17 +482,17 @@ mod tests {
     #[test]
     fn slice_types() {
         // first_mb_in_slice = 0 ('1'), slice_type ue: 5 -> P? encode I (7 = '0001000'), B (6 = '00111').
-        let mut i = BitWriter::default();
-        i.bits(0x65, 8);
-        i.ue(0);
-        i.ue(7);
-        i.bits(1, 8);
+        let slice = |nal_header: u64, kind: u32| {
+            let mut w = BitWriter::default();
+            w.bits(nal_header, 8);
+            w.ue(0);
+            w.ue(kind);
+            w.bits(1, 8);
+            w
+        };
+        let i = slice(0x65, 7);
         assert_eq!(slice_type(&i.bytes), Some(7));
-        let mut b = BitWriter::default();
-        b.bits(0x01, 8);
-        b.ue(0);
-        b.ue(6);
-        b.bits(1, 8);
+        let b = slice(0x01, 6);
         assert_eq!(slice_type(&b.bytes), Some(6));
         let mut au = vec![0, 0, 0, 1];
         au.extend_from_slice(&b.bytes);

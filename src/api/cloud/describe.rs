@@ -6,25 +6,15 @@ use super::{Caller, CloudError};
 use crate::ingest::pull::{TaskSpec, TaskState, TaskStatus};
 use serde_json::{json, Map, Value};
 
-/// A parsed DescribeStreamIngest.
-#[derive(Debug, PartialEq)]
-pub(super) struct Describe(TaskRef);
-
-impl Describe {
-    pub fn parse(params: &Map<String, Value>) -> Result<Describe, CloudError> {
-        TaskRef::parse(params).map(Describe)
-    }
-
-    pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
-        let Describe(task) = self;
-        caller.may_act_on(task.sdkappid)?;
-        let found = caller
-            .pull
-            .describe(&task.task_id)
-            .await?
-            .filter(|(spec, _)| spec.sdk_app_id == task.sdkappid);
-        Ok(describe_fields(found))
-    }
+/// DescribeStreamIngest (its parameters are a [`TaskRef`] and nothing else): a task of another app is `NotExist`.
+pub(super) async fn apply(task: TaskRef, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
+    caller.may_act_on(task.sdkappid)?;
+    let found = caller
+        .pull
+        .describe(&task.task_id)
+        .await?
+        .filter(|(spec, _)| spec.sdk_app_id == task.sdkappid);
+    Ok(describe_fields(found))
 }
 
 /// The reply fields for a task (or `NotExist`), shared with ListStreamIngests and the console.
@@ -92,7 +82,7 @@ mod tests {
     fn describe_needs_a_task_id() {
         let v = json!({"SdkAppId": 7});
         assert_eq!(
-            Describe::parse(v.as_object().unwrap()).unwrap_err().code,
+            TaskRef::parse(v.as_object().unwrap()).unwrap_err().code,
             "MissingParameter.TaskId"
         );
     }

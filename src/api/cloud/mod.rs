@@ -24,14 +24,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use describe::Describe;
 use list::List;
+use params::TaskRef;
 use serde_json::{json, Map, Value};
 use start::Start;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
-use stop::Stop;
 use update::Update;
 
 /// The API version roomgate speaks (TRTC's).
@@ -229,8 +228,8 @@ async fn dispatch(
 /// The actions of the API, each parsed from its parameters before it acts.
 enum Action {
     Start(Start),
-    Stop(Stop),
-    Describe(Describe),
+    Stop(TaskRef),
+    Describe(TaskRef),
     Update(Update),
     /// Extension (not in TRTC): the running tasks.
     List(List),
@@ -240,8 +239,8 @@ impl Action {
     fn parse(name: &str, params: &Map<String, Value>, config: &Config, now: u64) -> Result<Action, CloudError> {
         Ok(match name {
             "StartStreamIngest" => Action::Start(Start::parse(params, config, now)?),
-            "StopStreamIngest" => Action::Stop(Stop::parse(params)?),
-            "DescribeStreamIngest" => Action::Describe(Describe::parse(params)?),
+            "StopStreamIngest" => Action::Stop(TaskRef::parse(params)?),
+            "DescribeStreamIngest" => Action::Describe(TaskRef::parse(params)?),
             "UpdateStreamIngest" => Action::Update(Update::parse(params)?),
             "ListStreamIngests" => Action::List(List::parse(params)?),
             other => return Err(CloudError::new(
@@ -260,8 +259,8 @@ impl Action {
     async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
         match self {
             Action::Start(a) => a.apply(caller).await,
-            Action::Stop(a) => a.apply(caller).await,
-            Action::Describe(a) => a.apply(caller).await,
+            Action::Stop(task) => stop::apply(task, caller).await,
+            Action::Describe(task) => describe::apply(task, caller).await,
             Action::Update(a) => a.apply(caller).await,
             Action::List(a) => a.apply(caller).await,
         }

@@ -4,22 +4,12 @@ use super::params::TaskRef;
 use super::{Caller, CloudError};
 use serde_json::{Map, Value};
 
-/// A parsed StopStreamIngest.
-#[derive(Debug, PartialEq)]
-pub(super) struct Stop(TaskRef);
-
-impl Stop {
-    pub fn parse(params: &Map<String, Value>) -> Result<Stop, CloudError> {
-        TaskRef::parse(params).map(Stop)
-    }
-
-    pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
-        let Stop(task) = self;
-        caller.may_act_on(task.sdkappid)?;
-        caller.check_task_app(&task.task_id, task.sdkappid).await?;
-        caller.pull.stop(&task.task_id).await?;
-        Ok(Map::new())
-    }
+/// StopStreamIngest (its parameters are a [`TaskRef`] and nothing else).
+pub(super) async fn apply(task: TaskRef, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
+    caller.may_act_on(task.sdkappid)?;
+    caller.check_task_app(&task.task_id, task.sdkappid).await?;
+    caller.pull.stop(&task.task_id).await?;
+    Ok(Map::new())
 }
 
 #[cfg(test)]
@@ -30,11 +20,8 @@ mod tests {
     #[test]
     fn stop_takes_an_app_and_a_task_and_nothing_else() {
         let ok = json!({"SdkAppId": 7, "TaskId": "t"});
-        assert_eq!(
-            Stop::parse(ok.as_object().unwrap()).unwrap(),
-            Stop(TaskRef::new(7, "t"))
-        );
-        let code = |v: Value| Stop::parse(v.as_object().unwrap()).unwrap_err().code;
+        assert_eq!(TaskRef::parse(ok.as_object().unwrap()).unwrap(), TaskRef::new(7, "t"));
+        let code = |v: Value| TaskRef::parse(v.as_object().unwrap()).unwrap_err().code;
         assert_eq!(code(json!({"TaskId": "t"})), "MissingParameter.SdkAppId");
         assert_eq!(code(json!({"SdkAppId": 7})), "MissingParameter.TaskId");
         assert_eq!(

@@ -183,24 +183,10 @@ pub(super) fn open(run: &mut TaskRun<'_>, position_ms: i64) -> Result<OpenedSour
         ..Default::default()
     };
     // A stream that cannot be decoded is left out when the other one plays.
-    let video = match video_stream.map(|idx| choose_video(run.env, &input, idx, &spec, anchor, &label, &mut info)) {
-        None => None,
-        Some(Ok(chosen)) => Some(chosen),
-        Some(Err(Unplayable::Undecodable(why))) if audio_stream.is_some() => {
-            tracing::warn!(task = %task.id, reason = %why, "playing audio only");
-            None
-        }
-        Some(Err(Unplayable::Undecodable(why) | Unplayable::Refused(why))) => return Err(fail(why)),
-    };
-    let audio = match audio_stream.map(|idx| choose_audio(run, &input, idx, &spec, &label, &mut info)) {
-        None => None,
-        Some(Ok(chosen)) => Some(chosen),
-        Some(Err(Unplayable::Undecodable(why))) if video.is_some() => {
-            tracing::warn!(task = %task.id, reason = %why, "playing video only");
-            None
-        }
-        Some(Err(Unplayable::Undecodable(why) | Unplayable::Refused(why))) => return Err(fail(why)),
-    };
+    let video = video_stream.map(|idx| choose_video(run.env, &input, idx, &spec, anchor, &label, &mut info));
+    let video = playable(video, audio_stream.is_some(), "audio", &task.id).map_err(&fail)?;
+    let audio = audio_stream.map(|idx| choose_audio(run, &input, idx, &spec, &label, &mut info));
+    let audio = playable(audio, video.is_some(), "video", &task.id).map_err(&fail)?;
     if video.is_none() && audio.is_none() {
         return Err(fail(
             "unsupported source: neither its audio nor its video can be decoded".to_string(),
@@ -346,6 +332,25 @@ fn open_input(
                 opened_at,
             ))
         }
+    }
+}
+
+/// The stream to play out of a choice, `None` for an undecodable one while the other stream plays (logged: the
+/// task plays `alone` only); `Err`: why the whole source fails.
+fn playable<T>(
+    choice: Option<Result<T, Unplayable>>,
+    other_plays: bool,
+    alone: &str,
+    task: &str,
+) -> Result<Option<T>, String> {
+    match choice {
+        None => Ok(None),
+        Some(Ok(chosen)) => Ok(Some(chosen)),
+        Some(Err(Unplayable::Undecodable(why))) if other_plays => {
+            tracing::warn!(task, reason = %why, "playing {alone} only");
+            Ok(None)
+        }
+        Some(Err(Unplayable::Undecodable(why) | Unplayable::Refused(why))) => Err(why),
     }
 }
 

@@ -73,6 +73,23 @@ fn pump(
     (client_events, server_events, closed)
 }
 
+/// A handshaken connection (at `now`) and an rml_rtmp client that sent `connect` to `app`; with what that did.
+#[allow(clippy::type_complexity)]
+fn connected(
+    app: &str,
+    now: Instant,
+) -> (
+    RtmpConnection,
+    ClientSession,
+    (Vec<ClientSessionEvent>, Vec<Event>, bool),
+) {
+    let mut conn = handshaken(now);
+    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
+    let connect = bytes_of(client.request_connection(app.into()).unwrap());
+    let pumped = pump(&mut conn, &mut client, connect);
+    (conn, client, pumped)
+}
+
 fn bytes_of(r: ClientSessionResult) -> Vec<u8> {
     match r {
         ClientSessionResult::OutboundResponse(p) => p.bytes,
@@ -82,10 +99,7 @@ fn bytes_of(r: ClientSessionResult) -> Vec<u8> {
 
 #[test]
 fn a_publisher_connects_publishes_and_sends_media() {
-    let mut conn = handshaken(Instant::now());
-    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-    let connect = bytes_of(client.request_connection("push?sdkappid=7".into()).unwrap());
-    let (ce, se, _) = pump(&mut conn, &mut client, connect);
+    let (mut conn, mut client, (ce, se, _)) = connected("push?sdkappid=7", Instant::now());
     assert!(ce.contains(&ClientSessionEvent::ConnectionRequestAccepted), "{ce:?}");
     assert!(se.is_empty());
 
@@ -158,10 +172,7 @@ fn a_publisher_connects_publishes_and_sends_media() {
 
 #[test]
 fn a_refused_publish_gets_an_error_status_and_a_close() {
-    let mut conn = handshaken(Instant::now());
-    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-    let connect = bytes_of(client.request_connection("push".into()).unwrap());
-    pump(&mut conn, &mut client, connect);
+    let (mut conn, mut client, _) = connected("push", Instant::now());
     let publish = bytes_of(client.request_publishing("r".into(), PublishRequestType::Live).unwrap());
     pump(&mut conn, &mut client, publish);
     conn.refuse("NetStream.Publish.Rejected", "UserSig rejected: expired");
@@ -181,10 +192,7 @@ fn a_refused_publish_gets_an_error_status_and_a_close() {
 
 #[test]
 fn the_wrong_app_is_refused_at_connect() {
-    let mut conn = handshaken(Instant::now());
-    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-    let connect = bytes_of(client.request_connection("live".into()).unwrap());
-    let (_, _, closed) = pump(&mut conn, &mut client, connect);
+    let (conn, _, (_, _, closed)) = connected("live", Instant::now());
     assert!(closed && conn.is_closed());
 }
 
@@ -305,10 +313,7 @@ fn setup_is_bounded_in_commands_and_in_input_while_deciding() {
     assert!(conn.is_closed());
 
     // While the driver decides a publish, a driver that reads on cannot make us buffer more than 64 KiB.
-    let mut conn = handshaken(Instant::now());
-    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-    let connect = bytes_of(client.request_connection("push".into()).unwrap());
-    pump(&mut conn, &mut client, connect);
+    let (mut conn, mut client, _) = connected("push", Instant::now());
     let publish = bytes_of(client.request_publishing("r".into(), PublishRequestType::Live).unwrap());
     let (_, se, _) = pump(&mut conn, &mut client, publish);
     assert!(matches!(se.as_slice(), [Event::PublishRequested { .. }]));
@@ -322,10 +327,7 @@ fn setup_is_bounded_in_commands_and_in_input_while_deciding() {
 #[test]
 fn after_an_unpublish_the_connection_is_back_in_setup() {
     let t0 = Instant::now();
-    let mut conn = handshaken(t0);
-    let (mut client, _) = ClientSession::new(ClientSessionConfig::new()).unwrap();
-    let connect = bytes_of(client.request_connection("push".into()).unwrap());
-    pump(&mut conn, &mut client, connect);
+    let (mut conn, mut client, _) = connected("push", t0);
     let publish = bytes_of(client.request_publishing("r".into(), PublishRequestType::Live).unwrap());
     pump(&mut conn, &mut client, publish);
     conn.accept_publish().unwrap();
