@@ -31,6 +31,7 @@ mod opus_quality;
 
 use roomgate::auth::{unix_now, UserSig};
 use serde_json::json;
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -42,6 +43,16 @@ mod whip_client;
 
 const SDKAPPID: u64 = 1400000001;
 const KEY: &str = "bench-secret-key";
+
+/// The gateway's Opus settings as ffmpeg CLI options (64 kb/s stereo 48 kHz, 20 ms frames): the audio floor and
+/// the CLI transcode the pull tasks are compared with encode as the gateway does.
+const FFMPEG_OPUS: &str = "-c:a libopus -b:a 64k -ar 48000 -ac 2 -application audio -frame_duration 20";
+
+/// The gateway's x264 settings for the 1080p30 pull source, as ffmpeg CLI options.
+const FFMPEG_X264_1080P30: &str = concat!(
+    "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -bf 0 -g 60 ",
+    "-b:v 6220800 -maxrate 9331200 -bufsize 6220k"
+);
 
 #[derive(Clone, Copy, PartialEq)]
 enum Source {
@@ -105,24 +116,11 @@ async fn run_audio_floor(seconds: u64) -> serde_json::Value {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
     let mut out = serde_json::Map::new();
     for complexity in [roomgate::config::DEFAULT_OPUS_COMPLEXITY, 1] {
-        let mut ff = Command::new("ffmpeg")
-            .args([
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-re",
-                "-stream_loop",
-                "-1",
-                "-i",
-                sample,
-            ])
-            .args(["-vn", "-c:a", "libopus", "-b:a", "64k", "-ar", "48000", "-ac", "2"])
-            .args(["-application", "audio", "-frame_duration", "20", "-compression_level"])
-            .arg(complexity.to_string())
-            .args(["-f", "null", "-"])
+        let mut ff = ffmpeg_looping(sample)
+            .arg("-vn")
+            .args(FFMPEG_OPUS.split(' '))
+            .args(["-compression_level", &complexity.to_string(), "-f", "null", "-"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("ffmpeg");
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -200,13 +198,13 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// The body of a GET of `url` (the gateway's rooms and metrics, scraped during a scenario).
+async fn get_text(url: String) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 async fn rooms_json(http: &str) -> serde_json::Value {
-    reqwest::get(format!("{http}/v1/rooms"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    serde_json::from_str(&get_text(format!("{http}/v1/rooms")).await).unwrap()
 }
 
 async fn source_video_frames(http: &str) -> u64 {
@@ -220,8 +218,21 @@ async fn source_video_frames(http: &str) -> u64 {
         .sum()
 }
 
-/// Start a release gateway process on `cfg` and wait until its HTTP port answers; (process, base URL).
-async fn start_gateway(cfg: &std::path::Path, http_port: u16) -> (Child, String) {
+/// Start a release gateway process on a config written in `dir` and wait until its HTTP port answers; (process,
+/// base URL). The config, the same for every scenario but for its `[rtmp]` table (`rtmp`), its RTC port
+/// (`rtc_port`, UDP and TCP; 0: any) and the tables in `more`: HTTP on a free port, RTC on loopback, per-IP
+/// limits a bench would hit raised, the bench app.
+async fn start_gateway(dir: &std::path::Path, rtmp: &str, rtc_port: u16, more: &str) -> (Child, String) {
+    let http_port = free_port();
+    let cfg = dir.join("roomgate.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\n{rtmp}\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n{more}",
+            dir.display()
+        ),
+    )
+    .unwrap();
     let gw: Child = Command::new(env!("CARGO_BIN_EXE_roomgate"))
         .args(["--config", cfg.to_str().unwrap(), "serve"])
         .stdout(Stdio::null())
@@ -263,17 +274,9 @@ async fn run_pull(seconds: u64) -> serde_json::Value {
     let media = pull_media();
     let web = nginx::Nginx::start(&media).await;
     let dir = tempfile::tempdir().unwrap();
-    let http_port = free_port();
-    let cfg = dir.path().join("roomgate.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\nenabled = false\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = 0\ntcp_port = 0\n[pull]\nallow_private_sources = true\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n[[api_keys]]\nsecret_id = \"AKIDbench\"\nsecret_key = \"bench\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let (mut gw, http) = start_gateway(&cfg, http_port).await;
+    let pull =
+        "[pull]\nallow_private_sources = true\n[[api_keys]]\nsecret_id = \"AKIDbench\"\nsecret_key = \"bench\"\n";
+    let (mut gw, http) = start_gateway(dir.path(), "enabled = false", 0, pull).await;
     let pid = gw.id();
     let api =
         roomgate::client::CloudApiClient::new(format!("{http}/").parse().unwrap(), "AKIDbench".into(), "bench".into());
@@ -314,57 +317,11 @@ async fn run_pull(seconds: u64) -> serde_json::Value {
     let _ = gw.wait();
 
     // The ffmpeg CLI doing the same decode + encode (same x264 and Opus settings, real-time input).
-    let mut ff = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-nostdin",
-            "-loglevel",
-            "error",
-            "-re",
-            "-stream_loop",
-            "-1",
-            "-i",
-        ])
-        .arg(media.join("1080p30-high-bframes.mp4"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-tune",
-            "zerolatency",
-            "-profile:v",
-            "baseline",
-            "-bf",
-            "0",
-            "-g",
-            "60",
-            "-b:v",
-            "6220800",
-            "-maxrate",
-            "9331200",
-            "-bufsize",
-            "6220k",
-            "-c:a",
-            "libopus",
-            "-b:a",
-            "64k",
-            "-ar",
-            "48000",
-            "-ac",
-            "2",
-            "-application",
-            "audio",
-            "-frame_duration",
-            "20",
-            "-progress",
-            "pipe:1",
-            "-f",
-            "null",
-            "-",
-        ])
+    let mut ff = ffmpeg_looping(media.join("1080p30-high-bframes.mp4"))
+        .args(FFMPEG_X264_1080P30.split(' '))
+        .args(FFMPEG_OPUS.split(' '))
+        .args(["-progress", "pipe:1", "-f", "null", "-"])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
         .spawn()
         .expect("ffmpeg");
     let ff_pid = ff.id();
@@ -436,17 +393,9 @@ async fn run(s: &Scenario) -> serde_json::Value {
         });
     }
     let dir = tempfile::tempdir().unwrap();
-    let (http_port, rtmp_port, rtc_port) = (free_port(), free_port(), free_port());
-    let cfg = dir.path().join("roomgate.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\nlisten = \"127.0.0.1:{rtmp_port}\"\nmax_connections_per_ip = 1000\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let (mut gw, http) = start_gateway(&cfg, http_port).await;
+    let rtmp_port = free_port();
+    let rtmp = format!("listen = \"127.0.0.1:{rtmp_port}\"\nmax_connections_per_ip = 1000");
+    let (mut gw, http) = start_gateway(dir.path(), &rtmp, free_port(), "").await;
     let pid = gw.id();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
     let mut whip_publishers = Vec::new();
@@ -472,25 +421,9 @@ async fn run(s: &Scenario) -> serde_json::Value {
                 "rtmp://127.0.0.1:{rtmp_port}/push/room{i}?sdkappid={SDKAPPID}&userid=cam{i}&usersig={}",
                 sig(&format!("cam{i}"))
             );
-            Command::new("ffmpeg")
-                .args([
-                    "-hide_banner",
-                    "-nostdin",
-                    "-loglevel",
-                    "error",
-                    "-re",
-                    "-stream_loop",
-                    "-1",
-                    "-i",
-                    sample,
-                    "-c",
-                    "copy",
-                    "-f",
-                    "flv",
-                    &url,
-                ])
+            ffmpeg_looping(sample)
+                .args(["-c", "copy", "-f", "flv", &url])
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .expect("ffmpeg")
         })
@@ -512,29 +445,15 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let mut players: Vec<(Instant, WhepPlayer)> = Vec::new();
     for i in 0..s.rooms {
         for j in 0..s.viewers {
-            let viewer = format!("v{i}_{j}");
-            let url = format!("{http}/v2/sub/{SDKAPPID}/room{i}?SessionID={viewer}");
-            let t0 = Instant::now();
-            let p = play(&url, Some(&sig(&viewer)), Transport::Udp)
-                .await
-                .expect("WHEP POST");
-            players.push((t0, p));
+            players.push(view(&http, &format!("room{i}"), &format!("v{i}_{j}")).await);
         }
     }
     let first_frames = tokio::task::spawn_blocking(move || {
         let mut startup_ms = Vec::new();
         for (t0, p) in &players {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(f) = p.frames.recv_timeout(Duration::from_millis(100)) {
-                    if f.video {
-                        // Decoded here (libav) only to prove the first frame is a picture.
-                        if decode_ok(&f.data) {
-                            startup_ms.push(f.at.duration_since(*t0).as_secs_f64() * 1000.0);
-                        }
-                        break;
-                    }
-                }
+            // Decoded here (libav) only to prove the first frame is a picture.
+            if let Some(f) = first_video_frame(p).filter(|f| decode_ok(&f.data)) {
+                startup_ms.push(f.at.duration_since(*t0).as_secs_f64() * 1000.0);
             }
         }
         (startup_ms, players)
@@ -548,12 +467,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
         while p.frames.try_recv().is_ok() {}
     }
     let sent0 = source_video_frames(&http).await;
-    let metrics_before = reqwest::get(format!("{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics_before = get_text(format!("{http}/metrics")).await;
     let (me0, pushers0) = (
         cpu_seconds(std::process::id()),
         pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>(),
@@ -577,12 +491,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
             received += f.video as u64;
         }
     }
-    let metrics = reqwest::get(format!("{http}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(format!("{http}/metrics")).await;
     let rss = rss_mb(pid);
     let (rss_anon, rss_file) = (status_mb(pid, "RssAnon:"), status_mb(pid, "RssFile:"));
     drop(players);
@@ -641,22 +550,10 @@ async fn join_at_once(http: String, n: usize) -> (Vec<WhepPlayer>, Vec<f64>) {
     for j in 0..n {
         let http = http.clone();
         posts.spawn(async move {
-            let viewer = format!("join{j}");
-            let url = format!("{http}/v2/sub/{SDKAPPID}/room0?SessionID={viewer}");
-            let t0 = Instant::now();
-            let p = play(&url, Some(&sig(&viewer)), Transport::Udp)
-                .await
-                .expect("WHEP POST");
+            let (t0, p) = view(&http, "room0", &format!("join{j}")).await;
             tokio::task::spawn_blocking(move || {
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(f) = p.frames.recv_timeout(Duration::from_millis(100)) {
-                        if f.video {
-                            return (Some(f.at.duration_since(t0).as_secs_f64() * 1000.0), p);
-                        }
-                    }
-                }
-                (None, p)
+                let ms = first_video_frame(&p).map(|f| f.at.duration_since(t0).as_secs_f64() * 1000.0);
+                (ms, p)
             })
             .await
             .unwrap()
@@ -669,6 +566,54 @@ async fn join_at_once(http: String, n: usize) -> (Vec<WhepPlayer>, Vec<f64>) {
         players.push(p);
     }
     (players, first_ms)
+}
+
+/// A WHEP viewer `viewer` of `room` over UDP, and when its POST was sent (its first frame is timed from then).
+async fn view(http: &str, room: &str, viewer: &str) -> (Instant, WhepPlayer) {
+    let url = format!("{http}/v2/sub/{SDKAPPID}/{room}?SessionID={viewer}");
+    let t0 = Instant::now();
+    let p = play(&url, Some(&sig(viewer)), Transport::Udp).await.expect("WHEP POST");
+    (t0, p)
+}
+
+/// The first video frame `p` receives within 10 s, if any: what a viewer's start-up is measured to.
+fn first_video_frame(p: &WhepPlayer) -> Option<whep_client::Received> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(f) = p.frames.recv_timeout(Duration::from_millis(100)) {
+            if f.video {
+                return Some(f);
+            }
+        }
+    }
+    None
+}
+
+/// `ffmpeg`, quiet (stderr too), reading `input` in real time and looped forever: how every ffmpeg run here
+/// starts (the RTMP publishers, the audio floor and the CLI transcode the pull tasks are compared with).
+fn ffmpeg_looping(input: impl AsRef<OsStr>) -> Command {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"])
+        .args(["-re", "-stream_loop", "-1", "-i"])
+        .arg(input)
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// The multi-threaded Tokio runtime the async parts of the bench run on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// `NAME[:VALUE]` among `args` (a benchmark that runs alone): None if it is not named, else VALUE, or `default`
+/// when there is none.
+fn solo<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Option<T> {
+    let a = args.iter().find(|a| a.starts_with(name))?;
+    let value = a.strip_prefix(name).and_then(|v| v.strip_prefix(':'));
+    Some(value.and_then(|v| v.parse().ok()).unwrap_or(default))
 }
 
 fn decode_ok(annexb: &[u8]) -> bool {
@@ -696,27 +641,13 @@ fn main() {
         return;
     }
     // `audio-floor[:T]`: the AAC -> Opus work alone, in the ffmpeg CLI.
-    if let Some(a) = args.iter().find(|a| a.starts_with("audio-floor")) {
-        let secs = a
-            .strip_prefix("audio-floor:")
-            .and_then(|b| b.parse().ok())
-            .unwrap_or(15);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&rt.block_on(run_audio_floor(secs))).unwrap()
-        );
+    if let Some(secs) = solo(&args, "audio-floor", 15) {
+        let report = runtime().block_on(run_audio_floor(secs));
+        println!("{}", serde_json::to_string_pretty(&report).unwrap());
         return;
     }
     // `opus-quality[:BITRATE]`: the encoder alone, no gateway (see benches/support/opus_quality.rs).
-    if let Some(a) = args.iter().find(|a| a.starts_with("opus-quality")) {
-        let bitrate = a
-            .strip_prefix("opus-quality:")
-            .and_then(|b| b.parse().ok())
-            .unwrap_or(64_000);
+    if let Some(bitrate) = solo(&args, "opus-quality", 64_000) {
         println!("{}", serde_json::to_string_pretty(&opus_quality::run(bitrate)).unwrap());
         return;
     }
@@ -795,10 +726,7 @@ fn main() {
             given
         }
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let mut results = Vec::new();
     for s in &scenarios {
         let source = match s.source {

@@ -13,6 +13,8 @@
 //! ```
 //! Exits non-zero (with the API's error code and message) when a call fails or the task never plays.
 
+mod common;
+
 use clap::Parser;
 use roomgate::auth::{unix_now, UserSig};
 use roomgate::client::CloudApiClient;
@@ -55,22 +57,22 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    if let Err(e) = run(args).await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::exit_on_error(run(Args::parse()).await);
 }
 
 /// Call `action` and print its response; a Cloud API error becomes "Code: Message".
 async fn call(api: &CloudApiClient, action: &str, params: Value) -> Result<Map<String, Value>, String> {
-    match api.call(action, &params).await {
-        Ok(r) => {
-            println!("{action}: {}", Value::Object(r.clone()));
-            Ok(r)
-        }
-        Err(e) => Err(format!("{action} failed: {}: {}", e.code, e.message)),
-    }
+    let r = call_quietly(api, action, &params).await?;
+    println!("{action}: {}", Value::Object(r.clone()));
+    Ok(r)
+}
+
+/// Call `action` without printing its response (the Describe polls print only some); a Cloud API error becomes
+/// "Code: Message".
+async fn call_quietly(api: &CloudApiClient, action: &str, params: &Value) -> Result<Map<String, Value>, String> {
+    api.call(action, params)
+        .await
+        .map_err(|e| format!("{action} failed: {}: {}", e.code, e.message))
 }
 
 async fn run(args: Args) -> Result<(), String> {
@@ -102,10 +104,7 @@ async fn run(args: Args) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_seconds);
     let mut last = String::new();
     loop {
-        let r = api
-            .call("DescribeStreamIngest", &task)
-            .await
-            .map_err(|e| format!("DescribeStreamIngest failed: {}: {}", e.code, e.message))?;
+        let r = call_quietly(&api, "DescribeStreamIngest", &task).await?;
         let status = (r["Status"].as_str().unwrap_or(""), r["State"].as_str().unwrap_or(""));
         let summary = format!("{status:?}");
         if summary != last {
@@ -137,10 +136,7 @@ async fn run(args: Args) -> Result<(), String> {
     call(&api, "StopStreamIngest", task.clone()).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = api
-            .call("DescribeStreamIngest", &task)
-            .await
-            .map_err(|e| format!("DescribeStreamIngest failed: {}: {}", e.code, e.message))?;
+        let r = call_quietly(&api, "DescribeStreamIngest", &task).await?;
         if r["Status"] == "NotExist" {
             println!("DescribeStreamIngest: {}", Value::Object(r));
             break;

@@ -15,16 +15,16 @@
 //! the two tracks are placed against each other by when their first frame arrived (good to a few ms on a
 //! LAN; a player that needs exact lip sync would use the RTCP sender reports instead).
 
+mod common;
+
 use clap::Parser;
+use common::{Peer, Polled};
 use ffmpeg_next as ff;
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::media::Direction;
+use str0m::Event;
 
 #[derive(Parser)]
 #[command(about = "Play an anchor over WHEP and record it to MKV/MP4 without re-encoding")]
@@ -47,100 +47,26 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    if let Err(e) = run(args).await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::exit_on_error(run().await);
 }
 
-async fn run(args: Args) -> Result<(), String> {
-    str0m::crypto::from_feature_flags().install_process_default();
+async fn run() -> Result<(), String> {
+    let args = Args::parse();
     ff::init().map_err(|e| format!("libav: {e}"))?;
 
-    // 1. A UDP socket on the address we reach the gateway from (a UDP "connect" sends nothing).
-    let host = args.url.host_str().ok_or("the URL has no host")?;
-    let port = args.url.port_or_known_default().unwrap_or(80);
-    let gateway_ip = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?
-        .ip();
-    let local_ip = match args.local_ip {
-        Some(ip) => ip,
-        None => {
-            let probe = UdpSocket::bind((if gateway_ip.is_ipv4() { "0.0.0.0" } else { "::" }, 0))
-                .and_then(|s| s.connect((gateway_ip, port)).map(|_| s))
-                .map_err(|e| format!("no route to {gateway_ip}: {e}"))?;
-            probe.local_addr().map_err(|e| e.to_string())?.ip()
-        }
-    };
-    let socket = UdpSocket::bind((local_ip, 0)).map_err(|e| format!("cannot bind UDP on {local_ip}: {e}"))?;
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    // 1. WHEP: a receive-only peer (H.264 video + Opus audio) POSTs its offer and gets the answer.
+    let token = args.token.as_deref();
+    let (peer, session) = common::connect("WHEP", &args.url, token, args.local_ip, Direction::RecvOnly).await?;
 
-    // 2. The offer: receive-only H.264 video + Opus audio (str0m offers both codecs by default).
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-    let mut sdp = rtc.sdp_api();
-    sdp.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-    sdp.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
-    let (offer, pending) = sdp.apply().ok_or("str0m made no offer")?;
-
-    // 3. WHEP: POST the offer, get 201 + the answer and the session's Location.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut req = http
-        .post(args.url.clone())
-        .header("Content-Type", "application/sdp")
-        .body(offer.to_sdp_string());
-    if let Some(t) = &args.token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("WHEP POST to {}: {e}", args.url))?;
-    let status = resp.status();
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| args.url.join(l).ok());
-    let body = resp.text().await.unwrap_or_default();
-    if status.as_u16() != 201 {
-        return Err(format!(
-            "the gateway refused the WHEP offer: HTTP {status}: {}",
-            body.trim()
-        ));
-    }
-    let answer = SdpAnswer::from_sdp_string(&body).map_err(|e| format!("the answer is not SDP: {e}"))?;
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| format!("the answer does not fit the offer: {e}"))?;
-    println!(
-        "Connected: {} (session {})",
-        args.url,
-        location.as_ref().map(|l| l.as_str()).unwrap_or("?")
-    );
-
-    // 4. Receive and write on a thread of its own (str0m is a synchronous state machine).
+    // 2. Receive and write on a thread of its own (str0m is a synchronous state machine).
     let out = args.out.clone();
     let seconds = args.seconds;
-    let result = tokio::task::spawn_blocking(move || record(rtc, socket, &out, seconds))
+    let result = tokio::task::spawn_blocking(move || record(peer, &out, seconds))
         .await
         .map_err(|e| format!("the recorder panicked: {e}"))?;
 
-    // 5. End the WHEP session (the gateway would also time it out).
-    if let Some(l) = location {
-        let mut del = http.delete(l);
-        if let Some(t) = &args.token {
-            del = del.bearer_auth(t);
-        }
-        let _ = del.send().await;
-    }
+    // 3. End the WHEP session (the gateway would also time it out).
+    session.end().await;
     let stats = result?;
     stats.print(&args.out);
     Ok(())
@@ -204,7 +130,7 @@ struct Media {
 }
 
 /// Run the WebRTC peer until `seconds` of media from the first keyframe have been written to `out`.
-fn record(mut rtc: Rtc, socket: UdpSocket, out: &std::path::Path, seconds: f64) -> Result<Stats, String> {
+fn record(mut peer: Peer, out: &std::path::Path, seconds: f64) -> Result<Stats, String> {
     let started = Instant::now();
     let mut connected = false;
     let mut writer: Option<Writer> = None;
@@ -217,18 +143,14 @@ fn record(mut rtc: Rtc, socket: UdpSocket, out: &std::path::Path, seconds: f64) 
     let mut stats = Stats::default();
     let mut first_key: Option<Instant> = None;
     let mut buf = vec![0u8; 65536];
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
 
     loop {
         // Everything str0m wants done now: packets to send, events, then when to wake up next.
         let timeout = loop {
-            match rtc.poll_output().map_err(|e| format!("WebRTC: {e}"))? {
-                Output::Timeout(t) => break t,
-                Output::Transmit(t) => {
-                    let _ = socket.send_to(&t.contents, t.destination);
-                }
-                Output::Event(Event::Connected) => connected = true,
-                Output::Event(Event::MediaData(d)) => {
+            match peer.poll()? {
+                Polled::Timeout(t) => break t,
+                Polled::Event(Event::Connected) => connected = true,
+                Polled::Event(Event::MediaData(d)) => {
                     let media = Media {
                         video: d.params.spec().codec == Codec::H264,
                         data: d.data.to_vec(),
@@ -273,7 +195,7 @@ fn record(mut rtc: Rtc, socket: UdpSocket, out: &std::path::Path, seconds: f64) 
                         }
                     }
                 }
-                Output::Event(_) => {}
+                Polled::Event(_) => {}
             }
         };
         if let Some(t0) = first_key {
@@ -287,34 +209,12 @@ fn record(mut rtc: Rtc, socket: UdpSocket, out: &std::path::Path, seconds: f64) 
                 "no WebRTC connection within 20 s (is the gateway's UDP port reachable?)".into()
             });
         }
-        if !rtc.is_alive() {
+        if !peer.rtc.is_alive() {
             return Err("the WebRTC session ended".into());
         }
 
         // Wait for a packet until str0m's next timeout.
-        let wait = timeout
-            .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(1), Duration::from_millis(50));
-        socket.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
-        let input = match socket.recv_from(&mut buf) {
-            Ok((n, source)) => match buf[..n].try_into() {
-                Ok(contents) => Input::Receive(
-                    Instant::now(),
-                    Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: local,
-                        contents,
-                    },
-                ),
-                Err(_) => Input::Timeout(Instant::now()), // not STUN/DTLS/RTP: ignore it
-            },
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                Input::Timeout(Instant::now())
-            }
-            Err(e) => return Err(format!("UDP: {e}")),
-        };
-        rtc.handle_input(input).map_err(|e| format!("WebRTC: {e}"))?;
+        peer.receive(timeout, Duration::from_millis(50), &mut buf)?;
     }
     let w = writer.expect("checked above");
     stats.seconds = w.finish()?;

@@ -17,19 +17,19 @@
 //! Timing: the file's own timestamps pace the sending, mapped to each track's RTP clock (90 kHz video, 48 kHz
 //! audio) from one common origin, so the gateway sees both tracks in sync.
 
+mod common;
+
 use clap::Parser;
+use common::{Peer, Polled};
 use ffmpeg_next as ff;
 use std::collections::VecDeque;
-use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, Input, Output, Rtc};
+use str0m::media::{Direction, Frequency, MediaTime, Mid};
+use str0m::Event;
 
 #[derive(Parser, Clone)]
 #[command(about = "Publish a media file over WHIP as an anchor (H.264 baseline + Opus, re-encoded only if needed)")]
@@ -60,15 +60,10 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
-    if let Err(e) = run(args).await {
-        eprintln!("error: {e}");
-        std::process::exit(1);
-    }
+    common::exit_on_error(run(Args::parse()).await);
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    str0m::crypto::from_feature_flags().install_process_default();
     ff::init().map_err(|e| format!("libav: {e}"))?;
     ff::log::set_level(ff::log::Level::Error);
 
@@ -94,101 +89,24 @@ async fn run(args: Args) -> Result<(), String> {
     });
     opened_rx.await.map_err(|_| "the sender thread stopped")??;
 
-    // 2. A UDP socket on the address we reach the gateway from (a UDP "connect" sends nothing).
-    let host = args.url.host_str().ok_or("the URL has no host")?;
-    let port = args.url.port_or_known_default().unwrap_or(80);
-    let gateway_ip = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{host} has no address"))?
-        .ip();
-    let local_ip = match args.local_ip {
-        Some(ip) => ip,
-        None => {
-            let probe = UdpSocket::bind((if gateway_ip.is_ipv4() { "0.0.0.0" } else { "::" }, 0))
-                .and_then(|s| s.connect((gateway_ip, port)).map(|_| s))
-                .map_err(|e| format!("no route to {gateway_ip}: {e}"))?;
-            probe.local_addr().map_err(|e| e.to_string())?.ip()
-        }
-    };
-    let socket = UdpSocket::bind((local_ip, 0)).map_err(|e| format!("cannot bind UDP on {local_ip}: {e}"))?;
-    let local = socket.local_addr().map_err(|e| e.to_string())?;
+    // 2. WHIP: a send-only peer (H.264 video + Opus audio) POSTs its offer and gets the answer.
+    let token = args.token.as_deref();
+    let (peer, session) = common::connect("WHIP", &args.url, token, args.local_ip, Direction::SendOnly).await?;
 
-    // 3. The offer: send-only H.264 video + Opus audio (str0m offers both codecs by default).
-    let mut rtc = Rtc::builder().build(Instant::now());
-    rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
-    let mut sdp = rtc.sdp_api();
-    let video_mid = sdp.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-    let audio_mid = sdp.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-    let (offer, pending) = sdp.apply().ok_or("str0m made no offer")?;
-
-    // 4. WHIP: POST the offer, get 201 + the answer and the session's Location.
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .map_err(|e| e.to_string())?;
-    let mut req = http
-        .post(args.url.clone())
-        .header("Content-Type", "application/sdp")
-        .body(offer.to_sdp_string());
-    if let Some(t) = &args.token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| format!("WHIP POST to {}: {e}", args.url))?;
-    let status = resp.status();
-    let location = resp
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|l| args.url.join(l).ok());
-    let body = resp.text().await.unwrap_or_default();
-    if status.as_u16() != 201 {
-        return Err(format!(
-            "the gateway refused the WHIP offer: HTTP {status}: {}",
-            body.trim()
-        ));
-    }
-    let answer = SdpAnswer::from_sdp_string(&body).map_err(|e| format!("the answer is not SDP: {e}"))?;
-    rtc.sdp_api()
-        .accept_answer(pending, answer)
-        .map_err(|e| format!("the answer does not fit the offer: {e}"))?;
-    println!(
-        "Connected: {} (session {})",
-        args.url,
-        location.as_ref().map(|l| l.as_str()).unwrap_or("?")
-    );
-
-    // 5. Send on the source's thread (str0m and libav are synchronous); Ctrl-C stops it.
+    // 3. Send on the source's thread (str0m and libav are synchronous); Ctrl-C stops it.
     let on_signal = stop.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         on_signal.store(true, Ordering::Relaxed);
     });
-    let peer = Peer {
-        rtc,
-        socket,
-        local,
-        video_mid,
-        audio_mid,
-    };
     peer_tx.send(peer).map_err(|_| "the sender thread stopped")?;
     let result = tokio::task::spawn_blocking(move || sender.join())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|_| "the sender panicked")?;
 
-    // 6. End the WHIP session: the anchor leaves the room now rather than at the gateway's timeout.
-    if let Some(l) = location {
-        let mut del = http.delete(l);
-        if let Some(t) = &args.token {
-            del = del.bearer_auth(t);
-        }
-        let _ = del.send().await;
-    }
+    // 4. End the WHIP session: the anchor leaves the room now rather than at the gateway's timeout.
+    session.end().await;
     let sent = result?;
     println!(
         "Sent: {} video frames, {} audio packets, {:.1} s",
@@ -265,6 +183,9 @@ struct AudioEncode {
 }
 
 const OPUS_FRAME: usize = 960;
+
+/// The longest wait for a datagram between two frames to send (a 30 fps video's frames come 33 ms apart).
+const RECEIVE_WAIT: Duration = Duration::from_millis(10);
 
 impl Source {
     fn open(args: &Args) -> Result<Source, String> {
@@ -477,12 +398,16 @@ impl VideoEncode {
         );
         enc.set_bit_rate(bits as usize);
         enc.set_max_bit_rate(bits as usize * 3 / 2);
-        let mut opts = ff::Dictionary::new();
-        opts.set("preset", "veryfast");
-        opts.set("tune", "zerolatency");
-        opts.set("profile", "baseline");
-        opts.set("forced-idr", "1");
-        opts.set("x264-params", &format!("vbv-bufsize={}", bits / 1000));
+        let vbv = format!("vbv-bufsize={}", bits / 1000);
+        let opts: ff::Dictionary = [
+            ("preset", "veryfast"),
+            ("tune", "zerolatency"),
+            ("profile", "baseline"),
+            ("forced-idr", "1"),
+            ("x264-params", vbv.as_str()),
+        ]
+        .into_iter()
+        .collect();
         // No global header: x264 then repeats SPS/PPS before every keyframe, in the stream.
         let x264 = enc.open_as_with(codec, opts).map_err(|e| format!("libx264: {e}"))?;
         Ok(VideoEncode {
@@ -718,15 +643,6 @@ struct Sent {
     seconds: f64,
 }
 
-/// The WebRTC side: the str0m peer and its socket.
-struct Peer {
-    rtc: Rtc,
-    socket: UdpSocket,
-    local: std::net::SocketAddr,
-    video_mid: Mid,
-    audio_mid: Mid,
-}
-
 impl Peer {
     /// Send the source in real time until its end, `limit` seconds, `stop`, or the session's end.
     fn send(mut self, mut source: Source, limit: Option<f64>, stop: &AtomicBool) -> Result<Sent, String> {
@@ -734,16 +650,14 @@ impl Peer {
         let mut sent = Sent::default();
         let mut clock: Option<Instant> = None; // when file time 0 is due; set once connected
         let mut next = source.next()?;
+        let mut buf = [0u8; 2000];
         while !stop.load(Ordering::Relaxed) {
             let timeout = loop {
-                match self.rtc.poll_output().map_err(|e| format!("WebRTC: {e}"))? {
-                    Output::Timeout(t) => break t,
-                    Output::Transmit(t) => {
-                        let _ = self.socket.send_to(&t.contents, t.destination);
-                    }
-                    Output::Event(Event::Connected) => clock = Some(Instant::now()),
+                match self.poll()? {
+                    Polled::Timeout(t) => break t,
+                    Polled::Event(Event::Connected) => clock = Some(Instant::now()),
                     // A re-encoded stream has a keyframe every 2 s; a copied one has the file's own.
-                    Output::Event(_) => {}
+                    Polled::Event(_) => {}
                 }
             };
             if !self.rtc.is_alive() {
@@ -753,7 +667,7 @@ impl Peer {
                 if began.elapsed() > Duration::from_secs(20) {
                     return Err("no WebRTC connection within 20 s (is the gateway's UDP port reachable?)".into());
                 }
-                self.receive(timeout)?;
+                self.receive(timeout, RECEIVE_WAIT, &mut buf)?;
                 continue;
             };
 
@@ -784,7 +698,7 @@ impl Peer {
                 break;
             }
             let due = t0 + Duration::from_secs_f64(next.as_ref().map_or(0.0, |t| t.at));
-            self.receive(timeout.min(due))?;
+            self.receive(timeout.min(due), RECEIVE_WAIT, &mut buf)?;
         }
         Ok(sent)
     }
@@ -806,33 +720,5 @@ impl Peer {
             .write(pt, wall, time, data.to_vec())
             .map_err(|e| format!("WebRTC: {e}"))?;
         Ok(true)
-    }
-
-    /// Wait for a packet until `until` (at most 10 ms) and hand it, or the time, to str0m.
-    fn receive(&mut self, until: Instant) -> Result<(), String> {
-        let wait = until
-            .saturating_duration_since(Instant::now())
-            .clamp(Duration::from_millis(1), Duration::from_millis(10));
-        self.socket.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
-        let mut buf = [0u8; 2000];
-        let input = match self.socket.recv_from(&mut buf) {
-            Ok((n, source)) => match buf[..n].try_into() {
-                Ok(contents) => Input::Receive(
-                    Instant::now(),
-                    Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: self.local,
-                        contents,
-                    },
-                ),
-                Err(_) => Input::Timeout(Instant::now()), // not STUN/DTLS/RTP: ignore it
-            },
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                Input::Timeout(Instant::now())
-            }
-            Err(e) => return Err(format!("UDP: {e}")),
-        };
-        self.rtc.handle_input(input).map_err(|e| format!("WebRTC: {e}"))
     }
 }

@@ -17,6 +17,17 @@ const RATE: usize = 48_000;
 const FRAME: usize = 960;
 const SECONDS: usize = 10;
 
+/// Uniform noise in [-1, 1) from a xorshift64 generator started at `seed`: the same noise on every run, so
+/// that the signals, and what is measured on them, repeat.
+fn xorshift_noise(mut seed: u64) -> impl FnMut() -> f64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    }
+}
+
 fn tone() -> Vec<[f32; 2]> {
     (0..RATE * SECONDS)
         .map(|i| {
@@ -29,13 +40,7 @@ fn tone() -> Vec<[f32; 2]> {
 /// Voiced "syllables": harmonics of a gliding pitch shaped by two formants that move per syllable, 4 per second,
 /// with short pauses and a little breath noise.
 fn speech_like() -> Vec<[f32; 2]> {
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    let mut noise = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    };
+    let mut noise = xorshift_noise(0x2545_F491_4F6C_DD1Du64);
     let vowels = [
         (730.0, 1090.0),
         (270.0, 2290.0),
@@ -74,13 +79,7 @@ fn speech_like() -> Vec<[f32; 2]> {
 
 /// A chord with vibrato, a bass line, and hi-hat-like noise bursts, panned apart.
 fn music_like() -> Vec<[f32; 2]> {
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    let mut noise = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-    };
+    let mut noise = xorshift_noise(0x9E37_79B9_7F4A_7C15u64);
     let chord = [261.63, 329.63, 392.0, 523.25];
     let bass = [65.41, 87.31, 98.0, 73.42];
     (0..RATE * SECONDS)
