@@ -315,10 +315,7 @@ mod tests {
 
 /// The next connection on `listener`. An accept that fails (out of file descriptors and the like) is logged as a
 /// failure of `what` and retried after 50 ms, so a listener under pressure waits instead of spinning.
-pub async fn accept(
-    listener: &tokio::net::TcpListener,
-    what: &str,
-) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+pub async fn accept(listener: &tokio::net::TcpListener, what: &str) -> (tokio::net::TcpStream, std::net::SocketAddr) {
     loop {
         match listener.accept().await {
             Ok(a) => return a,

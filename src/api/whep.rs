@@ -3,13 +3,14 @@
 
 use super::webrtc::{bearer, created, full, ice_server_links, query, resource_status, sdp_body, Side};
 use super::{ApiError, ApiState};
+use crate::config::RemoteViewers;
 use crate::egress::whep::{PlayRequest, WhepError};
 use crate::room::RoomRef;
 use crate::rtc::ResourceError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 
@@ -44,6 +45,7 @@ impl From<WhepError> for ApiError {
 pub async fn post(
     State(st): State<ApiState>,
     p: super::console::Peer,
+    uri: Uri,
     Path((sdkappid, room)): Path<(u64, String)>,
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
@@ -60,10 +62,10 @@ pub async fn post(
         _ => RoomRef::Str(room),
     };
     let get = |k: &str| query(&q, k);
-    let answer = svc
+    let played = svc
         .play(PlayRequest {
             sdkappid,
-            room,
+            room: room.clone(),
             viewer: get("SessionID"),
             anchor: get("anchor"),
             bearer: bearer(&headers),
@@ -71,17 +73,58 @@ pub async fn post(
             offer,
             peer: super::console::peer(p).map(|a| a.ip()),
         })
-        .await
-        .map_err(|e| {
+        .await;
+    let answer = match played {
+        Ok(answer) => answer,
+        Err(e) => {
+            // The viewer was authorized (that comes first); the anchor may be on another node of the cluster.
+            if matches!(e, WhepError::NoAnchor { .. }) && st.config.cluster.whep == RemoteViewers::Redirect {
+                if let Some(to) = anchor_home(&st, sdkappid, &room, get("anchor"), &uri).await {
+                    return Ok(to);
+                }
+            }
             tracing::info!(sdkappid, error = %e, "WHEP request refused");
-            ApiError::from(e)
-        })?;
+            return Err(e.into());
+        }
+    };
     // Credentials only for a viewer whose UserSig was checked: on a public_playback app anyone can get this far,
     // and a TURN credential is a relay for anything.
     let authenticated = st.config.app(sdkappid).is_some_and(|a| !a.public_playback);
     let user = get("SessionID").filter(|_| authenticated);
     let links = ice_server_links(&st.config.rtc, user, crate::auth::unix_now());
     Ok(created(Side::Play, answer, links))
+}
+
+/// `307` to the node that has the anchor (same path and query on its `advertise_http`), when another live node
+/// of the cluster publishes one in the room; `None` on a single node, when no node has it, or when Redis does not
+/// answer (the viewer then gets this node's 404).
+async fn anchor_home(
+    st: &ApiState,
+    sdkappid: u64,
+    room: &RoomRef,
+    anchor: Option<&str>,
+    uri: &Uri,
+) -> Option<Response> {
+    if !st.registry.clustered() {
+        return None;
+    }
+    let (id, kind) = match room {
+        RoomRef::Str(s) => (s.clone(), "string"),
+        RoomRef::Num(n) => (n.to_string(), "number"),
+    };
+    let home = match st.registry.anchor_home(sdkappid, &id, kind, anchor).await {
+        Ok(home) => home?,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for the anchor on other nodes");
+            return None;
+        }
+    };
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    let location = format!("{}{path}", home.trim_end_matches('/'));
+    let location = HeaderValue::from_str(&location).ok()?;
+    metrics::counter!("roomgate_cluster_redirects_total").increment(1);
+    tracing::info!(sdkappid, room = %id, to = %home, "WHEP viewer sent to the anchor's node");
+    Some((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response())
 }
 
 /// Preflight and ICE server discovery.

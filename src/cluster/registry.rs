@@ -328,6 +328,36 @@ impl Registry {
             .collect())
     }
 
+    /// The HTTP address (`advertise_http`) of another live node with an anchor in the room: `userid` when named,
+    /// else any anchor. Read from the rooms the nodes publish (at most [`REMOTE_ROOMS_FRESH`] old), so a viewer
+    /// who arrives on the wrong node can be sent to the anchor's.
+    pub async fn anchor_home(
+        &self,
+        sdkappid: u64,
+        room_id: &str,
+        room_id_type: &str,
+        userid: Option<&str>,
+    ) -> Result<Option<String>, ClusterError> {
+        let has_anchor = |room: &serde_json::Value| {
+            room["sdkappid"].as_u64() == Some(sdkappid)
+                && room["room_id"].as_str() == Some(room_id)
+                && room["room_id_type"].as_str() == Some(room_id_type)
+                && room["anchors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|a| userid.is_none_or(|u| a["userid"].as_str() == Some(u)))
+        };
+        let remote = self.remote_rooms().await?;
+        let Some((node, _)) = remote
+            .iter()
+            .find(|(_, rooms)| rooms.as_array().into_iter().flatten().any(has_anchor))
+        else {
+            return Ok(None);
+        };
+        Ok(self.nodes().await?.into_iter().find(|n| &n.id == node).map(|n| n.http))
+    }
+
     /// Whether this node is part of a cluster (has a Redis).
     pub fn clustered(&self) -> bool {
         self.redis.is_some()

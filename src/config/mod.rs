@@ -99,6 +99,20 @@ pub struct ClusterConfig {
     /// How other nodes and redirected clients reach this node's HTTP, e.g. `http://10.0.0.5:8080`; empty:
     /// `http://<public_host>:<http port>`.
     pub advertise_http: String,
+    /// What a WHEP POST for an anchor that is on another node gets: `redirect` (307 to that node; WHEP players
+    /// follow it as WHIP clients do, RFC 9725 §4.5) or `local` (404 `anchor_not_found`, as on a single node).
+    pub whep: RemoteViewers,
+}
+
+/// How a node answers a viewer of an anchor published to another node (`cluster.whep`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemoteViewers {
+    /// `307 Temporary Redirect` to the anchor's node, same path and query.
+    #[default]
+    Redirect,
+    /// Only local anchors are played; others are `404 anchor_not_found`.
+    Local,
 }
 
 /// Who may use the console's privileged actions (make tokens, start/stop tasks, re-send callbacks).
