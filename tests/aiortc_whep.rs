@@ -2,41 +2,49 @@
 
 mod support;
 
+use serde_json::Value;
 use std::time::Duration;
+use support::whep_client::video_of;
 use support::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aiortc_plays_an_rtmp_anchor_over_whep() {
-    let gw = start_gateway().await;
-    let ff = Ffmpeg::push(
-        &lavfi("640x360", 40),
-        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
-        &gw.push_url("ai", "cam", &usersig("cam")),
-    );
-    gw.wait_anchor("ai", "cam", Duration::from_secs(15))
-        .await
-        .expect("anchor");
-    let url = gw.http(&format!("/v2/sub/{SDKAPPID}/ai?SessionID=aiortc1"));
+/// How OBS as TRTC's guide sets it up encodes: High profile, B-frames off.
+const HIGH_NO_BFRAMES: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v high -bf 0 -g 30 -c:a aac";
+
+/// tests/aiortc/whep_play.py playing `room` of `gw` as `viewer` for `seconds`: whether it exited well, its JSON
+/// report (null if it printed none) and its stderr.
+async fn aiortc_play(gw: &TestGateway, room: &str, viewer: &str, seconds: &str) -> (bool, Value, String) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc/whep_play.py");
     let out = tokio::process::Command::new("python3")
-        .args([script, &url, &usersig("aiortc1"), "20"])
+        .args([script, &gw.whep_url(room, viewer), &usersig(viewer), seconds])
         .output()
         .await
         .expect("python3 runs");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "aiortc player failed (is aiortc installed? scripts/install-deps.sh does it):\n{stderr}"
-    );
-    let r: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    assert_eq!(r["status"], 201);
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.success(), report, stderr)
+}
+
+/// aiortc's report: 30 frames or more of a 640x360 picture.
+fn assert_saw_640x360(r: &Value) {
     assert!(r["video_frames"].as_u64().unwrap() >= 30, "{r}");
     assert_eq!(
         (r["width"].as_u64(), r["height"].as_u64()),
         (Some(640), Some(360)),
         "{r}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_plays_an_rtmp_anchor_over_whep() {
+    let gw = start_gateway().await;
+    let (ff, _) = gw.push_anchor("ai", "cam", "640x360", 40, LIVE_X264).await;
+    let (ok, r, stderr) = aiortc_play(&gw, "ai", "aiortc1", "20").await;
+    assert!(
+        ok,
+        "aiortc player failed (is aiortc installed? scripts/install-deps.sh does it):\n{stderr}"
+    );
+    assert_eq!(r["status"], 201);
+    assert_saw_640x360(&r);
     assert!(r["audio_samples"].as_u64().unwrap() >= 48000, "{r}");
     assert_eq!(r["audio_rate"], 48000);
     ff.kill().await;
@@ -46,10 +54,9 @@ async fn aiortc_plays_an_rtmp_anchor_over_whep() {
 async fn aiortc_publishes_over_whip_and_our_player_decodes_it() {
     use tokio::io::AsyncBufReadExt;
     let gw = start_gateway().await;
-    let url = gw.http(&format!("/v2/pub/{SDKAPPID}/aw?SessionID=aiopub"));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc/whip_publish.py");
     let mut child = tokio::process::Command::new("python3")
-        .args([script, &url, &usersig("aiopub"), "12"])
+        .args([script, &gw.whip_url("aw", "aiopub"), &usersig("aiopub"), "12"])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -60,32 +67,13 @@ async fn aiortc_publishes_over_whip_and_our_player_decodes_it() {
         .expect("aiortc answered")
         .unwrap()
         .unwrap();
-    let r: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let r: Value = serde_json::from_str(&first).unwrap();
     assert_eq!(r["status"], 201, "{r}");
-    let anchor = gw
-        .wait_anchor("aw", "aiopub", Duration::from_secs(10))
-        .await
-        .expect("aiortc is an anchor");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !anchor.video.has_cached_keyframe() {
-        assert!(std::time::Instant::now() < deadline, "aiortc's H.264 reaches the room");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let viewer = support::whep_client::play(
-        &gw.http(&format!("/v2/sub/{SDKAPPID}/aw?SessionID=v1")),
-        Some(&usersig("v1")),
-        support::whep_client::Transport::Udp,
-    )
-    .await
-    .unwrap();
-    let got = tokio::task::spawn_blocking(move || {
-        viewer.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 10)
-    })
-    .await
-    .unwrap();
-    let video: Vec<&[u8]> = got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect();
+    // aiortc is an anchor, and its H.264 reaches the room.
+    gw.wait_video("aw", "aiopub", Duration::from_secs(15)).await;
+    let got = gw.watch("aw", "v1", Duration::from_secs(8), 10, 0).await;
     assert_eq!(
-        decode_h264_size_of(video.into_iter().take(1)),
+        decode_h264_size_of(video_of(&got).into_iter().take(1)),
         Some((640, 480)),
         "aiortc's picture decodes"
     );
@@ -96,11 +84,7 @@ async fn aiortc_publishes_over_whip_and_our_player_decodes_it() {
         .unwrap()
         .unwrap();
     assert!(done.contains("\"deleted\": 200"), "{done}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while gw.hub.room(&gw.key("aw")).is_some() {
-        assert!(std::time::Instant::now() < deadline, "the anchor leaves after DELETE");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_room_gone("aw", Duration::from_secs(5)).await;
 }
 
 /// OBS as TRTC's guide sets it up publishes High profile (B-frames off); players that offer only (constrained)
@@ -109,67 +93,28 @@ async fn aiortc_publishes_over_whip_and_our_player_decodes_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aiortc_plays_a_high_profile_anchor_it_did_not_offer() {
     let gw = start_gateway().await;
-    let ff = Ffmpeg::push(
-        &lavfi("640x360", 40),
-        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v high -bf 0 -g 30 -c:a aac",
-        &gw.push_url("obs", "cam", &usersig("cam")),
-    );
-    let anchor = gw
-        .wait_anchor("obs", "cam", Duration::from_secs(15))
-        .await
-        .expect("anchor");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !anchor.video.has_cached_keyframe() {
-        assert!(std::time::Instant::now() < deadline, "video flows");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let ff = gw.push_lavfi("obs", "cam", "640x360", 40, HIGH_NO_BFRAMES);
+    let anchor = gw.wait_video("obs", "cam", Duration::from_secs(15)).await;
     assert_eq!(
         anchor.video_info().profile.as_deref(),
         Some("High"),
         "{:?}",
         anchor.video_info()
     );
-    let url = gw.http(&format!("/v2/sub/{SDKAPPID}/obs?SessionID=aiortc2"));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc/whep_play.py");
-    let out = tokio::process::Command::new("python3")
-        .args([script, &url, &usersig("aiortc2"), "15"])
-        .output()
-        .await
-        .expect("python3 runs");
-    let r: serde_json::Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    assert_eq!(r["status"], 201, "{r} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(r["video_frames"].as_u64().unwrap() >= 30, "{r}");
-    assert_eq!(
-        (r["width"].as_u64(), r["height"].as_u64()),
-        (Some(640), Some(360)),
-        "{r}"
-    );
+    let (_, r, stderr) = aiortc_play(&gw, "obs", "aiortc2", "15").await;
+    assert_eq!(r["status"], 201, "{r} {stderr}");
+    assert_saw_640x360(&r);
     let metrics = http_get(gw.http_addr, "/metrics").await.1;
     assert!(metrics.contains("roomgate_whep_profile_mismatch_total"), "counted");
     ff.kill().await;
 
     // The same with strict_h264_profile: 406.
     let strict = start_gateway_with(|c| c.apps[0].strict_h264_profile = true).await;
-    let ff = Ffmpeg::push(
-        &lavfi("640x360", 20),
-        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v high -bf 0 -g 30 -c:a aac",
-        &strict.push_url("obs", "cam", &usersig("cam")),
-    );
-    let anchor = strict
-        .wait_anchor("obs", "cam", Duration::from_secs(15))
-        .await
-        .expect("anchor");
+    let (ff, anchor) = strict.push_anchor("obs", "cam", "640x360", 20, HIGH_NO_BFRAMES).await;
     while anchor.video_info().profile.is_none() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let url = strict.http(&format!("/v2/sub/{SDKAPPID}/obs?SessionID=aiortc3"));
-    let out = tokio::process::Command::new("python3")
-        .args([script, &url, &usersig("aiortc3"), "3"])
-        .output()
-        .await
-        .expect("python3 runs");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    assert_eq!(r["status"], 406, "{r} {}", String::from_utf8_lossy(&out.stderr));
+    let (_, r, stderr) = aiortc_play(&strict, "obs", "aiortc3", "3").await;
+    assert_eq!(r["status"], 406, "{r} {stderr}");
     ff.kill().await;
 }

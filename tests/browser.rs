@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
-use support::whep_client::{play, Transport};
+use support::whep_client::video_of;
 use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -22,13 +22,14 @@ struct Browser {
 }
 
 impl Browser {
-    fn start(scenario: &str, base: &str, args: &[(&str, String)]) -> Browser {
+    /// Run `scenario` against the pages of `gw`, with `args` as `key=value` arguments.
+    fn start(scenario: &str, gw: &TestGateway, args: &[(&str, String)]) -> Browser {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         let mut child = tokio::process::Command::new("node")
             .current_dir(&dir)
             .arg("run.mjs")
             .arg(scenario)
-            .arg(base)
+            .arg(gw.http(""))
             .arg(artifacts())
             .args(args.iter().map(|(k, v)| format!("{k}={v}")))
             .stdin(Stdio::null())
@@ -73,36 +74,48 @@ impl Browser {
 }
 
 fn rtmp_push(gw: &TestGateway, room: &str, user: &str, size: &str, seconds: u32) -> Ffmpeg {
-    Ffmpeg::push(
-        &lavfi(size, seconds),
-        "-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -g 30 -c:a aac -ar 48000",
-        &gw.push_url(room, user, &usersig(user)),
-    )
+    let args = "-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -g 30 -c:a aac -ar 48000";
+    gw.push_lavfi(room, user, size, seconds, args)
+}
+
+/// `rtmp_push`, once the anchor is in the room.
+async fn pushed(gw: &TestGateway, room: &str, user: &str, size: &str, seconds: u32) -> Ffmpeg {
+    let push = rtmp_push(gw, room, user, size, seconds);
+    gw.wait_anchor(room, user, Duration::from_secs(10)).await.unwrap();
+    push
+}
+
+/// A gateway with an anchor pushing (see `pushed`).
+async fn gateway_with_anchor(room: &str, user: &str, size: &str, seconds: u32) -> (TestGateway, Ffmpeg) {
+    let gw = start_gateway().await;
+    let push = pushed(&gw, room, user, size, seconds).await;
+    (gw, push)
+}
+
+/// The page arguments naming the test app, `room`, and `who` (`anchor` to play, `userid` to publish) as `user`.
+fn in_room(room: &str, who: &'static str, user: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("sdkappid", SDKAPPID.to_string()),
+        ("room", room.into()),
+        (who, user.into()),
+    ]
+}
+
+/// The player page's report: more than 30 frames played, of `size`.
+fn assert_played(v: &Value, size: (u64, u64)) {
+    assert!(v["frames"].as_u64().unwrap_or(0) > 30, "{v}");
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(size.0), Some(size.1)),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_player_page_plays_an_rtmp_push() {
-    let gw = start_gateway().await;
-    let push = rtmp_push(&gw, "webroom", "cam1", "640x360", 60);
-    gw.wait_anchor("webroom", "cam1", Duration::from_secs(10))
-        .await
-        .unwrap();
-    let mut b = Browser::start(
-        "play",
-        &gw.http(""),
-        &[
-            ("sdkappid", SDKAPPID.to_string()),
-            ("room", "webroom".into()),
-            ("anchor", "cam1".into()),
-        ],
-    );
-    let v = b.next(Duration::from_secs(60)).await;
-    assert!(v["frames"].as_u64().unwrap() > 30, "{v}");
-    assert_eq!(
-        (v["width"].as_u64(), v["height"].as_u64()),
-        (Some(640), Some(360)),
-        "{v}"
-    );
+    let (gw, push) = gateway_with_anchor("webroom", "cam1", "640x360", 60).await;
+    let mut b = Browser::start("play", &gw, &in_room("webroom", "anchor", "cam1"));
+    assert_played(&b.next(Duration::from_secs(60)).await, (640, 360));
     b.finish().await;
     push.kill().await;
 }
@@ -121,23 +134,15 @@ async fn a_shared_player_link_plays_for_a_viewer_who_is_not_admin() {
     let anchor_pmk = private_map_key("cam1", "shared", roomgate::auth::Privileges::PUBLISH);
     let push = Ffmpeg::push(
         &lavfi("640x360", 60),
-        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
+        LIVE_X264,
         &format!(
             "{}&privatemapkey={anchor_pmk}",
             gw.push_url("shared", "cam1", &usersig("cam1"))
         ),
     );
     gw.wait_anchor("shared", "cam1", Duration::from_secs(10)).await.unwrap();
-    let tokens: Value = reqwest::Client::new()
-        .post(gw.http("/v1/tokens"))
-        .bearer_auth("admin-secret")
-        .json(&serde_json::json!({"sdkappid": SDKAPPID, "room": "shared", "userid": "cam1", "expire": 3600}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let request = serde_json::json!({"sdkappid": SDKAPPID, "room": "shared", "userid": "cam1", "expire": 3600});
+    let (_, tokens) = post_json(&gw.http("/v1/tokens"), Some("admin-secret"), &request).await;
     let path = tokens["share_path"].as_str().expect("a share link").to_string();
     assert!(
         path.contains("&viewer=") && path.contains("&token=") && path.contains("&privatemapkey="),
@@ -165,14 +170,8 @@ async fn a_shared_player_link_plays_for_a_viewer_who_is_not_admin() {
         !ok && stderr.contains("PrivateMapKey"),
         "a share link cannot publish: {stderr}"
     );
-    let mut b = Browser::start("share", &gw.http(""), &[("path", path)]);
-    let v = b.next(Duration::from_secs(60)).await;
-    assert!(v["frames"].as_u64().unwrap_or(0) > 30, "{v}");
-    assert_eq!(
-        (v["width"].as_u64(), v["height"].as_u64()),
-        (Some(640), Some(360)),
-        "{v}"
-    );
+    let mut b = Browser::start("share", &gw, &[("path", path)]);
+    assert_played(&b.next(Duration::from_secs(60)).await, (640, 360));
     b.finish().await;
     push.kill().await;
 }
@@ -240,13 +239,10 @@ async fn a_relay_only_player_plays_through_coturn_over_udp_and_tcp() {
             }];
         })
         .await;
-        let push = rtmp_push(&gw, "relayed", "cam1", "640x360", 60);
-        gw.wait_anchor("relayed", "cam1", Duration::from_secs(10))
-            .await
-            .unwrap();
+        let push = pushed(&gw, "relayed", "cam1", "640x360", 60).await;
         let path = format!("/play?sdkappid={SDKAPPID}&room=relayed&anchor=cam1&relay=1");
         let shot = format!("relay-only-{transport}");
-        let mut b = Browser::start("share", &gw.http(""), &[("path", path), ("shot", shot)]);
+        let mut b = Browser::start("share", &gw, &[("path", path), ("shot", shot)]);
         let v = b.next(Duration::from_secs(60)).await;
         assert!(v["frames"].as_u64().unwrap_or(0) > 30, "{transport}: {v}");
         b.finish().await;
@@ -261,27 +257,11 @@ async fn a_relay_only_player_plays_through_coturn_over_udp_and_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_player_reconnects_when_the_anchor_comes_back() {
-    let gw = start_gateway().await;
-    let push = rtmp_push(&gw, "backroom", "cam2", "320x240", 60);
-    gw.wait_anchor("backroom", "cam2", Duration::from_secs(10))
-        .await
-        .unwrap();
-    let mut b = Browser::start(
-        "reconnect",
-        &gw.http(""),
-        &[
-            ("sdkappid", SDKAPPID.to_string()),
-            ("room", "backroom".into()),
-            ("anchor", "cam2".into()),
-        ],
-    );
+    let (gw, push) = gateway_with_anchor("backroom", "cam2", "320x240", 60).await;
+    let mut b = Browser::start("reconnect", &gw, &in_room("backroom", "anchor", "cam2"));
     b.next(Duration::from_secs(60)).await;
     push.kill().await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while gw.hub.participant(&gw.key("backroom"), "cam2").is_some() {
-        assert!(std::time::Instant::now() < deadline, "the anchor left");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_left("backroom", "cam2", Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let push = rtmp_push(&gw, "backroom", "cam2", "320x240", 60);
     let v = b.next(Duration::from_secs(90)).await;
@@ -294,35 +274,17 @@ async fn the_player_reconnects_when_the_anchor_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_publish_page_goes_out_over_whip_and_decodes_over_whep() {
     let gw = start_gateway().await;
-    let mut b = Browser::start(
-        "publish",
-        &gw.http(""),
-        &[
-            ("sdkappid", SDKAPPID.to_string()),
-            ("room", "camroom".into()),
-            ("userid", "browser1".into()),
-            ("hold", "20".into()),
-        ],
-    );
+    let mut args = in_room("camroom", "userid", "browser1");
+    args.push(("hold", "20".into()));
+    let mut b = Browser::start("publish", &gw, &args);
     b.next(Duration::from_secs(60)).await;
     let anchor = gw
         .wait_anchor("camroom", "browser1", Duration::from_secs(10))
         .await
         .expect("the browser is an anchor");
     assert_eq!(anchor.source, roomgate::room::SourceKind::Whip);
-    let viewer = play(
-        &gw.http(&format!("/v2/sub/{SDKAPPID}/camroom?SessionID=v1")),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .unwrap();
-    let got = tokio::task::spawn_blocking(move || {
-        viewer.collect(Duration::from_secs(15), |g| g.iter().filter(|f| f.video).count() >= 30)
-    })
-    .await
-    .unwrap();
-    let video: Vec<&[u8]> = got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect();
+    let got = gw.watch("camroom", "v1", Duration::from_secs(15), 30, 0).await;
+    let video = video_of(&got);
     assert!(video.len() >= 30, "{} frames from the browser", video.len());
     let size = decode_h264_size_of(video.iter().copied()).expect("the browser's video decodes");
     // Chromium starts small and ramps up with its bandwidth estimate; any real picture will do.
@@ -337,14 +299,10 @@ async fn the_publish_page_goes_out_over_whip_and_decodes_over_whep() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_lists_an_anchor_and_removes_it_when_it_stops() {
-    let gw = start_gateway().await;
-    let push = rtmp_push(&gw, "dashroom", "cam9", "320x240", 60);
-    gw.wait_anchor("dashroom", "cam9", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let (gw, push) = gateway_with_anchor("dashroom", "cam9", "320x240", 60).await;
     let mut b = Browser::start(
         "dashboard",
-        &gw.http(""),
+        &gw,
         &[("room", "dashroom".into()), ("anchor", "cam9".into())],
     );
     let v = b.next(Duration::from_secs(60)).await;
@@ -359,15 +317,7 @@ async fn the_dashboard_lists_an_anchor_and_removes_it_when_it_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_tools_ffmpeg_line_publishes() {
     let gw = start_gateway().await;
-    let mut b = Browser::start(
-        "tokens",
-        &gw.http(""),
-        &[
-            ("sdkappid", SDKAPPID.to_string()),
-            ("room", "tokroom".into()),
-            ("userid", "pasted".into()),
-        ],
-    );
+    let mut b = Browser::start("tokens", &gw, &in_room("tokroom", "userid", "pasted"));
     let v = b.next(Duration::from_secs(60)).await;
     b.finish().await;
     let line = v["ffmpeg"].as_str().unwrap().to_string();
@@ -387,26 +337,15 @@ async fn the_token_tools_ffmpeg_line_publishes() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let anchor = gw
-        .wait_anchor("tokroom", "pasted", Duration::from_secs(15))
-        .await
-        .expect("the pasted ffmpeg line publishes");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !anchor.video.has_cached_keyframe() {
-        assert!(std::time::Instant::now() < deadline, "video flows");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The pasted ffmpeg line publishes, and its video flows.
+    gw.wait_video("tokroom", "pasted", Duration::from_secs(15)).await;
     let _ = ffmpeg.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_fits_a_phone_and_labels_its_controls() {
-    let gw = start_gateway().await;
-    let push = rtmp_push(&gw, "phoneroom", "cam3", "320x240", 30);
-    gw.wait_anchor("phoneroom", "cam3", Duration::from_secs(10))
-        .await
-        .unwrap();
-    let mut b = Browser::start("phone", &gw.http(""), &[]);
+    let (gw, push) = gateway_with_anchor("phoneroom", "cam3", "320x240", 30).await;
+    let mut b = Browser::start("phone", &gw, &[]);
     let v = b.next(Duration::from_secs(60)).await;
     for (page, r) in v["report"].as_object().unwrap() {
         assert!(

@@ -4,7 +4,8 @@
 mod support;
 
 use serde_json::{json, Value};
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::cloud::{error_code, CloudClient};
@@ -16,21 +17,83 @@ const CB_KEY: &str = "cbKey123";
 
 use support::nginx::free_port;
 
-fn with_callbacks(port: u16) -> impl FnOnce(&mut roomgate::Config) {
-    move |c| {
-        c.apps[0].callback_url = format!("http://127.0.0.1:{port}/trtc/callback");
-        c.apps[0].callback_key = CB_KEY.into();
+/// Where a test's callbacks go: a free port for the receiver, and the file it records into in a temp dir.
+struct Callbacks {
+    dir: tempfile::TempDir,
+    port: u16,
+    out: PathBuf,
+}
+
+impl Callbacks {
+    fn new() -> Callbacks {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("cb.jsonl");
+        Callbacks {
+            dir,
+            port: free_port(),
+            out,
+        }
+    }
+
+    /// The receiver, up, checking `Sign` with `key`.
+    async fn receiver(&self, key: &str) -> Receiver {
+        Receiver::start(self.port, key, &self.out).await
+    }
+
+    /// A gateway whose app sends its callbacks here, with `tweak` applied too.
+    async fn gateway(&self, tweak: impl FnOnce(&mut roomgate::Config)) -> TestGateway {
+        let port = self.port;
+        start_gateway_with(move |c| {
+            callbacks_to(port, CB_KEY)(c);
+            tweak(c);
+        })
+        .await
+    }
+
+    /// What the receiver recorded, once `done` holds (up to `within`).
+    async fn wait(&self, within: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        wait_for(&self.out, within, done).await
     }
 }
 
-async fn push_briefly(gw: &TestGateway, room: &str, user: &str, seconds: u32) {
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", seconds),
-        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
-        &gw.push_url(room, user, &usersig(user)),
-    );
-    let (ok, err) = ff.finish(Duration::from_secs(seconds as u64 + 15)).await;
-    assert!(ok, "ffmpeg: {err}");
+/// The usual set-up: the receiver up, with the app's key, and a gateway sending to it.
+async fn receiving() -> (Callbacks, Receiver, TestGateway) {
+    let cb = Callbacks::new();
+    let rx = cb.receiver(CB_KEY).await;
+    let gw = cb.gateway(|_| {}).await;
+    (cb, rx, gw)
+}
+
+/// The callbacks the gateway at `http` lists at `/v1/callbacks{query}`.
+async fn listed(http: SocketAddr, query: &str) -> Vec<Value> {
+    let (_, v) = get_json(http, &format!("/v1/callbacks{query}")).await;
+    v["callbacks"].as_array().cloned().unwrap_or_default()
+}
+
+/// Poll `listed` until `done` holds, failing with `what` after `within`; the list.
+async fn wait_listed(
+    http: SocketAddr,
+    query: &str,
+    within: Duration,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let list = listed(http, query).await;
+        if done(&list) {
+            return list;
+        }
+        assert!(Instant::now() < deadline, "{what}: {list:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Ask the gateway to re-send callback `id`; the status.
+async fn retry(gw: &TestGateway, id: i64) -> u16 {
+    post_json(&gw.http(&format!("/v1/callbacks/{id}/retry")), None, &json!({}))
+        .await
+        .0
 }
 
 /// The room/media events of one anchor's push and stop, as TRTC orders them.
@@ -96,35 +159,26 @@ async fn counter(gw: &TestGateway, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtmp_push_gives_101_103_201_203_104_102() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let _rx = Receiver::start(port, CB_KEY, &out).await;
-    let gw = start_gateway_with(with_callbacks(port)).await;
-    push_briefly(&gw, "cbroom", "anchor1", 3).await;
-    let records = wait_for(&out, Duration::from_secs(10), |r| types(r).contains(&102)).await;
+    let (cb, _rx, gw) = receiving().await;
+    gw.push_briefly("cbroom", "anchor1", 3).await;
+    let records = cb.wait(Duration::from_secs(10), |r| types(r).contains(&102)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let records_again = received(&out);
+    let records_again = received(&cb.out);
     assert_eq!(
         records.len(),
         records_again.len(),
         "nothing more arrives (each event once)"
     );
     assert_room_sequence(&records, "cbroom", "anchor1");
-    let (status, body) = http_get(gw.http_addr, "/v1/callbacks?status=delivered").await;
+    let (status, v) = get_json(gw.http_addr, "/v1/callbacks?status=delivered").await;
     assert_eq!(status, 200);
-    let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["callbacks"].as_array().unwrap().len(), 6, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_tasks_give_701_and_702_and_retries() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let (cb, _rx, gw) = receiving().await;
     let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")).await;
-    let gw = start_gateway_with(with_callbacks(port)).await;
     let api = CloudClient::new(gw.http_addr);
     let start = |room: &str, url: String| {
         json!({"SdkAppId": SDKAPPID, "RoomId": room, "RoomIdType": 0, "UserId": "robot",
@@ -145,18 +199,17 @@ async fn pull_tasks_give_701_and_702_and_retries() {
             })
             .collect()
     };
-    wait_for(&out, Duration::from_secs(10), |r| {
-        task_events(r, &task).contains(&(701, 0))
-    })
-    .await;
+    cb.wait(Duration::from_secs(10), |r| task_events(r, &task).contains(&(701, 0)))
+        .await;
     let r = api
         .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
         .await;
     assert!(error_code(&r).is_none());
-    let recs = wait_for(&out, Duration::from_secs(10), |r| {
-        task_events(r, &task).contains(&(702, 0)) && types(r).contains(&102)
-    })
-    .await;
+    let recs = cb
+        .wait(Duration::from_secs(10), |r| {
+            task_events(r, &task).contains(&(702, 0)) && types(r).contains(&102)
+        })
+        .await;
     assert_eq!(task_events(&recs, &task), vec![(701, 0), (702, 0)]);
     for r in &recs {
         assert_eq!(r["sign_ok"], true);
@@ -183,25 +236,20 @@ async fn pull_tasks_give_701_and_702_and_retries() {
         )
         .await;
     let bad = r["TaskId"].as_str().unwrap().to_string();
-    let recs = wait_for(&out, Duration::from_secs(15), |r| {
-        task_events(r, &bad).contains(&(701, 1))
-    })
-    .await;
+    let recs = cb
+        .wait(Duration::from_secs(15), |r| task_events(r, &bad).contains(&(701, 1)))
+        .await;
     assert_eq!(task_events(&recs, &bad), vec![(701, 2), (701, 2), (701, 2), (701, 1)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_down_for_30_s_gets_everything_once_it_is_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let gw = start_gateway_with(with_callbacks(port)).await;
-    push_briefly(&gw, "downroom", "anchor1", 2).await;
+    let cb = Callbacks::new();
+    let gw = cb.gateway(|_| {}).await;
+    gw.push_briefly("downroom", "anchor1", 2).await;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let (_, body) = http_get(gw.http_addr, "/v1/callbacks?status=pending").await;
-    let pending: Value = serde_json::from_str(&body).unwrap();
-    let pending = pending["callbacks"].as_array().unwrap().clone();
+    let pending = listed(gw.http_addr, "?status=pending").await;
     assert_eq!(pending.len(), 6, "all six wait in the outbox");
     // Newest first: the oldest (101) is being retried (at once, then every 10 s); the later ones of the same
     // anchor wait behind it, untried, so they cannot overtake it.
@@ -214,23 +262,21 @@ async fn a_receiver_down_for_30_s_gets_everything_once_it_is_up() {
         attempts[1..].iter().all(|a| *a == 0),
         "later events wait in order: {attempts:?}"
     );
-    let _rx = Receiver::start(port, CB_KEY, &out).await;
-    let records = wait_for(&out, Duration::from_secs(20), |r| r.len() >= 6).await;
+    let _rx = cb.receiver(CB_KEY).await;
+    let records = cb.wait(Duration::from_secs(20), |r| r.len() >= 6).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(received(&out).len(), 6, "each event once");
+    assert_eq!(received(&cb.out).len(), 6, "each event once");
     assert_room_sequence(&records, "downroom", "anchor1");
     assert!(t0.elapsed() < Duration::from_secs(60), "within the retry window");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_callback_key_is_detected_by_the_receiver() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let _rx = Receiver::start(port, "notTheAppKey", &out).await;
-    let gw = start_gateway_with(with_callbacks(port)).await;
-    push_briefly(&gw, "keyroom", "anchor1", 2).await;
-    let records = wait_for(&out, Duration::from_secs(10), |r| types(r).contains(&102)).await;
+    let cb = Callbacks::new();
+    let _rx = cb.receiver("notTheAppKey").await;
+    let gw = cb.gateway(|_| {}).await;
+    gw.push_briefly("keyroom", "anchor1", 2).await;
+    let records = cb.wait(Duration::from_secs(10), |r| types(r).contains(&102)).await;
     assert!(
         records.iter().all(|r| r["sign_ok"] == false),
         "every Sign mismatches a different key"
@@ -239,27 +285,22 @@ async fn a_wrong_callback_key_is_detected_by_the_receiver() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_callbacks_are_listed_and_can_be_resent() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let gw = start_gateway_with(|c| {
-        with_callbacks(port)(c);
-        c.callbacks.retry_interval_secs = 1;
-        c.callbacks.retry_window_secs = 2;
-    })
+    let cb = Callbacks::new();
+    let gw = cb
+        .gateway(|c| {
+            c.callbacks.retry_interval_secs = 1;
+            c.callbacks.retry_window_secs = 2;
+        })
+        .await;
+    gw.push_briefly("exproom", "anchor1", 2).await;
+    let failed = wait_listed(
+        gw.http_addr,
+        "?status=failed",
+        Duration::from_secs(30),
+        "callbacks did not expire",
+        |list| list.len() == 6,
+    )
     .await;
-    push_briefly(&gw, "exproom", "anchor1", 2).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let failed = loop {
-        let (_, body) = http_get(gw.http_addr, "/v1/callbacks?status=failed").await;
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let list = v["callbacks"].as_array().unwrap().clone();
-        if list.len() == 6 {
-            break list;
-        }
-        assert!(Instant::now() < deadline, "callbacks did not expire: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     for c in &failed {
         let err = c["last_error"].as_str().unwrap();
         assert!(
@@ -284,40 +325,21 @@ async fn expired_callbacks_are_listed_and_can_be_resent() {
         6,
         "{text}"
     );
-    let _rx = Receiver::start(port, CB_KEY, &out).await;
-    let client = reqwest::Client::new();
+    let _rx = cb.receiver(CB_KEY).await;
     let mut ids: Vec<i64> = failed.iter().map(|c| c["id"].as_i64().unwrap()).collect();
     ids.sort();
     for id in &ids {
-        let r = client
-            .post(gw.http(&format!("/v1/callbacks/{id}/retry")))
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(retry(&gw, *id).await, 200);
     }
-    let records = wait_for(&out, Duration::from_secs(10), |r| r.len() >= 6).await;
+    let records = cb.wait(Duration::from_secs(10), |r| r.len() >= 6).await;
     assert!(records.iter().all(|r| r["sign_ok"] == true));
-    let r = client
-        .post(gw.http(&format!("/v1/callbacks/{}/retry", ids[0])))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409, "only failed callbacks are re-sent");
-    let r = client
-        .post(gw.http("/v1/callbacks/999999/retry"))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(retry(&gw, ids[0]).await, 409, "only failed callbacks are re-sent");
+    assert_eq!(retry(&gw, 999999).await, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audio_that_stops_while_video_goes_on_gives_204_only() {
-    let dir = tempfile::tempdir().unwrap();
+    let cb = Callbacks::new();
     // 8 s of video, 2 s of audio.
     let ok = std::process::Command::new("ffmpeg")
         .args([
@@ -343,20 +365,14 @@ async fn audio_that_stops_while_video_goes_on_gives_204_only() {
             "-c:a",
             "aac",
         ])
-        .arg(dir.path().join("short-audio.mp4"))
+        .arg(cb.dir.path().join("short-audio.mp4"))
         .status()
         .unwrap()
         .success();
     assert!(ok);
-    let nginx = Nginx::start(dir.path()).await;
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let _rx = Receiver::start(port, CB_KEY, &out).await;
-    let gw = start_gateway_with(|c| {
-        with_callbacks(port)(c);
-        c.callbacks.media_idle_secs = 2;
-    })
-    .await;
+    let nginx = Nginx::start(cb.dir.path()).await;
+    let _rx = cb.receiver(CB_KEY).await;
+    let gw = cb.gateway(|c| c.callbacks.media_idle_secs = 2).await;
     let api = CloudClient::new(gw.http_addr);
     let r = api
         .call(
@@ -366,7 +382,7 @@ async fn audio_that_stops_while_video_goes_on_gives_204_only() {
         )
         .await;
     assert!(error_code(&r).is_none(), "{r}");
-    let records = wait_for(&out, Duration::from_secs(20), |r| types(r).contains(&102)).await;
+    let records = cb.wait(Duration::from_secs(20), |r| types(r).contains(&102)).await;
     let room: Vec<u64> = types(&records).into_iter().filter(|t| *t < 700).collect();
     let pos = |t: u64| {
         room.iter()
@@ -384,11 +400,9 @@ async fn audio_that_stops_while_video_goes_on_gives_204_only() {
 /// The real binary, killed with SIGKILL while callbacks are undelivered, delivers them after it restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn undelivered_callbacks_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
+    let cb = Callbacks::new();
     let (http_port, rtmp_port) = (free_port(), free_port());
-    let config = dir.path().join("roomgate.toml");
+    let config = cb.dir.path().join("roomgate.toml");
     std::fs::write(
         &config,
         format!(
@@ -408,7 +422,8 @@ secret_key = "{KEY}"
 callback_url = "http://127.0.0.1:{port}/cb"
 callback_key = "{CB_KEY}"
 "#,
-            data = dir.path().join("data").display()
+            data = cb.dir.path().join("data").display(),
+            port = cb.port
         ),
     )
     .unwrap();
@@ -437,41 +452,30 @@ callback_key = "{CB_KEY}"
         "rtmp://127.0.0.1:{rtmp_port}/push/killroom?sdkappid={SDKAPPID}&userid=anchor1&usersig={}",
         usersig("anchor1")
     );
-    let (ok, err) = Ffmpeg::push(
-        &lavfi("320x240", 2),
-        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
-        &url,
-    )
-    .finish(Duration::from_secs(20))
-    .await;
+    let (ok, err) = Ffmpeg::push(&lavfi("320x240", 2), QUICK_X264, &url)
+        .finish(Duration::from_secs(20))
+        .await;
     assert!(ok, "{err}");
     // All six are stored (none delivered: the receiver is down).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stored_ids = loop {
-        let (_, body) = http_get(http, "/v1/callbacks?status=pending").await;
-        let v: Value = serde_json::from_str(&body).unwrap();
-        if v["callbacks"].as_array().unwrap().len() == 6 {
-            let ids: Vec<String> = v["callbacks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .rev()
-                .map(|c| c["event_id"].as_str().unwrap_or_default().to_string())
-                .collect();
-            break ids;
-        }
-        assert!(Instant::now() < deadline, "events not stored: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut stored = wait_listed(
+        http,
+        "?status=pending",
+        Duration::from_secs(10),
+        "events not stored",
+        |list| list.len() == 6,
+    )
+    .await;
+    stored.reverse();
+    let stored_ids = event_ids(&stored);
     gw.0.kill().unwrap(); // SIGKILL
     gw.0.wait().unwrap();
 
-    let _rx = Receiver::start(port, CB_KEY, &out).await;
+    let _rx = cb.receiver(CB_KEY).await;
     let gw = spawn();
     up(http).await;
-    let records = wait_for(&out, Duration::from_secs(15), |r| r.len() >= 6).await;
+    let records = cb.wait(Duration::from_secs(15), |r| r.len() >= 6).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(received(&out).len(), 6, "each once");
+    assert_eq!(received(&cb.out).len(), 6, "each once");
     assert_room_sequence(&records, "killroom", "anchor1");
     assert_eq!(
         event_ids(&records),
@@ -493,21 +497,11 @@ impl Drop for KillOnDrop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_receiver_never_slows_the_media() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
+    let cb = Callbacks::new();
     // 4 s per answer: within the 5 s timeout, so every event is delivered, slowly.
-    let _rx = Receiver::start_slow(port, CB_KEY, &out, 4.0).await;
-    let gw = start_gateway_with(with_callbacks(port)).await;
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", 4),
-        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
-        &gw.push_url("slowroom", "anchor1", &usersig("anchor1")),
-    );
-    let anchor = gw
-        .wait_anchor("slowroom", "anchor1", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let _rx = Receiver::start_slow(cb.port, CB_KEY, &cb.out, 4.0).await;
+    let gw = cb.gateway(|_| {}).await;
+    let (ff, anchor) = gw.push_anchor("slowroom", "anchor1", "320x240", 4, QUICK_X264).await;
     let (ok, err) = ff.finish(Duration::from_secs(20)).await;
     assert!(ok, "{err}");
     let frames = anchor.video.stats().frames;
@@ -516,25 +510,21 @@ async fn a_slow_receiver_never_slows_the_media() {
         "all 120 frames reached the room while callbacks waited ({frames})"
     );
     assert!(
-        received(&out).len() <= 2,
+        received(&cb.out).len() <= 2,
         "the receiver is still working through the events"
     );
-    let records = wait_for(&out, Duration::from_secs(40), |r| r.len() >= 6).await;
+    let records = cb.wait(Duration::from_secs(40), |r| r.len() >= 6).await;
     assert_room_sequence(&records, "slowroom", "anchor1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whip_publisher_gives_the_same_events_with_user_type_webrtc() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let _rx = Receiver::start(port, CB_KEY, &out).await;
-    let gw = start_gateway_with(with_callbacks(port)).await;
-    let url = gw.http(&format!("/v2/pub/{SDKAPPID}/whiproom?SessionID=web1"));
+    let (cb, _rx, gw) = receiving().await;
+    let url = gw.whip_url("whiproom", "web1");
     let publisher = support::whip_client::publish(&url, Some(&usersig("web1")), Default::default())
         .await
         .unwrap();
-    wait_for(&out, Duration::from_secs(15), |r| {
+    cb.wait(Duration::from_secs(15), |r| {
         let t = types(r);
         t.contains(&201) && t.contains(&203)
     })
@@ -544,9 +534,9 @@ async fn a_whip_publisher_gives_the_same_events_with_user_type_webrtc() {
     } else {
         publisher.location.clone()
     };
-    let r = reqwest::Client::new().delete(&location).send().await.unwrap();
-    assert!(r.status().is_success());
-    let records = wait_for(&out, Duration::from_secs(10), |r| types(r).contains(&102)).await;
+    let status = http_delete(&location).await;
+    assert!((200..300).contains(&status), "{status}");
+    let records = cb.wait(Duration::from_secs(10), |r| types(r).contains(&102)).await;
     let t = types(&records);
     assert_eq!((t[0], t[1]), (101, 103), "{t:?}");
     assert_eq!(&t[t.len() - 2..], &[104, 102], "{t:?}");
@@ -559,17 +549,16 @@ async fn a_whip_publisher_gives_the_same_events_with_user_type_webrtc() {
 /// Every callback carries `X-Roomgate-Event-Id`; a retry of the same event carries the same id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_callback_carries_the_same_event_id() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let _rx = Receiver::start_failing_first(port, CB_KEY, &out).await;
-    let gw = start_gateway_with(with_callbacks(port)).await;
-    push_briefly(&gw, "idroom", "anchor1", 2).await;
+    let cb = Callbacks::new();
+    let _rx = Receiver::start_failing_first(cb.port, CB_KEY, &cb.out).await;
+    let gw = cb.gateway(|_| {}).await;
+    gw.push_briefly("idroom", "anchor1", 2).await;
     // Each event: a first POST answered 500, then the immediate retry answered 200.
-    let records = wait_for(&out, Duration::from_secs(20), |r| {
-        r.iter().filter(|x| x["answered"] == 200).count() >= 6
-    })
-    .await;
+    let records = cb
+        .wait(Duration::from_secs(20), |r| {
+            r.iter().filter(|x| x["answered"] == 200).count() >= 6
+        })
+        .await;
     let ids = event_ids(&records);
     assert!(
         records.iter().all(|r| r["event_id_ok"] == true),
@@ -601,11 +590,7 @@ async fn a_retried_callback_carries_the_same_event_id() {
 /// each and in order, from memory; once the store takes writes again they are in it, and the refusals are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callbacks_survive_a_store_that_refuses_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let out = dir.path().join("cb.jsonl");
-    let _rx = Receiver::start(port, CB_KEY, &out).await;
-    let gw = start_gateway_with(with_callbacks(port)).await;
+    let (cb, _rx, gw) = receiving().await;
     let db = gw.dir.path().join("roomgate.db");
     // Another process-like writer takes the database's write lock and keeps it for 15 s: every INSERT of the
     // gateway fails with SQLITE_BUSY after its 5 s busy timeout (as root, chmod would not stop the writes).
@@ -619,8 +604,8 @@ async fn callbacks_survive_a_store_that_refuses_writes() {
     });
     locked_rx.recv().unwrap();
     let errors_before = counter(&gw, "roomgate_callbacks_store_errors_total").await;
-    push_briefly(&gw, "lockroom", "anchor1", 2).await;
-    let records = wait_for(&out, Duration::from_secs(30), |r| types(r).contains(&102)).await;
+    gw.push_briefly("lockroom", "anchor1", 2).await;
+    let records = cb.wait(Duration::from_secs(30), |r| types(r).contains(&102)).await;
     assert_room_sequence(&records, "lockroom", "anchor1");
     assert!(!locker.is_finished(), "delivered while the store still refused writes");
     assert!(
@@ -629,28 +614,21 @@ async fn callbacks_survive_a_store_that_refuses_writes() {
     );
     locker.join().unwrap();
     // Once writable again, all six are stored as delivered, in their order.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let stored = loop {
-        let (_, body) = http_get(gw.http_addr, "/v1/callbacks").await;
-        let v: Value = serde_json::from_str(&body).unwrap();
-        let list = v["callbacks"].as_array().unwrap().clone();
-        if list.len() >= 6 && list.iter().all(|c| c["status"] == "delivered") {
-            break list;
-        }
-        assert!(Instant::now() < deadline, "not stored after the lock ended: {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let mut stored = wait_listed(
+        gw.http_addr,
+        "",
+        Duration::from_secs(20),
+        "not stored after the lock ended",
+        |list| list.len() >= 6 && list.iter().all(|c| c["status"] == "delivered"),
+    )
+    .await;
     assert_eq!(stored.len(), 6, "each once");
-    let oldest_first: Vec<Value> = stored.iter().rev().cloned().collect();
-    let stored_ids: Vec<String> = oldest_first
-        .iter()
-        .map(|c| c["event_id"].as_str().unwrap_or_default().to_string())
-        .collect();
+    stored.reverse();
     assert_eq!(
-        stored_ids,
+        event_ids(&stored),
         event_ids(&records),
         "stored in delivery order, with the ids sent"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(received(&out).len(), 6, "nothing sent twice");
+    assert_eq!(received(&cb.out).len(), 6, "nothing sent twice");
 }

@@ -11,8 +11,12 @@ use support::redis::Redis;
 use support::*;
 
 async fn nodes(gw: &TestGateway) -> (u16, Value) {
-    let (status, body) = http_get(gw.http_addr, "/v1/nodes").await;
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    get_json(gw.http_addr, "/v1/nodes").await
+}
+
+/// How many callbacks of `event_type` are among `records`.
+fn count(records: &[Value], event_type: u64) -> usize {
+    types(records).iter().filter(|x| **x == event_type).count()
 }
 
 fn ids(v: &Value) -> Vec<String> {
@@ -82,6 +86,16 @@ impl WithCallbacks {
             c.apps[0].callback_key = "cbKey".into();
         })
         .await
+    }
+
+    /// Nodes A and B (see `node`).
+    async fn two_nodes(&self) -> (TestGateway, TestGateway) {
+        (self.node("node-a").await, self.node("node-b").await)
+    }
+
+    /// What the receiver recorded, once `done` holds (up to `within`).
+    async fn wait(&self, within: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        wait_for(&self.out, within, done).await
     }
 }
 
@@ -179,12 +193,7 @@ async fn every_node_lists_the_anchors_of_every_node() {
     let redis = Redis::start();
     let a = node(&redis, "node-a").await;
     let b = node(&redis, "node-b").await;
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", 30),
-        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
-        &a.push_url("span", "cam", &usersig("cam")),
-    );
-    a.wait_anchor("span", "cam", Duration::from_secs(15)).await.unwrap();
+    let (ff, _) = a.push_anchor("span", "cam", "320x240", 30, LIVE_X264).await;
     let anchors_on_b = |v: &Value| -> Vec<(String, String)> {
         v["rooms"]
             .as_array()
@@ -201,9 +210,9 @@ async fn every_node_lists_the_anchors_of_every_node() {
             .collect()
     };
     let rooms_on_b = || async {
-        let (status, body) = http_get(b.http_addr, "/v1/rooms").await;
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Value>(&body).unwrap()
+        let (status, rooms) = get_json(b.http_addr, "/v1/rooms").await;
+        assert_eq!(status, 200, "{rooms}");
+        rooms
     };
     let start = Instant::now();
     let mut v = rooms_on_b().await;
@@ -231,17 +240,8 @@ async fn a_publisher_on_one_node_replaces_its_identity_on_another() {
     let b = node(&redis, "node-b").await;
     // Both nodes listen to joins once registered.
     wait_nodes(&a, Duration::from_secs(10), |v| ids(v).len() == 2).await;
-    let push = |gw: &TestGateway| {
-        Ffmpeg::push(
-            &lavfi("320x240", 60),
-            "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
-            &gw.push_url("tk", "cam", &usersig("cam")),
-        )
-    };
-    let first = push(&a);
-    a.wait_anchor("tk", "cam", Duration::from_secs(15)).await.unwrap();
-    let second = push(&b);
-    b.wait_anchor("tk", "cam", Duration::from_secs(15)).await.unwrap();
+    let (first, _) = a.push_anchor("tk", "cam", "320x240", 60, LIVE_X264).await;
+    let (second, _) = b.push_anchor("tk", "cam", "320x240", 60, LIVE_X264).await;
     // The anchor on A leaves: the same identity now publishes on B.
     let start = Instant::now();
     while a.wait_anchor("tk", "cam", Duration::from_millis(100)).await.is_some() {
@@ -262,22 +262,10 @@ async fn a_publisher_on_one_node_replaces_its_identity_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
     let cb = WithCallbacks::start().await;
-    let out = &cb.out;
-    let a = cb.node("node-a").await;
-    let b = cb.node("node-b").await;
-    let push = |gw: &TestGateway, user: &str| {
-        Ffmpeg::push(
-            &lavfi("320x240", 60),
-            "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
-            &gw.push_url("both", user, &usersig(user)),
-        )
-    };
-    let on_a = push(&a, "ua");
-    a.wait_anchor("both", "ua", Duration::from_secs(15)).await.unwrap();
-    let on_b = push(&b, "ub");
-    b.wait_anchor("both", "ub", Duration::from_secs(15)).await.unwrap();
-    let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
-    let r = wait_for(out, Duration::from_secs(15), |r| count(r, 103) == 2).await;
+    let (a, b) = cb.two_nodes().await;
+    let (on_a, _) = a.push_anchor("both", "ua", "320x240", 60, QUICK_X264).await;
+    let (on_b, _) = b.push_anchor("both", "ub", "320x240", 60, QUICK_X264).await;
+    let r = cb.wait(Duration::from_secs(15), |r| count(r, 103) == 2).await;
     assert_eq!(
         count(&r, 101),
         1,
@@ -285,14 +273,13 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
         types(&r)
     );
     on_a.kill().await;
-    wait_for(out, Duration::from_secs(15), |r| count(r, 104) == 1).await;
+    cb.wait(Duration::from_secs(15), |r| count(r, 104) == 1).await;
     on_b.kill().await;
-    let r = wait_for(out, Duration::from_secs(15), |r| {
-        count(r, 104) == 2 && count(r, 102) == 1
-    })
-    .await;
+    let r = cb
+        .wait(Duration::from_secs(15), |r| count(r, 104) == 2 && count(r, 102) == 1)
+        .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let r2 = support::receiver::received(out);
+    let r2 = support::receiver::received(&cb.out);
     assert_eq!((count(&r2, 101), count(&r2, 102)), (1, 1), "{:?}", types(&r2));
     let last = types(&r).last().copied();
     assert_eq!(
@@ -306,20 +293,13 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_room_of_a_node_that_dies_is_dismissed_by_another() {
     let cb = WithCallbacks::start().await;
-    let out = &cb.out;
-    let a = cb.node("node-a").await;
-    let b = cb.node("node-b").await;
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", 60),
-        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
-        &a.push_url("lonely", "ua", &usersig("ua")),
-    );
-    let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
-    wait_for(out, Duration::from_secs(15), |r| count(r, 103) == 1).await;
+    let (a, b) = cb.two_nodes().await;
+    let ff = a.push_lavfi("lonely", "ua", "320x240", 60, QUICK_X264);
+    cb.wait(Duration::from_secs(15), |r| count(r, 103) == 1).await;
     // Node A dies without a word: its tasks (registry, outbox) stop; B prunes it once its entry expires and
     // dismisses the room A was alone in.
     drop(a);
-    let r = wait_for(out, Duration::from_secs(30), |r| count(r, 102) == 1).await;
+    let r = cb.wait(Duration::from_secs(30), |r| count(r, 102) == 1).await;
     assert_eq!(count(&r, 101), 1, "{:?}", types(&r));
     ff.kill().await;
     drop(b);
@@ -328,25 +308,16 @@ async fn the_room_of_a_node_that_dies_is_dismissed_by_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_stops_leaves_its_rooms_so_they_are_announced_again() {
     let cb = WithCallbacks::start().await;
-    let out = &cb.out;
-    let a = cb.node("node-a").await;
-    let b = cb.node("node-b").await;
-    let push = |gw: &TestGateway| {
-        Ffmpeg::push(
-            &lavfi("320x240", 60),
-            "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
-            &gw.push_url("again", "u", &usersig("u")),
-        )
-    };
-    let count = |r: &[Value], t: u64| types(r).iter().filter(|x| **x == t).count();
+    let (a, b) = cb.two_nodes().await;
+    let push = |gw: &TestGateway| gw.push_lavfi("again", "u", "320x240", 60, QUICK_X264);
     let on_a = push(&a);
-    wait_for(out, Duration::from_secs(15), |r| count(r, 101) == 1).await;
+    cb.wait(Duration::from_secs(15), |r| count(r, 101) == 1).await;
     // A stops as `serve` does: it leaves its rooms in Redis, so the room is new when an anchor enters on B.
     let TestGateway { gw, dir: _dir } = a;
     gw.stop().await;
     on_a.kill().await;
     let on_b = push(&b);
-    let r = wait_for(out, Duration::from_secs(15), |r| count(r, 101) == 2).await;
+    let r = cb.wait(Duration::from_secs(15), |r| count(r, 101) == 2).await;
     assert_eq!(count(&r, 101), 2, "{:?}", types(&r));
     on_b.kill().await;
 }
@@ -396,4 +367,65 @@ async fn serve_stopped_with_sigterm_leaves_the_cluster_at_once() {
     assert!(exited.success(), "exit status {exited:?}");
     let (status, v) = nodes(&b).await;
     assert_eq!((status, ids(&v)), (200, vec!["node-b".to_string()]), "{v}");
+}
+
+/// Node `id` on `redis`, reachable by the others at its real address (`advertise_http` left empty), answering
+/// viewers of remote anchors as `whep` says.
+async fn reachable_node(redis: &Redis, id: &str, whep: roomgate::config::RemoteViewers) -> TestGateway {
+    let (url, id) = (redis.url(), id.to_string());
+    start_gateway_with(move |c| {
+        c.cluster.redis_url = url;
+        c.cluster.node_id = id;
+        c.cluster.whep = whep;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_on_a_node_without_the_anchor_is_redirected_to_it_and_plays() {
+    use roomgate::config::RemoteViewers;
+    let redis = Redis::start();
+    let a = reachable_node(&redis, "node-a", RemoteViewers::Redirect).await;
+    let b = reachable_node(&redis, "node-b", RemoteViewers::Redirect).await;
+    let c = reachable_node(&redis, "node-c", RemoteViewers::Local).await;
+    let _ff = a.push_lavfi("far", "cam", "320x240", 60, LIVE_X264);
+    a.wait_video("far", "cam", Duration::from_secs(20)).await;
+
+    // B learns of A's anchor from the rooms A publishes (at once on the join, read at most a second old).
+    let token = usersig("viewer1");
+    let start = Instant::now();
+    let player = loop {
+        match whep_client::play(&b.whep_url("far", "viewer1"), Some(&token), whep_client::Transport::Udp).await {
+            Ok(p) => break p,
+            Err(r) if r.status == 404 && start.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(r) => panic!(
+                "the viewer on node B plays the anchor on node A: {} {}",
+                r.status, r.body
+            ),
+        }
+    };
+    let a_base = format!("http://127.0.0.1:{}/", a.http_addr.port());
+    assert!(
+        player.answered_by.starts_with(&a_base),
+        "answered by node A ({a_base}), not {}",
+        player.answered_by
+    );
+    let frames = player
+        .gather(Duration::from_secs(15), |f| whep_client::at_least(f, 10, 10))
+        .await;
+    assert!(
+        whep_client::at_least(&frames, 10, 10),
+        "frames decoded through the redirect: {}",
+        frames.len()
+    );
+
+    // A node with `cluster.whep = "local"` answers as a single node would.
+    let refused = whep_client::refusal(&c.whep_url("far", "viewer2"), Some(&usersig("viewer2"))).await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    assert!(refused.body.contains("anchor_not_found"), "{}", refused.body);
+    // And a node with nothing to send a viewer to still says 404.
+    let refused = whep_client::refusal(&b.whep_url("nowhere", "viewer3"), Some(&usersig("viewer3"))).await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
 }

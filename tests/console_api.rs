@@ -48,11 +48,9 @@ async fn the_openapi_document_covers_every_route() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_need_the_admin_credential_and_verify() {
     let gw = start_gateway().await;
-    let client = reqwest::Client::new();
     let req = json!({"sdkappid": SDKAPPID, "userid": "obs1", "room": "r1", "expire": 600});
-    let r = client.post(gw.http("/v1/tokens")).json(&req).send().await.unwrap();
-    assert_eq!(r.status(), 200, "loopback is admin by default");
-    let t: Value = r.json().await.unwrap();
+    let (status, t) = post_json(&gw.http("/v1/tokens"), None, &req).await;
+    assert_eq!(status, 200, "loopback is admin by default");
     let sig = t["usersig"].as_str().unwrap();
     roomgate::auth::UserSig::verify(sig, SDKAPPID, "obs1", KEY, roomgate::auth::unix_now()).unwrap();
     let port = gw.rtmp_addr.unwrap().port();
@@ -76,9 +74,8 @@ async fn tokens_need_the_admin_credential_and_verify() {
             400,
         ),
     ] {
-        let r = client.post(gw.http("/v1/tokens")).json(&bad).send().await.unwrap();
-        assert_eq!(r.status(), code, "{bad}");
-        let e: Value = r.json().await.unwrap();
+        let (status, e) = post_json(&gw.http("/v1/tokens"), None, &bad).await;
+        assert_eq!(status, code, "{bad}");
         assert!(e["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 
@@ -87,34 +84,20 @@ async fn tokens_need_the_admin_credential_and_verify() {
         c.admin.token = "s3cret-admin".into();
     })
     .await;
-    let r = client.post(locked.http("/v1/tokens")).json(&req).send().await.unwrap();
-    assert_eq!(r.status(), 403);
-    let e: Value = r.json().await.unwrap();
+    let tokens = locked.http("/v1/tokens");
+    let (status, e) = post_json(&tokens, None, &req).await;
+    assert_eq!(status, 403);
     assert_eq!(e["error"]["code"], "admin_required");
-    let r = client
-        .post(locked.http("/v1/tokens"))
-        .bearer_auth("wrong")
-        .json(&req)
+    assert_eq!(post_json(&tokens, Some("wrong"), &req).await.0, 403);
+    assert_eq!(post_json(&tokens, Some("s3cret-admin"), &req).await.0, 200);
+    let task = json!({"sdkappid": SDKAPPID, "stream_url": "http://x/a.mp4", "room": "r", "userid": "u"});
+    let (status, _) = post_json(&locked.http("/v1/tasks"), None, &task).await;
+    assert_eq!(status, 403, "starting tasks is admin-only");
+    let r = reqwest::Client::new()
+        .post(locked.http("/v1/callbacks/1/retry"))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = client
-        .post(locked.http("/v1/tokens"))
-        .bearer_auth("s3cret-admin")
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let r = client
-        .post(locked.http("/v1/tasks"))
-        .json(&json!({"sdkappid": SDKAPPID, "stream_url": "http://x/a.mp4", "room": "r", "userid": "u"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403, "starting tasks is admin-only");
-    let r = client.post(locked.http("/v1/callbacks/1/retry")).send().await.unwrap();
     assert_eq!(r.status(), 403, "re-sending callbacks is admin-only");
 }
 
@@ -122,66 +105,42 @@ async fn tokens_need_the_admin_credential_and_verify() {
 async fn the_task_form_api_starts_lists_and_stops() {
     let nginx = support::nginx::Nginx::start(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")).await;
     let gw = start_gateway().await;
-    let client = reqwest::Client::new();
-    let r = client
-        .post(gw.http("/v1/tasks"))
-        .json(&json!({"sdkappid": SDKAPPID, "stream_url": nginx.url("/sample.mp3"), "room": "form", "userid": "r1", "repeat": -1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let id = r.json::<Value>().await.unwrap()["task_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (_, body) = http_get(gw.http_addr, "/v1/tasks").await;
-    let v: Value = serde_json::from_str(&body).unwrap();
+    let tasks = gw.http("/v1/tasks");
+    let form =
+        |url: &str, userid: &str| json!({"sdkappid": SDKAPPID, "stream_url": url, "room": "form", "userid": userid});
+    let mut looped = form(&nginx.url("/sample.mp3"), "r1");
+    looped["repeat"] = json!(-1);
+    let (status, r) = post_json(&tasks, None, &looped).await;
+    assert_eq!(status, 200);
+    let id = r["task_id"].as_str().unwrap().to_string();
+    let (_, v) = get_json(gw.http_addr, "/v1/tasks").await;
     assert_eq!(v["tasks"][0]["TaskId"], id.as_str());
-    let r = client
-        .post(gw.http("/v1/tasks"))
-        .json(&json!({"sdkappid": SDKAPPID, "stream_url": nginx.url("/sample.mp3"), "room": "form", "userid": "r1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409, "the same robot twice");
-    let r = client
-        .post(gw.http("/v1/tasks"))
-        .json(&json!({"sdkappid": SDKAPPID, "stream_url": "ftp://x/y", "room": "form", "userid": "r2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let r = client
+    let (status, _) = post_json(&tasks, None, &form(&nginx.url("/sample.mp3"), "r1")).await;
+    assert_eq!(status, 409, "the same robot twice");
+    let (status, _) = post_json(&tasks, None, &form("ftp://x/y", "r2")).await;
+    assert_eq!(status, 400);
+    assert_eq!(delete_task(&gw, &id).await, 200);
+    wait_until("stopped", Duration::from_secs(5), || gw.pull.list().is_empty()).await;
+    assert_eq!(delete_task(&gw, &id).await, 409, "already ended");
+}
+
+/// DELETE task `id` as the console's form does; the status.
+async fn delete_task(gw: &TestGateway, id: &str) -> u16 {
+    reqwest::Client::new()
         .delete(gw.http(&format!("/v1/tasks/{id}")))
         .header("content-type", "application/json")
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !gw.pull.list().is_empty() {
-        assert!(Instant::now() < deadline, "stopped");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let r = client
-        .delete(gw.http(&format!("/v1/tasks/{id}")))
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 409, "already ended");
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// `make run` = `serve --demo-task`: a demo robot plays the testdata sample in demo_room at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_a_demo_task_shows_moving_video_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let http: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", support::nginx::free_port()).parse().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
@@ -205,8 +164,7 @@ async fn serve_with_a_demo_task_shows_moving_video_at_once() {
     let anchor = loop {
         if let Ok(s) = tokio::net::TcpStream::connect(http).await {
             drop(s);
-            let (_, body) = http_get(http, "/v1/rooms").await;
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let (_, v) = get_json(http, "/v1/rooms").await;
             let a = &v["rooms"][0]["anchors"][0];
             if a["video"]["fps"].as_f64().unwrap_or(0.0) > 10.0 {
                 break a.clone();

@@ -5,58 +5,21 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 use support::nginx::free_port;
+use support::process::{throwaway_cert, KillOnDrop};
 use support::*;
 
-struct Nginx(std::process::Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A self-signed certificate for localhost and 127.0.0.1 (its own CA): (cert, key).
-fn throwaway_cert(dir: &Path) -> (String, String) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl is installed")
-        .success();
-    assert!(ok, "openssl made a certificate");
-    (cert.display().to_string(), key.display().to_string())
+/// Every client reaches the gateway from nginx's address, so the per-address limits are lifted.
+fn behind_nginx(c: &mut roomgate::Config) {
+    c.rtmp.max_connections_per_ip = 1000;
+    c.http.max_connections_per_ip = 4096;
+    c.rtc.whep_per_ip_per_minute = 0;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whep_over_https_and_rtmps_through_the_nginx_front() {
-    let gw = start_gateway_with(|c| {
-        c.rtmp.max_connections_per_ip = 1000;
-        c.http.max_connections_per_ip = 4096;
-        c.rtc.whep_per_ip_per_minute = 0;
-    })
-    .await;
+    let gw = start_gateway_with(behind_nginx).await;
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = throwaway_cert(dir.path());
     let (https, rtmp, inner_https, inner_rtmps) = (free_port(), free_port(), free_port(), free_port());
@@ -65,7 +28,6 @@ async fn whep_over_https_and_rtmps_through_the_nginx_front() {
         "/examples/deploy/nginx/roomgate.conf"
     ))
     .expect("the shipped config");
-    let p = dir.path().display();
     let conf = shipped
         .replace("127.0.0.1:8080", &gw.http_addr.to_string())
         .replace("127.0.0.1:1935", &gw.rtmp_addr.unwrap().to_string())
@@ -79,30 +41,14 @@ async fn whep_over_https_and_rtmps_through_the_nginx_front() {
         .replace("/etc/letsencrypt/live/media.example.com/privkey.pem", &key)
         .replace(
             "\nevents {",
-            &format!(
-                "\ndaemon off;\nmaster_process off;\nuser root;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\nevents {{"
-            ),
+            &format!("\n{}events {{", nginx::foreground_directives(dir.path())),
         )
         .replace(
             "\nhttp {",
-            &format!(
-                "\nhttp {{\n    access_log {p}/access.log;\n    client_body_temp_path {p}/body;\n    proxy_temp_path {p}/proxy;\n    fastcgi_temp_path {p}/fastcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    scgi_temp_path {p}/scgi;"
-            ),
+            &format!("\nhttp {{\n{}", nginx::http_directives(dir.path())),
         );
     assert_ne!(conf, shipped);
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let _nginx = Nginx(
-        std::process::Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("nginx is installed (scripts/install-deps.sh)"),
-    );
+    let _nginx = KillOnDrop(nginx::spawn(dir.path(), &conf));
     for port in [https, rtmp] {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::nginx::{free_port, Nginx};
+use support::whep_client::{audio_of, video_of};
 use support::*;
 
 /// `target/<profile>/examples/<name>`, as `cargo build --examples` (run by `make test` first) leaves it; the
@@ -190,11 +191,7 @@ async fn check_pull_task_example(gw: &TestGateway, mut cmd: tokio::process::Comm
     assert_eq!(responses(&stdout, "StopStreamIngest").len(), 1, "{stdout}");
 
     // The task is over and the robot left the room.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.hub.participant(&gw.key(room), robot).is_some() {
-        assert!(Instant::now() < deadline, "the robot left the room after Stop");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_left(room, robot, Duration::from_secs(10)).await;
     let api = support::cloud::CloudClient::new(gw.http_addr);
     assert_eq!(support::cloud::describe(&api, task).await["Status"], "NotExist");
 }
@@ -368,28 +365,12 @@ impl Receiver {
 /// An RTMP push through a gateway calling the receiver: each room/media event is printed once, in TRTC's
 /// order; a re-delivery of an event is not printed again; a forged Sign gets 401 and is not printed.
 async fn check_receiver(rx: Receiver) {
-    let port = rx.port;
-    let gw = start_gateway_with(|c| {
-        c.apps[0].callback_url = format!("http://127.0.0.1:{port}/trtc/callback");
-        c.apps[0].callback_key = CB_KEY.into();
+    let gw = start_gateway_with(callbacks_to(rx.port, CB_KEY)).await;
+    gw.push_briefly("cbroom", "cbanchor", 2).await;
+    wait_until("the receiver printed a 102", Duration::from_secs(30), || {
+        rx.types().contains(&102)
     })
     .await;
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", 2),
-        "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
-        &gw.push_url("cbroom", "cbanchor", &usersig("cbanchor")),
-    );
-    let (ok, err) = ff.finish(Duration::from_secs(30)).await;
-    assert!(ok, "ffmpeg: {err}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !rx.types().contains(&102) {
-        assert!(
-            Instant::now() < deadline,
-            "the receiver printed a 102; so far {:?}",
-            rx.types()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 
     // What the user sees: 101, 103, 201+203, 104, 102, each once, each verified and with its event id.
     let lines = rx.lines();
@@ -457,27 +438,16 @@ async fn python_callback_receiver_prints_each_event_once_and_refuses_forged_ones
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whep_record_example_writes_a_playable_file_and_prints_its_format() {
     let gw = start_gateway().await;
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", 30),
-        "-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -g 30 -b:v 300k -c:a aac",
-        &gw.push_url("recroom", "recanchor", &usersig("recanchor")),
-    );
-    let anchor = gw
-        .wait_anchor("recroom", "recanchor", Duration::from_secs(20))
-        .await
-        .expect("the anchor is in the room");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !anchor.video.has_cached_keyframe() {
-        assert!(Instant::now() < deadline, "the anchor's video reaches the room");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let args = "-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -g 30 -b:v 300k -c:a aac";
+    let ff = gw.push_lavfi("recroom", "recanchor", "320x240", 30, args);
+    gw.wait_video("recroom", "recanchor", Duration::from_secs(20)).await;
 
     let dir = tempfile::tempdir().unwrap();
     for ext in ["mkv", "mp4"] {
         let out = dir.path().join(format!("rec.{ext}"));
         let (ok, stdout, stderr) = run(
             tokio::process::Command::new(example_bin("whep_record"))
-                .arg(gw.http(&format!("/v2/sub/{SDKAPPID}/recroom?SessionID=recviewer")))
+                .arg(gw.whep_url("recroom", "recviewer"))
                 .args(["--token", &usersig("recviewer"), "--seconds", "3"])
                 .arg("--out")
                 .arg(&out),
@@ -579,7 +549,7 @@ async fn publish_file_and_watch(
 ) -> (String, Option<(u32, u32)>, usize) {
     let mut cmd = tokio::process::Command::new(example_bin("whip_publish_file"));
     cmd.arg(file)
-        .arg(gw.http(&format!("/v2/pub/{SDKAPPID}/{room}?SessionID={user}")))
+        .arg(gw.whip_url(room, user))
         .args(["--token", &usersig(user), "--seconds", "6", "--loop"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -589,21 +559,10 @@ async fn publish_file_and_watch(
     let anchor = gw.wait_anchor(room, user, Duration::from_secs(20)).await;
     let mut watched = (None, 0);
     if anchor.is_some() {
-        let url = gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID=fileviewer"));
-        let player =
-            support::whep_client::play(&url, Some(&usersig("fileviewer")), support::whep_client::Transport::Udp)
-                .await
-                .expect("a viewer is answered");
-        let frames = tokio::task::spawn_blocking(move || {
-            player.collect(Duration::from_secs(5), |g| {
-                g.iter().filter(|f| f.video).count() >= 30 && g.iter().filter(|f| !f.video).count() >= 50
-            })
-        })
-        .await
-        .unwrap();
+        let frames = gw.watch(room, "fileviewer", Duration::from_secs(5), 30, 50).await;
         watched = (
-            decode_h264_size_of(frames.iter().filter(|f| f.video).map(|f| &f.data[..])),
-            decode_opus_of(frames.iter().filter(|f| !f.video).map(|f| &f.data[..])).0,
+            decode_h264_size_of(video_of(&frames)),
+            decode_opus_of(audio_of(&frames)).0,
         );
     }
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
@@ -620,12 +579,22 @@ async fn publish_file_and_watch(
         "the file's publisher was an anchor:\n{stdout}\n{stderr}"
     );
     // It ended its session with a DELETE: the anchor is gone at once, not at the gateway's timeout.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while gw.hub.participant(&gw.key(room), user).is_some() {
-        assert!(Instant::now() < deadline, "the anchor left when the example ended");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    gw.wait_left(room, user, Duration::from_secs(3)).await;
     (stdout, watched.0, watched.1)
+}
+
+/// Run the example once on testdata `file` as cam in room filebad, with a UserSig of `token_user`: (success,
+/// stderr).
+async fn publish_file_as_cam(gw: &TestGateway, file: &str, token_user: &str) -> (bool, String) {
+    let (ok, _, err) = run(
+        tokio::process::Command::new(example_bin("whip_publish_file"))
+            .arg(testdata().join(file))
+            .arg(gw.whip_url("filebad", "cam"))
+            .args(["--token", &usersig(token_user)]),
+        Duration::from_secs(30),
+    )
+    .await;
+    (ok, err)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -668,24 +637,10 @@ async fn whip_publish_file_sends_baseline_h264_as_is_and_re_encodes_the_rest() {
     assert!(samples >= 48_000, "{samples}: {out}");
 
     // Refused: the gateway's status and message, exit 1, nothing published.
-    let (ok, _, err) = run(
-        tokio::process::Command::new(example_bin("whip_publish_file"))
-            .arg(testdata().join("sample-720p30.mp4"))
-            .arg(gw.http(&format!("/v2/pub/{SDKAPPID}/filebad?SessionID=cam")))
-            .args(["--token", &usersig("someoneelse")]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (ok, err) = publish_file_as_cam(&gw, "sample-720p30.mp4", "someoneelse").await;
     assert!(!ok && err.contains("HTTP 401"), "{err}");
     assert!(gw.hub.participant(&gw.key("filebad"), "cam").is_none());
     // A file that is not media: said before any session is opened.
-    let (ok, _, err) = run(
-        tokio::process::Command::new(example_bin("whip_publish_file"))
-            .arg(testdata().join("usersig.json"))
-            .arg(gw.http(&format!("/v2/pub/{SDKAPPID}/filebad?SessionID=cam")))
-            .args(["--token", &usersig("cam")]),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (ok, err) = publish_file_as_cam(&gw, "usersig.json", "cam").await;
     assert!(!ok && err.contains("cannot open"), "{err}");
 }

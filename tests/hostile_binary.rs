@@ -5,20 +5,11 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::nginx::free_port;
+use support::process::{roomgate_config, start_roomgate};
 use support::whep_client::{play, Transport};
 use support::*;
-
-struct Roomgate(std::process::Child);
-
-impl Drop for Roomgate {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An idle connection to `to` from loopback address 127.0.0.`host`.
 async fn idle_from(host: u8, to: SocketAddr) -> Option<tokio::net::TcpStream> {
@@ -34,36 +25,16 @@ async fn idle_from(host: u8, to: SocketAddr) -> Option<tokio::net::TcpStream> {
 async fn idle_connections_under_a_1024_file_limit_do_not_stop_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let (http, rtmp, rtc) = (free_port(), free_port(), free_port());
-    let cfg = dir.path().join("roomgate.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{}\"\nlog = \"warn\"\n[http]\nlisten = \"127.0.0.1:{http}\"\n[rtmp]\nlisten = \"127.0.0.1:{rtmp}\"\n\
-             [rtc]\nbind = \"127.0.0.1\"\nudp_port = {rtc}\ntcp_port = {rtc}\n\
-             [[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
+    let cfg = roomgate_config(dir.path(), http, rtmp, rtc, "");
     // The soft limit systemd gives services by default; the hard limit stays what the machine allows.
-    let child = std::process::Command::new("sh")
+    let mut serve = std::process::Command::new("sh");
+    serve
         .arg("-c")
         .arg("ulimit -Sn 1024 && exec \"$0\" serve -c \"$1\"")
         .arg(env!("CARGO_BIN_EXE_roomgate"))
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
-    let gw = Roomgate(child);
-    let http_addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(http_addr).await.is_err() || http_get(http_addr, "/healthz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "roomgate starts");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .arg(&cfg);
+    let gw = start_roomgate(serve, SocketAddr::from(([127, 0, 0, 1], http))).await;
+    let pid = gw.0.id();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let soft: u64 = limits
         .lines()

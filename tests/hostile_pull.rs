@@ -5,12 +5,12 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::cloud::{describe_until, start_params, start_task, CloudClient};
+use support::cloud::{describe, describe_until, start_params, start_task, CloudClient};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -99,6 +99,30 @@ fn mp3() -> Vec<u8> {
     std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/sample.mp3")).unwrap()
 }
 
+/// An HTTP source on 127.0.0.1 answering with the sample MP3, except where `redirects(request head)` holds: there
+/// with a redirect to `to`.
+async fn mp3_source(to: String, redirects: impl Fn(&str) -> bool + Send + Sync + 'static) -> SocketAddr {
+    let body = mp3();
+    http_source(move |req| {
+        if redirects(req) {
+            redirect(&to)
+        } else {
+            response("200 OK", "audio/mpeg", &body)
+        }
+    })
+    .await
+}
+
+/// A gateway with the `strict` source policy, its Cloud API client, and the task of robot "robot" playing `url`
+/// into `room`.
+async fn strict_task(room: &str, url: &str) -> (TestGateway, CloudClient, String) {
+    let gw = start_gateway_with(strict).await;
+    let api = CloudClient::new(gw.http_addr);
+    let task = start_task(&api, start_params(room, "robot", url)).await;
+    (gw, api, task)
+}
+
+/// Describe `task` until it has ended (up to 40 s); the last reply.
 async fn ended(api: &CloudClient, task: &str) -> Value {
     describe_until(api, task, Duration::from_secs(40), |r| r["Status"] == "NotExist").await
 }
@@ -107,25 +131,9 @@ async fn ended(api: &CloudClient, task: &str) -> Value {
 async fn a_redirect_only_libav_sees_never_reaches_a_private_address() {
     let target = Target::bind("127.0.0.2").await;
     let internal = format!("http://{}/latest/meta-data/", target.addr);
-    let body = mp3();
-    let source = http_source(move |req| {
-        if req.starts_with("GET /good.mp3 ") {
-            response("200 OK", "audio/mpeg", &body)
-        } else if from_libav(req) {
-            redirect(&internal)
-        } else {
-            response("200 OK", "audio/mpeg", &body)
-        }
-    })
-    .await;
-    let gw = start_gateway_with(strict).await;
-    let api = CloudClient::new(gw.http_addr);
-
-    let task = start_task(
-        &api,
-        start_params("hostile-redirect", "robot", &format!("http://{source}/a.mp3")),
-    )
-    .await;
+    // libav is redirected, except for the good file; the pre-flight is not.
+    let source = mp3_source(internal, |req| !req.starts_with("GET /good.mp3 ") && from_libav(req)).await;
+    let (gw, api, task) = strict_task("hostile-redirect", &format!("http://{source}/a.mp3")).await;
     let r = ended(&api, &task).await;
     assert_eq!(
         target.hits(),
@@ -164,13 +172,7 @@ async fn an_sdp_source_is_refused_and_opens_no_udp_port() {
         "v=0\r\no=- 0 0 IN IP4 127.0.0.3\r\ns=x\r\nc=IN IP4 127.0.0.3\r\nt=0 0\r\nm=video {port} RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n"
     );
     let source = http_source(move |_| response("200 OK", "application/sdp", sdp.as_bytes())).await;
-    let gw = start_gateway_with(strict).await;
-    let api = CloudClient::new(gw.http_addr);
-    let task = start_task(
-        &api,
-        start_params("hostile-sdp", "robot", &format!("http://{source}/live.sdp")),
-    )
-    .await;
+    let (_gw, api, task) = strict_task("hostile-sdp", &format!("http://{source}/live.sdp")).await;
 
     // While the task tries, the port stays free: nobody (libav) bound it to receive from the SDP's address.
     let mut opened = 0;
@@ -184,9 +186,7 @@ async fn an_sdp_source_is_refused_and_opens_no_udp_port() {
             }
             Err(_) => opened += 1,
         }
-        let r = api
-            .call("DescribeStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-            .await;
+        let r = describe(&api, &task).await;
         if r["Status"] == "NotExist" || Instant::now() > deadline {
             break;
         }
@@ -208,13 +208,7 @@ async fn hls_segments_on_private_addresses_are_never_fetched() {
         target.addr
     );
     let source = http_source(move |_| response("200 OK", "application/vnd.apple.mpegurl", playlist.as_bytes())).await;
-    let gw = start_gateway_with(strict).await;
-    let api = CloudClient::new(gw.http_addr);
-    let task = start_task(
-        &api,
-        start_params("hostile-hls", "robot", &format!("http://{source}/index.m3u8")),
-    )
-    .await;
+    let (_gw, api, task) = strict_task("hostile-hls", &format!("http://{source}/index.m3u8")).await;
     let r = ended(&api, &task).await;
     assert_eq!(target.hits(), 0, "a segment URL on a private address was fetched");
     assert_eq!(r["State"], "failed", "{r}");
@@ -272,15 +266,7 @@ async fn reasons_carry_no_credentials_of_the_url() {
 async fn a_new_url_ends_the_demo_tasks_trust() {
     let target = Target::bind("127.0.0.2").await;
     let internal = format!("http://{}/x.mp3", target.addr);
-    let body = mp3();
-    let source = http_source(move |req| {
-        if req.starts_with("GET /redirect.mp3 ") {
-            redirect(&internal)
-        } else {
-            response("200 OK", "audio/mpeg", &body)
-        }
-    })
-    .await;
+    let source = mp3_source(internal, |req| req.starts_with("GET /redirect.mp3 ")).await;
     let gw = start_gateway_with(strict).await;
     // The demo task's own source may be anywhere the gateway chose (here: its trust covers 127.0.0.2 too).
     let spec = roomgate::ingest::pull::TaskSpec::with_defaults(
@@ -306,28 +292,9 @@ async fn a_new_url_ends_the_demo_tasks_trust() {
     );
 }
 
-/// An HTTPS server (python3, a throwaway self-signed certificate) serving `dir` on 127.0.0.1.
+/// An HTTPS server (python3, a throwaway self-signed certificate written to `dir`) serving `dir` on 127.0.0.1.
 async fn https_source(dir: &std::path::Path) -> (SocketAddr, tokio::process::Child) {
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("openssl is installed");
-    assert!(made.success());
+    support::process::throwaway_cert(dir);
     let port = support::nginx::free_port();
     let script = format!(
         "import http.server, ssl\n\

@@ -76,6 +76,20 @@ fn nested_command(depth: usize) -> Vec<u8> {
     p
 }
 
+/// Send `bytes` on a fresh handshaken connection to `addr` (on a blocking thread); how long until the server closed
+/// it, if it did within 10 s.
+async fn closed_after_sending(addr: SocketAddr, bytes: Vec<u8>) -> Option<Duration> {
+    tokio::task::spawn_blocking(move || closed_within(handshaken(addr), &bytes, Duration::from_secs(10)))
+        .await
+        .unwrap()
+}
+
+/// Assert that `/metrics` counts the refusals, by a line that contains `labels`.
+async fn assert_refusals_counted(gw: &TestGateway, labels: &str) {
+    let metrics = http_get(gw.http_addr, "/metrics").await.1;
+    assert!(metrics.contains(labels), "refusals are counted: {metrics}");
+}
+
 fn gateway_config(c: &mut roomgate::Config) {
     // Long enough that a close within a few seconds is the limit's doing, not the setup deadline's.
     c.rtmp.handshake_timeout_secs = 60;
@@ -98,21 +112,13 @@ async fn deeply_nested_amf0_commands_and_data_do_not_stop_the_gateway() {
         if type_id == 17 {
             payload.insert(0, 0);
         }
-        let bytes = message(3, type_id, &payload, 128);
-        let closed =
-            tokio::task::spawn_blocking(move || closed_within(handshaken(addr), &bytes, Duration::from_secs(10)))
-                .await
-                .unwrap();
+        let closed = closed_after_sending(addr, message(3, type_id, &payload, 128)).await;
         assert!(
             closed.is_some(),
             "depth {depth} type {type_id}: the server closes the connection"
         );
     }
-    let metrics = http_get(gw.http_addr, "/metrics").await.1;
-    assert!(
-        metrics.contains("source=\"rtmp\",reason=\"limit\""),
-        "refusals are counted: {metrics}"
-    );
+    assert_refusals_counted(&gw, "source=\"rtmp\",reason=\"limit\"").await;
     assert_still_serves(&gw).await;
 }
 
@@ -120,32 +126,21 @@ async fn deeply_nested_amf0_commands_and_data_do_not_stop_the_gateway() {
 async fn large_messages_before_publish_are_refused_at_their_header() {
     let gw = start_gateway_with(gateway_config).await;
     let addr = gw.rtmp_addr.unwrap();
-    let closed = tokio::task::spawn_blocking(move || {
-        // Chunk size 1, then 8 chunk streams each announcing an 8 MiB video message and sending one byte.
-        let mut bytes = message(2, 1, &1u32.to_be_bytes(), 128);
-        for csid in 3..11u8 {
-            let mut v = vec![csid, 0, 0, 0, 0x80, 0, 0, 9, 1, 0, 0, 0];
-            v.push(0x17);
-            bytes.extend(v);
-        }
-        closed_within(handshaken(addr), &bytes, Duration::from_secs(10))
-    })
-    .await
-    .unwrap();
+    // Chunk size 1, then 8 chunk streams each announcing an 8 MiB video message and sending one byte.
+    let mut bytes = message(2, 1, &1u32.to_be_bytes(), 128);
+    for csid in 3..11u8 {
+        bytes.extend([csid, 0, 0, 0, 0x80, 0, 0, 9, 1, 0, 0, 0, 0x17]);
+    }
+    let closed = closed_after_sending(addr, bytes).await;
     assert!(
         closed.is_some_and(|d| d < Duration::from_secs(5)),
         "an 8 MiB message announced before publish ends the connection at once: {closed:?}"
     );
     // More chunk streams than a publisher needs, with tiny messages: refused too.
-    let closed = tokio::task::spawn_blocking(move || {
-        let mut bytes = Vec::new();
-        for csid in 3..40u8 {
-            bytes.extend(message(csid, 4, &[0, 6, 0, 0, 0, 0], 128));
-        }
-        closed_within(handshaken(addr), &bytes, Duration::from_secs(10))
-    })
-    .await
-    .unwrap();
+    let bytes = (3..40u8)
+        .flat_map(|csid| message(csid, 4, &[0, 6, 0, 0, 0, 0], 128))
+        .collect();
+    let closed = closed_after_sending(addr, bytes).await;
     assert!(closed.is_some_and(|d| d < Duration::from_secs(5)), "{closed:?}");
     assert_still_serves(&gw).await;
 }
@@ -170,8 +165,7 @@ async fn one_address_cannot_take_every_rtmp_slot() {
         extra.is_some(),
         "the fifth connection from one address is closed at once"
     );
-    let metrics = http_get(gw.http_addr, "/metrics").await.1;
-    assert!(metrics.contains("reason=\"max_connections_per_ip\""), "{metrics}");
+    assert_refusals_counted(&gw, "reason=\"max_connections_per_ip\"").await;
     drop(idle);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_still_serves(&gw).await;

@@ -3,12 +3,16 @@
 
 mod support;
 
+use roomgate::room::Anchor;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::cloud::{describe, describe_until, error_code, start_params, start_task, CloudClient};
-use support::nginx::Nginx;
-use support::whep_client::{play, Received, Transport};
+use support::cloud::{
+    describe, describe_until, error_code, merge, start_params, start_task, stop, task_params, update, CloudClient,
+};
+use support::nginx::{free_port, Nginx};
+use support::whep_client::{audio_of, video_of, Received};
 use support::*;
 
 fn testdata() -> PathBuf {
@@ -36,52 +40,53 @@ fn source_root() -> tempfile::TempDir {
     dir
 }
 
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Watch `room`'s anchor over WHEP until `video`/`audio` frames arrived; the frames.
+/// Watch `room`'s anchor over WHEP (up to 15 s) until `video`/`audio` frames arrived; the frames.
 async fn watch(gw: &TestGateway, room: &str, video: usize, audio: usize) -> Vec<Received> {
-    let url = gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID=viewer"));
-    let viewer = play(&url, Some(&usersig("viewer")), Transport::Udp).await.unwrap();
-    tokio::task::spawn_blocking(move || {
-        viewer.collect(Duration::from_secs(15), |g| {
-            g.iter().filter(|f| f.video).count() >= video && g.iter().filter(|f| !f.video).count() >= audio
-        })
-    })
-    .await
-    .unwrap()
+    gw.watch(room, "viewer", Duration::from_secs(15), video, audio).await
 }
 
-fn video_of(got: &[Received]) -> Vec<&[u8]> {
-    got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect()
+/// What most tests here start from: nginx serving `source_root()`, a gateway, and a Cloud API client for it.
+struct Pulling {
+    api: CloudClient,
+    gw: TestGateway,
+    nginx: Nginx,
 }
 
-fn audio_of(got: &[Received]) -> Vec<&[u8]> {
-    got.iter().filter(|f| !f.video).map(|f| &f.data[..]).collect()
+impl Pulling {
+    /// nginx, a gateway with the test config, and the client.
+    async fn start() -> Pulling {
+        Pulling::start_with(|_| {}).await
+    }
+
+    /// `start` with `tweak` applied to the gateway's config.
+    async fn start_with(tweak: impl FnOnce(&mut roomgate::Config)) -> Pulling {
+        let nginx = Nginx::serving(source_root()).await;
+        let gw = start_gateway_with(tweak).await;
+        let api = CloudClient::new(gw.http_addr);
+        Pulling { api, gw, nginx }
+    }
+
+    /// Start the task of robot "robot" playing nginx's `path` into `room`, with the `extra` StartStreamIngest
+    /// parameters, and wait until the robot is in the room: (the TaskId, its anchor).
+    async fn play(&self, room: &str, path: &str, extra: Value) -> (String, Arc<Anchor>) {
+        let params = merge(start_params(room, "robot", &self.nginx.url(path)), extra);
+        let task = start_task(&self.api, params).await;
+        let anchor = self
+            .gw
+            .wait_anchor(room, "robot", Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("{room}: the robot enters the room"));
+        (task, anchor)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mp4_task_plays_to_a_whep_viewer_until_stopped() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
-    let mut params = start_params("pull-mp4", "robot1", &nginx.url("/sample-720p30.mp4"));
-    params["RepeatNum"] = json!(-1);
-    let task = start_task(&api, params).await;
+    let t = Pulling::start().await;
+    let (task, anchor) = t.play("pull-mp4", "/sample-720p30.mp4", json!({"RepeatNum": -1})).await;
     assert!(task.len() >= 32, "an unguessable task id: {task}");
-
-    let anchor = gw
-        .wait_anchor("pull-mp4", "robot1", Duration::from_secs(10))
-        .await
-        .expect("the robot enters the room");
     assert_eq!(anchor.source, roomgate::room::SourceKind::Pull);
-    let got = watch(&gw, "pull-mp4", 45, 50).await;
+    let got = watch(&t.gw, "pull-mp4", 45, 50).await;
     let video = video_of(&got);
     assert!(video.len() >= 45, "{} video frames", video.len());
     assert_eq!(decode_h264_size_of(video.iter().copied()), Some((1280, 720)));
@@ -89,7 +94,7 @@ async fn an_mp4_task_plays_to_a_whep_viewer_until_stopped() {
     assert!(samples >= 48_000, "a second of audio decodes ({samples} samples)");
     assert!(peak > 0.05, "the sine is audible (peak {peak})");
 
-    let r = describe(&api, &task).await;
+    let r = describe(&t.api, &task).await;
     assert_eq!(r["Status"], "InProgress", "{r}");
     assert_eq!(r["State"], "playing", "{r}");
     assert_eq!(
@@ -99,30 +104,19 @@ async fn an_mp4_task_plays_to_a_whep_viewer_until_stopped() {
     assert_eq!(r["Source"]["AudioCodec"], "aac", "{r}");
     assert!(r["PositionMs"].as_i64().unwrap() > 0, "{r}");
 
-    let r = api
-        .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-        .await;
-    assert!(error_code(&r).is_none(), "{r}");
-    wait_until("the robot leaves", Duration::from_secs(5), || {
-        gw.hub.participant(&gw.key("pull-mp4"), "robot1").is_none()
-    })
-    .await;
-    let r = describe_until(&api, &task, Duration::from_secs(5), |r| r["Status"] == "NotExist").await;
+    stop(&t.api, &task).await;
+    t.gw.wait_left("pull-mp4", "robot", Duration::from_secs(5)).await;
+    let r = describe_until(&t.api, &task, Duration::from_secs(5), |r| r["Status"] == "NotExist").await;
     assert_eq!(r["State"], "stopped", "{r}");
-    let r = api
-        .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-        .await;
+    let r = t.api.call("StopStreamIngest", task_params(&task)).await;
     assert_eq!(error_code(&r), Some("FailedOperation.TaskFinished"), "{r}");
-    let r = describe(&api, "no-such-task").await;
+    let r = describe(&t.api, "no-such-task").await;
     assert_eq!(r["Status"], "NotExist", "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flv_hls_mp3_and_rtmp_sources_reach_viewers() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
+    let Pulling { api, gw, nginx } = Pulling::start().await;
 
     // An RTMP source: ffmpeg publishes into nginx-rtmp, the task pulls it from there.
     let rtmp_source = format!("rtmp://{}/live/cam", nginx.rtmp);
@@ -157,36 +151,22 @@ async fn flv_hls_mp3_and_rtmp_sources_reach_viewers() {
         }
         let (samples, _) = decode_opus_of(audio_of(&got));
         assert!(samples >= 48_000, "{room}: audio decodes ({samples} samples)");
-        let r = api
-            .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-            .await;
-        assert!(error_code(&r).is_none(), "{room}: {r}");
+        stop(&api, &task).await;
     }
     pusher.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_b_frame_high_profile_mp4_is_reencoded_to_baseline() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
-    let task = start_task(
-        &api,
-        start_params("pull-bf", "robot", &nginx.url("/sample-720p30-bframes.mp4")),
-    )
-    .await;
-    let anchor = gw
-        .wait_anchor("pull-bf", "robot", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let t = Pulling::start().await;
+    let (task, anchor) = t.play("pull-bf", "/sample-720p30-bframes.mp4", json!({})).await;
     wait_until("transcoded video flows", Duration::from_secs(10), || {
         anchor.video.has_cached_keyframe()
     })
     .await;
     let plid = anchor.video_info().profile_level_id.unwrap_or_default();
     assert!(plid.starts_with("42c0"), "constrained baseline: {plid}");
-    let got = watch(&gw, "pull-bf", 45, 10).await;
+    let got = watch(&t.gw, "pull-bf", 45, 10).await;
     let video = video_of(&got);
     assert!(video.len() >= 45, "{} frames", video.len());
     assert_eq!(decode_h264_size_of(video.iter().copied()), Some((1280, 720)));
@@ -194,24 +174,18 @@ async fn a_b_frame_high_profile_mp4_is_reencoded_to_baseline() {
         video.iter().all(|f| !roomgate::media::h264::has_b_slice(f)),
         "no B-frames reach the viewer"
     );
-    let r = describe(&api, &task).await;
+    let r = describe(&t.api, &task).await;
     assert_eq!(r["Source"]["VideoPassthrough"], false, "{r}");
     assert_eq!(r["Source"]["VideoCodec"], "h264", "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_larger_than_max_pixels_is_refused_before_decoding() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
     // 1280x720 is over this gateway's limit; it would have to be decoded (B-frames), so it is refused.
-    let gw = start_gateway_with(|c| c.video.max_pixels = 640 * 360).await;
-    let api = CloudClient::new(gw.http_addr);
-    let task = start_task(
-        &api,
-        start_params("pull-big", "robot", &nginx.url("/sample-720p30-bframes.mp4")),
-    )
-    .await;
-    let r = describe_until(&api, &task, Duration::from_secs(20), |r| r["Status"] == "NotExist").await;
+    let t = Pulling::start_with(|c| c.video.max_pixels = 640 * 360).await;
+    let big = t.nginx.url("/sample-720p30-bframes.mp4");
+    let task = start_task(&t.api, start_params("pull-big", "robot", &big)).await;
+    let r = describe_until(&t.api, &task, Duration::from_secs(20), |r| r["Status"] == "NotExist").await;
     assert_eq!(r["State"], "failed", "{r}");
     let reason = r["Reason"].as_str().unwrap();
     assert!(
@@ -219,29 +193,15 @@ async fn a_source_larger_than_max_pixels_is_refused_before_decoding() {
         "{reason}"
     );
     // A passthrough source is not decoded, so the limit does not apply to it.
-    let ok = start_task(
-        &api,
-        start_params("pull-pass", "robot", &nginx.url("/sample-720p30.mp4")),
-    )
-    .await;
-    gw.wait_anchor("pull-pass", "robot", Duration::from_secs(10))
-        .await
-        .expect("passthrough plays");
-    assert_eq!(describe(&api, &ok).await["Status"], "InProgress");
+    let (ok, _) = t.play("pull-pass", "/sample-720p30.mp4", json!({})).await;
+    assert_eq!(describe(&t.api, &ok).await["Status"], "InProgress");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_sources_fail_after_retries_with_distinct_reasons() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
+    let Pulling { api, gw, nginx } = Pulling::start().await;
     let mut events = gw.pull.observe();
-    let refused_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let refused_port = free_port();
     // What the source's server answered is shown; how an address could not be reached (refused, TLS on a
     // plain port, timed out) is one generic reason, so Reason is no port-scan oracle (details in the log).
     let cases = [
@@ -318,10 +278,7 @@ async fn a_stalled_source_is_stopped_promptly() {
         let r = describe(&api, &task).await;
         assert_eq!(r["Status"], "InProgress", "{scheme}: still trying: {r}");
         let asked = Instant::now();
-        let r = api
-            .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-            .await;
-        assert!(error_code(&r).is_none(), "{r}");
+        stop(&api, &task).await;
         let r = describe_until(&api, &task, Duration::from_secs(3), |r| r["Status"] == "NotExist").await;
         assert_eq!(r["State"], "stopped", "{r}");
         assert!(
@@ -334,30 +291,16 @@ async fn a_stalled_source_is_stopped_promptly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn update_pauses_resumes_and_switches_the_source() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
-    let mut params = start_params("pull-upd", "robot", &nginx.url("/sample-720p30.mp4"));
-    params["RepeatNum"] = json!(-1);
-    let task = start_task(&api, params).await;
-    let anchor = gw
-        .wait_anchor("pull-upd", "robot", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let t = Pulling::start().await;
+    let (task, anchor) = t.play("pull-upd", "/sample-720p30.mp4", json!({"RepeatNum": -1})).await;
     wait_until("video flows", Duration::from_secs(10), || {
         anchor.video.has_cached_keyframe()
     })
     .await;
 
-    let update = |extra: Value| {
-        let mut p = json!({"SdkAppId": SDKAPPID, "TaskId": task});
-        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
-        p
-    };
-    let r = api.call("UpdateStreamIngest", update(json!({"IsPause": true}))).await;
+    let r = update(&t.api, &task, json!({"IsPause": true})).await;
     assert_eq!(r["Status"], "InProgress", "{r}");
-    describe_until(&api, &task, Duration::from_secs(3), |r| r["State"] == "paused").await;
+    describe_until(&t.api, &task, Duration::from_secs(3), |r| r["State"] == "paused").await;
     let before = anchor.video.stats().frames;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let paused_frames = anchor.video.stats().frames - before;
@@ -365,33 +308,22 @@ async fn update_pauses_resumes_and_switches_the_source() {
         paused_frames <= 2,
         "a paused task sends nothing ({paused_frames} frames)"
     );
-    api.call("UpdateStreamIngest", update(json!({"IsPause": false, "Volume": 10})))
-        .await;
-    describe_until(&api, &task, Duration::from_secs(3), |r| r["State"] == "playing").await;
+    update(&t.api, &task, json!({"IsPause": false, "Volume": 10})).await;
+    describe_until(&t.api, &task, Duration::from_secs(3), |r| r["State"] == "playing").await;
     let before = anchor.video.stats().frames;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert!(anchor.video.stats().frames - before >= 15, "playing again");
 
-    let r = api
-        .call(
-            "UpdateStreamIngest",
-            update(json!({"StreamUrl": nginx.url("/sample.mp3")})),
-        )
-        .await;
+    let r = update(&t.api, &task, json!({"StreamUrl": t.nginx.url("/sample.mp3")})).await;
     assert!(error_code(&r).is_none(), "{r}");
-    describe_until(&api, &task, Duration::from_secs(5), |r| {
+    describe_until(&t.api, &task, Duration::from_secs(5), |r| {
         r["Source"]["Format"].as_str().is_some_and(|f| f.contains("mp3"))
     })
     .await;
 
-    let r = api.call("UpdateStreamIngest", update(json!({"Tempo": 3.0}))).await;
+    let r = update(&t.api, &task, json!({"Tempo": 3.0})).await;
     assert_eq!(error_code(&r), Some("InvalidParameter.Tempo"), "{r}");
-    let r = api
-        .call(
-            "UpdateStreamIngest",
-            json!({"SdkAppId": SDKAPPID, "TaskId": "nope", "Volume": 5}),
-        )
-        .await;
+    let r = update(&t.api, "nope", json!({"Volume": 5})).await;
     assert_eq!(error_code(&r), Some("FailedOperation.TaskNotExist"), "{r}");
 }
 
@@ -482,7 +414,7 @@ async fn requests_are_validated_and_signed() {
     assert_eq!(error_code(&r), Some("InvalidAction"), "{r}");
 
     // Signatures.
-    let body = serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": "x"})).unwrap();
+    let body = serde_json::to_vec(&task_params("x")).unwrap();
     let now = roomgate::auth::unix_now();
     let wrong = CloudClient::with_key(gw.http_addr, support::cloud::SECRET_ID, "not-the-key");
     let (status, r) = wrong.call_raw("DescribeStreamIngest", body.clone(), now).await;
@@ -501,35 +433,16 @@ async fn requests_are_validated_and_signed() {
     let (status, r) = api.call_raw("DescribeStreamIngest", vec![b' '; 128 * 1024], now).await;
     assert_eq!((status, error_code(&r)), (200, Some("RequestSizeLimitExceeded")), "{r}");
     // A tampered body fails the signature.
-    let host = gw.http_addr.to_string();
-    let auth = roomgate::auth::tc3::sign_post(
-        support::cloud::SECRET_ID,
-        support::cloud::SECRET_KEY,
-        "trtc",
-        &host,
-        now,
-        &body,
-    );
-    let resp = reqwest::Client::new()
-        .post(format!("http://{host}/"))
-        .header("Content-Type", "application/json")
-        .header("X-TC-Action", "DescribeStreamIngest")
-        .header("X-TC-Version", "2019-07-22")
-        .header("X-TC-Timestamp", now.to_string())
-        .header("Authorization", auth)
-        .body(serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": "y"})).unwrap())
-        .send()
-        .await
-        .unwrap();
-    let v: Value = resp.json().await.unwrap();
-    assert_eq!(error_code(&v["Response"]), Some("AuthFailure.SignatureFailure"), "{v}");
+    let tampered = serde_json::to_vec(&task_params("y")).unwrap();
+    let (_, r) = api
+        .send("DescribeStreamIngest", "2019-07-22", &body, tampered, now)
+        .await;
+    assert_eq!(error_code(&r), Some("AuthFailure.SignatureFailure"), "{r}");
 
     // Rate limit: 50/s per SecretId.
     let mut limited = 0;
     for _ in 0..80 {
-        let r = api
-            .call("DescribeStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": "x"}))
-            .await;
+        let r = describe(&api, "x").await;
         if error_code(&r) == Some("RequestLimitExceeded") {
             limited += 1;
         }
@@ -539,10 +452,7 @@ async fn requests_are_validated_and_signed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_robot_identity_ingests_once() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
+    let Pulling { api, gw: _gw, nginx } = Pulling::start().await;
     let url = nginx.url("/sample.mp3");
     let body = serde_json::to_vec(&start_params("dup", "robot", &url)).unwrap();
     let now = roomgate::auth::unix_now();
@@ -563,7 +473,7 @@ async fn one_robot_identity_ingests_once() {
     let (_, r) = api.call_raw("StartStreamIngest", body, now + 1).await;
     assert_eq!(error_code(&r), Some("FailedOperation.TaskExist"), "{r}");
     // Reads may repeat a signature (an SDK polling twice within a second signs the same bytes).
-    let by_id = serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": task})).unwrap();
+    let by_id = serde_json::to_vec(&task_params(&task)).unwrap();
     let (_, d1) = api.call_raw("DescribeStreamIngest", by_id.clone(), now).await;
     let (_, d2) = api.call_raw("DescribeStreamIngest", by_id, now).await;
     assert!(error_code(&d1).is_none() && error_code(&d2).is_none(), "{d1} {d2}");
@@ -580,9 +490,7 @@ async fn one_robot_identity_ingests_once() {
 /// in `room`, Describes, Updates, holds 4 s while a WHEP viewer watches, Stops, Stops again and tries a wrong
 /// key. Its JSON summary, once the viewer saw the robot's video.
 async fn run_official_sdk(program: &str, script: &str, room: &str) -> Value {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
+    let Pulling { api: _, gw, nginx } = Pulling::start().await;
     let robot = format!("{room}-robot");
     let child = tokio::process::Command::new(program)
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk").join(script))
@@ -635,9 +543,7 @@ async fn tencents_nodejs_sdk_drives_start_describe_update_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ingest_cli_starts_lists_follows_and_stops_tasks() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
+    let Pulling { api: _, gw, nginx } = Pulling::start().await;
     let cfg = gw.dir.path().join("cli.toml");
     std::fs::write(
         &cfg,
@@ -703,80 +609,48 @@ async fn the_ingest_cli_starts_lists_follows_and_stops_tasks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtmp_publisher_with_the_robots_identity_replaces_it() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
-    let mut params = start_params("takeover", "robot", &nginx.url("/sample-720p30.mp4"));
-    params["RepeatNum"] = json!(-1);
-    let task = start_task(&api, params).await;
-    let robot = gw
-        .wait_anchor("takeover", "robot", Duration::from_secs(10))
-        .await
-        .unwrap();
+    let t = Pulling::start().await;
+    let (task, robot) = t.play("takeover", "/sample-720p30.mp4", json!({"RepeatNum": -1})).await;
     assert_eq!(robot.source, roomgate::room::SourceKind::Pull);
     let pusher = Ffmpeg::push(
         &lavfi("320x240", 20),
         "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac",
-        &gw.push_url("takeover", "robot", &usersig("robot")),
+        &t.gw.push_url("takeover", "robot", &usersig("robot")),
     );
-    let r = describe_until(&api, &task, Duration::from_secs(15), |r| r["Status"] == "NotExist").await;
+    let r = describe_until(&t.api, &task, Duration::from_secs(15), |r| r["Status"] == "NotExist").await;
     assert_eq!(r["State"], "stopped", "{r}");
     assert!(r["Reason"].as_str().unwrap().contains("replaced"), "{r}");
-    let now = gw
-        .hub
-        .participant(&gw.key("takeover"), "robot")
-        .expect("the RTMP anchor stays");
+    let key = t.gw.key("takeover");
+    let now = t.gw.hub.participant(&key, "robot").expect("the RTMP anchor stays");
     assert_eq!(now.source, roomgate::room::SourceKind::Rtmp);
     pusher.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn private_map_keys_are_checked_for_robots_when_the_app_requires_them() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway_with(|c| c.apps[0].require_private_map_key = true).await;
-    let api = CloudClient::new(gw.http_addr);
+    let Pulling { api, gw: _gw, nginx } = Pulling::start_with(|c| c.apps[0].require_private_map_key = true).await;
     let params = start_params("pmk", "robot", &nginx.url("/sample.mp3"));
     let r = api.call("StartStreamIngest", params.clone()).await;
     assert_eq!(error_code(&r), Some("InvalidParameter.PrivateMapKey"), "{r}");
-    let grant = |room: &str, privileges: u32| {
-        let buf = roomgate::auth::PrivateMapKey {
-            userid: "robot".into(),
-            sdkappid: SDKAPPID as u32,
-            room: roomgate::room::RoomRef::Str(room.into()),
-            expires_at: (roomgate::auth::unix_now() + 3600) as u32,
-            privileges: roomgate::auth::Privileges(privileges),
-        }
-        .to_userbuf();
-        roomgate::auth::UserSig::generate(SDKAPPID, KEY, "robot", roomgate::auth::unix_now(), 3600, Some(&buf))
-    };
-    let mut other_room = params.clone();
-    other_room["PrivateMapKey"] = json!(grant("elsewhere", 255));
-    let r = api.call("StartStreamIngest", other_room).await;
+    let grant = |room: &str| json!({"PrivateMapKey": private_map_key("robot", room, 255)});
+    let r = api
+        .call("StartStreamIngest", merge(params.clone(), grant("elsewhere")))
+        .await;
     assert_eq!(error_code(&r), Some("InvalidParameter.PrivateMapKey"), "{r}");
-    let mut ok = params;
-    ok["PrivateMapKey"] = json!(grant("pmk", 255));
-    let r = api.call("StartStreamIngest", ok).await;
+    let r = api.call("StartStreamIngest", merge(params, grant("pmk"))).await;
     assert!(error_code(&r).is_none(), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seek_second_starts_inside_the_source() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
-    let mut params = start_params("seek", "robot", &nginx.url("/sample-720p30.mp4"));
-    params["SeekSecond"] = json!(4);
-    let task = start_task(&api, params).await;
-    let anchor = gw.wait_anchor("seek", "robot", Duration::from_secs(10)).await.unwrap();
-    let r = describe_until(&api, &task, Duration::from_secs(10), |r| r["State"] == "playing").await;
+    let t = Pulling::start().await;
+    let (task, anchor) = t.play("seek", "/sample-720p30.mp4", json!({"SeekSecond": 4})).await;
+    let r = describe_until(&t.api, &task, Duration::from_secs(10), |r| r["State"] == "playing").await;
     assert!(
         r["PositionMs"].as_i64().unwrap() >= 3500,
         "playing from about 4 s in: {r}"
     );
-    let r = describe_until(&api, &task, Duration::from_secs(15), |r| r["Status"] == "NotExist").await;
+    let r = describe_until(&t.api, &task, Duration::from_secs(15), |r| r["Status"] == "NotExist").await;
     assert_eq!(r["State"], "finished", "{r}");
     // The file has 180 frames; from 4 s (the keyframe there) on, about 60 reach the room.
     let frames = anchor.video.stats().frames;
@@ -806,9 +680,8 @@ async fn a_source_that_stops_sending_ends_the_task_after_idle_timeout() {
     });
     let gw = start_gateway().await;
     let api = CloudClient::new(gw.http_addr);
-    let mut params = start_params("idle", "robot", &format!("http://{addr}/live.flv"));
-    params["IdleTimeout"] = json!(2);
-    let task = start_task(&api, params).await;
+    let params = start_params("idle", "robot", &format!("http://{addr}/live.flv"));
+    let task = start_task(&api, merge(params, json!({"IdleTimeout": 2}))).await;
     describe_until(&api, &task, Duration::from_secs(10), |r| r["State"] == "playing").await;
     let r = describe_until(&api, &task, Duration::from_secs(15), |r| r["Status"] == "NotExist").await;
     assert_eq!(r["State"], "finished", "{r}");
@@ -818,14 +691,8 @@ async fn a_source_that_stops_sending_ends_the_task_after_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tempo_two_plays_twice_as_fast() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
-    let mut params = start_params("fast", "robot", &nginx.url("/sample-720p30.mp4"));
-    params["Tempo"] = json!(2.0);
-    start_task(&api, params).await;
-    let anchor = gw.wait_anchor("fast", "robot", Duration::from_secs(10)).await.unwrap();
+    let t = Pulling::start().await;
+    let (_, anchor) = t.play("fast", "/sample-720p30.mp4", json!({"Tempo": 2.0})).await;
     let (mut video, mut audio) = (anchor.video.subscribe(), anchor.audio.subscribe());
     let (mut vpts, mut apts) = (vec![], vec![]);
     let collect = async {
@@ -857,14 +724,8 @@ async fn tempo_two_plays_twice_as_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volume_update_applies_while_the_task_plays() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway().await;
-    let api = CloudClient::new(gw.http_addr);
-    let mut params = start_params("vol", "robot", &nginx.url("/sample-720p30.mp4"));
-    params["RepeatNum"] = json!(-1);
-    let task = start_task(&api, params).await;
-    let anchor = gw.wait_anchor("vol", "robot", Duration::from_secs(10)).await.unwrap();
+    let t = Pulling::start().await;
+    let (task, anchor) = t.play("vol", "/sample-720p30.mp4", json!({"RepeatNum": -1})).await;
     let peak_of_next = |n: usize| {
         let mut sub = anchor.audio.subscribe();
         async move {
@@ -877,12 +738,7 @@ async fn a_volume_update_applies_while_the_task_plays() {
     };
     let loud = peak_of_next(50).await;
     assert!(loud > 0.05, "audible at Volume 100 (peak {loud})");
-    let r = api
-        .call(
-            "UpdateStreamIngest",
-            json!({"SdkAppId": SDKAPPID, "TaskId": task, "Volume": 0}),
-        )
-        .await;
+    let r = update(&t.api, &task, json!({"Volume": 0})).await;
     assert!(error_code(&r).is_none(), "{r}");
     tokio::time::sleep(Duration::from_millis(500)).await; // what was already encoded drains
     let muted = peak_of_next(50).await;
@@ -890,14 +746,12 @@ async fn a_volume_update_applies_while_the_task_plays() {
         muted < 0.01,
         "silent at Volume 0 without restarting the task (peak {muted})"
     );
-    assert_eq!(describe(&api, &task).await["Restarts"], 0);
+    assert_eq!(describe(&t.api, &task).await["Restarts"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_key_scopes_and_capacity_are_enforced() {
-    let root = source_root();
-    let nginx = Nginx::start(root.path()).await;
-    let gw = start_gateway_with(|c| {
+    let Pulling { api, gw, nginx } = Pulling::start_with(|c| {
         c.pull.max_tasks = 1;
         c.api_keys.push(roomgate::config::ApiKeyConfig {
             secret_id: "AKIDotherapp".into(),
@@ -906,7 +760,6 @@ async fn versions_key_scopes_and_capacity_are_enforced() {
         });
     })
     .await;
-    let api = CloudClient::new(gw.http_addr);
     let url = nginx.url("/sample.mp3");
     start_task(&api, start_params("cap", "robot1", &url)).await;
     let r = api.call("StartStreamIngest", start_params("cap", "robot2", &url)).await;
@@ -918,30 +771,10 @@ async fn versions_key_scopes_and_capacity_are_enforced() {
         .await;
     assert_eq!(error_code(&r), Some("UnauthorizedOperation.SdkAppId"), "{r}");
 
-    let body = serde_json::to_vec(&json!({"SdkAppId": SDKAPPID, "TaskId": "x"})).unwrap();
+    let body = serde_json::to_vec(&task_params("x")).unwrap();
     let now = roomgate::auth::unix_now();
-    let host = gw.http_addr.to_string();
-    let auth = roomgate::auth::tc3::sign_post(
-        support::cloud::SECRET_ID,
-        support::cloud::SECRET_KEY,
-        "trtc",
-        &host,
-        now,
-        &body,
-    );
-    let v: Value = reqwest::Client::new()
-        .post(format!("http://{host}/"))
-        .header("Content-Type", "application/json")
-        .header("X-TC-Action", "DescribeStreamIngest")
-        .header("X-TC-Version", "2017-03-12")
-        .header("X-TC-Timestamp", now.to_string())
-        .header("Authorization", auth)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(error_code(&v["Response"]), Some("NoSuchVersion"), "{v}");
+    let (_, r) = api
+        .send("DescribeStreamIngest", "2017-03-12", &body, body.clone(), now)
+        .await;
+    assert_eq!(error_code(&r), Some("NoSuchVersion"), "{r}");
 }

@@ -5,57 +5,17 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-use support::cloud::{error_code, CloudClient, SECRET_ID, SECRET_KEY};
-use support::nginx::Nginx;
-use support::{usersig, KEY, SDKAPPID};
+use support::cloud::{describe, merge, start_params, start_task, stop, update, CloudClient};
+use support::nginx::{free_port, Nginx};
+use support::process::{roomgate_config, serve};
+use support::SDKAPPID;
 
-use support::nginx::free_port;
-
-struct Roomgate(std::process::Child);
-
-impl Roomgate {
-    async fn start(config: &Path, http: std::net::SocketAddr) -> Roomgate {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
-            .args(["serve", "-c"])
-            .arg(config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect(http).await.is_err() {
-            assert!(Instant::now() < deadline, "roomgate did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Roomgate(child)
-    }
-
-    fn kill9(mut self) {
-        self.0.kill().unwrap(); // SIGKILL: no shutdown code runs
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Roomgate {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn describe(api: &CloudClient, task: &str) -> Value {
-    api.call("DescribeStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-        .await
-}
-
+/// The userids of the anchors `/v1/rooms` on `http` lists.
 async fn anchors(http: std::net::SocketAddr) -> Vec<String> {
-    let (_, body) = support::http_get(http, "/v1/rooms").await;
-    let rooms: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let (_, rooms) = support::get_json(http, "/v1/rooms").await;
     rooms["rooms"]
         .as_array()
         .into_iter()
@@ -65,52 +25,24 @@ async fn anchors(http: std::net::SocketAddr) -> Vec<String> {
         .collect()
 }
 
+/// Start robot `userid`'s task looping `url` in `room` (RepeatNum -1); its TaskId.
+async fn start_looping(api: &CloudClient, room: &str, userid: &str, url: &str) -> String {
+    start_task(api, merge(start_params(room, userid, url), json!({"RepeatNum": -1}))).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tasks_resume_after_kill_9() {
-    let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")).await;
+    let nginx = Nginx::testdata().await;
     let dir = tempfile::tempdir().unwrap();
-    let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let config = dir.path().join("roomgate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"data_dir = "{data}"
-log = "warn"
-[http]
-listen = "{http}"
-[rtmp]
-listen = "127.0.0.1:0"
-[rtc]
-bind = "127.0.0.1"
-udp_port = 0
-tcp_port = 0
-[pull]
-allow_private_sources = true
-[[apps]]
-sdkappid = {SDKAPPID}
-secret_key = "{KEY}"
-[[api_keys]]
-secret_id = "{SECRET_ID}"
-secret_key = "{SECRET_KEY}"
-"#,
-            data = dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let port = free_port();
+    let http = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let config = roomgate_config(dir.path(), port, 0, 0, "[pull]\nallow_private_sources = true\n");
     let api = CloudClient::new(http);
-    let gw = Roomgate::start(&config, http).await;
-    let start = |room: &str, user: &str| {
-        json!({"SdkAppId": SDKAPPID, "RoomId": room, "RoomIdType": 0, "UserId": user, "UserSig": usersig(user),
-               "StreamUrl": nginx.url("/sample-720p30.mp4"), "RepeatNum": -1})
-    };
-    let r = api.call("StartStreamIngest", start("resume", "robot")).await;
-    let task = r["TaskId"].as_str().expect("TaskId").to_string();
-    let r = api.call("StartStreamIngest", start("ended", "robot")).await;
-    let stopped = r["TaskId"].as_str().expect("TaskId").to_string();
-    let r = api
-        .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": stopped}))
-        .await;
-    assert!(error_code(&r).is_none(), "{r}");
+    let gw = serve(&config, http).await;
+    let url = nginx.url("/sample-720p30.mp4");
+    let task = start_looping(&api, "resume", "robot", &url).await;
+    let stopped = start_looping(&api, "ended", "robot", &url).await;
+    stop(&api, &stopped).await;
 
     // Let it play past a progress save (every 2 s), then kill -9.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -125,7 +57,7 @@ secret_key = "{SECRET_KEY}"
     assert_eq!(anchors(http).await, vec!["robot"]);
     gw.kill9();
 
-    let _gw = Roomgate::start(&config, http).await;
+    let _gw = serve(&config, http).await;
     let r = describe(&api, &task).await;
     assert_eq!(r["Status"], "InProgress", "the task is back: {r}");
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -142,10 +74,7 @@ secret_key = "{SECRET_KEY}"
         (Some("NotExist"), Some("stopped")),
         "{r}"
     );
-    let r = api
-        .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-        .await;
-    assert!(error_code(&r).is_none(), "{r}");
+    stop(&api, &task).await;
 }
 
 /// A source that accepts connections and never answers: a task on it stays in its connecting phase.
@@ -173,27 +102,12 @@ async fn stop_is_stored_before_it_answers() {
     let (src, _held) = hung_source();
     let gw = support::start_gateway().await;
     let api = CloudClient::new(gw.http_addr);
-    let r = api
-        .call(
-            "StartStreamIngest",
-            json!({"SdkAppId": SDKAPPID, "RoomId": "stoproom", "RoomIdType": 0, "UserId": "robot",
-                   "UserSig": usersig("robot"), "StreamUrl": format!("http://{src}/live.flv"), "RepeatNum": -1}),
-        )
-        .await;
-    let task = r["TaskId"].as_str().expect("TaskId").to_string();
+    let task = start_looping(&api, "stoproom", "robot", &format!("http://{src}/live.flv")).await;
     assert_eq!(stored_state(&gw, &task), "running");
     tokio::time::sleep(Duration::from_millis(300)).await; // the runner is waiting on the source
-    let r = api
-        .call("StopStreamIngest", json!({"SdkAppId": SDKAPPID, "TaskId": task}))
-        .await;
-    assert!(error_code(&r).is_none(), "{r}");
+    stop(&api, &task).await;
     assert_eq!(stored_state(&gw, &task), "stopped", "stored before the answer");
-    let r = api
-        .call(
-            "UpdateStreamIngest",
-            json!({"SdkAppId": SDKAPPID, "TaskId": task, "IsPause": false}),
-        )
-        .await;
+    let r = update(&api, &task, json!({"IsPause": false})).await;
     assert_eq!(
         stored_state(&gw, &task),
         "stopped",
@@ -205,17 +119,10 @@ async fn stop_is_stored_before_it_answers() {
 /// gateway still starts and resumes the good task.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_task_row_is_marked_failed_and_the_others_resume() {
-    let nginx = Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")).await;
+    let nginx = Nginx::testdata().await;
     let gw = support::start_gateway().await;
     let api = CloudClient::new(gw.http_addr);
-    let r = api
-        .call(
-            "StartStreamIngest",
-            json!({"SdkAppId": SDKAPPID, "RoomId": "corrupt", "RoomIdType": 0, "UserId": "robot",
-                   "UserSig": usersig("robot"), "StreamUrl": nginx.url("/sample-720p30.mp4"), "RepeatNum": -1}),
-        )
-        .await;
-    let good = r["TaskId"].as_str().expect("TaskId").to_string();
+    let good = start_looping(&api, "corrupt", "robot", &nginx.url("/sample-720p30.mp4")).await;
     assert!(gw
         .wait_anchor("corrupt", "robot", Duration::from_secs(15))
         .await

@@ -4,9 +4,11 @@ mod support;
 
 use roomgate::auth::{unix_now, UserSig};
 use roomgate::media::{Codec, Frame};
-use roomgate::room::{LeaveReason, RoomEvent};
+use roomgate::room::{LeaveReason, TrackSubscriber};
 use std::time::{Duration, Instant};
 use support::*;
+
+const MP3_AUDIO: &str = "-c:v libx264 -profile:v baseline -c:a libmp3lame -ar 44100";
 
 const BASELINE: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac -b:a 96k";
 
@@ -15,50 +17,40 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// On a task of its own: the frames of `track` up to the first at `until_ms` or later (or 5 s without any).
+fn record(mut track: TrackSubscriber, until_ms: u64) -> tokio::task::JoinHandle<Vec<Frame>> {
+    tokio::spawn(async move {
+        let mut got: Vec<Frame> = vec![];
+        while let Ok(Some(f)) = tokio::time::timeout(Duration::from_secs(5), track.recv()).await {
+            let done = f.pts_ms() >= until_ms;
+            got.push(f);
+            if done {
+                break;
+            }
+        }
+        got
+    })
+}
+
+/// Push 10 s of 320x240 to `url` with `codec_args`, expecting ffmpeg to stop within 20 s; (success, stderr).
+async fn push_to_end(url: &str, codec_args: &str) -> (bool, String) {
+    Ffmpeg::push(&lavfi("320x240", 10), codec_args, url)
+        .finish(Duration::from_secs(20))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
     let gw = start_gateway().await;
-    let ff = Ffmpeg::push(
-        &lavfi("1280x720", 14),
-        BASELINE,
-        &gw.push_url("room720", "anchor1", &usersig("anchor1")),
-    );
-    let p = gw
-        .wait_anchor("room720", "anchor1", Duration::from_secs(15))
-        .await
-        .expect("anchor enters the room");
-    let mut video = p.video.subscribe();
-    let mut audio = p.audio.subscribe();
+    let (ff, p) = gw.push_anchor("room720", "anchor1", "1280x720", 14, BASELINE).await;
+    let vtask = record(p.video.subscribe(), 10_500);
+    let atask = record(p.audio.subscribe(), 10_500);
     let t0 = Instant::now();
-
-    let vtask = tokio::spawn(async move {
-        let mut v: Vec<Frame> = vec![];
-        while let Ok(Some(f)) = tokio::time::timeout(Duration::from_secs(5), video.recv()).await {
-            let done = f.pts_ms() >= 10_500;
-            v.push(f);
-            if done {
-                break;
-            }
-        }
-        v
-    });
-    let atask = tokio::spawn(async move {
-        let mut a: Vec<Frame> = vec![];
-        while let Ok(Some(f)) = tokio::time::timeout(Duration::from_secs(5), audio.recv()).await {
-            let done = f.pts_ms() >= 10_500;
-            a.push(f);
-            if done {
-                break;
-            }
-        }
-        a
-    });
 
     // The room listing shows the anchor with its codec and picture size while it publishes.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (status, body) = http_get(gw.http_addr, "/v1/rooms/1400000001/room720").await;
-    assert_eq!(status, 200, "{body}");
-    let room: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let (status, room) = get_json(gw.http_addr, "/v1/rooms/1400000001/room720").await;
+    assert_eq!(status, 200, "{room}");
     let anchor = &room["anchors"][0];
     assert_eq!(anchor["userid"], "anchor1");
     assert_eq!(anchor["source"], "rtmp");
@@ -111,14 +103,8 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
     assert!(av.abs() < 40.0, "A/V offset after 10 s is {av:.1} ms");
 
     ff.kill().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while gw.hub.room(&gw.key("room720")).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the anchor leaves when the publisher goes away"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // The anchor leaves when the publisher goes away.
+    gw.wait_room_gone("room720", Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,9 +137,7 @@ async fn bad_publishes_are_refused_with_the_reason() {
         ),
     ];
     for (url, why) in cases {
-        let (ok, stderr) = Ffmpeg::push(&lavfi("320x240", 10), BASELINE, &url)
-            .finish(Duration::from_secs(20))
-            .await;
+        let (ok, stderr) = push_to_end(&url, BASELINE).await;
         assert!(!ok, "{url} must fail");
         assert!(
             stderr.contains("Server error") && stderr.contains(why),
@@ -173,19 +157,10 @@ async fn bad_publishes_are_refused_with_the_reason() {
 async fn private_map_key_is_required_when_the_app_says_so() {
     let gw = start_gateway_with(|c| c.apps[0].require_private_map_key = true).await;
     let url = gw.push_url("r1", "u1", &usersig("u1"));
-    let (ok, stderr) = Ffmpeg::push(&lavfi("320x240", 10), BASELINE, &url)
-        .finish(Duration::from_secs(20))
-        .await;
+    let (ok, stderr) = push_to_end(&url, BASELINE).await;
     assert!(!ok && stderr.contains("privatemapkey"), "{stderr}");
     // With a grant for this string room and publish privileges, the same push is accepted.
-    let grant = roomgate::auth::PrivateMapKey {
-        userid: "u1".into(),
-        sdkappid: SDKAPPID as u32,
-        room: roomgate::room::RoomRef::Str("r1".into()),
-        expires_at: (unix_now() + 3600) as u32,
-        privileges: roomgate::auth::Privileges(255),
-    };
-    let pmk = UserSig::generate(SDKAPPID, KEY, "u1", unix_now(), 3600, Some(&grant.to_userbuf()));
+    let pmk = private_map_key("u1", "r1", 255);
     let ff = Ffmpeg::push(&lavfi("320x240", 10), BASELINE, &format!("{url}&privatemapkey={pmk}"));
     assert!(gw.wait_anchor("r1", "u1", Duration::from_secs(15)).await.is_some());
     ff.kill().await;
@@ -196,26 +171,15 @@ async fn b_frames_end_the_publish_and_the_anchor_leaves_cleanly() {
     let gw = start_gateway().await;
     let mut events = gw.hub.observe();
     let url = gw.push_url("rb", "bframes", &usersig("bframes"));
-    let (ok, stderr) = Ffmpeg::push(
-        &lavfi("320x240", 10),
-        "-c:v libx264 -profile:v high -bf 3 -c:a aac",
-        &url,
-    )
-    .finish(Duration::from_secs(20))
-    .await;
+    let (ok, stderr) = push_to_end(&url, "-c:v libx264 -profile:v high -bf 3 -c:a aac").await;
     assert!(!ok);
     assert!(
         stderr.contains("B-frames are not supported") && stderr.contains("-bf 0"),
         "{stderr}"
     );
     assert!(gw.hub.rooms().is_empty(), "no anchor is left behind");
-    let mut left = None;
-    while let Ok(e) = events.try_recv() {
-        if let RoomEvent::AnchorLeft { reason, .. } = e {
-            left = Some(reason);
-        }
-    }
-    assert!(matches!(left, Some(LeaveReason::Ended(r)) if r.contains("B-frames")));
+    let left = left_reasons(&mut events);
+    assert!(matches!(left.last(), Some(LeaveReason::Ended(r)) if r.contains("B-frames")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,10 +208,8 @@ async fn hevc_and_av1_over_enhanced_rtmp_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_publisher_with_the_same_identity_replaces_the_first() {
     let gw = start_gateway().await;
-    let url = gw.push_url("rt", "dup", &usersig("dup"));
-    let first = Ffmpeg::push(&lavfi("320x240", 30), BASELINE, &url);
-    let p1 = gw.wait_anchor("rt", "dup", Duration::from_secs(15)).await.unwrap();
-    let second = Ffmpeg::push(&lavfi("320x240", 30), BASELINE, &url);
+    let (first, p1) = gw.push_anchor("rt", "dup", "320x240", 30, BASELINE).await;
+    let second = gw.push_lavfi("rt", "dup", "320x240", 30, BASELINE);
     let deadline = Instant::now() + Duration::from_secs(15);
     let p2 = loop {
         let p = gw.wait_anchor("rt", "dup", Duration::from_secs(1)).await.unwrap();
@@ -275,12 +237,7 @@ async fn a_second_publisher_with_the_same_identity_replaces_the_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_clients_do_not_disturb_a_good_publisher() {
     let gw = start_gateway().await;
-    let good = Ffmpeg::push(
-        &lavfi("320x240", 30),
-        BASELINE,
-        &gw.push_url("rg", "good", &usersig("good")),
-    );
-    let p = gw.wait_anchor("rg", "good", Duration::from_secs(15)).await.unwrap();
+    let (good, p) = gw.push_anchor("rg", "good", "320x240", 30, BASELINE).await;
     let addr = gw.rtmp_addr.unwrap();
     let closed = tokio::task::spawn_blocking(move || {
         use std::io::{Read, Write};
@@ -353,12 +310,7 @@ async fn garbage_clients_do_not_disturb_a_good_publisher() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mp3_audio_is_transcoded_to_opus_too() {
     let gw = start_gateway().await;
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", 20),
-        "-c:v libx264 -profile:v baseline -c:a libmp3lame -ar 44100",
-        &gw.push_url("rm", "mp3", &usersig("mp3")),
-    );
-    let p = gw.wait_anchor("rm", "mp3", Duration::from_secs(15)).await.unwrap();
+    let (ff, p) = gw.push_anchor("rm", "mp3", "320x240", 20, MP3_AUDIO).await;
     let mut audio = p.audio.subscribe();
     let mut packets = vec![];
     while packets.len() < 100 {

@@ -2,58 +2,69 @@
 
 mod support;
 
-use roomgate::room::RoomRef;
-use roomgate::room::{RoomKey, SourceKind};
-use std::time::{Duration, Instant};
-use support::whep_client::{play, play_with, Received, Transport, WhepPlayer};
+use roomgate::room::{Anchor, RoomKey, SourceKind};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use support::whep_client::{audio_of, play, play_with, refusal, video_of, Received, Transport, WhepPlayer};
 use support::*;
+
+const CBR_3M_1S_GOP: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -b:v 3M -minrate 3M -maxrate 3M -bufsize 1M -x264-params nal-hrd=cbr -c:a aac";
 
 const BASELINE_10S_GOP: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 300 -keyint_min 300 -sc_threshold 0 -c:a aac -b:a 96k";
 
-fn whep_url(gw: &TestGateway, room: &str, viewer: &str) -> String {
-    gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID={viewer}"))
+/// A player of `room` as `viewer` (with its UserSig) over `transport`.
+async fn viewing(gw: &TestGateway, room: &str, viewer: &str, transport: Transport) -> WhepPlayer {
+    play(&gw.whep_url(room, viewer), Some(&usersig(viewer)), transport)
+        .await
+        .unwrap()
 }
 
-fn video(frames: &[Received]) -> Vec<&[u8]> {
-    frames.iter().filter(|f| f.video).map(|f| &f.data[..]).collect()
+/// The gateway's ICE-TCP address.
+fn ice_tcp(gw: &TestGateway) -> std::net::SocketAddr {
+    gw.rtc.as_ref().unwrap().addrs.tcp.unwrap()
 }
 
-async fn pushing(
-    gw: &TestGateway,
-    room: &str,
-    user: &str,
-    seconds: u32,
-) -> (Ffmpeg, std::sync::Arc<roomgate::room::Anchor>) {
-    let ff = Ffmpeg::push(
-        &lavfi("640x360", seconds),
-        BASELINE_10S_GOP,
-        &gw.push_url(room, user, &usersig(user)),
-    );
+/// The video frames from the first IDR picture on.
+fn from_first_idr(frames: &[Received]) -> Vec<&[u8]> {
+    frames
+        .iter()
+        .filter(|f| f.video)
+        .skip_while(|f| idr_count(std::slice::from_ref(*f)) == 0)
+        .map(|f| &f.data[..])
+        .collect()
+}
+
+/// The CORS preflight (OPTIONS) of `url`.
+async fn preflight(url: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .request(reqwest::Method::OPTIONS, url)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn pushing(gw: &TestGateway, room: &str, user: &str, seconds: u32) -> (Ffmpeg, Arc<Anchor>) {
+    let ff = gw.push_lavfi(room, user, "640x360", seconds, BASELINE_10S_GOP);
     let p = gw
         .wait_anchor(room, user, Duration::from_secs(15))
         .await
         .expect("anchor");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !p.video.has_cached_keyframe() || !p.audio.has_media() {
-        assert!(Instant::now() < deadline, "media flows");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("media flows", Duration::from_secs(15), || {
+        p.video.has_cached_keyframe() && p.audio.has_media()
+    })
+    .await;
     (ff, p)
 }
 
 /// A pushed anchor and a UDP player that already receives its video.
-async fn watching(gw: &TestGateway, room: &str) -> (Ffmpeg, std::sync::Arc<roomgate::room::Anchor>, WhepPlayer) {
+async fn watching(gw: &TestGateway, room: &str) -> (Ffmpeg, Arc<Anchor>, WhepPlayer) {
     let (ff, anchor) = pushing(gw, room, "cam", 40).await;
-    let player = play(&whep_url(gw, room, "v1"), Some(&usersig("v1")), Transport::Udp)
+    let (first, player) = viewing(gw, room, "v1", Transport::Udp)
         .await
-        .unwrap();
-    let player = tokio::task::spawn_blocking(move || {
-        let first = player.collect(Duration::from_secs(8), |g| g.iter().any(|f| f.video));
-        assert!(first.iter().any(|f| f.video), "video arrives");
-        player
-    })
-    .await
-    .unwrap();
+        .gather_keep(Duration::from_secs(8), |g| g.iter().any(|f| f.video))
+        .await;
+    assert!(first.iter().any(|f| f.video), "video arrives");
     (ff, anchor, player)
 }
 
@@ -63,9 +74,7 @@ async fn assert_plays(gw: &TestGateway, room: &str, transport: Transport) {
     let (ff, anchor) = pushing(gw, room, "cam", 40).await;
     // Join mid-GOP: the source sends its next keyframe only 10 s after the first.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let player = play(&whep_url(gw, room, "viewer1"), Some(&usersig("viewer1")), transport)
-        .await
-        .unwrap();
+    let player = viewing(gw, room, "viewer1", transport).await;
     assert!(
         player.answer_sdp.contains("profile-level-id=42c01e"),
         "answered with the anchor's profile: {}",
@@ -78,23 +87,18 @@ async fn assert_plays(gw: &TestGateway, room: &str, transport: Transport) {
         "{}",
         player.answer_sdp
     );
-    let frames = tokio::task::spawn_blocking(move || {
-        let got = player.collect(Duration::from_secs(8), |g| {
+    let frames = player
+        .gather(Duration::from_secs(8), |g| {
             g.iter().filter(|f| !f.video).count() >= 100 && g.iter().any(|f| f.video)
-        });
-        (got, player)
-    })
-    .await
-    .unwrap()
-    .0;
-    let v = video(&frames);
+        })
+        .await;
+    let v = video_of(&frames);
     assert!(!v.is_empty(), "video arrives");
-    let first_nals: Vec<Vec<u8>> = frames
+    let first_nals: Vec<Vec<u8>> = v
         .iter()
-        .filter(|f| f.video)
         .take(3)
         .map(|f| {
-            roomgate::media::h264::annex_b_nals(&f.data)
+            roomgate::media::h264::annex_b_nals(f)
                 .map(|n| n.first().map_or(0, |b| b & 0x1F))
                 .collect()
         })
@@ -110,7 +114,7 @@ async fn assert_plays(gw: &TestGateway, room: &str, transport: Transport) {
         1,
         "the picture came from the cache, not from a new source keyframe"
     );
-    let (samples, peak) = decode_opus_of(frames.iter().filter(|f| !f.video).map(|f| &f.data[..]));
+    let (samples, peak) = decode_opus_of(audio_of(&frames));
     assert!(
         samples >= 90 * 960 && peak > 0.05,
         "Opus decodes to the sine: {samples} samples, peak {peak}"
@@ -130,8 +134,7 @@ async fn rtmp_push_plays_over_whep_udp_from_the_gop_cache() {
 async fn a_gateway_bound_to_every_address_serves_viewers() {
     let gw = start_gateway_with(|c| c.rtc.bind = "0.0.0.0".parse().unwrap()).await;
     assert_plays(&gw, "anyroom", Transport::Udp).await;
-    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
-    let tcp = std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), tcp.port());
+    let tcp = std::net::SocketAddr::new("127.0.0.1".parse().unwrap(), ice_tcp(&gw).port());
     assert_plays(&gw, "anyroom2", Transport::Tcp(tcp)).await;
 }
 
@@ -141,7 +144,7 @@ async fn a_gateway_bound_to_every_address_serves_viewers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_on_every_engine_shard_play_over_udp_and_tcp() {
     let gw = start_gateway_with(|c| c.rtc.workers = 3).await;
-    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
+    let tcp = ice_tcp(&gw);
     let (ff, _anchor) = pushing(&gw, "shards", "cam", 40).await;
     let mut players = Vec::new();
     for (i, transport) in [
@@ -154,24 +157,16 @@ async fn viewers_on_every_engine_shard_play_over_udp_and_tcp() {
     .into_iter()
     .enumerate()
     {
-        let viewer = format!("v{i}");
-        let p = play(&whep_url(&gw, "shards", &viewer), Some(&usersig(&viewer)), transport)
-            .await
-            .unwrap();
-        players.push(p);
+        players.push(viewing(&gw, "shards", &format!("v{i}"), transport).await);
     }
     // The first leaves; the others keep playing.
     drop(players.remove(0));
     for (i, p) in players.into_iter().enumerate() {
-        let frames = tokio::task::spawn_blocking(move || {
-            p.collect(Duration::from_secs(10), |g| {
-                g.iter().filter(|f| f.video).count() >= 20 && g.iter().filter(|f| !f.video).count() >= 20
-            })
-        })
-        .await
-        .unwrap();
+        let frames = p
+            .gather(Duration::from_secs(10), |g| whep_client::at_least(g, 20, 20))
+            .await;
         assert_eq!(
-            decode_h264_size_of(frames.iter().filter(|f| f.video).map(|f| &f.data[..])),
+            decode_h264_size_of(video_of(&frames)),
             Some((640, 360)),
             "viewer {} decodes the anchor",
             i + 1
@@ -188,8 +183,7 @@ async fn viewers_on_every_engine_shard_play_over_udp_and_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_viewer_plays_without_udp() {
     let gw = start_gateway().await;
-    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
-    assert_plays(&gw, "troom", Transport::Tcp(tcp)).await;
+    assert_plays(&gw, "troom", Transport::Tcp(ice_tcp(&gw))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,46 +191,35 @@ async fn two_viewers_of_two_rooms_and_delete_frees_the_session() {
     let gw = start_gateway().await;
     let (ff1, _) = pushing(&gw, "ra", "a1", 30).await;
     let (ff2, _) = pushing(&gw, "rb", "b1", 30).await;
-    let p1 = play(&whep_url(&gw, "ra", "v1"), Some(&usersig("v1")), Transport::Udp)
-        .await
-        .unwrap();
-    let p2 = play(&whep_url(&gw, "rb", "v2"), Some(&usersig("v2")), Transport::Udp)
-        .await
-        .unwrap();
+    let p1 = viewing(&gw, "ra", "v1", Transport::Udp).await;
+    let p2 = viewing(&gw, "rb", "v2", Transport::Udp).await;
     let engine = gw.rtc.clone().unwrap();
     let (loc1, p1, p2) = tokio::task::spawn_blocking(move || {
         for p in [&p1, &p2] {
             let got = p.collect(Duration::from_secs(8), |g| {
                 g.iter().any(|f| f.video) && g.iter().any(|f| !f.video)
             });
-            assert_eq!(decode_h264_size_of(video(&got).into_iter().take(1)), Some((640, 360)));
+            assert_eq!(
+                decode_h264_size_of(video_of(&got).into_iter().take(1)),
+                Some((640, 360))
+            );
         }
         (p1.location.clone(), p1, p2)
     })
     .await
     .unwrap();
     assert_eq!(engine.session_count(), 2, "both viewers play");
-    let del = reqwest::Client::new().delete(gw.http(&loc1)).send().await.unwrap();
-    assert_eq!(del.status(), 200);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while engine.session_count() != 1 {
-        assert!(Instant::now() < deadline, "DELETE ends the session");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_eq!(http_delete(&gw.http(&loc1)).await, 200);
+    wait_until("DELETE ends the session", Duration::from_secs(5), || {
+        engine.session_count() == 1
+    })
+    .await;
     let (_, metrics) = http_get(gw.http_addr, "/metrics").await;
     assert!(
         metrics.contains("roomgate_rtc_sessions 1"),
         "metrics show one session left"
     );
-    assert_eq!(
-        reqwest::Client::new()
-            .delete(gw.http(&loc1))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(http_delete(&gw.http(&loc1)).await, 404);
     drop((p1, p2));
     ff1.kill().await;
     ff2.kill().await;
@@ -251,86 +234,39 @@ async fn whep_errors_say_what_is_wrong() {
             credential: "p".into(),
         }];
         c.apps.push(roomgate::config::AppConfig {
-            sdkappid: 1400000002,
-            secret_key: "other".into(),
             public_playback: true,
-            name: "public".into(),
-            ..Default::default()
+            ..app(1400000002, "other", "public")
         });
     })
     .await;
     // An anchor without media is enough for signalling.
-    let _a = gw.hub.join(
-        RoomKey {
-            sdkappid: SDKAPPID,
-            room: RoomRef::Str("er".into()),
-        },
-        "cam",
-        SourceKind::Rtmp,
-    );
-    let _b = gw.hub.join(
-        RoomKey {
-            sdkappid: 1400000002,
-            room: RoomRef::Str("pub".into()),
-        },
-        "cam",
-        SourceKind::Rtmp,
-    );
-    let url = whep_url(&gw, "er", "v1");
+    let _a = gw.hub.join(gw.key("er"), "cam", SourceKind::Rtmp);
+    let public = RoomKey {
+        sdkappid: 1400000002,
+        ..gw.key("pub")
+    };
+    let _b = gw.hub.join(public, "cam", SourceKind::Rtmp);
+    let url = gw.whep_url("er", "v1");
 
-    let e = play(&url, None, Transport::Udp).await.err().unwrap();
-    assert_eq!(e.status, 401, "{}", e.body);
-    let e = play(&url, Some(&usersig("someone_else")), Transport::Udp)
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(e.status, 401);
-    assert!(e.body.contains("issued for user id"), "{}", e.body);
-    let e = play(&whep_url(&gw, "nope", "v1"), Some(&usersig("v1")), Transport::Udp)
-        .await
-        .err()
-        .unwrap();
+    assert_needs_own_usersig(&url, "someone_else", false).await;
+    let e = refusal(&gw.whep_url("nope", "v1"), Some(&usersig("v1"))).await;
     assert_eq!(e.status, 404);
-    let e = play(
-        &gw.http(&format!("/v2/sub/{SDKAPPID}/er?SessionID=v1&anchor=ghost")),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = refusal(&format!("{url}&anchor=ghost"), Some(&usersig("v1"))).await;
     assert_eq!(e.status, 404);
     assert!(e.body.contains("ghost"));
-    let e = play(
-        &gw.http("/v2/sub/1400999999/er?SessionID=v1"),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .err()
-    .unwrap();
+    let e = refusal(&gw.http("/v2/sub/1400999999/er?SessionID=v1"), Some(&usersig("v1"))).await;
     assert_eq!(e.status, 404);
     assert!(e.body.contains("unknown sdkappid"));
-    let e = play_with(&url, Some(&usersig("v1")), Transport::Udp, false, true)
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(e.status, 406);
-    assert!(e.body.contains("H.264"), "{}", e.body);
-    let e = play_with(&url, Some(&usersig("v1")), Transport::Udp, true, false)
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(e.status, 406);
-    assert!(e.body.contains("Opus"), "{}", e.body);
-    let bad = reqwest::Client::new()
-        .post(&url)
-        .bearer_auth(usersig("v1"))
-        .body("not sdp")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    // Offers without video or without audio: 406 naming what is missing.
+    for (video, audio, missing) in [(false, true, "H.264"), (true, false, "Opus")] {
+        let e = play_with(&url, Some(&usersig("v1")), Transport::Udp, video, audio)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.status, 406);
+        assert!(e.body.contains(missing), "{}", e.body);
+    }
+    assert_eq!(post_raw(&url, &usersig("v1"), "not sdp").await, 400);
 
     // public_playback: no token needed; Link lists the configured TURN server, but no credential goes to an
     // unauthenticated viewer.
@@ -347,17 +283,12 @@ async fn whep_errors_say_what_is_wrong() {
         ok.links,
         vec!["<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"".to_string()]
     );
-    let authed = play(&whep_url(&gw, "er", "v1"), Some(&usersig("v1")), Transport::Udp).await;
     // "er" has an anchor without media: the play itself is answered (201) with credentials.
-    let authed = authed.unwrap();
+    let authed = viewing(&gw, "er", "v1", Transport::Udp).await;
     assert_eq!(authed.links, vec!["<turn:turn.example.net:3478?transport=udp>; rel=\"ice-server\"; username=\"u\"; credential=\"p\"; credential-type=\"password\"".to_string()]);
 
     // CORS preflight for browser players.
-    let pre = reqwest::Client::new()
-        .request(reqwest::Method::OPTIONS, &url)
-        .send()
-        .await
-        .unwrap();
+    let pre = preflight(&url).await;
     assert_eq!(pre.status(), 204);
     assert_eq!(pre.headers()["access-control-allow-origin"], "*");
     assert!(pre.headers()["access-control-expose-headers"]
@@ -383,32 +314,17 @@ async fn whep_honours_private_map_keys_and_gives_turn_credentials_only_to_authen
     })
     .await;
     let _a = gw.hub.join(gw.key("pmk"), "cam", SourceKind::Rtmp);
-    let url = whep_url(&gw, "pmk", "v1");
+    let url = gw.whep_url("pmk", "v1");
     // As TRTC asks of its viewers: a UserSig alone is not enough on such an app.
-    let e = play(&url, Some(&usersig("v1")), Transport::Udp).await.err().unwrap();
+    let e = refusal(&url, Some(&usersig("v1"))).await;
     assert_eq!(e.status, 403, "{}", e.body);
     assert!(e.body.contains("privatemapkey"), "{}", e.body);
     // A grant to publish (no receive bits) or for another room does not let one watch.
-    let publish_only = private_map_key("v1", "pmk", Privileges::PUBLISH);
-    let e = play(
-        &format!("{url}&privatemapkey={publish_only}"),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .err()
-    .unwrap();
-    assert_eq!(e.status, 403, "{}", e.body);
-    let other_room = private_map_key("v1", "elsewhere", Privileges::PLAY);
-    let e = play(
-        &format!("{url}&privatemapkey={other_room}"),
-        Some(&usersig("v1")),
-        Transport::Udp,
-    )
-    .await
-    .err()
-    .unwrap();
-    assert_eq!(e.status, 403, "{}", e.body);
+    for (room, privileges) in [("pmk", Privileges::PUBLISH), ("elsewhere", Privileges::PLAY)] {
+        let grant = private_map_key("v1", room, privileges);
+        let e = refusal(&format!("{url}&privatemapkey={grant}"), Some(&usersig("v1"))).await;
+        assert_eq!(e.status, 403, "{}", e.body);
+    }
     let grant = private_map_key("v1", "pmk", Privileges::PLAY);
     let ok = play(
         &format!("{url}&privatemapkey={grant}"),
@@ -436,11 +352,7 @@ async fn whep_honours_private_map_keys_and_gives_turn_credentials_only_to_authen
         .iter()
         .any(|l| l == "<stun:stun.example.net>; rel=\"ice-server\""));
     // OPTIONS, which anyone may send, lists the servers without any credential.
-    let pre = reqwest::Client::new()
-        .request(reqwest::Method::OPTIONS, &url)
-        .send()
-        .await
-        .unwrap();
+    let pre = preflight(&url).await;
     let links: Vec<_> = pre
         .headers()
         .get_all("link")
@@ -463,15 +375,10 @@ fn idr_count(frames: &[Received]) -> usize {
 async fn a_viewer_pli_is_answered_from_the_gop_cache() {
     let gw = start_gateway().await;
     let (ff, anchor) = pushing(&gw, "pli", "cam", 30).await;
-    let player = play(&whep_url(&gw, "pli", "v1"), Some(&usersig("v1")), Transport::Udp)
-        .await
-        .unwrap();
+    let player = viewing(&gw, "pli", "v1", Transport::Udp).await;
     let (before, after, player) = tokio::task::spawn_blocking(move || {
         let before = player.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 30);
-        player
-            .controls
-            .request_keyframe
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        player.controls.request_keyframe.store(true, Ordering::Relaxed);
         let after = player.collect(Duration::from_secs(3), |g| {
             idr_count(g) >= 1 && g.iter().filter(|f| f.video).count() >= 30
         });
@@ -493,13 +400,7 @@ async fn a_viewer_pli_is_answered_from_the_gop_cache() {
             "RTP time keeps increasing across the replay"
         );
     }
-    let from_idr: Vec<&[u8]> = after
-        .iter()
-        .filter(|f| f.video)
-        .skip_while(|f| idr_count(std::slice::from_ref(*f)) == 0)
-        .map(|f| &f.data[..])
-        .collect();
-    assert_eq!(decode_h264_size_of(from_idr), Some((640, 360)));
+    assert_eq!(decode_h264_size_of(from_first_idr(&after)), Some((640, 360)));
     drop(player);
     ff.kill().await;
 }
@@ -508,36 +409,19 @@ async fn a_viewer_pli_is_answered_from_the_gop_cache() {
 async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
     let gw = start_gateway().await;
     // 3 Mbit/s constant rate with a 1 s GOP, so a stalled viewer overflows its buffers quickly.
-    let ff = Ffmpeg::push(
-        &lavfi("640x360", 40),
-        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -b:v 3M -minrate 3M -maxrate 3M -bufsize 1M -x264-params nal-hrd=cbr -c:a aac",
-        &gw.push_url("bp", "cam", &usersig("cam")),
-    );
-    let anchor = gw.wait_anchor("bp", "cam", Duration::from_secs(15)).await.unwrap();
-    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
-    let stalled = play(&whep_url(&gw, "bp", "v1"), Some(&usersig("v1")), Transport::Tcp(tcp))
-        .await
-        .unwrap();
-    let healthy = play(&whep_url(&gw, "bp", "v2"), Some(&usersig("v2")), Transport::Tcp(tcp))
-        .await
-        .unwrap();
+    let (ff, anchor) = gw.push_anchor("bp", "cam", "640x360", 40, CBR_3M_1S_GOP).await;
+    let tcp = Transport::Tcp(ice_tcp(&gw));
+    let stalled = viewing(&gw, "bp", "v1", tcp).await;
+    let healthy = viewing(&gw, "bp", "v2", tcp).await;
     let anchor2 = anchor.clone();
     let (healthy_during, published_during, stalled_after, healthy_last) = tokio::task::spawn_blocking(move || {
-        let warm = |p: &support::whep_client::WhepPlayer| {
-            p.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 15)
-        };
+        let warm = |p: &WhepPlayer| p.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 15);
         assert!(!warm(&stalled).is_empty() && !warm(&healthy).is_empty());
-        stalled
-            .controls
-            .paused
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        stalled.controls.paused.store(true, Ordering::Relaxed);
         let published_before = anchor2.video.stats().frames;
         let during = healthy.collect(Duration::from_secs(4), |_| false);
         let published_during = anchor2.video.stats().frames - published_before;
-        stalled
-            .controls
-            .paused
-            .store(false, std::sync::atomic::Ordering::Relaxed);
+        stalled.controls.paused.store(false, Ordering::Relaxed);
         // Three seconds after it reads again: what its own kernel receive buffer held during the pause has
         // long been read, so any lag left would be the gateway's.
         let after = stalled.collect(Duration::from_secs(3), |_| false);
@@ -564,13 +448,7 @@ async fn a_stalled_tcp_viewer_skips_to_a_keyframe_and_slows_nobody() {
         idr_count(&stalled_after) >= 1,
         "the stalled viewer resumes at a keyframe"
     );
-    let resumed: Vec<&[u8]> = stalled_after
-        .iter()
-        .filter(|f| f.video)
-        .skip_while(|f| idr_count(std::slice::from_ref(*f)) == 0)
-        .map(|f| &f.data[..])
-        .collect();
-    assert_eq!(decode_h264_size_of(resumed), Some((640, 360)));
+    assert_eq!(decode_h264_size_of(from_first_idr(&stalled_after)), Some((640, 360)));
     // It is back on the live edge, not replaying seconds of stale media: compare what each viewer had received
     // at the same instant (the healthy viewer's frames wait in its channel, so none is missed).
     let stalled_last = stalled_after.iter().filter(|f| f.video).max_by_key(|f| f.at).unwrap();
@@ -621,7 +499,7 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
     assert!(frag.contains("a=candidate:"));
     assert_eq!(new_etag.trim_matches('"'), server.ufrag);
     // At once, over ICE-TCP too: a new TCP connection's first STUN names the session by the new ufrag.
-    let tcp = gw.rtc.as_ref().unwrap().addrs.tcp.unwrap();
+    let tcp = ice_tcp(&gw);
     let (s1, c1) = (server.clone(), client.clone());
     let tcp_ok = tokio::task::spawn_blocking(move || support::stun::probe_tcp(tcp, &s1.ufrag, &c1.ufrag, &s1.pass))
         .await
@@ -647,11 +525,9 @@ async fn ice_restart_over_patch_switches_the_session_to_new_credentials() {
     assert!(!old_routed, "the old ufrag no longer reaches the session");
     // The player switches too and keeps playing.
     *player.controls.restart.lock().unwrap() = Some((client, server));
-    let late = tokio::task::spawn_blocking(move || {
-        player.collect(Duration::from_secs(3), |g| g.iter().filter(|f| f.video).count() > 20)
-    })
-    .await
-    .unwrap();
+    let late = player
+        .gather(Duration::from_secs(3), |g| g.iter().filter(|f| f.video).count() > 20)
+        .await;
     assert!(
         late.iter().filter(|f| f.video).count() > 20,
         "video still flows after the restart"
@@ -664,13 +540,10 @@ async fn lost_packets_are_retransmitted_on_nack() {
     let gw = start_gateway().await;
     let (ff, anchor, player) = watching(&gw, "nack").await;
     let (got, published, dropped) = tokio::task::spawn_blocking(move || {
-        player
-            .controls
-            .rtp_loss_percent
-            .store(5, std::sync::atomic::Ordering::Relaxed);
+        player.controls.rtp_loss_percent.store(5, Ordering::Relaxed);
         let before = anchor.video.stats().frames;
         let got = player.collect(Duration::from_secs(6), |_| false);
-        let dropped = player.controls.rtp_dropped.load(std::sync::atomic::Ordering::Relaxed);
+        let dropped = player.controls.rtp_dropped.load(Ordering::Relaxed);
         (got, anchor.video.stats().frames - before, dropped)
     })
     .await
@@ -698,19 +571,13 @@ async fn the_room_listing_counts_every_viewer() {
     let (ff, anchor) = pushing(&gw, "cnt", "cam", 30).await;
     let mut players = Vec::new();
     for v in ["c1", "c2", "c3"] {
-        players.push(
-            play(&whep_url(&gw, "cnt", v), Some(&usersig(v)), Transport::Udp)
-                .await
-                .unwrap(),
-        );
+        players.push(viewing(&gw, "cnt", v, Transport::Udp).await);
     }
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while anchor.viewers() < 3 {
-        assert!(Instant::now() < deadline, "three viewers joined: {}", anchor.viewers());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let (_, body) = http_get(gw.http_addr, &format!("/v1/rooms/{SDKAPPID}/cnt")).await;
-    let room: serde_json::Value = serde_json::from_str(&body).unwrap();
+    wait_until("three viewers joined", Duration::from_secs(15), || {
+        anchor.viewers() >= 3
+    })
+    .await;
+    let (_, room) = get_json(gw.http_addr, &format!("/v1/rooms/{SDKAPPID}/cnt")).await;
     assert_eq!(room["anchors"][0]["viewers"], 3, "{room}");
     drop(players);
     ff.kill().await;

@@ -4,37 +4,30 @@ mod support;
 
 use roomgate::room::{LeaveReason, RoomEvent};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
-use support::whep_client::{play, Transport};
-use support::whip_client::{publish, MediaSpec};
+use std::time::Duration;
+use support::whep_client::{audio_of, play, post_offer, video_of, Transport};
+use support::whip_client::{offer_sdp, publish, MediaSpec, WhipPublisher};
 use support::*;
+use tokio::sync::mpsc::UnboundedReceiver;
 
-fn whip_url(gw: &TestGateway, room: &str, user: &str) -> String {
-    gw.http(&format!("/v2/pub/{SDKAPPID}/{room}?SessionID={user}"))
+/// `user` publishing `spec` media into `room` (with its UserSig).
+async fn publishing(gw: &TestGateway, room: &str, user: &str, spec: MediaSpec) -> WhipPublisher {
+    publish(&gw.whip_url(room, user), Some(&usersig(user)), spec)
+        .await
+        .unwrap()
 }
 
-fn whep_url(gw: &TestGateway, room: &str, viewer: &str) -> String {
-    gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID={viewer}"))
-}
-
-async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// A gateway and what its rooms report.
+async fn observed_gateway() -> (TestGateway, UnboundedReceiver<RoomEvent>) {
+    let gw = start_gateway().await;
+    let events = gw.hub.observe();
+    (gw, events)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_publisher_is_watched_over_whep() {
     let gw = start_gateway().await;
-    let publisher = publish(
-        &whip_url(&gw, "wp", "obs1"),
-        Some(&usersig("obs1")),
-        MediaSpec::default(),
-    )
-    .await
-    .unwrap();
+    let publisher = publishing(&gw, "wp", "obs1", MediaSpec::default()).await;
     assert!(publisher.location.starts_with("/v2/pub/session/"));
     assert!(!publisher.etag.is_empty());
     let anchor = gw
@@ -52,40 +45,23 @@ async fn whip_publisher_is_watched_over_whep() {
         "resolution read from the in-band SPS"
     );
 
-    let viewer = play(&whep_url(&gw, "wp", "v1"), Some(&usersig("v1")), Transport::Udp)
-        .await
-        .unwrap();
-    let got = tokio::task::spawn_blocking(move || {
-        viewer.collect(Duration::from_secs(8), |g| {
-            g.iter().filter(|f| f.video).count() >= 30 && g.iter().filter(|f| !f.video).count() >= 50
-        })
-    })
-    .await
-    .unwrap();
-    let video: Vec<&[u8]> = got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect();
+    let got = gw.watch("wp", "v1", Duration::from_secs(8), 30, 50).await;
+    let video = video_of(&got);
     assert!(video.len() >= 30);
     assert_eq!(
         decode_h264_size_of(video.into_iter().take(1)),
         Some((320, 240)),
         "first frame decodes alone"
     );
-    let (samples, peak) = decode_opus_of(got.iter().filter(|f| !f.video).map(|f| &f.data[..]));
+    let (samples, peak) = decode_opus_of(audio_of(&got));
     assert!(
         samples >= 45 * 960 && peak > 0.05,
         "Opus forwarded untouched decodes: {samples} samples, peak {peak}"
     );
 
     // DELETE takes the anchor out of the room.
-    let del = reqwest::Client::new()
-        .delete(gw.http(&publisher.location))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), 200);
-    wait_until("the anchor leaves after DELETE", Duration::from_secs(5), || {
-        gw.hub.room(&gw.key("wp")).is_none()
-    })
-    .await;
+    assert_eq!(http_delete(&gw.http(&publisher.location)).await, 200);
+    gw.wait_room_gone("wp", Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,9 +73,7 @@ async fn a_vp8_only_publisher_is_transcoded_to_h264_for_viewers() {
         height: 480,
         ..MediaSpec::default()
     };
-    let publisher = publish(&whip_url(&gw, "vp", "chrome"), Some(&usersig("chrome")), spec)
-        .await
-        .unwrap();
+    let publisher = publishing(&gw, "vp", "chrome", spec).await;
     assert!(publisher.answer_sdp.contains("VP8/90000"), "{}", publisher.answer_sdp);
     let anchor = gw
         .wait_anchor("vp", "chrome", Duration::from_secs(10))
@@ -115,18 +89,14 @@ async fn a_vp8_only_publisher_is_transcoded_to_h264_for_viewers() {
     let plid = info.profile_level_id.unwrap_or_default();
     assert!(plid.starts_with("42c0"), "constrained baseline: {plid}");
 
-    let viewer = play(&whep_url(&gw, "vp", "v1"), Some(&usersig("v1")), Transport::Udp)
+    let viewer = play(&gw.whep_url("vp", "v1"), Some(&usersig("v1")), Transport::Udp)
         .await
         .unwrap();
     assert!(viewer.answer_sdp.contains("H264/90000"));
-    let got = tokio::task::spawn_blocking(move || {
-        let got = viewer.collect(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 45);
-        (got, viewer)
-    })
-    .await
-    .unwrap()
-    .0;
-    let video: Vec<&[u8]> = got.iter().filter(|f| f.video).map(|f| &f.data[..]).collect();
+    let got = viewer
+        .gather(Duration::from_secs(8), |g| g.iter().filter(|f| f.video).count() >= 45)
+        .await;
+    let video = video_of(&got);
     assert!(video.len() >= 45, "{} frames", video.len());
     assert_eq!(decode_h264_size_of(video.iter().copied().take(1)), Some((640, 480)));
     assert!(
@@ -141,52 +111,23 @@ async fn a_vp8_only_publisher_is_transcoded_to_h264_for_viewers() {
 async fn whip_errors_say_what_is_wrong() {
     let gw = start_gateway_with(|c| {
         c.apps.push(roomgate::config::AppConfig {
-            sdkappid: 1400000002,
-            secret_key: "k2".into(),
             require_private_map_key: true,
-            name: "locked".into(),
-            ..Default::default()
+            ..app(1400000002, "k2", "locked")
         })
     })
     .await;
-    let spec = MediaSpec::default();
-    let e = publish(&whip_url(&gw, "r", "u1"), None, spec).await.err().unwrap();
-    assert_eq!(e.status, 401, "{}", e.body);
-    let e = publish(&whip_url(&gw, "r", "u1"), Some(&usersig("u2")), spec)
-        .await
-        .err()
-        .unwrap();
-    assert_eq!(e.status, 401);
-    assert!(e.body.contains("issued for user id"), "{}", e.body);
-    let e = publish(
-        &gw.http("/v2/pub/1400999999/r?SessionID=u1"),
-        Some(&usersig("u1")),
-        spec,
-    )
-    .await
-    .err()
-    .unwrap();
+    let url = gw.whip_url("r", "u1");
+    assert_needs_own_usersig(&url, "u2", true).await;
+    let u1 = usersig("u1");
+    let e = refused_offer(&gw.http("/v2/pub/1400999999/r?SessionID=u1"), Some(&u1), true).await;
     assert_eq!(e.status, 404);
     let sig2 = roomgate::auth::UserSig::generate(1400000002, "k2", "u1", roomgate::auth::unix_now(), 600, None);
-    let e = publish(&gw.http("/v2/pub/1400000002/r?SessionID=u1"), Some(&sig2), spec)
-        .await
-        .err()
-        .unwrap();
+    let e = refused_offer(&gw.http("/v2/pub/1400000002/r?SessionID=u1"), Some(&sig2), true).await;
     assert_eq!(e.status, 403, "{}", e.body);
     assert!(e.body.contains("privatemapkey"));
-    let e = publish(&whip_url(&gw, "bad.room", "u1"), Some(&usersig("u1")), spec)
-        .await
-        .err()
-        .unwrap();
+    let e = refused_offer(&gw.whip_url("bad.room", "u1"), Some(&u1), true).await;
     assert_eq!(e.status, 400);
-    let bad = reqwest::Client::new()
-        .post(whip_url(&gw, "r", "u1"))
-        .bearer_auth(usersig("u1"))
-        .body("v=0 nonsense")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400);
+    assert_eq!(post_raw(&url, &u1, "v=0 nonsense").await, 400);
     // Offers without a codec roomgate takes: 406 naming what is missing.
     for (cfg, missing) in [
         (
@@ -204,32 +145,22 @@ async fn whip_errors_say_what_is_wrong() {
             "Opus audio",
         ),
     ] {
-        let r = reqwest::Client::new()
-            .post(whip_url(&gw, "r", "u1"))
-            .bearer_auth(usersig("u1"))
-            .header("Content-Type", "application/sdp")
-            .body(support::whip_client::offer_sdp(cfg))
-            .send()
+        let e = post_offer(&url, Some(&u1), offer_sdp(cfg), "WHIP POST")
             .await
-            .unwrap();
-        assert_eq!(r.status(), 406);
-        let body = r.text().await.unwrap();
-        assert!(body.contains(missing), "{body}");
+            .err()
+            .expect("the offer is refused");
+        assert_eq!(e.status, 406);
+        assert!(e.body.contains(missing), "{}", e.body);
     }
     assert!(gw.hub.rooms().is_empty(), "nothing entered a room");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_whip_publisher_replaces_the_first() {
-    let gw = start_gateway().await;
-    let mut events = gw.hub.observe();
-    let first = publish(&whip_url(&gw, "tk", "dup"), Some(&usersig("dup")), MediaSpec::default())
-        .await
-        .unwrap();
+    let (gw, mut events) = observed_gateway().await;
+    let first = publishing(&gw, "tk", "dup", MediaSpec::default()).await;
     let a1 = gw.wait_anchor("tk", "dup", Duration::from_secs(10)).await.unwrap();
-    let second = publish(&whip_url(&gw, "tk", "dup"), Some(&usersig("dup")), MediaSpec::default())
-        .await
-        .unwrap();
+    let second = publishing(&gw, "tk", "dup", MediaSpec::default()).await;
     wait_until("the second publisher takes over", Duration::from_secs(10), || {
         gw.hub
             .participant(&gw.key("tk"), "dup")
@@ -242,24 +173,12 @@ async fn a_second_whip_publisher_replaces_the_first() {
     })
     .await;
     assert_eq!(gw.hub.room(&gw.key("tk")).unwrap().participants().len(), 1);
-    let mut replaced = false;
-    while let Ok(e) = events.try_recv() {
-        replaced |= matches!(
-            e,
-            RoomEvent::AnchorLeft {
-                reason: LeaveReason::Replaced,
-                ..
-            }
-        );
-    }
-    assert!(replaced, "the first anchor left as replaced");
+    assert!(
+        left_reasons(&mut events).contains(&LeaveReason::Replaced),
+        "the first anchor left as replaced"
+    );
     // The first session is gone from the gateway (its resource is deleted).
-    let del = reqwest::Client::new()
-        .delete(gw.http(&first.location))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), 404);
+    assert_eq!(http_delete(&gw.http(&first.location)).await, 404);
     drop(second);
 }
 
@@ -267,58 +186,30 @@ async fn a_second_whip_publisher_replaces_the_first() {
 async fn a_silent_publisher_times_out_and_leaves() {
     let gw = start_gateway_with(|c| c.rtc.session_timeout_secs = 2).await;
     let mut events = gw.hub.observe();
-    let publisher = publish(
-        &whip_url(&gw, "to", "quiet"),
-        Some(&usersig("quiet")),
-        MediaSpec::default(),
-    )
-    .await
-    .unwrap();
+    let publisher = publishing(&gw, "to", "quiet", MediaSpec::default()).await;
     let anchor = gw.wait_anchor("to", "quiet", Duration::from_secs(10)).await.unwrap();
     wait_until("media flows", Duration::from_secs(10), || anchor.video.has_media()).await;
     publisher.controls.silent.store(true, Ordering::Relaxed);
-    wait_until(
-        "the anchor leaves after the media timeout",
-        Duration::from_secs(8),
-        || gw.hub.room(&gw.key("to")).is_none(),
-    )
-    .await;
-    let mut timed_out = false;
-    while let Ok(e) = events.try_recv() {
-        timed_out |= matches!(
-            e,
-            RoomEvent::AnchorLeft {
-                reason: LeaveReason::Timeout,
-                ..
-            }
-        );
-    }
-    assert!(timed_out, "left with reason Timeout");
+    // The anchor leaves after the media timeout.
+    gw.wait_room_gone("to", Duration::from_secs(8)).await;
+    assert!(
+        left_reasons(&mut events).contains(&LeaveReason::Timeout),
+        "left with reason Timeout"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_b_frames_end_the_publish() {
-    let gw = start_gateway().await;
-    let mut events = gw.hub.observe();
+    let (gw, mut events) = observed_gateway().await;
     let spec = MediaSpec {
         bframes: true,
         ..MediaSpec::default()
     };
-    let _publisher = publish(&whip_url(&gw, "wb", "bf"), Some(&usersig("bf")), spec)
-        .await
-        .unwrap();
+    let _publisher = publishing(&gw, "wb", "bf", spec).await;
     gw.wait_anchor("wb", "bf", Duration::from_secs(10)).await.unwrap();
-    wait_until("the anchor leaves", Duration::from_secs(10), || {
-        gw.hub.room(&gw.key("wb")).is_none()
-    })
-    .await;
-    let mut reason = None;
-    while let Ok(e) = events.try_recv() {
-        if let RoomEvent::AnchorLeft { reason: r, .. } = e {
-            reason = Some(r);
-        }
-    }
-    assert!(matches!(reason, Some(LeaveReason::Ended(r)) if r.contains("B-frames")));
+    gw.wait_room_gone("wb", Duration::from_secs(10)).await;
+    let reasons = left_reasons(&mut events);
+    assert!(matches!(reasons.last(), Some(LeaveReason::Ended(r)) if r.contains("B-frames")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,9 +221,7 @@ async fn a_joining_viewer_gets_a_keyframe_from_the_publisher_when_none_is_cached
         skip_first_keyframe: true,
         ..MediaSpec::default()
     };
-    let publisher = publish(&whip_url(&gw, "kf", "cam"), Some(&usersig("cam")), spec)
-        .await
-        .unwrap();
+    let publisher = publishing(&gw, "kf", "cam", spec).await;
     let anchor = gw.wait_anchor("kf", "cam", Duration::from_secs(10)).await.unwrap();
     wait_until("P-frames flow", Duration::from_secs(10), || {
         anchor.video.stats().frames > 30
@@ -340,17 +229,15 @@ async fn a_joining_viewer_gets_a_keyframe_from_the_publisher_when_none_is_cached
     .await;
     assert!(!anchor.video.has_cached_keyframe());
     assert_eq!(publisher.controls.plis.load(Ordering::Relaxed), 0);
-    let viewer = play(&whep_url(&gw, "kf", "v1"), Some(&usersig("v1")), Transport::Udp)
+    let viewer = play(&gw.whep_url("kf", "v1"), Some(&usersig("v1")), Transport::Udp)
         .await
         .unwrap();
-    let got = tokio::task::spawn_blocking(move || {
-        viewer.collect(Duration::from_secs(8), |g| {
+    let got = viewer
+        .gather(Duration::from_secs(8), |g| {
             g.iter()
                 .any(|f| f.video && decode_h264_size_of([&f.data[..]]).is_some())
         })
-    })
-    .await
-    .unwrap();
+        .await;
     assert!(
         publisher.controls.plis.load(Ordering::Relaxed) >= 1,
         "the publisher was asked for a keyframe"
@@ -372,16 +259,14 @@ async fn a_joining_viewer_gets_a_keyframe_from_the_publisher_when_none_is_cached
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp8_keyframe_declaring_16383x16383_is_refused_before_decoding() {
-    let gw = start_gateway().await;
-    let mut events = gw.hub.observe();
+    let (gw, mut events) = observed_gateway().await;
     let spec = MediaSpec {
         vp8: true,
         declared_vp8_size: Some((16383, 16383)),
         ..MediaSpec::default()
     };
-    let publisher = publish(&whip_url(&gw, "huge", "u1"), Some(&usersig("u1")), spec)
-        .await
-        .expect("the offer itself is fine");
+    // The offer itself is fine.
+    let publisher = publishing(&gw, "huge", "u1", spec).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let reason = loop {
         assert!(std::time::Instant::now() < deadline, "the publish ends");

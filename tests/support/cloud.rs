@@ -27,21 +27,34 @@ impl CloudClient {
         }
     }
 
-    /// Call `action` with `params`; returns (HTTP status, the `Response` object).
+    /// Call `action` with `body`; returns (HTTP status, the `Response` object).
     pub async fn call_raw(&self, action: &str, body: Vec<u8>, timestamp: u64) -> (u16, Value) {
+        self.send(action, "2019-07-22", &body, body.clone(), timestamp).await
+    }
+
+    /// POST `sent` as a call of `action` in API `version`, signed as if the body were `signed` (so a test can
+    /// tamper with it); returns (HTTP status, the `Response` object).
+    pub async fn send(
+        &self,
+        action: &str,
+        version: &str,
+        signed: &[u8],
+        sent: Vec<u8>,
+        timestamp: u64,
+    ) -> (u16, Value) {
         let host = self.addr.to_string();
-        let auth = tc3::sign_post(&self.secret_id, &self.secret_key, "trtc", &host, timestamp, &body);
+        let auth = tc3::sign_post(&self.secret_id, &self.secret_key, "trtc", &host, timestamp, signed);
         let resp = self
             .http
             .post(format!("http://{host}/"))
             .header("Content-Type", "application/json")
             .header("Host", &host)
             .header("X-TC-Action", action)
-            .header("X-TC-Version", "2019-07-22")
+            .header("X-TC-Version", version)
             .header("X-TC-Region", "ap-guangzhou")
             .header("X-TC-Timestamp", timestamp.to_string())
             .header("Authorization", auth)
-            .body(body)
+            .body(sent)
             .send()
             .await
             .unwrap();
@@ -85,13 +98,34 @@ pub async fn start_task(api: &CloudClient, params: Value) -> String {
     r["TaskId"].as_str().unwrap().to_string()
 }
 
+/// `params` with the members of the object `extra` added (or replaced).
+pub fn merge(mut params: Value, extra: Value) -> Value {
+    if let (Some(p), Value::Object(extra)) = (params.as_object_mut(), extra) {
+        p.extend(extra);
+    }
+    params
+}
+
+/// The parameters naming `task` of the test app.
+pub fn task_params(task: &str) -> Value {
+    serde_json::json!({"SdkAppId": super::SDKAPPID, "TaskId": task})
+}
+
 /// DescribeStreamIngest of `task`.
 pub async fn describe(api: &CloudClient, task: &str) -> Value {
-    api.call(
-        "DescribeStreamIngest",
-        serde_json::json!({"SdkAppId": super::SDKAPPID, "TaskId": task}),
-    )
-    .await
+    api.call("DescribeStreamIngest", task_params(task)).await
+}
+
+/// UpdateStreamIngest of `task` with the `extra` parameters; the reply.
+pub async fn update(api: &CloudClient, task: &str, extra: Value) -> Value {
+    api.call("UpdateStreamIngest", merge(task_params(task), extra)).await
+}
+
+/// StopStreamIngest of `task`, which must succeed; the reply.
+pub async fn stop(api: &CloudClient, task: &str) -> Value {
+    let r = api.call("StopStreamIngest", task_params(task)).await;
+    assert!(error_code(&r).is_none(), "StopStreamIngest failed: {r}");
+    r
 }
 
 /// Describe until `cond` holds (up to `within`); the last reply.

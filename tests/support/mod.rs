@@ -4,6 +4,7 @@
 
 pub mod cloud;
 pub mod nginx;
+pub mod process;
 pub mod receiver;
 pub mod redis;
 pub mod rtmp_client;
@@ -16,14 +17,21 @@ use roomgate::auth::{unix_now, UserSig};
 use roomgate::config::{AppConfig, Config};
 use roomgate::media::Frame;
 use roomgate::room::RoomRef;
-use roomgate::room::{Anchor, RoomKey};
+use roomgate::room::{Anchor, LeaveReason, RoomEvent, RoomKey};
 use roomgate::Gateway;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use whep_client::{Received, Transport};
 
 pub const SDKAPPID: u64 = 1400000001;
 pub const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+
+/// ffmpeg codec arguments of a live publisher: constrained baseline x264, a keyframe a second, AAC.
+pub const LIVE_X264: &str = "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac";
+
+/// The same as quickly as x264 goes, for pushes that only need to reach the room.
+pub const QUICK_X264: &str = "-c:v libx264 -preset ultrafast -profile:v baseline -g 30 -c:a aac";
 
 pub struct TestGateway {
     pub gw: Gateway,
@@ -56,12 +64,7 @@ pub async fn start_gateway_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Co
     config.rtc.bind = "127.0.0.1".parse().unwrap();
     config.rtc.udp_port = 0;
     config.rtc.tcp_port = 0;
-    config.apps = vec![AppConfig {
-        sdkappid: SDKAPPID,
-        secret_key: KEY.into(),
-        name: "test".into(),
-        ..Default::default()
-    }];
+    config.apps = vec![app(SDKAPPID, KEY, "test")];
     config.api_keys = vec![roomgate::config::ApiKeyConfig {
         secret_id: cloud::SECRET_ID.into(),
         secret_key: cloud::SECRET_KEY.into(),
@@ -72,6 +75,16 @@ pub async fn start_gateway_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Co
     tweak(&mut config);
     let gw = Gateway::start(config).await.unwrap();
     TestGateway { gw, dir }
+}
+
+/// An app `name` with id `sdkappid` and secret `key`, all else default.
+pub fn app(sdkappid: u64, key: &str, name: &str) -> AppConfig {
+    AppConfig {
+        sdkappid,
+        secret_key: key.into(),
+        name: name.into(),
+        ..Default::default()
+    }
 }
 
 pub fn usersig(userid: &str) -> String {
@@ -116,6 +129,171 @@ impl TestGateway {
     pub fn http(&self, path: &str) -> String {
         format!("http://{}{path}", self.http_addr)
     }
+
+    /// The WHEP URL at which `viewer` plays `room` of the test app.
+    pub fn whep_url(&self, room: &str, viewer: &str) -> String {
+        self.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID={viewer}"))
+    }
+
+    /// The WHIP URL at which `user` publishes into `room` of the test app.
+    pub fn whip_url(&self, room: &str, user: &str) -> String {
+        self.http(&format!("/v2/pub/{SDKAPPID}/{room}?SessionID={user}"))
+    }
+
+    /// ffmpeg pushing `seconds` of `size` lavfi media, encoded with `codec_args`, as `user` into `room`.
+    pub fn push_lavfi(&self, room: &str, user: &str, size: &str, seconds: u32, codec_args: &str) -> Ffmpeg {
+        Ffmpeg::push(
+            &lavfi(size, seconds),
+            codec_args,
+            &self.push_url(room, user, &usersig(user)),
+        )
+    }
+
+    /// `push_lavfi`, once `user` is an anchor of `room` (up to 20 s): the publisher and the anchor.
+    pub async fn push_anchor(
+        &self,
+        room: &str,
+        user: &str,
+        size: &str,
+        seconds: u32,
+        codec_args: &str,
+    ) -> (Ffmpeg, Arc<Anchor>) {
+        let ff = self.push_lavfi(room, user, size, seconds, codec_args);
+        let anchor = self
+            .wait_anchor(room, user, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("{user} is an anchor of {room}"));
+        (ff, anchor)
+    }
+
+    /// Push `seconds` of 320x240 media as `user` into `room` (`QUICK_X264`) and wait for ffmpeg to end well.
+    pub async fn push_briefly(&self, room: &str, user: &str, seconds: u32) {
+        let ff = self.push_lavfi(room, user, "320x240", seconds, QUICK_X264);
+        let (ok, err) = ff.finish(Duration::from_secs(seconds as u64 + 30)).await;
+        assert!(ok, "ffmpeg: {err}");
+    }
+
+    /// Wait until `user` is an anchor of `room` and its video has a cached keyframe (each up to `within`).
+    pub async fn wait_video(&self, room: &str, user: &str, within: Duration) -> Arc<Anchor> {
+        let anchor = self
+            .wait_anchor(room, user, within)
+            .await
+            .unwrap_or_else(|| panic!("{user} is an anchor of {room}"));
+        wait_until("the anchor's video reaches the room", within, || {
+            anchor.video.has_cached_keyframe()
+        })
+        .await;
+        anchor
+    }
+
+    /// Wait until `user` is no longer an anchor of `room` (up to `within`).
+    pub async fn wait_left(&self, room: &str, user: &str, within: Duration) {
+        let key = self.key(room);
+        wait_until("the anchor left", within, || self.hub.participant(&key, user).is_none()).await;
+    }
+
+    /// Wait until `room` is gone (its last anchor left; up to `within`).
+    pub async fn wait_room_gone(&self, room: &str, within: Duration) {
+        let key = self.key(room);
+        wait_until("the room is gone", within, || self.hub.room(&key).is_none()).await;
+    }
+
+    /// Play `room` over UDP as `viewer` (with its UserSig) and collect what arrives until there are `video` video
+    /// and `audio` audio frames, or `within` passes.
+    pub async fn watch(&self, room: &str, viewer: &str, within: Duration, video: usize, audio: usize) -> Vec<Received> {
+        let player = whep_client::play(&self.whep_url(room, viewer), Some(&usersig(viewer)), Transport::Udp)
+            .await
+            .unwrap_or_else(|e| panic!("{viewer} is answered: {e:?}"));
+        player
+            .gather(within, move |g| whep_client::at_least(g, video, audio))
+            .await
+    }
+}
+
+/// How `url`, a WHIP endpoint (`publish`) or a WHEP one, refuses a client offering with `token`; panics if it
+/// accepts.
+pub async fn refused_offer(url: &str, token: Option<&str>, publish: bool) -> whep_client::Refused {
+    if publish {
+        whip_client::publish(url, token, whip_client::MediaSpec::default())
+            .await
+            .err()
+            .expect("the publish is refused")
+    } else {
+        whep_client::refusal(url, token).await
+    }
+}
+
+/// What a WHIP (`publish`) or WHEP endpoint `url` says to a client without its own UserSig: 401 without a token,
+/// and 401 naming the user that a UserSig of `other` was issued for.
+pub async fn assert_needs_own_usersig(url: &str, other: &str, publish: bool) {
+    let e = refused_offer(url, None, publish).await;
+    assert_eq!(e.status, 401, "{}", e.body);
+    let e = refused_offer(url, Some(&usersig(other)), publish).await;
+    assert_eq!(e.status, 401);
+    assert!(e.body.contains("issued for user id"), "{}", e.body);
+}
+
+/// A config tweak: app 0 sends its callbacks to `/trtc/callback` on loopback `port`, signed with `key`.
+pub fn callbacks_to(port: u16, key: &str) -> impl FnOnce(&mut Config) + '_ {
+    move |c| {
+        c.apps[0].callback_url = format!("http://127.0.0.1:{port}/trtc/callback");
+        c.apps[0].callback_key = key.into();
+    }
+}
+
+/// The reasons of the `AnchorLeft` events that `events` (from `hub.observe()`) received so far, in order.
+pub fn left_reasons(events: &mut tokio::sync::mpsc::UnboundedReceiver<RoomEvent>) -> Vec<LeaveReason> {
+    let mut reasons = vec![];
+    while let Ok(e) = events.try_recv() {
+        if let RoomEvent::AnchorLeft { reason, .. } = e {
+            reasons.push(reason);
+        }
+    }
+    reasons
+}
+
+/// Poll `cond` every 50 ms until it holds; fail saying `what` after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// POST `body` as JSON to `url` (with `bearer`, if any); the status and the JSON answer (null if none).
+pub async fn post_json(url: &str, bearer: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new().post(url).json(body);
+    if let Some(t) = bearer {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// POST `body` to `url` with `token` as bearer and no content type (not an offer a client library would make);
+/// the status.
+pub async fn post_raw(url: &str, token: &str, body: &'static str) -> u16 {
+    let r = reqwest::Client::new().post(url).bearer_auth(token).body(body);
+    r.send().await.unwrap().status().as_u16()
+}
+
+/// DELETE `url` (a WHIP/WHEP session, say); the status.
+pub async fn http_delete(url: &str) -> u16 {
+    reqwest::Client::new()
+        .delete(url)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// GET `path` from `addr` and parse the body as JSON (null if it is not); the status too.
+pub async fn get_json(addr: std::net::SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let (status, body) = http_get(addr, path).await;
+    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
 /// A real ffmpeg CLI process.
@@ -262,33 +440,10 @@ pub async fn assert_still_serves(gw: &TestGateway) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let room = &format!("still{}", rand::random::<u32>());
-    let ff = Ffmpeg::push(
-        &lavfi("320x240", 20),
-        "-c:v libx264 -preset veryfast -tune zerolatency -profile:v baseline -g 30 -c:a aac",
-        &gw.push_url(room, "cam", &usersig("cam")),
-    );
-    let anchor = gw
-        .wait_anchor(room, "cam", Duration::from_secs(15))
-        .await
-        .expect("a normal publisher is still accepted");
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !anchor.video.has_cached_keyframe() {
-        assert!(
-            Instant::now() < deadline,
-            "the normal publisher's video reaches the room"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let url = gw.http(&format!("/v2/sub/{SDKAPPID}/{room}?SessionID=viewer"));
-    let player = whep_client::play(&url, Some(&usersig("viewer")), whep_client::Transport::Udp)
-        .await
-        .unwrap_or_else(|e| panic!("a normal viewer is still answered: {e:?}"));
-    let frames = tokio::task::spawn_blocking(move || {
-        player.collect(Duration::from_secs(10), |g| g.iter().filter(|f| f.video).count() >= 10)
-    })
-    .await
-    .unwrap();
-    let size = decode_h264_size_of(frames.iter().filter(|f| f.video).map(|f| &f.data[..]));
+    let ff = gw.push_lavfi(room, "cam", "320x240", 20, LIVE_X264);
+    gw.wait_video(room, "cam", Duration::from_secs(15)).await;
+    let frames = gw.watch(room, "viewer", Duration::from_secs(10), 10, 0).await;
+    let size = decode_h264_size_of(whep_client::video_of(&frames));
     assert_eq!(
         size,
         Some((320, 240)),

@@ -11,6 +11,8 @@ pub struct Nginx {
     pub http: SocketAddr,
     pub rtmp: SocketAddr,
     _dir: tempfile::TempDir,
+    /// The served root, when the server owns it (`serving`).
+    _root: Option<tempfile::TempDir>,
 }
 
 /// A TCP port free on loopback right now.
@@ -22,29 +24,49 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The main-context directives that run nginx in the foreground with its pid file and error log under `dir`.
+pub fn foreground_directives(dir: &Path) -> String {
+    let p = dir.display();
+    format!("daemon off;\nmaster_process off;\nuser root;\npid {p}/nginx.pid;\nerror_log {p}/error.log warn;\n")
+}
+
+/// The http-context directives that keep nginx's access log and temporary files under `dir`.
+pub fn http_directives(dir: &Path) -> String {
+    let p = dir.display();
+    format!(
+        "    access_log {p}/access.log;\n    client_body_temp_path {p}/body;\n    proxy_temp_path {p}/proxy;\n    \
+         fastcgi_temp_path {p}/fastcgi;\n    uwsgi_temp_path {p}/uwsgi;\n    scgi_temp_path {p}/scgi;\n"
+    )
+}
+
+/// Run `/usr/sbin/nginx` in the prefix `dir` with `conf` (written to `dir/nginx.conf`); its errors go to the test's
+/// stderr.
+pub fn spawn(dir: &Path, conf: &str) -> std::process::Child {
+    let conf_path = dir.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    std::process::Command::new("/usr/sbin/nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("nginx is installed (scripts/install-deps.sh installs nginx-light and libnginx-mod-rtmp)")
+}
+
 impl Nginx {
     /// Serve `root` over HTTP and run an RTMP `live` application.
     pub async fn start(root: &Path) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let (http_port, rtmp_port) = (free_port(), free_port());
-        let p = dir.path().display();
         let conf = format!(
             r#"
 load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process off;
-user root;
-pid {p}/nginx.pid;
-error_log {p}/error.log warn;
-events {{ worker_connections 256; }}
+{foreground}events {{ worker_connections 256; }}
 http {{
-    access_log {p}/access.log;
-    client_body_temp_path {p}/body;
-    proxy_temp_path {p}/proxy;
-    fastcgi_temp_path {p}/fastcgi;
-    uwsgi_temp_path {p}/uwsgi;
-    scgi_temp_path {p}/scgi;
-    types {{
+{http_directives}    types {{
         video/mp4 mp4;
         video/x-flv flv;
         audio/mpeg mp3;
@@ -64,20 +86,11 @@ rtmp {{
     }}
 }}
 "#,
+            foreground = foreground_directives(dir.path()),
+            http_directives = http_directives(dir.path()),
             root = root.display()
         );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = std::process::Command::new("/usr/sbin/nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("nginx is installed (scripts/install-deps.sh installs nginx-light and libnginx-mod-rtmp)");
+        let child = spawn(dir.path(), &conf);
         let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().unwrap();
         let rtmp: SocketAddr = format!("127.0.0.1:{rtmp_port}").parse().unwrap();
         for _ in 0..100 {
@@ -92,7 +105,20 @@ rtmp {{
             http,
             rtmp,
             _dir: dir,
+            _root: None,
         }
+    }
+
+    /// `start` on the temporary dir `root`, which is kept as long as the server runs.
+    pub async fn serving(root: tempfile::TempDir) -> Nginx {
+        let mut nginx = Nginx::start(root.path()).await;
+        nginx._root = Some(root);
+        nginx
+    }
+
+    /// `start` on the repository's `testdata/`.
+    pub async fn testdata() -> Nginx {
+        Nginx::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata")).await
     }
 
     pub fn url(&self, path: &str) -> String {

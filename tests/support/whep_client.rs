@@ -51,6 +51,8 @@ pub struct Controls {
 }
 
 pub struct WhepPlayer {
+    /// The URL that answered the offer (another node's, after a cluster redirect).
+    pub answered_by: String,
     pub location: String,
     pub etag: String,
     pub links: Vec<String>,
@@ -60,21 +62,107 @@ pub struct WhepPlayer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// The HTTP failure of a WHEP POST.
+/// The HTTP failure of a WHEP (or WHIP) POST.
 #[derive(Debug)]
 pub struct Refused {
     pub status: u16,
     pub body: String,
 }
 
-fn install_crypto() {
+/// Install str0m's crypto provider once per process.
+pub fn install_crypto() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
+}
+
+/// The server's 201 to an offer: its headers and the SDP answer.
+pub struct Answered {
+    /// The URL that answered 201 (after following any 307/308).
+    pub answered_by: String,
+    pub location: String,
+    pub etag: String,
+    pub links: Vec<String>,
+    pub body: String,
+}
+
+/// POST an SDP `offer` to a WHIP or WHEP `url` (with `token` as bearer, if any); `what` names the request should
+/// the server not answer at all. A 307/308 is followed as WHIP/WHEP clients must (RFC 9725 §4.5): the same offer
+/// and token to the Location, up to 3 times. Anything but a 201 in the end is `Refused`.
+pub async fn post_offer(url: &str, token: Option<&str>, offer: String, what: &str) -> Result<Answered, Refused> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut url = reqwest::Url::parse(url).expect("a URL");
+    let mut hops = 0;
+    let resp = loop {
+        let mut req = client
+            .post(url.clone())
+            .header("Content-Type", "application/sdp")
+            .body(offer.clone());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect(what);
+        let next = resp
+            .headers()
+            .get("location")
+            .and_then(|l| url.join(l.to_str().ok()?).ok());
+        match (resp.status().as_u16(), next) {
+            (307 | 308, Some(next)) if hops < 3 => {
+                hops += 1;
+                url = next;
+            }
+            _ => break resp,
+        }
+    };
+    let status = resp.status().as_u16();
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (location, etag) = (header("location"), header("etag"));
+    let links: Vec<String> = resp
+        .headers()
+        .get_all("link")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(String::from))
+        .collect();
+    let body = resp.text().await.unwrap_or_default();
+    if status != 201 {
+        return Err(Refused { status, body });
+    }
+    Ok(Answered {
+        answered_by: url.to_string(),
+        location,
+        etag,
+        links,
+        body,
+    })
+}
+
+/// Hand str0m one packet received from `source` on `destination`; one that is not a datagram str0m knows is
+/// dropped.
+pub fn receive(rtc: &mut Rtc, proto: Protocol, source: SocketAddr, destination: SocketAddr, data: &[u8]) {
+    if let Ok(r) = Receive::new(proto, source, destination, data) {
+        let _ = rtc.handle_input(Input::Receive(Instant::now(), r));
+    }
 }
 
 /// POST an offer to `url` and play what comes back. `video`/`audio` choose the m-lines offered.
 pub async fn play(url: &str, token: Option<&str>, transport: Transport) -> Result<WhepPlayer, Refused> {
     play_with(url, token, transport, true, true).await
+}
+
+/// How `url` refuses a UDP player with `token` (panics if it plays).
+pub async fn refusal(url: &str, token: Option<&str>) -> Refused {
+    play(url, token, Transport::Udp)
+        .await
+        .err()
+        .expect("the play is refused")
 }
 
 pub async fn play_with(
@@ -113,34 +201,13 @@ pub async fn play_with(
         api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
     }
     let (offer, pending) = api.apply().expect("an offer");
-    let mut req = reqwest::Client::new()
-        .post(url)
-        .header("Content-Type", "application/sdp")
-        .body(offer.to_sdp_string());
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("WHEP POST");
-    let status = resp.status().as_u16();
-    let header = |n: &str| {
-        resp.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let location = header("location");
-    let etag = header("etag");
-    let links: Vec<String> = resp
-        .headers()
-        .get_all("link")
-        .iter()
-        .filter_map(|v| v.to_str().ok().map(String::from))
-        .collect();
-    let body = resp.text().await.unwrap_or_default();
-    if status != 201 {
-        return Err(Refused { status, body });
-    }
+    let Answered {
+        answered_by,
+        location,
+        etag,
+        links,
+        body,
+    } = post_offer(url, token, offer.to_sdp_string(), "WHEP POST").await?;
     let answer = SdpAnswer::from_sdp_string(&body).expect("answer SDP");
     rtc.sdp_api().accept_answer(pending, answer).expect("answer accepted");
 
@@ -149,6 +216,7 @@ pub async fn play_with(
     let c = controls.clone();
     let thread = std::thread::spawn(move || run(rtc, udp, tcp, tx, c));
     Ok(WhepPlayer {
+        answered_by,
         location,
         etag,
         links,
@@ -282,17 +350,7 @@ fn feed(
             return;
         }
     }
-    if let Ok(contents) = data.as_slice().try_into() {
-        let _ = rtc.handle_input(Input::Receive(
-            Instant::now(),
-            Receive {
-                proto,
-                source,
-                destination,
-                contents,
-            },
-        ));
-    }
+    receive(rtc, proto, source, destination, &data);
 }
 
 impl WhepPlayer {
@@ -307,6 +365,43 @@ impl WhepPlayer {
         }
         got
     }
+
+    /// `collect` on a blocking thread, for async tests; the player is dropped (its session ends) afterwards.
+    pub async fn gather(
+        self,
+        within: Duration,
+        done: impl FnMut(&[Received]) -> bool + Send + 'static,
+    ) -> Vec<Received> {
+        tokio::task::spawn_blocking(move || self.collect(within, done))
+            .await
+            .unwrap()
+    }
+
+    /// `collect` on a blocking thread, handing the player back to play on.
+    pub async fn gather_keep(
+        self,
+        within: Duration,
+        done: impl FnMut(&[Received]) -> bool + Send + 'static,
+    ) -> (Vec<Received>, WhepPlayer) {
+        tokio::task::spawn_blocking(move || (self.collect(within, done), self))
+            .await
+            .unwrap()
+    }
+}
+
+/// The payloads of the video frames among `frames`, in order.
+pub fn video_of(frames: &[Received]) -> Vec<&[u8]> {
+    frames.iter().filter(|f| f.video).map(|f| &f.data[..]).collect()
+}
+
+/// The payloads of the audio (Opus) frames among `frames`, in order.
+pub fn audio_of(frames: &[Received]) -> Vec<&[u8]> {
+    frames.iter().filter(|f| !f.video).map(|f| &f.data[..]).collect()
+}
+
+/// Whether `frames` hold at least `video` video frames and `audio` audio frames.
+pub fn at_least(frames: &[Received], video: usize, audio: usize) -> bool {
+    frames.iter().filter(|f| f.video).count() >= video && frames.iter().filter(|f| !f.video).count() >= audio
 }
 
 impl Drop for WhepPlayer {

@@ -1,7 +1,7 @@
 //! A WHIP publisher built on str0m: H.264 (libx264 through ffmpeg-next, generated here) and Opus (libopus),
 //! sent in real time. It counts the keyframe requests (PLI) it receives.
 
-use super::whep_client::Refused;
+use super::whep_client::{install_crypto, post_offer, receive, Answered, Refused};
 use ffmpeg_next as ff;
 use std::io::ErrorKind;
 use std::net::UdpSocket;
@@ -10,8 +10,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use str0m::change::SdpAnswer;
 use str0m::format::Codec;
-use str0m::media::{Direction, Frequency, MediaKind, MediaTime};
-use str0m::net::{Protocol, Receive};
+use str0m::media::{Direction, Frequency, MediaKind, MediaTime, Mid};
+use str0m::net::Protocol;
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 #[derive(Clone, Copy)]
@@ -166,11 +166,6 @@ pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<EncodedVideo>, Vec<Vec<
     (video, audio)
 }
 
-fn install_crypto() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| str0m::crypto::from_feature_flags().install_process_default());
-}
-
 /// A send-only audio+video offer from a str0m peer configured by `cfg` (to offer codecs roomgate lacks).
 pub fn offer_sdp(cfg: str0m::RtcConfig) -> String {
     install_crypto();
@@ -200,27 +195,9 @@ pub async fn publish(url: &str, token: Option<&str>, spec: MediaSpec) -> Result<
     let vmid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let amid = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
     let (offer, pending) = api.apply().expect("an offer");
-    let mut req = reqwest::Client::new()
-        .post(url)
-        .header("Content-Type", "application/sdp")
-        .body(offer.to_sdp_string());
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.expect("WHIP POST");
-    let status = resp.status().as_u16();
-    let header = |n: &str| {
-        resp.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    let (location, etag) = (header("location"), header("etag"));
-    let body = resp.text().await.unwrap_or_default();
-    if status != 201 {
-        return Err(Refused { status, body });
-    }
+    let Answered {
+        location, etag, body, ..
+    } = post_offer(url, token, offer.to_sdp_string(), "WHIP POST").await?;
     rtc.sdp_api()
         .accept_answer(pending, SdpAnswer::from_sdp_string(&body).expect("answer"))
         .expect("answer accepted");
@@ -246,8 +223,8 @@ pub async fn publish(url: &str, token: Option<&str>, spec: MediaSpec) -> Result<
 fn run(
     mut rtc: Rtc,
     sock: UdpSocket,
-    vmid: str0m::media::Mid,
-    amid: str0m::media::Mid,
+    vmid: Mid,
+    amid: Mid,
     video: Vec<EncodedVideo>,
     audio: Vec<Vec<u8>>,
     spec: MediaSpec,
@@ -289,37 +266,14 @@ fn run(
                     &video[vi % video.len()]
                 };
                 keyframe_now = false;
-                if let Some(w) = rtc.writer(vmid) {
-                    let pt = w
-                        .payload_params()
-                        .find(|p| p.spec().codec == if spec.vp8 { Codec::Vp8 } else { Codec::H264 })
-                        .map(|p| p.pt());
-                    if let Some(pt) = pt {
-                        let _ = w.write(
-                            pt,
-                            now,
-                            MediaTime::new(vi as u64 * 3000, Frequency::NINETY_KHZ),
-                            data.clone(),
-                        );
-                    }
-                }
+                let codec = if spec.vp8 { Codec::Vp8 } else { Codec::H264 };
+                let time = MediaTime::new(vi as u64 * 3000, Frequency::NINETY_KHZ);
+                write(&mut rtc, vmid, codec, now, time, data);
                 vi += 1;
             }
             while (ai as u64) * 20 <= elapsed.as_millis() as u64 {
-                if let Some(w) = rtc.writer(amid) {
-                    let pt = w
-                        .payload_params()
-                        .find(|p| p.spec().codec == Codec::Opus)
-                        .map(|p| p.pt());
-                    if let Some(pt) = pt {
-                        let _ = w.write(
-                            pt,
-                            now,
-                            MediaTime::new(ai as u64 * 960, Frequency::FORTY_EIGHT_KHZ),
-                            audio[ai % audio.len()].clone(),
-                        );
-                    }
-                }
+                let time = MediaTime::new(ai as u64 * 960, Frequency::FORTY_EIGHT_KHZ);
+                write(&mut rtc, amid, Codec::Opus, now, time, &audio[ai % audio.len()]);
                 ai += 1;
             }
         } else {
@@ -333,22 +287,20 @@ fn run(
             .clamp(Duration::from_millis(1), Duration::from_millis(10));
         sock.set_read_timeout(Some(wait)).unwrap();
         match sock.recv_from(&mut buf) {
-            Ok((n, from)) => {
-                if let Ok(contents) = buf[..n].try_into() {
-                    let _ = rtc.handle_input(Input::Receive(
-                        Instant::now(),
-                        Receive {
-                            proto: Protocol::Udp,
-                            source: from,
-                            destination: local,
-                            contents,
-                        },
-                    ));
-                }
-            }
+            Ok((n, from)) => receive(&mut rtc, Protocol::Udp, from, local, &buf[..n]),
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(_) => return,
         }
         let _ = rtc.handle_input(Input::Timeout(Instant::now()));
+    }
+}
+
+/// Send one frame of `data` on m-line `mid` as `codec` at media time `time`, if that codec was negotiated.
+fn write(rtc: &mut Rtc, mid: Mid, codec: Codec, now: Instant, time: MediaTime, data: &[u8]) {
+    if let Some(w) = rtc.writer(mid) {
+        let pt = w.payload_params().find(|p| p.spec().codec == codec).map(|p| p.pt());
+        if let Some(pt) = pt {
+            let _ = w.write(pt, now, time, data);
+        }
     }
 }
