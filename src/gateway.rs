@@ -2,8 +2,10 @@
 //! addresses (so tests can ask for port 0).
 
 use crate::api::{self, ApiState};
+use crate::cluster::relay::edge::RelayedAnchors;
 use crate::cluster::{CpuMeter, Load, Registry};
 use crate::config::Config;
+use crate::config::RemoteViewers;
 use crate::egress::whep::WhepService;
 use crate::events::Outbox;
 use crate::ingest::pull::PullService;
@@ -172,7 +174,23 @@ impl Gateway {
         };
 
         let (l, http_addr) = bind("http", config.http.listen).await?;
-        let registry = node_registry(&config, http_addr.port(), &hub, rtc.clone(), &pull)?;
+        let mut registry = node_registry(&config, http_addr.port(), &hub, rtc.clone(), &pull)?;
+        if registry.clustered() && !config.cluster.secret.is_empty() {
+            // This node's anchors are served to the other nodes' relay links.
+            let (l, bound) = bind("relay", config.cluster.relay_listen).await?;
+            let secret: Arc<str> = config.cluster.secret.as_str().into();
+            tasks.push(tokio::spawn(crate::cluster::relay::owner::serve(
+                l,
+                hub.clone(),
+                secret,
+            )));
+            let relay = crate::cluster::advertise_relay(&config, bound);
+            registry = registry.with_relay(relay);
+            if let (Some(whep), RemoteViewers::Relay) = (&whep, config.cluster.whep) {
+                let relayed = RelayedAnchors::new(registry.clone(), config.cluster.secret.clone());
+                whep.play_remote(Arc::new(relayed));
+            }
+        }
         if registry.clustered() {
             // The other nodes see this node's rooms, refreshed at once when an anchor joins or leaves.
             let snapshot_hub = hub.clone();

@@ -4,6 +4,7 @@
 
 mod support;
 
+use roomgate::config::Config;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use support::receiver::{types, wait_for, Receiver};
@@ -42,11 +43,21 @@ async fn wait_nodes(gw: &TestGateway, within: Duration, want: impl Fn(&Value) ->
     }
 }
 
+/// The secret the test nodes share (relay links).
+const SECRET: &str = "test-cluster-secret-0123";
+
+/// `c` as node `id` of the cluster on `redis_url`: relay links on a free loopback port with the shared secret.
+fn join_cluster(c: &mut Config, redis_url: String, id: &str) {
+    c.cluster.redis_url = redis_url;
+    c.cluster.node_id = id.to_string();
+    c.cluster.secret = SECRET.into();
+    c.cluster.relay_listen = "127.0.0.1:0".parse().unwrap();
+}
+
 async fn node(redis: &Redis, id: &str) -> TestGateway {
     let (url, id) = (redis.url(), id.to_string());
     start_gateway_with(move |c| {
-        c.cluster.redis_url = url;
-        c.cluster.node_id = id.clone();
+        join_cluster(c, url, &id);
         c.cluster.advertise_http = format!("http://{id}.example:8080");
     })
     .await
@@ -80,8 +91,7 @@ impl WithCallbacks {
     async fn node(&self, id: &str) -> TestGateway {
         let (url, id, port) = (self.redis.url(), id.to_string(), self.port);
         start_gateway_with(move |c| {
-            c.cluster.redis_url = url;
-            c.cluster.node_id = id;
+            join_cluster(c, url, &id);
             c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
             c.apps[0].callback_key = "cbKey".into();
         })
@@ -334,7 +344,8 @@ async fn serve_stopped_with_sigterm_leaves_the_cluster_at_once() {
         format!(
             "data_dir = \"{}\"\nlog = \"warn\"\n[http]\nlisten = \"{http}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
              [rtc]\nbind = \"127.0.0.1\"\nudp_port = 0\ntcp_port = 0\n\
-             [cluster]\nredis_url = \"{}\"\nnode_id = \"node-bin\"\n",
+             [cluster]\nredis_url = \"{}\"\nnode_id = \"node-bin\"\nsecret = \"{SECRET}\"\n\
+             relay_listen = \"127.0.0.1:0\"\n",
             dir.path().join("data").display(),
             redis.url()
         ),
@@ -374,8 +385,7 @@ async fn serve_stopped_with_sigterm_leaves_the_cluster_at_once() {
 async fn reachable_node(redis: &Redis, id: &str, whep: roomgate::config::RemoteViewers) -> TestGateway {
     let (url, id) = (redis.url(), id.to_string());
     start_gateway_with(move |c| {
-        c.cluster.redis_url = url;
-        c.cluster.node_id = id;
+        join_cluster(c, url, &id);
         c.cluster.whep = whep;
     })
     .await
@@ -392,20 +402,7 @@ async fn a_viewer_on_a_node_without_the_anchor_is_redirected_to_it_and_plays() {
     a.wait_video("far", "cam", Duration::from_secs(20)).await;
 
     // B learns of A's anchor from the rooms A publishes (at once on the join, read at most a second old).
-    let token = usersig("viewer1");
-    let start = Instant::now();
-    let player = loop {
-        match whep_client::play(&b.whep_url("far", "viewer1"), Some(&token), whep_client::Transport::Udp).await {
-            Ok(p) => break p,
-            Err(r) if r.status == 404 && start.elapsed() < Duration::from_secs(10) => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Err(r) => panic!(
-                "the viewer on node B plays the anchor on node A: {} {}",
-                r.status, r.body
-            ),
-        }
-    };
+    let player = play_when_known(&b, "far", "viewer1").await;
     let a_base = format!("http://127.0.0.1:{}/", a.http_addr.port());
     assert!(
         player.answered_by.starts_with(&a_base),
@@ -428,4 +425,128 @@ async fn a_viewer_on_a_node_without_the_anchor_is_redirected_to_it_and_plays() {
     // And a node with nothing to send a viewer to still says 404.
     let refused = whep_client::refusal(&b.whep_url("nowhere", "viewer3"), Some(&usersig("viewer3"))).await;
     assert_eq!(refused.status, 404, "{}", refused.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_another_node_play_the_anchor_through_one_relay_link() {
+    use roomgate::config::RemoteViewers;
+    let redis = Redis::start();
+    let a = reachable_node(&redis, "node-a", RemoteViewers::Relay).await;
+    let b = reachable_node(&redis, "node-b", RemoteViewers::Relay).await;
+    let ff = a.push_lavfi("wide", "cam", "320x240", 60, LIVE_X264);
+    a.wait_video("wide", "cam", Duration::from_secs(20)).await;
+
+    // B learns of A's anchor from the rooms A publishes, then relays it: B answers the offer itself.
+    let first = play_when_known(&b, "wide", "viewer1").await;
+    let second = play_when_known(&b, "wide", "viewer2").await;
+    let b_base = format!("http://127.0.0.1:{}/", b.http_addr.port());
+    for p in [&first, &second] {
+        assert!(
+            p.answered_by.starts_with(&b_base),
+            "node B answers, not {}",
+            p.answered_by
+        );
+    }
+    let (first, second) = tokio::join!(
+        first.gather(Duration::from_secs(15), |f| whep_client::at_least(f, 10, 10)),
+        second.gather(Duration::from_secs(15), |f| whep_client::at_least(f, 10, 10)),
+    );
+    for frames in [&first, &second] {
+        assert!(
+            whep_client::at_least(frames, 10, 10),
+            "frames through the relay: {}",
+            frames.len()
+        );
+    }
+    // Node A served no WebRTC viewer: its anchor reports none (they are node B's).
+    let (_, rooms) = get_json(a.http_addr, "/v1/rooms").await;
+    let anchor = &rooms["rooms"][0]["anchors"][0];
+    assert_eq!(
+        (anchor["userid"].as_str(), anchor["viewers"].as_u64()),
+        (Some("cam"), Some(0)),
+        "{rooms}"
+    );
+
+    // A node that does not have the cluster's secret gets no media from A: its relay link is refused.
+    let url = redis.url();
+    let c = start_gateway_with(move |c| {
+        join_cluster(c, url, "node-c");
+        c.cluster.secret = "not-the-cluster-secret".into();
+    })
+    .await;
+    wait_nodes(&a, Duration::from_secs(10), |v| ids(v).len() == 3).await;
+    let refused = whep_client::refusal(&c.whep_url("wide", "viewer3"), Some(&usersig("viewer3"))).await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    // And A still relays to B.
+    let again = play_when_known(&b, "wide", "viewer4").await;
+    let frames = again
+        .gather(Duration::from_secs(15), |f| whep_client::at_least(f, 5, 5))
+        .await;
+    assert!(whep_client::at_least(&frames, 5, 5), "A still relays: {}", frames.len());
+    ff.kill().await;
+}
+
+/// Play `room` on `gw` as `viewer`, retrying while the anchor is not known there yet (up to 15 s).
+async fn play_when_known(gw: &TestGateway, room: &str, viewer: &str) -> whep_client::WhepPlayer {
+    let (url, token) = (gw.whep_url(room, viewer), usersig(viewer));
+    let start = Instant::now();
+    loop {
+        match whep_client::play(&url, Some(&token), whep_client::Transport::Udp).await {
+            Ok(p) => return p,
+            Err(r) if r.status == 404 && start.elapsed() < Duration::from_secs(15) => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(r) => panic!("{viewer} plays {room}: {} {}", r.status, r.body),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_link_is_opened_again_when_the_anchors_node_restarts() {
+    use support::process::{roomgate_config, serve};
+    let redis = Redis::start();
+    let b = reachable_node(&redis, "node-b", roomgate::config::RemoteViewers::Relay).await;
+    // Node A is a real process, so it can die without a word (kill -9) and come back with the same id.
+    let dir = tempfile::tempdir().unwrap();
+    let (http, rtmp) = (support::nginx::free_port(), support::nginx::free_port());
+    let cluster = format!(
+        "[cluster]\nredis_url = \"{}\"\nnode_id = \"node-a\"\nsecret = \"{SECRET}\"\nrelay_listen = \"127.0.0.1:0\"\n",
+        redis.url()
+    );
+    let config = roomgate_config(dir.path(), http, rtmp, 0, &cluster);
+    let http_addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let url = format!(
+        "rtmp://127.0.0.1:{rtmp}/push/again?sdkappid={SDKAPPID}&userid=cam&usersig={}",
+        usersig("cam")
+    );
+    let push = || Ffmpeg::push(&lavfi("320x240", 120), LIVE_X264, &url);
+
+    let a = serve(&config, http_addr).await;
+    let ff = push();
+    let player = play_when_known(&b, "again", "viewer1").await;
+    let (frames, player) = player
+        .gather_keep(Duration::from_secs(15), |f| whep_client::at_least(f, 10, 10))
+        .await;
+    assert!(
+        whep_client::at_least(&frames, 10, 10),
+        "relayed before the restart: {}",
+        frames.len()
+    );
+
+    a.kill9();
+    ff.kill().await;
+    let _a = serve(&config, http_addr).await;
+    let ff = push();
+    // The viewer on B stays and plays on: B opens the link again to the node that has the anchor now. (A few
+    // frames queued before the kill may come first; 90 of each is three seconds of new media.)
+    let frames = player
+        .gather(Duration::from_secs(30), |f| whep_client::at_least(f, 90, 90))
+        .await;
+    assert!(
+        whep_client::at_least(&frames, 90, 90),
+        "frames after node A came back: {} video, {} audio",
+        whep_client::video_of(&frames).len(),
+        whep_client::audio_of(&frames).len()
+    );
+    ff.kill().await;
 }

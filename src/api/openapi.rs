@@ -181,7 +181,7 @@ fn whip_delete() {}
            ("anchor" = Option<String>, Query), ("roomtype" = Option<String>, Query, description = "number")),
     request_body(content = String, content_type = "application/sdp"),
     responses((status = 201, description = "SDP answer; Location, ETag and Link headers", content_type = "application/sdp"),
-              (status = 307, description = "cluster mode: the anchor is on the node in Location; re-send the offer there"),
+              (status = 307, description = "cluster mode with whep = redirect: the anchor is on the node in Location; re-send the offer there"),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 406, body = ErrorBody), (status = 413, description = "offer over 64 KiB", body = ErrorBody),
               (status = 429, description = "rtc.whep_per_ip_per_minute reached; Retry-After", body = ErrorBody),

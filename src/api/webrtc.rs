@@ -133,14 +133,21 @@ impl Side {
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Side {
-    type Rejection = std::convert::Infallible;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(if parts.uri.path().starts_with("/v2/pub/") {
-            Side::Publish
+        let path = parts.uri.path();
+        if path.starts_with("/v2/pub/") {
+            Ok(Side::Publish)
+        } else if path.starts_with("/v2/sub/") {
+            Ok(Side::Play)
         } else {
-            Side::Play
-        })
+            Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "not a WHIP or WHEP route",
+            ))
+        }
     }
 }
 

@@ -95,9 +95,13 @@ pub async fn post(
     Ok(created(Side::Play, answer, links))
 }
 
+/// The query parameter a redirect adds: a viewer already sent once is not sent again (stale room lists on two
+/// nodes cannot bounce it between them).
+const REDIRECTED: &str = "rg_redirected";
+
 /// `307` to the node that has the anchor (same path and query on its `advertise_http`), when another live node
-/// of the cluster publishes one in the room; `None` on a single node, when no node has it, or when Redis does not
-/// answer (the viewer then gets this node's 404).
+/// of the cluster publishes one in the room; `None` on a single node, when no node has it, for a viewer already
+/// redirected once, or when Redis does not answer (the viewer then gets this node's 404).
 async fn anchor_home(
     st: &ApiState,
     sdkappid: u64,
@@ -105,25 +109,33 @@ async fn anchor_home(
     anchor: Option<&str>,
     uri: &Uri,
 ) -> Option<Response> {
-    if !st.registry.clustered() {
+    let query = uri.query().unwrap_or("");
+    if !st.registry.clustered() || query.split('&').any(|p| p.starts_with(REDIRECTED)) {
         return None;
     }
     let (id, kind) = match room {
         RoomRef::Str(s) => (s.clone(), "string"),
         RoomRef::Num(n) => (n.to_string(), "number"),
     };
-    let home = match st.registry.anchor_home(sdkappid, &id, kind, anchor).await {
-        Ok(home) => home?,
+    let (node, _) = match st.registry.locate(sdkappid, &id, kind, anchor).await {
+        Ok(found) => found?,
         Err(e) => {
             tracing::warn!(error = %e, "cannot look for the anchor on other nodes");
             return None;
         }
     };
-    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let location = format!("{}{path}", home.trim_end_matches('/'));
-    let location = HeaderValue::from_str(&location).ok()?;
+    let sep = if query.is_empty() { "" } else { "&" };
+    let location = format!(
+        "{}{}?{query}{sep}{REDIRECTED}=1",
+        node.http.trim_end_matches('/'),
+        uri.path()
+    );
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        tracing::warn!(node = %node.id, http = %node.http, "node's advertise_http is not a usable Location");
+        return None;
+    };
     metrics::counter!("roomgate_cluster_redirects_total").increment(1);
-    tracing::info!(sdkappid, room = %id, to = %home, "WHEP viewer sent to the anchor's node");
+    tracing::info!(sdkappid, room = %id, to = %node.id, "WHEP viewer sent to the anchor's node");
     Some((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response())
 }
 

@@ -6,11 +6,14 @@
 //! in `GET /v1/rooms`). Rooms spanning nodes, relays,
 //! placement by load and task failover build on it.
 
+mod load;
 mod registry;
+pub mod relay;
 pub(crate) mod rooms;
 mod takeover;
 
-pub use registry::{ClusterError, CpuMeter, Load, NodeInfo, Registry, RoomsSnapshot, NODE_TTL, REFRESH_EVERY};
+pub use load::{CpuMeter, Load};
+pub use registry::{ClusterError, NodeInfo, Registry, RoomsSnapshot, NODE_TTL, REFRESH_EVERY};
 
 use crate::config::Config;
 
@@ -42,6 +45,24 @@ pub fn advertise_http(config: &Config, http_port: u16) -> String {
         format!("http://{}:{http_port}", config.public_host)
     } else {
         config.cluster.advertise_http.trim_end_matches('/').to_string()
+    }
+}
+
+/// Where other nodes reach this node's relay listener, bound at `bound`: its address, or, when it listens on
+/// every address, the host of `advertise_http` with its port.
+pub fn advertise_relay(config: &Config, bound: std::net::SocketAddr) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let http = advertise_http(config, 0);
+    let host = url::Url::parse(&http)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| config.public_host.clone());
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{}", bound.port())
+    } else {
+        format!("{host}:{}", bound.port())
     }
 }
 

@@ -4,6 +4,7 @@
 //! takes them out of their rooms). A Redis
 //! outage is logged and retried; the node goes on serving what is local.
 
+use super::load::Load;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Other nodes' rooms: (node id, its `/v1/rooms` JSON).
 pub type NodesRooms = Vec<(String, serde_json::Value)>;
+/// The other nodes and their rooms as last read from Redis, or why the read failed (kept as text).
+type RemoteRead = Result<Vec<(NodeInfo, serde_json::Value)>, String>;
 
 /// How long the other nodes' rooms, once read, answer `/v1/rooms`.
 const REMOTE_ROOMS_FRESH: Duration = Duration::from_secs(1);
@@ -35,19 +38,9 @@ pub enum ClusterError {
     /// Redis did not answer (down, unreachable, refused the command).
     #[error("Redis is unavailable: {0}")]
     Redis(#[from] redis::RedisError),
-}
-
-/// What a node is doing right now, as it reports itself.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Load {
-    /// CPU used by the process over the last refresh interval, as a share of the node's cores (0-1).
-    pub cpu: f64,
-    /// WebRTC sessions (WHIP publishers and WHEP viewers).
-    pub sessions: usize,
-    /// Anchors publishing on this node.
-    pub anchors: usize,
-    /// Pull tasks running on this node.
-    pub pull_tasks: usize,
+    /// A read failed less than a second ago and is not retried yet; holds why it failed.
+    #[error("Redis is unavailable: {0}")]
+    Stale(String),
 }
 
 /// One node's registry entry.
@@ -57,6 +50,9 @@ pub struct NodeInfo {
     pub id: String,
     /// How other nodes and redirected clients reach its HTTP (`cluster.advertise_http`).
     pub http: String,
+    /// Where other nodes open relay links to it (`host:port`); empty: it serves none (no `cluster.secret`).
+    #[serde(default)]
+    pub relay: String,
     /// CPU cores the node has.
     pub cores: usize,
     /// The roomgate version it runs.
@@ -85,7 +81,9 @@ pub struct Registry {
     /// only those are put back by `sync_rooms`, so it never takes a room's first entry from `enter_room`.
     entered: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The other nodes' rooms as last read, and when.
-    remote_cache: std::sync::Mutex<Option<(std::time::Instant, NodesRooms)>>,
+    remote_cache: std::sync::Mutex<Option<(std::time::Instant, RemoteRead)>>,
+    /// Held by the one request reading the other nodes' rooms from Redis.
+    remote_read: tokio::sync::Mutex<()>,
     /// Set by `leave`: the node is stopping and writes nothing more to Redis.
     left: std::sync::atomic::AtomicBool,
     /// The rooms this node has anchors in (set once by the gateway), for `sync_rooms`.
@@ -137,6 +135,7 @@ impl Registry {
             me: NodeInfo {
                 id,
                 http,
+                relay: String::new(),
                 cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 started_at_ms: crate::store::now_ms(),
@@ -152,7 +151,17 @@ impl Registry {
             entered: Default::default(),
             left: Default::default(),
             remote_cache: Default::default(),
+            remote_read: Default::default(),
         })
+    }
+
+    /// The registry with this node's relay address (`host:port`) in its entry; before it is shared.
+    pub fn with_relay(mut self: Arc<Self>, relay: String) -> Arc<Self> {
+        Arc::get_mut(&mut self)
+            .expect("set before the registry is shared")
+            .me
+            .relay = relay;
+        self
     }
 
     /// Publish this node's rooms with its entry, as `snapshot` sees them at each refresh.
@@ -291,71 +300,79 @@ impl Registry {
     }
 
     /// The rooms the other live nodes published, by node id (an empty list on a single node).
-    /// Answers from Redis are kept `REMOTE_ROOMS_FRESH`, so a public `/v1/rooms` flood costs Redis one read a
-    /// second, not one per request.
     pub async fn remote_rooms(&self) -> Result<NodesRooms, ClusterError> {
+        Ok(self
+            .remote_nodes()
+            .await?
+            .into_iter()
+            .map(|(node, rooms)| (node.id, rooms))
+            .collect())
+    }
+
+    /// The other live nodes with the rooms each published. Answers from Redis are kept `REMOTE_ROOMS_FRESH`
+    /// (a failure too), so a public `/v1/rooms` or WHEP flood costs Redis one read a second, not one per request.
+    async fn remote_nodes(&self) -> Result<Vec<(NodeInfo, serde_json::Value)>, ClusterError> {
         if self.redis.is_none() {
             return Ok(Vec::new());
         }
-        if let Some((at, rooms)) = &*self.remote_cache.lock().expect("remote rooms lock") {
+        // One reader at a time: the others wait for its answer instead of all asking Redis.
+        let _one = self.remote_read.lock().await;
+        if let Some((at, read)) = &*self.remote_cache.lock().expect("remote rooms lock") {
             if at.elapsed() < REMOTE_ROOMS_FRESH {
-                return Ok(rooms.clone());
+                return read.clone().map_err(ClusterError::Stale);
             }
         }
-        let rooms = self.read_remote_rooms().await?;
-        *self.remote_cache.lock().expect("remote rooms lock") = Some((std::time::Instant::now(), rooms.clone()));
-        Ok(rooms)
+        let read = self.read_remote_nodes().await;
+        let kept = read.as_ref().map(Clone::clone).map_err(|e| e.to_string());
+        *self.remote_cache.lock().expect("remote rooms lock") = Some((std::time::Instant::now(), kept));
+        read
     }
 
-    async fn read_remote_rooms(&self) -> Result<NodesRooms, ClusterError> {
-        let others: Vec<String> = self
-            .nodes()
-            .await?
-            .into_iter()
-            .map(|n| n.id)
-            .filter(|id| *id != self.me.id)
-            .collect();
+    async fn read_remote_nodes(&self) -> Result<Vec<(NodeInfo, serde_json::Value)>, ClusterError> {
+        let others: Vec<NodeInfo> = self.nodes().await?.into_iter().filter(|n| n.id != self.me.id).collect();
         if others.is_empty() {
             return Ok(Vec::new());
         }
         let mut c = self.redis.clone().expect("clustered");
-        let keys: Vec<String> = others.iter().map(|id| rooms_key(id)).collect();
+        let keys: Vec<String> = others.iter().map(|n| rooms_key(&n.id)).collect();
         let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
         Ok(others
             .into_iter()
             .zip(values)
-            .filter_map(|(id, v)| Some((id, serde_json::from_str(&v?).ok()?)))
+            .filter_map(|(node, v)| Some((node, serde_json::from_str(&v?).ok()?)))
             .collect())
     }
 
-    /// The HTTP address (`advertise_http`) of another live node with an anchor in the room: `userid` when named,
-    /// else any anchor. Read from the rooms the nodes publish (at most [`REMOTE_ROOMS_FRESH`] old), so a viewer
-    /// who arrives on the wrong node can be sent to the anchor's.
-    pub async fn anchor_home(
+    /// Another live node with an anchor in the room (`userid` when named, else the first with video, else any)
+    /// and that anchor's user id, from the rooms the nodes publish (at most `REMOTE_ROOMS_FRESH` old): where a
+    /// viewer who arrives on the wrong node is sent, or whence its anchor is relayed.
+    pub async fn locate(
         &self,
         sdkappid: u64,
         room_id: &str,
         room_id_type: &str,
         userid: Option<&str>,
-    ) -> Result<Option<String>, ClusterError> {
-        let has_anchor = |room: &serde_json::Value| {
+    ) -> Result<Option<(NodeInfo, String)>, ClusterError> {
+        let same_room = |room: &serde_json::Value| {
             room["sdkappid"].as_u64() == Some(sdkappid)
                 && room["room_id"].as_str() == Some(room_id)
                 && room["room_id_type"].as_str() == Some(room_id_type)
-                && room["anchors"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|a| userid.is_none_or(|u| a["userid"].as_str() == Some(u)))
         };
-        let remote = self.remote_rooms().await?;
-        let Some((node, _)) = remote
-            .iter()
-            .find(|(_, rooms)| rooms.as_array().into_iter().flatten().any(has_anchor))
-        else {
-            return Ok(None);
-        };
-        Ok(self.nodes().await?.into_iter().find(|n| &n.id == node).map(|n| n.http))
+        let mut any = None;
+        for (node, rooms) in self.remote_nodes().await? {
+            for room in rooms.as_array().into_iter().flatten().filter(|r| same_room(r)) {
+                for a in room["anchors"].as_array().into_iter().flatten() {
+                    let Some(id) = a["userid"].as_str() else { continue };
+                    match userid {
+                        Some(u) if u == id => return Ok(Some((node, id.to_string()))),
+                        Some(_) => {}
+                        None if !a["video"].is_null() => return Ok(Some((node, id.to_string()))),
+                        None => any = any.or_else(|| Some((node.clone(), id.to_string()))),
+                    }
+                }
+            }
+        }
+        Ok(any)
     }
 
     /// Whether this node is part of a cluster (has a Redis).
@@ -549,47 +566,6 @@ impl Registry {
     }
 }
 
-/// This process's CPU use between two readings, as a share of the machine's cores.
-pub struct CpuMeter {
-    last: std::sync::Mutex<(std::time::Instant, Duration)>,
-    cores: f64,
-}
-
-impl Default for CpuMeter {
-    fn default() -> Self {
-        CpuMeter {
-            last: std::sync::Mutex::new((std::time::Instant::now(), process_cpu().unwrap_or_default())),
-            cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
-        }
-    }
-}
-
-impl CpuMeter {
-    /// The share (0-1) of all cores used since the last reading (0 when the clock has not moved).
-    pub fn read(&self) -> f64 {
-        let now = (std::time::Instant::now(), process_cpu().unwrap_or_default());
-        let mut last = self.last.lock().expect("cpu meter lock");
-        let wall = now.0.duration_since(last.0).as_secs_f64();
-        let used = now.1.saturating_sub(last.1).as_secs_f64();
-        *last = now;
-        if wall <= 0.0 {
-            return 0.0;
-        }
-        (used / wall / self.cores).clamp(0.0, 1.0)
-    }
-}
-
-/// CPU time of this process (user + system), from `/proc/self/stat`.
-pub(crate) fn process_cpu() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // /proc reports in USER_HZ, 100 on Linux.
-    Some(Duration::from_millis(ticks * 10))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -599,6 +575,7 @@ mod tests {
         let n = NodeInfo {
             id: "node-a".into(),
             http: "http://10.0.0.5:8080".into(),
+            relay: "10.0.0.5:7935".into(),
             cores: 2,
             version: "0.1.0".into(),
             started_at_ms: 1,
@@ -612,14 +589,5 @@ mod tests {
         let json = serde_json::to_string(&n).unwrap();
         assert_eq!(serde_json::from_str::<NodeInfo>(&json).unwrap(), n);
         assert_eq!(node_key("node-a"), "roomgate:node:node-a");
-    }
-
-    #[test]
-    fn process_cpu_time_is_read() {
-        let spin = std::time::Instant::now();
-        while spin.elapsed() < Duration::from_millis(50) {
-            std::hint::black_box(0u64);
-        }
-        assert!(process_cpu().is_some_and(|t| t > Duration::ZERO));
     }
 }

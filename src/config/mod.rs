@@ -89,7 +89,7 @@ pub struct Config {
 }
 
 /// Cluster mode. Empty `redis_url`: a single node, no Redis needed.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
     /// The shared Redis, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS); set = cluster mode.
@@ -99,17 +99,38 @@ pub struct ClusterConfig {
     /// How other nodes and redirected clients reach this node's HTTP, e.g. `http://10.0.0.5:8080`; empty:
     /// `http://<public_host>:<http port>`.
     pub advertise_http: String,
-    /// What a WHEP POST for an anchor that is on another node gets: `redirect` (307 to that node; WHEP players
-    /// follow it as WHIP clients do, RFC 9725 §4.5) or `local` (404 `anchor_not_found`, as on a single node).
+    /// What a WHEP POST for an anchor that is on another node gets: `relay` (this node pulls the anchor once over
+    /// a relay link and serves its viewers itself), `redirect` (307 to that node; WHEP players follow it as WHIP
+    /// clients do, RFC 9725 §4.5) or `local` (404 `anchor_not_found`, as on a single node).
     pub whep: RemoteViewers,
+    /// Where this node serves its anchors to other nodes' relay links (TCP); only with a `secret`.
+    pub relay_listen: SocketAddr,
+    /// Shared by all nodes: relay links are authenticated with it (HMAC-SHA256 of a per-link challenge). Empty:
+    /// no relay links (then `whep` must be `redirect` or `local`).
+    pub secret: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis_url: String::new(),
+            node_id: String::new(),
+            advertise_http: String::new(),
+            whep: RemoteViewers::default(),
+            relay_listen: "0.0.0.0:7935".parse().expect("a socket address"),
+            secret: String::new(),
+        }
+    }
 }
 
 /// How a node answers a viewer of an anchor published to another node (`cluster.whep`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RemoteViewers {
-    /// `307 Temporary Redirect` to the anchor's node, same path and query.
+    /// Pull the anchor from its node over one relay link and fan it out here.
     #[default]
+    Relay,
+    /// `307 Temporary Redirect` to the anchor's node, same path and query.
     Redirect,
     /// Only local anchors are played; others are `404 anchor_not_found`.
     Local,

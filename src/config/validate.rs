@@ -135,6 +135,25 @@ impl Config {
                 "cluster.redis_url {url:?} is not a Redis URL (redis://host:port/db, rediss:// for TLS)"
             )));
         }
+        let cluster = &self.cluster;
+        if !cluster.redis_url.is_empty() {
+            if cluster.whep == super::RemoteViewers::Relay && cluster.secret.len() < 16 {
+                return Err(ConfigError::Invalid(
+                    "cluster.secret: relayed viewers (cluster.whep = \"relay\", the default) need a secret of at least \
+                     16 characters shared by all nodes; or set cluster.whep = \"redirect\""
+                        .into(),
+                ));
+            }
+            let adv = &cluster.advertise_http;
+            let absolute = url::Url::parse(adv)
+                .is_ok_and(|u| ["http", "https"].contains(&u.scheme()) && u.host().is_some() && u.path() == "/");
+            if !adv.is_empty() && (!absolute || adv.contains('?') || adv.contains('#')) {
+                return Err(ConfigError::Invalid(format!(
+                    "cluster.advertise_http {adv:?}: an absolute http(s) URL with a host and nothing after it, \
+                     e.g. http://10.0.0.5:8080"
+                )));
+            }
+        }
         Ok(())
     }
 }

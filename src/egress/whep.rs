@@ -8,8 +8,7 @@ use crate::access::{authorize_play, Denied};
 use crate::auth::unix_now;
 use crate::config::Config;
 use crate::media::Frame;
-use crate::room::RoomRef;
-use crate::room::{Anchor, RoomHub, RoomKey};
+use crate::room::{Anchor, RemoteAnchors, RoomHub, RoomKey, RoomRef};
 use crate::rtc::{
     negotiate, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionAnswer, SessionEvent, SessionId,
     SessionResources,
@@ -27,8 +26,7 @@ const PLI_BURST_INTERVAL: Duration = Duration::from_secs(1);
 /// loss, and a retransmission later than ~1 s is behind the viewer's jitter buffer anyway; str0m's default keeps 3 s,
 /// which per viewer is 3 s of the anchor's video in memory.
 const VIDEO_RESEND_WINDOW: Duration = Duration::from_secs(1);
-/// Most video packets a viewer's session holds (written and not yet sent, plus the resend window): one second of a
-/// 6 Mb/s anchor.
+/// Most video packets a viewer's session holds (unsent ones and the resend window): one second of 6 Mb/s video.
 const VIDEO_SEND_PACKETS: usize = 600;
 
 /// Why a WHEP request failed; each maps to one HTTP status.
@@ -98,6 +96,8 @@ pub struct WhepService {
     /// The running `Fanout` of each anchor with viewers, by the anchor's address: (serial, its control channel).
     fanouts: std::sync::Mutex<std::collections::HashMap<usize, (u64, mpsc::UnboundedSender<FanoutCmd>)>>,
     next_fanout: std::sync::atomic::AtomicU64,
+    /// Where anchors of other nodes come from (cluster relay), when this node plays them.
+    remote: std::sync::OnceLock<Arc<dyn RemoteAnchors>>,
 }
 
 impl WhepService {
@@ -111,7 +111,13 @@ impl WhepService {
             resources: SessionResources::default(),
             fanouts: Default::default(),
             next_fanout: Default::default(),
+            remote: Default::default(),
         })
+    }
+
+    /// Play anchors of other nodes too, as `remote` relays them (cluster mode with `cluster.whep = "relay"`).
+    pub fn play_remote(&self, remote: Arc<dyn RemoteAnchors>) {
+        let _ = self.remote.set(remote);
     }
 
     /// The control channel of `anchor`'s fan-out, started on its first viewer; `None` once the anchor left.
@@ -152,7 +158,11 @@ impl WhepService {
             sdkappid: req.sdkappid,
             room: req.room.clone(),
         };
-        let anchor = self.pick_anchor(&key, req.anchor).ok_or_else(|| WhepError::NoAnchor {
+        let mut anchor = self.pick_anchor(&key, req.anchor);
+        if let (None, Some(remote)) = (&anchor, self.remote.get()) {
+            anchor = remote.find(&key, req.anchor).await;
+        }
+        let anchor = anchor.ok_or_else(|| WhepError::NoAnchor {
             sdkappid: req.sdkappid,
             room: match &req.room {
                 RoomRef::Str(s) => s.clone(),
@@ -354,8 +364,7 @@ enum FanoutCmd {
     Leave(SessionId),
 }
 
-/// Whether a viewer's PLI is answered with a GOP replay now: at most one per `PLI_BURST_INTERVAL`, however often
-/// the player asks.
+/// Whether a viewer's PLI is answered with a GOP replay now: at most one per `PLI_BURST_INTERVAL`, however often.
 fn replay_due(last: Option<std::time::Instant>, now: std::time::Instant) -> bool {
     last.is_none_or(|t| now.saturating_duration_since(t) >= PLI_BURST_INTERVAL)
 }

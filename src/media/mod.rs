@@ -65,8 +65,9 @@ impl Frame {
     }
 }
 
-/// Codec details of a track, for reporting (the room listing, the console).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+/// Codec details of a track, for reporting (the room listing, the console) and for relay links to other nodes.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct TrackInfo {
     /// The codec the source sent (e.g. "aac", "h264").
     pub source_codec: String,

@@ -4,6 +4,8 @@
 //! `(sdkappid, room, userid)` with a video and an audio `Track`. A second publisher with the same identity
 //! replaces the first, which is told why and disconnected, as TRTC does; the room sees one participant.
 
+mod relayed;
+pub use relayed::RemoteAnchors;
 mod track;
 
 pub use track::{Track, TrackStats, TrackSubscriber, SUBSCRIBER_QUEUE};
@@ -26,7 +28,7 @@ pub struct RoomKey {
 }
 
 /// Where an anchor's media comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// An RTMP publisher (OBS, ffmpeg).
@@ -149,6 +151,27 @@ pub struct Anchor {
 }
 
 impl Anchor {
+    /// A new anchor with open, empty tracks, and the receiver of its kick (replacement) signal.
+    fn new(userid: &str, source: SourceKind, session: u64) -> (Arc<Anchor>, watch::Receiver<Option<LeaveReason>>) {
+        let (kick, kicked) = watch::channel(None);
+        let anchor = Arc::new(Anchor {
+            userid: userid.to_string(),
+            source,
+            started_at: SystemTime::now(),
+            session,
+            video: Track::new(Codec::H264),
+            audio: Track::new(Codec::Opus),
+            video_info: Mutex::default(),
+            audio_info: Mutex::default(),
+            kick,
+            keyframe_source: Mutex::default(),
+            video_active: AtomicBool::new(false),
+            audio_active: AtomicBool::new(false),
+            viewers: Default::default(),
+        });
+        (anchor, kicked)
+    }
+
     /// Viewers watching this anchor now.
     pub fn viewers(&self) -> usize {
         self.viewers.load(Ordering::Relaxed)
@@ -256,22 +279,7 @@ impl RoomHub {
 
     /// Enter `key` as anchor `userid`. An existing anchor with that identity is replaced and told so.
     pub fn join(self: &Arc<Self>, key: RoomKey, userid: &str, source: SourceKind) -> AnchorHandle {
-        let (kick, kicked) = watch::channel(None);
-        let participant = Arc::new(Anchor {
-            userid: userid.to_string(),
-            source,
-            started_at: SystemTime::now(),
-            session: self.next_session.fetch_add(1, Ordering::Relaxed),
-            video: Track::new(Codec::H264),
-            audio: Track::new(Codec::Opus),
-            video_info: Mutex::default(),
-            audio_info: Mutex::default(),
-            kick,
-            keyframe_source: Mutex::default(),
-            video_active: AtomicBool::new(false),
-            audio_active: AtomicBool::new(false),
-            viewers: Default::default(),
-        });
+        let (participant, kicked) = Anchor::new(userid, source, self.next_session.fetch_add(1, Ordering::Relaxed));
         // Events are emitted under the hub lock so their order is the order of the changes.
         let mut rooms = self.rooms.lock().expect("hub lock");
         let room = match rooms.get(&key) {

@@ -74,7 +74,9 @@ export async function exchange(url, pc, token) {
     throw new Error(`HTTP ${resp.status}: ${msg}`);
   }
   await pc.setRemoteDescription({ type: "answer", sdp: text });
-  return { location: new URL(resp.headers.get("Location"), url).toString(), iceServers: iceServers(resp.headers.get("Link")) };
+  // After a cluster's 307 the session lives on the node that answered: resolve against that URL.
+  const base = resp.url || url;
+  return { location: new URL(resp.headers.get("Location"), base).toString(), iceServers: iceServers(resp.headers.get("Link")) };
 }
 
 /// The ICE servers of a WHIP/WHEP answer's `Link: <url>; rel="ice-server"; username=..; credential=..` headers.

@@ -1,0 +1,229 @@
+//! The edge's side of relay links: when a viewer here wants an anchor that publishes to another node, this node
+//! opens one link to that node and serves the anchor's frames to all its local viewers from a detached anchor
+//! (`room::Anchor::detached`: no room, no events here). The link ends when the anchor leaves its node or when no
+//! local viewer has watched it for [`IDLE_CLOSE`]; if the owner node goes away while viewers watch, the link is
+//! opened again (on whichever node has the anchor then) for up to [`RECONNECT_FOR`].
+
+use super::wire::{challenge_of, encode, Decoder, Record, Request, CHALLENGE_LEN, MAGIC};
+use super::RelayError;
+use crate::cluster::{NodeInfo, Registry};
+use crate::room::{Anchor, RemoteAnchors, RoomKey, RoomRef};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A link with no local viewer for this long is closed.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(10);
+/// After a link breaks (not a clean end), how long it is tried again while viewers wait.
+pub const RECONNECT_FOR: Duration = Duration::from_secs(20);
+/// Connecting and the handshake together.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// No byte from the owner for this long: the link is dead (an anchor sends audio every 20 ms).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which anchor a link carries: its room and user id.
+type LinkKey = (RoomKey, String);
+
+/// The anchors of other nodes relayed to this one, one link each, shared by every local viewer of the anchor.
+pub struct RelayedAnchors {
+    registry: Arc<Registry>,
+    secret: String,
+    links: Mutex<HashMap<LinkKey, Arc<Anchor>>>,
+    /// Held while a link is being opened, so two viewers arriving together make one link.
+    opening: tokio::sync::Mutex<()>,
+}
+
+impl RelayedAnchors {
+    /// Relay anchors from the nodes `registry` knows, authenticating links with `secret`.
+    pub fn new(registry: Arc<Registry>, secret: String) -> Arc<RelayedAnchors> {
+        Arc::new(RelayedAnchors {
+            registry,
+            secret,
+            links: Mutex::default(),
+            opening: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Relay links open now.
+    pub fn links(&self) -> usize {
+        self.links.lock().expect("links lock").len()
+    }
+
+    fn live(&self, key: &LinkKey) -> Option<Arc<Anchor>> {
+        let links = self.links.lock().expect("links lock");
+        links.get(key).filter(|a| !a.video.is_closed()).cloned()
+    }
+
+    async fn relayed(self: Arc<Self>, key: RoomKey, userid: Option<String>) -> Option<Arc<Anchor>> {
+        let (room_id, kind) = room_text(&key.room);
+        let located = self
+            .registry
+            .locate(key.sdkappid, &room_id, kind, userid.as_deref())
+            .await;
+        let (node, userid) = match located {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for the anchor on other nodes");
+                return None;
+            }
+        };
+        let link_key = (key.clone(), userid.clone());
+        if let Some(a) = self.live(&link_key) {
+            return Some(a);
+        }
+        let _one = self.opening.lock().await;
+        if let Some(a) = self.live(&link_key) {
+            return Some(a);
+        }
+        let (sock, decoder, accept) = match open(&node, &self.secret, &key, &userid).await {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(node = %node.id, relay = %node.relay, anchor = %userid, error = %e, "cannot open a relay link");
+                return None;
+            }
+        };
+        let anchor = Anchor::detached(&accept.userid, accept.source);
+        anchor.set_info(crate::media::Codec::H264, accept.video);
+        anchor.set_info(crate::media::Codec::Opus, accept.audio);
+        self.links
+            .lock()
+            .expect("links lock")
+            .insert(link_key.clone(), anchor.clone());
+        metrics::gauge!("roomgate_cluster_relay_links", "side" => "edge").increment(1.0);
+        tracing::info!(sdkappid = key.sdkappid, room = %key.room, anchor = %userid, from = %node.id, "relaying an anchor of another node");
+        tokio::spawn(self.clone().carry(link_key, anchor.clone(), sock, decoder));
+        Some(anchor)
+    }
+
+    /// Publish what the link brings until it ends; open it again while viewers wait if it broke.
+    async fn carry(self: Arc<Self>, key: LinkKey, anchor: Arc<Anchor>, mut sock: TcpStream, mut decoder: Decoder) {
+        loop {
+            match pump(&anchor, &mut sock, &mut decoder).await {
+                Ok(()) => break,
+                Err(e) => tracing::info!(anchor = %key.1, error = %e, "relay link broke; opening it again"),
+            }
+            let Some((s, d)) = self.reopen(&key, &anchor).await else {
+                break;
+            };
+            (sock, decoder) = (s, d);
+        }
+        anchor.end();
+        let mut links = self.links.lock().expect("links lock");
+        if links.get(&key).is_some_and(|a| Arc::ptr_eq(a, &anchor)) {
+            links.remove(&key);
+        }
+        metrics::gauge!("roomgate_cluster_relay_links", "side" => "edge").decrement(1.0);
+    }
+
+    /// A new link for `key` while someone still watches, for up to [`RECONNECT_FOR`].
+    async fn reopen(&self, key: &LinkKey, anchor: &Anchor) -> Option<(TcpStream, Decoder)> {
+        let (room_id, kind) = room_text(&key.0.room);
+        let until = Instant::now() + RECONNECT_FOR;
+        while Instant::now() < until && watched(anchor) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let Ok(Some((node, userid))) = self.registry.locate(key.0.sdkappid, &room_id, kind, Some(&key.1)).await
+            else {
+                continue;
+            };
+            if let Ok((sock, decoder, _)) = open(&node, &self.secret, &key.0, &userid).await {
+                return Some((sock, decoder));
+            }
+        }
+        None
+    }
+}
+
+impl RemoteAnchors for Arc<RelayedAnchors> {
+    fn find<'a>(
+        &'a self,
+        key: &'a RoomKey,
+        userid: Option<&'a str>,
+    ) -> futures_util::future::BoxFuture<'a, Option<Arc<Anchor>>> {
+        Box::pin(self.clone().relayed(key.clone(), userid.map(str::to_string)))
+    }
+}
+
+/// Whether a local viewer is on the anchor (its fan-out subscribes to its tracks).
+fn watched(anchor: &Anchor) -> bool {
+    anchor.video.subscribers() + anchor.audio.subscribers() > 0
+}
+
+/// A room id as the registry writes it, and its kind (`string` or `number`).
+fn room_text(room: &RoomRef) -> (String, &'static str) {
+    match room {
+        RoomRef::Str(s) => (s.clone(), "string"),
+        RoomRef::Num(n) => (n.to_string(), "number"),
+    }
+}
+
+/// Connect to `node`'s relay listener and ask for `userid`'s anchor of `key`.
+async fn open(
+    node: &NodeInfo,
+    secret: &str,
+    key: &RoomKey,
+    userid: &str,
+) -> Result<(TcpStream, Decoder, super::wire::Accept), RelayError> {
+    if node.relay.is_empty() {
+        return Err(RelayError::Refused(format!("node {} serves no relay links", node.id)));
+    }
+    let handshake = async {
+        let mut sock = TcpStream::connect(&node.relay).await?;
+        let _ = sock.set_nodelay(true);
+        let mut hello = [0u8; MAGIC.len() + CHALLENGE_LEN];
+        sock.read_exact(&mut hello).await?;
+        let challenge = challenge_of(&hello)?;
+        let (room_id, kind) = room_text(&key.room);
+        let req = Request::signed(secret, challenge, key.sdkappid, &room_id, kind, userid);
+        let mut out = Vec::new();
+        encode(&Record::Request(req), &mut out);
+        sock.write_all(&out).await?;
+        let mut decoder = Decoder::default();
+        match super::read_record(&mut sock, &mut decoder).await? {
+            Record::Accept(a) => Ok((sock, decoder, a)),
+            Record::Refuse(why) => Err(RelayError::Refused(why)),
+            _ => Err(RelayError::Unexpected("an accept")),
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, handshake)
+        .await
+        .map_err(|_| RelayError::Timeout("handshake"))?
+}
+
+/// Move frames from the link into `anchor` until the owner ends the link (`Ok`), it breaks (`Err`), or no local
+/// viewer has watched for [`IDLE_CLOSE`] (`Ok`).
+async fn pump(anchor: &Anchor, sock: &mut TcpStream, decoder: &mut Decoder) -> Result<(), RelayError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut unwatched_since: Option<Instant> = None;
+    let mut idle_check = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        while let Some(record) = decoder.next_record()? {
+            match record {
+                Record::Frame(f) => {
+                    anchor.publish_relayed(f);
+                }
+                Record::Info(codec, info) => anchor.set_info(codec, info),
+                Record::End => return Ok(()),
+                _ => return Err(RelayError::Unexpected("frames")),
+            }
+        }
+        tokio::select! {
+            read = tokio::time::timeout(READ_TIMEOUT, sock.read(&mut buf)) => {
+                let n = read.map_err(|_| RelayError::Timeout("frames"))??;
+                if n == 0 {
+                    // Closed without `End`: the owner node went away.
+                    return Err(RelayError::Closed);
+                }
+                decoder.feed(&buf[..n]);
+            }
+            _ = idle_check.tick() => {
+                if watched(anchor) {
+                    unwatched_since = None;
+                } else if unwatched_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_CLOSE {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
