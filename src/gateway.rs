@@ -284,6 +284,34 @@ impl Gateway {
         self.shutdown();
     }
 
+    /// A draining stop's first part: take no new work (other nodes stop placing here; WHIP publishers are sent
+    /// elsewhere) and wait until no RTMP or WHIP publisher is left, for at most `timeout`. Pull tasks are not
+    /// waited for: they stop with the node and resume where they were when it starts again.
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        self.registry.drain();
+        let publishers = || {
+            let rooms = self.hub.rooms();
+            rooms
+                .iter()
+                .flat_map(|r| r.participants())
+                .filter(|a| a.source != crate::room::SourceKind::Pull)
+                .count()
+        };
+        tracing::info!(
+            publishers = publishers(),
+            timeout_secs = timeout.as_secs(),
+            "draining: no new work"
+        );
+        let until = tokio::time::Instant::now() + timeout;
+        while publishers() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        match publishers() {
+            0 => tracing::info!("drained: no publisher left"),
+            n => tracing::warn!(publishers = n, "drain timeout: stopping with publishers still here"),
+        }
+    }
+
     /// Stop accepting; tasks are aborted.
     pub fn shutdown(&mut self) {
         self.pull.shutdown();
@@ -305,11 +333,19 @@ fn node_registry(
     let id = crate::cluster::node_id(config).map_err(|e| GatewayError::Cluster(format!("node id: {e}")))?;
     let http = crate::cluster::advertise_http(config, http_port);
     let (hub, pull, cpu) = (hub.clone(), pull.clone(), CpuMeter::default());
-    let load = move || Load {
-        cpu: cpu.read(),
-        sessions: rtc.as_ref().map_or(0, |r| r.session_count()),
-        anchors: hub.rooms().iter().map(|r| r.participants().len()).sum(),
-        pull_tasks: pull.list().len(),
+    let (max_sessions, max_tasks, max_load) = (config.rtc.max_sessions, config.pull.max_tasks, config.cluster.max_load);
+    let load = move || {
+        let (cpu, sessions) = (cpu.read(), rtc.as_ref().map_or(0, |r| r.session_count()));
+        let pull_tasks = pull.list().len();
+        let score = Load::score(cpu, sessions, max_sessions, pull_tasks, max_tasks);
+        Load {
+            cpu,
+            sessions,
+            anchors: hub.rooms().iter().map(|r| r.participants().len()).sum(),
+            pull_tasks,
+            score,
+            accepting: score <= max_load,
+        }
     };
     if config.cluster.redis_url.is_empty() {
         return Ok(Registry::local(id, http, load));

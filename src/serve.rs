@@ -85,9 +85,21 @@ pub fn serve(mut config: Config) -> Result<(), String> {
         // once, pull tasks suspended to resume on the next start).
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string())?,
-            _ = terminate.recv() => {}
+        let mut signalled = async || {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.map_err(|e| e.to_string()),
+                _ = terminate.recv() => Ok(()),
+            }
+        };
+        signalled().await?;
+        if gw.registry.clustered() {
+            // A cluster node drains first: no new work, its publishers given time to leave (or to be moved by
+            // their operators); a second signal stops it at once.
+            let timeout = std::time::Duration::from_secs(gw.config.cluster.drain_timeout_secs);
+            tokio::select! {
+                _ = gw.drain(timeout) => {}
+                _ = signalled() => tracing::info!("second signal: stopping without waiting for publishers"),
+            }
         }
         tracing::info!("shutting down");
         gw.stop().await;

@@ -44,7 +44,7 @@ async fn wait_nodes(gw: &TestGateway, within: Duration, want: impl Fn(&Value) ->
 }
 
 /// The secret the test nodes share (relay links).
-const SECRET: &str = "test-cluster-secret-0123";
+const SECRET: &str = "test-cluster-secret-0123456789abcdef";
 
 /// `c` as node `id` of the cluster on `redis_url`: relay links on a free loopback port with the shared secret.
 fn join_cluster(c: &mut Config, redis_url: String, id: &str) {
@@ -471,7 +471,7 @@ async fn viewers_on_another_node_play_the_anchor_through_one_relay_link() {
     let url = redis.url();
     let c = start_gateway_with(move |c| {
         join_cluster(c, url, "node-c");
-        c.cluster.secret = "not-the-cluster-secret".into();
+        c.cluster.secret = "not-the-cluster-secret-0123456789abcdef".into();
     })
     .await;
     wait_nodes(&a, Duration::from_secs(10), |v| ids(v).len() == 3).await;
@@ -501,28 +501,57 @@ async fn play_when_known(gw: &TestGateway, room: &str, viewer: &str) -> whep_cli
     }
 }
 
+/// Node A as a real `roomgate serve` process on `redis` (so it can be killed or signalled), with ports of its own
+/// that stay the same across restarts: its config, HTTP address and the RTMP URL at which `cam` publishes in
+/// `room`. `extra` goes into its `[cluster]` table.
+struct ProcessNode {
+    _dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    http: std::net::SocketAddr,
+    rtmp_url: String,
+}
+
+impl ProcessNode {
+    fn new(redis: &Redis, room: &str, extra: &str) -> ProcessNode {
+        let dir = tempfile::tempdir().unwrap();
+        let (http, rtmp) = (support::nginx::free_port(), support::nginx::free_port());
+        let cluster = format!(
+            "[cluster]\nredis_url = \"{}\"\nnode_id = \"node-a\"\nsecret = \"{SECRET}\"\n\
+             relay_listen = \"127.0.0.1:0\"\n{extra}",
+            redis.url()
+        );
+        let config = support::process::roomgate_config(dir.path(), http, rtmp, 0, &cluster);
+        let rtmp_url = format!(
+            "rtmp://127.0.0.1:{rtmp}/push/{room}?sdkappid={SDKAPPID}&userid=cam&usersig={}",
+            usersig("cam")
+        );
+        ProcessNode {
+            _dir: dir,
+            config,
+            http: format!("127.0.0.1:{http}").parse().unwrap(),
+            rtmp_url,
+        }
+    }
+
+    /// Start it (again), once it answers.
+    async fn start(&self) -> support::process::KillOnDrop {
+        support::process::serve(&self.config, self.http).await
+    }
+
+    /// ffmpeg publishing two minutes of 320x240 as `cam` to it.
+    fn push(&self) -> Ffmpeg {
+        Ffmpeg::push(&lavfi("320x240", 120), LIVE_X264, &self.rtmp_url)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_link_is_opened_again_when_the_anchors_node_restarts() {
-    use support::process::{roomgate_config, serve};
     let redis = Redis::start();
     let b = reachable_node(&redis, "node-b", roomgate::config::RemoteViewers::Relay).await;
     // Node A is a real process, so it can die without a word (kill -9) and come back with the same id.
-    let dir = tempfile::tempdir().unwrap();
-    let (http, rtmp) = (support::nginx::free_port(), support::nginx::free_port());
-    let cluster = format!(
-        "[cluster]\nredis_url = \"{}\"\nnode_id = \"node-a\"\nsecret = \"{SECRET}\"\nrelay_listen = \"127.0.0.1:0\"\n",
-        redis.url()
-    );
-    let config = roomgate_config(dir.path(), http, rtmp, 0, &cluster);
-    let http_addr: std::net::SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
-    let url = format!(
-        "rtmp://127.0.0.1:{rtmp}/push/again?sdkappid={SDKAPPID}&userid=cam&usersig={}",
-        usersig("cam")
-    );
-    let push = || Ffmpeg::push(&lavfi("320x240", 120), LIVE_X264, &url);
-
-    let a = serve(&config, http_addr).await;
-    let ff = push();
+    let node_a = ProcessNode::new(&redis, "again", "");
+    let a = node_a.start().await;
+    let ff = node_a.push();
     let player = play_when_known(&b, "again", "viewer1").await;
     let (frames, player) = player
         .gather_keep(Duration::from_secs(15), |f| whep_client::at_least(f, 10, 10))
@@ -535,8 +564,8 @@ async fn a_relay_link_is_opened_again_when_the_anchors_node_restarts() {
 
     a.kill9();
     ff.kill().await;
-    let _a = serve(&config, http_addr).await;
-    let ff = push();
+    let _a = node_a.start().await;
+    let ff = node_a.push();
     // The viewer on B stays and plays on: B opens the link again to the node that has the anchor now. (A few
     // frames queued before the kill may come first; 90 of each is three seconds of new media.)
     let frames = player
@@ -549,4 +578,57 @@ async fn a_relay_link_is_opened_again_when_the_anchors_node_restarts() {
         whep_client::audio_of(&frames).len()
     );
     ff.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_node_new_whip_publishers_go_elsewhere_and_it_stops_when_its_publisher_leaves() {
+    let redis = Redis::start();
+    let b = reachable_node(&redis, "node-b", roomgate::config::RemoteViewers::Relay).await;
+    let node_a = ProcessNode::new(&redis, "busy", "drain_timeout_secs = 60\n");
+    let mut a = node_a.start().await;
+    let ff = node_a.push();
+    let accepting = |v: &Value| {
+        v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["id"] == "node-a")
+            .map(|n| n["load"]["accepting"].as_bool())
+    };
+    wait_nodes(&b, Duration::from_secs(10), |v| accepting(v) == Some(Some(true))).await;
+    play_when_known(&b, "busy", "viewer1").await; // the publisher is on A
+
+    // SIGTERM: A drains. It says so in its entry at once and stays up while its RTMP publisher is there.
+    unsafe { libc::kill(a.0.id() as i32, libc::SIGTERM) };
+    let (_, v, took) = wait_nodes(&b, Duration::from_secs(5), |v| accepting(v) == Some(Some(false))).await;
+    assert_eq!(accepting(&v), Some(Some(false)), "node A is draining: {v}");
+    assert!(
+        took < Duration::from_secs(3),
+        "announced at once, not at the next refresh: {took:?}"
+    );
+    // A WHIP publisher that comes to A is sent to B (307) and publishes there.
+    let whip = format!("http://{}/v2/pub/{SDKAPPID}/moved?SessionID=pub1", node_a.http);
+    let publisher = whip_client::publish(&whip, Some(&usersig("pub1")), whip_client::MediaSpec::default())
+        .await
+        .unwrap_or_else(|r| panic!("the WHIP publisher is placed on B: {} {}", r.status, r.body));
+    assert!(
+        b.wait_anchor("moved", "pub1", Duration::from_secs(10)).await.is_some(),
+        "the WHIP publisher is an anchor on node B"
+    );
+    assert!(a.0.try_wait().unwrap().is_none(), "A waits for its RTMP publisher");
+
+    // The RTMP publisher leaves: A stops by itself, cleanly, and leaves the cluster.
+    ff.kill().await;
+    let start = Instant::now();
+    let exited = loop {
+        if let Some(status) = a.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "node A stops once drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exited.success(), "{exited:?}");
+    let (_, v) = nodes(&b).await;
+    assert_eq!(ids(&v), ["node-b"], "{v}");
+    drop(publisher);
 }

@@ -152,10 +152,11 @@ fn nodes() {}
            ("privatemapkey" = Option<String>, Query)),
     request_body(content = String, content_type = "application/sdp"),
     responses((status = 201, description = "SDP answer; Location, ETag and Link headers", content_type = "application/sdp"),
+              (status = 307, description = "cluster mode: this node takes no new work; re-send the offer to the least-loaded node in Location"),
               (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 404, body = ErrorBody), (status = 406, body = ErrorBody),
               (status = 413, description = "offer over 64 KiB", body = ErrorBody),
-              (status = 503, description = "rtc.max_sessions reached; Retry-After", body = ErrorBody)))]
+              (status = 503, description = "rtc.max_sessions reached, or (cluster_full) no node takes new publishers; Retry-After", body = ErrorBody)))]
 #[allow(dead_code)]
 fn whip_post() {}
 

@@ -10,7 +10,7 @@ use crate::rtc::{PatchResult, ResourceError, SessionAnswer};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 
@@ -250,4 +250,33 @@ fn whip(st: &ApiState) -> Result<&WhipService, WhipError> {
 /// The WHEP service, or `webrtc_disabled`.
 fn whep(st: &ApiState) -> Result<&WhepService, WhepError> {
     st.whep.as_deref().ok_or(WhepError::Disabled)
+}
+
+/// The query parameter a cluster redirect adds: a client already sent once is served where it lands (stale
+/// room lists or loads on two nodes cannot bounce it between them).
+const REDIRECTED: &str = "rg_redirected";
+
+/// Whether the request was already redirected by a node of the cluster.
+pub fn redirected(uri: &Uri) -> bool {
+    uri.query().unwrap_or("").split('&').any(|p| p.starts_with(REDIRECTED))
+}
+
+/// `307 Temporary Redirect` to the same path and query on the node at `http` (its `advertise_http`), marked as
+/// redirected; `None` (logged) when that does not make a Location. Counted in
+/// `roomgate_cluster_redirects_total{side}`.
+pub fn redirect_to(side: Side, node: &crate::cluster::NodeInfo, uri: &Uri) -> Option<Response> {
+    let query = uri.query().unwrap_or("");
+    let sep = if query.is_empty() { "" } else { "&" };
+    let location = format!(
+        "{}{}?{query}{sep}{REDIRECTED}=1",
+        node.http.trim_end_matches('/'),
+        uri.path()
+    );
+    let Ok(location) = HeaderValue::from_str(&location) else {
+        tracing::warn!(node = %node.id, http = %node.http, "node's advertise_http is not a usable Location");
+        return None;
+    };
+    metrics::counter!("roomgate_cluster_redirects_total", "side" => side.source()).increment(1);
+    tracing::info!(to = %node.id, side = side.source(), "client sent to another node of the cluster");
+    Some((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response())
 }

@@ -1,7 +1,9 @@
 //! WHEP routes (`/v2/sub/...`, TRTC's URL form): POST an offer, PATCH trickle candidates, DELETE to stop,
 //! OPTIONS for browsers (CORS) and ICE server discovery (`Link` headers).
 
-use super::webrtc::{bearer, created, full, ice_server_links, query, resource_status, sdp_body, Side};
+use super::webrtc::{
+    bearer, created, full, ice_server_links, query, redirect_to, redirected, resource_status, sdp_body, Side,
+};
 use super::{ApiError, ApiState};
 use crate::config::RemoteViewers;
 use crate::egress::whep::{PlayRequest, WhepError};
@@ -95,10 +97,6 @@ pub async fn post(
     Ok(created(Side::Play, answer, links))
 }
 
-/// The query parameter a redirect adds: a viewer already sent once is not sent again (stale room lists on two
-/// nodes cannot bounce it between them).
-const REDIRECTED: &str = "rg_redirected";
-
 /// `307` to the node that has the anchor (same path and query on its `advertise_http`), when another live node
 /// of the cluster publishes one in the room; `None` on a single node, when no node has it, for a viewer already
 /// redirected once, or when Redis does not answer (the viewer then gets this node's 404).
@@ -109,34 +107,20 @@ async fn anchor_home(
     anchor: Option<&str>,
     uri: &Uri,
 ) -> Option<Response> {
-    let query = uri.query().unwrap_or("");
-    if !st.registry.clustered() || query.split('&').any(|p| p.starts_with(REDIRECTED)) {
+    if !st.registry.clustered() || redirected(uri) {
         return None;
     }
     let (id, kind) = match room {
         RoomRef::Str(s) => (s.clone(), "string"),
         RoomRef::Num(n) => (n.to_string(), "number"),
     };
-    let (node, _) = match st.registry.locate(sdkappid, &id, kind, anchor).await {
-        Ok(found) => found?,
+    match st.registry.locate(sdkappid, &id, kind, anchor).await {
+        Ok(found) => redirect_to(Side::Play, &found?.0, uri),
         Err(e) => {
             tracing::warn!(error = %e, "cannot look for the anchor on other nodes");
-            return None;
+            None
         }
-    };
-    let sep = if query.is_empty() { "" } else { "&" };
-    let location = format!(
-        "{}{}?{query}{sep}{REDIRECTED}=1",
-        node.http.trim_end_matches('/'),
-        uri.path()
-    );
-    let Ok(location) = HeaderValue::from_str(&location) else {
-        tracing::warn!(node = %node.id, http = %node.http, "node's advertise_http is not a usable Location");
-        return None;
-    };
-    metrics::counter!("roomgate_cluster_redirects_total").increment(1);
-    tracing::info!(sdkappid, room = %id, to = %node.id, "WHEP viewer sent to the anchor's node");
-    Some((StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, location)]).into_response())
+    }
 }
 
 /// Preflight and ICE server discovery.

@@ -108,6 +108,12 @@ pub struct ClusterConfig {
     /// Shared by all nodes: relay links are authenticated with it (HMAC-SHA256 of a per-link challenge). Empty:
     /// no relay links (then `whep` must be `redirect` or `local`).
     pub secret: String,
+    /// Above this load score (0-1: the largest of the CPU share and the use of `rtc.max_sessions` and
+    /// `pull.max_tasks`) the node takes no new WHIP publishers: they are sent (307) to the least-loaded node.
+    pub max_load: f64,
+    /// On SIGTERM or Ctrl-C a cluster node drains: it takes no new work and waits up to this long for its RTMP
+    /// and WHIP publishers to leave before it stops (a second signal stops it at once).
+    pub drain_timeout_secs: u64,
 }
 
 impl Default for ClusterConfig {
@@ -119,6 +125,8 @@ impl Default for ClusterConfig {
             whep: RemoteViewers::default(),
             relay_listen: "0.0.0.0:7935".parse().expect("a socket address"),
             secret: String::new(),
+            max_load: 0.7,
+            drain_timeout_secs: 30,
         }
     }
 }

@@ -137,12 +137,22 @@ impl Config {
         }
         let cluster = &self.cluster;
         if !cluster.redis_url.is_empty() {
-            if cluster.whep == super::RemoteViewers::Relay && cluster.secret.len() < 16 {
+            if cluster.whep == super::RemoteViewers::Relay && cluster.secret.is_empty() {
                 return Err(ConfigError::Invalid(
-                    "cluster.secret: relayed viewers (cluster.whep = \"relay\", the default) need a secret of at least \
-                     16 characters shared by all nodes; or set cluster.whep = \"redirect\""
+                    "cluster.secret: relayed viewers (cluster.whep = \"relay\", the default) need a secret shared by \
+                     all nodes (32+ random characters, e.g. `openssl rand -hex 32`); or set cluster.whep = \"redirect\""
                         .into(),
                 ));
+            }
+            if !cluster.secret.is_empty() && cluster.secret.len() < 32 {
+                return Err(ConfigError::Invalid(
+                    "cluster.secret: at least 32 characters (it signs relay links, whose handshakes travel in the \
+                     clear; e.g. `openssl rand -hex 32`)"
+                        .into(),
+                ));
+            }
+            if !(0.0..=1.0).contains(&cluster.max_load) {
+                return Err(ConfigError::Invalid("cluster.max_load must be within 0..=1".into()));
             }
             let adv = &cluster.advertise_http;
             let absolute = url::Url::parse(adv)

@@ -101,11 +101,12 @@ impl WhipService {
         })
     }
 
-    /// Authorize the publisher, answer the offer and join the room as an anchor; media flows on its own task.
-    pub async fn publish(self: &Arc<Self>, req: PublishRequest<'_>) -> Result<SessionAnswer, WhipError> {
+    /// Whether the request's UserSig (and PrivateMapKey) let its user publish in its room; its user id if so.
+    pub fn authorize<'a>(&self, req: &PublishRequest<'a>) -> Result<&'a str, WhipError> {
         let userid = req.userid.filter(|u| !u.is_empty()).ok_or(WhipError::MissingUserId)?;
         let token = req.bearer.filter(|t| !t.is_empty()).ok_or(WhipError::MissingToken)?;
         let room = RoomRef::Str(req.room.clone());
+        let now = unix_now();
         authorize_publish(
             &self.config.apps,
             req.sdkappid,
@@ -113,10 +114,17 @@ impl WhipService {
             userid,
             token,
             req.private_map_key,
-            unix_now(),
+            now,
         )
         .map_err(Refusal::from)
         .inspect_err(|r| r.count("whip"))?;
+        Ok(userid)
+    }
+
+    /// Authorize the publisher, answer the offer and join the room as an anchor; media flows on its own task.
+    pub async fn publish(self: &Arc<Self>, req: PublishRequest<'_>) -> Result<SessionAnswer, WhipError> {
+        let userid = self.authorize(&req)?;
+        let room = RoomRef::Str(req.room.clone());
         self.engine.check_room(self.config.rtc.max_sessions)?;
 
         let mut cfg = Rtc::builder().clear_codecs().enable_opus(true, false);

@@ -7,9 +7,10 @@ use crate::media::{Codec, Frame, TrackInfo};
 use std::sync::Arc;
 
 impl Anchor {
-    /// An anchor outside every room, for a relay link to fill (session 0: it is never compared with a room's).
+    /// An anchor outside every room, for a relay link to fill. Its session number is never compared with a room
+    /// member's (it is in no room), so it takes one no hub hands out.
     pub fn detached(userid: &str, source: SourceKind) -> Arc<Anchor> {
-        Anchor::new(userid, source, 0).0
+        Anchor::new(userid, source, u64::MAX).0
     }
 
     /// Publish a frame the link read; false once the anchor has ended.

@@ -26,13 +26,27 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Which anchor a link carries: its room and user id.
 type LinkKey = (RoomKey, String);
 
+/// One open link as viewers see it: the anchor it fills, and when a viewer last had it or watched it.
+#[derive(Clone)]
+struct Link {
+    anchor: Arc<Anchor>,
+    touched: Arc<Mutex<Instant>>,
+}
+
+impl Link {
+    fn touch(&self) {
+        *self.touched.lock().expect("touched lock") = Instant::now();
+    }
+}
+
 /// The anchors of other nodes relayed to this one, one link each, shared by every local viewer of the anchor.
 pub struct RelayedAnchors {
     registry: Arc<Registry>,
     secret: String,
-    links: Mutex<HashMap<LinkKey, Arc<Anchor>>>,
-    /// Held while a link is being opened, so two viewers arriving together make one link.
-    opening: tokio::sync::Mutex<()>,
+    links: Mutex<HashMap<LinkKey, Link>>,
+    /// One lock per anchor being linked, so two viewers arriving together make one link, and a slow owner holds
+    /// up only the viewers of its anchor.
+    opening: Mutex<HashMap<LinkKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl RelayedAnchors {
@@ -42,7 +56,7 @@ impl RelayedAnchors {
             registry,
             secret,
             links: Mutex::default(),
-            opening: tokio::sync::Mutex::new(()),
+            opening: Mutex::default(),
         })
     }
 
@@ -51,12 +65,21 @@ impl RelayedAnchors {
         self.links.lock().expect("links lock").len()
     }
 
-    fn live(&self, key: &LinkKey) -> Option<Arc<Anchor>> {
+    /// An open link's anchor for `room` (`userid`'s, or any when `None`), marked as just handed out.
+    fn live(&self, room: &RoomKey, userid: Option<&str>) -> Option<Arc<Anchor>> {
         let links = self.links.lock().expect("links lock");
-        links.get(key).filter(|a| !a.video.is_closed()).cloned()
+        let (_, link) = links
+            .iter()
+            .find(|((r, u), l)| r == room && userid.is_none_or(|id| id == u) && !l.anchor.video.is_closed())?;
+        link.touch();
+        Some(link.anchor.clone())
     }
 
     async fn relayed(self: Arc<Self>, key: RoomKey, userid: Option<String>) -> Option<Arc<Anchor>> {
+        // An open link serves without asking Redis (which may be down).
+        if let Some(a) = self.live(&key, userid.as_deref()) {
+            return Some(a);
+        }
         let (room_id, kind) = room_text(&key.room);
         let located = self
             .registry
@@ -70,14 +93,20 @@ impl RelayedAnchors {
             }
         };
         let link_key = (key.clone(), userid.clone());
-        if let Some(a) = self.live(&link_key) {
-            return Some(a);
-        }
-        let _one = self.opening.lock().await;
-        if let Some(a) = self.live(&link_key) {
-            return Some(a);
-        }
-        let (sock, decoder, accept) = match open(&node, &self.secret, &key, &userid).await {
+        let gate = self
+            .opening
+            .lock()
+            .expect("opening lock")
+            .entry(link_key.clone())
+            .or_default()
+            .clone();
+        let _one = gate.lock().await;
+        let opened = match self.live(&key, Some(&userid)) {
+            Some(a) => return Some(a),
+            None => open(&node, &self.secret, &key, &userid).await,
+        };
+        self.opening.lock().expect("opening lock").remove(&link_key);
+        let (sock, decoder, accept) = match opened {
             Ok(opened) => opened,
             Err(e) => {
                 tracing::warn!(node = %node.id, relay = %node.relay, anchor = %userid, error = %e, "cannot open a relay link");
@@ -85,22 +114,26 @@ impl RelayedAnchors {
             }
         };
         let anchor = Anchor::detached(&accept.userid, accept.source);
-        anchor.set_info(crate::media::Codec::H264, accept.video);
-        anchor.set_info(crate::media::Codec::Opus, accept.audio);
+        set_infos(&anchor, accept);
+        let link = Link {
+            anchor: anchor.clone(),
+            touched: Arc::new(Mutex::new(Instant::now())),
+        };
         self.links
             .lock()
             .expect("links lock")
-            .insert(link_key.clone(), anchor.clone());
+            .insert(link_key.clone(), link.clone());
         metrics::gauge!("roomgate_cluster_relay_links", "side" => "edge").increment(1.0);
         tracing::info!(sdkappid = key.sdkappid, room = %key.room, anchor = %userid, from = %node.id, "relaying an anchor of another node");
-        tokio::spawn(self.clone().carry(link_key, anchor.clone(), sock, decoder));
+        tokio::spawn(self.clone().carry(link_key, link, sock, decoder));
         Some(anchor)
     }
 
     /// Publish what the link brings until it ends; open it again while viewers wait if it broke.
-    async fn carry(self: Arc<Self>, key: LinkKey, anchor: Arc<Anchor>, mut sock: TcpStream, mut decoder: Decoder) {
+    async fn carry(self: Arc<Self>, key: LinkKey, link: Link, mut sock: TcpStream, mut decoder: Decoder) {
+        let anchor = link.anchor.clone();
         loop {
-            match pump(&anchor, &mut sock, &mut decoder).await {
+            match pump(&link, &mut sock, &mut decoder).await {
                 Ok(()) => break,
                 Err(e) => tracing::info!(anchor = %key.1, error = %e, "relay link broke; opening it again"),
             }
@@ -111,7 +144,7 @@ impl RelayedAnchors {
         }
         anchor.end();
         let mut links = self.links.lock().expect("links lock");
-        if links.get(&key).is_some_and(|a| Arc::ptr_eq(a, &anchor)) {
+        if links.get(&key).is_some_and(|l| Arc::ptr_eq(&l.anchor, &anchor)) {
             links.remove(&key);
         }
         metrics::gauge!("roomgate_cluster_relay_links", "side" => "edge").decrement(1.0);
@@ -127,7 +160,9 @@ impl RelayedAnchors {
             else {
                 continue;
             };
-            if let Ok((sock, decoder, _)) = open(&node, &self.secret, &key.0, &userid).await {
+            if let Ok((sock, decoder, accept)) = open(&node, &self.secret, &key.0, &userid).await {
+                // The anchor's node may have restarted with other settings.
+                set_infos(anchor, accept);
                 return Some((sock, decoder));
             }
         }
@@ -143,6 +178,12 @@ impl RemoteAnchors for Arc<RelayedAnchors> {
     ) -> futures_util::future::BoxFuture<'a, Option<Arc<Anchor>>> {
         Box::pin(self.clone().relayed(key.clone(), userid.map(str::to_string)))
     }
+}
+
+/// The track info an owner sent with its accept.
+fn set_infos(anchor: &Anchor, accept: super::wire::Accept) {
+    anchor.set_info(crate::media::Codec::H264, accept.video);
+    anchor.set_info(crate::media::Codec::Opus, accept.audio);
 }
 
 /// Whether a local viewer is on the anchor (its fan-out subscribes to its tracks).
@@ -191,12 +232,13 @@ async fn open(
         .map_err(|_| RelayError::Timeout("handshake"))?
 }
 
-/// Move frames from the link into `anchor` until the owner ends the link (`Ok`), it breaks (`Err`), or no local
-/// viewer has watched for [`IDLE_CLOSE`] (`Ok`).
-async fn pump(anchor: &Anchor, sock: &mut TcpStream, decoder: &mut Decoder) -> Result<(), RelayError> {
+/// Move frames from the link into its anchor until the owner ends the link (`Ok`), it breaks (`Err`), or no local
+/// viewer has had or watched the anchor for [`IDLE_CLOSE`] (`Ok`).
+async fn pump(link: &Link, sock: &mut TcpStream, decoder: &mut Decoder) -> Result<(), RelayError> {
+    let anchor = &link.anchor;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut unwatched_since: Option<Instant> = None;
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
+    let mut last_read = Instant::now();
     loop {
         while let Some(record) = decoder.next_record()? {
             match record {
@@ -209,18 +251,23 @@ async fn pump(anchor: &Anchor, sock: &mut TcpStream, decoder: &mut Decoder) -> R
             }
         }
         tokio::select! {
-            read = tokio::time::timeout(READ_TIMEOUT, sock.read(&mut buf)) => {
-                let n = read.map_err(|_| RelayError::Timeout("frames"))??;
+            read = sock.read(&mut buf) => {
+                let n = read?;
                 if n == 0 {
                     // Closed without `End`: the owner node went away.
                     return Err(RelayError::Closed);
                 }
                 decoder.feed(&buf[..n]);
+                last_read = Instant::now();
             }
             _ = idle_check.tick() => {
+                // The owner writes at least every few seconds (media, or its keepalive): silence is a dead link.
+                if last_read.elapsed() >= READ_TIMEOUT {
+                    return Err(RelayError::Timeout("frames"));
+                }
                 if watched(anchor) {
-                    unwatched_since = None;
-                } else if unwatched_since.get_or_insert_with(Instant::now).elapsed() >= IDLE_CLOSE {
+                    link.touch();
+                } else if link.touched.lock().expect("touched lock").elapsed() >= IDLE_CLOSE {
                     return Ok(());
                 }
             }

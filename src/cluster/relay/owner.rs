@@ -1,7 +1,7 @@
 //! The owner's side of relay links: this node sends one of its anchors to another node that has viewers for it,
 //! from the cached GOP on (so the other node's viewers start at once), until the anchor leaves or the link ends.
 
-use super::wire::{encode, Accept, Decoder, Record, CHALLENGE_LEN, MAGIC};
+use super::wire::{encode, Accept, Decoder, Record, CHALLENGE_LEN, MAGIC, MAX_RECORD};
 use super::RelayError;
 use crate::room::{RoomHub, RoomKey, RoomRef};
 use std::sync::Arc;
@@ -11,8 +11,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// Links served at once; more are refused (each costs a subscriber on an anchor and a socket).
 const MAX_LINKS: usize = 1024;
+/// Connections that have not sent a signed request yet, at once: peers without the secret cannot take the slots of
+/// working links.
+const MAX_HANDSHAKES: usize = 64;
 /// An edge has this long to send its request after connecting.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// With nothing else to send for this long (an anchor without media), the owner sends the video info again, so
+/// the edge can tell a quiet link from a dead one.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(3);
 /// A frame that cannot be written for this long means the edge is gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a track's info is compared with what the edge was last told.
@@ -21,8 +27,17 @@ const INFO_EVERY: Duration = Duration::from_secs(1);
 /// Accept relay links on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, hub: Arc<RoomHub>, secret: Arc<str>) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_LINKS));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let (sock, peer) = crate::limits::accept(&listener, "relay").await;
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            crate::limits::refused(
+                "relay",
+                "max_handshakes",
+                &format_args!("{MAX_HANDSHAKES} pending, peer {peer}"),
+            );
+            continue;
+        };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             crate::limits::refused("relay", "max_links", &format_args!("{MAX_LINKS} links, peer {peer}"));
             continue;
@@ -31,7 +46,7 @@ pub async fn serve(listener: TcpListener, hub: Arc<RoomHub>, secret: Arc<str>) {
         tokio::spawn(async move {
             let _permit = permit;
             metrics::gauge!("roomgate_cluster_relay_links", "side" => "owner").increment(1.0);
-            match link(sock, &hub, &secret).await {
+            match link(sock, &hub, &secret, handshake).await {
                 Ok(()) => tracing::debug!(%peer, "relay link ended"),
                 Err(e) => tracing::info!(%peer, error = %e, "relay link ended"),
             }
@@ -41,17 +56,23 @@ pub async fn serve(listener: TcpListener, hub: Arc<RoomHub>, secret: Arc<str>) {
 }
 
 /// One link: challenge, request, then the anchor's frames.
-async fn link(mut sock: TcpStream, hub: &RoomHub, secret: &str) -> Result<(), RelayError> {
+async fn link(
+    mut sock: TcpStream,
+    hub: &RoomHub,
+    secret: &str,
+    handshake: tokio::sync::OwnedSemaphorePermit,
+) -> Result<(), RelayError> {
     let _ = sock.set_nodelay(true);
     let challenge: [u8; CHALLENGE_LEN] = rand::random();
     let mut hello = MAGIC.to_vec();
     hello.extend_from_slice(&challenge);
     sock.write_all(&hello).await?;
 
-    let mut decoder = Decoder::default();
+    let mut decoder = Decoder::for_request();
     let request = tokio::time::timeout(REQUEST_TIMEOUT, super::read_record(&mut sock, &mut decoder))
         .await
         .map_err(|_| RelayError::Timeout("the request"))??;
+    drop(handshake);
     let Record::Request(req) = request else {
         return Err(RelayError::Unexpected("a request"));
     };
@@ -96,6 +117,7 @@ async fn link(mut sock: TcpStream, hub: &RoomHub, secret: &str) -> Result<(), Re
     );
     let (mut rd, mut wr) = sock.into_split();
     let mut info_tick = tokio::time::interval(INFO_EVERY);
+    let mut last_write = tokio::time::Instant::now();
     let mut scratch = [0u8; 256];
     loop {
         // The cached GOP comes first from `recv`, then live frames; `Some(None)`: the anchor left.
@@ -110,6 +132,9 @@ async fn link(mut sock: TcpStream, hub: &RoomHub, secret: &str) -> Result<(), Re
                 if now.1 != told.1 {
                     encode(&Record::Info(crate::media::Codec::Opus, now.1.clone()), &mut out);
                 }
+                if out.is_empty() && last_write.elapsed() >= KEEPALIVE_EVERY {
+                    encode(&Record::Info(crate::media::Codec::H264, now.0.clone()), &mut out);
+                }
                 told = now;
                 None
             }
@@ -117,6 +142,10 @@ async fn link(mut sock: TcpStream, hub: &RoomHub, secret: &str) -> Result<(), Re
             _ = rd.read(&mut scratch) => return Ok(()),
         };
         match frame {
+            // A frame the edge would refuse (over the record limit) would break the link again at every reconnect.
+            Some(Some(f)) if f.data.len() > MAX_RECORD - 16 => {
+                metrics::counter!("roomgate_cluster_relay_dropped_total").increment(1);
+            }
             Some(Some(f)) => encode(&Record::Frame(f), &mut out),
             Some(None) => {
                 encode(&Record::End, &mut out);
@@ -130,6 +159,7 @@ async fn link(mut sock: TcpStream, hub: &RoomHub, secret: &str) -> Result<(), Re
                 .await
                 .map_err(|_| RelayError::Timeout("a write"))??;
             out.clear();
+            last_write = tokio::time::Instant::now();
         }
     }
 }

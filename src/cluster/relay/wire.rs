@@ -208,9 +208,20 @@ fn codec_of(b: u8) -> Result<Codec, WireError> {
 #[derive(Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Only requests, and only small ones: an owner reading a peer that has not proven the secret yet.
+    requests_only: bool,
 }
 
 impl Decoder {
+    /// A decoder for the first record an owner reads: a [`Kind::Request`] of at most a few KiB, anything else an
+    /// error, so a peer without the secret cannot make the owner buffer a frame's worth of bytes.
+    pub fn for_request() -> Decoder {
+        Decoder {
+            requests_only: true,
+            ..Decoder::default()
+        }
+    }
+
     /// Bytes read from the link.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
@@ -220,11 +231,17 @@ impl Decoder {
     pub fn next_record(&mut self) -> Result<Option<Record>, WireError> {
         if self.buf.len() < 5 {
             if let Some(&k) = self.buf.first() {
-                Kind::from_u8(k)?;
+                let kind = Kind::from_u8(k)?;
+                if self.requests_only && kind != Kind::Request {
+                    return Err(WireError::Malformed(format!("{kind:?} before the request")));
+                }
             }
             return Ok(None);
         }
         let kind = Kind::from_u8(self.buf[0])?;
+        if self.requests_only && kind != Kind::Request {
+            return Err(WireError::Malformed(format!("{kind:?} before the request")));
+        }
         let len = u32::from_be_bytes(self.buf[1..5].try_into().expect("4 bytes")) as usize;
         let max = if kind == Kind::Frame { MAX_RECORD } else { MAX_JSON };
         if len > max {
@@ -399,6 +416,12 @@ mod tests {
         let mut d = Decoder::default();
         d.feed(&[Kind::Accept as u8, 0, 0, 0, 2, b'{', b'x']);
         assert!(matches!(d.next_record(), Err(WireError::Malformed(_))));
+        let mut d = Decoder::for_request();
+        d.feed(&[Kind::Frame as u8]);
+        assert!(
+            matches!(d.next_record(), Err(WireError::Malformed(_))),
+            "no frame before the request"
+        );
         assert_eq!(challenge_of(b"RGRELAY0aaaa").unwrap_err(), WireError::BadMagic);
         let mut hello = MAGIC.to_vec();
         hello.extend([5u8; CHALLENGE_LEN]);

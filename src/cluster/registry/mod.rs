@@ -4,6 +4,8 @@
 //! takes them out of their rooms). A Redis
 //! outage is logged and retried; the node goes on serving what is local.
 
+mod remote;
+
 use super::load::Load;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
@@ -84,6 +86,10 @@ pub struct Registry {
     remote_cache: std::sync::Mutex<Option<(std::time::Instant, RemoteRead)>>,
     /// Held by the one request reading the other nodes' rooms from Redis.
     remote_read: tokio::sync::Mutex<()>,
+    /// Set by a draining stop: no new work.
+    draining: std::sync::atomic::AtomicBool,
+    /// The load as of the last refresh (what the other nodes see).
+    last_load: std::sync::Mutex<Load>,
     /// Set by `leave`: the node is stopping and writes nothing more to Redis.
     left: std::sync::atomic::AtomicBool,
     /// The rooms this node has anchors in (set once by the gateway), for `sync_rooms`.
@@ -152,6 +158,8 @@ impl Registry {
             left: Default::default(),
             remote_cache: Default::default(),
             remote_read: Default::default(),
+            draining: Default::default(),
+            last_load: Default::default(),
         })
     }
 
@@ -299,82 +307,6 @@ impl Registry {
         self.changed.notify_one();
     }
 
-    /// The rooms the other live nodes published, by node id (an empty list on a single node).
-    pub async fn remote_rooms(&self) -> Result<NodesRooms, ClusterError> {
-        Ok(self
-            .remote_nodes()
-            .await?
-            .into_iter()
-            .map(|(node, rooms)| (node.id, rooms))
-            .collect())
-    }
-
-    /// The other live nodes with the rooms each published. Answers from Redis are kept `REMOTE_ROOMS_FRESH`
-    /// (a failure too), so a public `/v1/rooms` or WHEP flood costs Redis one read a second, not one per request.
-    async fn remote_nodes(&self) -> Result<Vec<(NodeInfo, serde_json::Value)>, ClusterError> {
-        if self.redis.is_none() {
-            return Ok(Vec::new());
-        }
-        // One reader at a time: the others wait for its answer instead of all asking Redis.
-        let _one = self.remote_read.lock().await;
-        if let Some((at, read)) = &*self.remote_cache.lock().expect("remote rooms lock") {
-            if at.elapsed() < REMOTE_ROOMS_FRESH {
-                return read.clone().map_err(ClusterError::Stale);
-            }
-        }
-        let read = self.read_remote_nodes().await;
-        let kept = read.as_ref().map(Clone::clone).map_err(|e| e.to_string());
-        *self.remote_cache.lock().expect("remote rooms lock") = Some((std::time::Instant::now(), kept));
-        read
-    }
-
-    async fn read_remote_nodes(&self) -> Result<Vec<(NodeInfo, serde_json::Value)>, ClusterError> {
-        let others: Vec<NodeInfo> = self.nodes().await?.into_iter().filter(|n| n.id != self.me.id).collect();
-        if others.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut c = self.redis.clone().expect("clustered");
-        let keys: Vec<String> = others.iter().map(|n| rooms_key(&n.id)).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-        Ok(others
-            .into_iter()
-            .zip(values)
-            .filter_map(|(node, v)| Some((node, serde_json::from_str(&v?).ok()?)))
-            .collect())
-    }
-
-    /// Another live node with an anchor in the room (`userid` when named, else the first with video, else any)
-    /// and that anchor's user id, from the rooms the nodes publish (at most `REMOTE_ROOMS_FRESH` old): where a
-    /// viewer who arrives on the wrong node is sent, or whence its anchor is relayed.
-    pub async fn locate(
-        &self,
-        sdkappid: u64,
-        room_id: &str,
-        room_id_type: &str,
-        userid: Option<&str>,
-    ) -> Result<Option<(NodeInfo, String)>, ClusterError> {
-        let same_room = |room: &serde_json::Value| {
-            room["sdkappid"].as_u64() == Some(sdkappid)
-                && room["room_id"].as_str() == Some(room_id)
-                && room["room_id_type"].as_str() == Some(room_id_type)
-        };
-        let mut any = None;
-        for (node, rooms) in self.remote_nodes().await? {
-            for room in rooms.as_array().into_iter().flatten().filter(|r| same_room(r)) {
-                for a in room["anchors"].as_array().into_iter().flatten() {
-                    let Some(id) = a["userid"].as_str() else { continue };
-                    match userid {
-                        Some(u) if u == id => return Ok(Some((node, id.to_string()))),
-                        Some(_) => {}
-                        None if !a["video"].is_null() => return Ok(Some((node, id.to_string()))),
-                        None => any = any.or_else(|| Some((node.clone(), id.to_string()))),
-                    }
-                }
-            }
-        }
-        Ok(any)
-    }
-
     /// Whether this node is part of a cluster (has a Redis).
     pub fn clustered(&self) -> bool {
         self.redis.is_some()
@@ -387,10 +319,36 @@ impl Registry {
 
     /// This node's entry with its current load.
     pub fn me(&self) -> NodeInfo {
+        let mut load = (self.load)();
+        load.accepting &= !self.draining();
+        *self.last_load.lock().expect("load lock") = load.clone();
         NodeInfo {
-            load: (self.load)(),
+            load,
             ..self.me.clone()
         }
+    }
+
+    /// Take no new work from now on (a draining stop): other nodes stop placing work here at the next refresh,
+    /// which this starts at once.
+    pub fn drain(&self) {
+        self.draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.poke();
+    }
+
+    /// Whether the node is draining.
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether this node takes new publishers and tasks now (not draining, load as of its last refresh).
+    pub fn accepting(&self) -> bool {
+        !self.draining() && self.last_load.lock().expect("load lock").accepting
+    }
+
+    /// The live node new work should go to instead of this one (`load::least_loaded`); `None`: all are full.
+    pub async fn place(&self) -> Result<Option<NodeInfo>, ClusterError> {
+        let nodes = self.nodes().await?;
+        Ok(super::load::least_loaded(&nodes, &self.me.id).cloned())
     }
 
     /// Write this node's entry (TTL `NODE_TTL`) and its id in the node set.
@@ -584,6 +542,8 @@ mod tests {
                 sessions: 3,
                 anchors: 1,
                 pull_tasks: 0,
+                score: 0.25,
+                accepting: true,
             },
         };
         let json = serde_json::to_string(&n).unwrap();
