@@ -3,6 +3,7 @@
 
 use crate::api::{self, ApiState};
 use crate::cluster::relay::edge::RelayedAnchors;
+use crate::cluster::tasks::ClusterTasks;
 use crate::cluster::{CpuMeter, Load, Registry};
 use crate::config::Config;
 use crate::config::RemoteViewers;
@@ -67,6 +68,8 @@ pub struct Gateway {
     pub store: Arc<Store>,
     /// This node's entry in the cluster (a single node's lists itself alone).
     pub registry: Arc<Registry>,
+    /// The cluster's pull tasks as this node takes part in them; `None` on a single node.
+    pub cluster_tasks: Option<Arc<crate::cluster::tasks::ClusterTasks>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -211,6 +214,11 @@ impl Gateway {
             tasks.push(tokio::spawn(registry.clone().listen_for_takeovers(hub.clone())));
         }
         tasks.push(tokio::spawn(registry.clone().run()));
+        let cluster_tasks = ClusterTasks::new(&registry, pull.clone());
+        if let Some(t) = &cluster_tasks {
+            tasks.push(tokio::spawn(t.clone().run()));
+            tasks.push(tokio::spawn(t.clone().listen()));
+        }
         let room_events = if registry.clustered() {
             // 101/102 are decided for the cluster: once per room, whichever node's anchors come and go.
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -241,15 +249,25 @@ impl Gateway {
             cloud_replay: Default::default(),
             rtmp_port: rtmp_addr.map(|a| a.port()),
             registry: registry.clone(),
+            cluster_tasks: cluster_tasks.clone(),
         });
         let limits = api::server::HttpLimits::from(&config.http);
         tasks.push(tokio::spawn(async move {
             api::server::serve(l, app, limits).await;
         }));
 
+        // In a cluster, the tasks the cluster knows are resumed where it says (the claim loop takes back this
+        // node's own after a restart); the others, and all of them on a single node, resume here.
+        let elsewhere = match &cluster_tasks {
+            Some(t) => t.known().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read the cluster's tasks; resuming this node's own here");
+                Default::default()
+            }),
+            None => Default::default(),
+        };
         let resumed = {
             let pull = pull.clone();
-            tokio::task::spawn_blocking(move || pull.resume_all())
+            tokio::task::spawn_blocking(move || pull.resume_all_but(|id| elsewhere.contains(id)))
                 .await
                 .expect("resume task")?
         };
@@ -269,6 +287,7 @@ impl Gateway {
             whep,
             whip,
             registry,
+            cluster_tasks,
             tasks,
         })
     }
@@ -276,6 +295,11 @@ impl Gateway {
     /// Stop as a node of the cluster: take this node's entry out of the registry at once (a node that just dies
     /// is gone once its entry expires), then stop.
     pub async fn stop(mut self) {
+        if let Some(t) = &self.cluster_tasks {
+            // Other nodes resume this node's tasks at their next sync, not after the lease.
+            t.release().await;
+            self.pull.shutdown();
+        }
         if let Err(e) = self.registry.leave().await {
             tracing::warn!(error = %e, "cannot take this node out of the cluster registry; it expires on its own");
         }

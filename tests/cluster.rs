@@ -5,7 +5,7 @@
 mod support;
 
 use roomgate::config::Config;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::receiver::{types, wait_for, Receiver};
 use support::redis::Redis;
@@ -509,6 +509,8 @@ struct ProcessNode {
     config: std::path::PathBuf,
     http: std::net::SocketAddr,
     rtmp_url: String,
+    /// `ROOMGATE_*` settings over the config file (e.g. the app's callback).
+    env: Vec<(String, String)>,
 }
 
 impl ProcessNode {
@@ -530,12 +532,17 @@ impl ProcessNode {
             config,
             http: format!("127.0.0.1:{http}").parse().unwrap(),
             rtmp_url,
+            env: Vec::new(),
         }
     }
 
     /// Start it (again), once it answers.
     async fn start(&self) -> support::process::KillOnDrop {
-        support::process::serve(&self.config, self.http).await
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"));
+        cmd.args(["serve", "-c"])
+            .arg(&self.config)
+            .envs(self.env.iter().cloned());
+        support::process::start_roomgate(cmd, self.http).await
     }
 
     /// ffmpeg publishing two minutes of 320x240 as `cam` to it.
@@ -631,4 +638,137 @@ async fn sigterm_drains_a_node_new_whip_publishers_go_elsewhere_and_it_stops_whe
     let (_, v) = nodes(&b).await;
     assert_eq!(ids(&v), ["node-b"], "{v}");
     drop(publisher);
+}
+
+/// Cloud API calls on `gw`.
+fn cloud(gw: &TestGateway) -> support::cloud::CloudClient {
+    support::cloud::CloudClient::new(gw.http_addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_started_on_a_busy_node_runs_on_another_and_any_node_describes_and_stops_it() {
+    use support::cloud::{describe, describe_until, start_params, start_task, stop};
+    let nginx = support::nginx::Nginx::testdata().await;
+    let redis = Redis::start();
+    let (a, b, c) = (
+        node(&redis, "node-a").await,
+        node(&redis, "node-b").await,
+        node(&redis, "node-c").await,
+    );
+    // B and C take no new work: a task started on B goes to A, the only node that does.
+    b.registry.drain();
+    c.registry.drain();
+    let accepting = |v: &Value| -> Vec<String> {
+        v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["load"]["accepting"] == true)
+            .filter_map(|n| n["id"].as_str().map(String::from))
+            .collect()
+    };
+    wait_nodes(&b, Duration::from_secs(10), |v| accepting(v) == ["node-a"]).await;
+    let task = start_task(
+        &cloud(&b),
+        start_params("placed", "robot", &nginx.url("/sample-720p30.mp4")),
+    )
+    .await;
+    wait_until("the task runs on node A", Duration::from_secs(10), || {
+        a.pull.running(&task)
+    })
+    .await;
+    assert!(!b.pull.running(&task) && !c.pull.running(&task));
+
+    // Node C, which does not run it, describes it from the cluster's mirror...
+    let r = describe_until(&cloud(&c), &task, Duration::from_secs(15), |r| {
+        r["State"] == "playing" && r["PositionMs"].as_i64().unwrap_or(0) > 0
+    })
+    .await;
+    assert_eq!(r["Status"], "InProgress", "{r}");
+    // ...and stops it: node A's robot leaves, and every node says the task is gone.
+    stop(&cloud(&c), &task).await;
+    wait_until("node A stops the task", Duration::from_secs(10), || {
+        !a.pull.running(&task)
+    })
+    .await;
+    for gw in [&a, &b, &c] {
+        let r = describe_until(&cloud(gw), &task, Duration::from_secs(5), |r| r["Status"] == "NotExist").await;
+        assert_eq!(r["Status"], "NotExist", "{r}");
+    }
+    let _ = describe(&cloud(&a), &task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_of_a_node_killed_with_sigkill_resumes_on_another_at_its_position() {
+    use support::cloud::{describe_until, merge, start_params, start_task, CloudClient};
+    let nginx = support::nginx::Nginx::testdata().await;
+    let cb = WithCallbacks::start().await;
+    let (url, port) = (cb.redis.url(), cb.port);
+    // Node B accepts work however busy this test process is (other tests run beside it).
+    let b = start_gateway_with(move |c| {
+        join_cluster(c, url, "node-b");
+        c.cluster.max_load = 1.0;
+        c.apps[0].callback_url = format!("http://127.0.0.1:{port}/cb");
+        c.apps[0].callback_key = "cbKey".into();
+    })
+    .await;
+    // Node A is a real process (so it can be killed), with the same callbacks.
+    let mut node_a = ProcessNode::new(&cb.redis, "unused", "[pull]\nallow_private_sources = true\n");
+    node_a.env = vec![
+        (
+            "ROOMGATE_APPS_0_CALLBACK_URL".into(),
+            format!("http://127.0.0.1:{}/cb", cb.port),
+        ),
+        ("ROOMGATE_APPS_0_CALLBACK_KEY".into(), "cbKey".into()),
+    ];
+    let a = node_a.start().await;
+    let api_a = CloudClient::new(node_a.http);
+    // Started on A once A's load (high just after its start) has settled, the task stays on A.
+    let settled = |v: &Value| {
+        v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["id"] == "node-a" && n["load"]["score"].as_f64() < Some(0.05))
+    };
+    wait_nodes(&b, Duration::from_secs(15), settled).await;
+    let params = merge(
+        start_params("moving", "robot", &nginx.url("/sample-720p30.mp4")),
+        json!({"RepeatNum": -1}),
+    );
+    let task = start_task(&api_a, params).await;
+    let r = describe_until(&api_a, &task, Duration::from_secs(20), |r| {
+        r["PositionMs"].as_i64().unwrap_or(0) >= 4000
+    })
+    .await;
+    let before = r["PositionMs"].as_i64().unwrap();
+    assert!(!b.pull.running(&task), "it runs on node A");
+
+    a.kill9();
+    let killed = Instant::now();
+    wait_until("node B takes the task over", Duration::from_secs(25), || {
+        b.pull.running(&task)
+    })
+    .await;
+    assert!(
+        killed.elapsed() < Duration::from_secs(20),
+        "within 20 s: {:?}",
+        killed.elapsed()
+    );
+    // It resumes where it was (the mirror is at most a second old), not at the start.
+    let r = describe_until(&cloud(&b), &task, Duration::from_secs(15), |r| r["State"] == "playing").await;
+    let after = r["PositionMs"].as_i64().unwrap_or(0);
+    assert!(
+        after >= before - 1500,
+        "position kept: {before} ms before, {after} ms after"
+    );
+    // 701: Status 0 from A, then 2 (taken over) and 0 (playing again) from B.
+    let statuses = |recs: &[Value]| -> Vec<u64> {
+        recs.iter()
+            .filter(|r| r["body"]["EventInfo"]["TaskId"] == task.as_str() && r["body"]["EventType"] == 701)
+            .filter_map(|r| r["body"]["EventInfo"]["Status"].as_u64())
+            .collect()
+    };
+    let recs = cb.wait(Duration::from_secs(15), |r| statuses(r) == [0, 2, 0]).await;
+    assert_eq!(statuses(&recs), [0, 2, 0], "701 statuses of the task");
 }

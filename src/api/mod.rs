@@ -47,6 +47,8 @@ pub struct ApiState {
     pub rtmp_port: Option<u16>,
     /// This node's cluster membership (`GET /v1/nodes`).
     pub registry: Arc<crate::cluster::Registry>,
+    /// The cluster's pull tasks (Describe/Stop/Update of tasks on other nodes, placement); `None` on a single node.
+    pub cluster_tasks: Option<Arc<crate::cluster::tasks::ClusterTasks>>,
 }
 
 /// Every HTTP route. Admin-only handlers take `console::Admin` first: the check runs before their body extractors.

@@ -11,6 +11,7 @@ mod registry;
 pub mod relay;
 pub(crate) mod rooms;
 mod takeover;
+pub mod tasks;
 
 pub use load::{CpuMeter, Load};
 pub use registry::{ClusterError, NodeInfo, Registry, RoomsSnapshot, NODE_TTL, REFRESH_EVERY};

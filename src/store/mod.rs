@@ -356,6 +356,32 @@ impl Store {
         Ok(())
     }
 
+    /// Store a task as this node's running one, whether or not a row with its id exists (a task taken over from
+    /// another node that once ran here too).
+    pub fn put_task(&self, t: &TaskRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, reason, loops_done, position_ms, restarts,
+                                     created_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT(task_id) DO UPDATE SET spec = excluded.spec, state = excluded.state,
+                reason = excluded.reason, loops_done = excluded.loops_done, position_ms = excluded.position_ms,
+                restarts = excluded.restarts, updated_at_ms = excluded.updated_at_ms",
+            rusqlite::params![
+                t.task_id,
+                t.sdkappid as i64,
+                serde_json::to_string(&t.spec)?,
+                t.state,
+                t.reason,
+                t.loops_done,
+                t.position_ms,
+                t.restarts,
+                t.created_at_ms,
+                t.updated_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
     /// Save progress of a running task.
     pub fn update_progress(
         &self,

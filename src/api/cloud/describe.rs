@@ -9,6 +9,9 @@ use serde_json::{json, Map, Value};
 /// DescribeStreamIngest (its parameters are a [`TaskRef`] and nothing else): a task of another app is `NotExist`.
 pub(super) async fn apply(task: TaskRef, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
     caller.may_act_on(task.sdkappid)?;
+    if let Some((_, m)) = caller.elsewhere(&task.task_id, task.sdkappid).await {
+        return Ok(describe_fields(Some((m.spec, m.status))));
+    }
     let found = caller
         .pull
         .describe(&task.task_id)

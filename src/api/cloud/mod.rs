@@ -17,6 +17,7 @@ pub(crate) use describe::describe_fields;
 
 use super::ApiState;
 use crate::auth::{self, tc3};
+use crate::cluster::tasks::TaskMirror;
 use crate::config::{ApiKeyConfig, Config};
 use crate::ingest::pull::{PullError, PullService};
 use axum::body::Body;
@@ -219,6 +220,7 @@ async fn dispatch(
     let key = st.config.api_key(&secret_id).expect("verified above");
     let caller = Caller {
         pull,
+        cluster: st.cluster_tasks.as_ref(),
         secret_id: &secret_id,
         key,
     };
@@ -270,6 +272,8 @@ impl Action {
 /// Who is calling (a verified SecretId and its key) and the tasks they act on.
 struct Caller<'a> {
     pull: &'a std::sync::Arc<PullService>,
+    /// The cluster's tasks (on other nodes); `None` on a single node.
+    cluster: Option<&'a std::sync::Arc<crate::cluster::tasks::ClusterTasks>>,
     secret_id: &'a str,
     key: &'a ApiKeyConfig,
 }
@@ -288,12 +292,37 @@ impl Caller<'_> {
     }
 
     /// A task must belong to the app the caller names; otherwise it does not exist for them.
+    /// The task of `sdkappid` as the cluster mirrors it, when it runs on another node (not here); a Redis failure
+    /// reads as "not elsewhere" (the local answer stands).
+    async fn elsewhere(
+        &self,
+        task_id: &str,
+        sdkappid: u64,
+    ) -> Option<(&crate::cluster::tasks::ClusterTasks, TaskMirror)> {
+        let cluster = self.cluster?;
+        if self.pull.running(task_id) {
+            return None;
+        }
+        match cluster.mirror(task_id).await {
+            Ok(m) => Some((cluster.as_ref(), m.filter(|m| m.spec.sdk_app_id == sdkappid)?)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cluster's tasks; answering from this node");
+                None
+            }
+        }
+    }
+
     async fn check_task_app(&self, task_id: &str, sdkappid: u64) -> Result<(), CloudError> {
         match self.pull.describe(task_id).await? {
             Some((spec, _)) if spec.sdk_app_id == sdkappid => Ok(()),
             _ => Err(CloudError::invalid("TaskId", "no such task for this SdkAppId")),
         }
     }
+}
+
+/// A Redis failure while acting on another node's task: `FailedOperation` (nothing was done).
+fn cluster_error(e: crate::cluster::ClusterError) -> CloudError {
+    CloudError::new("FailedOperation", format!("the cluster is unavailable: {e}"))
 }
 
 fn obj(v: Value) -> Map<String, Value> {

@@ -100,6 +100,14 @@ impl Start {
 
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
         caller.may_act_on(self.spec.sdk_app_id)?;
+        if let Some(cluster) = caller.cluster {
+            // The least-loaded node runs it; a Redis failure starts it here.
+            match cluster.place(&self.spec).await {
+                Ok(Some(task_id)) => return Ok(super::obj(json!({ "TaskId": task_id }))),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot place the task in the cluster; starting it here"),
+            }
+        }
         let task_id = caller.pull.start(self.spec).await?;
         Ok(super::obj(json!({ "TaskId": task_id })))
     }

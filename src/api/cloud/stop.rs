@@ -7,6 +7,10 @@ use serde_json::{Map, Value};
 /// StopStreamIngest (its parameters are a [`TaskRef`] and nothing else).
 pub(super) async fn apply(task: TaskRef, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
     caller.may_act_on(task.sdkappid)?;
+    if let Some((cluster, _)) = caller.elsewhere(&task.task_id, task.sdkappid).await {
+        cluster.stop(&task.task_id).await.map_err(super::cluster_error)?;
+        return Ok(Map::new());
+    }
     caller.check_task_app(&task.task_id, task.sdkappid).await?;
     caller.pull.stop(&task.task_id).await?;
     Ok(Map::new())

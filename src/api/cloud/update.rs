@@ -34,6 +34,13 @@ impl Update {
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
         let Update { task, update } = self;
         caller.may_act_on(task.sdkappid)?;
+        if let Some((cluster, _)) = caller.elsewhere(&task.task_id, task.sdkappid).await {
+            cluster
+                .update(&task.task_id, update)
+                .await
+                .map_err(super::cluster_error)?;
+            return Ok(super::obj(json!({ "Status": "InProgress" })));
+        }
         caller
             .check_task_app(&task.task_id, task.sdkappid)
             .await

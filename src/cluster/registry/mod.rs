@@ -340,6 +340,16 @@ impl Registry {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// This node's load score as of its last refresh.
+    pub fn score(&self) -> f64 {
+        self.last_load.lock().expect("load lock").score
+    }
+
+    /// The Redis client and connection of a cluster node, for the parts of the cluster that keep their own keys.
+    pub(crate) fn connection(&self) -> Option<(redis::Client, ConnectionManager)> {
+        Some((self.client.clone()?, self.redis.clone()?))
+    }
+
     /// Whether this node takes new publishers and tasks now (not draining, load as of its last refresh).
     pub fn accepting(&self) -> bool {
         !self.draining() && self.last_load.lock().expect("load lock").accepting

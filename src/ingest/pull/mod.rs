@@ -23,7 +23,8 @@ use crate::store::{now_ms, Store, StoreError, TaskRecord};
 use env::{RunnerEnv, SourceAccess, TaskEvents};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use task::{new_task, new_task_id, unreadable_spec};
+pub(crate) use task::new_task_id;
+use task::{new_task, unreadable_spec};
 
 pub use source::SourceError;
 pub use task::{
@@ -125,9 +126,13 @@ impl PullService {
 
     /// Start a task (the spec is validated by the caller). Returns its id.
     pub async fn start(self: &Arc<Self>, spec: TaskSpec) -> Result<String, PullError> {
+        self.start_as(new_task_id(), spec).await
+    }
+
+    /// `start`, with an id chosen elsewhere (a cluster node that placed the task here).
+    pub async fn start_as(self: &Arc<Self>, id: String, spec: TaskSpec) -> Result<String, PullError> {
         let url = source::parse_source_url(&spec.stream_url)?;
         source::check_destination(&url, &self.env.sources.policy(spec.trusted_source)).await?;
-        let id = new_task_id();
         let task = {
             let mut tasks = self.tasks.lock().expect("tasks lock");
             if tasks.len() >= self.env.config.pull.max_tasks {
@@ -338,13 +343,87 @@ impl PullService {
         v
     }
 
+    /// Whether the task runs here now.
+    pub fn running(&self, task_id: &str) -> bool {
+        self.tasks.lock().expect("tasks lock").contains_key(task_id)
+    }
+
+    /// Run here a task that ran on another node (cluster failover): stored as this node's, announced with a 701
+    /// Status 2 carrying `why` (then Status 0 once its source plays again, as after a restart), resumed at
+    /// `status.position_ms` with its loops and restarts counted on.
+    pub async fn adopt(
+        self: &Arc<Self>,
+        id: String,
+        spec: TaskSpec,
+        created_at_ms: i64,
+        status: TaskStatus,
+        why: String,
+    ) -> Result<(), PullError> {
+        let task = {
+            let mut tasks = self.tasks.lock().expect("tasks lock");
+            if tasks.contains_key(&id) {
+                return Ok(());
+            }
+            if tasks.values().any(|t| t.spec().identity() == spec.identity()) {
+                return Err(PullError::TaskExist(spec.user_id.clone()));
+            }
+            let (loops, position, restarts) = (status.loops_done, status.position_ms, status.restarts + 1);
+            let task = Arc::new(new_task(
+                id.clone(),
+                spec.clone(),
+                created_at_ms,
+                loops,
+                position,
+                restarts,
+            ));
+            tasks.insert(id.clone(), task.clone());
+            task
+        };
+        let record = TaskRecord {
+            task_id: id.clone(),
+            sdkappid: spec.sdk_app_id,
+            spec: serde_json::to_value(&spec).expect("spec serializes"),
+            state: if spec.is_pause { "paused" } else { "running" }.into(),
+            reason: String::new(),
+            loops_done: status.loops_done,
+            position_ms: status.position_ms,
+            restarts: status.restarts + 1,
+            created_at_ms,
+            updated_at_ms: now_ms(),
+        };
+        let store = self.env.store.clone();
+        let stored = tokio::task::spawn_blocking(move || store.put_task(&record))
+            .await
+            .expect("store task");
+        if let Err(e) = stored {
+            self.tasks.lock().expect("tasks lock").remove(&id);
+            return Err(e.into());
+        }
+        tracing::info!(task = %id, position_ms = status.position_ms, reason = %why, "pull task taken over from another node");
+        self.env.events.emit(
+            &task,
+            IngestEventKind::Restarting {
+                attempt: 1,
+                reason: why,
+            },
+        );
+        self.spawn_runner(task, status.position_ms);
+        Ok(())
+    }
+
     /// Resume every task the store says was running or paused (after a restart or crash). A row that cannot be
     /// resumed (unreadable spec, unknown state) is marked failed with a log line; it never stops the others.
     pub fn resume_all(self: &Arc<Self>) -> Result<usize, PullError> {
+        self.resume_all_but(|_| false)
+    }
+
+    /// `resume_all`, leaving out the tasks `elsewhere` names (a cluster decides where those run).
+    pub fn resume_all_but(self: &Arc<Self>, elsewhere: impl Fn(&str) -> bool) -> Result<usize, PullError> {
         let rows = self.env.store.resumable_tasks()?;
         let mut n = 0;
         for row in rows {
             let rec = match row {
+                Ok(rec) if elsewhere(&rec.task_id) => continue,
                 Ok(rec) => rec,
                 Err(bad) => {
                     self.mark_unreadable(&bad.task_id, &bad.why);

@@ -100,7 +100,7 @@ impl TaskSpec {
 }
 
 /// Where a task is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     /// Opening the source.
@@ -136,7 +136,7 @@ impl TaskState {
 }
 
 /// What the source turned out to be, for Describe and the dashboard.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SourceInfo {
     /// The container format libav detected, by its demuxer name (e.g. `flv`, `hls`).
@@ -160,7 +160,7 @@ pub struct SourceInfo {
 }
 
 /// A live snapshot of a task.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct TaskStatus {
     /// Where the task is in its life.
@@ -203,7 +203,7 @@ impl IngestTask {
 }
 
 /// The changes UpdateStreamIngest can make.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TaskUpdate {
     /// New source URL; the task reopens on it.
     pub stream_url: Option<String>,

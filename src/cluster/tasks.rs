@@ -1,0 +1,385 @@
+//! Pull tasks across the cluster: each node mirrors its running tasks to Redis (`roomgate:task:{id}`: spec,
+//! owner, status with the position) every second and holds a lease on each (`roomgate:task:{id}:lease`, 15 s).
+//! Any node answers Describe from the mirror and sends Stop/Update to the owner over pub/sub; a task whose lease
+//! expired (its node died) is claimed by one node (`SET NX`) and resumed there at its mirrored position, with a
+//! 701 Status 2 and then Status 0 as after a restart. StartStreamIngest is placed on the least-loaded accepting
+//! node. SQLite stays each node's own store (and the only one on a single node).
+
+use super::{ClusterError, Registry};
+use crate::ingest::pull::{PullError, PullService, TaskSpec, TaskStatus, TaskUpdate};
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a task's lease lasts without its owner renewing it: the failover delay is about this plus a sync.
+pub const LEASE: Duration = Duration::from_secs(15);
+/// How often each node mirrors its tasks, renews its leases and looks for orphaned tasks.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
+/// The set of mirrored task ids.
+const TASKS_KEY: &str = "roomgate:tasks";
+/// A new task goes to another node only when that node's score is lower than this node's by more than this (load
+/// readings are noisy; placement should not ping-pong on noise).
+const PLACE_MARGIN: f64 = 0.1;
+/// How long a node over its `max_load` leaves an orphaned task to the others before it takes it itself.
+const BUSY_CLAIM_DELAY: Duration = Duration::from_secs(5);
+/// Where Stop/Update/Start reach the node that runs (or is to run) a task.
+const CONTROL_CHANNEL: &str = "roomgate:tasks:control";
+
+fn task_key(id: &str) -> String {
+    format!("roomgate:task:{id}")
+}
+
+fn lease_key(id: &str) -> String {
+    format!("roomgate:task:{id}:lease")
+}
+
+/// A task as Redis holds it: enough for any node to describe it and for another node to resume it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskMirror {
+    /// The task id.
+    pub id: String,
+    /// The node that runs it.
+    pub owner: String,
+    /// When it was started (Unix ms).
+    pub created_at_ms: i64,
+    /// What it was asked to do (after every update).
+    pub spec: TaskSpec,
+    /// Where it was at the last sync (state, position, loops, restarts, source).
+    pub status: TaskStatus,
+}
+
+/// A request to the node that runs a task (or is to run it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Control {
+    Stop { id: String },
+    Update { id: String, update: TaskUpdate },
+    Start { node: String, id: String, spec: TaskSpec },
+}
+
+/// This node's part in running the cluster's pull tasks.
+pub struct ClusterTasks {
+    registry: Arc<Registry>,
+    client: redis::Client,
+    redis: ConnectionManager,
+    pull: Arc<PullService>,
+    /// Set by `release`: the sync loop renews no lease any more.
+    released: std::sync::atomic::AtomicBool,
+    /// Orphaned tasks this node saw while it was over its `max_load`, and since when.
+    orphans_seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+}
+
+impl ClusterTasks {
+    /// The cluster's tasks as `registry`'s node sees them, run by `pull`; `None` on a single node.
+    pub fn new(registry: &Arc<Registry>, pull: Arc<PullService>) -> Option<Arc<ClusterTasks>> {
+        let (client, redis) = registry.connection()?;
+        Some(Arc::new(ClusterTasks {
+            registry: registry.clone(),
+            client,
+            redis,
+            pull,
+            released: Default::default(),
+            orphans_seen: Default::default(),
+        }))
+    }
+
+    fn me(&self) -> &str {
+        self.registry.node_id()
+    }
+
+    /// The ids of every task the cluster knows (to leave out of a restarted node's own resume).
+    pub async fn known(&self) -> Result<HashSet<String>, ClusterError> {
+        let mut c = self.redis.clone();
+        Ok(redis::cmd("SMEMBERS").arg(TASKS_KEY).query_async(&mut c).await?)
+    }
+
+    /// The task as the cluster last mirrored it (it runs on another node), or `None`.
+    pub async fn mirror(&self, id: &str) -> Result<Option<TaskMirror>, ClusterError> {
+        let mut c = self.redis.clone();
+        let raw: Option<String> = redis::cmd("GET").arg(task_key(id)).query_async(&mut c).await?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// Stop a task that runs on another node: it is out of the cluster's list at once (no node claims it), and
+    /// its node is told to stop it.
+    pub async fn stop(&self, id: &str) -> Result<(), ClusterError> {
+        let mut c = self.redis.clone();
+        redis::pipe()
+            .cmd("DEL")
+            .arg(task_key(id))
+            .ignore()
+            .cmd("SREM")
+            .arg(TASKS_KEY)
+            .arg(id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        self.send(&Control::Stop { id: id.into() }).await
+    }
+
+    /// Change a task that runs on another node (its node applies and stores the change).
+    pub async fn update(&self, id: &str, update: TaskUpdate) -> Result<(), ClusterError> {
+        self.send(&Control::Update { id: id.into(), update }).await
+    }
+
+    /// Where a new task should run: `None` here, else the id it got on the least-loaded accepting node, which was
+    /// told to start it (and holds its lease until it does, so no other node claims it meanwhile).
+    pub async fn place(&self, spec: &TaskSpec) -> Result<Option<String>, ClusterError> {
+        let nodes = self.registry.nodes().await?;
+        let Some(node) = super::load::least_loaded(&nodes, "") else {
+            return Ok(None);
+        };
+        if node.id == self.me() || self.registry.accepting() && node.load.score + PLACE_MARGIN >= self.registry.score()
+        {
+            return Ok(None);
+        }
+        let id = crate::ingest::pull::new_task_id();
+        // Listed at once (Describe works from any node) and leased for the chosen node until it runs the task.
+        let mirror = TaskMirror {
+            id: id.clone(),
+            owner: node.id.clone(),
+            created_at_ms: crate::store::now_ms(),
+            spec: spec.clone(),
+            status: TaskStatus {
+                state: crate::ingest::pull::TaskState::Connecting,
+                reason: String::new(),
+                loops_done: 0,
+                position_ms: spec.seek_second.max(0) * 1000,
+                restarts: 0,
+                source: None,
+            },
+        };
+        let mut c = self.redis.clone();
+        redis::pipe()
+            .cmd("SET")
+            .arg(lease_key(&id))
+            .arg(&node.id)
+            .arg("EX")
+            .arg(LEASE.as_secs())
+            .ignore()
+            .cmd("SET")
+            .arg(task_key(&id))
+            .arg(serde_json::to_string(&mirror).expect("mirror serializes"))
+            .ignore()
+            .cmd("SADD")
+            .arg(TASKS_KEY)
+            .arg(&id)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        self.send(&Control::Start {
+            node: node.id.clone(),
+            id: id.clone(),
+            spec: spec.clone(),
+        })
+        .await?;
+        tracing::info!(task = %id, node = %node.id, "pull task placed on the least-loaded node");
+        Ok(Some(id))
+    }
+
+    async fn send(&self, control: &Control) -> Result<(), ClusterError> {
+        let mut c = self.redis.clone();
+        let payload = serde_json::to_string(control).expect("control serializes");
+        redis::cmd("PUBLISH")
+            .arg(CONTROL_CHANNEL)
+            .arg(payload)
+            .query_async::<()>(&mut c)
+            .await?;
+        Ok(())
+    }
+
+    /// Let go of this node's tasks at a graceful stop: their leases end now, so other nodes resume them at their
+    /// next sync instead of after [`LEASE`].
+    pub async fn release(&self) {
+        self.released.store(true, std::sync::atomic::Ordering::SeqCst);
+        let mut c = self.redis.clone();
+        let ids: Vec<String> = self.pull.list().iter().map(|t| lease_key(&t.id)).collect();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = redis::cmd("DEL").arg(&ids).query_async::<()>(&mut c).await {
+            tracing::warn!(error = %e, "cannot release this node's task leases; they expire on their own");
+        }
+    }
+
+    /// Mirror, renew and claim every [`SYNC_EVERY`] until aborted; an outage is logged once and retried.
+    pub async fn run(self: Arc<Self>) {
+        let mut mirrored = HashSet::new();
+        let mut failing = false;
+        let mut tick = tokio::time::interval(SYNC_EVERY);
+        loop {
+            tick.tick().await;
+            match self.sync(&mut mirrored).await {
+                Ok(()) => failing = false,
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "cannot sync pull tasks with the cluster; retrying");
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn sync(&self, mirrored: &mut HashSet<String>) -> Result<(), ClusterError> {
+        if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut c = self.redis.clone();
+        let local = self.pull.list();
+        let mut pipe = redis::pipe();
+        let mut now = HashSet::new();
+        for t in local.iter().filter(|t| t.status().state.is_active()) {
+            let mirror = TaskMirror {
+                id: t.id.clone(),
+                owner: self.me().into(),
+                created_at_ms: t.created_at_ms,
+                spec: t.spec(),
+                status: t.status(),
+            };
+            let json = serde_json::to_string(&mirror).expect("mirror serializes");
+            pipe.cmd("SET").arg(task_key(&t.id)).arg(json).ignore();
+            pipe.cmd("SET")
+                .arg(lease_key(&t.id))
+                .arg(self.me())
+                .arg("EX")
+                .arg(LEASE.as_secs())
+                .ignore();
+            pipe.cmd("SADD").arg(TASKS_KEY).arg(&t.id).ignore();
+            now.insert(t.id.clone());
+        }
+        // Tasks that ended here since the last sync leave the cluster's list.
+        for gone in mirrored.difference(&now) {
+            pipe.cmd("DEL").arg(task_key(gone)).arg(lease_key(gone)).ignore();
+            pipe.cmd("SREM").arg(TASKS_KEY).arg(gone).ignore();
+        }
+        if !now.is_empty() || !mirrored.is_empty() {
+            pipe.query_async::<()>(&mut c).await?;
+        }
+        *mirrored = now;
+        if !self.registry.draining() {
+            self.claim_orphans(&mut c, mirrored).await?;
+        }
+        Ok(())
+    }
+
+    /// Take over every listed task whose lease has expired (its node died or let it go), one node per task. A
+    /// node over its `max_load` leaves an orphan to the nodes with headroom for [`BUSY_CLAIM_DELAY`] first: a task
+    /// is better run on a busy node than not at all.
+    async fn claim_orphans(
+        &self,
+        c: &mut ConnectionManager,
+        mirrored: &mut HashSet<String>,
+    ) -> Result<(), ClusterError> {
+        let ids: Vec<String> = redis::cmd("SMEMBERS").arg(TASKS_KEY).query_async(c).await?;
+        let accepting = self.registry.accepting();
+        for id in ids.into_iter().filter(|id| !self.pull.running(id)) {
+            let holder: Option<String> = redis::cmd("GET").arg(lease_key(&id)).query_async(c).await?;
+            // A lease this node holds for a task it does not run is its own from before a restart: take it back.
+            let mine = holder.as_deref() == Some(self.me());
+            let waited = {
+                let mut seen = self.orphans_seen.lock().expect("orphans lock");
+                if holder.is_some() && !mine {
+                    seen.remove(&id);
+                    continue;
+                }
+                let since = *seen.entry(id.clone()).or_insert_with(std::time::Instant::now);
+                mine || accepting || since.elapsed() >= BUSY_CLAIM_DELAY
+            };
+            if !waited {
+                continue;
+            }
+            self.orphans_seen.lock().expect("orphans lock").remove(&id);
+            let claimed: Option<String> = redis::cmd("SET")
+                .arg(lease_key(&id))
+                .arg(self.me())
+                .arg(if mine { "XX" } else { "NX" })
+                .arg("EX")
+                .arg(LEASE.as_secs())
+                .query_async(c)
+                .await?;
+            if claimed.is_none() {
+                continue;
+            }
+            let Some(m) = self.mirror(&id).await? else {
+                // Stopped meanwhile: nothing to run.
+                redis::pipe()
+                    .cmd("DEL")
+                    .arg(lease_key(&id))
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(TASKS_KEY)
+                    .arg(&id)
+                    .ignore()
+                    .query_async::<()>(c)
+                    .await?;
+                continue;
+            };
+            if mine && crate::store::now_ms() - m.created_at_ms < 5_000 {
+                // Placed here a moment ago: its Start is on the way.
+                continue;
+            }
+            let why = if m.owner == self.me() {
+                "this node restarted; the task resumes here".to_string()
+            } else {
+                format!(
+                    "node {} stopped answering; the task resumes on node {}",
+                    m.owner,
+                    self.me()
+                )
+            };
+            match self
+                .pull
+                .adopt(m.id.clone(), m.spec, m.created_at_ms, m.status, why)
+                .await
+            {
+                Ok(()) => {
+                    metrics::counter!("roomgate_cluster_tasks_claimed_total").increment(1);
+                    mirrored.insert(m.id);
+                }
+                Err(e) => {
+                    tracing::warn!(task = %id, error = %e, "cannot take over a task; another node may");
+                    let _ = redis::cmd("DEL").arg(lease_key(&id)).query_async::<()>(c).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply the other nodes' Stop/Update/Start to this node's tasks until aborted; resubscribes after an outage.
+    pub async fn listen(self: Arc<Self>) {
+        loop {
+            match self.client.get_async_pubsub().await {
+                Ok(mut pubsub) => {
+                    if pubsub.subscribe(CONTROL_CHANNEL).await.is_ok() {
+                        let mut messages = pubsub.into_on_message();
+                        while let Some(msg) = messages.next().await {
+                            let Ok(control) =
+                                serde_json::from_str::<Control>(&msg.get_payload::<String>().unwrap_or_default())
+                            else {
+                                continue;
+                            };
+                            self.apply(control).await;
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot listen to cluster task control; retrying"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn apply(&self, control: Control) {
+        let result: Result<(), PullError> = match control {
+            Control::Stop { id } if self.pull.running(&id) => self.pull.stop(&id).await,
+            Control::Update { id, update } if self.pull.running(&id) => self.pull.update(&id, update).await.map(|_| ()),
+            Control::Start { node, id, spec } if node == self.me() => self.pull.start_as(id, spec).await.map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "a task request from another node failed here");
+        }
+    }
+}
