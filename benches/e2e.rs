@@ -6,6 +6,10 @@
 //! (decode + x264 + Opus in the gateway) next to the `ffmpeg` CLI doing the same decode+encode with the same
 //! settings, and a passthrough task on a baseline 1080p30 MP4 (sources served by nginx on loopback).
 //!
+//! `cluster[:V[:T]]` starts two gateways on one Redis (redis-server), an RTMP anchor on node A and V viewers over
+//! A and B (B relays the anchor over one link): CPU of each node with the anchor alone, with the relay link, and
+//! with all viewers; per-viewer CPU local and relayed.
+//!
 //! `audio-floor[:T]` runs the AAC -> Opus work of one publisher in the ffmpeg CLI (the floor a publisher's CPU can
 //! approach); `opus-quality[:BITRATE]` measures every Opus complexity (benches/support/opus_quality.rs). Both
 //! run alone when named.
@@ -65,6 +69,10 @@ enum Source {
 #[allow(dead_code)]
 #[path = "../tests/support/nginx.rs"]
 mod nginx;
+
+#[allow(dead_code)]
+#[path = "../tests/support/redis.rs"]
+mod redis;
 
 struct Scenario {
     source: Source,
@@ -543,6 +551,86 @@ async fn run(s: &Scenario) -> serde_json::Value {
     })
 }
 
+/// `cluster[:V[:T]]`: two release gateways on one Redis; an RTMP anchor on node A; V viewers, half on A (local)
+/// and half on B (relayed over one link). CPU of each node in three windows of T s: the anchor alone, one viewer
+/// on B (the relay link's cost on both nodes), then all V; per-viewer CPU on each node from the last two.
+async fn run_cluster(viewers: usize, seconds: u64) -> serde_json::Value {
+    let redis = redis::Redis::start();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let cluster = |id: &str| {
+        format!(
+            "[cluster]\nredis_url = \"{}\"\nnode_id = \"{id}\"\n\
+             secret = \"bench-cluster-secret-0123456789abcdef\"\nrelay_listen = \"127.0.0.1:0\"\n",
+            redis.url()
+        )
+    };
+    let rtmp_port = free_port();
+    let rtmp = format!("listen = \"127.0.0.1:{rtmp_port}\"");
+    let (mut a, http_a) = start_gateway(dir_a.path(), &rtmp, free_port(), &cluster("node-a")).await;
+    let (mut b, http_b) = start_gateway(dir_b.path(), "enabled = false", free_port(), &cluster("node-b")).await;
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
+    let url = format!(
+        "rtmp://127.0.0.1:{rtmp_port}/push/room0?sdkappid={SDKAPPID}&userid=cam0&usersig={}",
+        sig("cam0")
+    );
+    let mut pusher = ffmpeg_looping(sample)
+        .args(["-c", "copy", "-f", "flv", &url])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ffmpeg");
+    // B lists A's anchor once A has published its rooms.
+    let start = Instant::now();
+    while rooms_json(&http_b).await["rooms"][0]["anchors"][0]["node"] != "node-a" {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "node B never saw the anchor on node A"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let window = Duration::from_secs(seconds);
+    let (pid_a, pid_b) = (a.id(), b.id());
+    let both = move |w| async move { tokio::join!(cpu_percent(pid_a, w), cpu_percent(pid_b, w)) };
+    let (a0, b0) = both(window).await;
+    let mut players = vec![view(&http_b, "room0", "relay0").await.1];
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (a1, b1) = both(window).await;
+    let half = viewers / 2;
+    for i in 0..half {
+        players.push(view(&http_a, "room0", &format!("a{i}")).await.1);
+        players.push(view(&http_b, "room0", &format!("b{i}")).await.1);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for p in &players {
+        while p.frames.try_recv().is_ok() {}
+    }
+    let (a2, b2) = both(window).await;
+    let received: Vec<u64> = players
+        .iter()
+        .map(|p| p.frames.try_iter().filter(|f| f.video).count() as u64)
+        .collect();
+    drop(players);
+    drop(redis);
+    for c in [&mut pusher, &mut a, &mut b] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let per = |with: f64, without: f64| round((with - without).max(0.0) / half.max(1) as f64);
+    json!({
+        "source": "cluster",
+        "viewers": 1 + 2 * half,
+        "seconds": seconds,
+        "node_a_cpu_percent": { "anchor_only": round(a0), "relay_link": round(a1), "all_viewers": round(a2) },
+        "node_b_cpu_percent": { "idle": round(b0), "relay_link_and_one_viewer": round(b1), "all_viewers": round(b2) },
+        // The link's cost on the anchor's node (sending the anchor once to B).
+        "relay_link_cpu_percent_on_owner": round((a1 - a0).max(0.0)),
+        "cpu_percent_per_viewer_local_on_a": per(a2, a1),
+        "cpu_percent_per_viewer_relayed_on_b": per(b2, b1),
+        "video_frames_received_min": received.iter().min(),
+        "video_frames_received_max": received.iter().max(),
+    })
+}
+
 /// 2 s from now, POST `n` WHEP viewers of room 0 at once; (the players, POST -> first video frame of each, ms).
 async fn join_at_once(http: String, n: usize) -> (Vec<WhepPlayer>, Vec<f64>) {
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -644,6 +732,17 @@ fn main() {
     if let Some(secs) = solo(&args, "audio-floor", 15) {
         let report = runtime().block_on(run_audio_floor(secs));
         println!("{}", serde_json::to_string_pretty(&report).unwrap());
+        return;
+    }
+    // `cluster[:V[:T]]`: one anchor on node A, viewers over A and B (relayed); CPU per node and per viewer.
+    if let Some(a) = args.iter().find(|a| a.starts_with("cluster")) {
+        let mut parts = a.split(':').skip(1).map(|v| v.parse::<u64>().ok());
+        let viewers = parts.next().flatten().unwrap_or(20) as usize;
+        let secs = parts.next().flatten().unwrap_or(10);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&runtime().block_on(run_cluster(viewers, secs))).unwrap()
+        );
         return;
     }
     // `opus-quality[:BITRATE]`: the encoder alone, no gateway (see benches/support/opus_quality.rs).

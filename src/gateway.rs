@@ -256,18 +256,13 @@ impl Gateway {
             api::server::serve(l, app, limits).await;
         }));
 
-        // In a cluster, the tasks the cluster knows are resumed where it says (the claim loop takes back this
-        // node's own after a restart); the others, and all of them on a single node, resume here.
-        let elsewhere = match &cluster_tasks {
-            Some(t) => t.known().await.unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "cannot read the cluster's tasks; resuming this node's own here");
-                Default::default()
-            }),
-            None => Default::default(),
-        };
-        let resumed = {
+        // In a cluster, Redis says where tasks run: this node takes its own back from there (its leases), and its
+        // SQLite rows are not resumed (another node may have taken them over and ended them since).
+        let resumed = if cluster_tasks.is_some() {
+            0
+        } else {
             let pull = pull.clone();
-            tokio::task::spawn_blocking(move || pull.resume_all_but(|id| elsewhere.contains(id)))
+            tokio::task::spawn_blocking(move || pull.resume_all())
                 .await
                 .expect("resume task")?
         };

@@ -118,3 +118,25 @@ async fn aiortc_plays_a_high_profile_anchor_it_did_not_offer() {
     assert_eq!(r["status"], 406, "{r} {stderr}");
     ff.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aiortc_plays_an_anchor_of_another_node_through_the_relay() {
+    use support::redis::{join_cluster, Redis};
+    let redis = Redis::start();
+    let (url_a, url_b) = (redis.url(), redis.url());
+    let a = start_gateway_with(move |c| join_cluster(c, url_a, "node-a")).await;
+    let b = start_gateway_with(move |c| join_cluster(c, url_b, "node-b")).await;
+    let (ff, _) = a.push_anchor("far", "cam", "640x360", 40, LIVE_X264).await;
+    // Node B knows A's anchor once A has published its rooms (at once on the join; B reads them a second old).
+    wait_until_async("node B lists the anchor on node A", Duration::from_secs(10), || async {
+        let (_, v) = get_json(b.http_addr, "/v1/rooms").await;
+        v["rooms"][0]["anchors"][0]["node"] == "node-a"
+    })
+    .await;
+    let (ok, r, stderr) = aiortc_play(&b, "far", "aiortc2", "15").await;
+    assert!(ok, "aiortc player failed:\n{stderr}");
+    assert_eq!(r["status"], 201, "node B answers the offer itself: {r}");
+    assert_saw_640x360(&r);
+    assert!(r["audio_samples"].as_u64().unwrap() >= 48000, "{r}");
+    ff.kill().await;
+}

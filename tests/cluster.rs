@@ -4,11 +4,10 @@
 
 mod support;
 
-use roomgate::config::Config;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::receiver::{types, wait_for, Receiver};
-use support::redis::Redis;
+use support::redis::{join_cluster, Redis, SECRET};
 use support::*;
 
 async fn nodes(gw: &TestGateway) -> (u16, Value) {
@@ -43,15 +42,14 @@ async fn wait_nodes(gw: &TestGateway, within: Duration, want: impl Fn(&Value) ->
     }
 }
 
-/// The secret the test nodes share (relay links).
-const SECRET: &str = "test-cluster-secret-0123456789abcdef";
-
-/// `c` as node `id` of the cluster on `redis_url`: relay links on a free loopback port with the shared secret.
-fn join_cluster(c: &mut Config, redis_url: String, id: &str) {
-    c.cluster.redis_url = redis_url;
-    c.cluster.node_id = id.to_string();
-    c.cluster.secret = SECRET.into();
-    c.cluster.relay_listen = "127.0.0.1:0".parse().unwrap();
+/// Node `id` that takes work however busy this test process is (`max_load` 1: other tests run beside it).
+async fn unhurried_node(redis: &Redis, id: &str) -> TestGateway {
+    let (url, id) = (redis.url(), id.to_string());
+    start_gateway_with(move |c| {
+        join_cluster(c, url, &id);
+        c.cluster.max_load = 1.0;
+    })
+    .await
 }
 
 async fn node(redis: &Redis, id: &str) -> TestGateway {
@@ -161,18 +159,39 @@ async fn a_redis_outage_is_a_clear_error_and_nodes_register_again_when_it_is_bac
     let (_, v, _) = wait_nodes(&a, Duration::from_secs(10), |v| ids(v) == ["node-a"]).await;
     assert_eq!(ids(&v), ["node-a"], "{v}");
 
+    // A local anchor and its viewer, playing when Redis goes away.
+    let (ff, _) = a.push_anchor("local", "cam", "320x240", 60, LIVE_X264).await;
+    let player = whep_client::play(
+        &a.whep_url("local", "v1"),
+        Some(&usersig("v1")),
+        whep_client::Transport::Udp,
+    )
+    .await
+    .unwrap_or_else(|r| panic!("plays: {} {}", r.status, r.body));
+
     redis.stop();
     let (status, body) = http_get(a.http_addr, "/v1/nodes").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("cluster_unavailable"), "{body}");
-    // The node itself goes on: it answers and serves what is local.
+    // The node itself goes on: it answers, and its media keeps flowing through the outage.
     let (status, _) = http_get(a.http_addr, "/v1/rooms").await;
     assert_eq!(status, 200);
-
+    let outage = Instant::now();
+    let (frames, player) = player
+        .gather_keep(Duration::from_secs(8), |f| whep_client::at_least(f, 150, 250))
+        .await;
+    assert!(
+        whep_client::at_least(&frames, 150, 250),
+        "5 s of media during the outage: {} frames in {:?}",
+        frames.len(),
+        outage.elapsed()
+    );
     // Redis comes back empty: the node's next refresh registers it again.
     redis.restart();
     let (_, v, _) = wait_nodes(&a, Duration::from_secs(15), |v| ids(v) == ["node-a"]).await;
     assert_eq!(ids(&v), ["node-a"], "registered again after the outage: {v}");
+    drop(player);
+    ff.kill().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,7 +609,7 @@ async fn a_relay_link_is_opened_again_when_the_anchors_node_restarts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_node_new_whip_publishers_go_elsewhere_and_it_stops_when_its_publisher_leaves() {
     let redis = Redis::start();
-    let b = reachable_node(&redis, "node-b", roomgate::config::RemoteViewers::Relay).await;
+    let b = unhurried_node(&redis, "node-b").await;
     let node_a = ProcessNode::new(&redis, "busy", "drain_timeout_secs = 60\n");
     let mut a = node_a.start().await;
     let ff = node_a.push();
@@ -650,11 +669,8 @@ async fn a_task_started_on_a_busy_node_runs_on_another_and_any_node_describes_an
     use support::cloud::{describe, describe_until, start_params, start_task, stop};
     let nginx = support::nginx::Nginx::testdata().await;
     let redis = Redis::start();
-    let (a, b, c) = (
-        node(&redis, "node-a").await,
-        node(&redis, "node-b").await,
-        node(&redis, "node-c").await,
-    );
+    let a = unhurried_node(&redis, "node-a").await;
+    let (b, c) = (node(&redis, "node-b").await, node(&redis, "node-c").await);
     // B and C take no new work: a task started on B goes to A, the only node that does.
     b.registry.drain();
     c.registry.drain();

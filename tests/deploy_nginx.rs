@@ -52,7 +52,11 @@ async fn whep_over_https_and_rtmps_through_the_nginx_front() {
     for port in [https, rtmp] {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(std::time::Instant::now() < deadline, "nginx listens on {port}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx listens on {port}; its error log: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -36,6 +36,65 @@ fn lease_key(id: &str) -> String {
     format!("roomgate:task:{id}:lease")
 }
 
+/// Set for a minute when a task is stopped from another node: its owner stops it at its next sync even if it
+/// missed the message, and no node claims it.
+fn stop_key(id: &str) -> String {
+    format!("roomgate:task:{id}:stopped")
+}
+
+/// The lease a placing node writes for the node it chose, until that node runs the task.
+fn placed_value(node: &str) -> String {
+    format!("{node}/placed")
+}
+
+/// A script that sets the lease `KEYS[1]` to `ARGV[1]` for `ARGV[2]` seconds when `when` holds of its value `v`
+/// (and `ARGV[3]`); 1 if it did, 0 if not. Checking and setting in one step is what keeps two nodes from both
+/// believing they hold a task.
+fn lease_script(when: &str) -> redis::Script {
+    redis::Script::new(&format!(
+        "local v = redis.call('GET', KEYS[1])
+         if {when} then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end
+         return 0"
+    ))
+}
+
+/// Renew a lease this process holds, or one placed for its node (`ARGV[3]`); 0: another holds it.
+fn renew_script() -> redis::Script {
+    lease_script("v == false or v == ARGV[1] or v == ARGV[3]")
+}
+
+/// Take a lease that is still what was read (`ARGV[3]`, empty for absent); 0: someone else was first.
+fn claim_script() -> redis::Script {
+    lease_script("(v == false and ARGV[3] == '') or v == ARGV[3]")
+}
+
+/// Take a task out of the cluster: its mirror, its lease and its place in the list.
+async fn unlist(c: &mut ConnectionManager, id: &str) -> Result<(), ClusterError> {
+    redis::pipe()
+        .cmd("DEL")
+        .arg(task_key(id))
+        .arg(lease_key(id))
+        .ignore()
+        .cmd("SREM")
+        .arg(TASKS_KEY)
+        .arg(id)
+        .ignore()
+        .query_async::<()>(c)
+        .await?;
+    Ok(())
+}
+
+/// Forget a task that ended here, unless another node holds its lease now.
+fn forget_script() -> redis::Script {
+    redis::Script::new(
+        r"local v = redis.call('GET', KEYS[1])
+          if v == false or v == ARGV[1] then
+            redis.call('DEL', KEYS[1], KEYS[2]) redis.call('SREM', KEYS[3], ARGV[2])
+          end
+          return 0",
+    )
+}
+
 /// A task as Redis holds it: enough for any node to describe it and for another node to resume it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TaskMirror {
@@ -66,6 +125,9 @@ pub struct ClusterTasks {
     client: redis::Client,
     redis: ConnectionManager,
     pull: Arc<PullService>,
+    /// What this process writes in the leases it holds: `{node}/{random}`, so a restarted node can tell the
+    /// leases of its previous life (which it takes back at once) from its own.
+    lease_value: String,
     /// Set by `release`: the sync loop renews no lease any more.
     released: std::sync::atomic::AtomicBool,
     /// Orphaned tasks this node saw while it was over its `max_load`, and since when.
@@ -77,6 +139,7 @@ impl ClusterTasks {
     pub fn new(registry: &Arc<Registry>, pull: Arc<PullService>) -> Option<Arc<ClusterTasks>> {
         let (client, redis) = registry.connection()?;
         Some(Arc::new(ClusterTasks {
+            lease_value: format!("{}/{:016x}", registry.node_id(), rand::random::<u64>()),
             registry: registry.clone(),
             client,
             redis,
@@ -88,12 +151,6 @@ impl ClusterTasks {
 
     fn me(&self) -> &str {
         self.registry.node_id()
-    }
-
-    /// The ids of every task the cluster knows (to leave out of a restarted node's own resume).
-    pub async fn known(&self) -> Result<HashSet<String>, ClusterError> {
-        let mut c = self.redis.clone();
-        Ok(redis::cmd("SMEMBERS").arg(TASKS_KEY).query_async(&mut c).await?)
     }
 
     /// The task as the cluster last mirrored it (it runs on another node), or `None`.
@@ -108,6 +165,12 @@ impl ClusterTasks {
     pub async fn stop(&self, id: &str) -> Result<(), ClusterError> {
         let mut c = self.redis.clone();
         redis::pipe()
+            .cmd("SET")
+            .arg(stop_key(id))
+            .arg(self.me())
+            .arg("EX")
+            .arg(60)
+            .ignore()
             .cmd("DEL")
             .arg(task_key(id))
             .ignore()
@@ -156,7 +219,7 @@ impl ClusterTasks {
         redis::pipe()
             .cmd("SET")
             .arg(lease_key(&id))
-            .arg(&node.id)
+            .arg(placed_value(&node.id))
             .arg("EX")
             .arg(LEASE.as_secs())
             .ignore()
@@ -228,10 +291,39 @@ impl ClusterTasks {
             return Ok(());
         }
         let mut c = self.redis.clone();
-        let local = self.pull.list();
+        let local: Vec<_> = self
+            .pull
+            .list()
+            .into_iter()
+            .filter(|t| t.status().state.is_active())
+            .collect();
+        // Stopped from another node while its message may have been missed: stop it here (with its 702).
+        if !local.is_empty() {
+            let keys: Vec<String> = local.iter().map(|t| stop_key(&t.id)).collect();
+            let stops: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+            for (t, _) in local.iter().zip(stops).filter(|(_, s)| s.is_some()) {
+                let _ = self.pull.stop(&t.id).await;
+            }
+        }
         let mut pipe = redis::pipe();
         let mut now = HashSet::new();
-        for t in local.iter().filter(|t| t.status().state.is_active()) {
+        for t in local
+            .iter()
+            .filter(|t| self.pull.running(&t.id) && t.status().state.is_active())
+        {
+            // Renewed only while this process holds the lease (or it was placed here); a node that lost it (it
+            // stalled past the lease and another node took the task over) stops its copy.
+            let held: i32 = renew_script()
+                .key(lease_key(&t.id))
+                .arg(&self.lease_value)
+                .arg(LEASE.as_secs())
+                .arg(placed_value(self.me()))
+                .invoke_async(&mut c)
+                .await?;
+            if held == 0 {
+                self.pull.hand_over(&t.id);
+                continue;
+            }
             let mirror = TaskMirror {
                 id: t.id.clone(),
                 owner: self.me().into(),
@@ -241,22 +333,22 @@ impl ClusterTasks {
             };
             let json = serde_json::to_string(&mirror).expect("mirror serializes");
             pipe.cmd("SET").arg(task_key(&t.id)).arg(json).ignore();
-            pipe.cmd("SET")
-                .arg(lease_key(&t.id))
-                .arg(self.me())
-                .arg("EX")
-                .arg(LEASE.as_secs())
-                .ignore();
             pipe.cmd("SADD").arg(TASKS_KEY).arg(&t.id).ignore();
             now.insert(t.id.clone());
         }
-        // Tasks that ended here since the last sync leave the cluster's list.
-        for gone in mirrored.difference(&now) {
-            pipe.cmd("DEL").arg(task_key(gone)).arg(lease_key(gone)).ignore();
-            pipe.cmd("SREM").arg(TASKS_KEY).arg(gone).ignore();
-        }
-        if !now.is_empty() || !mirrored.is_empty() {
+        if !now.is_empty() {
             pipe.query_async::<()>(&mut c).await?;
+        }
+        // Tasks that ended here since the last sync leave the cluster's list, unless another node holds them now.
+        for gone in mirrored.difference(&now) {
+            forget_script()
+                .key(lease_key(gone))
+                .key(task_key(gone))
+                .key(TASKS_KEY)
+                .arg(&self.lease_value)
+                .arg(gone)
+                .invoke_async::<()>(&mut c)
+                .await?;
         }
         *mirrored = now;
         if !self.registry.draining() {
@@ -265,20 +357,33 @@ impl ClusterTasks {
         Ok(())
     }
 
-    /// Take over every listed task whose lease has expired (its node died or let it go), one node per task. A
-    /// node over its `max_load` leaves an orphan to the nodes with headroom for [`BUSY_CLAIM_DELAY`] first: a task
-    /// is better run on a busy node than not at all.
+    /// Take over every listed task whose lease has expired (its node died or let it go) or that this node held
+    /// before it restarted, one node per task. A node over its `max_load` leaves an orphan to the nodes with
+    /// headroom for [`BUSY_CLAIM_DELAY`] first: a task is better run on a busy node than not at all.
     async fn claim_orphans(
         &self,
         c: &mut ConnectionManager,
         mirrored: &mut HashSet<String>,
     ) -> Result<(), ClusterError> {
         let ids: Vec<String> = redis::cmd("SMEMBERS").arg(TASKS_KEY).query_async(c).await?;
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|id| !self.pull.running(id) && !mirrored.contains(id))
+            .collect();
+        self.orphans_seen
+            .lock()
+            .expect("orphans lock")
+            .retain(|id, _| ids.contains(id));
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| lease_key(id)).collect();
+        let holders: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
         let accepting = self.registry.accepting();
-        for id in ids.into_iter().filter(|id| !self.pull.running(id)) {
-            let holder: Option<String> = redis::cmd("GET").arg(lease_key(&id)).query_async(c).await?;
-            // A lease this node holds for a task it does not run is its own from before a restart: take it back.
-            let mine = holder.as_deref() == Some(self.me());
+        let (mine_prefix, placed_here) = (format!("{}/", self.me()), placed_value(self.me()));
+        let before_restart = |h: &str| h.starts_with(&mine_prefix) && h != self.lease_value && h != placed_here;
+        for (id, holder) in ids.into_iter().zip(holders) {
+            let mine = holder.as_deref().is_some_and(before_restart);
             let waited = {
                 let mut seen = self.orphans_seen.lock().expect("orphans lock");
                 if holder.is_some() && !mine {
@@ -292,35 +397,21 @@ impl ClusterTasks {
                 continue;
             }
             self.orphans_seen.lock().expect("orphans lock").remove(&id);
-            let claimed: Option<String> = redis::cmd("SET")
-                .arg(lease_key(&id))
-                .arg(self.me())
-                .arg(if mine { "XX" } else { "NX" })
-                .arg("EX")
+            let claimed: i32 = claim_script()
+                .key(lease_key(&id))
+                .arg(&self.lease_value)
                 .arg(LEASE.as_secs())
-                .query_async(c)
+                .arg(holder.as_deref().unwrap_or(""))
+                .invoke_async(c)
                 .await?;
-            if claimed.is_none() {
+            if claimed == 0 {
                 continue;
             }
             let Some(m) = self.mirror(&id).await? else {
-                // Stopped meanwhile: nothing to run.
-                redis::pipe()
-                    .cmd("DEL")
-                    .arg(lease_key(&id))
-                    .ignore()
-                    .cmd("SREM")
-                    .arg(TASKS_KEY)
-                    .arg(&id)
-                    .ignore()
-                    .query_async::<()>(c)
-                    .await?;
+                // Stopped meanwhile (or unreadable): nothing to run.
+                unlist(c, &id).await?;
                 continue;
             };
-            if mine && crate::store::now_ms() - m.created_at_ms < 5_000 {
-                // Placed here a moment ago: its Start is on the way.
-                continue;
-            }
             let why = if m.owner == self.me() {
                 "this node restarted; the task resumes here".to_string()
             } else {
@@ -330,9 +421,12 @@ impl ClusterTasks {
                     self.me()
                 )
             };
+            let mut spec = m.spec;
+            // Trust in a source is the starting node's to give, not something Redis may hand out.
+            spec.trusted_source = false;
             match self
                 .pull
-                .adopt(m.id.clone(), m.spec, m.created_at_ms, m.status, why)
+                .adopt(m.id.clone(), spec, m.created_at_ms, m.status, why)
                 .await
             {
                 Ok(()) => {
@@ -375,7 +469,16 @@ impl ClusterTasks {
         let result: Result<(), PullError> = match control {
             Control::Stop { id } if self.pull.running(&id) => self.pull.stop(&id).await,
             Control::Update { id, update } if self.pull.running(&id) => self.pull.update(&id, update).await.map(|_| ()),
-            Control::Start { node, id, spec } if node == self.me() => self.pull.start_as(id, spec).await.map(|_| ()),
+            Control::Start { node, id, mut spec } if node == self.me() => {
+                // Trust in a source is the starting node's to give, not something Redis may hand out.
+                spec.trusted_source = false;
+                let started = self.pull.start_as(id.clone(), spec).await.map(|_| ());
+                if started.is_err() {
+                    // Out of the cluster's list, so no node resumes a task that could not start.
+                    let _ = unlist(&mut self.redis.clone(), &id).await;
+                }
+                started
+            }
             _ => Ok(()),
         };
         if let Err(e) = result {

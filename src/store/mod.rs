@@ -336,49 +336,41 @@ impl Store {
 
     /// Insert a new task row; fails when its id exists.
     pub fn insert_task(&self, t: &TaskRecord) -> Result<(), StoreError> {
-        self.conn().execute(
-            "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, reason, loops_done, position_ms, restarts,
-                                     created_at_ms, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            rusqlite::params![
-                t.task_id,
-                t.sdkappid as i64,
-                serde_json::to_string(&t.spec)?,
-                t.state,
-                t.reason,
-                t.loops_done,
-                t.position_ms,
-                t.restarts,
-                t.created_at_ms,
-                t.updated_at_ms
-            ],
-        )?;
-        Ok(())
+        self.write_task(t, "")
     }
 
     /// Store a task as this node's running one, whether or not a row with its id exists (a task taken over from
     /// another node that once ran here too).
     pub fn put_task(&self, t: &TaskRecord) -> Result<(), StoreError> {
-        self.conn().execute(
+        self.write_task(
+            t,
+            "ON CONFLICT(task_id) DO UPDATE SET spec = excluded.spec, state = excluded.state, reason = excluded.reason,
+             loops_done = excluded.loops_done, position_ms = excluded.position_ms, restarts = excluded.restarts,
+             updated_at_ms = excluded.updated_at_ms",
+        )
+    }
+
+    fn write_task(&self, t: &TaskRecord, on_conflict: &str) -> Result<(), StoreError> {
+        let sql = format!(
             "INSERT INTO pull_tasks (task_id, sdkappid, spec, state, reason, loops_done, position_ms, restarts,
                                      created_at_ms, updated_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT(task_id) DO UPDATE SET spec = excluded.spec, state = excluded.state,
-                reason = excluded.reason, loops_done = excluded.loops_done, position_ms = excluded.position_ms,
-                restarts = excluded.restarts, updated_at_ms = excluded.updated_at_ms",
-            rusqlite::params![
-                t.task_id,
-                t.sdkappid as i64,
-                serde_json::to_string(&t.spec)?,
-                t.state,
-                t.reason,
-                t.loops_done,
-                t.position_ms,
-                t.restarts,
-                t.created_at_ms,
-                t.updated_at_ms
-            ],
-        )?;
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) {on_conflict}"
+        );
+        let spec = serde_json::to_string(&t.spec)?;
+        let (id, app, created, updated) = (&t.task_id, t.sdkappid as i64, t.created_at_ms, t.updated_at_ms);
+        let params = rusqlite::params![
+            id,
+            app,
+            spec,
+            t.state,
+            t.reason,
+            t.loops_done,
+            t.position_ms,
+            t.restarts,
+            created,
+            updated
+        ];
+        self.conn().execute(&sql, params)?;
         Ok(())
     }
 

@@ -261,6 +261,19 @@ pub async fn wait_until(what: &str, within: Duration, mut cond: impl FnMut() -> 
     }
 }
 
+/// `wait_until` for a condition that must be awaited (an HTTP read, say).
+pub async fn wait_until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    within: Duration,
+    mut cond: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + within;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// POST `body` as JSON to `url` (with `bearer`, if any); the status and the JSON answer (null if none).
 pub async fn post_json(url: &str, bearer: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
     let mut req = reqwest::Client::new().post(url).json(body);

@@ -1,6 +1,7 @@
 //! A throwaway `redis-server` (Debian's, installed by scripts/install-deps.sh) on a free loopback port, with no
 //! persistence; killed when dropped.
 
+use roomgate::config::Config;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,4 +77,15 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The secret the test nodes share (relay links).
+pub const SECRET: &str = "test-cluster-secret-0123456789abcdef";
+
+/// `c` as node `id` of the cluster on `redis_url`: relay links on a free loopback port with the shared secret.
+pub fn join_cluster(c: &mut Config, redis_url: String, id: &str) {
+    c.cluster.redis_url = redis_url;
+    c.cluster.node_id = id.to_string();
+    c.cluster.secret = SECRET.into();
+    c.cluster.relay_listen = "127.0.0.1:0".parse().unwrap();
 }

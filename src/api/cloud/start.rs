@@ -101,6 +101,8 @@ impl Start {
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
         caller.may_act_on(self.spec.sdk_app_id)?;
         if let Some(cluster) = caller.cluster {
+            // Refused here as it would be there, before a TaskId is given out.
+            caller.pull.check_source(&self.spec).await?;
             // The least-loaded node runs it; a Redis failure starts it here.
             match cluster.place(&self.spec).await {
                 Ok(Some(task_id)) => return Ok(super::obj(json!({ "TaskId": task_id }))),

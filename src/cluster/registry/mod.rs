@@ -92,6 +92,9 @@ pub struct Registry {
     last_load: std::sync::Mutex<Load>,
     /// Set by `leave`: the node is stopping and writes nothing more to Redis.
     left: std::sync::atomic::AtomicBool,
+    /// Held by the refresh loop while it writes, and by `leave`: a refresh in flight cannot write the entry back
+    /// after the node left.
+    refreshing: tokio::sync::Mutex<()>,
     /// The rooms this node has anchors in (set once by the gateway), for `sync_rooms`.
     local_rooms: std::sync::OnceLock<Box<dyn Fn() -> Vec<crate::room::RoomKey> + Send + Sync>>,
     /// Where room events this node decides for dead nodes go (the outbox's room events).
@@ -156,6 +159,7 @@ impl Registry {
             local_rooms: std::sync::OnceLock::new(),
             entered: Default::default(),
             left: Default::default(),
+            refreshing: Default::default(),
             remote_cache: Default::default(),
             remote_read: Default::default(),
             draining: Default::default(),
@@ -471,6 +475,7 @@ impl Registry {
     /// Take this node out at once (graceful stop), instead of waiting for its entry to expire: out of the node set
     /// and out of its rooms (the 102 of each room it was the last in goes to its outbox).
     pub async fn leave(&self) -> Result<(), ClusterError> {
+        let _no_refresh = self.refreshing.lock().await;
         self.left.store(true, std::sync::atomic::Ordering::SeqCst);
         let Some(mut c) = self.redis.clone() else {
             return Ok(());
@@ -503,6 +508,7 @@ impl Registry {
                 _ = tick.tick() => {}
                 _ = self.changed.notified() => {}
             }
+            let _writing = self.refreshing.lock().await;
             if self.left.load(std::sync::atomic::Ordering::SeqCst) {
                 return;
             }

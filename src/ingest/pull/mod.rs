@@ -131,8 +131,10 @@ impl PullService {
 
     /// `start`, with an id chosen elsewhere (a cluster node that placed the task here).
     pub async fn start_as(self: &Arc<Self>, id: String, spec: TaskSpec) -> Result<String, PullError> {
-        let url = source::parse_source_url(&spec.stream_url)?;
-        source::check_destination(&url, &self.env.sources.policy(spec.trusted_source)).await?;
+        if !task::is_task_id(&id) {
+            return Err(PullError::TaskNotExist);
+        }
+        self.check_source(&spec).await?;
         let task = {
             let mut tasks = self.tasks.lock().expect("tasks lock");
             if tasks.len() >= self.env.config.pull.max_tasks {
@@ -145,18 +147,7 @@ impl PullService {
             tasks.insert(id.clone(), task.clone());
             task
         };
-        let record = TaskRecord {
-            task_id: id.clone(),
-            sdkappid: spec.sdk_app_id,
-            spec: serde_json::to_value(&spec).expect("spec serializes"),
-            state: if spec.is_pause { "paused" } else { "running" }.into(),
-            reason: String::new(),
-            loops_done: 0,
-            position_ms: spec.seek_second.max(0) * 1000,
-            restarts: 0,
-            created_at_ms: task.created_at_ms,
-            updated_at_ms: task.created_at_ms,
-        };
+        let record = stored_record(&task, spec.seek_second.max(0) * 1000);
         let store = self.env.store.clone();
         let stored = tokio::task::spawn_blocking(move || store.insert_task(&record))
             .await
@@ -359,10 +350,16 @@ impl PullService {
         status: TaskStatus,
         why: String,
     ) -> Result<(), PullError> {
+        if !task::is_task_id(&id) {
+            return Err(PullError::TaskNotExist);
+        }
         let task = {
             let mut tasks = self.tasks.lock().expect("tasks lock");
             if tasks.contains_key(&id) {
                 return Ok(());
+            }
+            if tasks.len() >= self.env.config.pull.max_tasks {
+                return Err(PullError::RestrictedConcurrency(tasks.len()));
             }
             if tasks.values().any(|t| t.spec().identity() == spec.identity()) {
                 return Err(PullError::TaskExist(spec.user_id.clone()));
@@ -379,18 +376,7 @@ impl PullService {
             tasks.insert(id.clone(), task.clone());
             task
         };
-        let record = TaskRecord {
-            task_id: id.clone(),
-            sdkappid: spec.sdk_app_id,
-            spec: serde_json::to_value(&spec).expect("spec serializes"),
-            state: if spec.is_pause { "paused" } else { "running" }.into(),
-            reason: String::new(),
-            loops_done: status.loops_done,
-            position_ms: status.position_ms,
-            restarts: status.restarts + 1,
-            created_at_ms,
-            updated_at_ms: now_ms(),
-        };
+        let record = stored_record(&task, status.position_ms);
         let store = self.env.store.clone();
         let stored = tokio::task::spawn_blocking(move || store.put_task(&record))
             .await
@@ -414,16 +400,10 @@ impl PullService {
     /// Resume every task the store says was running or paused (after a restart or crash). A row that cannot be
     /// resumed (unreadable spec, unknown state) is marked failed with a log line; it never stops the others.
     pub fn resume_all(self: &Arc<Self>) -> Result<usize, PullError> {
-        self.resume_all_but(|_| false)
-    }
-
-    /// `resume_all`, leaving out the tasks `elsewhere` names (a cluster decides where those run).
-    pub fn resume_all_but(self: &Arc<Self>, elsewhere: impl Fn(&str) -> bool) -> Result<usize, PullError> {
         let rows = self.env.store.resumable_tasks()?;
         let mut n = 0;
         for row in rows {
             let rec = match row {
-                Ok(rec) if elsewhere(&rec.task_id) => continue,
                 Ok(rec) => rec,
                 Err(bad) => {
                     self.mark_unreadable(&bad.task_id, &bad.why);
@@ -468,6 +448,25 @@ impl PullService {
         }
     }
 
+    /// Stop running `task_id` here without ending it (no 702, the store untouched): another node of the cluster
+    /// runs it now.
+    pub fn hand_over(&self, task_id: &str) {
+        if let Some(t) = self.tasks.lock().expect("tasks lock").get(task_id) {
+            tracing::warn!(task = %task_id, "another node holds this task now; it stops here");
+            t.control.update(|d| {
+                d.suspended = true;
+                d.stop = true;
+            });
+        }
+    }
+
+    /// Whether the task's source URL passes the address policy (what `start` checks first), without starting it.
+    pub async fn check_source(&self, spec: &TaskSpec) -> Result<(), PullError> {
+        let url = source::parse_source_url(&spec.stream_url)?;
+        source::check_destination(&url, &self.env.sources.policy(spec.trusted_source)).await?;
+        Ok(())
+    }
+
     /// Stop every task without recording it as stopped (process shutdown: they resume on the next start).
     pub fn shutdown(&self) {
         for t in self.tasks.lock().expect("tasks lock").values() {
@@ -476,6 +475,23 @@ impl PullService {
                 d.stop = true;
             });
         }
+    }
+}
+
+/// The store's row for a task that runs from now on, at `position_ms`.
+fn stored_record(task: &IngestTask, position_ms: i64) -> TaskRecord {
+    let (spec, status) = (task.spec(), task.status());
+    TaskRecord {
+        task_id: task.id.clone(),
+        sdkappid: spec.sdk_app_id,
+        spec: serde_json::to_value(&spec).expect("spec serializes"),
+        state: if spec.is_pause { "paused" } else { "running" }.into(),
+        reason: String::new(),
+        loops_done: status.loops_done,
+        position_ms,
+        restarts: status.restarts,
+        created_at_ms: task.created_at_ms,
+        updated_at_ms: now_ms(),
     }
 }
 

@@ -294,6 +294,11 @@ impl TaskSpec {
 }
 
 /// An opaque, unguessable task id: 32 random bytes, URL-safe base64 (43 characters).
+/// Whether `id` has the form of the ids `new_task_id` makes (what arrives from another node is checked).
+pub(crate) fn is_task_id(id: &str) -> bool {
+    id.len() == 43 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 pub(crate) fn new_task_id() -> String {
     use base64::Engine;
     let bytes: [u8; 32] = rand::random();
