@@ -357,20 +357,16 @@ impl Store {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) {on_conflict}"
         );
         let spec = serde_json::to_string(&t.spec)?;
-        let (id, app, created, updated) = (&t.task_id, t.sdkappid as i64, t.created_at_ms, t.updated_at_ms);
-        let params = rusqlite::params![
-            id,
-            app,
-            spec,
-            t.state,
-            t.reason,
+        let (id, app, state, why) = (&t.task_id, t.sdkappid as i64, &t.state, &t.reason);
+        let (loops, pos, restarts, created, updated) = (
             t.loops_done,
             t.position_ms,
             t.restarts,
-            created,
-            updated
-        ];
-        self.conn().execute(&sql, params)?;
+            t.created_at_ms,
+            t.updated_at_ms,
+        );
+        let row = (id, app, spec, state, why, loops, pos, restarts, created, updated);
+        self.conn().execute(&sql, row)?;
         Ok(())
     }
 

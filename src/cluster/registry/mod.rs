@@ -118,7 +118,21 @@ impl Registry {
         http: String,
         load: impl Fn() -> Load + Send + Sync + 'static,
     ) -> Result<Arc<Registry>, ClusterError> {
-        let client = redis::Client::open(url).map_err(|e| ClusterError::BadUrl(e.to_string()))?;
+        use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
+        use redis::IntoConnectionInfo;
+        let bad_url = |e: redis::RedisError| ClusterError::BadUrl(e.to_string());
+        // A connection that Redis or the network dropped without a word (the pub/sub ones only ever read) is
+        // noticed within about 10 s, not after the kernel's two hours.
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(5))
+            .with_interval(Duration::from_secs(2))
+            .with_retries(3);
+        let tcp = TcpSettings::default()
+            .set_nodelay(true)
+            .set_keepalive(keepalive)
+            .set_user_timeout(Duration::from_secs(10));
+        let info = url.into_connection_info().map_err(bad_url)?.set_tcp_settings(tcp);
+        let client = redis::Client::open(info).map_err(bad_url)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(REDIS_TIMEOUT))
             .set_response_timeout(Some(REDIS_TIMEOUT))
