@@ -232,6 +232,20 @@ pub fn clamp_caps(nofile: u64, caps: &mut [(&'static str, &mut usize)]) -> Vec<S
     warnings
 }
 
+/// The next connection on `listener`. An accept that fails (out of file descriptors and the like) is logged as a
+/// failure of `what` and retried after 50 ms, so a listener under pressure waits instead of spinning.
+pub async fn accept(listener: &tokio::net::TcpListener, what: &str) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(a) => return a,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,20 +323,6 @@ mod tests {
     fn raising_the_file_limit_reports_it() {
         if let Some(n) = raise_nofile_limit() {
             assert!(n >= 256);
-        }
-    }
-}
-
-/// The next connection on `listener`. An accept that fails (out of file descriptors and the like) is logged as a
-/// failure of `what` and retried after 50 ms, so a listener under pressure waits instead of spinning.
-pub async fn accept(listener: &tokio::net::TcpListener, what: &str) -> (tokio::net::TcpStream, std::net::SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok(a) => return a,
-            Err(e) => {
-                tracing::warn!(error = %e, "{what} accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
         }
     }
 }

@@ -701,6 +701,15 @@ async fn a_task_started_on_a_busy_node_runs_on_another_and_any_node_describes_an
     })
     .await;
     assert_eq!(r["Status"], "InProgress", "{r}");
+    // ...lists it among the cluster's tasks...
+    let list = cloud(&c).call("ListStreamIngests", json!({})).await;
+    let ids: Vec<&str> = list["Tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["TaskId"].as_str())
+        .collect();
+    assert_eq!(ids, [task.as_str()], "{list}");
     // ...and stops it: node A's robot leaves, and every node says the task is gone.
     stop(&cloud(&c), &task).await;
     wait_until("node A stops the task", Duration::from_secs(10), || {

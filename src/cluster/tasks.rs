@@ -153,6 +153,22 @@ impl ClusterTasks {
         self.registry.node_id()
     }
 
+    /// Every task the cluster lists, as last mirrored (ListStreamIngests on any node).
+    pub async fn mirrors(&self) -> Result<Vec<TaskMirror>, ClusterError> {
+        let mut c = self.redis.clone();
+        let ids: Vec<String> = redis::cmd("SMEMBERS").arg(TASKS_KEY).query_async(&mut c).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| task_key(id)).collect();
+        let raw: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+        Ok(raw
+            .into_iter()
+            .flatten()
+            .filter_map(|r| serde_json::from_str(&r).ok())
+            .collect())
+    }
+
     /// The task as the cluster last mirrored it (it runs on another node), or `None`.
     pub async fn mirror(&self, id: &str) -> Result<Option<TaskMirror>, ClusterError> {
         let mut c = self.redis.clone();

@@ -25,18 +25,36 @@ impl List {
     }
 
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
-        let tasks: Vec<Value> = caller
+        let mut all: Vec<_> = caller
             .pull
             .list()
+            .iter()
+            .map(|t| (t.id.clone(), t.spec(), t.status()))
+            .collect();
+        // In a cluster, the other nodes' tasks too (as mirrored, at most a second old); this node's alone while
+        // Redis does not answer.
+        if let Some(read) = caller.cluster.map(|c| c.mirrors()) {
+            match read.await {
+                Ok(others) => all.extend(
+                    others
+                        .into_iter()
+                        .filter(|m| !caller.pull.running(&m.id))
+                        .map(|m| (m.id, m.spec, m.status)),
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot read the cluster's tasks; listing this node's"),
+            }
+        }
+        let tasks: Vec<Value> = all
             .into_iter()
-            .filter(|t| {
-                let app = t.spec().sdk_app_id;
+            .filter(|(_, spec, _)| {
+                let app = spec.sdk_app_id;
                 self.sdkappid.is_none_or(|f| f == app) && caller.may_act_on(app).is_ok()
             })
-            .map(|t| {
-                let mut m = describe_fields(Some((t.spec(), t.status())));
-                m.insert("TaskId".into(), Value::String(t.id.clone()));
-                m.insert("SdkAppId".into(), json!(t.spec().sdk_app_id));
+            .map(|(id, spec, status)| {
+                let app = spec.sdk_app_id;
+                let mut m = describe_fields(Some((spec, status)));
+                m.insert("TaskId".into(), Value::String(id));
+                m.insert("SdkAppId".into(), json!(app));
                 Value::Object(m)
             })
             .collect();

@@ -284,20 +284,6 @@ async fn linger_and_close(mut stream: TcpStream) {
     .await;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_shared_per_ipv4_address_and_ipv6_64() {
-        let k = |s: &str| slot_key(s.parse().unwrap());
-        assert_eq!(k("203.0.113.7"), k("::ffff:203.0.113.7"));
-        assert_ne!(k("203.0.113.7"), k("203.0.113.8"));
-        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
-        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
-    }
-}
-
 /// `len` bytes of deterministic noise (xorshift64 on `seed`, which it advances) for the parsers' garbage-input
 /// tests: the same failures come back on every run.
 #[cfg(test)]
@@ -310,4 +296,18 @@ pub(crate) fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
             *seed as u8
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_per_ipv4_address_and_ipv6_64() {
+        let k = |s: &str| slot_key(s.parse().unwrap());
+        assert_eq!(k("203.0.113.7"), k("::ffff:203.0.113.7"));
+        assert_ne!(k("203.0.113.7"), k("203.0.113.8"));
+        assert_eq!(k("2001:db8:1:2::1"), k("2001:db8:1:2:ffff::9"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+    }
 }
