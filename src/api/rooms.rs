@@ -68,10 +68,7 @@ fn anchor_view(p: &Anchor) -> AnchorView {
 }
 
 fn room_view(r: &Room) -> RoomView {
-    let (room_id, room_id_type) = match &r.key.room {
-        RoomRef::Str(s) => (s.clone(), "string"),
-        RoomRef::Num(n) => (n.to_string(), "number"),
-    };
+    let (room_id, room_id_type) = r.key.room.id_and_kind();
     RoomView {
         sdkappid: r.key.sdkappid,
         room_id,

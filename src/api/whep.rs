@@ -110,10 +110,7 @@ async fn anchor_home(
     if !st.registry.clustered() || redirected(uri) {
         return None;
     }
-    let (id, kind) = match room {
-        RoomRef::Str(s) => (s.clone(), "string"),
-        RoomRef::Num(n) => (n.to_string(), "number"),
-    };
+    let (id, kind) = room.id_and_kind();
     match st.registry.locate(sdkappid, &id, kind, anchor).await {
         Ok(found) => redirect_to(Side::Play, &found?.0, uri),
         Err(e) => {

@@ -5,7 +5,9 @@
 //! replaces the first, which is told why and disconnected, as TRTC does; the room sees one participant.
 
 mod relayed;
+mod room_ref;
 pub use relayed::RemoteAnchors;
+pub use room_ref::RoomRef;
 mod track;
 
 pub use track::{Track, TrackStats, TrackSubscriber, SUBSCRIBER_QUEUE};
@@ -105,24 +107,6 @@ pub enum RoomEvent {
         /// Which track: H.264 is video (202), Opus audio (204).
         codec: Codec,
     },
-}
-
-/// Which room within an app (TRTC's `roomid` or `strRoomId`). Numeric and string rooms are different rooms, even "123" and 123.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RoomRef {
-    /// A numeric room (TRTC's `roomid`, RoomIdType 1).
-    Num(u32),
-    /// A string room (TRTC's `strRoomId`, RoomIdType 0).
-    Str(String),
-}
-
-impl std::fmt::Display for RoomRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RoomRef::Num(n) => write!(f, "numeric room {n}"),
-            RoomRef::Str(s) => write!(f, "string room {s:?}"),
-        }
-    }
 }
 
 /// A virtual anchor as its room knows it: who publishes, its two tracks, their info and viewer count.

@@ -7,7 +7,7 @@
 use super::wire::{challenge_of, encode, Decoder, Record, Request, CHALLENGE_LEN, MAGIC};
 use super::RelayError;
 use crate::cluster::{NodeInfo, Registry};
-use crate::room::{Anchor, RemoteAnchors, RoomKey, RoomRef};
+use crate::room::{Anchor, RemoteAnchors, RoomKey};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,7 +80,7 @@ impl RelayedAnchors {
         if let Some(a) = self.live(&key, userid.as_deref()) {
             return Some(a);
         }
-        let (room_id, kind) = room_text(&key.room);
+        let (room_id, kind) = key.room.id_and_kind();
         let located = self
             .registry
             .locate(key.sdkappid, &room_id, kind, userid.as_deref())
@@ -152,7 +152,7 @@ impl RelayedAnchors {
 
     /// A new link for `key` while someone still watches, for up to [`RECONNECT_FOR`].
     async fn reopen(&self, key: &LinkKey, anchor: &Anchor) -> Option<(TcpStream, Decoder)> {
-        let (room_id, kind) = room_text(&key.0.room);
+        let (room_id, kind) = key.0.room.id_and_kind();
         let until = Instant::now() + RECONNECT_FOR;
         while Instant::now() < until && watched(anchor) {
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -191,14 +191,6 @@ fn watched(anchor: &Anchor) -> bool {
     anchor.video.subscribers() + anchor.audio.subscribers() > 0
 }
 
-/// A room id as the registry writes it, and its kind (`string` or `number`).
-fn room_text(room: &RoomRef) -> (String, &'static str) {
-    match room {
-        RoomRef::Str(s) => (s.clone(), "string"),
-        RoomRef::Num(n) => (n.to_string(), "number"),
-    }
-}
-
 /// Connect to `node`'s relay listener and ask for `userid`'s anchor of `key`.
 async fn open(
     node: &NodeInfo,
@@ -215,7 +207,7 @@ async fn open(
         let mut hello = [0u8; MAGIC.len() + CHALLENGE_LEN];
         sock.read_exact(&mut hello).await?;
         let challenge = challenge_of(&hello)?;
-        let (room_id, kind) = room_text(&key.room);
+        let (room_id, kind) = key.room.id_and_kind();
         let req = Request::signed(secret, challenge, key.sdkappid, &room_id, kind, userid);
         let mut out = Vec::new();
         encode(&Record::Request(req), &mut out);

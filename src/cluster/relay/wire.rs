@@ -163,30 +163,37 @@ pub enum Record {
     End,
 }
 
-/// Append `record` to `out`.
+/// Append `record` to `out`: the payload is written in place (a frame's bytes are copied once, into `out`) and
+/// its length filled in after.
 pub fn encode(record: &Record, out: &mut Vec<u8>) {
-    let (kind, payload): (Kind, Vec<u8>) = match record {
-        Record::Request(r) => (Kind::Request, serde_json::to_vec(r).expect("request serializes")),
-        Record::Accept(a) => (Kind::Accept, serde_json::to_vec(a).expect("accept serializes")),
-        Record::Refuse(why) => (Kind::Refuse, why.as_bytes().to_vec()),
-        Record::End => (Kind::End, Vec::new()),
-        Record::Frame(f) => {
-            let mut p = Vec::with_capacity(10 + f.data.len());
-            p.push(codec_byte(f.codec));
-            p.push(f.keyframe as u8);
-            p.extend_from_slice(&f.pts.to_be_bytes());
-            p.extend_from_slice(&f.data);
-            (Kind::Frame, p)
-        }
-        Record::Info(codec, info) => {
-            let mut p = vec![codec_byte(*codec)];
-            p.extend(serde_json::to_vec(info).expect("info serializes"));
-            (Kind::Info, p)
-        }
+    let kind = match record {
+        Record::Request(_) => Kind::Request,
+        Record::Accept(_) => Kind::Accept,
+        Record::Refuse(_) => Kind::Refuse,
+        Record::End => Kind::End,
+        Record::Frame(_) => Kind::Frame,
+        Record::Info(..) => Kind::Info,
     };
     out.push(kind as u8);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    match record {
+        Record::Request(r) => serde_json::to_writer(&mut *out, r).expect("request serializes"),
+        Record::Accept(a) => serde_json::to_writer(&mut *out, a).expect("accept serializes"),
+        Record::Refuse(why) => out.extend_from_slice(why.as_bytes()),
+        Record::End => {}
+        Record::Frame(f) => {
+            out.extend_from_slice(&[codec_byte(f.codec), f.keyframe as u8]);
+            out.extend_from_slice(&f.pts.to_be_bytes());
+            out.extend_from_slice(&f.data);
+        }
+        Record::Info(codec, info) => {
+            out.push(codec_byte(*codec));
+            serde_json::to_writer(&mut *out, info).expect("info serializes");
+        }
+    }
+    let len = (out.len() - len_at - 4) as u32;
+    out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
 }
 
 fn codec_byte(c: Codec) -> u8 {
@@ -250,11 +257,18 @@ impl Decoder {
         if self.buf.len() < 5 + len {
             return Ok(None);
         }
-        let payload: Vec<u8> = self.buf.drain(..5 + len).skip(5).collect();
-        Ok(Some(match kind {
-            Kind::Request => Record::Request(json(&payload)?),
-            Kind::Accept => Record::Accept(json(&payload)?),
-            Kind::Refuse => Record::Refuse(String::from_utf8_lossy(&payload).into_owned()),
+        let record = Self::record(kind, &self.buf[5..5 + len]);
+        // What follows moves to the front (the frame's bytes were copied once, into its `Arc`).
+        self.buf.drain(..5 + len);
+        record.map(Some)
+    }
+
+    /// The record of `kind` whose payload is `payload`.
+    fn record(kind: Kind, payload: &[u8]) -> Result<Record, WireError> {
+        Ok(match kind {
+            Kind::Request => Record::Request(json(payload)?),
+            Kind::Accept => Record::Accept(json(payload)?),
+            Kind::Refuse => Record::Refuse(String::from_utf8_lossy(payload).into_owned()),
             Kind::End => Record::End,
             Kind::Frame => {
                 if payload.len() < 10 {
@@ -273,7 +287,7 @@ impl Decoder {
                 let codec = codec_of(*payload.first().ok_or(WireError::Malformed("empty info".into()))?)?;
                 Record::Info(codec, json(&payload[1..])?)
             }
-        }))
+        })
     }
 }
 
