@@ -4,6 +4,7 @@
 
 mod support;
 
+use roomgate::cluster::NODE_TTL;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::receiver::{types, wait_for, Receiver};
@@ -192,6 +193,73 @@ async fn a_redis_outage_is_a_clear_error_and_nodes_register_again_when_it_is_bac
     assert_eq!(ids(&v), ["node-a"], "registered again after the outage: {v}");
     drop(player);
     ff.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_on_sentinels_follows_a_failover_to_the_new_master() {
+    use support::redis::Sentinel;
+    let mut master = Redis::start();
+    let replica = Redis::replica_of(&master);
+    let sentinel = Sentinel::start(&master);
+    let url = sentinel.url();
+    let a = start_gateway_with(move |c| join_cluster(c, url, "node-a")).await;
+    let (_, v, _) = wait_nodes(&a, Duration::from_secs(10), |v| ids(v) == ["node-a"]).await;
+    assert_eq!(ids(&v), ["node-a"], "registered through the Sentinel: {v}");
+    assert!(
+        master
+            .command(&["EXISTS", "roomgate:node:node-a"])
+            .is_some_and(|r| r.starts_with(":1")),
+        "on the master the Sentinel named"
+    );
+    wait_until("the Sentinel knows the replica", Duration::from_secs(15), || {
+        sentinel.knows_a_replica()
+    })
+    .await;
+
+    // A planned failover: the replica is promoted and the old master, still up, becomes its replica (it answers
+    // writes with READONLY, and its pub/sub connections stay open).
+    let r = sentinel.failover();
+    assert!(r.starts_with("+OK"), "SENTINEL FAILOVER: {r:?}");
+    let switched = Instant::now();
+    wait_until("the Sentinel names the replica", Duration::from_secs(30), || {
+        sentinel.master_port() == Some(replica.port)
+    })
+    .await;
+    // The node follows by itself: its entry (15 s TTL, copied to the replica before the switch) is still there
+    // well past its TTL, because the node refreshes it on the new master.
+    let refreshed_on = |server: &Redis| {
+        let ttl = server.command(&["TTL", "roomgate:node:node-a"]).unwrap_or_default();
+        ttl.trim_start_matches(':').trim().parse::<i64>().unwrap_or(-2) > 0
+    };
+    tokio::time::sleep((switched + NODE_TTL + Duration::from_secs(2)).saturating_duration_since(Instant::now())).await;
+    let (status, v, _) = wait_nodes(&a, Duration::from_secs(10), |v| ids(v) == ["node-a"]).await;
+    assert_eq!((status, ids(&v)), (200, vec!["node-a".to_string()]), "{v}");
+    assert!(refreshed_on(&replica), "node-a's entry refreshed on the new master");
+
+    // Then the new master dies: the Sentinel promotes the first one back, and the node follows again.
+    wait_until(
+        "the Sentinel knows the old master as a replica",
+        Duration::from_secs(20),
+        || sentinel.knows_a_replica(),
+    )
+    .await;
+    let mut replica = replica;
+    replica.stop();
+    let died = Instant::now();
+    wait_until(
+        "the Sentinel names the first master again",
+        Duration::from_secs(40),
+        || sentinel.master_port() == Some(master.port),
+    )
+    .await;
+    tokio::time::sleep((died + NODE_TTL + Duration::from_secs(2)).saturating_duration_since(Instant::now())).await;
+    let (status, v, _) = wait_nodes(&a, Duration::from_secs(10), |v| ids(v) == ["node-a"]).await;
+    assert_eq!((status, ids(&v)), (200, vec!["node-a".to_string()]), "{v}");
+    assert!(
+        refreshed_on(&master),
+        "node-a's entry refreshed on the master after the second failover"
+    );
+    master.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,16 +778,23 @@ async fn a_task_started_on_a_busy_node_runs_on_another_and_any_node_describes_an
         .filter_map(|t| t["TaskId"].as_str())
         .collect();
     assert_eq!(ids, [task.as_str()], "{list}");
-    // ...and stops it: node A's robot leaves, and every node says the task is gone.
+    // ...and stops it: node A's robot leaves, and every node says the task is gone, and how it ended (its last
+    // mirror is kept), as node A, which ran it, says.
     stop(&cloud(&c), &task).await;
     wait_until("node A stops the task", Duration::from_secs(10), || {
         !a.pull.running(&task)
     })
     .await;
     for gw in [&a, &b, &c] {
-        let r = describe_until(&cloud(gw), &task, Duration::from_secs(5), |r| r["Status"] == "NotExist").await;
+        let r = describe_until(&cloud(gw), &task, Duration::from_secs(5), |r| r["State"] == "stopped").await;
         assert_eq!(r["Status"], "NotExist", "{r}");
+        assert_eq!(r["State"], "stopped", "{r}");
     }
+    // An ended task is not stopped twice from another node either.
+    let again = cloud(&b)
+        .call("StopStreamIngest", support::cloud::task_params(&task))
+        .await;
+    assert!(support::cloud::error_code(&again).is_some(), "{again}");
     let _ = describe(&cloud(&a), &task).await;
 }
 
@@ -771,6 +846,9 @@ async fn a_task_of_a_node_killed_with_sigkill_resumes_on_another_at_its_position
 
     a.kill9();
     let killed = Instant::now();
+    // An update sent while its node is dead waits in Redis and is applied where the task resumes.
+    let r = support::cloud::update(&cloud(&b), &task, json!({"Volume": 40})).await;
+    assert!(support::cloud::error_code(&r).is_none(), "{r}");
     wait_until("node B takes the task over", Duration::from_secs(25), || {
         b.pull.running(&task)
     })
@@ -787,6 +865,8 @@ async fn a_task_of_a_node_killed_with_sigkill_resumes_on_another_at_its_position
         after >= before - 1500,
         "position kept: {before} ms before, {after} ms after"
     );
+    let r = describe_until(&cloud(&b), &task, Duration::from_secs(5), |r| r["Volume"] == 40).await;
+    assert_eq!(r["Volume"], 40, "the update sent while node A was dead: {r}");
     // 701: Status 0 from A, then 2 (taken over) and 0 (playing again) from B.
     let statuses = |recs: &[Value]| -> Vec<u64> {
         recs.iter()

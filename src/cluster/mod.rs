@@ -6,6 +6,7 @@
 //! in `GET /v1/rooms`). Rooms spanning nodes, relays,
 //! placement by load and task failover build on it.
 
+mod link;
 mod load;
 mod registry;
 pub mod relay;
@@ -13,6 +14,7 @@ pub(crate) mod rooms;
 mod takeover;
 pub mod tasks;
 
+pub use link::{RedisLink, SentinelUrl};
 pub use load::{CpuMeter, Load};
 pub use registry::{ClusterError, NodeInfo, Registry, RoomsSnapshot, NODE_TTL, REFRESH_EVERY};
 

@@ -67,7 +67,7 @@ impl Join {
 }
 
 /// Take the identity for this node and announce the join to the others.
-pub async fn announce(redis: &mut redis::aio::ConnectionManager, join: &Join) -> redis::RedisResult<()> {
+pub async fn announce(redis: &mut super::RedisLink, join: &Join) -> redis::RedisResult<()> {
     let body = serde_json::to_string(join).expect("join serializes");
     redis::pipe()
         .atomic()
@@ -86,16 +86,17 @@ pub async fn announce(redis: &mut redis::aio::ConnectionManager, join: &Join) ->
 }
 
 /// Whether this node (`node`) must give up the identity `join` names: another node owns it now.
-async fn lost_to(redis: &mut redis::aio::ConnectionManager, join: &Join, node: &str) -> redis::RedisResult<bool> {
+async fn lost_to(redis: &mut super::RedisLink, join: &Join, node: &str) -> redis::RedisResult<bool> {
     let owner: Option<String> = redis::cmd("GET").arg(owner_key(join)).query_async(redis).await?;
     Ok(owner.is_some_and(|o| o != node))
 }
 
 /// Listen to the other nodes' joins and apply the takeover rule to this node's anchors, until aborted;
 /// reconnects after a Redis outage.
-pub async fn listen(client: redis::Client, mut redis: redis::aio::ConnectionManager, node: String, hub: Arc<RoomHub>) {
+pub async fn listen(mut redis: super::RedisLink, node: String, hub: Arc<RoomHub>) {
     loop {
-        match client.get_async_pubsub().await {
+        let client = redis.client().await;
+        match async { client?.get_async_pubsub().await }.await {
             Ok(mut pubsub) => match pubsub.subscribe(CHANNEL).await {
                 Ok(()) => {
                     let mut messages = pubsub.into_on_message();

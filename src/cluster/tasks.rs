@@ -1,14 +1,15 @@
 //! Pull tasks across the cluster: each node mirrors its running tasks to Redis (`roomgate:task:{id}`: spec,
 //! owner, status with the position) every second and holds a lease on each (`roomgate:task:{id}:lease`, 15 s).
-//! Any node answers Describe from the mirror and sends Stop/Update to the owner over pub/sub; a task whose lease
+//! Any node answers Describe from the mirror (an ended task's last one is kept an hour) and sends Stop/Update to
+//! the owner over pub/sub (updates wait in a list the owner takes at once or at its next sync); a task whose lease
 //! expired (its node died) is claimed by one node (`SET NX`) and resumed there at its mirrored position, with a
 //! 701 Status 2 and then Status 0 as after a restart. StartStreamIngest is placed on the least-loaded accepting
 //! node. SQLite stays each node's own store (and the only one on a single node).
 
+use super::RedisLink;
 use super::{ClusterError, Registry};
 use crate::ingest::pull::{PullError, PullService, TaskSpec, TaskStatus, TaskUpdate};
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -42,6 +43,18 @@ fn stop_key(id: &str) -> String {
     format!("roomgate:task:{id}:stopped")
 }
 
+/// Updates sent from other nodes, oldest first (JSON `TaskUpdate`s), until the node that runs the task takes them:
+/// a pub/sub message only says that there are some, so an update its owner missed (or sent while the owner was
+/// dying) is applied at the owner's (or the claiming node's) next sync.
+fn updates_key(id: &str) -> String {
+    format!("roomgate:task:{id}:updates")
+}
+
+/// How long an update waits for a node to take it, and how long an ended task's last mirror is kept so that any
+/// node describes it (its state, its reason) rather than answering that it never existed.
+const UPDATES_KEPT_SECS: u64 = 120;
+const ENDED_KEPT_SECS: u64 = 3600;
+
 /// The lease a placing node writes for the node it chose, until that node runs the task.
 fn placed_value(node: &str) -> String {
     format!("{node}/placed")
@@ -69,7 +82,7 @@ fn claim_script() -> redis::Script {
 }
 
 /// Take a task out of the cluster: its mirror, its lease and its place in the list.
-async fn unlist(c: &mut ConnectionManager, id: &str) -> Result<(), ClusterError> {
+async fn unlist(c: &mut RedisLink, id: &str) -> Result<(), ClusterError> {
     redis::pipe()
         .cmd("DEL")
         .arg(task_key(id))
@@ -84,12 +97,15 @@ async fn unlist(c: &mut ConnectionManager, id: &str) -> Result<(), ClusterError>
     Ok(())
 }
 
-/// Forget a task that ended here, unless another node holds its lease now.
+/// Take a task that ended here out of the cluster's list, unless another node holds its lease now; its last mirror
+/// (`ARGV[3]`, the ended state) stays readable for `ARGV[4]` seconds.
 fn forget_script() -> redis::Script {
     redis::Script::new(
         r"local v = redis.call('GET', KEYS[1])
           if v == false or v == ARGV[1] then
-            redis.call('DEL', KEYS[1], KEYS[2]) redis.call('SREM', KEYS[3], ARGV[2])
+            redis.call('DEL', KEYS[1], KEYS[4]) redis.call('SREM', KEYS[3], ARGV[2])
+            if ARGV[3] == '' then redis.call('DEL', KEYS[2])
+            else redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
           end
           return 0",
     )
@@ -114,16 +130,24 @@ pub struct TaskMirror {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Control {
-    Stop { id: String },
-    Update { id: String, update: TaskUpdate },
-    Start { node: String, id: String, spec: TaskSpec },
+    Stop {
+        id: String,
+    },
+    /// Updates wait in [`updates_key`].
+    Updated {
+        id: String,
+    },
+    Start {
+        node: String,
+        id: String,
+        spec: Box<TaskSpec>,
+    },
 }
 
 /// This node's part in running the cluster's pull tasks.
 pub struct ClusterTasks {
     registry: Arc<Registry>,
-    client: redis::Client,
-    redis: ConnectionManager,
+    redis: RedisLink,
     pull: Arc<PullService>,
     /// What this process writes in the leases it holds: `{node}/{random}`, so a restarted node can tell the
     /// leases of its previous life (which it takes back at once) from its own.
@@ -132,20 +156,27 @@ pub struct ClusterTasks {
     released: std::sync::atomic::AtomicBool,
     /// Orphaned tasks this node saw while it was over its `max_load`, and since when.
     orphans_seen: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// Held while updates are taken from Redis and applied, so two takes (a message and a sync) apply in order.
+    updating: tokio::sync::Mutex<()>,
+    /// Tasks another node placed here and this node started, until the next sync counts them as mirrored: one that
+    /// ends before that sync is still taken out of the cluster's list (else its placed lease would expire and
+    /// another node would run it again).
+    placed_here: std::sync::Mutex<HashSet<String>>,
 }
 
 impl ClusterTasks {
     /// The cluster's tasks as `registry`'s node sees them, run by `pull`; `None` on a single node.
     pub fn new(registry: &Arc<Registry>, pull: Arc<PullService>) -> Option<Arc<ClusterTasks>> {
-        let (client, redis) = registry.connection()?;
+        let redis = registry.connection()?;
         Some(Arc::new(ClusterTasks {
             lease_value: format!("{}/{:016x}", registry.node_id(), rand::random::<u64>()),
             registry: registry.clone(),
-            client,
             redis,
             pull,
             released: Default::default(),
             orphans_seen: Default::default(),
+            updating: Default::default(),
+            placed_here: Default::default(),
         }))
     }
 
@@ -169,7 +200,7 @@ impl ClusterTasks {
             .collect())
     }
 
-    /// The task as the cluster last mirrored it (it runs on another node), or `None`.
+    /// The task as the cluster last mirrored it (it runs, or ended, on another node), or `None`.
     pub async fn mirror(&self, id: &str) -> Result<Option<TaskMirror>, ClusterError> {
         let mut c = self.redis.clone();
         let raw: Option<String> = redis::cmd("GET").arg(task_key(id)).query_async(&mut c).await?;
@@ -199,9 +230,49 @@ impl ClusterTasks {
         self.send(&Control::Stop { id: id.into() }).await
     }
 
-    /// Change a task that runs on another node (its node applies and stores the change).
+    /// Change a task that runs on another node: the change waits in Redis until the node that runs the task takes
+    /// it (at once when it hears the message, else at its next sync, or the claiming node's if it died).
     pub async fn update(&self, id: &str, update: TaskUpdate) -> Result<(), ClusterError> {
-        self.send(&Control::Update { id: id.into(), update }).await
+        let mut c = self.redis.clone();
+        redis::pipe()
+            .cmd("RPUSH")
+            .arg(updates_key(id))
+            .arg(serde_json::to_string(&update).expect("update serializes"))
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(updates_key(id))
+            .arg(UPDATES_KEPT_SECS)
+            .ignore()
+            .query_async::<()>(&mut c)
+            .await?;
+        self.send(&Control::Updated { id: id.into() }).await
+    }
+
+    /// Take the waiting updates of `ids` (tasks that run here) from Redis and apply them, oldest first.
+    async fn take_updates(&self, ids: &[String]) -> Result<(), ClusterError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _one = self.updating.lock().await;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for id in ids {
+            pipe.cmd("LRANGE").arg(updates_key(id)).arg(0).arg(-1);
+            pipe.cmd("DEL").arg(updates_key(id)).ignore();
+        }
+        let waiting: Vec<Vec<String>> = pipe.query_async(&mut self.redis.clone()).await?;
+        for (id, updates) in ids.iter().zip(waiting) {
+            for raw in updates {
+                let Ok(update) = serde_json::from_str::<TaskUpdate>(&raw) else {
+                    tracing::warn!(task = %id, "an unreadable task update in Redis was dropped");
+                    continue;
+                };
+                if let Err(e) = self.pull.update(id, update).await {
+                    tracing::warn!(task = %id, error = %e, "a task update from another node failed here");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Where a new task should run: `None` here, else the id it got on the least-loaded accepting node, which was
@@ -252,7 +323,7 @@ impl ClusterTasks {
         self.send(&Control::Start {
             node: node.id.clone(),
             id: id.clone(),
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
         })
         .await?;
         tracing::info!(task = %id, node = %node.id, "pull task placed on the least-loaded node");
@@ -307,6 +378,7 @@ impl ClusterTasks {
             return Ok(());
         }
         let mut c = self.redis.clone();
+        mirrored.extend(self.placed_here.lock().expect("placed lock").drain());
         let local: Vec<_> = self
             .pull
             .list()
@@ -355,14 +427,31 @@ impl ClusterTasks {
         if !now.is_empty() {
             pipe.query_async::<()>(&mut c).await?;
         }
-        // Tasks that ended here since the last sync leave the cluster's list, unless another node holds them now.
+        let running: Vec<String> = now.iter().cloned().collect();
+        self.take_updates(&running).await?;
+        // Tasks that ended here since the last sync leave the cluster's list, unless another node holds them now;
+        // what they ended as stays readable for an hour.
         for gone in mirrored.difference(&now) {
+            let ended = match self.pull.describe(gone).await {
+                Ok(Some((spec, status))) if !self.pull.running(gone) => serde_json::to_string(&TaskMirror {
+                    id: gone.clone(),
+                    owner: self.me().into(),
+                    created_at_ms: 0,
+                    spec,
+                    status,
+                })
+                .expect("mirror serializes"),
+                _ => String::new(),
+            };
             forget_script()
                 .key(lease_key(gone))
                 .key(task_key(gone))
                 .key(TASKS_KEY)
+                .key(updates_key(gone))
                 .arg(&self.lease_value)
                 .arg(gone)
+                .arg(ended)
+                .arg(ENDED_KEPT_SECS)
                 .invoke_async::<()>(&mut c)
                 .await?;
         }
@@ -376,11 +465,7 @@ impl ClusterTasks {
     /// Take over every listed task whose lease has expired (its node died or let it go) or that this node held
     /// before it restarted, one node per task. A node over its `max_load` leaves an orphan to the nodes with
     /// headroom for [`BUSY_CLAIM_DELAY`] first: a task is better run on a busy node than not at all.
-    async fn claim_orphans(
-        &self,
-        c: &mut ConnectionManager,
-        mirrored: &mut HashSet<String>,
-    ) -> Result<(), ClusterError> {
+    async fn claim_orphans(&self, c: &mut RedisLink, mirrored: &mut HashSet<String>) -> Result<(), ClusterError> {
         let ids: Vec<String> = redis::cmd("SMEMBERS").arg(TASKS_KEY).query_async(c).await?;
         let ids: Vec<String> = ids
             .into_iter()
@@ -461,7 +546,8 @@ impl ClusterTasks {
     /// Apply the other nodes' Stop/Update/Start to this node's tasks until aborted; resubscribes after an outage.
     pub async fn listen(self: Arc<Self>) {
         loop {
-            match self.client.get_async_pubsub().await {
+            let client = self.redis.client().await;
+            match async { client?.get_async_pubsub().await }.await {
                 Ok(mut pubsub) => {
                     if pubsub.subscribe(CONTROL_CHANNEL).await.is_ok() {
                         let mut messages = pubsub.into_on_message();
@@ -484,11 +570,19 @@ impl ClusterTasks {
     async fn apply(&self, control: Control) {
         let result: Result<(), PullError> = match control {
             Control::Stop { id } if self.pull.running(&id) => self.pull.stop(&id).await,
-            Control::Update { id, update } if self.pull.running(&id) => self.pull.update(&id, update).await.map(|_| ()),
+            Control::Updated { id } if self.pull.running(&id) => {
+                if let Err(e) = self.take_updates(&[id]).await {
+                    tracing::warn!(error = %e, "cannot take a task's updates now; the next sync takes them");
+                }
+                Ok(())
+            }
             Control::Start { node, id, mut spec } if node == self.me() => {
                 // Trust in a source is the starting node's to give, not something Redis may hand out.
                 spec.trusted_source = false;
-                let started = self.pull.start_as(id.clone(), spec).await.map(|_| ());
+                let started = self.pull.start_as(id.clone(), *spec).await.map(|_| ());
+                if started.is_ok() {
+                    self.placed_here.lock().expect("placed lock").insert(id.clone());
+                }
                 if started.is_err() {
                     // Out of the cluster's list, so no node resumes a task that could not start.
                     let _ = unlist(&mut self.redis.clone(), &id).await;

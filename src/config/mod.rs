@@ -92,7 +92,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// The shared Redis, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS); set = cluster mode.
+    /// The shared Redis, e.g. `redis://127.0.0.1:6379/0` (`rediss://` for TLS), or the master a set of Sentinels
+    /// names: `redis+sentinel://[[user]:password@]host:26379[,host:port...]/<master name>[/<db>]` (followed across
+    /// failovers); set = cluster mode.
     pub redis_url: String,
     /// This node's id; empty: the host name plus a random suffix, made once and kept in the data dir.
     pub node_id: String,

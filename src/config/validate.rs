@@ -127,12 +127,13 @@ impl Config {
         }
         let url = &self.cluster.redis_url;
         if !url.is_empty()
-            && !["redis://", "rediss://", "unix://", "redis+unix://"]
+            && !["redis://", "rediss://", "unix://", "redis+unix://", "redis+sentinel://"]
                 .iter()
                 .any(|p| url.starts_with(p))
         {
             return Err(ConfigError::Invalid(format!(
-                "cluster.redis_url {url:?} is not a Redis URL (redis://host:port/db, rediss:// for TLS)"
+                "cluster.redis_url {url:?} is not a Redis URL (redis://host:port/db, rediss:// for TLS, \
+                 redis+sentinel://host:port[,host:port...]/<master name>/db for Sentinels)"
             )));
         }
         let cluster = &self.cluster;

@@ -7,7 +7,11 @@ use serde_json::{Map, Value};
 /// StopStreamIngest (its parameters are a [`TaskRef`] and nothing else).
 pub(super) async fn apply(task: TaskRef, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
     caller.may_act_on(task.sdkappid)?;
-    if let Some((cluster, _)) = caller.elsewhere(&task.task_id, task.sdkappid).await {
+    if let Some((cluster, m)) = caller.elsewhere(&task.task_id, task.sdkappid).await {
+        if !m.status.state.is_active() {
+            // It ended on its node (its last mirror is kept a while): as that node would answer.
+            return Err(crate::ingest::pull::PullError::TaskFinished.into());
+        }
         cluster.stop(&task.task_id).await.map_err(super::cluster_error)?;
         return Ok(Map::new());
     }

@@ -34,7 +34,11 @@ impl Update {
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
         let Update { task, update } = self;
         caller.may_act_on(task.sdkappid)?;
-        if let Some((cluster, _)) = caller.elsewhere(&task.task_id, task.sdkappid).await {
+        if let Some((cluster, m)) = caller.elsewhere(&task.task_id, task.sdkappid).await {
+            if !m.status.state.is_active() {
+                // It ended on its node (its last mirror is kept a while): as that node would answer.
+                return Err(PullError::TaskNotExist.into());
+            }
             cluster
                 .update(&task.task_id, update)
                 .await

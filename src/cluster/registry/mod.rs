@@ -6,8 +6,8 @@
 
 mod remote;
 
+use super::link::RedisLink;
 use super::load::Load;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,6 @@ use std::time::Duration;
 pub const NODE_TTL: Duration = Duration::from_secs(15);
 /// How often a node refreshes its entry.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
-/// Redis calls give up after this (a node must not hang on an unreachable Redis).
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// Other nodes' rooms: (node id, its `/v1/rooms` JSON).
 pub type NodesRooms = Vec<(String, serde_json::Value)>;
 /// The other nodes and their rooms as last read from Redis, or why the read failed (kept as text).
@@ -70,9 +68,7 @@ pub struct NodeInfo {
 pub struct Registry {
     me: NodeInfo,
     /// `None` on a single node.
-    redis: Option<ConnectionManager>,
-    /// For connections of their own (pub/sub); `None` on a single node.
-    client: Option<redis::Client>,
+    redis: Option<RedisLink>,
     /// Measures this node's load at each refresh.
     load: Box<dyn Fn() -> Load + Send + Sync>,
     /// This node's rooms, written beside its entry (set once by the gateway).
@@ -118,29 +114,8 @@ impl Registry {
         http: String,
         load: impl Fn() -> Load + Send + Sync + 'static,
     ) -> Result<Arc<Registry>, ClusterError> {
-        use redis::io::tcp::{socket2::TcpKeepalive, TcpSettings};
-        use redis::IntoConnectionInfo;
-        let bad_url = |e: redis::RedisError| ClusterError::BadUrl(e.to_string());
-        // A connection that Redis or the network dropped without a word (the pub/sub ones only ever read) is
-        // noticed within about 10 s, not after the kernel's two hours.
-        let keepalive = TcpKeepalive::new()
-            .with_time(Duration::from_secs(5))
-            .with_interval(Duration::from_secs(2))
-            .with_retries(3);
-        let tcp = TcpSettings::default()
-            .set_nodelay(true)
-            .set_keepalive(keepalive)
-            .set_user_timeout(Duration::from_secs(10));
-        let info = url.into_connection_info().map_err(bad_url)?.set_tcp_settings(tcp);
-        let client = redis::Client::open(info).map_err(bad_url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1);
-        let redis = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let mut registry = Self::with(Some(redis), id, http, load);
-        Arc::get_mut(&mut registry).expect("not shared yet").client = Some(client);
-        Ok(registry)
+        let redis = RedisLink::open(url).map_err(|e| ClusterError::BadUrl(e.to_string()))?;
+        Ok(Self::with(Some(redis), id, http, load))
     }
 
     /// The registry of a single node: no Redis, the node lists itself.
@@ -149,7 +124,7 @@ impl Registry {
     }
 
     fn with(
-        redis: Option<ConnectionManager>,
+        redis: Option<RedisLink>,
         id: String,
         http: String,
         load: impl Fn() -> Load + Send + Sync + 'static,
@@ -165,7 +140,6 @@ impl Registry {
                 load: Load::default(),
             },
             redis,
-            client: None,
             load: Box::new(load),
             rooms: std::sync::OnceLock::new(),
             changed: tokio::sync::Notify::new(),
@@ -208,8 +182,8 @@ impl Registry {
 
     /// Apply the other nodes' joins to `hub`'s anchors until aborted (nothing on a single node).
     pub async fn listen_for_takeovers(self: Arc<Self>, hub: Arc<crate::room::RoomHub>) {
-        if let (Some(client), Some(redis)) = (self.client.clone(), self.redis.clone()) {
-            super::takeover::listen(client, redis, self.me.id.clone(), hub).await;
+        if let Some(redis) = self.redis.clone() {
+            super::takeover::listen(redis, self.me.id.clone(), hub).await;
         }
     }
 
@@ -281,7 +255,7 @@ impl Registry {
     }
 
     /// Take node `node` out of every room it was in, sending the 102 of each room this empties.
-    async fn leave_rooms_of(&self, c: &mut ConnectionManager, node: &str) -> Result<(), ClusterError> {
+    async fn leave_rooms_of(&self, c: &mut RedisLink, node: &str) -> Result<(), ClusterError> {
         let codes: Vec<String> = redis::cmd("SMEMBERS")
             .arg(super::rooms::node_in_key(node))
             .query_async(c)
@@ -294,7 +268,7 @@ impl Registry {
 
     /// Take `node` out of room `code`; when that removed it and emptied the room, send its 102 (so a room is
     /// dismissed once, however many nodes do this).
-    async fn leave_room_code(&self, c: &mut ConnectionManager, node: &str, code: &str) -> Result<(), ClusterError> {
+    async fn leave_room_code(&self, c: &mut RedisLink, node: &str, code: &str) -> Result<(), ClusterError> {
         let (removed, nodes): (i64, i64) = redis::pipe()
             .atomic()
             .cmd("SREM")
@@ -363,9 +337,9 @@ impl Registry {
         self.last_load.lock().expect("load lock").score
     }
 
-    /// The Redis client and connection of a cluster node, for the parts of the cluster that keep their own keys.
-    pub(crate) fn connection(&self) -> Option<(redis::Client, ConnectionManager)> {
-        Some((self.client.clone()?, self.redis.clone()?))
+    /// The Redis link of a cluster node, for the parts of the cluster that keep their own keys.
+    pub(crate) fn connection(&self) -> Option<RedisLink> {
+        self.redis.clone()
     }
 
     /// Whether this node takes new publishers and tasks now (not draining, load as of its last refresh).
@@ -432,7 +406,7 @@ impl Registry {
     /// Take the nodes whose entry expired out of the node set and out of their rooms, sending the 102 of each
     /// room that empties. A node is claimed atomically (only while its entry is absent, by one pruner), so a node
     /// that refreshed meanwhile stays, and two pruners never both dismiss its rooms.
-    async fn prune(&self, c: &mut ConnectionManager) -> Result<(), ClusterError> {
+    async fn prune(&self, c: &mut RedisLink) -> Result<(), ClusterError> {
         let ids: Vec<String> = redis::cmd("SMEMBERS").arg(NODES_KEY).query_async(c).await?;
         for id in ids.into_iter().filter(|id| *id != self.me.id) {
             let claimed: i64 = redis::Script::new(
@@ -456,7 +430,7 @@ impl Registry {
     /// Make this node's room memberships in Redis match the rooms it has anchors in (`local`): after a Redis
     /// outage, a restart with the same id, or a prune during a stall. Rooms it no longer has are left (a 102 when
     /// that empties them); rooms missing are joined (no 101: the room was already announced).
-    async fn sync_rooms(&self, c: &mut ConnectionManager, local: &[crate::room::RoomKey]) -> Result<(), ClusterError> {
+    async fn sync_rooms(&self, c: &mut RedisLink, local: &[crate::room::RoomKey]) -> Result<(), ClusterError> {
         let here: std::collections::HashSet<String> = local.iter().map(super::rooms::room_code).collect();
         let entered: Vec<String> = {
             let entered = self.entered.lock().expect("entered lock");
