@@ -214,7 +214,7 @@ impl Gateway {
             tasks.push(tokio::spawn(registry.clone().listen_for_takeovers(hub.clone())));
         }
         tasks.push(tokio::spawn(registry.clone().run()));
-        let cluster_tasks = ClusterTasks::new(&registry, pull.clone());
+        let cluster_tasks = ClusterTasks::new(&registry, pull.clone(), &config.cluster);
         if let Some(t) = &cluster_tasks {
             tasks.push(tokio::spawn(t.clone().run()));
             tasks.push(tokio::spawn(t.clone().listen()));
@@ -369,8 +369,14 @@ fn node_registry(
     if config.cluster.redis_url.is_empty() {
         return Ok(Registry::local(id, http, load));
     }
-    let registry =
-        Registry::new(&config.cluster.redis_url, id, http, load).map_err(|e| GatewayError::Cluster(e.to_string()))?;
+    let registry = Registry::new(
+        &config.cluster.redis_url,
+        crate::cluster::Seal::new(&config.cluster.secret),
+        id,
+        http,
+        load,
+    )
+    .map_err(|e| GatewayError::Cluster(e.to_string()))?;
     tracing::info!(node = registry.node_id(), "cluster mode: this node registers in Redis");
     Ok(registry)
 }

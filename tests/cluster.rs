@@ -771,13 +771,52 @@ async fn a_task_started_on_a_busy_node_runs_on_another_and_any_node_describes_an
     assert_eq!(r["Status"], "InProgress", "{r}");
     // ...lists it among the cluster's tasks...
     let list = cloud(&c).call("ListStreamIngests", json!({})).await;
-    let ids: Vec<&str> = list["Tasks"]
+    let listed: Vec<&str> = list["Tasks"]
         .as_array()
         .into_iter()
         .flatten()
         .filter_map(|t| t["TaskId"].as_str())
         .collect();
-    assert_eq!(ids, [task.as_str()], "{list}");
+    assert_eq!(listed, [task.as_str()], "{list}");
+
+    // Whoever can write to Redis but lacks the cluster's secret steers nothing: an unsigned Stop is ignored, a
+    // copy of the task's mirror under another id is not run, a node entry is not listed.
+    let forged_stop = format!(r#"{{"op":"stop","id":"{task}"}}"#);
+    assert!(redis
+        .command(&["PUBLISH", "roomgate:tasks:control", &forged_stop])
+        .is_some());
+    // A value as a node wrote it (a RESP bulk string), without its seal if it has one.
+    let unsealed = |resp: Option<String>| {
+        let resp = resp.unwrap_or_default();
+        let v = resp.split_once("\r\n").map_or("", |(_, v)| v).trim_end().to_string();
+        match v.strip_prefix("rg1.") {
+            Some(rest) => rest
+                .split_once('.')
+                .map(|(_, body)| body.to_string())
+                .unwrap_or_default(),
+            None => v,
+        }
+    };
+    let sealed = redis.command(&["GET", &format!("roomgate:task:{task}")]);
+    let json = unsealed(sealed.clone());
+    let forged_id = format!("forged{}", "A".repeat(37));
+    let forged = json
+        .replace(&task, &forged_id)
+        .replace(r#""UserId":"robot""#, r#""UserId":"forger""#);
+    assert!(forged.contains(&forged_id) && forged.contains("forger"), "{sealed:?}");
+    redis.command(&["SET", &format!("roomgate:task:{forged_id}"), &forged]);
+    redis.command(&["SADD", "roomgate:tasks", &forged_id]);
+    let entry = unsealed(redis.command(&["GET", "roomgate:node:node-b"])).replace("node-b", "evil");
+    assert!(entry.contains(r#""id":"evil""#), "{entry}");
+    redis.command(&["SET", "roomgate:node:evil", &entry, "EX", "60"]);
+    redis.command(&["SADD", "roomgate:nodes", "evil"]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(a.pull.running(&task), "an unsigned Stop stopped the task");
+    for gw in [&a, &b, &c] {
+        assert!(!gw.pull.running(&forged_id), "a node ran a forged task");
+    }
+    let (_, v) = nodes(&c).await;
+    assert_eq!(ids(&v), ["node-a", "node-b", "node-c"], "{v}");
     // ...and stops it: node A's robot leaves, and every node says the task is gone, and how it ended (its last
     // mirror is kept), as node A, which ran it, says.
     stop(&cloud(&c), &task).await;
@@ -796,6 +835,59 @@ async fn a_task_started_on_a_busy_node_runs_on_another_and_any_node_describes_an
         .await;
     assert!(support::cloud::error_code(&again).is_some(), "{again}");
     let _ = describe(&cloud(&a), &task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_costly_tasks_started_on_one_node_spreads_over_the_nodes() {
+    use support::cloud::{start_params, start_task};
+    let nginx = support::nginx::Nginx::testdata().await;
+    let redis = Redis::start();
+    // Node A expects each task to take most of a node (1.6 of 2 cores here), so the second of two Starts in a
+    // row goes to B even though neither node's reported load has moved yet.
+    let url = redis.url();
+    let a = start_gateway_with(move |c| {
+        join_cluster(c, url, "node-a");
+        c.cluster.max_load = 1.0;
+        c.cluster.task_cost_passthrough = 1.6;
+    })
+    .await;
+    let b = unhurried_node(&redis, "node-b").await;
+    wait_nodes(&a, Duration::from_secs(10), |v| ids(v) == ["node-a", "node-b"]).await;
+    let mut tasks = Vec::new();
+    for robot in ["robot1", "robot2"] {
+        tasks.push(
+            start_task(
+                &cloud(&a),
+                start_params("burst", robot, &nginx.url("/sample-720p30.mp4")),
+            )
+            .await,
+        );
+    }
+    wait_until("both tasks run", Duration::from_secs(10), || {
+        tasks.iter().all(|t| a.pull.running(t) || b.pull.running(t))
+    })
+    .await;
+    let on_a = tasks.iter().filter(|t| a.pull.running(t)).count();
+    assert_eq!(on_a, 1, "one task on each node; the nodes: {}", nodes(&a).await.1);
+    // The console lists both, each with its node, on either node (the other's once mirrored, within a second).
+    let listed = || async {
+        let (_, v) = get_json(b.http_addr, "/v1/tasks").await;
+        let mut nodes: Vec<String> = v["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["Node"].as_str().map(String::from))
+            .collect();
+        nodes.sort();
+        (nodes, v)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut nodes, mut v) = listed().await;
+    while nodes != ["node-a", "node-b"] && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (nodes, v) = listed().await;
+    }
+    assert_eq!(nodes, ["node-a", "node-b"], "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

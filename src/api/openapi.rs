@@ -93,19 +93,21 @@ fn room() {}
 #[allow(dead_code)]
 fn apps() {}
 
-/// Running pull tasks, each with the DescribeStreamIngest fields plus TaskId and SdkAppId (`Reason` for admin only).
+/// Running pull tasks, each with the DescribeStreamIngest fields plus TaskId, SdkAppId and Node (the node that runs
+/// it; every node's in a cluster) (`Reason` for admin only).
 #[utoipa::path(get, path = "/v1/tasks", tag = "console", responses((status = 200, body = Object)))]
 #[allow(dead_code)]
 fn tasks() {}
 
-/// Start a pull task (admin); the robot's UserSig is made by the server.
+/// Start a pull task (admin); the robot's UserSig is made by the server. In a cluster it runs on the node with the
+/// lowest predicted load.
 #[utoipa::path(post, path = "/v1/tasks", tag = "console", request_body = NewTask,
     responses((status = 200, description = "`{\"task_id\": ...}`", body = Object),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 #[allow(dead_code)]
 fn start_task() {}
 
-/// Stop a pull task (admin).
+/// Stop a pull task (admin), on whichever node of the cluster runs it.
 #[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "console", params(("id" = String, Path)),
     responses((status = 200, body = Object), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody)))]

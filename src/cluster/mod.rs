@@ -11,12 +11,14 @@ mod load;
 mod registry;
 pub mod relay;
 pub(crate) mod rooms;
+mod seal;
 mod takeover;
 pub mod tasks;
 
 pub use link::{RedisLink, SentinelUrl};
 pub use load::{CpuMeter, Load};
 pub use registry::{ClusterError, NodeInfo, Registry, RoomsSnapshot, NODE_TTL, REFRESH_EVERY};
+pub use seal::Seal;
 
 use crate::config::Config;
 

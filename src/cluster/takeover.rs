@@ -67,13 +67,14 @@ impl Join {
 }
 
 /// Take the identity for this node and announce the join to the others.
-pub async fn announce(redis: &mut super::RedisLink, join: &Join) -> redis::RedisResult<()> {
-    let body = serde_json::to_string(join).expect("join serializes");
+pub async fn announce(redis: &mut super::RedisLink, seal: &super::Seal, join: &Join) -> redis::RedisResult<()> {
+    let body = seal.seal(CHANNEL, &serde_json::to_string(join).expect("join serializes"));
+    let owner = seal.seal(&owner_key(join), &join.node);
     redis::pipe()
         .atomic()
         .cmd("SET")
         .arg(owner_key(join))
-        .arg(&join.node)
+        .arg(owner)
         .arg("EX")
         .arg(OWNER_TTL_SECS)
         .ignore()
@@ -86,14 +87,19 @@ pub async fn announce(redis: &mut super::RedisLink, join: &Join) -> redis::Redis
 }
 
 /// Whether this node (`node`) must give up the identity `join` names: another node owns it now.
-async fn lost_to(redis: &mut super::RedisLink, join: &Join, node: &str) -> redis::RedisResult<bool> {
+async fn lost_to(
+    redis: &mut super::RedisLink,
+    seal: &super::Seal,
+    join: &Join,
+    node: &str,
+) -> redis::RedisResult<bool> {
     let owner: Option<String> = redis::cmd("GET").arg(owner_key(join)).query_async(redis).await?;
-    Ok(owner.is_some_and(|o| o != node))
+    Ok(owner.is_some_and(|o| seal.open(&owner_key(join), &o).is_some_and(|o| o != node)))
 }
 
 /// Listen to the other nodes' joins and apply the takeover rule to this node's anchors, until aborted;
 /// reconnects after a Redis outage.
-pub async fn listen(mut redis: super::RedisLink, node: String, hub: Arc<RoomHub>) {
+pub async fn listen(mut redis: super::RedisLink, seal: super::Seal, node: String, hub: Arc<RoomHub>) {
     loop {
         let client = redis.client().await;
         match async { client?.get_async_pubsub().await }.await {
@@ -104,7 +110,7 @@ pub async fn listen(mut redis: super::RedisLink, node: String, hub: Arc<RoomHub>
                         let Ok(payload) = msg.get_payload::<String>() else {
                             continue;
                         };
-                        let Ok(join) = serde_json::from_str::<Join>(&payload) else {
+                        let Some(Ok(join)) = seal.open(CHANNEL, &payload).map(serde_json::from_str::<Join>) else {
                             continue;
                         };
                         if join.node == node {
@@ -114,7 +120,7 @@ pub async fn listen(mut redis: super::RedisLink, node: String, hub: Arc<RoomHub>
                         if hub.participant(&key, &join.userid).is_none() {
                             continue;
                         }
-                        match lost_to(&mut redis, &join, &node).await {
+                        match lost_to(&mut redis, &seal, &join, &node).await {
                             Ok(true) => {
                                 if hub.replaced_elsewhere(&key, &join.userid) {
                                     metrics::counter!("roomgate_cluster_takeovers_total").increment(1);

@@ -24,6 +24,8 @@ const TASKS_KEY: &str = "roomgate:tasks";
 /// A new task goes to another node only when that node's score is lower than this node's by more than this (load
 /// readings are noisy; placement should not ping-pong on noise).
 const PLACE_MARGIN: f64 = 0.1;
+/// How long a placement counts in its node's load: until that node has reported (and measured) it twice.
+const PENDING_FOR: Duration = Duration::from_secs(10);
 /// How long a node over its `max_load` leaves an orphaned task to the others before it takes it itself.
 const BUSY_CLAIM_DELAY: Duration = Duration::from_secs(5);
 /// Where Stop/Update/Start reach the node that runs (or is to run) a task.
@@ -60,25 +62,32 @@ fn placed_value(node: &str) -> String {
     format!("{node}/placed")
 }
 
-/// A script that sets the lease `KEYS[1]` to `ARGV[1]` for `ARGV[2]` seconds when `when` holds of its value `v`
-/// (and `ARGV[3]`); 1 if it did, 0 if not. Checking and setting in one step is what keeps two nodes from both
-/// believing they hold a task.
-fn lease_script(when: &str) -> redis::Script {
-    redis::Script::new(&format!(
-        "local v = redis.call('GET', KEYS[1])
-         if {when} then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1 end
-         return 0"
-    ))
-}
-
-/// Renew a lease this process holds, or one placed for its node (`ARGV[3]`); 0: another holds it.
+/// Renew each lease in `KEYS` this process holds (`ARGV[1]`), or that was placed for its node (`ARGV[3]`), for
+/// `ARGV[2]` seconds: per key, 1 if renewed, 0 if another holds it.
 fn renew_script() -> redis::Script {
-    lease_script("v == false or v == ARGV[1] or v == ARGV[3]")
+    redis::Script::new(
+        "local held = {}
+         for i, key in ipairs(KEYS) do
+           local v = redis.call('GET', key)
+           if v == false or v == ARGV[1] or v == ARGV[3] then
+             redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) held[i] = 1
+           else held[i] = 0 end
+         end
+         return held",
+    )
 }
 
-/// Take a lease that is still what was read (`ARGV[3]`, empty for absent); 0: someone else was first.
+/// Take the lease `KEYS[1]` for this process (`ARGV[1]`, for `ARGV[2]` seconds) if it is still what was read
+/// (`ARGV[3]`, empty for absent): 1 if taken, 0 if someone else was first. Checking and setting in one step is
+/// what keeps two nodes from both believing they hold a task.
 fn claim_script() -> redis::Script {
-    lease_script("(v == false and ARGV[3] == '') or v == ARGV[3]")
+    redis::Script::new(
+        "local v = redis.call('GET', KEYS[1])
+         if (v == false and ARGV[3] == '') or v == ARGV[3] then
+           redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) return 1
+         end
+         return 0",
+    )
 }
 
 /// Take a task out of the cluster: its mirror, its lease and its place in the list.
@@ -162,11 +171,20 @@ pub struct ClusterTasks {
     /// ends before that sync is still taken out of the cluster's list (else its placed lease would expire and
     /// another node would run it again).
     placed_here: std::sync::Mutex<HashSet<String>>,
+    /// Expected cost of a new task in cores: (passthrough, transcode).
+    cost: (f64, f64),
+    /// Tasks this node placed (node, when, share of the node's cores), counted in that node's load for
+    /// [`PENDING_FOR`].
+    placed: std::sync::Mutex<Vec<(String, std::time::Instant, f64)>>,
 }
 
 impl ClusterTasks {
     /// The cluster's tasks as `registry`'s node sees them, run by `pull`; `None` on a single node.
-    pub fn new(registry: &Arc<Registry>, pull: Arc<PullService>) -> Option<Arc<ClusterTasks>> {
+    pub fn new(
+        registry: &Arc<Registry>,
+        pull: Arc<PullService>,
+        config: &crate::config::ClusterConfig,
+    ) -> Option<Arc<ClusterTasks>> {
         let redis = registry.connection()?;
         Some(Arc::new(ClusterTasks {
             lease_value: format!("{}/{:016x}", registry.node_id(), rand::random::<u64>()),
@@ -177,6 +195,8 @@ impl ClusterTasks {
             orphans_seen: Default::default(),
             updating: Default::default(),
             placed_here: Default::default(),
+            cost: (config.task_cost_passthrough, config.task_cost_transcode),
+            placed: Default::default(),
         }))
     }
 
@@ -195,8 +215,8 @@ impl ClusterTasks {
         let raw: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
         Ok(raw
             .into_iter()
-            .flatten()
-            .filter_map(|r| serde_json::from_str(&r).ok())
+            .zip(&ids)
+            .filter_map(|(r, id)| self.open_mirror(id, &r?))
             .collect())
     }
 
@@ -204,7 +224,23 @@ impl ClusterTasks {
     pub async fn mirror(&self, id: &str) -> Result<Option<TaskMirror>, ClusterError> {
         let mut c = self.redis.clone();
         let raw: Option<String> = redis::cmd("GET").arg(task_key(id)).query_async(&mut c).await?;
-        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+        Ok(raw.and_then(|r| self.open_mirror(id, &r)))
+    }
+
+    /// A mirror as written to Redis (sealed under the cluster's secret, for its key).
+    fn sealed_mirror(&self, m: &TaskMirror) -> String {
+        let json = serde_json::to_string(m).expect("mirror serializes");
+        self.seal().seal(&task_key(&m.id), &json)
+    }
+
+    /// A mirror read from Redis: `None` unless sealed for `id`'s key and about task `id`.
+    fn open_mirror(&self, id: &str, raw: &str) -> Option<TaskMirror> {
+        let m: TaskMirror = serde_json::from_str(self.seal().open(&task_key(id), raw)?).ok()?;
+        (m.id == id).then_some(m)
+    }
+
+    fn seal(&self) -> &super::Seal {
+        self.registry.seal()
     }
 
     /// Stop a task that runs on another node: it is out of the cluster's list at once (no node claims it), and
@@ -237,7 +273,10 @@ impl ClusterTasks {
         redis::pipe()
             .cmd("RPUSH")
             .arg(updates_key(id))
-            .arg(serde_json::to_string(&update).expect("update serializes"))
+            .arg(self.seal().seal(
+                &updates_key(id),
+                &serde_json::to_string(&update).expect("update serializes"),
+            ))
             .ignore()
             .cmd("EXPIRE")
             .arg(updates_key(id))
@@ -263,8 +302,9 @@ impl ClusterTasks {
         let waiting: Vec<Vec<String>> = pipe.query_async(&mut self.redis.clone()).await?;
         for (id, updates) in ids.iter().zip(waiting) {
             for raw in updates {
-                let Ok(update) = serde_json::from_str::<TaskUpdate>(&raw) else {
-                    tracing::warn!(task = %id, "an unreadable task update in Redis was dropped");
+                let opened = self.seal().open(&updates_key(id), &raw);
+                let Some(Ok(update)) = opened.map(serde_json::from_str::<TaskUpdate>) else {
+                    tracing::warn!(task = %id, "an unreadable or unsealed task update in Redis was dropped");
                     continue;
                 };
                 if let Err(e) = self.pull.update(id, update).await {
@@ -275,17 +315,48 @@ impl ClusterTasks {
         Ok(())
     }
 
-    /// Where a new task should run: `None` here, else the id it got on the least-loaded accepting node, which was
-    /// told to start it (and holds its lease until it does, so no other node claims it meanwhile).
+    /// Start `spec` where it should run: on the node `place` chooses, else (this node is the best place, there is
+    /// no cluster, or Redis does not answer) here. Its source is checked here first, so a refused one gets no
+    /// TaskId anywhere.
+    pub async fn start(
+        cluster: Option<&Arc<ClusterTasks>>,
+        pull: &Arc<PullService>,
+        spec: TaskSpec,
+    ) -> Result<String, PullError> {
+        if let Some(cluster) = cluster {
+            pull.check_source(&spec).await?;
+            match cluster.place(&spec).await {
+                Ok(Some(task_id)) => return Ok(task_id),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot place the task in the cluster; starting it here"),
+            }
+        }
+        pull.start(spec).await
+    }
+
+    /// Where a new task should run: `None` here, else the id it got on the accepting node with the lowest
+    /// predicted load (`load::place`: its score, what was placed there since it reported, and the task's
+    /// expected cost), which was told to start it (and holds its lease until it does, so no other node claims it
+    /// meanwhile).
     pub async fn place(&self, spec: &TaskSpec) -> Result<Option<String>, ClusterError> {
         let nodes = self.registry.nodes().await?;
-        let Some(node) = super::load::least_loaded(&nodes, "") else {
+        let cores = self.cost_of(spec);
+        let pending = |id: &str| self.pending_on(id);
+        let Some((node, there)) = super::load::place(&nodes, "", cores, pending, rand::random::<u32>() as usize) else {
             return Ok(None);
         };
-        if node.id == self.me() || self.registry.accepting() && node.load.score + PLACE_MARGIN >= self.registry.score()
-        {
+        let me = nodes.iter().find(|n| n.id == self.me());
+        let my_cores = me.map_or_else(|| self.registry.me().cores, |n| n.cores);
+        let here = me.map_or_else(
+            || self.registry.score() + self.pending_on(self.me()) + cores / my_cores.max(1) as f64,
+            |n| super::load::predict(n, cores, pending),
+        );
+        if node.id == self.me() || self.registry.accepting() && there + PLACE_MARGIN >= here {
+            self.note_placed(self.me(), cores, my_cores);
             return Ok(None);
         }
+        let node = node.clone();
+        self.note_placed(&node.id, cores, node.cores);
         let id = crate::ingest::pull::new_task_id();
         // Listed at once (Describe works from any node) and leased for the chosen node until it runs the task.
         let mirror = TaskMirror {
@@ -312,7 +383,7 @@ impl ClusterTasks {
             .ignore()
             .cmd("SET")
             .arg(task_key(&id))
-            .arg(serde_json::to_string(&mirror).expect("mirror serializes"))
+            .arg(self.sealed_mirror(&mirror))
             .ignore()
             .cmd("SADD")
             .arg(TASKS_KEY)
@@ -330,9 +401,43 @@ impl ClusterTasks {
         Ok(Some(id))
     }
 
+    /// What `spec` is expected to cost, in cores (`cluster.task_cost_*`): a transcode when it asks for video
+    /// encoding; otherwise passthrough is assumed (whether the source needs a transcode is known only once open).
+    fn cost_of(&self, spec: &TaskSpec) -> f64 {
+        if spec.video_encode_params.is_some() {
+            self.cost.1
+        } else {
+            self.cost.0
+        }
+    }
+
+    /// The share of `node`'s load placed there by this node recently (not yet in what it reports).
+    fn pending_on(&self, node: &str) -> f64 {
+        let placed = self.placed.lock().expect("placed lock");
+        placed
+            .iter()
+            .filter(|(n, at, _)| n == node && at.elapsed() < PENDING_FOR)
+            .map(|(_, _, share)| share)
+            .sum()
+    }
+
+    /// Count work of `cores` just placed on `node` (of `node_cores` cores) in its load for a while.
+    fn note_placed(&self, node: &str, cores: f64, node_cores: usize) {
+        let mut placed = self.placed.lock().expect("placed lock");
+        placed.retain(|(_, at, _)| at.elapsed() < PENDING_FOR);
+        placed.push((
+            node.to_string(),
+            std::time::Instant::now(),
+            cores / node_cores.max(1) as f64,
+        ));
+    }
+
     async fn send(&self, control: &Control) -> Result<(), ClusterError> {
         let mut c = self.redis.clone();
-        let payload = serde_json::to_string(control).expect("control serializes");
+        let payload = self.seal().seal(
+            CONTROL_CHANNEL,
+            &serde_json::to_string(control).expect("control serializes"),
+        );
         redis::cmd("PUBLISH")
             .arg(CONTROL_CHANNEL)
             .arg(payload)
@@ -395,19 +500,28 @@ impl ClusterTasks {
         }
         let mut pipe = redis::pipe();
         let mut now = HashSet::new();
-        for t in local
+        let running: Vec<_> = local
             .iter()
             .filter(|t| self.pull.running(&t.id) && t.status().state.is_active())
-        {
-            // Renewed only while this process holds the lease (or it was placed here); a node that lost it (it
-            // stalled past the lease and another node took the task over) stops its copy.
-            let held: i32 = renew_script()
-                .key(lease_key(&t.id))
+            .collect();
+        // Renewed only while this process holds the lease (or it was placed here); a node that lost it (it
+        // stalled past the lease and another node took the task over) stops its copy. One call for all.
+        let held: Vec<i32> = if running.is_empty() {
+            Vec::new()
+        } else {
+            let script = renew_script();
+            let mut renew = script.prepare_invoke();
+            for t in &running {
+                renew.key(lease_key(&t.id));
+            }
+            renew
                 .arg(&self.lease_value)
                 .arg(LEASE.as_secs())
                 .arg(placed_value(self.me()))
                 .invoke_async(&mut c)
-                .await?;
+                .await?
+        };
+        for (t, held) in running.into_iter().zip(held) {
             if held == 0 {
                 self.pull.hand_over(&t.id);
                 continue;
@@ -419,8 +533,10 @@ impl ClusterTasks {
                 spec: t.spec(),
                 status: t.status(),
             };
-            let json = serde_json::to_string(&mirror).expect("mirror serializes");
-            pipe.cmd("SET").arg(task_key(&t.id)).arg(json).ignore();
+            pipe.cmd("SET")
+                .arg(task_key(&t.id))
+                .arg(self.sealed_mirror(&mirror))
+                .ignore();
             pipe.cmd("SADD").arg(TASKS_KEY).arg(&t.id).ignore();
             now.insert(t.id.clone());
         }
@@ -433,14 +549,13 @@ impl ClusterTasks {
         // what they ended as stays readable for an hour.
         for gone in mirrored.difference(&now) {
             let ended = match self.pull.describe(gone).await {
-                Ok(Some((spec, status))) if !self.pull.running(gone) => serde_json::to_string(&TaskMirror {
+                Ok(Some((spec, status))) if !self.pull.running(gone) => self.sealed_mirror(&TaskMirror {
                     id: gone.clone(),
                     owner: self.me().into(),
                     created_at_ms: 0,
                     spec,
                     status,
-                })
-                .expect("mirror serializes"),
+                }),
                 _ => String::new(),
             };
             forget_script()
@@ -552,8 +667,11 @@ impl ClusterTasks {
                     if pubsub.subscribe(CONTROL_CHANNEL).await.is_ok() {
                         let mut messages = pubsub.into_on_message();
                         while let Some(msg) = messages.next().await {
-                            let Ok(control) =
-                                serde_json::from_str::<Control>(&msg.get_payload::<String>().unwrap_or_default())
+                            let payload = msg.get_payload::<String>().unwrap_or_default();
+                            let Some(Ok(control)) = self
+                                .seal()
+                                .open(CONTROL_CHANNEL, &payload)
+                                .map(serde_json::from_str::<Control>)
                             else {
                                 continue;
                             };

@@ -107,8 +107,9 @@ pub struct ClusterConfig {
     pub whep: RemoteViewers,
     /// Where this node serves its anchors to other nodes' relay links (TCP); only with a `secret`.
     pub relay_listen: SocketAddr,
-    /// Shared by all nodes: relay links are authenticated with it (HMAC-SHA256 of a per-link challenge). Empty:
-    /// no relay links (then `whep` must be `redirect` or `local`).
+    /// Shared by all nodes: relay links are authenticated with it (HMAC-SHA256 of a per-link challenge), and what
+    /// nodes write to Redis for each other (entries, rooms, task mirrors, control messages) is signed with it.
+    /// Empty: no relay links (then `whep` must be `redirect` or `local`) and nothing signed.
     pub secret: String,
     /// Above this load score (0-1: the largest of the CPU share and the use of `rtc.max_sessions` and
     /// `pull.max_tasks`) the node takes no new WHIP publishers: they are sent (307) to the least-loaded node.
@@ -116,6 +117,12 @@ pub struct ClusterConfig {
     /// On SIGTERM or Ctrl-C a cluster node drains: it takes no new work and waits up to this long for its RTMP
     /// and WHIP publishers to leave before it stops (a second signal stops it at once).
     pub drain_timeout_secs: u64,
+    /// What a new pull task is expected to cost, in cores, until the CPU of the node it is placed on shows it:
+    /// one whose video passes through (demux + AAC → Opus; measured 0.03 for 1080p30)...
+    pub task_cost_passthrough: f64,
+    /// ...and one that re-encodes its video (`VideoEncodeParams` set; measured 0.56 for 1080p30 → x264
+    /// veryfast). Placement adds the cost over the node's cores to its score (LiveKit's `cpu_cost`).
+    pub task_cost_transcode: f64,
 }
 
 impl Default for ClusterConfig {
@@ -129,6 +136,8 @@ impl Default for ClusterConfig {
             secret: String::new(),
             max_load: 0.7,
             drain_timeout_secs: 30,
+            task_cost_passthrough: 0.03,
+            task_cost_transcode: 0.6,
         }
     }
 }

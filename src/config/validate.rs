@@ -152,6 +152,16 @@ impl Config {
                         .into(),
                 ));
             }
+            for (name, cost) in [
+                ("task_cost_passthrough", cluster.task_cost_passthrough),
+                ("task_cost_transcode", cluster.task_cost_transcode),
+            ] {
+                if !(0.0..=64.0).contains(&cost) {
+                    return Err(ConfigError::Invalid(format!(
+                        "cluster.{name} is in cores: within 0..=64 (got {cost})"
+                    )));
+                }
+            }
             if !(0.0..=1.0).contains(&cluster.max_load) {
                 return Err(ConfigError::Invalid("cluster.max_load must be within 0..=1".into()));
             }

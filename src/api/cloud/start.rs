@@ -100,17 +100,7 @@ impl Start {
 
     pub async fn apply(self, caller: &Caller<'_>) -> Result<Map<String, Value>, CloudError> {
         caller.may_act_on(self.spec.sdk_app_id)?;
-        if let Some(cluster) = caller.cluster {
-            // Refused here as it would be there, before a TaskId is given out.
-            caller.pull.check_source(&self.spec).await?;
-            // The least-loaded node runs it; a Redis failure starts it here.
-            match cluster.place(&self.spec).await {
-                Ok(Some(task_id)) => return Ok(super::obj(json!({ "TaskId": task_id }))),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot place the task in the cluster; starting it here"),
-            }
-        }
-        let task_id = caller.pull.start(self.spec).await?;
+        let task_id = crate::cluster::tasks::ClusterTasks::start(caller.cluster, caller.pull, self.spec).await?;
         Ok(super::obj(json!({ "TaskId": task_id })))
     }
 }

@@ -190,16 +190,33 @@ pub async fn apps(State(st): State<ApiState>) -> Json<Value> {
 /// `Reason` (it can name source hosts and errors) is shown to admin only.
 pub async fn tasks(State(st): State<ApiState>, p: Peer, headers: HeaderMap) -> Json<Value> {
     let admin = is_admin(&st, peer(p), &headers);
-    let tasks: Vec<Value> = st
-        .pull
-        .as_ref()
-        .map(|p| p.list())
-        .unwrap_or_default()
+    let me = st.registry.node_id().to_string();
+    let local = st.pull.as_ref().map(|p| p.list()).unwrap_or_default();
+    let mut all: Vec<_> = local
+        .iter()
+        .map(|t| (t.id.clone(), me.clone(), t.spec(), t.status()))
+        .collect();
+    // In a cluster, the other nodes' tasks too (as mirrored, at most a second old); this node's alone while
+    // Redis does not answer.
+    if let Some(cluster) = &st.cluster_tasks {
+        match cluster.mirrors().await {
+            Ok(others) => all.extend(
+                others
+                    .into_iter()
+                    .filter(|m| !local.iter().any(|t| t.id == m.id))
+                    .map(|m| (m.id, m.owner, m.spec, m.status)),
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot read the cluster's tasks; listing this node's"),
+        }
+    }
+    let tasks: Vec<Value> = all
         .into_iter()
-        .map(|t| {
-            let mut m = super::cloud::describe_fields(Some((t.spec(), t.status())));
-            m.insert("TaskId".into(), Value::String(t.id.clone()));
-            m.insert("SdkAppId".into(), json!(t.spec().sdk_app_id));
+        .map(|(id, node, spec, status)| {
+            let app = spec.sdk_app_id;
+            let mut m = super::cloud::describe_fields(Some((spec, status)));
+            m.insert("TaskId".into(), Value::String(id));
+            m.insert("SdkAppId".into(), json!(app));
+            m.insert("Node".into(), Value::String(node));
             if !admin {
                 m.remove("Reason");
             }
@@ -284,15 +301,8 @@ pub async fn start_task(State(st): State<ApiState>, _: Admin, Json(t): Json<NewT
     }
     crate::ingest::pull::source::parse_source_url(&t.stream_url)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_stream_url", e.to_string()))?;
-    let id = pull
-        .start(TaskSpec::with_defaults(
-            app.sdkappid,
-            &t.room,
-            &t.userid,
-            &t.stream_url,
-            t.repeat,
-            false,
-        ))
+    let spec = TaskSpec::with_defaults(app.sdkappid, &t.room, &t.userid, &t.stream_url, t.repeat, false);
+    let id = crate::cluster::tasks::ClusterTasks::start(st.cluster_tasks.as_ref(), pull, spec)
         .await
         .map_err(pull_error)?;
     Ok(Json(json!({ "task_id": id })))
@@ -301,6 +311,19 @@ pub async fn start_task(State(st): State<ApiState>, _: Admin, Json(t): Json<NewT
 /// `DELETE /v1/tasks/{id}` (admin).
 pub async fn stop_task(State(st): State<ApiState>, _: Admin, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
     let pull = pull_service(&st)?;
+    if let (false, Some(cluster)) = (pull.running(&id), &st.cluster_tasks) {
+        // A task of another node: stopped through the cluster.
+        if let Ok(Some(m)) = cluster.mirror(&id).await {
+            if !m.status.state.is_active() {
+                return Err(pull_error(PullError::TaskFinished));
+            }
+            cluster
+                .stop(&id)
+                .await
+                .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "cluster_unavailable", e.to_string()))?;
+            return Ok(Json(json!({ "task_id": id, "stopped": true })));
+        }
+    }
     pull.stop(&id).await.map_err(pull_error)?;
     Ok(Json(json!({ "task_id": id, "stopped": true })))
 }

@@ -69,6 +69,8 @@ pub struct Registry {
     me: NodeInfo,
     /// `None` on a single node.
     redis: Option<RedisLink>,
+    /// Signs what this node writes for the others and checks what it reads (`cluster.secret`).
+    seal: super::Seal,
     /// Measures this node's load at each refresh.
     load: Box<dyn Fn() -> Load + Send + Sync>,
     /// This node's rooms, written beside its entry (set once by the gateway).
@@ -110,12 +112,15 @@ impl Registry {
     /// down at start is retried, not fatal).
     pub fn new(
         url: &str,
+        seal: super::Seal,
         id: String,
         http: String,
         load: impl Fn() -> Load + Send + Sync + 'static,
     ) -> Result<Arc<Registry>, ClusterError> {
         let redis = RedisLink::open(url).map_err(|e| ClusterError::BadUrl(e.to_string()))?;
-        Ok(Self::with(Some(redis), id, http, load))
+        let mut registry = Self::with(Some(redis), id, http, load);
+        Arc::get_mut(&mut registry).expect("not shared yet").seal = seal;
+        Ok(registry)
     }
 
     /// The registry of a single node: no Redis, the node lists itself.
@@ -140,6 +145,7 @@ impl Registry {
                 load: Load::default(),
             },
             redis,
+            seal: super::Seal::default(),
             load: Box::new(load),
             rooms: std::sync::OnceLock::new(),
             changed: tokio::sync::Notify::new(),
@@ -175,7 +181,7 @@ impl Registry {
             return;
         };
         let join = super::takeover::Join::now(&self.me.id, key, userid);
-        if let Err(e) = super::takeover::announce(&mut c, &join).await {
+        if let Err(e) = super::takeover::announce(&mut c, &self.seal, &join).await {
             tracing::warn!(error = %e, userid, "cannot announce a join to the other nodes (takeover across nodes)");
         }
     }
@@ -183,7 +189,7 @@ impl Registry {
     /// Apply the other nodes' joins to `hub`'s anchors until aborted (nothing on a single node).
     pub async fn listen_for_takeovers(self: Arc<Self>, hub: Arc<crate::room::RoomHub>) {
         if let Some(redis) = self.redis.clone() {
-            super::takeover::listen(redis, self.me.id.clone(), hub).await;
+            super::takeover::listen(redis, self.seal.clone(), self.me.id.clone(), hub).await;
         }
     }
 
@@ -342,6 +348,11 @@ impl Registry {
         self.redis.clone()
     }
 
+    /// How this node signs and checks what nodes exchange through Redis.
+    pub(crate) fn seal(&self) -> &super::Seal {
+        &self.seal
+    }
+
     /// Whether this node takes new publishers and tasks now (not draining, load as of its last refresh).
     pub fn accepting(&self) -> bool {
         !self.draining() && self.last_load.lock().expect("load lock").accepting
@@ -359,7 +370,9 @@ impl Registry {
             return Ok(());
         };
         let entry = serde_json::to_string(&self.me()).expect("node info serializes");
+        let entry = self.seal.seal(&node_key(&self.me.id), &entry);
         let rooms = self.rooms.get().map_or(serde_json::Value::Null, |r| r());
+        let rooms = self.seal.seal(&rooms_key(&self.me.id), &rooms.to_string());
         redis::pipe()
             .atomic()
             .cmd("SET")
@@ -370,7 +383,7 @@ impl Registry {
             .ignore()
             .cmd("SET")
             .arg(rooms_key(&self.me.id))
-            .arg(rooms.to_string())
+            .arg(rooms)
             .arg("EX")
             .arg(NODE_TTL.as_secs())
             .ignore()
@@ -394,9 +407,13 @@ impl Registry {
         }
         let keys: Vec<String> = ids.iter().map(|id| node_key(id)).collect();
         let entries: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-        let mut nodes: Vec<NodeInfo> = entries
-            .into_iter()
-            .filter_map(|e| serde_json::from_str::<NodeInfo>(&e?).ok())
+        let mut nodes: Vec<NodeInfo> = ids
+            .iter()
+            .zip(entries)
+            .filter_map(|(id, e)| {
+                let n = serde_json::from_str::<NodeInfo>(self.seal.open(&node_key(id), &e?)?).ok()?;
+                (n.id == *id).then_some(n)
+            })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         metrics::gauge!("roomgate_cluster_nodes").set(nodes.len() as f64);

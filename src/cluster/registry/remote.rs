@@ -44,7 +44,10 @@ impl Registry {
         Ok(others
             .into_iter()
             .zip(values)
-            .filter_map(|(node, v)| Some((node, serde_json::from_str(&v?).ok()?)))
+            .filter_map(|(node, v)| {
+                let rooms = serde_json::from_str(self.seal.open(&rooms_key(&node.id), &v?)?).ok()?;
+                Some((node, rooms))
+            })
             .collect())
     }
 

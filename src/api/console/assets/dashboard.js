@@ -32,7 +32,7 @@ function renderTasks(tasks) {
     const dur = t.Source?.DurationMs;
     const progress = dur ? `<progress max="${dur}" value="${t.PositionMs % dur}" aria-label="position"></progress> ${(t.PositionMs / 1000).toFixed(0)} / ${(dur / 1000).toFixed(0)} s` : `${(t.PositionMs / 1000).toFixed(0)} s`;
     const loops = t.RepeatNum < 0 ? "∞" : t.RepeatNum;
-    return `<tr data-task="${esc(t.TaskId)}"><td title="${esc(t.TaskId)}"><code>${esc(t.TaskId.slice(0, 10))}…</code></td><td>${esc(t.RoomId)}</td><td>${esc(t.UserId)}</td>
+    return `<tr data-task="${esc(t.TaskId)}"><td title="${esc(t.TaskId)}"><code>${esc(t.TaskId.slice(0, 10))}…</code></td><td>${esc(t.RoomId)}</td><td>${esc(t.UserId)}${t.Node ? ` <span class="muted" title="the node that runs it">@${esc(t.Node)}</span>` : ""}</td>
       <td><span class="badge">${esc(t.State)}</span> ${esc(t.Reason)}</td><td>${progress} · loop ${t.LoopsDone + 1}/${loops}</td>
       <td class="muted">${esc(t.Source ? `${t.Source.VideoCodec ?? "-"}/${t.Source.AudioCodec ?? "-"}${t.Source.VideoPassthrough ? " passthrough" : ""}` : "")}</td>
       <td>${t.Restarts}</td><td><button class="secondary" data-stop="${esc(t.TaskId)}" data-app="${t.SdkAppId}">Stop</button></td></tr>`;
