@@ -4,7 +4,7 @@
 
 mod support;
 
-use roomgate::cluster::NODE_TTL;
+use roomgate::cluster::{tasks, NODE_TTL};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use support::receiver::{types, wait_for, Receiver};
@@ -810,8 +810,15 @@ async fn a_task_started_on_a_busy_node_runs_on_another_and_any_node_describes_an
     assert!(entry.contains(r#""id":"evil""#), "{entry}");
     redis.command(&["SET", "roomgate:node:evil", &entry, "EX", "60"]);
     redis.command(&["SADD", "roomgate:nodes", "evil"]);
+    // A stop mark and a lease without the seal (the lease with no expiry, naming node B).
+    redis.command(&["SET", &format!("roomgate:task:{task}:stopped"), "node-c"]);
+    redis.command(&["SET", &format!("roomgate:task:{task}:lease"), "node-b/0000000000000000"]);
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(a.pull.running(&task), "an unsigned Stop stopped the task");
+    assert!(
+        a.pull.running(&task),
+        "an unsigned Stop, stop mark or lease stopped the task"
+    );
+    assert!(!b.pull.running(&task) && !c.pull.running(&task));
     for gw in [&a, &b, &c] {
         assert!(!gw.pull.running(&forged_id), "a node ran a forged task");
     }
@@ -829,11 +836,17 @@ async fn a_task_started_on_a_busy_node_runs_on_another_and_any_node_describes_an
         assert_eq!(r["Status"], "NotExist", "{r}");
         assert_eq!(r["State"], "stopped", "{r}");
     }
-    // An ended task is not stopped twice from another node either.
+    // An ended task is not stopped twice from another node either...
     let again = cloud(&b)
         .call("StopStreamIngest", support::cloud::task_params(&task))
         .await;
     assert!(support::cloud::error_code(&again).is_some(), "{again}");
+    // ...nor run again when its id is put back in the list (its mirror says it ended).
+    redis.command(&["SADD", "roomgate:tasks", &task]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for gw in [&a, &b, &c] {
+        assert!(!gw.pull.running(&task), "an ended task ran again");
+    }
     let _ = describe(&cloud(&a), &task).await;
 }
 
@@ -888,6 +901,29 @@ async fn a_burst_of_costly_tasks_started_on_one_node_spreads_over_the_nodes() {
         (nodes, v) = listed().await;
     }
     assert_eq!(nodes, ["node-a", "node-b"], "{v}");
+
+    // A task placed on B (A drains) and stopped there before B first mirrored it leaves the list: when its
+    // placed lease expires, no node runs it again.
+    a.registry.drain();
+    wait_nodes(&a, Duration::from_secs(10), |v| {
+        v["nodes"][0]["load"]["accepting"] == false
+    })
+    .await;
+    let placed = start_task(
+        &cloud(&a),
+        start_params("burst", "robot3", &nginx.url("/sample-720p30.mp4")),
+    )
+    .await;
+    wait_until("the third task runs on B", Duration::from_secs(10), || {
+        b.pull.running(&placed)
+    })
+    .await;
+    support::cloud::stop(&cloud(&b), &placed).await;
+    tokio::time::sleep(tasks::LEASE + Duration::from_secs(3)).await;
+    assert!(
+        !a.pull.running(&placed) && !b.pull.running(&placed),
+        "a task stopped where it was placed ran again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

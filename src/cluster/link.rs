@@ -114,8 +114,9 @@ struct Inner {
     /// The server commands go to now, and its connection (reconnected by itself); `None` until the Sentinels
     /// first answer.
     current: std::sync::Mutex<Option<(redis::Client, ConnectionManager)>>,
-    /// When the Sentinels were last asked.
-    asked: std::sync::Mutex<Option<Instant>>,
+    /// When the Sentinels last answered (or failed to), and how many times they were asked: a caller that waited
+    /// for another's question takes its answer instead of asking again.
+    asked: std::sync::Mutex<(Option<Instant>, u64)>,
 }
 
 /// TCP settings of every connection to Redis: a connection that Redis or the network dropped without a word (the
@@ -200,7 +201,9 @@ impl RedisLink {
             Source::Fixed(c) => Ok(c.clone()),
             Source::Sentinel(_) => {
                 self.ask_sentinels(true).await?;
-                Ok(self.current().expect("set by ask_sentinels").0)
+                self.current().map(|(c, _)| c).ok_or_else(|| {
+                    RedisError::from((redis::ErrorKind::Io, "no Sentinel has named the Redis master yet"))
+                })
             }
         }
     }
@@ -209,32 +212,38 @@ impl RedisLink {
         self.inner.current.lock().expect("link lock").clone()
     }
 
-    /// The connection commands go to now, asking the Sentinels first if none is known yet.
+    /// The connection commands go to now, asking the Sentinels first if none is known yet (at most once a second:
+    /// while they do not answer, commands fail at once instead of queueing behind each other's questions).
     async fn connection(&self) -> RedisResult<ConnectionManager> {
         if let Some((_, m)) = self.current() {
             return Ok(m);
         }
-        self.ask_sentinels(true).await?;
-        Ok(self.current().expect("set by ask_sentinels").1)
+        self.ask_sentinels(false).await?;
+        self.current()
+            .map(|(_, m)| m)
+            .ok_or_else(|| RedisError::from((redis::ErrorKind::Io, "no Sentinel has named the Redis master yet")))
     }
 
-    /// Ask the Sentinels which server is the master now (at most once per [`ASK_AGAIN_AFTER`] unless `always`)
-    /// and move the link there if it changed.
+    /// Ask the Sentinels which server is the master now (at most once per [`ASK_AGAIN_AFTER`] unless `always`;
+    /// never twice for callers that waited together) and move the link there if it changed.
     async fn ask_sentinels(&self, always: bool) -> RedisResult<()> {
         let Source::Sentinel(sentinel) = &self.inner.source else {
             return Ok(());
         };
+        let generation = self.inner.asked.lock().expect("link lock").1;
         let mut sentinel = sentinel.lock().await;
         {
-            let mut asked = self.inner.asked.lock().expect("link lock");
-            if !always && asked.is_some_and(|t| t.elapsed() < ASK_AGAIN_AFTER) {
+            let (at, asked) = *self.inner.asked.lock().expect("link lock");
+            if asked != generation || !always && at.is_some_and(|t| t.elapsed() < ASK_AGAIN_AFTER) {
                 return Ok(());
             }
-            *asked = Some(Instant::now());
         }
-        let client = tokio::time::timeout(REDIS_TIMEOUT, sentinel.async_get_client())
-            .await
-            .map_err(|_| RedisError::from((redis::ErrorKind::Io, "no Sentinel answered in time")))??;
+        let answer = tokio::time::timeout(REDIS_TIMEOUT, sentinel.async_get_client()).await;
+        {
+            let mut asked = self.inner.asked.lock().expect("link lock");
+            *asked = (Some(Instant::now()), asked.1 + 1);
+        }
+        let client = answer.map_err(|_| RedisError::from((redis::ErrorKind::Io, "no Sentinel answered in time")))??;
         let mut current = self.inner.current.lock().expect("link lock");
         let moved = current
             .as_ref()

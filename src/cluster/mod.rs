@@ -20,6 +20,9 @@ pub use load::{CpuMeter, Load};
 pub use registry::{ClusterError, NodeInfo, Registry, RoomsSnapshot, NODE_TTL, REFRESH_EVERY};
 pub use seal::Seal;
 
+/// A signed message (task control, a join) older than this is refused: replaying one works for seconds only.
+pub(crate) const MESSAGE_FRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
 use crate::config::Config;
 
 /// This node's id: `cluster.node_id` when set; on a single node, the host name; in a cluster, the one kept in

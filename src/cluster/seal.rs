@@ -2,13 +2,16 @@
 //! control and takeover messages — carries an HMAC-SHA256 under `cluster.secret` (when one is set) bound to the key
 //! or channel it is written to. A node ignores what does not carry a valid mark, so someone who can write to Redis
 //! but does not know the secret cannot point viewers at another relay, start, stop or change tasks, or end anchors.
-//! (What is left to such a writer: deleting or replaying values it saw, and the plain sets and counters.)
+//! Each sealed value carries when it was sealed, and messages, node entries and updates are refused once older
+//! than they can be (so replaying what one saw works for seconds, not forever; nodes' clocks must agree to within
+//! those seconds: run NTP). What is left to such a writer: deleting keys, replaying recent values, and the plain
+//! sets (room memberships, the node and task lists).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::sync::Arc;
 
-/// The marker of a sealed value: `rg1.<64 hex digits of the MAC>.<the JSON>`.
+/// The marker of a sealed value: `rg1.<64 hex digits of the MAC>.<ms since the Unix epoch when sealed>.<body>`.
 const PREFIX: &str = "rg1.";
 
 /// Seals and opens the values nodes exchange through Redis. Without a secret it passes values through (a
@@ -26,36 +29,55 @@ impl Seal {
         }
     }
 
-    fn mac(key: &[u8], place: &str, body: &str) -> Hmac<Sha256> {
+    fn mac(key: &[u8], place: &str, at_ms: u64, body: &str) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
         mac.update(b"roomgate cluster value\0");
         mac.update(place.as_bytes());
+        mac.update(b"\0");
+        mac.update(at_ms.to_string().as_bytes());
         mac.update(b"\0");
         mac.update(body.as_bytes());
         mac
     }
 
-    /// `body` as written to `place` (a Redis key or channel).
+    /// `body` as written to `place` (a Redis key or channel) now.
     pub fn seal(&self, place: &str, body: &str) -> String {
+        self.seal_at(place, body, now_ms())
+    }
+
+    /// `body` sealed for `place` as of `at_ms`: the same inputs give the same string (leases are compared as
+    /// strings inside Redis scripts, so theirs are sealed at a fixed time).
+    pub fn seal_at(&self, place: &str, body: &str, at_ms: u64) -> String {
         let Some(key) = &self.key else {
             return body.to_string();
         };
-        let tag = Self::mac(key, place, body).finalize().into_bytes();
+        let tag = Self::mac(key, place, at_ms, body).finalize().into_bytes();
         let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{PREFIX}{hex}.{body}")
+        format!("{PREFIX}{hex}.{at_ms}.{body}")
     }
 
     /// The body of `value` read from `place`, if it was sealed there under this secret (or, without a secret, if
     /// it is not sealed at all); `None` otherwise, counted in `roomgate_cluster_unsealed_total`.
     pub fn open<'a>(&self, place: &str, value: &'a str) -> Option<&'a str> {
+        self.open_within(place, value, None)
+    }
+
+    /// `open`, and only if it was sealed less than `max_age` ago (or less than that in the future: clocks differ).
+    pub fn open_fresh<'a>(&self, place: &str, value: &'a str, max_age: std::time::Duration) -> Option<&'a str> {
+        self.open_within(place, value, Some(max_age))
+    }
+
+    fn open_within<'a>(&self, place: &str, value: &'a str, max_age: Option<std::time::Duration>) -> Option<&'a str> {
         let opened = match &self.key {
             None => (!value.starts_with(PREFIX)).then_some(value),
             Some(key) => value.strip_prefix(PREFIX).and_then(|rest| {
-                let (hex, body) = rest.split_at_checked(64)?;
-                let body = body.strip_prefix('.')?;
+                let (hex, rest) = rest.split_at_checked(64)?;
+                let (at, body) = rest.strip_prefix('.')?.split_once('.')?;
+                let at_ms: u64 = at.parse().ok()?;
                 let tag = decode_hex(hex)?;
-                Self::mac(key, place, body).verify_slice(&tag).ok()?;
-                Some(body)
+                Self::mac(key, place, at_ms, body).verify_slice(&tag).ok()?;
+                let fresh = max_age.is_none_or(|max| now_ms().abs_diff(at_ms) <= max.as_millis() as u64);
+                fresh.then_some(body)
             }),
         };
         if opened.is_none() {
@@ -64,6 +86,12 @@ impl Seal {
         }
         opened
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
@@ -85,6 +113,23 @@ mod tests {
         let seal = Seal::new("0123456789abcdef0123456789abcdef");
         let v = seal.seal("roomgate:node:a", r#"{"id":"a"}"#);
         assert!(v.starts_with("rg1.") && v.ends_with(r#".{"id":"a"}"#), "{v}");
+        assert_eq!(
+            seal.seal_at("k", "x", 5),
+            seal.seal_at("k", "x", 5),
+            "the same inputs, the same string"
+        );
+        // Sealed long ago: opens, but not as fresh.
+        let t = now_ms() - 60_000;
+        let old = seal.seal_at("k", "x", t);
+        assert_eq!(seal.open("k", &old), Some("x"));
+        assert_eq!(seal.open_fresh("k", &old, std::time::Duration::from_secs(30)), None);
+        assert_eq!(
+            seal.open_fresh("k", &seal.seal("k", "x"), std::time::Duration::from_secs(30)),
+            Some("x")
+        );
+        // The time is under the MAC.
+        let moved = old.replacen(&format!(".{t}."), &format!(".{}.", t + 60_000), 1);
+        assert_eq!(seal.open("k", &moved), None);
         assert_eq!(seal.open("roomgate:node:a", &v), Some(r#"{"id":"a"}"#));
         // Elsewhere, under another secret, changed, unsealed or cut short: nothing.
         assert_eq!(seal.open("roomgate:node:b", &v), None);

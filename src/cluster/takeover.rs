@@ -94,7 +94,8 @@ async fn lost_to(
     node: &str,
 ) -> redis::RedisResult<bool> {
     let owner: Option<String> = redis::cmd("GET").arg(owner_key(join)).query_async(redis).await?;
-    Ok(owner.is_some_and(|o| seal.open(&owner_key(join), &o).is_some_and(|o| o != node)))
+    let fresh = Duration::from_secs(OWNER_TTL_SECS);
+    Ok(owner.is_some_and(|o| seal.open_fresh(&owner_key(join), &o, fresh).is_some_and(|o| o != node)))
 }
 
 /// Listen to the other nodes' joins and apply the takeover rule to this node's anchors, until aborted;
@@ -110,7 +111,8 @@ pub async fn listen(mut redis: super::RedisLink, seal: super::Seal, node: String
                         let Ok(payload) = msg.get_payload::<String>() else {
                             continue;
                         };
-                        let Some(Ok(join)) = seal.open(CHANNEL, &payload).map(serde_json::from_str::<Join>) else {
+                        let opened = seal.open_fresh(CHANNEL, &payload, super::MESSAGE_FRESH);
+                        let Some(Ok(join)) = opened.map(serde_json::from_str::<Join>) else {
                             continue;
                         };
                         if join.node == node {

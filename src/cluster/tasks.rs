@@ -2,7 +2,7 @@
 //! owner, status with the position) every second and holds a lease on each (`roomgate:task:{id}:lease`, 15 s).
 //! Any node answers Describe from the mirror (an ended task's last one is kept an hour) and sends Stop/Update to
 //! the owner over pub/sub (updates wait in a list the owner takes at once or at its next sync); a task whose lease
-//! expired (its node died) is claimed by one node (`SET NX`) and resumed there at its mirrored position, with a
+//! expired (its node died) is claimed by one node (a compare-and-set script) and resumed there at its mirrored position, with a
 //! 701 Status 2 and then Status 0 as after a restart. StartStreamIngest is placed on the least-loaded accepting
 //! node. SQLite stays each node's own store (and the only one on a single node).
 
@@ -42,6 +42,7 @@ fn lease_key(id: &str) -> String {
 /// Set for a minute when a task is stopped from another node: its owner stops it at its next sync even if it
 /// missed the message, and no node claims it.
 fn stop_key(id: &str) -> String {
+    debug_assert!(STOP_MARK.as_secs() > 0);
     format!("roomgate:task:{id}:stopped")
 }
 
@@ -56,24 +57,38 @@ fn updates_key(id: &str) -> String {
 /// node describes it (its state, its reason) rather than answering that it never existed.
 const UPDATES_KEPT_SECS: u64 = 120;
 const ENDED_KEPT_SECS: u64 = 3600;
+/// How long a stop mark lasts.
+const STOP_MARK: Duration = Duration::from_secs(60);
 
 /// The lease a placing node writes for the node it chose, until that node runs the task.
 fn placed_value(node: &str) -> String {
     format!("{node}/placed")
 }
 
-/// Renew each lease in `KEYS` this process holds (`ARGV[1]`), or that was placed for its node (`ARGV[3]`), for
-/// `ARGV[2]` seconds: per key, 1 if renewed, 0 if another holds it.
+/// Renew each lease in `KEYS` for `ARGV[1]` seconds while it is absent, this process's (`ARGV[2i]`, sealed for
+/// that key) or placed for this node (`ARGV[2i+1]`): per key, 1 if renewed, 0 if another holds it.
 fn renew_script() -> redis::Script {
     redis::Script::new(
         "local held = {}
          for i, key in ipairs(KEYS) do
+           local mine, placed = ARGV[2 * i], ARGV[2 * i + 1]
            local v = redis.call('GET', key)
-           if v == false or v == ARGV[1] or v == ARGV[3] then
-             redis.call('SET', key, ARGV[1], 'EX', ARGV[2]) held[i] = 1
+           if v == false or v == mine or v == placed then
+             redis.call('SET', key, mine, 'EX', ARGV[1]) held[i] = 1
            else held[i] = 0 end
          end
          return held",
+    )
+}
+
+/// Take a task that could not start here out of the list, if its lease is still the one placed for this node
+/// (`ARGV[1]`): a replayed Start for a task that runs elsewhere must not unlist it.
+fn unlist_placed_script() -> redis::Script {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then
+           redis.call('DEL', KEYS[1], KEYS[2]) redis.call('SREM', KEYS[3], ARGV[2])
+         end
+         return 0",
     )
 }
 
@@ -106,12 +121,13 @@ async fn unlist(c: &mut RedisLink, id: &str) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// Take a task that ended here out of the cluster's list, unless another node holds its lease now; its last mirror
-/// (`ARGV[3]`, the ended state) stays readable for `ARGV[4]` seconds.
+/// Take a task that ended here out of the cluster's list, unless another node holds its lease now (it is absent,
+/// this process's, `ARGV[1]`, or placed for this node, `ARGV[5]`); its last mirror (`ARGV[3]`, the ended state)
+/// stays readable for `ARGV[4]` seconds.
 fn forget_script() -> redis::Script {
     redis::Script::new(
         r"local v = redis.call('GET', KEYS[1])
-          if v == false or v == ARGV[1] then
+          if v == false or v == ARGV[1] or v == ARGV[5] then
             redis.call('DEL', KEYS[1], KEYS[4]) redis.call('SREM', KEYS[3], ARGV[2])
             if ARGV[3] == '' then redis.call('DEL', KEYS[2])
             else redis.call('SET', KEYS[2], ARGV[3], 'EX', ARGV[4]) end
@@ -243,6 +259,21 @@ impl ClusterTasks {
         self.registry.seal()
     }
 
+    /// This process's lease on task `id`, as written to Redis (sealed at a fixed time, so it compares equal).
+    fn my_lease(&self, id: &str) -> String {
+        self.seal().seal_at(&lease_key(id), &self.lease_value, 0)
+    }
+
+    /// The lease a placing node writes on task `id` for `node`, until that node runs it.
+    fn placed_lease(&self, node: &str, id: &str) -> String {
+        self.seal().seal_at(&lease_key(id), &placed_value(node), 0)
+    }
+
+    /// Whether `raw`, read from task `id`'s stop mark, is a valid (recent) stop.
+    fn stop_marked(&self, id: &str, raw: &str) -> bool {
+        self.seal().open_fresh(&stop_key(id), raw, STOP_MARK).is_some()
+    }
+
     /// Stop a task that runs on another node: it is out of the cluster's list at once (no node claims it), and
     /// its node is told to stop it.
     pub async fn stop(&self, id: &str) -> Result<(), ClusterError> {
@@ -250,9 +281,9 @@ impl ClusterTasks {
         redis::pipe()
             .cmd("SET")
             .arg(stop_key(id))
-            .arg(self.me())
+            .arg(self.seal().seal(&stop_key(id), self.me()))
             .arg("EX")
-            .arg(60)
+            .arg(STOP_MARK.as_secs())
             .ignore()
             .cmd("DEL")
             .arg(task_key(id))
@@ -299,20 +330,68 @@ impl ClusterTasks {
             pipe.cmd("LRANGE").arg(updates_key(id)).arg(0).arg(-1);
             pipe.cmd("DEL").arg(updates_key(id)).ignore();
         }
-        let waiting: Vec<Vec<String>> = pipe.query_async(&mut self.redis.clone()).await?;
+        let mut c = self.redis.clone();
+        let waiting: Vec<Vec<String>> = pipe.query_async(&mut c).await?;
+        let mut mirrors = redis::pipe();
         for (id, updates) in ids.iter().zip(waiting) {
+            let kept = Duration::from_secs(UPDATES_KEPT_SECS);
+            let mut applied = false;
             for raw in updates {
-                let opened = self.seal().open(&updates_key(id), &raw);
+                let opened = self.seal().open_fresh(&updates_key(id), &raw, kept);
                 let Some(Ok(update)) = opened.map(serde_json::from_str::<TaskUpdate>) else {
-                    tracing::warn!(task = %id, "an unreadable or unsealed task update in Redis was dropped");
+                    tracing::debug!(task = %id, "an unreadable, unsealed or stale task update in Redis was dropped");
                     continue;
                 };
-                if let Err(e) = self.pull.update(id, update).await {
-                    tracing::warn!(task = %id, error = %e, "a task update from another node failed here");
+                match self.pull.update(id, update).await {
+                    Ok(_) => applied = true,
+                    Err(e) => tracing::warn!(task = %id, error = %e, "a task update from another node failed here"),
                 }
             }
+            // Mirrored at once, so a node that resumes the task after this one dies resumes it changed.
+            if let Some(t) = applied
+                .then(|| self.pull.list().into_iter().find(|t| t.id == *id))
+                .flatten()
+            {
+                mirrors
+                    .cmd("SET")
+                    .arg(task_key(id))
+                    .arg(self.sealed_mirror(&self.mirror_of(&t)))
+                    .ignore();
+            }
+        }
+        if mirrors.cmd_iter().next().is_some() {
+            mirrors.query_async::<()>(&mut c).await?;
         }
         Ok(())
+    }
+
+    /// What Redis holds of a task that runs here.
+    fn mirror_of(&self, t: &crate::ingest::pull::IngestTask) -> TaskMirror {
+        TaskMirror {
+            id: t.id.clone(),
+            owner: self.me().into(),
+            created_at_ms: t.created_at_ms,
+            spec: t.spec(),
+            status: t.status(),
+        }
+    }
+
+    /// Whether task `id`'s lease, held by someone else, is a forgery (not sealed by a node of this cluster); if so
+    /// this process takes it back.
+    async fn lease_forged(&self, c: &mut RedisLink, id: &str) -> Result<bool, ClusterError> {
+        let raw: Option<String> = redis::cmd("GET").arg(lease_key(id)).query_async(c).await?;
+        if raw.is_none_or(|r| self.seal().open(&lease_key(id), &r).is_some()) {
+            return Ok(false);
+        }
+        tracing::warn!(task = %id, "a task lease without this cluster's seal was overwritten");
+        redis::cmd("SET")
+            .arg(lease_key(id))
+            .arg(self.my_lease(id))
+            .arg("EX")
+            .arg(LEASE.as_secs())
+            .query_async::<()>(c)
+            .await?;
+        Ok(true)
     }
 
     /// Start `spec` where it should run: on the node `place` chooses, else (this node is the best place, there is
@@ -377,7 +456,7 @@ impl ClusterTasks {
         redis::pipe()
             .cmd("SET")
             .arg(lease_key(&id))
-            .arg(placed_value(&node.id))
+            .arg(self.placed_lease(&node.id, &id))
             .arg("EX")
             .arg(LEASE.as_secs())
             .ignore()
@@ -494,8 +573,10 @@ impl ClusterTasks {
         if !local.is_empty() {
             let keys: Vec<String> = local.iter().map(|t| stop_key(&t.id)).collect();
             let stops: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
-            for (t, _) in local.iter().zip(stops).filter(|(_, s)| s.is_some()) {
-                let _ = self.pull.stop(&t.id).await;
+            for (t, mark) in local.iter().zip(stops) {
+                if mark.is_some_and(|m| self.stop_marked(&t.id, &m)) {
+                    let _ = self.pull.stop(&t.id).await;
+                }
             }
         }
         let mut pipe = redis::pipe();
@@ -511,28 +592,21 @@ impl ClusterTasks {
         } else {
             let script = renew_script();
             let mut renew = script.prepare_invoke();
+            renew.arg(LEASE.as_secs());
             for t in &running {
-                renew.key(lease_key(&t.id));
+                renew
+                    .key(lease_key(&t.id))
+                    .arg(self.my_lease(&t.id))
+                    .arg(self.placed_lease(self.me(), &t.id));
             }
-            renew
-                .arg(&self.lease_value)
-                .arg(LEASE.as_secs())
-                .arg(placed_value(self.me()))
-                .invoke_async(&mut c)
-                .await?
+            renew.invoke_async(&mut c).await?
         };
         for (t, held) in running.into_iter().zip(held) {
-            if held == 0 {
+            if held == 0 && !self.lease_forged(&mut c, &t.id).await? {
                 self.pull.hand_over(&t.id);
                 continue;
             }
-            let mirror = TaskMirror {
-                id: t.id.clone(),
-                owner: self.me().into(),
-                created_at_ms: t.created_at_ms,
-                spec: t.spec(),
-                status: t.status(),
-            };
+            let mirror = self.mirror_of(t);
             pipe.cmd("SET")
                 .arg(task_key(&t.id))
                 .arg(self.sealed_mirror(&mirror))
@@ -563,10 +637,11 @@ impl ClusterTasks {
                 .key(task_key(gone))
                 .key(TASKS_KEY)
                 .key(updates_key(gone))
-                .arg(&self.lease_value)
+                .arg(self.my_lease(gone))
                 .arg(gone)
                 .arg(ended)
                 .arg(ENDED_KEPT_SECS)
+                .arg(self.placed_lease(self.me(), gone))
                 .invoke_async::<()>(&mut c)
                 .await?;
         }
@@ -597,9 +672,12 @@ impl ClusterTasks {
         let holders: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(c).await?;
         let accepting = self.registry.accepting();
         let (mine_prefix, placed_here) = (format!("{}/", self.me()), placed_value(self.me()));
-        let before_restart = |h: &str| h.starts_with(&mine_prefix) && h != self.lease_value && h != placed_here;
-        for (id, holder) in ids.into_iter().zip(holders) {
-            let mine = holder.as_deref().is_some_and(before_restart);
+        let before_restart =
+            |h: &str| h.starts_with(&mine_prefix) && h != self.lease_value.as_str() && h != placed_here.as_str();
+        for (id, raw_holder) in ids.into_iter().zip(holders) {
+            // A lease without this cluster's seal was not written by a node: as good as none.
+            let holder = raw_holder.as_deref().and_then(|h| self.seal().open(&lease_key(&id), h));
+            let mine = holder.is_some_and(before_restart);
             let waited = {
                 let mut seen = self.orphans_seen.lock().expect("orphans lock");
                 if holder.is_some() && !mine {
@@ -613,21 +691,44 @@ impl ClusterTasks {
                 continue;
             }
             self.orphans_seen.lock().expect("orphans lock").remove(&id);
+            // What it was, before taking it: a task that ended or was stopped leaves the list (its last mirror
+            // stays), one whose mirror this node cannot read is left alone (another node may).
+            let (raw, mark): (Option<String>, Option<String>) = redis::pipe()
+                .cmd("GET")
+                .arg(task_key(&id))
+                .cmd("GET")
+                .arg(stop_key(&id))
+                .query_async(c)
+                .await?;
+            let Some(raw) = raw else {
+                unlist(c, &id).await?;
+                continue;
+            };
+            let Some(m) = self.open_mirror(&id, &raw) else {
+                tracing::debug!(task = %id, "a listed task's mirror cannot be read here; left to other nodes");
+                continue;
+            };
+            if !m.status.state.is_active() || mark.is_some_and(|mk| self.stop_marked(&id, &mk)) {
+                let _ = redis::pipe()
+                    .cmd("SREM")
+                    .arg(TASKS_KEY)
+                    .arg(&id)
+                    .cmd("DEL")
+                    .arg(lease_key(&id))
+                    .query_async::<()>(c)
+                    .await;
+                continue;
+            }
             let claimed: i32 = claim_script()
                 .key(lease_key(&id))
-                .arg(&self.lease_value)
+                .arg(self.my_lease(&id))
                 .arg(LEASE.as_secs())
-                .arg(holder.as_deref().unwrap_or(""))
+                .arg(raw_holder.as_deref().unwrap_or(""))
                 .invoke_async(c)
                 .await?;
             if claimed == 0 {
                 continue;
             }
-            let Some(m) = self.mirror(&id).await? else {
-                // Stopped meanwhile (or unreadable): nothing to run.
-                unlist(c, &id).await?;
-                continue;
-            };
             let why = if m.owner == self.me() {
                 "this node restarted; the task resumes here".to_string()
             } else {
@@ -670,7 +771,7 @@ impl ClusterTasks {
                             let payload = msg.get_payload::<String>().unwrap_or_default();
                             let Some(Ok(control)) = self
                                 .seal()
-                                .open(CONTROL_CHANNEL, &payload)
+                                .open_fresh(CONTROL_CHANNEL, &payload, super::MESSAGE_FRESH)
                                 .map(serde_json::from_str::<Control>)
                             else {
                                 continue;
@@ -700,10 +801,17 @@ impl ClusterTasks {
                 let started = self.pull.start_as(id.clone(), *spec).await.map(|_| ());
                 if started.is_ok() {
                     self.placed_here.lock().expect("placed lock").insert(id.clone());
-                }
-                if started.is_err() {
-                    // Out of the cluster's list, so no node resumes a task that could not start.
-                    let _ = unlist(&mut self.redis.clone(), &id).await;
+                } else {
+                    // Out of the cluster's list, so no node resumes a task that could not start (unless it runs
+                    // somewhere already: its lease is no longer the placed one).
+                    let _ = unlist_placed_script()
+                        .key(lease_key(&id))
+                        .key(task_key(&id))
+                        .key(TASKS_KEY)
+                        .arg(self.placed_lease(self.me(), &id))
+                        .arg(&id)
+                        .invoke_async::<()>(&mut self.redis.clone())
+                        .await;
                 }
                 started
             }

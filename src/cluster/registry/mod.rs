@@ -411,7 +411,10 @@ impl Registry {
             .iter()
             .zip(entries)
             .filter_map(|(id, e)| {
-                let n = serde_json::from_str::<NodeInfo>(self.seal.open(&node_key(id), &e?)?).ok()?;
+                // Refreshed every 5 s: an entry sealed longer ago than its TTL is a replay.
+                let e = e?;
+                let opened = self.seal.open_fresh(&node_key(id), &e, NODE_TTL + REFRESH_EVERY)?;
+                let n = serde_json::from_str::<NodeInfo>(opened).ok()?;
                 (n.id == *id).then_some(n)
             })
             .collect();

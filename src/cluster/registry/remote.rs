@@ -45,7 +45,8 @@ impl Registry {
             .into_iter()
             .zip(values)
             .filter_map(|(node, v)| {
-                let rooms = serde_json::from_str(self.seal.open(&rooms_key(&node.id), &v?)?).ok()?;
+                let fresh = super::NODE_TTL + super::REFRESH_EVERY;
+                let rooms = serde_json::from_str(self.seal.open_fresh(&rooms_key(&node.id), &v?, fresh)?).ok()?;
                 Some((node, rooms))
             })
             .collect())
