@@ -88,6 +88,99 @@ pub enum CallbacksAction {
     },
 }
 
+/// `roomgate tls` subcommands.
+#[derive(Subcommand)]
+pub enum TlsAction {
+    /// Write a development CA (`ca.pem`) and a certificate it signed for the hosts (`cert.pem`, the chain, and
+    /// `key.pem`) into a directory, and print the [tls] settings and how to trust the CA.
+    Selfsigned {
+        /// A host name or IP address the certificate is for (repeat for more; localhost and 127.0.0.1 are added).
+        #[arg(long = "host", required = true)]
+        hosts: Vec<String>,
+        /// Where to write the files (created if missing).
+        #[arg(long, default_value = "roomgate-tls")]
+        out: std::path::PathBuf,
+        /// Replace files already there (a new CA, which must be trusted again).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Run a `roomgate tls` subcommand.
+pub fn tls(action: &TlsAction) -> Result<(), String> {
+    let TlsAction::Selfsigned { hosts, out, force } = action;
+    for name in ["ca.pem", "cert.pem", "key.pem"] {
+        if out.join(name).exists() && !force {
+            return Err(format!(
+                "{} exists; pass --force to replace it (the new CA must be trusted again) or choose another --out",
+                out.join(name).display()
+            ));
+        }
+    }
+    let mut names = hosts.clone();
+    for extra in ["localhost", "127.0.0.1"] {
+        if !names.iter().any(|h| h == extra) {
+            names.push(extra.to_string());
+        }
+    }
+    let made = crate::tls::self_signed(&names).map_err(|e| format!("cannot make the certificate: {e}"))?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let write = |name: &str, body: &str, private: bool| -> Result<std::path::PathBuf, String> {
+        // Written to a new file beside it (private from the start for the key), then renamed over the old one: a
+        // gateway watching the directory never reads half a file, and a symlink there is replaced, not followed.
+        let path = out.join(name);
+        let tmp = out.join(format!(".{name}.{}", std::process::id()));
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+        use std::io::Write;
+        let written = options
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(body.as_bytes()).and_then(|_| f.sync_all()))
+            .and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("{}: {e}", path.display()));
+        }
+        Ok(path)
+    };
+    let ca = write("ca.pem", &made.ca_pem, false)?;
+    let cert = write("cert.pem", &made.chain_pem, false)?;
+    let key = write("key.pem", &made.key_pem, true)?;
+    let abs = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    println!(
+        "Wrote a development CA and a certificate for {} (valid for a year).",
+        names.join(", ")
+    );
+    println!();
+    println!("In roomgate's config:");
+    println!("  [tls]");
+    println!("  cert_file = {:?}", abs(&cert).display().to_string());
+    println!("  key_file = {:?}", abs(&key).display().to_string());
+    println!("  [http]");
+    println!("  tls_listen = \"0.0.0.0:8443\"");
+    println!("  [rtmp]");
+    println!("  tls_listen = \"0.0.0.0:1936\"");
+    println!();
+    println!("Trust the CA ({}) where clients run:", abs(&ca).display());
+    println!(
+        "  Debian/Ubuntu: sudo cp {} /usr/local/share/ca-certificates/roomgate-dev.crt && sudo update-ca-certificates",
+        abs(&ca).display()
+    );
+    println!(
+        "  Chromium/Chrome on Linux: certutil -d sql:$HOME/.pki/nssdb -A -t C,, -n roomgate-dev -i {}",
+        abs(&ca).display()
+    );
+    println!(
+        "  curl: --cacert {}    ffmpeg (rtmps://, https://): -ca_file {} (or -tls_verify 0)",
+        abs(&ca).display(),
+        abs(&ca).display()
+    );
+    println!("  OBS: trust it in the system store (above) and use rtmps://<host>:1936/push/ as the server");
+    Ok(())
+}
+
 /// A user id the way TRTC accepts it.
 pub fn check_userid(userid: &str) -> Result<(), String> {
     if crate::auth::is_valid_user_id(userid) {

@@ -42,6 +42,9 @@ pub enum GatewayError {
     /// Cluster mode cannot start (a bad `cluster.redis_url`, a node id that cannot be kept).
     #[error("cluster: {0}")]
     Cluster(String),
+    /// A TLS listener's certificate or key cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running gateway: its shared services and the addresses it bound; dropping it stops its tasks.
@@ -50,10 +53,15 @@ pub struct Gateway {
     pub config: Arc<Config>,
     /// The rooms and their anchors.
     pub hub: Arc<RoomHub>,
-    /// Address the HTTP server bound (the real port when the config asked for 0).
+    /// Address the HTTP server bound (the real port when the config asked for 0); with plain HTTP off
+    /// (`http.plain = false`), the HTTPS listener's.
     pub http_addr: SocketAddr,
-    /// Address the RTMP listener bound; `None` when RTMP is off.
+    /// Address the RTMP listener bound; `None` when RTMP (or plain RTMP) is off.
     pub rtmp_addr: Option<SocketAddr>,
+    /// Address the HTTPS listener bound (`http.tls_listen`), if any.
+    pub https_addr: Option<SocketAddr>,
+    /// Address the RTMPS listener bound (`rtmp.tls_listen`), if any.
+    pub rtmps_addr: Option<SocketAddr>,
     /// The WebRTC engine, when enabled (`rtc.enabled`).
     pub rtc: Option<Arc<RtcEngine>>,
     /// WHEP playback; `None` when the WebRTC engine is off.
@@ -146,16 +154,45 @@ impl Gateway {
             }));
         }
 
-        let rtmp_addr = if config.rtmp.enabled {
+        // One certificate for every TLS listener, checked for renewals while the gateway runs.
+        let certificates = if config.https_listen().is_some() || config.rtmp.enabled && config.rtmps_listen().is_some()
+        {
+            let files = crate::tls::TlsFiles {
+                cert: config.tls.cert_file.clone(),
+                key: config.tls.key_file.clone(),
+            };
+            let certs = crate::tls::Certificates::load(files)?;
+            let every = std::time::Duration::from_secs(config.tls.check_every_secs.max(1));
+            tasks.push(tokio::spawn(certs.clone().watch(every)));
+            Some(certs)
+        } else {
+            None
+        };
+        let rtmp_ctx = Arc::new(RtmpContext {
+            hub: hub.clone(),
+            config: config.clone(),
+        });
+        let rtmp_slots = rtmp::RtmpSlots::new(&config);
+        let rtmp_addr = if config.rtmp.enabled && config.rtmp.plain {
             let (l, bound) = bind("rtmp", config.rtmp.listen).await?;
-            let ctx = Arc::new(RtmpContext {
-                hub: hub.clone(),
-                config: config.clone(),
-            });
-            tasks.push(tokio::spawn(rtmp::serve(l, ctx)));
+            tasks.push(tokio::spawn(rtmp::serve(l, rtmp_ctx.clone(), rtmp_slots.clone(), None)));
             Some(bound)
         } else {
             None
+        };
+        let rtmps_addr = match (&certificates, config.rtmps_listen()) {
+            (Some(certs), Some(addr)) if config.rtmp.enabled => {
+                let (l, bound) = bind("rtmps", addr).await?;
+                let acceptor = Some(certs.acceptor(&[]));
+                tasks.push(tokio::spawn(rtmp::serve(
+                    l,
+                    rtmp_ctx.clone(),
+                    rtmp_slots.clone(),
+                    acceptor,
+                )));
+                Some(bound)
+            }
+            _ => None,
         };
 
         let (rtc, whep, whip) = if config.rtc.enabled {
@@ -176,8 +213,24 @@ impl Gateway {
             (None, None, None)
         };
 
-        let (l, http_addr) = bind("http", config.http.listen).await?;
-        let mut registry = node_registry(&config, http_addr.port(), &hub, rtc.clone(), &pull)?;
+        let plain_http = if config.http.plain {
+            Some(bind("http", config.http.listen).await?)
+        } else {
+            None
+        };
+        let https = match (&certificates, config.https_listen()) {
+            (Some(certs), Some(addr)) => Some((bind("https", addr).await?, certs.acceptor(&[b"http/1.1"]))),
+            _ => None,
+        };
+        let https_addr = https.as_ref().map(|((_, a), _)| *a);
+        // What the node calls its HTTP address (cluster entry, printed URLs): plain HTTP's, else HTTPS's.
+        let http_addr = plain_http
+            .as_ref()
+            .map(|(_, a)| *a)
+            .or(https_addr)
+            .expect("validated: plain HTTP or HTTPS is on");
+        let advertised = https_addr.map_or(("http", http_addr.port()), |a| ("https", a.port()));
+        let mut registry = node_registry(&config, advertised, &hub, rtc.clone(), &pull)?;
         if registry.clustered() && !config.cluster.secret.is_empty() {
             // This node's anchors are served to the other nodes' relay links.
             let (l, bound) = bind("relay", config.cluster.relay_listen).await?;
@@ -248,13 +301,24 @@ impl Gateway {
             cloud_rate: Default::default(),
             cloud_replay: Default::default(),
             rtmp_port: rtmp_addr.map(|a| a.port()),
+            rtmps_port: rtmps_addr.map(|a| a.port()),
             registry: registry.clone(),
             cluster_tasks: cluster_tasks.clone(),
         });
         let limits = api::server::HttpLimits::from(&config.http);
-        tasks.push(tokio::spawn(async move {
-            api::server::serve(l, app, limits).await;
-        }));
+        // One set of connection caps for HTTP and HTTPS together.
+        let counter = crate::limits::ConnectionCounter::new(limits.max_connections, limits.max_connections_per_ip);
+        if let Some(((l, _), acceptor)) = https {
+            let side = api::server::HttpsSide {
+                acceptor,
+                hsts_max_age_secs: config.tls.hsts_max_age_secs,
+            };
+            let serve = api::server::serve(l, app.clone(), limits.clone(), counter.clone(), Some(side));
+            tasks.push(tokio::spawn(serve));
+        }
+        if let Some((l, _)) = plain_http {
+            tasks.push(tokio::spawn(api::server::serve(l, app, limits, counter, None)));
+        }
 
         // In a cluster, Redis says where tasks run: this node takes its own back from there (its leases), and its
         // SQLite rows are not resumed (another node may have taken them over and ended them since).
@@ -278,6 +342,8 @@ impl Gateway {
             store,
             http_addr,
             rtmp_addr,
+            https_addr,
+            rtmps_addr,
             rtc,
             whep,
             whip,
@@ -344,13 +410,13 @@ impl Gateway {
 /// each refresh: CPU share, WebRTC sessions, anchors, pull tasks.
 fn node_registry(
     config: &Config,
-    http_port: u16,
+    http: (&str, u16),
     hub: &Arc<RoomHub>,
     rtc: Option<Arc<RtcEngine>>,
     pull: &Arc<PullService>,
 ) -> Result<Arc<Registry>, GatewayError> {
     let id = crate::cluster::node_id(config).map_err(|e| GatewayError::Cluster(format!("node id: {e}")))?;
-    let http = crate::cluster::advertise_http(config, http_port);
+    let http = crate::cluster::advertise_http(config, http);
     let (hub, pull, cpu) = (hub.clone(), pull.clone(), CpuMeter::default());
     let (max_sessions, max_tasks, max_load) = (config.rtc.max_sessions, config.pull.max_tasks, config.cluster.max_load);
     let load = move || {

@@ -14,10 +14,12 @@
 //! - `ingest`: sources (`rtmp`, `whip`, `pull`); `egress`: viewers (`whep`).
 //! - `events` (room and task events, the durable callback outbox), `store` (SQLite).
 //! - `api`: HTTP (Cloud API, WHIP/WHEP resources, console, admin, metrics, OpenAPI); `gateway`: wiring it all.
-//! - `cluster`: cluster mode on Redis (the node registry so far); a single node never touches it.
+//! - `cluster`: cluster mode on Redis (registry, rooms across nodes, relay links, placement, tasks that survive
+//!   nodes, Sentinel); a single node never touches it.
+//! - `tls`: the certificate of the HTTPS and RTMPS listeners (loaded, reloaded on renewal, made for development).
 //! - The program around it: `serve` (run the gateway, with `demo` provisioning on a fresh machine), `cli` (the
 //!   client subcommands) and `client` (clients of a running gateway: Cloud API, admin).
-//! - Leaves anyone may use: `config`, `limits`.
+//! - Leaves anyone may use: `config`, `limits`, `tls`.
 //!
 //! # The dependency rule
 //! Dependencies point one way: `media ← room ← auth ← access ← ingest / egress ← events ← api ← gateway`.
@@ -46,6 +48,7 @@ pub mod room;
 pub mod rtc;
 pub mod serve;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 

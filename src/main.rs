@@ -70,6 +70,11 @@ enum Command {
         #[command(subcommand)]
         action: CallbacksAction,
     },
+    /// TLS certificates for the HTTPS and RTMPS listeners.
+    Tls {
+        #[command(subcommand)]
+        action: cli::TlsAction,
+    },
     /// Print a UserSig for a user of a configured app (the key comes from the config or the demo app).
     Usersig {
         #[arg(long)]
@@ -140,6 +145,7 @@ fn main() {
         Command::Callbacks { endpoint, action } => {
             load(&cli).and_then(|config| cli::callbacks(&config, endpoint.as_deref(), action))
         }
+        Command::Tls { action } => cli::tls(action),
         Command::Usersig {
             sdkappid,
             userid,

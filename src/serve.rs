@@ -30,14 +30,16 @@ pub fn serve(mut config: Config) -> Result<(), String> {
     rt.block_on(async move {
         let gw = crate::Gateway::start(config).await.map_err(|e| e.to_string())?;
         let host = &gw.config.public_host;
-        tracing::info!(http = %gw.http_addr, rtmp = ?gw.rtmp_addr, "roomgate is running");
+        tracing::info!(http = %gw.http_addr, https = ?gw.https_addr, rtmp = ?gw.rtmp_addr, rtmps = ?gw.rtmps_addr,
+            "roomgate is running");
         if gw.config.demo_media.is_some() {
             if let Some(app) = gw.config.apps.first() {
                 let mut at = gw.http_addr;
                 if at.ip().is_unspecified() {
                     at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                let url = format!("http://{at}/demo/sample.mp4");
+                let scheme = if gw.config.http.plain { "http" } else { "https" };
+                let url = format!("{scheme}://{at}/demo/sample.mp4");
                 let spec = crate::ingest::pull::TaskSpec::with_defaults(
                     app.sdkappid,
                     "demo_room",
@@ -56,18 +58,16 @@ pub fn serve(mut config: Config) -> Result<(), String> {
             }
         }
         println!();
-        println!(
-            "Console: http://{host}:{}/  (dashboard, player, browser publisher, tokens)",
-            gw.http_addr.port()
-        );
+        let https_port = gw.https_addr.map(|a| a.port());
+        let base = http_base(host, gw.http_addr.port(), https_port);
+        println!("Console: {base}/  (dashboard, player, browser publisher, tokens)");
         if let Some(app) = demo {
-            print_demo(
-                &app,
-                host,
-                gw.rtmp_addr.map(|a| a.port()),
-                gw.http_addr.port(),
-                &gw.config.data_dir,
-            );
+            let rtmp = match (gw.rtmps_addr, gw.rtmp_addr) {
+                (Some(a), _) => Some((a.port(), true)),
+                (None, Some(a)) => Some((a.port(), false)),
+                (None, None) => None,
+            };
+            print_demo(&app, host, rtmp, &base, &gw.config.data_dir);
         }
         if let Some(key) = demo_key {
             println!(
@@ -75,10 +75,7 @@ pub fn serve(mut config: Config) -> Result<(), String> {
                 gw.config.data_dir.join("demo-api-key.toml").display()
             );
             println!("  SecretId:  {}", key.secret_id);
-            println!(
-                "  Endpoint:  http://{host}:{}  (or: roomgate ingest start --url URL --room R)",
-                gw.http_addr.port()
-            );
+            println!("  Endpoint:  {base}  (or: roomgate ingest start --url URL --room R)");
             println!();
         }
         // Ctrl-C, or SIGTERM from systemd / docker stop / Kubernetes: the same orderly stop (out of the cluster at
@@ -107,7 +104,26 @@ pub fn serve(mut config: Config) -> Result<(), String> {
     })
 }
 
-fn print_demo(app: &AppConfig, host: &str, rtmp_port: Option<u16>, http_port: u16, data_dir: &std::path::Path) {
+/// OBS's Server setting for RTMP (`rtmps: true`: RTMPS) on `port` of `host`: the port is left out when it is the
+/// scheme's default (1935 for RTMP, 443 for RTMPS).
+pub fn rtmp_server(host: &str, port: u16, rtmps: bool) -> String {
+    match (rtmps, port) {
+        (false, 1935) => format!("rtmp://{host}/push/"),
+        (false, p) => format!("rtmp://{host}:{p}/push/"),
+        (true, 443) => format!("rtmps://{host}/push/"),
+        (true, p) => format!("rtmps://{host}:{p}/push/"),
+    }
+}
+
+/// The base of printed HTTP URLs: `https://host:port` when HTTPS is on, else `http://host:port`.
+pub fn http_base(host: &str, http_port: u16, https_port: Option<u16>) -> String {
+    match https_port {
+        Some(p) => format!("https://{host}:{p}"),
+        None => format!("http://{host}:{http_port}"),
+    }
+}
+
+fn print_demo(app: &AppConfig, host: &str, rtmp: Option<(u16, bool)>, base: &str, data_dir: &std::path::Path) {
     let userid = "demo_anchor";
     let room = "demo_room";
     let sig = UserSig::generate(app.sdkappid, &app.secret_key, userid, unix_now(), 7 * 86400, None);
@@ -118,12 +134,8 @@ fn print_demo(app: &AppConfig, host: &str, rtmp_port: Option<u16>, http_port: u1
         data_dir.join("demo-app.toml").display()
     );
     println!("  sdkappid:   {}", app.sdkappid);
-    if let Some(port) = rtmp_port {
-        let server = if port == 1935 {
-            format!("rtmp://{host}/push/")
-        } else {
-            format!("rtmp://{host}:{port}/push/")
-        };
+    if let Some((port, rtmps)) = rtmp {
+        let server = rtmp_server(host, port, rtmps);
         println!();
         println!("Push a test stream with ffmpeg (UserSig valid 7 days):");
         println!(
@@ -138,40 +150,36 @@ fn print_demo(app: &AppConfig, host: &str, rtmp_port: Option<u16>, http_port: u1
     println!();
     println!("Publish with WHIP (OBS 30+: Service WHIP; `roomgate obs --userid U --room R` prints all settings):");
     println!(
-        "  Server:       http://{host}:{http_port}/v2/pub/{}/{room}?SessionID={userid}",
+        "  Server:       {base}/v2/pub/{}/{room}?SessionID={userid}",
         app.sdkappid
     );
     println!("  Bearer Token: {sig}");
     println!();
     println!("Watch with any WHEP player:");
     println!(
-        "  URL:          http://{host}:{http_port}/v2/sub/{}/{room}?SessionID=viewer1",
+        "  URL:          {base}/v2/sub/{}/{room}?SessionID=viewer1",
         app.sdkappid
     );
     println!("  Bearer Token: {viewer}");
     println!();
-    println!("Rooms: curl http://{host}:{http_port}/v1/rooms");
+    println!("Rooms: curl {base}/v1/rooms");
     println!();
 }
 
 /// Print the OBS settings (RTMP and WHIP) of anchor `userid` in `room`.
 pub fn print_obs(sdkappid: u64, sig: &str, userid: &str, room: &str, config: &Config) {
     let host = &config.public_host;
-    let rtmp_port = config.rtmp.listen.port();
-    let server = if rtmp_port == 1935 {
-        format!("rtmp://{host}/push/")
-    } else {
-        format!("rtmp://{host}:{rtmp_port}/push/")
+    let server = match config.rtmps_listen() {
+        Some(a) => rtmp_server(host, a.port(), true),
+        None => rtmp_server(host, config.rtmp.listen.port(), false),
     };
+    let base = http_base(host, config.http.listen.port(), config.https_listen().map(|a| a.port()));
     println!("RTMP (Settings > Stream > Service: Custom)");
     println!("  Server:       {server}");
     println!("  Stream Key:   {room}?sdkappid={sdkappid}&userid={userid}&usersig={sig}");
     println!();
     println!("WHIP (OBS 30+, Settings > Stream > Service: WHIP)");
-    println!(
-        "  Server:       http://{host}:{}/v2/pub/{sdkappid}/{room}?SessionID={userid}",
-        config.http.listen.port()
-    );
+    println!("  Server:       {base}/v2/pub/{sdkappid}/{room}?SessionID={userid}");
     println!("  Bearer Token: {sig}");
     println!();
     println!(

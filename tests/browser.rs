@@ -24,12 +24,17 @@ struct Browser {
 impl Browser {
     /// Run `scenario` against the pages of `gw`, with `args` as `key=value` arguments.
     fn start(scenario: &str, gw: &TestGateway, args: &[(&str, String)]) -> Browser {
+        Self::start_at(scenario, &gw.http(""), args)
+    }
+
+    /// `start` against the pages at `base` (e.g. an `https://` URL).
+    fn start_at(scenario: &str, base: &str, args: &[(&str, String)]) -> Browser {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
         let mut child = tokio::process::Command::new("node")
             .current_dir(&dir)
             .arg("run.mjs")
             .arg(scenario)
-            .arg(gw.http(""))
+            .arg(base)
             .arg(artifacts())
             .args(args.iter().map(|(k, v)| format!("{k}={v}")))
             .stdin(Stdio::null())
@@ -294,6 +299,50 @@ async fn the_publish_page_goes_out_over_whip_and_decodes_over_whep() {
         "browser published {} ({:?}x{:?})",
         info.source_codec, info.width, info.height
     );
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_publish_page_on_a_remote_host_name_publishes_over_https_with_the_development_certificate() {
+    // A host name that is not loopback, as another machine reaches the gateway: over plain HTTP the page is no
+    // secure context and cannot open the camera; over HTTPS with the development certificate trusted it can.
+    let dir = tempfile::tempdir().unwrap();
+    let made = roomgate::tls::self_signed(&["media.test".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &made.chain_pem).unwrap();
+    std::fs::write(&key, &made.key_pem).unwrap();
+    let spki = {
+        use base64::Engine;
+        use rcgen::PublicKeyData;
+        use sha2::Digest;
+        let der = rcgen::KeyPair::from_pem(&made.key_pem)
+            .unwrap()
+            .subject_public_key_info();
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(der))
+    };
+    let gw = start_gateway_with(move |c| {
+        c.tls.cert_file = cert;
+        c.tls.key_file = key;
+        c.http.tls_listen = "127.0.0.1:0".into();
+        c.admin.allowed_hosts = vec!["media.test".into()];
+    })
+    .await;
+    let base = format!("https://media.test:{}", gw.https_addr.unwrap().port());
+    let mut args = in_room("tlsroom", "userid", "remote1");
+    args.extend([
+        ("hold", "20".into()),
+        ("resolve", "media.test 127.0.0.1".into()),
+        ("spki", spki),
+    ]);
+    let mut b = Browser::start_at("publish", &base, &args);
+    b.next(Duration::from_secs(60)).await;
+    let anchor = gw
+        .wait_anchor("tlsroom", "remote1", Duration::from_secs(10))
+        .await
+        .expect("the browser is an anchor");
+    assert_eq!(anchor.source, roomgate::room::SourceKind::Whip);
+    let got = gw.watch("tlsroom", "v1", Duration::from_secs(15), 30, 0).await;
+    assert!(video_of(&got).len() >= 30, "frames from the browser over HTTPS");
     b.finish().await;
 }
 

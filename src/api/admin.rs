@@ -61,11 +61,13 @@ impl AdminRefusal {
     }
 }
 
-/// Decide whether a request is admin.
+/// Decide whether a request is admin (`tls`: it came over the HTTPS listener, so a browser's `Origin` must be
+/// `https://` to be this origin).
 pub fn check(
     method: &Method,
     headers: &HeaderMap,
     peer: Option<SocketAddr>,
+    tls: bool,
     cfg: &AdminConfig,
 ) -> Result<AdminGrant, AdminRefusal> {
     if let Some(t) = bearer(headers) {
@@ -89,7 +91,7 @@ pub fn check(
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         let o = origin.to_str().unwrap_or("");
-        let same = origin_authority(o)
+        let same = origin_authority(o, tls)
             .and_then(|a| split_authority(&a))
             .is_some_and(|(n, p)| n == host_name && p == host_port);
         if !same {
@@ -158,9 +160,10 @@ fn split_authority(a: &str) -> Option<(String, u16)> {
     Some((host.to_ascii_lowercase(), port))
 }
 
-/// The `host[:port]` of an `Origin` such as `http://127.0.0.1:8080` (None for `null` or other schemes).
-fn origin_authority(o: &str) -> Option<String> {
-    let rest = o.strip_prefix("http://")?;
+/// The `host[:port]` of an `Origin` of the request's scheme such as `http://127.0.0.1:8080` (or, `tls`,
+/// `https://localhost:8443`); None for `null` or another scheme.
+fn origin_authority(o: &str, tls: bool) -> Option<String> {
+    let rest = o.strip_prefix(if tls { "https://" } else { "http://" })?;
     (!rest.is_empty() && !rest.contains('/')).then(|| rest.to_string())
 }
 
@@ -197,7 +200,7 @@ mod tests {
     const LO: &str = "127.0.0.1:50000";
 
     fn run(method: Method, pairs: &[(&str, &str)], peer: &str) -> Result<AdminGrant, &'static str> {
-        check(&method, &headers(pairs), Some(peer.parse().unwrap()), &cfg()).map_err(|e| e.code())
+        check(&method, &headers(pairs), Some(peer.parse().unwrap()), false, &cfg()).map_err(|e| e.code())
     }
 
     #[test]
@@ -273,6 +276,14 @@ mod tests {
         }
         let default_port = [("host", "localhost"), ("origin", "http://localhost")];
         assert_eq!(run(Method::GET, &default_port, LO), Ok(AdminGrant::Loopback));
+        // Over the HTTPS listener the origin is https:// (and an http:// page is another origin).
+        let lo = Some(LO.parse().unwrap());
+        let tls = |origin: &str| {
+            let h = headers(&[("host", "localhost:8443"), ("origin", origin)]);
+            check(&Method::GET, &h, lo, true, &cfg()).map_err(|e| e.code())
+        };
+        assert_eq!(tls("https://localhost:8443"), Ok(AdminGrant::Loopback));
+        assert_eq!(tls("http://localhost:8443"), Err("admin_origin_mismatch"));
     }
 
     #[test]
@@ -329,7 +340,7 @@ mod tests {
         };
         let h = headers(&[("host", "127.0.0.1")]);
         assert_eq!(
-            check(&Method::GET, &h, Some(LO.parse().unwrap()), &off).map_err(|e| e.code()),
+            check(&Method::GET, &h, Some(LO.parse().unwrap()), false, &off).map_err(|e| e.code()),
             Err("admin_required")
         );
         let empty = AdminConfig {
@@ -339,7 +350,7 @@ mod tests {
         };
         let h = headers(&[("authorization", "Bearer ")]);
         assert!(
-            check(&Method::GET, &h, None, &empty).is_err(),
+            check(&Method::GET, &h, None, false, &empty).is_err(),
             "an empty token never matches"
         );
     }

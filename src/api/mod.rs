@@ -45,6 +45,8 @@ pub struct ApiState {
     pub cloud_replay: Arc<std::sync::Mutex<crate::auth::tc3::ReplayCache>>,
     /// The RTMP port actually bound (config may say 0), for the URLs the console prints.
     pub rtmp_port: Option<u16>,
+    /// The RTMPS port bound, if any: printed RTMP settings use `rtmps://` then.
+    pub rtmps_port: Option<u16>,
     /// This node's cluster membership (`GET /v1/nodes`).
     pub registry: Arc<crate::cluster::Registry>,
     /// The cluster's pull tasks (Describe/Stop/Update of tasks on other nodes, placement); `None` on a single node.

@@ -92,8 +92,13 @@ pub fn snapshot(hub: &crate::room::RoomHub) -> serde_json::Value {
 /// `GET /v1/rooms`: this node's rooms and, in cluster mode, the other nodes' (a room with anchors on several
 /// nodes is one room; each anchor says its `node`). If Redis does not answer, the local rooms with
 /// `"partial": true`.
-pub async fn list(State(st): State<ApiState>, p: Peer, headers: HeaderMap) -> Json<serde_json::Value> {
-    let admin = is_admin(&st, peer(p), &headers);
+pub async fn list(
+    State(st): State<ApiState>,
+    p: Peer,
+    tls: super::server::OverTls,
+    headers: HeaderMap,
+) -> Json<serde_json::Value> {
+    let admin = is_admin(&st, peer(p), &headers, tls);
     let visible = |sdkappid: u64| admin || public(&st, sdkappid);
     let clustered = st.registry.clustered();
     let mut all = vec![(st.registry.node_id().to_string(), snapshot(&st.hub))];
@@ -153,12 +158,13 @@ fn merge_rooms(
 pub async fn one(
     State(st): State<ApiState>,
     p: Peer,
+    tls: super::server::OverTls,
     headers: HeaderMap,
     Path((sdkappid, room)): Path<(u64, String)>,
     axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
 ) -> Result<Json<RoomView>, ApiError> {
     if !public(&st, sdkappid) {
-        require_admin(&st, peer(p), &Method::GET, &headers)?;
+        require_admin(&st, peer(p), &Method::GET, &headers, tls.0)?;
     }
     let room_ref = if q.get("type").map(String::as_str) == Some("number") {
         RoomRef::Num(room.parse().map_err(|_| {

@@ -47,10 +47,11 @@ pub fn node_id(config: &Config) -> std::io::Result<String> {
 }
 
 /// How other nodes and redirected clients reach this node's HTTP: `cluster.advertise_http`, else
-/// `http://<public_host>:<http port>`.
-pub fn advertise_http(config: &Config, http_port: u16) -> String {
+/// `<scheme>://<public_host>:<port>` with the HTTPS listener's port when there is one (a client on HTTPS is not
+/// sent to plain HTTP), else plain HTTP's.
+pub fn advertise_http(config: &Config, (scheme, port): (&str, u16)) -> String {
     if config.cluster.advertise_http.is_empty() {
-        format!("http://{}:{http_port}", config.public_host)
+        format!("{scheme}://{}:{port}", config.public_host)
     } else {
         config.cluster.advertise_http.trim_end_matches('/').to_string()
     }
@@ -62,7 +63,7 @@ pub fn advertise_relay(config: &Config, bound: std::net::SocketAddr) -> String {
     if !bound.ip().is_unspecified() {
         return bound.to_string();
     }
-    let http = advertise_http(config, 0);
+    let http = advertise_http(config, ("http", 0));
     let host = url::Url::parse(&http)
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))

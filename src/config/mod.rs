@@ -83,9 +83,37 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Cluster mode: several nodes sharing one Redis (off while `redis_url` is empty).
     pub cluster: ClusterConfig,
+    /// The certificate of the TLS listeners (`http.tls_listen`, `rtmp.tls_listen`).
+    pub tls: TlsConfig,
     /// Media file served at `/demo/sample.mp4` for the demo pull task (`serve --demo-task`); not a config key.
     #[serde(skip)]
     pub demo_media: Option<PathBuf>,
+}
+
+/// The certificate the TLS listeners present (HTTPS, RTMPS).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, the server's certificate first (e.g. certbot's `fullchain.pem`).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC; e.g. certbot's `privkey.pem`).
+    pub key_file: PathBuf,
+    /// How often the two files are checked for a change (a renewal), in seconds; new handshakes then get the new
+    /// certificate and open connections stay.
+    pub check_every_secs: u64,
+    /// `Strict-Transport-Security: max-age=<this>` on HTTPS responses; 0 (the default): no HSTS header.
+    pub hsts_max_age_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            check_every_secs: 10,
+            hsts_max_age_secs: 0,
+        }
+    }
 }
 
 /// Cluster mode. Empty `redis_url`: a single node, no Redis needed.
@@ -252,6 +280,11 @@ impl Default for PullConfig {
 pub struct HttpConfig {
     /// Address the HTTP server binds to (port 0: any free port).
     pub listen: SocketAddr,
+    /// Serve plain HTTP on `listen`; off: HTTPS only (`tls_listen` must be set).
+    pub plain: bool,
+    /// Address of the HTTPS listener serving everything HTTP serves, e.g. `0.0.0.0:8443`; empty: none. Needs
+    /// `[tls]`.
+    pub tls_listen: String,
     /// HTTP connections open at once; more are closed at accept (kept below the open-file limit).
     pub max_connections: usize,
     /// Share of `max_connections` one client address may hold.
@@ -274,6 +307,11 @@ pub struct RtmpConfig {
     pub enabled: bool,
     /// Address the RTMP listener binds to (port 0: any free port).
     pub listen: SocketAddr,
+    /// Serve plain RTMP on `listen`; off: RTMPS only (`tls_listen` must be set).
+    pub plain: bool,
+    /// Address of the RTMPS listener (RTMP inside TLS, as OBS and ffmpeg `rtmps://` speak it), e.g.
+    /// `0.0.0.0:1936`; empty: none. Needs `[tls]`.
+    pub tls_listen: String,
     /// Largest RTMP message accepted (bytes); a larger one ends the connection.
     pub max_message_size: u32,
     /// Largest chunk size a client may announce.
@@ -493,6 +531,7 @@ impl Default for Config {
             callbacks: CallbacksConfig::default(),
             admin: AdminConfig::default(),
             cluster: ClusterConfig::default(),
+            tls: TlsConfig::default(),
             demo_media: None,
         }
     }
@@ -502,6 +541,8 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:8080".parse().expect("valid address"),
+            plain: true,
+            tls_listen: String::new(),
             max_connections: 4096,
             max_connections_per_ip: 64,
             header_timeout_secs: 10,
@@ -516,6 +557,8 @@ impl Default for RtmpConfig {
         RtmpConfig {
             enabled: true,
             listen: "0.0.0.0:1935".parse().expect("valid address"),
+            plain: true,
+            tls_listen: String::new(),
             max_message_size: 8 * 1024 * 1024,
             max_chunk_size: 1 << 20,
             chunk_size: 4096,
@@ -537,6 +580,16 @@ impl Default for AudioConfig {
 }
 
 impl Config {
+    /// The HTTPS listener's address (`http.tls_listen`), if one is set (checked by `validate`).
+    pub fn https_listen(&self) -> Option<SocketAddr> {
+        self.http.tls_listen.parse().ok()
+    }
+
+    /// The RTMPS listener's address (`rtmp.tls_listen`), if one is set (checked by `validate`).
+    pub fn rtmps_listen(&self) -> Option<SocketAddr> {
+        self.rtmp.tls_listen.parse().ok()
+    }
+
     /// The configured app with this SDKAppID, if any.
     pub fn app(&self, sdkappid: u64) -> Option<&AppConfig> {
         self.apps.iter().find(|a| a.sdkappid == sdkappid)

@@ -129,3 +129,34 @@ fn a_callback_url_needs_a_callback_key() {
     assert!(e.contains("callback_key is empty"), "{e}");
     assert!(load(&format!("{app}callback_key = \"s\"\n")).is_ok());
 }
+
+#[test]
+fn tls_listeners_need_a_certificate_and_a_plain_listener_may_go_only_for_its_tls_one() {
+    let e = load("[http]\ntls_listen = \"127.0.0.1:8443\"\n").unwrap_err();
+    assert!(e.contains("tls.cert_file") && e.contains("selfsigned"), "{e}");
+    let e = load("[rtmp]\ntls_listen = \"not an address\"\n").unwrap_err();
+    assert!(e.contains("rtmp.tls_listen"), "{e}");
+    let e = load("[http]\nplain = false\n").unwrap_err();
+    assert!(e.contains("http.tls_listen"), "{e}");
+    let e = load("[rtmp]\nplain = false\n").unwrap_err();
+    assert!(e.contains("rtmp.tls_listen"), "{e}");
+    let c = load(
+        "[tls]\ncert_file = \"/etc/roomgate/cert.pem\"\nkey_file = \"/etc/roomgate/key.pem\"\n\
+         [http]\nplain = false\ntls_listen = \"0.0.0.0:8443\"\n[rtmp]\ntls_listen = \"0.0.0.0:1936\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.https_listen(), Some("0.0.0.0:8443".parse().unwrap()));
+    assert_eq!(c.rtmps_listen(), Some("0.0.0.0:1936".parse().unwrap()));
+    assert!(c.rtmp.plain && !c.http.plain);
+    // From the environment too.
+    let c = Config::load(
+        None,
+        env(&[
+            ("ROOMGATE_HTTP_TLS_LISTEN", "127.0.0.1:9443"),
+            ("ROOMGATE_TLS_CERT_FILE", "/c.pem"),
+            ("ROOMGATE_TLS_KEY_FILE", "/k.pem"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.https_listen(), Some("127.0.0.1:9443".parse().unwrap()));
+}

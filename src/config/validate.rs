@@ -3,8 +3,46 @@
 use super::{Config, ConfigError};
 
 impl Config {
+    /// TLS listeners need an address that parses and a certificate; a plain listener may be off only when its TLS
+    /// one is on.
+    fn validate_tls(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("http.tls_listen", &self.http.tls_listen),
+            ("rtmp.tls_listen", &self.rtmp.tls_listen),
+        ] {
+            if !value.is_empty() && value.parse::<std::net::SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} {value:?} is not an address (e.g. 0.0.0.0:8443)"
+                )));
+            }
+        }
+        let tls_on = !self.http.tls_listen.is_empty() || self.rtmp.enabled && !self.rtmp.tls_listen.is_empty();
+        if tls_on && (self.tls.cert_file.as_os_str().is_empty() || self.tls.key_file.as_os_str().is_empty()) {
+            return Err(ConfigError::Invalid(
+                "a TLS listener needs tls.cert_file and tls.key_file (PEM; `roomgate tls selfsigned --host <name>` \
+                 writes a development pair)"
+                    .into(),
+            ));
+        }
+        if !self.http.plain && self.http.tls_listen.is_empty() {
+            return Err(ConfigError::Invalid(
+                "http.plain = false needs http.tls_listen: roomgate must serve HTTP one way or the other".into(),
+            ));
+        }
+        if self.rtmp.enabled && !self.rtmp.plain && self.rtmp.tls_listen.is_empty() {
+            return Err(ConfigError::Invalid(
+                "rtmp.plain = false needs rtmp.tls_listen (or rtmp.enabled = false for no RTMP at all)".into(),
+            ));
+        }
+        if self.tls.check_every_secs == 0 {
+            return Err(ConfigError::Invalid("tls.check_every_secs must be at least 1".into()));
+        }
+        Ok(())
+    }
+
     /// Refuse a configuration whose apps, API keys or values cannot work (duplicates, empty keys, ...).
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_tls()?;
         let mut seen = std::collections::HashSet::new();
         for app in &self.apps {
             if !seen.insert(app.sdkappid) {

@@ -8,10 +8,15 @@ const args = Object.fromEntries(rest.map((kv) => kv.split(/=(.*)/s).slice(0, 2))
 mkdirSync(artifacts, { recursive: true });
 const say = (obj) => console.log(JSON.stringify(obj));
 
+// resolve=<host> 127.0.0.1: a host name that is not loopback (as a remote machine's would be) reaching the test
+// gateway; spki=<base64 SHA-256>: the one certificate key trusted besides the system's (a development certificate).
+const extra = [];
+if (args.resolve) extra.push(`--host-resolver-rules=MAP ${args.resolve}`);
+if (args.spki) extra.push(`--ignore-certificate-errors-spki-list=${args.spki}`);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
   headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required"],
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream", "--autoplay-policy=no-user-gesture-required", ...extra],
 });
 const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
 const shot = (name) => page.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });

@@ -85,14 +85,24 @@ pub struct Answered {
     pub body: String,
 }
 
+/// CAs the players and publishers trust besides the system's (added by the TLS tests: their development CAs).
+static TRUSTED_CA: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Trust `ca_pem` too for HTTPS WHIP/WHEP from now on (in this test process).
+#[allow(dead_code)]
+pub fn trust(ca_pem: &str) {
+    TRUSTED_CA.lock().unwrap().push(ca_pem.as_bytes().to_vec());
+}
+
 /// POST an SDP `offer` to a WHIP or WHEP `url` (with `token` as bearer, if any); `what` names the request should
 /// the server not answer at all. A 307/308 is followed as WHIP/WHEP clients must (RFC 9725 §4.5): the same offer
 /// and token to the Location, up to 3 times. Anything but a 201 in the end is `Refused`.
 pub async fn post_offer(url: &str, token: Option<&str>, offer: String, what: &str) -> Result<Answered, Refused> {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+    for ca in TRUSTED_CA.lock().unwrap().iter() {
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(ca).expect("a PEM CA"));
+    }
+    let client = builder.build().unwrap();
     let mut url = reqwest::Url::parse(url).expect("a URL");
     let mut hops = 0;
     let resp = loop {

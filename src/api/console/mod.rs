@@ -7,6 +7,7 @@
 //! Pages and assets are sent with a Content-Security-Policy (scripts and styles only from `/assets/`, no
 //! framing) and `X-Content-Type-Options: nosniff`.
 
+use super::server::OverTls;
 use super::{ApiError, ApiState};
 use crate::auth::{self, UserSig};
 use crate::ingest::pull::{PullError, TaskSpec};
@@ -139,8 +140,9 @@ pub fn require_admin(
     peer: Option<SocketAddr>,
     method: &Method,
     headers: &HeaderMap,
+    tls: bool,
 ) -> Result<super::admin::AdminGrant, ApiError> {
-    super::admin::check(method, headers, peer, &st.config.admin).map_err(|e| {
+    super::admin::check(method, headers, peer, tls, &st.config.admin).map_err(|e| {
         crate::limits::refused("admin", e.code(), &e);
         ApiError::new(StatusCode::FORBIDDEN, e.code(), e.to_string())
     })
@@ -155,13 +157,14 @@ impl axum::extract::FromRequestParts<ApiState> for Admin {
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, st: &ApiState) -> Result<Self, ApiError> {
         let p = parts.extensions.get::<Peer>().map(|ConnectInfo(a)| *a);
-        require_admin(st, p, &parts.method, &parts.headers).map(|_| Admin)
+        let tls = parts.extensions.get::<super::server::Secure>().is_some();
+        require_admin(st, p, &parts.method, &parts.headers, tls).map(|_| Admin)
     }
 }
 
 /// Whether a read-only request is admin (to decide what a listing shows; not counted as a refusal).
-pub fn is_admin(st: &ApiState, peer: Option<SocketAddr>, headers: &HeaderMap) -> bool {
-    super::admin::check(&Method::GET, headers, peer, &st.config.admin).is_ok()
+pub fn is_admin(st: &ApiState, peer: Option<SocketAddr>, headers: &HeaderMap, tls: super::server::OverTls) -> bool {
+    super::admin::check(&Method::GET, headers, peer, tls.0, &st.config.admin).is_ok()
 }
 
 /// The peer address (the server runs with connect info).
@@ -188,8 +191,8 @@ pub async fn apps(State(st): State<ApiState>) -> Json<Value> {
 
 /// `GET /v1/tasks`: running pull tasks (the Describe fields of each, plus TaskId and SdkAppId). The failure
 /// `Reason` (it can name source hosts and errors) is shown to admin only.
-pub async fn tasks(State(st): State<ApiState>, p: Peer, headers: HeaderMap) -> Json<Value> {
-    let admin = is_admin(&st, peer(p), &headers);
+pub async fn tasks(State(st): State<ApiState>, p: Peer, tls: OverTls, headers: HeaderMap) -> Json<Value> {
+    let admin = is_admin(&st, peer(p), &headers, tls);
     let me = st.registry.node_id().to_string();
     let local = st.pull.as_ref().map(|p| p.list()).unwrap_or_default();
     let mut all: Vec<_> = local
@@ -232,7 +235,7 @@ pub async fn tasks(State(st): State<ApiState>, p: Peer, headers: HeaderMap) -> J
 pub struct NewTask {
     /// App the robot anchor joins; its key signs the robot's UserSig.
     pub sdkappid: u64,
-    /// Source to pull: an http, https or rtmp URL.
+    /// Source to pull: an http, https, rtmp or srt URL.
     pub stream_url: String,
     /// String room id to join: 1-64 letters, digits, `_` or `-`.
     pub room: String,
@@ -352,7 +355,8 @@ fn day() -> u64 {
 pub struct Tokens {
     /// The UserSig for `userid`, signed with the app key, valid for `expire` seconds.
     pub usersig: String,
-    /// OBS's Server setting: `rtmp://host[:port]/push/`, with the host the browser used.
+    /// OBS's Server setting: `rtmp://host[:port]/push/` (`rtmps://host:port/push/` when RTMPS is on), with the
+    /// host the browser used.
     pub rtmp_server: String,
     /// OBS's Stream Key: `room?sdkappid=...&userid=...&usersig=...`.
     pub stream_key: String,
@@ -373,6 +377,7 @@ pub async fn tokens(
     State(st): State<ApiState>,
     _: Admin,
     headers: HeaderMap,
+    tls: OverTls,
     Json(req): Json<TokenRequest>,
 ) -> Result<Json<Tokens>, ApiError> {
     let app = st
@@ -405,18 +410,17 @@ pub async fn tokens(
         Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
         _ => authority.clone(),
     };
-    let rtmp_port = st.rtmp_port.unwrap_or(st.config.rtmp.listen.port());
-    let rtmp_server = if rtmp_port == 1935 {
-        format!("rtmp://{host}/push/")
-    } else {
-        format!("rtmp://{host}:{rtmp_port}/push/")
+    let rtmp_server = match st.rtmps_port {
+        Some(port) => crate::serve::rtmp_server(&host, port, true),
+        None => crate::serve::rtmp_server(&host, st.rtmp_port.unwrap_or(st.config.rtmp.listen.port()), false),
     };
+    let scheme = if tls.0 { "https" } else { "http" };
     let stream_key = format!(
         "{}?sdkappid={}&userid={}&usersig={sig}",
         req.room, app.sdkappid, req.userid
     );
     let whip_url = format!(
-        "http://{authority}/v2/pub/{}/{}?SessionID={}",
+        "{scheme}://{authority}/v2/pub/{}/{}?SessionID={}",
         app.sdkappid, req.room, req.userid
     );
     let ffmpeg = format!(

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use to_room::ToRoom;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 /// How long a refused client gets to read our status message before the socket closes.
@@ -73,10 +73,33 @@ fn slot_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Accept RTMP clients until the task is dropped.
-pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
-    let slots = Arc::new(Semaphore::new(ctx.config.rtmp.max_connections));
-    let per_ip = Arc::new(PerIp::default());
+/// The connection slots RTMP and RTMPS share: `rtmp.max_connections` and `rtmp.max_connections_per_ip` hold for
+/// both listeners together, so a second port does not double what one client (or all) may hold.
+#[derive(Clone)]
+pub struct RtmpSlots {
+    total: Arc<Semaphore>,
+    per_ip: Arc<PerIp>,
+}
+
+impl RtmpSlots {
+    /// Slots for `config.rtmp.max_connections` connections.
+    pub fn new(config: &crate::config::Config) -> RtmpSlots {
+        RtmpSlots {
+            total: Arc::new(Semaphore::new(config.rtmp.max_connections)),
+            per_ip: Arc::new(PerIp::default()),
+        }
+    }
+}
+
+/// Accept RTMP clients until the task is dropped, holding `slots`; with `tls`, RTMPS (RTMP inside TLS, whose
+/// handshake must finish within `rtmp.handshake_timeout_secs`).
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<RtmpContext>,
+    slots: RtmpSlots,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let RtmpSlots { total: slots, per_ip } = slots;
     let mut last_warn = None::<Instant>;
     loop {
         let (stream, peer) = crate::limits::accept(&listener, "RTMP").await;
@@ -85,11 +108,30 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
             Ok(permit) => match per_ip.take(slot_key(peer.ip()), ctx.config.rtmp.max_connections_per_ip.max(1)) {
                 None => Some("max_connections_per_ip"),
                 Some(slot) => {
-                    let ctx = ctx.clone();
+                    let (ctx, tls) = (ctx.clone(), tls.clone());
                     tokio::spawn(async move {
                         let _held = (permit, slot);
+                        let _ = stream.set_nodelay(true);
                         metrics::gauge!("roomgate_rtmp_connections").increment(1.0);
-                        handle_connection(stream, peer, ctx).await;
+                        match tls {
+                            None => handle_connection(stream, peer, ctx).await,
+                            Some(tls) => {
+                                let limit = Duration::from_secs(ctx.config.rtmp.handshake_timeout_secs.max(1));
+                                match tokio::time::timeout(limit, tls.accept(stream)).await {
+                                    Ok(Ok(stream)) => handle_connection(stream, peer, ctx).await,
+                                    Ok(Err(e)) => crate::limits::refused(
+                                        "rtmps",
+                                        "tls_handshake",
+                                        &format_args!("TLS handshake with {peer} failed: {e}"),
+                                    ),
+                                    Err(_) => crate::limits::refused(
+                                        "rtmps",
+                                        "tls_timeout",
+                                        &format_args!("no TLS handshake from {peer} in time"),
+                                    ),
+                                }
+                            }
+                        }
                         metrics::gauge!("roomgate_rtmp_connections").decrement(1.0);
                     });
                     None
@@ -108,8 +150,10 @@ pub async fn serve(listener: TcpListener, ctx: Arc<RtmpContext>) {
 
 /// The driver of one connection: moves bytes between the socket and its `RtmpConnection`, decides publishes
 /// (authorization, joining the room) and carries media to the room through an `ToRoom`.
-async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<RtmpContext>) {
-    let _ = stream.set_nodelay(true);
+async fn handle_connection<S>(mut stream: S, peer: SocketAddr, ctx: Arc<RtmpContext>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut conn = RtmpConnection::new(ConnectionConfig::from_config(&ctx.config.rtmp), Instant::now());
     let mut buf = vec![0u8; 64 * 1024];
     let mut publisher: Option<ToRoom> = None;
@@ -142,7 +186,12 @@ async fn handle_connection(mut stream: TcpStream, peer: SocketAddr, ctx: Arc<Rtm
                 Output::Send(bytes) => {
                     // A client that does not read must not hold its slot past the connection's deadline.
                     let deadline = tokio::time::Instant::from_std(conn.poll_timeout());
-                    match tokio::time::timeout_at(deadline, stream.write_all(&bytes)).await {
+                    // Flushed too: a TLS stream buffers what it was given until flushed.
+                    let sent = async {
+                        stream.write_all(&bytes).await?;
+                        stream.flush().await
+                    };
+                    match tokio::time::timeout_at(deadline, sent).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => close = true,
                         Err(_) => {
@@ -270,7 +319,7 @@ async fn replaced(kick: &mut Option<tokio::sync::watch::Receiver<Option<crate::r
 
 /// Half-close and read until the client closes (or a grace period ends), so a status we just sent is not
 /// destroyed by a reset caused by unread input.
-async fn linger_and_close(mut stream: TcpStream) {
+async fn linger_and_close<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S) {
     let _ = stream.flush().await;
     let _ = stream.shutdown().await;
     let mut sink = [0u8; 16 * 1024];
