@@ -778,3 +778,74 @@ async fn versions_key_scopes_and_capacity_are_enforced() {
         .await;
     assert_eq!(error_code(&r), Some("NoSuchVersion"), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srt_source_plays_and_srt_options_that_listen_or_bind_are_refused() {
+    let t = Pulling::start().await;
+    // ffmpeg serves MPEG-TS over SRT as a listener (a camera or encoder in listener mode); the task calls it.
+    let port = support::nginx::free_port();
+    let sample = testdata().join("sample-720p30.mp4");
+    let mut server = tokio::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-re",
+            "-stream_loop",
+            "-1",
+            "-i",
+        ])
+        .arg(&sample)
+        .args(["-c", "copy", "-f", "mpegts"])
+        .arg(format!("srt://127.0.0.1:{port}?mode=listener&latency=120000"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg with libsrt (scripts/install-deps.sh)");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let url = format!("srt://127.0.0.1:{port}?latency=120000");
+    let task = start_task(&t.api, start_params("pull-srt", "robot", &url)).await;
+    t.gw.wait_anchor("pull-srt", "robot", Duration::from_secs(15))
+        .await
+        .expect("the SRT source's robot enters the room");
+    let got = watch(&t.gw, "pull-srt", 30, 50).await;
+    let video = video_of(&got);
+    assert!(video.len() >= 30, "{} video frames over SRT", video.len());
+    assert_eq!(decode_h264_size_of(video.iter().copied()), Some((1280, 720)));
+    let (samples, _) = decode_opus_of(audio_of(&got));
+    assert!(samples >= 48_000, "audio decodes ({samples} samples)");
+    let r = describe(&t.api, &task).await;
+    assert_eq!(r["Source"]["Format"], "mpegts", "{r}");
+    assert_eq!(r["Source"]["VideoPassthrough"], true, "{r}");
+    stop(&t.api, &task).await;
+    let _ = server.kill().await;
+
+    // A pull task only calls out: listener mode, a local port or any option but the stream's own is refused.
+    for bad in [
+        format!("srt://127.0.0.1:{port}?mode=listener"),
+        format!("srt://127.0.0.1:{port}?localport=9000"),
+        "srt://127.0.0.1".to_string(),
+    ] {
+        let r = t
+            .api
+            .call("StartStreamIngest", start_params("pull-srt", "robot2", &bad))
+            .await;
+        assert_eq!(error_code(&r), Some("InvalidParameter.StreamUrl"), "{bad}: {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srt_source_on_a_private_address_is_refused_under_the_default_policy() {
+    let t = Pulling::start_with(|c| c.pull.allow_private_sources = false).await;
+    let r = t
+        .api
+        .call(
+            "StartStreamIngest",
+            start_params("pull-srt", "robot", "srt://127.0.0.1:9000?streamid=cam"),
+        )
+        .await;
+    let msg = r["Error"]["Message"].as_str().unwrap_or_default();
+    assert_eq!(error_code(&r), Some("InvalidParameter.StreamUrl"), "{r}");
+    assert!(msg.contains("private, loopback"), "refused for its address, not its scheme: {r}");
+}

@@ -132,8 +132,9 @@ impl RelayedAnchors {
     /// Publish what the link brings until it ends; open it again while viewers wait if it broke.
     async fn carry(self: Arc<Self>, key: LinkKey, link: Link, mut sock: TcpStream, mut decoder: Decoder) {
         let anchor = link.anchor.clone();
+        let mut published = Published::default();
         loop {
-            match pump(&link, &mut sock, &mut decoder).await {
+            match pump(&link, &mut sock, &mut decoder, &mut published).await {
                 Ok(()) => break,
                 Err(e) => tracing::info!(anchor = %key.1, error = %e, "relay link broke; opening it again"),
             }
@@ -141,6 +142,7 @@ impl RelayedAnchors {
                 break;
             };
             (sock, decoder) = (s, d);
+            published.reopened();
         }
         anchor.end();
         let mut links = self.links.lock().expect("links lock");
@@ -177,6 +179,45 @@ impl RemoteAnchors for Arc<RelayedAnchors> {
         userid: Option<&'a str>,
     ) -> futures_util::future::BoxFuture<'a, Option<Arc<Anchor>>> {
         Box::pin(self.clone().relayed(key.clone(), userid.map(str::to_string)))
+    }
+}
+
+/// How far behind what was published a reopened link's first frame may start and still be a replay of the owner's
+/// cached GOP (further back, the anchor's timeline started over: its node restarted).
+const REPLAY_SPAN_MS: u64 = 30_000;
+
+/// What this edge already published of a relayed anchor, per codec. A reopened link starts with the owner's
+/// cached GOP — frames the viewers already had — and their time must not run backwards: until the link passes
+/// what was published, its frames are dropped (video resumes at a keyframe, since frames were lost during the
+/// break), unless the anchor's timeline started over.
+#[derive(Debug, Default)]
+struct Published {
+    /// Last pts published (ms), video then audio.
+    last: [Option<u64>; 2],
+    /// Dropping the replay of a reopened link, video then audio.
+    catching_up: [bool; 2],
+}
+
+impl Published {
+    /// Whether to publish `f`.
+    fn admit(&mut self, f: &crate::media::Frame) -> bool {
+        let i = usize::from(f.codec == crate::media::Codec::Opus);
+        let ms = f.pts_ms();
+        if self.catching_up[i] {
+            match self.last[i] {
+                Some(last) if ms + REPLAY_SPAN_MS < last => self.catching_up[i] = false, // a new timeline
+                Some(last) if ms <= last => return false,
+                _ if i == 0 && !f.keyframe => return false,
+                _ => self.catching_up[i] = false,
+            }
+        }
+        self.last[i] = Some(ms);
+        true
+    }
+
+    /// The link was opened again: what it sends first may be a replay.
+    fn reopened(&mut self) {
+        self.catching_up = [true, true];
     }
 }
 
@@ -226,7 +267,12 @@ async fn open(
 
 /// Move frames from the link into its anchor until the owner ends the link (`Ok`), it breaks (`Err`), or no local
 /// viewer has had or watched the anchor for [`IDLE_CLOSE`] (`Ok`).
-async fn pump(link: &Link, sock: &mut TcpStream, decoder: &mut Decoder) -> Result<(), RelayError> {
+async fn pump(
+    link: &Link,
+    sock: &mut TcpStream,
+    decoder: &mut Decoder,
+    published: &mut Published,
+) -> Result<(), RelayError> {
     let anchor = &link.anchor;
     let mut buf = vec![0u8; 64 * 1024];
     let mut idle_check = tokio::time::interval(Duration::from_secs(1));
@@ -235,7 +281,9 @@ async fn pump(link: &Link, sock: &mut TcpStream, decoder: &mut Decoder) -> Resul
         while let Some(record) = decoder.next_record()? {
             match record {
                 Record::Frame(f) => {
-                    anchor.publish_relayed(f);
+                    if published.admit(&f) {
+                        anchor.publish_relayed(f);
+                    }
                 }
                 Record::Info(codec, info) => anchor.set_info(codec, info),
                 Record::End => return Ok(()),
@@ -264,5 +312,46 @@ async fn pump(link: &Link, sock: &mut TcpStream, decoder: &mut Decoder) -> Resul
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::{Codec, Frame};
+
+    fn frame(codec: Codec, ms: u64, keyframe: bool) -> Frame {
+        Frame {
+            codec,
+            pts: ms * codec.clock_rate() as u64 / 1000,
+            keyframe,
+            data: Arc::from(&[0u8][..]),
+            received_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_reopened_links_replay_is_dropped_and_video_resumes_at_a_keyframe() {
+        let mut p = Published::default();
+        for ms in [0, 33, 66, 100] {
+            assert!(p.admit(&frame(Codec::H264, ms, ms == 0)));
+            assert!(p.admit(&frame(Codec::Opus, ms, false)));
+        }
+        p.reopened();
+        // The owner's GOP again (from its keyframe at 0): already published.
+        assert!(!p.admit(&frame(Codec::H264, 0, true)));
+        assert!(!p.admit(&frame(Codec::H264, 100, false)));
+        assert!(!p.admit(&frame(Codec::Opus, 100, false)));
+        // Past it: audio at once, video at the next keyframe (frames were lost during the break).
+        assert!(p.admit(&frame(Codec::Opus, 120, false)));
+        assert!(!p.admit(&frame(Codec::H264, 500, false)));
+        assert!(p.admit(&frame(Codec::H264, 2000, true)));
+        assert!(p.admit(&frame(Codec::H264, 2033, false)));
+        // A node that restarted sends a new timeline: published as it comes.
+        let mut q = Published::default();
+        assert!(q.admit(&frame(Codec::H264, 600_000, true)));
+        q.reopened();
+        assert!(q.admit(&frame(Codec::H264, 10, true)));
+        assert!(q.admit(&frame(Codec::H264, 43, false)));
     }
 }

@@ -24,6 +24,8 @@ use url::Url;
 const HTTP_PROTOCOLS: &str = "http,https,tls,tcp,httpproxy,crypto";
 /// Protocols libav may use for an rtmp source.
 const RTMP_PROTOCOLS: &str = "rtmp,tcp";
+/// Protocols libav may use for an srt source (libsrt does its own UDP).
+const SRT_PROTOCOLS: &str = "srt";
 /// Demuxers libav may use (the formats the README documents), on the source and inside HLS. None of them opens
 /// URLs of its own except `hls`, whose playlist entries are held to the protocols above and to the proxy. Not
 /// here on purpose: `sdp`/`rtp`/`rtsp` (open UDP to any host), `concat`, `dash`, `image2`, `tee`...
@@ -280,11 +282,22 @@ fn open_input(
     opts.set("rw_timeout", &read_timeout.as_micros().to_string());
     opts.set("user_agent", concat!("roomgate/", env!("CARGO_PKG_VERSION")));
     opts.set("format_whitelist", FORMATS);
-    let proxy = if url.scheme() == "rtmp" {
-        opts.set("protocol_whitelist", RTMP_PROTOCOLS);
-        // No proxy speaks RTMP: resolve and check here, and give libav the checked address, so a DNS answer
-        // that changes before libav connects (rebinding) is never used. The server still sees the host name
-        // in tcUrl.
+    let proxy = if ["rtmp", "srt"].contains(&url.scheme()) {
+        if url.scheme() == "srt" {
+            opts.set("protocol_whitelist", SRT_PROTOCOLS);
+            // Always the caller (validated: the URL carries no mode), and libsrt's own timeouts in microseconds.
+            opts.set("mode", "caller");
+            opts.set("timeout", &read_timeout.as_micros().to_string());
+            opts.set(
+                "connect_timeout",
+                &(config.pull.open_timeout_secs.max(1) * 1000).to_string(),
+            );
+        } else {
+            opts.set("protocol_whitelist", RTMP_PROTOCOLS);
+        }
+        // No proxy speaks RTMP or SRT: resolve and check here, and give libav the checked address, so a DNS
+        // answer that changes before libav connects (rebinding) is never used. An RTMP server still sees the
+        // host name in tcUrl.
         let (to_check, p) = (url.clone(), policy.clone());
         let checked = sources
             .run(
@@ -294,7 +307,9 @@ fn open_input(
             .ok_or(Ended::Stopped)?;
         match checked.as_deref() {
             Ok([ip, ..]) => {
-                opts.set("rtmp_tcurl", &source::rtmp_tc_url(&url));
+                if url.scheme() == "rtmp" {
+                    opts.set("rtmp_tcurl", &source::rtmp_tc_url(&url));
+                }
                 url = source::with_ip(&url, *ip);
             }
             Ok([]) => return Err(failure(source::NOT_OPENED.to_string(), None, opened_at)),

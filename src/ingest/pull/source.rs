@@ -14,7 +14,18 @@ use std::sync::Arc;
 use url::Url;
 
 /// Schemes a source URL may use.
-pub const SCHEMES: &[&str] = &["http", "https", "rtmp"];
+pub const SCHEMES: &[&str] = &["http", "https", "rtmp", "srt"];
+/// The options an `srt://` source may carry in its query (libsrt's, as ffmpeg names them): the stream id, the
+/// encryption and the latency. Anything else (a local port or address, listener or rendezvous mode) is refused:
+/// a pull task only ever calls out.
+pub const SRT_OPTIONS: &[&str] = &[
+    "streamid",
+    "passphrase",
+    "pbkeylen",
+    "latency",
+    "rcvlatency",
+    "peerlatency",
+];
 /// Redirect hops followed before giving up.
 const MAX_REDIRECTS: usize = 5;
 
@@ -31,8 +42,8 @@ pub enum SourceError {
     /// The URL does not parse, is empty or too long, has no host, or a redirect's `Location` is bad.
     #[error("not a valid URL: {0}")]
     BadUrl(String),
-    /// The scheme (of the URL or a redirect) is not http, https or rtmp; carries it.
-    #[error("scheme {0:?} is not supported: use http, https or rtmp")]
+    /// The scheme (of the URL or a redirect) is not http, https, rtmp or srt; carries it.
+    #[error("scheme {0:?} is not supported: use http, https, rtmp or srt")]
     BadScheme(String),
     /// The address is kept for the log (`Debug`); the message names only the host the caller gave.
     #[error("the source host {host} has a private, loopback or link-local address (pull.allow_private_cidrs or pull.allow_private_sources allow it)")]
@@ -125,6 +136,17 @@ pub fn parse_source_url(raw: &str) -> Result<Url, SourceError> {
     }
     if url.host_str().is_none_or(|h| h.is_empty()) {
         return Err(SourceError::BadUrl("no host".into()));
+    }
+    if url.scheme() == "srt" {
+        if url.port().is_none() {
+            return Err(SourceError::BadUrl("an srt:// source needs a port".into()));
+        }
+        if let Some((key, _)) = url.query_pairs().find(|(k, _)| !SRT_OPTIONS.contains(&k.as_ref())) {
+            return Err(SourceError::BadUrl(format!(
+                "srt:// option {key:?} is not accepted (only {}; the task always calls the source)",
+                SRT_OPTIONS.join(", ")
+            )));
+        }
     }
     Ok(url)
 }
@@ -268,7 +290,7 @@ pub async fn preflight(client: &reqwest::Client, url: &Url, policy: &AddressPoli
     let mut current = url.clone();
     for _ in 0..=MAX_REDIRECTS {
         check_destination(&current, policy).await?;
-        if current.scheme() == "rtmp" {
+        if ["rtmp", "srt"].contains(&current.scheme()) {
             return Ok(current);
         }
         let host = current.host_str().unwrap_or_default().to_string();
