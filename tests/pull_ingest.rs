@@ -847,5 +847,57 @@ async fn an_srt_source_on_a_private_address_is_refused_under_the_default_policy(
         .await;
     let msg = r["Error"]["Message"].as_str().unwrap_or_default();
     assert_eq!(error_code(&r), Some("InvalidParameter.StreamUrl"), "{r}");
-    assert!(msg.contains("private, loopback"), "refused for its address, not its scheme: {r}");
+    assert!(
+        msg.contains("private, loopback"),
+        "refused for its address, not its scheme: {r}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_camera_plays_in_a_room_and_its_redirects_are_not_followed() {
+    let t = Pulling::start().await;
+    // An IP camera: H.264 over RTSP, RTP interleaved on the TCP connection.
+    let camera = support::rtsp::RtspServer::serving(&testdata().join("sample-720p30.mp4")).await;
+    let url = format!("rtsp://viewer:secret@127.0.0.1:{}/live/main", camera.port);
+    let task = start_task(&t.api, start_params("pull-rtsp", "camera", &url)).await;
+    t.gw.wait_anchor("pull-rtsp", "camera", Duration::from_secs(15))
+        .await
+        .expect("the camera's robot enters the room");
+    let got = watch(&t.gw, "pull-rtsp", 30, 0).await;
+    let video = video_of(&got);
+    assert!(video.len() >= 30, "{} video frames over RTSP", video.len());
+    assert_eq!(decode_h264_size_of(video.iter().copied()), Some((1280, 720)));
+    let r = describe(&t.api, &task).await;
+    assert_eq!(r["Source"]["Format"], "rtsp", "{r}");
+    assert_eq!(r["Source"]["VideoPassthrough"], true, "{r}");
+    assert!(!r["StreamUrl"].as_str().unwrap().contains("secret"), "{r}");
+    stop(&t.api, &task).await;
+
+    // A camera that redirects elsewhere: the redirect is refused before libav sees it, the target is never
+    // contacted, and the task says why.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let location = format!("rtsp://{}/stolen", elsewhere.local_addr().unwrap());
+    let redirecting = support::rtsp::RtspServer::redirecting(location).await;
+    let url = format!("rtsp://127.0.0.1:{}/live", redirecting.port);
+    let task = start_task(&t.api, start_params("pull-rtsp2", "camera", &url)).await;
+    let r = describe_until(&t.api, &task, Duration::from_secs(20), |r| r["State"] == "failed").await;
+    assert_eq!(r["State"], "failed", "{r}");
+    assert!(r["Reason"].as_str().unwrap().contains("redirect"), "{r}");
+    let contacted = tokio::time::timeout(Duration::from_millis(200), elsewhere.accept()).await;
+    assert!(contacted.is_err(), "the redirect's target was contacted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_source_on_a_private_address_is_refused_under_the_default_policy() {
+    let t = Pulling::start_with(|c| c.pull.allow_private_sources = false).await;
+    let r = t
+        .api
+        .call(
+            "StartStreamIngest",
+            start_params("pull-rtsp", "camera", "rtsp://192.168.1.64:554/Streaming/Channels/101"),
+        )
+        .await;
+    assert_eq!(error_code(&r), Some("InvalidParameter.StreamUrl"), "{r}");
+    let msg = r["Error"]["Message"].as_str().unwrap_or_default();
+    assert!(msg.contains("private, loopback"), "refused for its address: {r}");
 }

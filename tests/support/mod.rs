@@ -8,6 +8,7 @@ pub mod process;
 pub mod receiver;
 pub mod redis;
 pub mod rtmp_client;
+pub mod rtsp;
 pub mod stun;
 pub mod whep_client;
 pub mod whip_client;

@@ -115,6 +115,31 @@ impl SourceAccess {
         }
     }
 
+    /// A relay on loopback for one opening of an rtsp source, to `target` (an address the policy accepted); the
+    /// session's address is where libav connects, its events what the relay refused. `Err` (logged) when
+    /// loopback cannot be bound.
+    pub fn rtsp_relay(
+        &self,
+        policy: policy::AddressPolicy,
+        label: &str,
+        target: std::net::SocketAddr,
+    ) -> Result<proxy::ProxySession, ()> {
+        let bound = std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| {
+            l.set_nonblocking(true)?;
+            Ok((l.local_addr()?, l))
+        });
+        let (addr, listener) = bound.map_err(|e| tracing::error!(error = %e, "cannot bind the RTSP source relay"))?;
+        let (mut session, events) = proxy::ProxySession::standalone(policy, label, addr);
+        let timeout = Duration::from_secs(self.pull.open_timeout_secs.max(1));
+        let task = self.runtime.spawn(async move {
+            if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
+                super::rtsp::relay(listener, target, timeout, events).await;
+            }
+        });
+        session.end_with(task.abort_handle());
+        Ok(session)
+    }
+
     /// Run `job` on the runtime and wait for it from a runner thread; `None` when the task is stopped first (the
     /// job is then cancelled) or the runtime is shutting down. A panic of the job goes on in the runner thread
     /// (whose task then fails, as it would have had the job run there).

@@ -7,12 +7,14 @@
 //! observers (the callbacks module turns them into 701/702).
 
 mod control;
+mod direct;
 mod env;
 mod open;
 mod pacer;
 pub mod policy;
 pub mod proxy;
 mod pump;
+pub mod rtsp;
 mod runner;
 pub mod source;
 mod task;

@@ -22,14 +22,10 @@ use url::Url;
 /// CONNECT tunnel to it, `tcp` its connection to the proxy) and `crypto`, which only decrypts what another
 /// whitelisted protocol fetched (AES-128 HLS segments). No `file`, `udp`, `rtp`, `data`, `concat`, `subfile`...
 const HTTP_PROTOCOLS: &str = "http,https,tls,tcp,httpproxy,crypto";
-/// Protocols libav may use for an rtmp source.
-const RTMP_PROTOCOLS: &str = "rtmp,tcp";
-/// Protocols libav may use for an srt source (libsrt does its own UDP).
-const SRT_PROTOCOLS: &str = "srt";
 /// Demuxers libav may use (the formats the README documents), on the source and inside HLS. None of them opens
 /// URLs of its own except `hls`, whose playlist entries are held to the protocols above and to the proxy. Not
 /// here on purpose: `sdp`/`rtp`/`rtsp` (open UDP to any host), `concat`, `dash`, `image2`, `tee`...
-const FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,flv,live_flv,mpegts,hls,matroska,webm,mp3,aac,ogg,wav,flac";
+const FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,flv,live_flv,mpegts,hls,matroska,webm,mp3,aac,ogg,wav,flac,rtsp";
 /// What callers see for a format (or a URL inside it) libav was not allowed to use.
 pub(super) const FORMAT_REFUSED: &str = "unsupported source: its container format is not accepted (FLV, MP4/MOV/M4A, \
      MPEG-TS, HLS, Matroska/WebM, MP3, AAC, Ogg, WAV and FLAC are)";
@@ -282,43 +278,16 @@ fn open_input(
     opts.set("rw_timeout", &read_timeout.as_micros().to_string());
     opts.set("user_agent", concat!("roomgate/", env!("CARGO_PKG_VERSION")));
     opts.set("format_whitelist", FORMATS);
-    let proxy = if ["rtmp", "srt"].contains(&url.scheme()) {
-        if url.scheme() == "srt" {
-            opts.set("protocol_whitelist", SRT_PROTOCOLS);
-            // Always the caller (validated: the URL carries no mode), and libsrt's own timeouts in microseconds.
-            opts.set("mode", "caller");
-            opts.set("timeout", &read_timeout.as_micros().to_string());
-            opts.set(
-                "connect_timeout",
-                &(config.pull.open_timeout_secs.max(1) * 1000).to_string(),
-            );
-        } else {
-            opts.set("protocol_whitelist", RTMP_PROTOCOLS);
-        }
-        // No proxy speaks RTMP or SRT: resolve and check here, and give libav the checked address, so a DNS
-        // answer that changes before libav connects (rebinding) is never used. An RTMP server still sees the
-        // host name in tcUrl.
-        let (to_check, p) = (url.clone(), policy.clone());
-        let checked = sources
-            .run(
-                &task.control,
-                async move { source::check_destination(&to_check, &p).await },
-            )
-            .ok_or(Ended::Stopped)?;
-        match checked.as_deref() {
-            Ok([ip, ..]) => {
-                if url.scheme() == "rtmp" {
-                    opts.set("rtmp_tcurl", &source::rtmp_tc_url(&url));
-                }
-                url = source::with_ip(&url, *ip);
-            }
-            Ok([]) => return Err(failure(source::NOT_OPENED.to_string(), None, opened_at)),
-            Err(e) => {
-                tracing::warn!(task = %task.id, url = %source::redact(&url), error = %e, "pull source address refused");
-                return Err(failure(e.public_reason(), None, opened_at));
-            }
-        }
-        None
+    let proxy = if super::direct::SCHEMES.contains(&url.scheme()) {
+        let connect_ms = config.pull.open_timeout_secs.max(1) * 1000;
+        let (direct, session) = super::direct::prepare(run, url, policy, &mut opts, read_timeout, connect_ms).map_err(
+            |reason| match reason {
+                None => Ended::Stopped,
+                Some(reason) => failure(reason, None, opened_at),
+            },
+        )?;
+        url = direct;
+        session
     } else {
         let Ok(session) = sources.proxy_session(policy, &task.id[..8]) else {
             return Err(failure(source::NOT_OPENED.to_string(), None, opened_at));
@@ -529,6 +498,15 @@ pub(super) fn start_video_transcoder(
 fn open_error(e: &ff::Error, timed_out: bool, proxy: &[ProxyEvent]) -> String {
     if proxy.iter().any(|ev| matches!(ev, ProxyEvent::Refused { .. })) {
         return source::REFUSED_ADDRESS.into();
+    }
+    if let Some(status) = proxy.iter().find_map(|ev| match ev {
+        ProxyEvent::RtspRedirected { status } => Some(*status),
+        _ => None,
+    }) {
+        return format!(
+            "the RTSP server answered with a redirect ({status}); RTSP redirects are not followed (use the address \
+             it redirects to)"
+        );
     }
     if timed_out || proxy.iter().any(|ev| matches!(ev, ProxyEvent::Unreachable { .. })) {
         return source::NOT_OPENED.into();

@@ -289,6 +289,11 @@ pub enum ProxyEvent {
         /// The origin's 3xx status code.
         status: u16,
     },
+    /// An RTSP server answered with a redirect, which the RTSP relay does not pass on.
+    RtspRedirected {
+        /// The server's 3xx status code.
+        status: u16,
+    },
 }
 
 /// One opening of a source: its policy and what the proxy saw.
@@ -322,9 +327,50 @@ pub struct ProxySession {
     addr: SocketAddr,
     state: Arc<SessionState>,
     sessions: Arc<Registry>,
+    /// The relay task of a session of its own (an RTSP source's), ended with the session.
+    relay: Option<tokio::task::AbortHandle>,
+}
+
+/// Where a relay records what it did to its session's connection.
+#[derive(Clone)]
+pub struct EventSink(Arc<SessionState>);
+
+impl EventSink {
+    /// Record `ev` for the session.
+    pub fn record(&self, ev: ProxyEvent) {
+        self.0.record(ev);
+    }
 }
 
 impl ProxySession {
+    /// A session of its own (no proxy behind it) for a relay at `addr`: its events come from the relay (through
+    /// the returned sink), and `relay`, once set, ends with it.
+    pub fn standalone(policy: AddressPolicy, label: &str, addr: SocketAddr) -> (ProxySession, EventSink) {
+        let state = Arc::new(SessionState {
+            policy,
+            label: label.to_string(),
+            events: Mutex::default(),
+        });
+        let session = ProxySession {
+            token: String::new(),
+            addr,
+            state: state.clone(),
+            sessions: Arc::default(),
+            relay: None,
+        };
+        (session, EventSink(state))
+    }
+
+    /// End `task` when this session ends.
+    pub fn end_with(&mut self, task: tokio::task::AbortHandle) {
+        self.relay = Some(task);
+    }
+
+    /// The address libav connects to (the proxy's, or a relay's).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     /// The `http_proxy` libav gets (carries the token as credentials).
     pub fn url(&self) -> String {
         format!("http://{PROXY_USER}:{}@{}", self.token, self.addr)
@@ -343,6 +389,9 @@ impl ProxySession {
 
 impl Drop for ProxySession {
     fn drop(&mut self) {
+        if let Some(relay) = &self.relay {
+            relay.abort();
+        }
         self.sessions.lock().expect("sessions lock").remove(&self.token);
     }
 }
@@ -387,6 +436,7 @@ impl SourceProxy {
             addr: self.addr,
             state,
             sessions: self.sessions.clone(),
+            relay: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use url::Url;
 
 /// Schemes a source URL may use.
-pub const SCHEMES: &[&str] = &["http", "https", "rtmp", "srt"];
+pub const SCHEMES: &[&str] = &["http", "https", "rtmp", "srt", "rtsp"];
 /// The options an `srt://` source may carry in its query (libsrt's, as ffmpeg names them): the stream id, the
 /// encryption and the latency. Anything else (a local port or address, listener or rendezvous mode) is refused:
 /// a pull task only ever calls out.
@@ -42,8 +42,8 @@ pub enum SourceError {
     /// The URL does not parse, is empty or too long, has no host, or a redirect's `Location` is bad.
     #[error("not a valid URL: {0}")]
     BadUrl(String),
-    /// The scheme (of the URL or a redirect) is not http, https, rtmp or srt; carries it.
-    #[error("scheme {0:?} is not supported: use http, https, rtmp or srt")]
+    /// The scheme (of the URL or a redirect) is not http, https, rtmp, srt or rtsp; carries it.
+    #[error("scheme {0:?} is not supported: use http, https, rtmp, srt or rtsp")]
     BadScheme(String),
     /// The address is kept for the log (`Debug`); the message names only the host the caller gave.
     #[error("the source host {host} has a private, loopback or link-local address (pull.allow_private_cidrs or pull.allow_private_sources allow it)")]
@@ -290,7 +290,7 @@ pub async fn preflight(client: &reqwest::Client, url: &Url, policy: &AddressPoli
     let mut current = url.clone();
     for _ in 0..=MAX_REDIRECTS {
         check_destination(&current, policy).await?;
-        if ["rtmp", "srt"].contains(&current.scheme()) {
+        if ["rtmp", "srt", "rtsp"].contains(&current.scheme()) {
             return Ok(current);
         }
         let host = current.host_str().unwrap_or_default().to_string();
