@@ -825,6 +825,7 @@ async fn an_srt_source_plays_and_srt_options_that_listen_or_bind_are_refused() {
     for bad in [
         format!("srt://127.0.0.1:{port}?mode=listener"),
         format!("srt://127.0.0.1:{port}?localport=9000"),
+        format!("srt://127.0.0.1:{port}?streamid=a#&mode=listener"),
         "srt://127.0.0.1".to_string(),
     ] {
         let r = t
@@ -877,14 +878,20 @@ async fn an_rtsp_camera_plays_in_a_room_and_its_redirects_are_not_followed() {
     // contacted, and the task says why.
     let elsewhere = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let location = format!("rtsp://{}/stolen", elsewhere.local_addr().unwrap());
-    let redirecting = support::rtsp::RtspServer::redirecting(location).await;
+    let redirecting = support::rtsp::RtspServer::redirecting(location.clone(), false).await;
     let url = format!("rtsp://127.0.0.1:{}/live", redirecting.port);
     let task = start_task(&t.api, start_params("pull-rtsp2", "camera", &url)).await;
     let r = describe_until(&t.api, &task, Duration::from_secs(20), |r| r["State"] == "failed").await;
     assert_eq!(r["State"], "failed", "{r}");
     assert!(r["Reason"].as_str().unwrap().contains("redirect"), "{r}");
+    // The same redirect cut short (no blank line, then the connection closes), which libav still acts on.
+    let cut = support::rtsp::RtspServer::redirecting(location, true).await;
+    let url = format!("rtsp://127.0.0.1:{}/live", cut.port);
+    let task = start_task(&t.api, start_params("pull-rtsp3", "camera", &url)).await;
+    let r = describe_until(&t.api, &task, Duration::from_secs(20), |r| r["State"] == "failed").await;
+    assert_eq!(r["State"], "failed", "{r}");
     let contacted = tokio::time::timeout(Duration::from_millis(200), elsewhere.accept()).await;
-    assert!(contacted.is_err(), "the redirect's target was contacted");
+    assert!(contacted.is_err(), "a redirect's target was contacted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

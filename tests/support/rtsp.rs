@@ -122,13 +122,19 @@ impl RtspServer {
         }
     }
 
-    /// Answer DESCRIBE with `302` to `location`.
-    pub async fn redirecting(location: String) -> RtspServer {
+    /// Answer DESCRIBE with `302` to `location`; `cut`: only the head's lines, without the blank line that ends
+    /// it, then close (libav acts on a redirect it read up to an end of file).
+    pub async fn redirecting(location: String, cut: bool) -> RtspServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
+        let answer = if cut {
+            Answer::CutRedirect(location)
+        } else {
+            Answer::Redirect(location)
+        };
         let serve = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(session(sock, Answer::Redirect(location.clone())));
+                tokio::spawn(session(sock, answer.clone()));
             }
         });
         RtspServer {
@@ -147,6 +153,7 @@ enum Answer {
         packets: broadcast::Sender<Arc<Vec<u8>>>,
     },
     Redirect(String),
+    CutRedirect(String),
 }
 
 /// One client connection: answer its requests; after PLAY, send the packets interleaved on channel 0.
@@ -186,6 +193,11 @@ async fn session(sock: TcpStream, answer: Answer) {
             let cseq = lines
                 .find_map(|l| l.strip_prefix("CSeq:").map(|v| v.trim().to_string()))
                 .unwrap_or_else(|| "0".into());
+            if let (Answer::CutRedirect(location), "DESCRIBE") = (&answer, method.as_str()) {
+                let head = format!("RTSP/1.0 302 Moved\r\nCSeq: {cseq}\r\nLocation: {location}\r\n");
+                let _ = wr.lock().await.write_all(head.as_bytes()).await;
+                return;
+            }
             let reply = match (&answer, method.as_str()) {
                 (Answer::Redirect(location), "DESCRIBE") => {
                     format!("RTSP/1.0 302 Moved Temporarily\r\nCSeq: {cseq}\r\nLocation: {location}\r\n\r\n")

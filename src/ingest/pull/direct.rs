@@ -35,13 +35,19 @@ pub(super) fn prepare(
     match url.scheme() {
         "srt" => {
             opts.set("protocol_whitelist", SRT_PROTOCOLS);
-            // Always the caller (validated: the URL carries no mode), and libsrt's own timeouts.
+            // The URL's options (validated against source::SRT_OPTIONS) go to libsrt as options, decoded, and the
+            // URL libav opens carries none: libsrt would read its query raw and after anything we set (a
+            // `mode=listener` hidden from the check, a passphrase in libav's error lines).
+            for (key, value) in url.query_pairs() {
+                opts.set(&key, &value);
+            }
             opts.set("mode", "caller");
             opts.set("timeout", &read_timeout.as_micros().to_string());
             opts.set("connect_timeout", &connect_ms.to_string());
         }
         "rtsp" => {
             opts.set("protocol_whitelist", RTSP_PROTOCOLS);
+            opts.set("format_whitelist", "rtsp");
             opts.set("rtsp_transport", "tcp");
             opts.set("timeout", &read_timeout.as_micros().to_string());
         }
@@ -79,6 +85,11 @@ pub(super) fn prepare(
             opts.set("rtmp_tcurl", &source::rtmp_tc_url(&url));
             Ok((source::with_ip(&url, ip), None))
         }
-        _ => Ok((source::with_ip(&url, ip), None)),
+        _ => {
+            let mut bare = source::with_ip(&url, ip);
+            bare.set_query(None);
+            bare.set_fragment(None);
+            Ok((bare, None))
+        }
     }
 }

@@ -25,7 +25,7 @@ const HTTP_PROTOCOLS: &str = "http,https,tls,tcp,httpproxy,crypto";
 /// Demuxers libav may use (the formats the README documents), on the source and inside HLS. None of them opens
 /// URLs of its own except `hls`, whose playlist entries are held to the protocols above and to the proxy. Not
 /// here on purpose: `sdp`/`rtp`/`rtsp` (open UDP to any host), `concat`, `dash`, `image2`, `tee`...
-const FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,flv,live_flv,mpegts,hls,matroska,webm,mp3,aac,ogg,wav,flac,rtsp";
+const FORMATS: &str = "mov,mp4,m4a,3gp,3g2,mj2,flv,live_flv,mpegts,hls,matroska,webm,mp3,aac,ogg,wav,flac";
 /// What callers see for a format (or a URL inside it) libav was not allowed to use.
 pub(super) const FORMAT_REFUSED: &str = "unsupported source: its container format is not accepted (FLV, MP4/MOV/M4A, \
      MPEG-TS, HLS, Matroska/WebM, MP3, AAC, Ogg, WAV and FLAC are)";
@@ -503,9 +503,13 @@ fn open_error(e: &ff::Error, timed_out: bool, proxy: &[ProxyEvent]) -> String {
         ProxyEvent::RtspRedirected { status } => Some(*status),
         _ => None,
     }) {
+        let what = if status == 0 {
+            "a Location header".to_string()
+        } else {
+            format!("a redirect ({status})")
+        };
         return format!(
-            "the RTSP server answered with a redirect ({status}); RTSP redirects are not followed (use the address \
-             it redirects to)"
+            "the RTSP server answered with {what}; RTSP redirects are not followed (use the address it redirects to)"
         );
     }
     if timed_out || proxy.iter().any(|ev| matches!(ev, ProxyEvent::Unreachable { .. })) {

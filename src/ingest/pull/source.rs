@@ -137,6 +137,12 @@ pub fn parse_source_url(raw: &str) -> Result<Url, SourceError> {
     if url.host_str().is_none_or(|h| h.is_empty()) {
         return Err(SourceError::BadUrl("no host".into()));
     }
+    if ["srt", "rtsp"].contains(&url.scheme()) && url.fragment().is_some() {
+        return Err(SourceError::BadUrl(format!(
+            "a {}:// source has no #fragment",
+            url.scheme()
+        )));
+    }
     if url.scheme() == "srt" {
         if url.port().is_none() {
             return Err(SourceError::BadUrl("an srt:// source needs a port".into()));
