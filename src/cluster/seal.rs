@@ -51,9 +51,8 @@ impl Seal {
         let Some(key) = &self.key else {
             return body.to_string();
         };
-        let tag = Self::mac(key, place, at_ms, body).finalize().into_bytes();
-        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{PREFIX}{hex}.{at_ms}.{body}")
+        let tag = hex(&Self::mac(key, place, at_ms, body).finalize().into_bytes());
+        format!("{PREFIX}{tag}.{at_ms}.{body}")
     }
 
     /// The body of `value` read from `place`, if it was sealed there under this secret (or, without a secret, if
@@ -74,7 +73,7 @@ impl Seal {
                 let (hex, rest) = rest.split_at_checked(64)?;
                 let (at, body) = rest.strip_prefix('.')?.split_once('.')?;
                 let at_ms: u64 = at.parse().ok()?;
-                let tag = decode_hex(hex)?;
+                let tag = unhex(hex)?;
                 Self::mac(key, place, at_ms, body).verify_slice(&tag).ok()?;
                 let fresh = max_age.is_none_or(|max| now_ms().abs_diff(at_ms) <= max.as_millis() as u64);
                 fresh.then_some(body)
@@ -94,13 +93,19 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
+/// Lowercase hex of `bytes` (MACs in sealed values and relay handshakes).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of hex digits `s`, or `None` if it is not hex.
+pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..hex.len())
+    (0..s.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
 }
 

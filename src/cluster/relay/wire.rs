@@ -13,6 +13,7 @@
 //! Every record is `[kind: u8][length: u32 BE][payload]`; a payload over [`MAX_RECORD`] is an error, not an
 //! allocation.
 
+use crate::cluster::seal::{hex, unhex};
 use crate::media::{Codec, Frame, TrackInfo};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -302,20 +303,6 @@ pub fn challenge_of(hello: &[u8]) -> Result<&[u8], WireError> {
         Some(c) if c.len() == CHALLENGE_LEN => Ok(c),
         _ => Err(WireError::BadMagic),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
