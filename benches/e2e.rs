@@ -236,7 +236,7 @@ async fn start_gateway(dir: &std::path::Path, rtmp: &str, rtc_port: u16, more: &
     std::fs::write(
         &cfg,
         format!(
-            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\n{rtmp}\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n{more}",
+            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\n{rtmp}\n[srt]\nlisten = \"127.0.0.1:0\"\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n{more}",
             dir.display()
         ),
     )

@@ -62,6 +62,8 @@ pub struct Gateway {
     pub https_addr: Option<SocketAddr>,
     /// Address the RTMPS listener bound (`rtmp.tls_listen`), if any.
     pub rtmps_addr: Option<SocketAddr>,
+    /// UDP address the SRT listener bound (`srt.listen`); `None` when SRT is off.
+    pub srt_addr: Option<SocketAddr>,
     /// The WebRTC engine, when enabled (`rtc.enabled`).
     pub rtc: Option<Arc<RtcEngine>>,
     /// WHEP playback; `None` when the WebRTC engine is off.
@@ -79,6 +81,7 @@ pub struct Gateway {
     /// The cluster's pull tasks as this node takes part in them; `None` on a single node.
     pub cluster_tasks: Option<Arc<crate::cluster::tasks::ClusterTasks>>,
     tasks: Vec<JoinHandle<()>>,
+    srt: Option<crate::ingest::srt::SrtListener>,
 }
 
 /// The process-wide Prometheus recorder (a process has one, however many gateways a test starts).
@@ -195,6 +198,22 @@ impl Gateway {
             _ => None,
         };
 
+        let (srt_addr, srt) = if config.srt.enabled {
+            let ctx = Arc::new(crate::ingest::srt::SrtContext {
+                hub: hub.clone(),
+                config: config.clone(),
+            });
+            let (addr, listener) =
+                crate::ingest::srt::start(ctx, tokio::runtime::Handle::current()).map_err(|e| GatewayError::Bind {
+                    what: "srt",
+                    addr: config.srt.listen,
+                    source: std::io::Error::other(e),
+                })?;
+            (Some(addr), Some(listener))
+        } else {
+            (None, None)
+        };
+
         let (rtc, whep, whip) = if config.rtc.enabled {
             let addr = SocketAddr::new(config.rtc.bind, config.rtc.udp_port);
             let (engine, t) = RtcEngine::start(&config.rtc)
@@ -302,6 +321,7 @@ impl Gateway {
             cloud_replay: Default::default(),
             rtmp_port: rtmp_addr.map(|a| a.port()),
             rtmps_port: rtmps_addr.map(|a| a.port()),
+            srt_port: srt_addr.map(|a| a.port()),
             registry: registry.clone(),
             cluster_tasks: cluster_tasks.clone(),
         });
@@ -344,12 +364,14 @@ impl Gateway {
             rtmp_addr,
             https_addr,
             rtmps_addr,
+            srt_addr,
             rtc,
             whep,
             whip,
             registry,
             cluster_tasks,
             tasks,
+            srt,
         })
     }
 
@@ -400,6 +422,7 @@ impl Gateway {
     /// Stop accepting; tasks are aborted.
     pub fn shutdown(&mut self) {
         self.pull.shutdown();
+        self.srt = None;
         for t in self.tasks.drain(..) {
             t.abort();
         }

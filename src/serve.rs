@@ -31,7 +31,7 @@ pub fn serve(mut config: Config) -> Result<(), String> {
         let gw = crate::Gateway::start(config).await.map_err(|e| e.to_string())?;
         let host = &gw.config.public_host;
         tracing::info!(http = %gw.http_addr, https = ?gw.https_addr, rtmp = ?gw.rtmp_addr, rtmps = ?gw.rtmps_addr,
-            "roomgate is running");
+            srt = ?gw.srt_addr, "roomgate is running");
         if gw.config.demo_media.is_some() {
             if let Some(app) = gw.config.apps.first() {
                 let mut at = gw.http_addr;
@@ -102,6 +102,12 @@ pub fn serve(mut config: Config) -> Result<(), String> {
         gw.stop().await;
         Ok(())
     })
+}
+
+/// The SRT URL an encoder publishes `userid` into `room` with: the stream id in SRT's access-control form,
+/// written plainly (OBS and ffmpeg pass it on as is; roomgate also takes it percent-encoded).
+pub fn srt_url(host: &str, port: u16, sdkappid: u64, sig: &str, userid: &str, room: &str) -> String {
+    format!("srt://{host}:{port}?streamid=#!::r={room},u={userid},m=publish,sdkappid={sdkappid},usersig={sig}")
 }
 
 /// OBS's Server setting for RTMP (`rtmps: true`: RTMPS) on `port` of `host`: the port is left out when it is the
@@ -178,6 +184,14 @@ pub fn print_obs(sdkappid: u64, sig: &str, userid: &str, room: &str, config: &Co
     println!("  Server:       {server}");
     println!("  Stream Key:   {room}?sdkappid={sdkappid}&userid={userid}&usersig={sig}");
     println!();
+    if config.srt.enabled {
+        println!("SRT (OBS: Service: Custom, this Server, Stream Key empty; ffmpeg: -f mpegts '<this URL>')");
+        println!(
+            "  Server:       {}",
+            srt_url(host, config.srt.listen.port(), sdkappid, sig, userid, room)
+        );
+        println!();
+    }
     println!("WHIP (OBS 30+, Settings > Stream > Service: WHIP)");
     println!("  Server:       {base}/v2/pub/{sdkappid}/{room}?SessionID={userid}");
     println!("  Bearer Token: {sig}");

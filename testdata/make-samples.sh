@@ -25,4 +25,10 @@ mkdir -p hls
 $FF -i sample-720p30-baseline.flv -c copy -f hls -hls_time 2 -hls_list_size 0 -hls_segment_filename 'hls/seg%02d.ts' hls/index.m3u8
 # MP3, audio only.
 $FF $A -t $DUR -c:a libmp3lame -b:a 96k sample.mp3
-ls -l sample* hls
+# Small MPEG-TS files (as SRT publishers send them) for the TS demuxer's unit tests.
+SMALL_V="-f lavfi -i testsrc=size=160x120:rate=30"
+SMALL_A="-f lavfi -i sine=frequency=440:sample_rate=48000"
+$FF $SMALL_V $SMALL_A -t 1 -c:v libx264 -profile:v baseline -g 15 -pix_fmt yuv420p -c:a aac -b:a 32k -f mpegts x264_aac.ts
+$FF $SMALL_V $SMALL_A -t 0.5 -c:v libx264 -profile:v baseline -g 15 -pix_fmt yuv420p -c:a libopus -b:a 32k \
+  -f mpegts x264_opus.ts
+ls -l sample* hls *.ts

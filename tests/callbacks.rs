@@ -412,6 +412,8 @@ log = "warn"
 listen = "127.0.0.1:{http_port}"
 [rtmp]
 listen = "127.0.0.1:{rtmp_port}"
+[srt]
+listen = "127.0.0.1:0"
 [rtc]
 bind = "127.0.0.1"
 udp_port = 0

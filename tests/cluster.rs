@@ -430,7 +430,7 @@ async fn serve_stopped_with_sigterm_leaves_the_cluster_at_once() {
         &config,
         format!(
             "data_dir = \"{}\"\nlog = \"warn\"\n[http]\nlisten = \"{http}\"\n[rtmp]\nlisten = \"127.0.0.1:0\"\n\
-             [rtc]\nbind = \"127.0.0.1\"\nudp_port = 0\ntcp_port = 0\n\
+             [srt]\nlisten = \"127.0.0.1:0\"\n[rtc]\nbind = \"127.0.0.1\"\nudp_port = 0\ntcp_port = 0\n\
              [cluster]\nredis_url = \"{}\"\nnode_id = \"node-bin\"\nsecret = \"{SECRET}\"\n\
              relay_listen = \"127.0.0.1:0\"\n",
             dir.path().join("data").display(),

@@ -154,6 +154,7 @@ async fn serve_with_a_demo_task_shows_moving_video_at_once() {
         .arg("--data-dir")
         .arg(dir.path())
         .env("ROOMGATE_RTC_BIND", "127.0.0.1")
+        .env("ROOMGATE_SRT_LISTEN", "127.0.0.1:0")
         .env("ROOMGATE_RTC_UDP_PORT", "0")
         .env("ROOMGATE_RTC_TCP_PORT", "0")
         .stdin(Stdio::null())

@@ -47,6 +47,8 @@ pub struct ApiState {
     pub rtmp_port: Option<u16>,
     /// The RTMPS port bound, if any: printed RTMP settings use `rtmps://` then.
     pub rtmps_port: Option<u16>,
+    /// The SRT listener's port, when SRT is on (for the token tool's SRT URL).
+    pub srt_port: Option<u16>,
     /// This node's cluster membership (`GET /v1/nodes`).
     pub registry: Arc<crate::cluster::Registry>,
     /// The cluster's pull tasks (Describe/Stop/Update of tasks on other nodes, placement); `None` on a single node.

@@ -63,6 +63,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// The RTMP listener.
     pub rtmp: RtmpConfig,
+    /// The SRT listener for publishers.
+    pub srt: SrtConfig,
     /// The WebRTC engine (WHIP publishers, WHEP viewers).
     pub rtc: RtcConfig,
     /// Opus encoding of transcoded audio.
@@ -328,6 +330,25 @@ pub struct RtmpConfig {
     pub handshake_timeout_secs: u64,
 }
 
+/// The SRT listener: publishers (OBS, ffmpeg, hardware encoders) connect as callers and send MPEG-TS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SrtConfig {
+    /// Run the SRT listener; off: no SRT publishing.
+    pub enabled: bool,
+    /// UDP address the SRT listener binds to (port 0: any free port).
+    pub listen: SocketAddr,
+    /// SRT receive latency in milliseconds (the buffer that lets lost packets be sent again); the larger of this
+    /// and the publisher's own is used.
+    pub latency_ms: u32,
+    /// Concurrent SRT connections; more are rejected with 1402 (overload) in the handshake.
+    pub max_connections: usize,
+    /// Concurrent SRT connections from one client address (IPv6: one /64).
+    pub max_connections_per_ip: usize,
+    /// Seconds without media from a connected publisher before its connection is closed.
+    pub idle_timeout_secs: u64,
+}
+
 /// The WebRTC engine: every session on one UDP port and one ICE-TCP port.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -478,6 +499,10 @@ pub struct AppConfig {
     /// MediaMTX do the same).
     #[serde(default)]
     pub strict_h264_profile: bool,
+    /// SRT passphrase (10-79 characters) this app's SRT publishers must encrypt with (AES); empty: none, and an
+    /// encrypting publisher is rejected.
+    #[serde(default)]
+    pub srt_passphrase: String,
 }
 
 /// Delivery of event callbacks (TRTC's policy by default).
@@ -521,6 +546,7 @@ impl Default for Config {
             public_host: "127.0.0.1".into(),
             http: HttpConfig::default(),
             rtmp: RtmpConfig::default(),
+            srt: SrtConfig::default(),
             rtc: RtcConfig::default(),
             audio: AudioConfig::default(),
             video: VideoConfig::default(),
@@ -566,6 +592,19 @@ impl Default for RtmpConfig {
             max_connections_per_ip: 20,
             idle_timeout_secs: 30,
             handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl Default for SrtConfig {
+    fn default() -> Self {
+        SrtConfig {
+            enabled: true,
+            listen: "0.0.0.0:8890".parse().expect("valid address"),
+            latency_ms: 120,
+            max_connections: 1000,
+            max_connections_per_ip: 20,
+            idle_timeout_secs: 10,
         }
     }
 }

@@ -114,6 +114,21 @@ impl Config {
                 "rtmp.handshake_timeout_secs is at most 3600 and rtmp.idle_timeout_secs at most 86400".into(),
             ));
         }
+        if self.srt.enabled && (self.srt.latency_ms > 10_000 || self.srt.idle_timeout_secs > 86_400) {
+            return Err(ConfigError::Invalid(
+                "srt.latency_ms is at most 10000 and srt.idle_timeout_secs at most 86400".into(),
+            ));
+        }
+        if let Some(app) = self
+            .apps
+            .iter()
+            .find(|a| !a.srt_passphrase.is_empty() && !(10..=79).contains(&a.srt_passphrase.len()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "the srt_passphrase of app {} must have 10 to 79 characters (SRT's limits)",
+                app.sdkappid
+            )));
+        }
         if self.rtmp.max_message_size > 64 << 20 {
             return Err(ConfigError::Invalid("rtmp.max_message_size is at most 64 MiB".into()));
         }

@@ -138,7 +138,7 @@ impl CallbackEvent {
                 info.terminal_type = Some(TERMINAL_OTHER);
                 info.user_type = Some(match source {
                     SourceKind::Whip => USER_TYPE_WEBRTC,
-                    SourceKind::Rtmp | SourceKind::Pull => USER_TYPE_OTHER,
+                    SourceKind::Rtmp | SourceKind::Srt | SourceKind::Pull => USER_TYPE_OTHER,
                 });
                 info.reason = Some(1);
             }

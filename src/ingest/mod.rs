@@ -2,11 +2,14 @@
 //! What they share is here: why a publish is refused or ended (`Refusal`) and the per-source input counters.
 //! Who may publish is decided in `crate::access`.
 
+mod audio;
 mod counters;
 pub mod pull;
 pub mod rtmp;
+pub mod srt;
 pub mod whip;
 
+pub use audio::AudioBridge;
 pub use counters::InputCounters;
 
 pub use crate::access::{clip, Denied};
@@ -25,7 +28,7 @@ pub enum Refusal {
     #[error(transparent)]
     Denied(#[from] Denied),
     /// The video has B-frames (non-zero composition time), which roomgate does not pass on.
-    #[error("B-frames are not supported (the stream has a non-zero composition time): encode with profile baseline or without B-frames (x264: -profile:v baseline or -bf 0; OBS: Profile baseline / bframes=0)")]
+    #[error("B-frames are not supported (the stream's pictures are reordered: non-zero composition time, or DTS before PTS): encode with profile baseline or without B-frames (x264: -profile:v baseline or -bf 0; OBS: Profile baseline / bframes=0)")]
     BFrames,
     /// The video codec is not H.264; carries its name.
     #[error("video codec {0} is not supported: send H.264 (e.g. -c:v libx264 -profile:v baseline)")]
@@ -71,5 +74,20 @@ impl Refusal {
     /// Count the refusal in `/metrics`.
     pub fn count(&self, source: &'static str) {
         metrics::counter!("roomgate_refusals_total", "source" => source, "reason" => self.label()).increment(1);
+    }
+}
+
+/// Resolves once another publisher took over the identity `kick` watches (never without a `kick`).
+pub(crate) async fn replaced(kick: &mut Option<tokio::sync::watch::Receiver<Option<crate::room::LeaveReason>>>) {
+    match kick {
+        Some(rx) => loop {
+            if rx.borrow_and_update().is_some() {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
+        None => std::future::pending().await,
     }
 }

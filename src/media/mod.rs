@@ -1,10 +1,11 @@
 //! Media as roomgate carries it: one `Frame` shape for every source and every viewer, plus the pure codec helpers
-//! (FLV tags, H.264, AAC, VP8 keyframe headers) the sources use to get there and the libav transcoders for what WebRTC cannot carry.
+//! (FLV tags, MPEG-TS, H.264, AAC, VP8 keyframe headers) the sources use to get there and the libav transcoders for what WebRTC cannot carry.
 
 pub mod aac;
 pub mod flv;
 pub mod h264;
 pub mod transcode;
+pub mod ts;
 pub mod vp8;
 
 use std::sync::Arc;

@@ -39,6 +39,8 @@ pub enum SourceKind {
     Whip,
     /// A pull task's robot anchor.
     Pull,
+    /// An SRT publisher (OBS, ffmpeg, hardware encoders).
+    Srt,
 }
 
 /// Why an anchor left its room (mapped to TRTC's 104 `Reason` by the events module).
@@ -405,6 +407,7 @@ impl RoomHub {
 fn source_label(s: SourceKind) -> &'static str {
     match s {
         SourceKind::Rtmp => "rtmp",
+        SourceKind::Srt => "srt",
         SourceKind::Whip => "whip",
         SourceKind::Pull => "pull",
     }

@@ -62,6 +62,7 @@ pub async fn start_gateway_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut Co
     };
     config.http.listen = "127.0.0.1:0".parse().unwrap();
     config.rtmp.listen = "127.0.0.1:0".parse().unwrap();
+    config.srt.listen = "127.0.0.1:0".parse().unwrap();
     config.rtc.bind = "127.0.0.1".parse().unwrap();
     config.rtc.udp_port = 0;
     config.rtc.tcp_port = 0;
@@ -329,9 +330,14 @@ pub fn lavfi(size: &str, seconds: u32) -> Vec<String> {
 impl Ffmpeg {
     /// `ffmpeg -hide_banner -loglevel error <input> <codec args> -f flv <url>`
     pub fn push(input: &[String], codec_args: &str, url: &str) -> Ffmpeg {
+        Ffmpeg::push_as(input, codec_args, "flv", url)
+    }
+
+    /// `ffmpeg -hide_banner -loglevel error <input> <codec args> -f <format> <url>`
+    pub fn push_as(input: &[String], codec_args: &str, format: &str, url: &str) -> Ffmpeg {
         let mut cmd = tokio::process::Command::new("ffmpeg");
         cmd.args(["-hide_banner", "-nostdin", "-loglevel", "error"]).args(input);
-        cmd.args(codec_args.split_whitespace()).args(["-f", "flv", url]);
+        cmd.args(codec_args.split_whitespace()).args(["-f", format, url]);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

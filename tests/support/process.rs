@@ -35,6 +35,7 @@ pub fn roomgate_config(dir: &Path, http: u16, rtmp: u16, rtc: u16, extra: &str) 
         "data_dir = \"{data}\"\nlog = \"warn\"\n\
          http = {{ listen = \"127.0.0.1:{http}\" }}\n\
          rtmp = {{ listen = \"127.0.0.1:{rtmp}\" }}\n\
+         srt = {{ listen = \"127.0.0.1:0\" }}\n\
          rtc = {{ bind = \"127.0.0.1\", udp_port = {rtc}, tcp_port = {rtc} }}\n\
          apps = [{{ sdkappid = {SDKAPPID}, secret_key = \"{KEY}\" }}]\n\
          api_keys = [{{ secret_id = \"{SECRET_ID}\", secret_key = \"{SECRET_KEY}\" }}]\n\

@@ -362,6 +362,10 @@ pub struct Tokens {
     pub stream_key: String,
     /// WHIP endpoint to publish to as `userid` in `room`.
     pub whip_url: String,
+    /// SRT URL to publish to as `userid` in `room` (OBS's Server with an empty Stream Key, or ffmpeg's output
+    /// with `-f mpegts`): `srt://host:port?streamid=#!::r=..,u=..,m=publish,sdkappid=..,usersig=..`. `None` when
+    /// SRT is off.
+    pub srt_url: Option<String>,
     /// A ready-to-run ffmpeg command that pushes a test pattern and tone over RTMP.
     pub ffmpeg: String,
     /// Console player link for this anchor, with no viewer token of its own.
@@ -414,6 +418,9 @@ pub async fn tokens(
         Some(port) => crate::serve::rtmp_server(&host, port, true),
         None => crate::serve::rtmp_server(&host, st.rtmp_port.unwrap_or(st.config.rtmp.listen.port()), false),
     };
+    let srt_url = st
+        .srt_port
+        .map(|port| crate::serve::srt_url(&host, port, app.sdkappid, &sig, &req.userid, &req.room));
     let scheme = if tls.0 { "https" } else { "http" };
     let stream_key = format!(
         "{}?sdkappid={}&userid={}&usersig={sig}",
@@ -462,6 +469,7 @@ pub async fn tokens(
         rtmp_server,
         stream_key,
         whip_url,
+        srt_url,
         ffmpeg,
     }))
 }

@@ -66,7 +66,7 @@ impl Drop for IpSlot {
 
 /// Whose share a connection counts against: the IPv4 address, or the IPv6 /64 (one subscriber's prefix:
 /// a host has as many addresses in it as it likes).
-fn slot_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn slot_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
         v4 => v4,
@@ -170,7 +170,7 @@ where
                 }
                 Err(_) => conn.handle_timeout(Instant::now()),
             },
-            _ = replaced(&mut kick) => {
+            _ = crate::ingest::replaced(&mut kick) => {
                 let refusal = Refusal::Replaced;
                 conn.refuse("NetStream.Publish.Rejected", &refusal.to_string());
                 end_publish(&mut publisher, &refusal, peer).await;
@@ -300,20 +300,6 @@ async fn end_publish(publisher: &mut Option<ToRoom>, refusal: &Refusal, peer: So
             p.finish(reason).await;
         }
         None => tracing::warn!(%peer, reason = %refusal, "RTMP publish refused"),
-    }
-}
-
-async fn replaced(kick: &mut Option<tokio::sync::watch::Receiver<Option<crate::room::LeaveReason>>>) {
-    match kick {
-        Some(rx) => loop {
-            if rx.borrow_and_update().is_some() {
-                return;
-            }
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        },
-        None => std::future::pending().await,
     }
 }
 

@@ -5,10 +5,11 @@
 use super::RtmpContext;
 use crate::access::authorize_publish;
 use crate::auth::unix_now;
+use crate::ingest::AudioBridge;
 use crate::ingest::Refusal;
 use crate::media::flv::{self, AudioTag, VideoCodecId, VideoTag};
 use crate::media::h264::AvcConfig;
-use crate::media::transcode::{AudioInputCodec, AudioTranscoder, OpusSettings, TranscodeError};
+use crate::media::transcode::{AudioInputCodec, OpusSettings};
 use crate::media::{aac::AudioSpecificConfig, Codec, Frame, VIDEO_CLOCK};
 use crate::room::RoomRef;
 use crate::room::{AnchorHandle, LeaveReason, TrackInfo};
@@ -23,11 +24,9 @@ use std::time::Instant;
 pub struct ToRoom {
     anchor: AnchorHandle,
     label: String,
-    opus: OpusSettings,
     avc: Option<AvcConfig>,
-    audio: Option<(AudioInputCodec, AudioTranscoder)>,
+    audio: AudioBridge,
     warned_no_config: bool,
-    overload_warned: bool,
     counters: crate::ingest::InputCounters,
 }
 
@@ -36,12 +35,10 @@ impl ToRoom {
     pub fn new(anchor: AnchorHandle, label: String, opus: OpusSettings) -> Self {
         ToRoom {
             anchor,
+            audio: AudioBridge::new(label.clone(), opus),
             label,
-            opus,
             avc: None,
-            audio: None,
             warned_no_config: false,
-            overload_warned: false,
             counters: crate::ingest::InputCounters::new("rtmp"),
         }
     }
@@ -148,17 +145,17 @@ impl ToRoom {
                     channels: Some(asc.channels as u32),
                     ..Default::default()
                 });
-                self.ensure_transcoder(AudioInputCodec::Aac { config }).await?;
+                self.audio.ensure(AudioInputCodec::Aac { config }, &self.anchor).await?;
                 return Ok(());
             }
             AudioTag::AacRaw(data) => {
-                if !matches!(self.audio, Some((AudioInputCodec::Aac { .. }, _))) {
+                if !matches!(self.audio.codec(), Some(AudioInputCodec::Aac { .. })) {
                     return Ok(()); // raw AAC before its configuration: nothing to decode it with
                 }
                 (None, data)
             }
             AudioTag::Mp3(data) => {
-                if self.audio.is_none() {
+                if self.audio.codec().is_none() {
                     self.anchor.set_audio_info(TrackInfo {
                         source_codec: "mp3".into(),
                         ..Default::default()
@@ -169,48 +166,16 @@ impl ToRoom {
             AudioTag::Unsupported(id) => return Err(Refusal::AudioCodec(flv::audio_format_name(id).into())),
         };
         if let Some(c) = codec {
-            self.ensure_transcoder(c).await?;
+            self.audio.ensure(c, &self.anchor).await?;
         }
         self.counters.audio_frames.increment(1);
-        if let Some((_, t)) = &self.audio {
-            match t.push(data, ts as u64, received_at) {
-                Ok(()) => {}
-                Err(TranscodeError::Overloaded) => {
-                    metrics::counter!("roomgate_transcode_dropped_total", "kind" => "audio").increment(1);
-                    if !self.overload_warned {
-                        tracing::warn!(anchor = %self.label, "audio transcoder overloaded; dropping audio");
-                        self.overload_warned = true;
-                    }
-                }
-                Err(e) => return Err(Refusal::Malformed(format!("audio transcoder: {e}"))),
-            }
-        }
-        Ok(())
-    }
-
-    async fn ensure_transcoder(&mut self, codec: AudioInputCodec) -> Result<(), Refusal> {
-        if self.audio.as_ref().is_some_and(|(c, _)| *c == codec) {
-            return Ok(());
-        }
-        // A new configuration (first one, or a change mid-stream) gets a fresh decoder, once the old one has
-        // published what it had (off the tokio workers: that waits on its thread).
-        if let Some((_, old)) = self.audio.take() {
-            let _ = tokio::task::spawn_blocking(move || old.finish()).await;
-        }
-        let t = AudioTranscoder::start(codec.clone(), self.opus, self.anchor.sink(), self.label.clone())
-            .opened()
-            .await
-            .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
-        self.audio = Some((codec, t));
-        Ok(())
+        self.audio.push(data, ts as u64, received_at)
     }
 
     /// Leave the room once the transcoder has published the audio it still holds (waited for off the tokio
     /// workers), so the end of the stream is not cut.
     pub async fn finish(mut self, reason: LeaveReason) {
-        if let Some((_, t)) = self.audio.take() {
-            let _ = tokio::task::spawn_blocking(move || t.finish()).await;
-        }
+        self.audio.finish().await;
         self.anchor.leave(reason);
     }
 }

@@ -17,6 +17,7 @@ form.addEventListener("submit", async (ev) => {
     const t = await tokens(f.get("sdkappid"), String(f.get("userid")).trim(), String(f.get("room")).trim(), Number(f.get("expire")));
     document.getElementById("usersig").textContent = t.usersig;
     document.getElementById("rtmp").textContent = `Server:     ${t.rtmp_server}\nStream Key: ${t.stream_key}`;
+    document.getElementById("srt").textContent = t.srt_url ?? "(SRT is off on this gateway)";
     document.getElementById("whip").textContent = `Server:       ${t.whip_url}\nBearer Token: ${t.usersig}`;
     document.getElementById("ffmpeg").textContent = t.ffmpeg;
     document.getElementById("play").textContent = `${location.origin}${t.play_path}`;

@@ -1,0 +1,471 @@
+//! SRT push ingest: a publisher calls `srt://HOST:8890?streamid=...` (caller mode) and sends MPEG-TS.
+//!
+//! This file is the I/O edge. libsrt runs the protocol (handshake, retransmission, AES, latency buffer) on its
+//! own threads; roomgate decides who may publish in libsrt's listen callback, before the handshake completes, so
+//! a refused caller gets an SRT reject code (1400 bad request, 1401 bad credentials, 1402 overload, 1403
+//! forbidden, 1404 unknown app, 1405 not `m=publish`) and never sends media. One thread of ours waits on
+//! libsrt's epoll for the listener and every connection and hands what each connection received, a batch per
+//! wake-up, to that publish's task, where `to_room::SrtPublish` demuxes it into the room.
+
+pub mod ffi;
+pub mod stream_id;
+pub mod to_room;
+
+use crate::access::{authorize_publish, Denied};
+use crate::auth::unix_now;
+use crate::config::Config;
+use crate::ingest::Refusal;
+use crate::limits::{ConnectionCounter, ConnectionSlot};
+use crate::room::{LeaveReason, RoomHub, RoomKey, RoomRef, SourceKind};
+use bytes::{Bytes, BytesMut};
+use ffi::{Epoll, EpollEvent, Handshaking, RawSocket, SockOpt, Socket, SrtError};
+use std::collections::HashMap;
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Batches of received bytes a publish task may have waiting before more are dropped.
+const QUEUE: usize = 64;
+/// How long the I/O thread waits for events before it looks at ended publishes and stale admissions.
+const TICK_MS: i64 = 250;
+/// An admitted caller not accepted within this time (its handshake failed after the callback) is forgotten.
+const ADMISSION_TTL: Duration = Duration::from_secs(10);
+
+/// What every SRT publish shares.
+pub struct SrtContext {
+    /// The rooms publishers join.
+    pub hub: Arc<RoomHub>,
+    /// The configuration (apps, `[srt]`, Opus settings).
+    pub config: Arc<Config>,
+}
+
+/// A caller the listen callback let in, until the I/O thread accepts it.
+struct Admission {
+    key: RoomKey,
+    userid: String,
+    label: String,
+    slot: ConnectionSlot,
+    at: Instant,
+}
+
+/// The decisions shared by libsrt's handshake thread (the listen callback) and the I/O thread.
+struct Gate {
+    ctx: Arc<SrtContext>,
+    slots: Arc<ConnectionCounter>,
+    admitted: Mutex<HashMap<RawSocket, Admission>>,
+}
+
+/// What the listen callback points at: the gate while the listener runs, nothing after (libsrt may still call
+/// the callback while the listener closes, so this small cell lives as long as the process).
+struct GateCell(Mutex<Option<Arc<Gate>>>);
+
+/// Why a caller is rejected: the SRT reject code, the metrics reason and the log text.
+struct Rejection {
+    code: i32,
+    reason: &'static str,
+    detail: String,
+}
+
+impl Rejection {
+    fn new(code: i32, reason: &'static str, detail: impl std::fmt::Display) -> Self {
+        Rejection {
+            code,
+            reason,
+            detail: detail.to_string(),
+        }
+    }
+
+    fn of(refusal: &Refusal) -> Self {
+        let code = match refusal {
+            Refusal::Denied(Denied::UnknownApp(_)) => 1404,
+            Refusal::Denied(Denied::UserSig(_)) | Refusal::Denied(Denied::MissingToken) => 1401,
+            Refusal::Denied(Denied::PrivateMapKey(_)) | Refusal::Denied(Denied::PrivateMapKeyRequired(_)) => 1403,
+            _ => 1400,
+        };
+        Rejection::new(code, refusal.label(), refusal)
+    }
+}
+
+/// The running SRT listener; dropping it stops its thread and closes every connection. The drop waits for the
+/// thread (at most a tick): libsrt's own teardown at process exit must not meet a thread still inside libsrt.
+pub struct SrtListener {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SrtListener {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Bind the SRT listener of `ctx.config.srt` and start its thread; publish tasks are spawned on `runtime`.
+pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(SocketAddr, SrtListener), SrtError> {
+    ffi::startup()?;
+    let cfg = &ctx.config.srt;
+    let listener = Socket::new()?;
+    listener.set_int(SockOpt::TransType, 0)?; // live
+    listener.set_int(SockOpt::RcvSyn, 0)?;
+    listener.set_int(SockOpt::SndSyn, 0)?;
+    listener.set_int(SockOpt::Latency, cfg.latency_ms as i32)?;
+    listener.set_int(SockOpt::RcvLatency, cfg.latency_ms as i32)?;
+    listener.set_int(SockOpt::EnforcedEncryption, 1)?;
+    if cfg.listen.is_ipv6() {
+        listener.set_int(SockOpt::Ipv6Only, 0)?;
+    }
+    listener.bind(cfg.listen)?;
+    let bound = listener.local_addr()?;
+    let gate = Arc::new(Gate {
+        slots: ConnectionCounter::new(cfg.max_connections, cfg.max_connections_per_ip),
+        ctx: ctx.clone(),
+        admitted: Mutex::new(HashMap::new()),
+    });
+    let cell: &'static GateCell = Box::leak(Box::new(GateCell(Mutex::new(Some(gate.clone())))));
+    // SAFETY: `cell` is never freed, and is a Mutex (usable from libsrt's threads).
+    unsafe {
+        listener.listen(128, on_handshake, cell as *const GateCell as *mut c_void)?;
+    }
+    let epoll = Epoll::new()?;
+    epoll.add(listener.raw(), ffi::EPOLL_IN | ffi::EPOLL_ERR)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let io = IoLoop {
+        gate,
+        listener,
+        epoll,
+        runtime,
+        conns: HashMap::new(),
+    };
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("srt-io".into())
+        .spawn(move || {
+            io.run(&flag);
+            *cell.0.lock().expect("gate cell") = None;
+        })
+        .map_err(|e| SrtError {
+            what: "thread",
+            code: 0,
+            message: e.to_string(),
+        })?;
+    tracing::info!(addr = %bound, latency_ms = cfg.latency_ms, "SRT listener ready");
+    Ok((
+        bound,
+        SrtListener {
+            stop,
+            thread: Some(thread),
+        },
+    ))
+}
+
+/// libsrt's listen callback: runs on libsrt's receiving thread during each caller's handshake.
+unsafe extern "C" fn on_handshake(
+    opaque: *mut c_void,
+    ns: RawSocket,
+    _hs_version: c_int,
+    peer: *const libc::sockaddr,
+    stream_id: *const c_char,
+) -> c_int {
+    // A panic must not cross into C; it rejects the caller instead.
+    let decided = std::panic::catch_unwind(|| {
+        // SAFETY: `opaque` is the leaked `GateCell` given to `listen`; `peer` and `stream_id` are libsrt's,
+        // valid during the call (the stream id NUL-terminated, at most 512 bytes).
+        let cell = &*(opaque as *const GateCell);
+        let peer = ffi::socket_addr(peer);
+        let stream_id = if stream_id.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(stream_id).to_string_lossy().into_owned()
+        };
+        let gate = cell.0.lock().map(|g| g.clone()).unwrap_or(None);
+        match gate {
+            Some(gate) => gate.decide(Handshaking(ns), peer, &stream_id),
+            None => {
+                Handshaking(ns).set_reject_reason(1503);
+                -1
+            }
+        }
+    });
+    decided.unwrap_or_else(|_| {
+        Handshaking(ns).set_reject_reason(1500);
+        -1
+    })
+}
+
+impl Gate {
+    /// Admit or reject one caller (0 or -1, as libsrt wants it).
+    fn decide(&self, ns: Handshaking, peer: Option<SocketAddr>, stream_id: &str) -> c_int {
+        let Some(peer) = peer else {
+            ns.set_reject_reason(1400);
+            return -1;
+        };
+        match self.admit(ns, peer, stream_id) {
+            Ok(admission) => {
+                tracing::info!(%peer, anchor = %admission.label, "SRT caller admitted");
+                self.admitted.lock().expect("admissions").insert(ns.0, admission);
+                0
+            }
+            Err(r) => {
+                crate::limits::refused(
+                    "srt",
+                    r.reason,
+                    &format_args!("SRT caller {peer} rejected ({}): {}", r.code, r.detail),
+                );
+                ns.set_reject_reason(r.code);
+                -1
+            }
+        }
+    }
+
+    fn admit(&self, ns: Handshaking, peer: SocketAddr, stream_id: &str) -> Result<Admission, Rejection> {
+        let slot = self
+            .slots
+            .try_open(crate::ingest::rtmp::slot_key(peer.ip()))
+            .map_err(|e| Rejection::new(1402, e.reason(), e))?;
+        let id = stream_id::parse(stream_id).map_err(|e| {
+            let code = match e {
+                stream_id::StreamIdError::Mode(_) => 1405,
+                _ => 1400,
+            };
+            Rejection::new(code, "bad_stream_id", e)
+        })?;
+        let get = |k: &'static str| {
+            id.params
+                .get(k)
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+                .ok_or(Refusal::MissingParameter(k))
+        };
+        let refused = |r: Refusal| Rejection::of(&r);
+        let sdkappid_raw = get("sdkappid").map_err(refused)?;
+        let sdkappid: u64 = sdkappid_raw
+            .parse()
+            .map_err(|_| refused(Refusal::BadSdkAppId(crate::ingest::clip(sdkappid_raw))))?;
+        let userid = get("userid").map_err(refused)?.to_string();
+        let usersig = get("usersig").map_err(refused)?;
+        let room = RoomRef::Str(id.room.clone());
+        let config = &self.ctx.config;
+        let app = authorize_publish(
+            &config.apps,
+            sdkappid,
+            &room,
+            &userid,
+            usersig,
+            id.params.get("privatemapkey").map(String::as_str),
+            unix_now(),
+        )
+        .map_err(|d| refused(Refusal::Denied(d)))?;
+        if !app.srt_passphrase.is_empty() {
+            ns.set_str(SockOpt::Passphrase, &app.srt_passphrase)
+                .map_err(|e| Rejection::new(1500, "internal", e))?;
+        }
+        Ok(Admission {
+            label: format!("{sdkappid}/{}/{userid}", id.room),
+            key: RoomKey { sdkappid, room },
+            userid,
+            slot,
+            at: Instant::now(),
+        })
+    }
+}
+
+/// One accepted connection, as the I/O thread holds it.
+struct Connection {
+    socket: Socket,
+    to_publish: mpsc::Sender<Bytes>,
+    peer: Option<SocketAddr>,
+    label: String,
+    dropped: u64,
+    _slot: ConnectionSlot,
+}
+
+/// The I/O thread's state: the listener, the epoll set and the open connections.
+struct IoLoop {
+    gate: Arc<Gate>,
+    listener: Socket,
+    epoll: Epoll,
+    runtime: tokio::runtime::Handle,
+    conns: HashMap<RawSocket, Connection>,
+}
+
+impl IoLoop {
+    fn run(mut self, stop: &AtomicBool) {
+        let mut events = [EpollEvent::default(); 64];
+        let mut buf = vec![0u8; 1500];
+        let mut last_sweep = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let n = self.epoll.wait(&mut events, TICK_MS);
+            for ev in &events[..n] {
+                if ev.fd == self.listener.raw() {
+                    self.accept_one();
+                } else {
+                    self.read(ev.fd, ev.events, &mut buf);
+                }
+            }
+            if last_sweep.elapsed() >= Duration::from_millis(TICK_MS as u64) {
+                last_sweep = Instant::now();
+                self.sweep();
+            }
+        }
+        metrics::gauge!("roomgate_srt_connections").decrement(self.conns.len() as f64);
+        tracing::info!("SRT listener stopped");
+    }
+
+    /// Accept one pending caller (the listener stays readable while more wait: the next wait reports it again).
+    fn accept_one(&mut self) {
+        {
+            let (socket, peer) = match self.listener.accept() {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SRT accept failed");
+                    return;
+                }
+            };
+            let admission = self.gate.admitted.lock().expect("admissions").remove(&socket.raw());
+            let Some(a) = admission else {
+                tracing::warn!(?peer, "SRT connection without an admission closed");
+                return;
+            };
+            if let Err(e) = self.epoll.add(socket.raw(), ffi::EPOLL_IN | ffi::EPOLL_ERR) {
+                tracing::warn!(?peer, error = %e, "SRT connection cannot be watched; closed");
+                return;
+            }
+            let (tx, rx) = mpsc::channel(QUEUE);
+            let ctx = self.gate.ctx.clone();
+            let (key, userid, label) = (a.key, a.userid, a.label.clone());
+            self.runtime.spawn(publish(ctx, key, userid, label, peer, rx));
+            metrics::gauge!("roomgate_srt_connections").increment(1.0);
+            self.conns.insert(
+                socket.raw(),
+                Connection {
+                    socket,
+                    to_publish: tx,
+                    peer,
+                    label: a.label,
+                    dropped: 0,
+                    _slot: a.slot,
+                },
+            );
+        }
+    }
+
+    /// Read every message waiting on `fd` into one batch for its publish; close it on error or once its
+    /// publish ended.
+    fn read(&mut self, fd: RawSocket, events: c_int, buf: &mut [u8]) {
+        let Some(c) = self.conns.get_mut(&fd) else { return };
+        let mut batch = BytesMut::new();
+        let mut broken = events & ffi::EPOLL_ERR != 0;
+        if events & ffi::EPOLL_IN != 0 {
+            loop {
+                match c.socket.recv(buf) {
+                    Ok(Some(n)) if n > 0 => batch.extend_from_slice(&buf[..n]),
+                    Ok(_) => break,
+                    Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+                if batch.len() >= 64 * 1024 {
+                    break;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            match c.to_publish.try_send(batch.freeze()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    c.dropped += 1;
+                    metrics::counter!("roomgate_srt_dropped_batches_total").increment(1);
+                    if c.dropped == 1 {
+                        tracing::warn!(anchor = %c.label, "SRT publish is behind; dropping received data");
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => broken = true,
+            }
+        }
+        if broken {
+            self.close(fd);
+        }
+    }
+
+    /// Close connections whose publish ended, and forget admissions whose handshake never completed.
+    fn sweep(&mut self) {
+        let ended: Vec<RawSocket> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.to_publish.is_closed())
+            .map(|(fd, _)| *fd)
+            .collect();
+        for fd in ended {
+            self.close(fd);
+        }
+        self.gate
+            .admitted
+            .lock()
+            .expect("admissions")
+            .retain(|_, a| a.at.elapsed() < ADMISSION_TTL);
+    }
+
+    fn close(&mut self, fd: RawSocket) {
+        if let Some(c) = self.conns.remove(&fd) {
+            tracing::debug!(peer = ?c.peer, anchor = %c.label, "SRT connection closed");
+            metrics::gauge!("roomgate_srt_connections").decrement(1.0);
+        }
+    }
+}
+
+/// One publish: joins the room as the anchor, feeds it what the connection receives, and leaves when the
+/// connection ends, the stream is refused, no media comes for `srt.idle_timeout_secs`, or another publisher
+/// takes the identity over. Dropping `rx` at the end tells the I/O thread to close the connection.
+async fn publish(
+    ctx: Arc<SrtContext>,
+    key: RoomKey,
+    userid: String,
+    label: String,
+    peer: Option<SocketAddr>,
+    mut rx: mpsc::Receiver<Bytes>,
+) {
+    let sdkappid = key.sdkappid;
+    let anchor = ctx.hub.join(key, &userid, SourceKind::Srt);
+    let mut kick = Some(anchor.kick_signal());
+    tracing::info!(?peer, anchor = %label, "SRT publish started");
+    let mut p = to_room::SrtPublish::new(anchor, label.clone(), ctx.config.opus_settings(sdkappid, None));
+    let idle = Duration::from_secs(ctx.config.srt.idle_timeout_secs.max(1));
+    let mut media_deadline = tokio::time::Instant::now() + idle;
+    let reason = loop {
+        tokio::select! {
+            batch = tokio::time::timeout_at(media_deadline, rx.recv()) => match batch {
+                Err(_) => {
+                    tracing::warn!(?peer, anchor = %label, "no media from the SRT publisher for {} s; closing", idle.as_secs());
+                    metrics::counter!("roomgate_refusals_total", "source" => "srt", "reason" => "timeout").increment(1);
+                    break LeaveReason::Timeout;
+                }
+                Ok(None) => {
+                    tracing::info!(?peer, anchor = %label, "SRT publisher disconnected");
+                    break LeaveReason::Normal;
+                }
+                Ok(Some(bytes)) => match p.on_data(&bytes, Instant::now()).await {
+                    Ok(true) => media_deadline = tokio::time::Instant::now() + idle,
+                    Ok(false) => {}
+                    Err(refusal) => {
+                        refusal.count("srt");
+                        tracing::warn!(?peer, anchor = %label, reason = %refusal, "SRT publish ended");
+                        break LeaveReason::Ended(refusal.to_string());
+                    }
+                },
+            },
+            _ = crate::ingest::replaced(&mut kick) => {
+                Refusal::Replaced.count("srt");
+                tracing::warn!(?peer, anchor = %label, "SRT publish replaced by a new publisher");
+                break LeaveReason::Replaced;
+            }
+        }
+    };
+    p.finish(reason).await;
+}

@@ -1,0 +1,299 @@
+//! `SrtPublish`: the room side of one SRT publish. MPEG-TS bytes in; the program's H.264 passes through (Annex-B
+//! as sent, parameter sets put in front of keyframes that lack them), its AAC or MP3 goes to an Opus transcoder,
+//! its Opus passes through. Timestamps are the TS's own PTS on one timeline for both tracks.
+
+use crate::ingest::{AudioBridge, InputCounters, Refusal};
+use crate::media::aac::adts_frames;
+use crate::media::h264::{annex_b_nals, parse_sps};
+use crate::media::transcode::{AudioInputCodec, OpusSettings};
+use crate::media::ts::{self, Pes, StreamKind, TsDemuxer, TsEvent, Unwrap33};
+use crate::media::{Codec, Frame, TrackInfo, AUDIO_CLOCK, VIDEO_CLOCK};
+use crate::room::{AnchorHandle, LeaveReason};
+use bytes::Bytes;
+use std::time::Instant;
+
+/// How far below the first timestamp a stream may start (audio a little ahead of video) and still be placed:
+/// the timeline's origin is this much before the first timestamp seen.
+const HEADROOM_90K: i64 = 90_000;
+
+/// The room side of one accepted SRT publish.
+pub struct SrtPublish {
+    anchor: AnchorHandle,
+    label: String,
+    demux: TsDemuxer,
+    events: Vec<TsEvent>,
+    video: Option<u16>,
+    audio: Option<(u16, StreamKind)>,
+    clock: Unwrap33,
+    origin: Option<i64>,
+    sps: Option<Bytes>,
+    pps: Option<Bytes>,
+    waiting_keyframe: bool,
+    audio_bridge: AudioBridge,
+    aac_config: Option<[u8; 2]>,
+    opus_info_set: bool,
+    warned: Warned,
+    counters: InputCounters,
+}
+
+/// What was logged once already.
+#[derive(Default)]
+struct Warned {
+    no_sps: bool,
+    bad_audio: bool,
+    losses: u64,
+}
+
+impl SrtPublish {
+    /// Room side for `anchor`; `label` names it in logs, `opus` sets the audio transcoder.
+    pub fn new(anchor: AnchorHandle, label: String, opus: OpusSettings) -> Self {
+        SrtPublish {
+            anchor,
+            audio_bridge: AudioBridge::new(label.clone(), opus),
+            label,
+            demux: TsDemuxer::new(),
+            events: Vec::new(),
+            video: None,
+            audio: None,
+            clock: Unwrap33::default(),
+            origin: None,
+            sps: None,
+            pps: None,
+            waiting_keyframe: true,
+            aac_config: None,
+            opus_info_set: false,
+            warned: Warned::default(),
+            counters: InputCounters::new("srt"),
+        }
+    }
+
+    /// Demux what the connection received; true if it completed media (a picture or audio) for the room.
+    pub async fn on_data(&mut self, data: &[u8], received_at: Instant) -> Result<bool, Refusal> {
+        self.demux.push(data, &mut self.events);
+        let mut media = false;
+        let events = std::mem::take(&mut self.events);
+        for event in &events {
+            match event {
+                TsEvent::Program(streams) => self.choose_streams(streams)?,
+                TsEvent::Pes(pes) if Some(pes.pid) == self.video => {
+                    self.counters.video_bytes.increment(pes.data.len() as u64);
+                    media |= self.on_video(pes, received_at)?;
+                }
+                TsEvent::Pes(pes) if self.audio.is_some_and(|(pid, _)| pid == pes.pid) => {
+                    self.counters.audio_bytes.increment(pes.data.len() as u64);
+                    media |= self.on_audio(pes, received_at).await?;
+                }
+                TsEvent::Pes(_) => {}
+            }
+        }
+        self.events = events;
+        self.events.clear();
+        let losses = self.demux.losses();
+        let lost = losses.cut_pes + losses.bad_pes;
+        if lost > self.warned.losses {
+            if self.warned.losses == 0 {
+                tracing::warn!(anchor = %self.label, ?losses, "SRT stream lost data (late packets dropped by SRT, or a broken muxer)");
+            }
+            metrics::counter!("roomgate_srt_lost_frames_total").increment(lost - self.warned.losses);
+            self.warned.losses = lost;
+        }
+        Ok(media)
+    }
+
+    /// Take the program's first video and first audio stream; refuse codecs the room cannot carry.
+    fn choose_streams(&mut self, streams: &[ts::EsInfo]) -> Result<(), Refusal> {
+        let video = streams.iter().find(|e| e.kind.is_video());
+        let audio = streams.iter().find(|e| !e.kind.is_video());
+        match video.map(|e| e.kind) {
+            Some(StreamKind::H264) | None => {}
+            Some(other) => return Err(Refusal::VideoCodec(other.name())),
+        }
+        match audio.map(|e| e.kind) {
+            Some(StreamKind::Aac | StreamKind::Mp3) | None => {}
+            Some(StreamKind::Opus { channels }) if channels.is_none_or(|c| c <= 2) => {}
+            Some(StreamKind::Opus { channels }) => {
+                return Err(Refusal::AudioCodec(format!(
+                    "opus with channel configuration {}",
+                    channels.unwrap_or(0)
+                )))
+            }
+            Some(other) => return Err(Refusal::AudioCodec(other.name())),
+        }
+        tracing::info!(anchor = %self.label, video = ?video.map(|e| e.kind.name()), audio = ?audio.map(|e| e.kind.name()), "SRT program");
+        if self.video != video.map(|e| e.pid) {
+            self.waiting_keyframe = true;
+        }
+        self.video = video.map(|e| e.pid);
+        self.audio = audio.map(|e| (e.pid, e.kind));
+        Ok(())
+    }
+
+    /// The PES's time on the anchor's timeline (90 kHz), or None before the origin (or without a PTS).
+    fn time_90k(&mut self, pts: Option<u64>) -> Option<u64> {
+        let ext = self.clock.unwrap(pts?);
+        let origin = *self.origin.get_or_insert(ext - HEADROOM_90K);
+        u64::try_from(ext - origin).ok()
+    }
+
+    fn on_video(&mut self, pes: &Pes, received_at: Instant) -> Result<bool, Refusal> {
+        if pes.dts.is_some_and(|dts| Some(dts) != pes.pts) {
+            return Err(Refusal::BFrames);
+        }
+        let Some(pts) = self.time_90k(pes.pts) else {
+            return Ok(false);
+        };
+        let (mut has_sps, mut has_pps, mut idr) = (false, false, false);
+        for nal in annex_b_nals(&pes.data) {
+            match nal.first().map(|h| h & 0x1F) {
+                Some(7) => {
+                    has_sps = true;
+                    if self.sps.as_deref() != Some(nal) {
+                        let info = parse_sps(nal).map_err(|e| Refusal::Malformed(e.to_string()))?;
+                        tracing::info!(anchor = %self.label, profile = info.profile_name(), width = info.width, height = info.height, "H.264 sequence parameters");
+                        self.anchor.set_video_info(TrackInfo::from(&info));
+                        self.sps = Some(pes.data.slice_ref(nal));
+                    }
+                }
+                Some(8) => {
+                    has_pps = true;
+                    self.pps = Some(pes.data.slice_ref(nal));
+                }
+                Some(5) => idr = true,
+                _ => {}
+            }
+        }
+        if pes.after_loss {
+            self.waiting_keyframe = true;
+        }
+        let (Some(sps), Some(pps)) = (&self.sps, &self.pps) else {
+            if !self.warned.no_sps {
+                tracing::warn!(anchor = %self.label, "H.264 pictures before the first SPS and PPS are dropped");
+                self.warned.no_sps = true;
+            }
+            return Ok(false);
+        };
+        if self.waiting_keyframe && !idr {
+            return Ok(false);
+        }
+        self.waiting_keyframe = false;
+        let data: std::sync::Arc<[u8]> = if idr && !(has_sps && has_pps) {
+            let mut au = Vec::with_capacity(sps.len() + pps.len() + 8 + pes.data.len());
+            for ps in [sps, pps] {
+                au.extend_from_slice(&[0, 0, 0, 1]);
+                au.extend_from_slice(ps);
+            }
+            au.extend_from_slice(&pes.data);
+            au.into()
+        } else {
+            pes.data[..].into()
+        };
+        self.counters.video_frames.increment(1);
+        self.anchor.publish(Frame {
+            codec: Codec::H264,
+            pts,
+            keyframe: idr,
+            data,
+            received_at,
+        });
+        Ok(true)
+    }
+
+    async fn on_audio(&mut self, pes: &Pes, received_at: Instant) -> Result<bool, Refusal> {
+        let Some(pts) = self.time_90k(pes.pts) else {
+            return Ok(false);
+        };
+        let Some((_, kind)) = self.audio else { return Ok(false) };
+        let mut media = false;
+        match kind {
+            StreamKind::Aac => {
+                let mut at_ms = pts / 90;
+                for frame in adts_frames(&pes.data) {
+                    let Ok(frame) = frame else {
+                        self.bad_audio("a malformed ADTS frame");
+                        break;
+                    };
+                    if self.aac_config != Some(frame.config) {
+                        self.anchor.set_audio_info(TrackInfo {
+                            source_codec: "aac".into(),
+                            sample_rate: Some(AUDIO_CLOCK),
+                            source_sample_rate: Some(frame.sample_rate),
+                            channels: Some(frame.channels as u32),
+                            ..Default::default()
+                        });
+                        let config = Bytes::copy_from_slice(&frame.config);
+                        self.audio_bridge
+                            .ensure(AudioInputCodec::Aac { config }, &self.anchor)
+                            .await?;
+                        self.aac_config = Some(frame.config);
+                    }
+                    self.counters.audio_frames.increment(1);
+                    self.audio_bridge
+                        .push(pes.data.slice_ref(frame.payload), at_ms, received_at)?;
+                    at_ms += 1024 * 1000 / frame.sample_rate.max(1) as u64;
+                    media = true;
+                }
+            }
+            StreamKind::Mp3 => {
+                if self.audio_bridge.codec().is_none() {
+                    self.anchor.set_audio_info(TrackInfo {
+                        source_codec: "mp3".into(),
+                        ..Default::default()
+                    });
+                    self.audio_bridge.ensure(AudioInputCodec::Mp3, &self.anchor).await?;
+                }
+                self.counters.audio_frames.increment(1);
+                self.audio_bridge.push(pes.data.clone(), pts / 90, received_at)?;
+                media = true;
+            }
+            StreamKind::Opus { channels } => {
+                if !self.opus_info_set {
+                    self.opus_info_set = true;
+                    self.anchor.set_audio_info(TrackInfo {
+                        source_codec: "opus".into(),
+                        sample_rate: Some(AUDIO_CLOCK),
+                        source_sample_rate: Some(AUDIO_CLOCK),
+                        channels: channels.map(u32::from),
+                        ..Default::default()
+                    });
+                }
+                let mut at = pts * AUDIO_CLOCK as u64 / VIDEO_CLOCK as u64;
+                for packet in ts::opus_access_units(&pes.data) {
+                    let Some(packet) = packet else {
+                        self.bad_audio("a malformed Opus access unit");
+                        break;
+                    };
+                    let Some(samples) = ts::opus_packet_samples(packet) else {
+                        self.bad_audio("an Opus packet without a valid TOC");
+                        break;
+                    };
+                    self.counters.audio_frames.increment(1);
+                    self.anchor.publish(Frame {
+                        codec: Codec::Opus,
+                        pts: at,
+                        keyframe: false,
+                        data: packet.into(),
+                        received_at,
+                    });
+                    at += samples as u64;
+                    media = true;
+                }
+            }
+            _ => {}
+        }
+        Ok(media)
+    }
+
+    fn bad_audio(&mut self, what: &str) {
+        metrics::counter!("roomgate_srt_lost_frames_total").increment(1);
+        if !self.warned.bad_audio {
+            tracing::warn!(anchor = %self.label, "SRT audio: {what}; skipping to the next PES");
+            self.warned.bad_audio = true;
+        }
+    }
+
+    /// Leave the room once the transcoder has published the audio it still holds.
+    pub async fn finish(mut self, reason: LeaveReason) {
+        self.audio_bridge.finish().await;
+        self.anchor.leave(reason);
+    }
+}
