@@ -20,9 +20,9 @@ test: deps
 	$(CARGO) build --examples
 	$(CARGO) test --all-targets -- --test-threads=2
 
-# End-to-end benchmark (release build, prints JSON): N rooms x M WHEP viewers for T s, RTMP or WHIP anchors, and
+# End-to-end benchmark (release build, prints JSON): N rooms x M WHEP viewers for T s, RTMP, SRT or WHIP anchors, and
 # pull tasks (transcode vs the ffmpeg CLI, passthrough),
-# e.g. make bench BENCH="20x5x30 whip:10x5x20 pull:20"
+# e.g. make bench BENCH="20x5x30 srt:1x1x15 whip:10x5x20 pull:20"
 bench: deps
 	$(CARGO) bench --bench e2e -- $(BENCH)
 

@@ -1,6 +1,8 @@
 //! End-to-end benchmark: N anchors with M WHEP viewers each (str0m players in this process), against a separate
 //! release gateway process. Prints JSON. Anchors are RTMP pushes (ffmpeg `-re -stream_loop -1 -c copy` of the
-//! sample FLV) or, for `whip:` scenarios, str0m WHIP publishers in this process sending 720p30 H.264 + Opus.
+//! sample FLV), for `srt:` scenarios the same sample as MPEG-TS over SRT (`-f mpegts srt://...`), or, for `whip:`
+//! scenarios, str0m WHIP publishers in this process sending 720p30 H.264 + Opus. SRT scenarios also report SRT's
+//! own delay (encoder hand-off to the gateway's read: network and the latency buffer) next to the gateway's.
 //!
 //! `pull:T[:N]` measures pull tasks for T s each (N rounds, reporting the median gateway/CLI ratio): a 1080p30 high-profile MP4 with B-frames looped through a task
 //! (decode + x264 + Opus in the gateway) next to the `ffmpeg` CLI doing the same decode+encode with the same
@@ -22,7 +24,7 @@
 //! `NxMxT+J` adds J viewers that POST at once to room 0 two seconds into the measurement window (a handshake storm
 //! while M watch); their POST -> first frame is reported as `joiners_first_frame_ms_p50/p95` (null without J).
 //!
-//! `make bench` runs the default scenarios (RTMP 1x1 and 20x5, WHIP 1x1 and 10x5, pull:20); `cargo bench --bench
+//! `make bench` runs the default scenarios (RTMP 1x1 and 20x5, SRT 1x1, WHIP 1x1 and 10x5, pull:20); `cargo bench --bench
 //! e2e -- 5x10x20 whip:2x3x15` runs RTMP N=5, M=10 for 20 s and WHIP N=2, M=3 for 15 s. Numbers come from one run
 //! on whatever machine this is: compare ratios, not absolutes.
 
@@ -61,6 +63,8 @@ const FFMPEG_X264_1080P30: &str = concat!(
 #[derive(Clone, Copy, PartialEq)]
 enum Source {
     Rtmp,
+    /// ffmpeg pushing the same sample as MPEG-TS over SRT (`srt:NxMxT`).
+    Srt,
     Whip,
     /// A pull task (`pull:T`): see `run_pull`.
     Pull,
@@ -227,16 +231,16 @@ async fn source_video_frames(http: &str) -> u64 {
 }
 
 /// Start a release gateway process on a config written in `dir` and wait until its HTTP port answers; (process,
-/// base URL). The config, the same for every scenario but for its `[rtmp]` table (`rtmp`), its RTC port
-/// (`rtc_port`, UDP and TCP; 0: any) and the tables in `more`: HTTP on a free port, RTC on loopback, per-IP
-/// limits a bench would hit raised, the bench app.
-async fn start_gateway(dir: &std::path::Path, rtmp: &str, rtc_port: u16, more: &str) -> (Child, String) {
+/// base URL). The config, the same for every scenario but for its `[rtmp]` table (`rtmp`), its SRT and RTC ports
+/// (`srt_port`; `rtc_port`, UDP and TCP; 0: any) and the tables in `more`: HTTP on a free port, RTC on loopback,
+/// per-IP limits a bench would hit raised, the bench app.
+async fn start_gateway(dir: &std::path::Path, rtmp: &str, srt_port: u16, rtc_port: u16, more: &str) -> (Child, String) {
     let http_port = free_port();
     let cfg = dir.join("roomgate.toml");
     std::fs::write(
         &cfg,
         format!(
-            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\n{rtmp}\n[srt]\nlisten = \"127.0.0.1:0\"\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n{more}",
+            "log = \"warn\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\nmax_connections_per_ip = 4096\n[rtmp]\n{rtmp}\n[srt]\nlisten = \"127.0.0.1:{srt_port}\"\nmax_connections_per_ip = 1000\n[rtc]\nbind = \"127.0.0.1\"\nwhep_per_ip_per_minute = 0\ntcp_max_connections_per_ip = 1000\nudp_port = {rtc_port}\ntcp_port = {rtc_port}\n[[apps]]\nsdkappid = {SDKAPPID}\nsecret_key = \"{KEY}\"\n{more}",
             dir.display()
         ),
     )
@@ -284,7 +288,7 @@ async fn run_pull(seconds: u64) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let pull =
         "[pull]\nallow_private_sources = true\n[[api_keys]]\nsecret_id = \"AKIDbench\"\nsecret_key = \"bench\"\n";
-    let (mut gw, http) = start_gateway(dir.path(), "enabled = false", 0, pull).await;
+    let (mut gw, http) = start_gateway(dir.path(), "enabled = false", 0, 0, pull).await;
     let pid = gw.id();
     let api =
         roomgate::client::CloudApiClient::new(format!("{http}/").parse().unwrap(), "AKIDbench".into(), "bench".into());
@@ -403,7 +407,8 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let rtmp_port = free_port();
     let rtmp = format!("listen = \"127.0.0.1:{rtmp_port}\"\nmax_connections_per_ip = 1000");
-    let (mut gw, http) = start_gateway(dir.path(), &rtmp, free_port(), "").await;
+    let srt_port = free_port();
+    let (mut gw, http) = start_gateway(dir.path(), &rtmp, srt_port, free_port(), "").await;
     let pid = gw.id();
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
     let mut whip_publishers = Vec::new();
@@ -422,15 +427,26 @@ async fn run(s: &Scenario) -> serde_json::Value {
             whip_publishers.push(p);
         }
     }
-    let rtmp_rooms = if s.source == Source::Rtmp { s.rooms } else { 0 };
-    let mut pushers: Vec<Child> = (0..rtmp_rooms)
+    let pushed_rooms = if matches!(s.source, Source::Rtmp | Source::Srt) {
+        s.rooms
+    } else {
+        0
+    };
+    let mut pushers: Vec<Child> = (0..pushed_rooms)
         .map(|i| {
-            let url = format!(
-                "rtmp://127.0.0.1:{rtmp_port}/push/room{i}?sdkappid={SDKAPPID}&userid=cam{i}&usersig={}",
-                sig(&format!("cam{i}"))
-            );
+            let sig = sig(&format!("cam{i}"));
+            let (format, url) = match s.source {
+                Source::Srt => (
+                    "mpegts",
+                    format!("srt://127.0.0.1:{srt_port}?streamid=#!::r=room{i},u=cam{i},m=publish,sdkappid={SDKAPPID},usersig={sig}"),
+                ),
+                _ => (
+                    "flv",
+                    format!("rtmp://127.0.0.1:{rtmp_port}/push/room{i}?sdkappid={SDKAPPID}&userid=cam{i}&usersig={sig}"),
+                ),
+            };
             ffmpeg_looping(sample)
-                .args(["-c", "copy", "-f", "flv", &url])
+                .args(["-c", "copy", "-f", format, &url])
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("ffmpeg")
@@ -513,7 +529,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let _ = gw.wait();
     let viewers = (s.rooms * s.viewers) as f64;
     json!({
-        "source": if s.source == Source::Whip { "whip" } else { "rtmp" },
+        "source": match s.source { Source::Whip => "whip", Source::Srt => "srt", _ => "rtmp" },
         "rooms": s.rooms,
         "viewers_per_room": s.viewers,
         "seconds": s.seconds,
@@ -542,6 +558,10 @@ async fn run(s: &Scenario) -> serde_json::Value {
         // Over the measurement window only (steady state; viewer start-up is reported separately).
         "gateway_added_delay_ms_p50": window_quantile(&metrics_before, &metrics, "roomgate_gateway_delay_seconds", 0.5).map(|v| round(v * 1000.0)),
         "gateway_added_delay_ms_p99": window_quantile(&metrics_before, &metrics, "roomgate_gateway_delay_seconds", 0.99).map(|v| round(v * 1000.0)),
+        // SRT scenarios: from the encoder handing a message to SRT to the gateway reading it (loopback network
+        // plus SRT's latency buffer, `srt.latency_ms`): what SRT adds before the gateway's own delay above.
+        "srt_receive_delay_ms_p50": window_quantile(&metrics_before, &metrics, "roomgate_srt_receive_delay_seconds", 0.5).map(|v| round(v * 1000.0)),
+        "srt_receive_delay_ms_p99": window_quantile(&metrics_before, &metrics, "roomgate_srt_receive_delay_seconds", 0.99).map(|v| round(v * 1000.0)),
         // `+J` scenarios: the viewers that joined at once during the window (their frames are not in the counts
         // above, which are the steady viewers'; the added delay covers everyone's).
         "joining": s.joining,
@@ -566,8 +586,8 @@ async fn run_cluster(viewers: usize, seconds: u64) -> serde_json::Value {
     };
     let rtmp_port = free_port();
     let rtmp = format!("listen = \"127.0.0.1:{rtmp_port}\"");
-    let (mut a, http_a) = start_gateway(dir_a.path(), &rtmp, free_port(), &cluster("node-a")).await;
-    let (mut b, http_b) = start_gateway(dir_b.path(), "enabled = false", free_port(), &cluster("node-b")).await;
+    let (mut a, http_a) = start_gateway(dir_a.path(), &rtmp, 0, free_port(), &cluster("node-a")).await;
+    let (mut b, http_b) = start_gateway(dir_b.path(), "enabled = false", 0, free_port(), &cluster("node-b")).await;
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
     let url = format!(
         "rtmp://127.0.0.1:{rtmp_port}/push/room0?sdkappid={SDKAPPID}&userid=cam0&usersig={}",
@@ -765,9 +785,10 @@ fn main() {
                         joining: 0,
                     });
                 }
-                let (source, a) = match a.strip_prefix("whip:") {
-                    Some(rest) => (Source::Whip, rest),
-                    None => (Source::Rtmp, a.as_str()),
+                let (source, a) = match (a.strip_prefix("whip:"), a.strip_prefix("srt:")) {
+                    (Some(rest), _) => (Source::Whip, rest),
+                    (_, Some(rest)) => (Source::Srt, rest),
+                    _ => (Source::Rtmp, a.as_str()),
                 };
                 let (a, joining) = match a.split_once('+') {
                     Some((a, j)) => (a, j.parse().ok()?),
@@ -797,6 +818,13 @@ fn main() {
                     rooms: 20,
                     viewers: 5,
                     seconds: 20,
+                    joining: 0,
+                },
+                Scenario {
+                    source: Source::Srt,
+                    rooms: 1,
+                    viewers: 1,
+                    seconds: 15,
                     joining: 0,
                 },
                 Scenario {
@@ -831,6 +859,7 @@ fn main() {
         let source = match s.source {
             Source::Whip => "WHIP",
             Source::Rtmp => "RTMP",
+            Source::Srt => "SRT",
             Source::Pull => "pull",
         };
         eprintln!(

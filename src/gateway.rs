@@ -95,6 +95,14 @@ pub fn metrics_handle() -> PrometheusHandle {
                 // Gateway-added delay per frame: source message read -> its RTP packets sent. Fine steps around
                 // the 5 ms goal, so a p99 read from the buckets says which side of it a run is.
                 .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("roomgate_srt_receive_delay_seconds".into()),
+                    &[
+                        0.01, 0.02, 0.05, 0.08, 0.1, 0.11, 0.12, 0.13, 0.14, 0.16, 0.18, 0.2, 0.25, 0.3, 0.4, 0.5, 1.0,
+                        2.0,
+                    ],
+                )
+                .expect("static buckets are valid")
+                .set_buckets_for_metric(
                     metrics_exporter_prometheus::Matcher::Full("roomgate_gateway_delay_seconds".into()),
                     &[
                         0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0065, 0.008, 0.01, 0.015,

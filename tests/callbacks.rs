@@ -175,6 +175,23 @@ async fn an_rtmp_push_gives_101_103_201_203_104_102() {
     assert_eq!(v["callbacks"].as_array().unwrap().len(), 6, "{v}");
 }
 
+/// An SRT publisher (MPEG-TS from ffmpeg's libsrt) gives the same room and media events as an RTMP one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_srt_push_gives_101_103_201_203_104_102() {
+    let (cb, _rx, gw) = receiving().await;
+    let url = format!(
+        "srt://{}?streamid=#!::r=srtroom,u=anchor1,m=publish,sdkappid={SDKAPPID},usersig={}",
+        gw.srt_addr.unwrap(),
+        usersig("anchor1")
+    );
+    let (ok, err) = Ffmpeg::push_as(&lavfi("320x240", 3), QUICK_X264, "mpegts", &url)
+        .finish(Duration::from_secs(30))
+        .await;
+    assert!(ok, "ffmpeg: {err}");
+    let records = cb.wait(Duration::from_secs(15), |r| types(r).contains(&102)).await;
+    assert_room_sequence(&records, "srtroom", "anchor1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pull_tasks_give_701_and_702_and_retries() {
     let (cb, _rx, gw) = receiving().await;

@@ -140,29 +140,40 @@ async fn delete_task(gw: &TestGateway, id: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_a_demo_task_shows_moving_video_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let http: std::net::SocketAddr = format!("127.0.0.1:{}", support::nginx::free_port()).parse().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "serve",
-            "--demo-task",
-            "--http-listen",
-            &http.to_string(),
-            "--rtmp-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("ROOMGATE_RTC_BIND", "127.0.0.1")
-        .env("ROOMGATE_SRT_LISTEN", "127.0.0.1:0")
-        .env("ROOMGATE_RTC_UDP_PORT", "0")
-        .env("ROOMGATE_RTC_TCP_PORT", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let spawn = || {
+        let http: std::net::SocketAddr = format!("127.0.0.1:{}", support::nginx::free_port()).parse().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_roomgate"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "serve",
+                "--demo-task",
+                "--http-listen",
+                &http.to_string(),
+                "--rtmp-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("ROOMGATE_RTC_BIND", "127.0.0.1")
+            .env("ROOMGATE_SRT_LISTEN", "127.0.0.1:0")
+            .env("ROOMGATE_RTC_UDP_PORT", "0")
+            .env("ROOMGATE_RTC_TCP_PORT", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        (http, child)
+    };
+    let (mut http, mut child) = spawn();
+    let mut respawns = 0;
     let deadline = Instant::now() + Duration::from_secs(30);
     let anchor = loop {
+        // The free port may be taken by another test before the gateway binds it: then it exits; start again.
+        if let Ok(Some(status)) = child.try_wait() {
+            respawns += 1;
+            assert!(respawns <= 3, "roomgate keeps exiting: {status}");
+            (http, child) = spawn();
+        }
         if let Ok(s) = tokio::net::TcpStream::connect(http).await {
             drop(s);
             let (_, v) = get_json(http, "/v1/rooms").await;

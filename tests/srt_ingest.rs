@@ -170,7 +170,6 @@ async fn call(
         passphrase.map(str::to_string),
     );
     tokio::task::spawn_blocking(move || {
-        roomgate::ingest::srt::ffi::startup().unwrap();
         let s = Socket::new().unwrap();
         s.set_str(SockOpt::StreamId, &id).unwrap();
         if let Some(p) = pass {
@@ -328,5 +327,25 @@ async fn hostile_srt_callers_do_not_disturb_a_good_publisher() {
         .unwrap()
         .unwrap();
     assert_eq!(decode_h264_size(&[f]), Some((320, 240)));
+    ff.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_only_handshakes_takes_nobodys_place() {
+    let gw = start_gateway_with(|c| c.srt.idle_timeout_secs = 2).await;
+    let id = access_id("stay", "cam", &usersig("cam"));
+    let ff = push_srt(&srt_url(&gw, &id, ""), "320x240", 60, QUICK_X264);
+    let anchor = gw.wait_video("stay", "cam", Duration::from_secs(20)).await;
+    // The same identity connects and sends nothing: the publisher stays until the silent caller is closed.
+    let silent = call(&gw, &id, None).await.expect("admitted");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = gw.wait_anchor("stay", "cam", Duration::from_secs(1)).await.unwrap();
+    assert!(std::sync::Arc::ptr_eq(&now, &anchor), "the publisher was not replaced");
+    let mut video = now.video.subscribe();
+    assert!(tokio::time::timeout(Duration::from_secs(5), video.recv())
+        .await
+        .unwrap()
+        .is_some());
+    drop(silent);
     ff.kill().await;
 }

@@ -4,7 +4,8 @@
 //! `TsDemuxer` is a pure state machine fed whatever bytes arrived (SRT messages carry 7 packets, but any split
 //! works). It is lenient the way a live receiver must be: a lost sync byte is searched for again, a gap in a
 //! stream's continuity counter drops the PES it cut and marks the next one, a PSI section with a bad CRC is
-//! ignored. It never holds more than `MAX_PES_BYTES` for one stream, `MAX_STREAMS` streams and one partial packet.
+//! ignored. It reassembles only the program's first video and first audio stream (what a room carries), so it
+//! never holds more than `MAX_PES_BYTES` + `MAX_AUDIO_PES_BYTES`, the stream list and one partial packet.
 //!
 //! When does a video PES end? Muxers leave video `PES_packet_length` at 0 (unbounded), so by the standard a
 //! picture is only known complete when the next one starts, a frame interval later. libavformat (ffmpeg, OBS) and
@@ -17,8 +18,10 @@ use bytes::{Bytes, BytesMut};
 /// Size of one transport packet.
 pub const PACKET: usize = 188;
 const SYNC: u8 = 0x47;
-/// The most one PES may hold (a 4K intra picture is well below it).
+/// The most one video PES may hold (a 4K intra picture is well below it).
 pub const MAX_PES_BYTES: usize = 8 << 20;
+/// The most one audio PES may hold (muxers put a few frames in one: a few KiB).
+pub const MAX_AUDIO_PES_BYTES: usize = 256 << 10;
 /// The most elementary streams a program may list.
 pub const MAX_STREAMS: usize = 16;
 /// The largest PSI section (`section_length` is at most 1021 for PAT and PMT).
@@ -242,7 +245,8 @@ impl TsDemuxer {
             if len > 0 {
                 discontinuity = p[5] & 0x80 != 0;
                 let pcr = p[5] & 0x10 != 0;
-                stuffed = !pcr && len >= 2 && p[4 + len] == 0xFF;
+                // libavformat pads 2 bytes with a flags-only field (flags 0), more with 0xFF bytes after them.
+                stuffed = !pcr && ((len >= 2 && p[4 + len] == 0xFF) || (len == 1 && p[5] == 0));
             } else {
                 stuffed = true; // an empty adaptation field: one byte of stuffing
             }
@@ -329,9 +333,12 @@ impl TsDemuxer {
         if program == self.program {
             return;
         }
-        // Streams that stay keep what they were assembling; the others go.
-        let mut streams = Vec::with_capacity(program.len());
-        for e in &program {
+        // The first video and the first audio stream are reassembled (streams that stay keep what they were
+        // assembling); the others are listed only.
+        let first_video = program.iter().find(|e| e.kind.is_video());
+        let first_audio = program.iter().find(|e| !e.kind.is_video());
+        let mut streams = Vec::with_capacity(2);
+        for e in first_video.into_iter().chain(first_audio) {
             let kept = self
                 .streams
                 .iter()
@@ -462,7 +469,12 @@ fn es_packet(
     } else if !es.open {
         return; // the middle of a PES whose start we did not see
     }
-    if es.buf.len() + payload.len() > MAX_PES_BYTES {
+    let limit = if es.kind.is_video() {
+        MAX_PES_BYTES
+    } else {
+        MAX_AUDIO_PES_BYTES
+    };
+    if es.buf.len() + payload.len() > limit {
         losses.bad_pes += 1;
         es.open = false;
         es.head = None;

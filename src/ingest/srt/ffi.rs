@@ -26,6 +26,8 @@ pub enum SockOpt {
     SndSyn = 1,
     /// Blocking receive (bool).
     RcvSyn = 2,
+    /// Receive buffer size in bytes (int).
+    RcvBuf = 6,
     /// Latency, both directions, in ms (int).
     Latency = 23,
     /// The AES passphrase (string, 10-79 bytes).
@@ -61,6 +63,21 @@ pub struct EpollEvent {
     pub events: c_int,
 }
 
+/// `SRT_MSGCTRL` (48 bytes, `srctime` at 16: checked against the header): what libsrt says of a message.
+#[repr(C)]
+struct MsgCtrl {
+    flags: c_int,
+    msgttl: c_int,
+    inorder: c_int,
+    boundary: c_int,
+    /// When the sender handed the message to SRT, on libsrt's clock here (µs); 0 if unknown.
+    srctime: i64,
+    pktseq: i32,
+    msgno: i32,
+    grpdata: *mut c_void,
+    grpdata_size: usize,
+}
+
 /// The listen callback's signature (`srt_listen_callback_fn`).
 pub type ListenCallback = unsafe extern "C" fn(
     opaque: *mut c_void,
@@ -73,6 +90,7 @@ pub type ListenCallback = unsafe extern "C" fn(
 #[link(name = "libsrt-gnutls.so.1.5", kind = "dylib", modifiers = "+verbatim")]
 extern "C" {
     fn srt_startup() -> c_int;
+    fn srt_cleanup() -> c_int;
     fn srt_create_socket() -> RawSocket;
     fn srt_bind(u: RawSocket, name: *const libc::sockaddr, namelen: c_int) -> c_int;
     fn srt_listen(u: RawSocket, backlog: c_int) -> c_int;
@@ -82,7 +100,9 @@ extern "C" {
     fn srt_getsockflag(u: RawSocket, opt: c_int, optval: *mut c_void, optlen: *mut c_int) -> c_int;
     fn srt_setsockflag(u: RawSocket, opt: c_int, optval: *const c_void, optlen: c_int) -> c_int;
     fn srt_getsockname(u: RawSocket, name: *mut libc::sockaddr, namelen: *mut c_int) -> c_int;
-    fn srt_recvmsg(u: RawSocket, buf: *mut c_char, len: c_int) -> c_int;
+    fn srt_recvmsg2(u: RawSocket, buf: *mut c_char, len: c_int, mctrl: *mut MsgCtrl) -> c_int;
+    fn srt_msgctrl_init(mctrl: *mut MsgCtrl);
+    fn srt_time_now() -> i64;
     fn srt_getlasterror(errno_loc: *mut c_int) -> c_int;
     fn srt_getlasterror_str() -> *const c_char;
     fn srt_epoll_create() -> c_int;
@@ -116,6 +136,20 @@ unsafe extern "C" fn log_line(
     area: *const c_char,
     message: *const c_char,
 ) {
+    // libsrt logs an error for some single spoofable datagrams: at most one line a second (with how many were
+    // not logged), decided before any formatting, as this runs on libsrt's receiving thread.
+    static LAST: std::sync::Mutex<Option<(std::time::Instant, u64)>> = std::sync::Mutex::new(None);
+    let suppressed = {
+        let Ok(mut last) = LAST.lock() else { return };
+        let now = std::time::Instant::now();
+        match &mut *last {
+            Some((at, n)) if now.duration_since(*at) < std::time::Duration::from_secs(1) => {
+                *n += 1;
+                return;
+            }
+            slot => slot.replace((now, 0)).map_or(0, |(_, n)| n),
+        }
+    };
     let _ = std::panic::catch_unwind(|| {
         // SAFETY: libsrt passes NUL-terminated strings (or null) valid during the call.
         let text = |p: *const c_char| {
@@ -127,9 +161,9 @@ unsafe extern "C" fn log_line(
         };
         let (area, message) = (text(area), text(message));
         if level <= 2 {
-            tracing::error!(target: "libsrt", area, "{message}");
+            tracing::error!(target: "libsrt", area, suppressed, "{message}");
         } else {
-            tracing::warn!(target: "libsrt", area, "{message}");
+            tracing::warn!(target: "libsrt", area, suppressed, "{message}");
         }
     });
 }
@@ -171,30 +205,51 @@ fn check(what: &'static str, r: c_int) -> Result<c_int, SrtError> {
     }
 }
 
-/// Start libsrt (idempotent), its log lines (errors only) going to ours.
-pub fn startup() -> Result<(), SrtError> {
-    // SAFETY: the handler is a plain function valid for the whole process; srt_startup counts its callers.
-    unsafe {
-        srt_setloglevel(3); // LOG_ERR
-        srt_setloghandler(std::ptr::null_mut(), log_line);
-        check("srt_startup", srt_startup())?;
+/// libsrt kept started while held: `srt_startup` and `srt_cleanup` are counted, and each of our sockets and
+/// epoll sets holds one, so the library is torn down (its threads joined) when the last of them goes, before the
+/// process exits. Left to libsrt's own teardown at exit, its garbage-collector and queue threads would still be
+/// running while its globals are destroyed (heap corruption seen in tests).
+#[derive(Debug)]
+struct Started(());
+
+impl Started {
+    fn new() -> Result<Started, SrtError> {
+        static LOGS: std::sync::Once = std::sync::Once::new();
+        // SAFETY: the handler is a plain function valid for the whole process; srt_startup counts its callers.
+        unsafe {
+            LOGS.call_once(|| {
+                srt_setloglevel(3); // LOG_ERR
+                srt_setloghandler(std::ptr::null_mut(), log_line);
+            });
+            check("srt_startup", srt_startup())?;
+        }
+        Ok(Started(()))
     }
-    Ok(())
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        // SAFETY: balances the srt_startup of `new`; the last one tears libsrt down.
+        unsafe {
+            srt_cleanup();
+        }
+    }
 }
 
 /// An SRT socket this process owns; closed when dropped.
 #[derive(Debug)]
-pub struct Socket(RawSocket);
+pub struct Socket(RawSocket, Started);
 
 impl Socket {
     /// A new socket (live mode by default).
     pub fn new() -> Result<Socket, SrtError> {
+        let started = Started::new()?;
         // SAFETY: no arguments.
         let s = unsafe { srt_create_socket() };
         if s == INVALID {
             return Err(SrtError::last("srt_create_socket"));
         }
-        Ok(Socket(s))
+        Ok(Socket(s, started))
     }
 
     /// Connect to `addr` as a caller (blocking, up to the connect timeout); on refusal, the error and the reject
@@ -221,8 +276,8 @@ impl Socket {
     }
 
     /// Take ownership of a socket id libsrt handed over (from `accept`).
-    fn from_raw(s: RawSocket) -> Socket {
-        Socket(s)
+    fn from_raw(s: RawSocket) -> Result<Socket, SrtError> {
+        Ok(Socket(s, Started::new()?))
     }
 
     /// The socket id.
@@ -302,22 +357,30 @@ impl Socket {
                 return if e.code == E_ASYNC_RCV { Ok(None) } else { Err(e) };
             }
             Ok(Some((
-                Socket::from_raw(s),
+                Socket::from_raw(s)?,
                 socket_addr((&storage as *const libc::sockaddr_storage).cast()),
             )))
         }
     }
 
-    /// Receive one message into `buf` (non-blocking socket: `Ok(None)` when none is waiting).
-    pub fn recv(&self, buf: &mut [u8]) -> Result<Option<usize>, SrtError> {
+    /// Receive one message into `buf` (non-blocking socket: `Ok(None)` when none is waiting): its length and how
+    /// long ago the sender handed it to SRT (network plus the latency buffer), when libsrt knows.
+    pub fn recv(&self, buf: &mut [u8]) -> Result<Option<(usize, Option<std::time::Duration>)>, SrtError> {
         let len = buf.len().min(i32::MAX as usize) as c_int;
-        // SAFETY: libsrt writes at most `len` bytes into `buf`.
-        let n = unsafe { srt_recvmsg(self.0, buf.as_mut_ptr().cast(), len) };
+        // SAFETY: libsrt writes at most `len` bytes into `buf` and fills `ctrl`, a properly laid-out
+        // SRT_MSGCTRL it initialized.
+        let (n, srctime, now) = unsafe {
+            let mut ctrl = std::mem::MaybeUninit::<MsgCtrl>::zeroed();
+            srt_msgctrl_init(ctrl.as_mut_ptr());
+            let n = srt_recvmsg2(self.0, buf.as_mut_ptr().cast(), len, ctrl.as_mut_ptr());
+            (n, ctrl.assume_init().srctime, srt_time_now())
+        };
         if n == INVALID {
-            let e = SrtError::last("srt_recvmsg");
+            let e = SrtError::last("srt_recvmsg2");
             return if e.code == E_ASYNC_RCV { Ok(None) } else { Err(e) };
         }
-        Ok(Some(n.max(0) as usize))
+        let held = (srctime > 0 && now >= srctime).then(|| std::time::Duration::from_micros((now - srctime) as u64));
+        Ok(Some((n.clamp(0, len) as usize, held)))
     }
 }
 
@@ -368,14 +431,15 @@ impl Handshaking {
 
 /// An SRT epoll set.
 #[derive(Debug)]
-pub struct Epoll(c_int);
+pub struct Epoll(c_int, Started);
 
 impl Epoll {
     /// A new, empty set.
     pub fn new() -> Result<Epoll, SrtError> {
+        let started = Started::new()?;
         // SAFETY: no arguments.
         let id = check("srt_epoll_create", unsafe { srt_epoll_create() })?;
-        Ok(Epoll(id))
+        Ok(Epoll(id, started))
     }
 
     /// Watch `s` for `events` (`EPOLL_*`); a closed socket leaves the set by itself.
@@ -387,11 +451,15 @@ impl Epoll {
         Ok(())
     }
 
-    /// Wait up to `timeout_ms` for events; fills `out` and returns how many.
+    /// Wait up to `timeout_ms` for events; fills `out` and returns how many (an error waits out the timeout, so
+    /// a failing set cannot spin its thread).
     pub fn wait(&self, out: &mut [EpollEvent], timeout_ms: i64) -> usize {
         let size = out.len().min(i32::MAX as usize) as c_int;
         // SAFETY: libsrt writes at most `size` events into `out`.
         let n = unsafe { srt_epoll_uwait(self.0, out.as_mut_ptr(), size, timeout_ms) };
+        if n < 0 {
+            std::thread::sleep(std::time::Duration::from_millis(timeout_ms.max(1) as u64));
+        }
         n.clamp(0, size) as usize
     }
 }

@@ -27,12 +27,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
-/// Batches of received bytes a publish task may have waiting before more are dropped.
-const QUEUE: usize = 64;
+/// Batches of received bytes (each at most `BATCH` bytes) a publish task may have waiting before more are dropped.
+const QUEUE: usize = 32;
+/// The most one read of a connection hands over at once.
+const BATCH: usize = 64 * 1024;
 /// How long the I/O thread waits for events before it looks at ended publishes and stale admissions.
 const TICK_MS: i64 = 250;
-/// An admitted caller not accepted within this time (its handshake failed after the callback) is forgotten.
-const ADMISSION_TTL: Duration = Duration::from_secs(10);
+/// An admitted caller not accepted within this time (its handshake failed after the callback, e.g. a passphrase
+/// mismatch) is forgotten and its slot given back.
+const ADMISSION_TTL: Duration = Duration::from_secs(3);
+/// Handshakes the listen callback judges per minute: from one address, and from all (each verifies a UserSig on
+/// libsrt's receiving thread, which every publisher's packets go through).
+const HANDSHAKES_PER_IP_PER_MINUTE: u32 = 60;
+const HANDSHAKES_PER_MINUTE: u32 = 30_000;
+/// libsrt's receive buffer per connection (bytes): what a caller asking for a long latency can make us hold.
+/// 4 MiB holds 1.5 s of a 20 Mb/s stream.
+const RECEIVE_BUFFER: i32 = 4 << 20;
 
 /// What every SRT publish shares.
 pub struct SrtContext {
@@ -56,6 +66,8 @@ struct Gate {
     ctx: Arc<SrtContext>,
     slots: Arc<ConnectionCounter>,
     admitted: Mutex<HashMap<RawSocket, Admission>>,
+    per_ip: crate::limits::PerIpRate,
+    all: crate::limits::PerIpRate,
 }
 
 /// What the listen callback points at: the gate while the listener runs, nothing after (libsrt may still call
@@ -107,7 +119,6 @@ impl Drop for SrtListener {
 
 /// Bind the SRT listener of `ctx.config.srt` and start its thread; publish tasks are spawned on `runtime`.
 pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(SocketAddr, SrtListener), SrtError> {
-    ffi::startup()?;
     let cfg = &ctx.config.srt;
     let listener = Socket::new()?;
     listener.set_int(SockOpt::TransType, 0)?; // live
@@ -116,6 +127,7 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
     listener.set_int(SockOpt::Latency, cfg.latency_ms as i32)?;
     listener.set_int(SockOpt::RcvLatency, cfg.latency_ms as i32)?;
     listener.set_int(SockOpt::EnforcedEncryption, 1)?;
+    listener.set_int(SockOpt::RcvBuf, RECEIVE_BUFFER)?;
     if cfg.listen.is_ipv6() {
         listener.set_int(SockOpt::Ipv6Only, 0)?;
     }
@@ -125,6 +137,8 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
         slots: ConnectionCounter::new(cfg.max_connections, cfg.max_connections_per_ip),
         ctx: ctx.clone(),
         admitted: Mutex::new(HashMap::new()),
+        per_ip: crate::limits::PerIpRate::new(HANDSHAKES_PER_IP_PER_MINUTE),
+        all: crate::limits::PerIpRate::new(HANDSHAKES_PER_MINUTE),
     });
     let cell: &'static GateCell = Box::leak(Box::new(GateCell(Mutex::new(Some(gate.clone())))));
     // SAFETY: `cell` is never freed, and is a Mutex (usable from libsrt's threads).
@@ -223,6 +237,12 @@ impl Gate {
     }
 
     fn admit(&self, ns: Handshaking, peer: SocketAddr, stream_id: &str) -> Result<Admission, Rejection> {
+        let now = Instant::now();
+        let key = crate::ingest::rtmp::slot_key(peer.ip());
+        let unspecified = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+        for bucket in [self.per_ip.check(key, now), self.all.check(unspecified, now)] {
+            bucket.map_err(|(e, _)| Rejection::new(1402, e.reason(), e))?;
+        }
         let slot = self
             .slots
             .try_open(crate::ingest::rtmp::slot_key(peer.ip()))
@@ -361,20 +381,29 @@ impl IoLoop {
         let Some(c) = self.conns.get_mut(&fd) else { return };
         let mut batch = BytesMut::new();
         let mut broken = events & ffi::EPOLL_ERR != 0;
+        let mut held = None;
         if events & ffi::EPOLL_IN != 0 {
             loop {
                 match c.socket.recv(buf) {
-                    Ok(Some(n)) if n > 0 => batch.extend_from_slice(&buf[..n]),
+                    Ok(Some((n, h))) if n > 0 => {
+                        batch.extend_from_slice(&buf[..n]);
+                        held = held.or(h);
+                    }
                     Ok(_) => break,
                     Err(_) => {
                         broken = true;
                         break;
                     }
                 }
-                if batch.len() >= 64 * 1024 {
+                if batch.len() >= BATCH {
                     break;
                 }
             }
+        }
+        if let Some(h) = held {
+            // From the encoder handing the batch's first message to SRT to our reading it: the network and SRT's
+            // latency buffer, what SRT adds before the gateway's own delay begins.
+            metrics::histogram!("roomgate_srt_receive_delay_seconds").record(h.as_secs_f64());
         }
         if !batch.is_empty() {
             match c.to_publish.try_send(batch.freeze()) {
@@ -432,15 +461,37 @@ async fn publish(
     mut rx: mpsc::Receiver<Bytes>,
 ) {
     let sdkappid = key.sdkappid;
+    let idle = Duration::from_secs(ctx.config.srt.idle_timeout_secs.max(1));
+    // The room is joined (and a publisher with this identity replaced) only once the connection sends something:
+    // a handshake alone, even a forged one, takes nobody's place.
+    let first = match tokio::time::timeout(idle, rx.recv()).await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => {
+            tracing::info!(?peer, anchor = %label, "SRT caller left before sending");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(?peer, anchor = %label, "no data from the SRT caller for {} s; closing", idle.as_secs());
+            metrics::counter!("roomgate_refusals_total", "source" => "srt", "reason" => "timeout").increment(1);
+            return;
+        }
+    };
     let anchor = ctx.hub.join(key, &userid, SourceKind::Srt);
     let mut kick = Some(anchor.kick_signal());
     tracing::info!(?peer, anchor = %label, "SRT publish started");
     let mut p = to_room::SrtPublish::new(anchor, label.clone(), ctx.config.opus_settings(sdkappid, None));
-    let idle = Duration::from_secs(ctx.config.srt.idle_timeout_secs.max(1));
     let mut media_deadline = tokio::time::Instant::now() + idle;
+    let mut pending = Some(first);
     let reason = loop {
+        let (deadline, ready) = (media_deadline, pending.take());
+        let next = async {
+            match ready {
+                Some(bytes) => Ok(Some(bytes)),
+                None => tokio::time::timeout_at(deadline, rx.recv()).await,
+            }
+        };
         tokio::select! {
-            batch = tokio::time::timeout_at(media_deadline, rx.recv()) => match batch {
+            batch = next => match batch {
                 Err(_) => {
                     tracing::warn!(?peer, anchor = %label, "no media from the SRT publisher for {} s; closing", idle.as_secs());
                     metrics::counter!("roomgate_refusals_total", "source" => "srt", "reason" => "timeout").increment(1);

@@ -7,7 +7,7 @@ use crate::media::aac::adts_frames;
 use crate::media::h264::{annex_b_nals, parse_sps};
 use crate::media::transcode::{AudioInputCodec, OpusSettings};
 use crate::media::ts::{self, Pes, StreamKind, TsDemuxer, TsEvent, Unwrap33};
-use crate::media::{Codec, Frame, TrackInfo, AUDIO_CLOCK, VIDEO_CLOCK};
+use crate::media::{Codec, Frame, TrackInfo, AUDIO_CLOCK};
 use crate::room::{AnchorHandle, LeaveReason};
 use bytes::Bytes;
 use std::time::Instant;
@@ -15,6 +15,11 @@ use std::time::Instant;
 /// How far below the first timestamp a stream may start (audio a little ahead of video) and still be placed:
 /// the timeline's origin is this much before the first timestamp seen.
 const HEADROOM_90K: i64 = 90_000;
+/// A timestamp this far from the previous one (10 s) is a discontinuity (an encoder restart, a spliced stream):
+/// the timeline goes on from where it was instead of jumping.
+const JUMP_90K: i64 = 10 * 90_000;
+/// AAC configuration changes allowed per minute (each restarts the transcoder); more end the publish.
+const AAC_CHANGES_PER_MINUTE: usize = 5;
 
 /// The room side of one accepted SRT publish.
 pub struct SrtPublish {
@@ -31,6 +36,8 @@ pub struct SrtPublish {
     waiting_keyframe: bool,
     audio_bridge: AudioBridge,
     aac_config: Option<[u8; 2]>,
+    aac_changes: Vec<Instant>,
+    last_ext: Option<i64>,
     opus_info_set: bool,
     warned: Warned,
     counters: InputCounters,
@@ -61,13 +68,16 @@ impl SrtPublish {
             pps: None,
             waiting_keyframe: true,
             aac_config: None,
+            aac_changes: Vec::new(),
+            last_ext: None,
             opus_info_set: false,
             warned: Warned::default(),
             counters: InputCounters::new("srt"),
         }
     }
 
-    /// Demux what the connection received; true if it completed media (a picture or audio) for the room.
+    /// Demux what the connection received; true if it held media of the chosen streams (a PES of them, even one
+    /// skipped while waiting for a keyframe): the publisher is alive.
     pub async fn on_data(&mut self, data: &[u8], received_at: Instant) -> Result<bool, Refusal> {
         self.demux.push(data, &mut self.events);
         let mut media = false;
@@ -77,11 +87,13 @@ impl SrtPublish {
                 TsEvent::Program(streams) => self.choose_streams(streams)?,
                 TsEvent::Pes(pes) if Some(pes.pid) == self.video => {
                     self.counters.video_bytes.increment(pes.data.len() as u64);
-                    media |= self.on_video(pes, received_at)?;
+                    self.on_video(pes, received_at)?;
+                    media = true;
                 }
                 TsEvent::Pes(pes) if self.audio.is_some_and(|(pid, _)| pid == pes.pid) => {
                     self.counters.audio_bytes.increment(pes.data.len() as u64);
-                    media |= self.on_audio(pes, received_at).await?;
+                    self.on_audio(pes, received_at).await?;
+                    media = true;
                 }
                 TsEvent::Pes(_) => {}
             }
@@ -128,11 +140,17 @@ impl SrtPublish {
         Ok(())
     }
 
-    /// The PES's time on the anchor's timeline (90 kHz), or None before the origin (or without a PTS).
+    /// The PES's time on the anchor's timeline (90 kHz), or None before the origin (or without a PTS). A jump of
+    /// more than `JUMP_90K` either way moves the origin so the timeline goes on from the last time.
     fn time_90k(&mut self, pts: Option<u64>) -> Option<u64> {
         let ext = self.clock.unwrap(pts?);
         let origin = *self.origin.get_or_insert(ext - HEADROOM_90K);
-        u64::try_from(ext - origin).ok()
+        if let Some(last) = self.last_ext.filter(|last| (ext - last).abs() > JUMP_90K) {
+            tracing::info!(anchor = %self.label, jump_ms = (ext - last) / 90, "SRT timestamps jumped; the timeline goes on");
+            self.origin = Some(origin + (ext - last));
+        }
+        self.last_ext = Some(ext);
+        u64::try_from(ext - self.origin.unwrap_or(origin)).ok()
     }
 
     fn on_video(&mut self, pes: &Pes, received_at: Instant) -> Result<bool, Refusal> {
@@ -206,13 +224,25 @@ impl SrtPublish {
         let mut media = false;
         match kind {
             StreamKind::Aac => {
-                let mut at_ms = pts / 90;
+                let mut samples = 0u64;
                 for frame in adts_frames(&pes.data) {
                     let Ok(frame) = frame else {
                         self.bad_audio("a malformed ADTS frame");
                         break;
                     };
+                    if frame.payload.is_empty() {
+                        continue;
+                    }
                     if self.aac_config != Some(frame.config) {
+                        let now = Instant::now();
+                        self.aac_changes
+                            .retain(|t| now.duration_since(*t) < std::time::Duration::from_secs(60));
+                        self.aac_changes.push(now);
+                        if self.aac_changes.len() > AAC_CHANGES_PER_MINUTE {
+                            return Err(Refusal::Malformed(format!(
+                                "the AAC configuration changed more than {AAC_CHANGES_PER_MINUTE} times in a minute"
+                            )));
+                        }
                         self.anchor.set_audio_info(TrackInfo {
                             source_codec: "aac".into(),
                             sample_rate: Some(AUDIO_CLOCK),
@@ -227,9 +257,11 @@ impl SrtPublish {
                         self.aac_config = Some(frame.config);
                     }
                     self.counters.audio_frames.increment(1);
+                    // Each frame's time from the PES's on the 90 kHz clock: 1024 samples a frame, no drift.
+                    let at_90k = pts + samples * 90_000 / frame.sample_rate.max(1) as u64;
                     self.audio_bridge
-                        .push(pes.data.slice_ref(frame.payload), at_ms, received_at)?;
-                    at_ms += 1024 * 1000 / frame.sample_rate.max(1) as u64;
+                        .push(pes.data.slice_ref(frame.payload), at_90k / 90, received_at)?;
+                    samples += 1024;
                     media = true;
                 }
             }
@@ -256,7 +288,8 @@ impl SrtPublish {
                         ..Default::default()
                     });
                 }
-                let mut at = pts * AUDIO_CLOCK as u64 / VIDEO_CLOCK as u64;
+                // 90 kHz to 48 kHz (8/15) without overflow for any u64.
+                let mut at = pts / 15 * 8 + pts % 15 * 8 / 15;
                 for packet in ts::opus_access_units(&pes.data) {
                     let Some(packet) = packet else {
                         self.bad_audio("a malformed Opus access unit");
@@ -295,5 +328,67 @@ impl SrtPublish {
     pub async fn finish(mut self, reason: LeaveReason) {
         self.audio_bridge.finish().await;
         self.anchor.leave(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::room::{RoomHub, RoomKey, RoomRef, SourceKind};
+
+    fn publish() -> (std::sync::Arc<RoomHub>, SrtPublish) {
+        let hub = RoomHub::new();
+        let key = RoomKey {
+            sdkappid: 1,
+            room: RoomRef::Str("r".into()),
+        };
+        let anchor = hub.join(key, "a", SourceKind::Srt);
+        let opus = OpusSettings {
+            bitrate: 64_000,
+            complexity: 1,
+        };
+        (hub, SrtPublish::new(anchor, "1/r/a".into(), opus))
+    }
+
+    #[tokio::test]
+    async fn the_timeline_goes_on_across_jumps_and_wraps() {
+        let (_hub, mut p) = publish();
+        let base = (1u64 << 33) - 3000; // one frame before the 33-bit wrap
+        assert_eq!(p.time_90k(Some(base)), Some(90_000));
+        assert_eq!(p.time_90k(Some(0)), Some(93_000), "across the wrap");
+        // An encoder restarting at another time: an hour forward, then back to 0.
+        assert_eq!(p.time_90k(Some(3000 + 90_000 * 3600)), Some(93_000));
+        assert_eq!(p.time_90k(Some(6000 + 90_000 * 3600)), Some(96_000));
+        assert_eq!(p.time_90k(Some(0)), Some(96_000));
+        assert_eq!(p.time_90k(Some(3000)), Some(99_000));
+        // A little back (audio before video) stays where it is.
+        assert_eq!(p.time_90k(Some(1500)), Some(97_500));
+        assert_eq!(p.time_90k(None), None);
+    }
+
+    #[tokio::test]
+    async fn an_ffmpeg_stream_becomes_pictures_and_opus_in_the_room() {
+        let (hub, mut p) = publish();
+        let anchor = hub
+            .participant(
+                &RoomKey {
+                    sdkappid: 1,
+                    room: RoomRef::Str("r".into()),
+                },
+                "a",
+            )
+            .unwrap();
+        let mut video = anchor.video.subscribe();
+        let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/x264_opus.ts")).unwrap();
+        for chunk in data.chunks(1316) {
+            p.on_data(chunk, Instant::now()).await.unwrap();
+        }
+        let mut pts = vec![];
+        while let Ok(Some(f)) = tokio::time::timeout(std::time::Duration::from_millis(100), video.recv()).await {
+            pts.push(f.pts);
+        }
+        assert_eq!(pts.len(), 15, "every picture of the file");
+        assert!(pts.windows(2).all(|w| w[1] - w[0] == 3000));
+        assert_eq!(anchor.audio_info().source_codec, "opus");
     }
 }

@@ -149,6 +149,75 @@ fn a_muxer_that_pads_mid_pes_turns_early_ends_off() {
     assert!(d.losses().cut_pes >= 1);
 }
 
+/// libavformat pads a PES's last packet by 2 bytes with a flags-only adaptation field (no 0xFF): still an end.
+#[test]
+fn a_two_byte_pad_ends_a_picture_too() {
+    let mut ts = psi(0x100, 0x1B);
+    let mut cc = 0;
+    // PES header 14 bytes + picture: 184 in the first packet, then 182 in the last (2 bytes of padding).
+    let picture = annexb_picture(1, 184 - 14 + 182 - 5);
+    ts.extend(pes_packets(0x100, &mut cc, 0, &picture, None));
+    let last = &ts[ts.len() - PACKET..];
+    assert_eq!(
+        (last[3] & 0x30, last[4], last[5]),
+        (0x30, 1, 0x00),
+        "a flags-only adaptation field"
+    );
+    let (_, events) = demux_all(&ts, &mut || 188);
+    let video = pes_of(&events, StreamKind::is_video);
+    assert_eq!(video.len(), 1, "emitted without a next start");
+    assert_eq!(video[0].data[..], picture[..]);
+}
+
+#[test]
+fn only_the_first_video_and_audio_streams_are_reassembled() {
+    let mut ts = section_packet(
+        0,
+        &[0x00, 0xB0, 0x0D, 0x00, 0x01, 0xC1, 0x00, 0x00, 0x00, 0x01, 0xF0, 0x00],
+    );
+    // A PMT with two H.264 streams and two AAC streams.
+    let mut pmt = vec![0x02, 0xB0, 0x00, 0x00, 0x01, 0xC1, 0x00, 0x00, 0xE1, 0x00, 0xF0, 0x00];
+    for (t, pid) in [(0x1Bu8, 0x100u16), (0x1B, 0x102), (0x0F, 0x101), (0x0F, 0x103)] {
+        pmt.extend([t, 0xE0 | (pid >> 8) as u8, pid as u8, 0xF0, 0x00]);
+    }
+    pmt[2] = (pmt.len() - 3 + 4) as u8;
+    ts.extend(section_packet(0x1000, &pmt));
+    let (mut cv, mut cv2, mut ca, mut ca2) = (0, 0, 0, 0);
+    ts.extend(pes_packets(0x100, &mut cv, 0, &annexb_picture(1, 300), None));
+    ts.extend(pes_packets(0x102, &mut cv2, 0, &annexb_picture(2, 300), None));
+    ts.extend(pes_packets_bounded(0x101, &mut ca, 0, &[1; 100]));
+    ts.extend(pes_packets_bounded(0x103, &mut ca2, 0, &[2; 100]));
+    let (d, events) = demux_all(&ts, &mut || 1316);
+    assert_eq!(d.program().len(), 4, "all are listed");
+    let pids: Vec<u16> = events
+        .iter()
+        .filter_map(|e| match e {
+            TsEvent::Pes(p) => Some(p.pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pids, vec![0x100, 0x101]);
+}
+
+#[test]
+fn an_audio_pes_is_bounded() {
+    let mut ts = psi(0x101, 0x0F);
+    let mut cc = 0;
+    ts.extend(pes_packets(
+        0x101,
+        &mut cc,
+        0,
+        &vec![0xAB; MAX_AUDIO_PES_BYTES + 1000],
+        None,
+    ));
+    ts.extend(pes_packets_bounded(0x101, &mut cc, 3000, &[7; 50]));
+    let (d, events) = demux_all(&ts, &mut || 1316);
+    let audio = pes_of(&events, |k| k == StreamKind::Aac);
+    assert_eq!(audio.len(), 1, "the over-long PES is dropped, the next one kept");
+    assert!(audio[0].after_loss && audio[0].data[..] == [7; 50]);
+    assert_eq!(d.losses().bad_pes, 1);
+}
+
 #[test]
 fn pes_with_a_length_ends_at_it_and_timestamps_are_read() {
     let mut ts = psi(0x101, 0x0F);
