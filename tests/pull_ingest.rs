@@ -895,6 +895,46 @@ async fn an_rtsp_camera_plays_in_a_room_and_its_redirects_are_not_followed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsps_camera_plays_when_its_certificate_is_trusted_and_fails_with_the_reason_when_not() {
+    // The camera's certificate, from a CA of its own (as a camera's self-made one would be).
+    let dir = tempfile::tempdir().unwrap();
+    let made = roomgate::tls::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key, ca) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+    );
+    std::fs::write(&cert, &made.chain_pem).unwrap();
+    std::fs::write(&key, &made.key_pem).unwrap();
+    std::fs::write(&ca, &made.ca_pem).unwrap();
+    let certs = roomgate::tls::Certificates::load(roomgate::tls::TlsFiles { cert, key }).unwrap();
+    let camera =
+        support::rtsp::RtspServer::serving_with(&testdata().join("sample-720p30.mp4"), Some(certs.acceptor(&[]))).await;
+    let url = format!("rtsps://viewer:secret@localhost:{}/live/main", camera.port);
+
+    // Not trusted (only the system's CAs): the task fails and says why.
+    let t = Pulling::start().await;
+    let task = start_task(&t.api, start_params("pull-rtsps", "camera", &url)).await;
+    let r = describe_until(&t.api, &task, Duration::from_secs(30), |r| r["State"] == "failed").await;
+    assert_eq!(r["State"], "failed", "{r}");
+    let reason = r["Reason"].as_str().unwrap();
+    assert!(reason.contains("TLS") && reason.contains("pull.ca_file"), "{r}");
+    drop(t);
+
+    // With its CA in pull.ca_file it plays.
+    let t = Pulling::start_with(move |c| c.pull.ca_file = ca).await;
+    let task = start_task(&t.api, start_params("pull-rtsps", "camera", &url)).await;
+    t.gw.wait_anchor("pull-rtsps", "camera", Duration::from_secs(15))
+        .await
+        .expect("the camera's robot enters the room");
+    let got = watch(&t.gw, "pull-rtsps", 30, 0).await;
+    let video = video_of(&got);
+    assert!(video.len() >= 30, "{} video frames over RTSPS", video.len());
+    assert_eq!(decode_h264_size_of(video.iter().copied()), Some((1280, 720)));
+    stop(&t.api, &task).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_rtsp_source_on_a_private_address_is_refused_under_the_default_policy() {
     let t = Pulling::start_with(|c| c.pull.allow_private_sources = false).await;
     let r = t

@@ -261,6 +261,9 @@ pub struct PullConfig {
     /// Days a finished, failed or stopped task is kept in the store (Describe answers for it) before it is
     /// deleted; 0 keeps them forever.
     pub ended_task_retention_days: u64,
+    /// PEM certificates trusted for `rtsps://` sources besides the system's CAs (a private CA, or a camera's
+    /// self-signed certificate); empty: the system's only.
+    pub ca_file: PathBuf,
 }
 
 impl Default for PullConfig {
@@ -272,6 +275,7 @@ impl Default for PullConfig {
             open_timeout_secs: 10,
             read_timeout_secs: 10,
             ended_task_retention_days: 30,
+            ca_file: PathBuf::new(),
         }
     }
 }

@@ -114,6 +114,10 @@ impl Config {
                 "rtmp.handshake_timeout_secs is at most 3600 and rtmp.idle_timeout_secs at most 86400".into(),
             ));
         }
+        if !self.pull.ca_file.as_os_str().is_empty() {
+            crate::tls::client_config(Some(&self.pull.ca_file))
+                .map_err(|e| ConfigError::Invalid(format!("pull.ca_file: {e}")))?;
+        }
         if self.srt.enabled && (self.srt.latency_ms > 10_000 || self.srt.idle_timeout_secs > 86_400) {
             return Err(ConfigError::Invalid(
                 "srt.latency_ms is at most 10000 and srt.idle_timeout_secs at most 86400".into(),

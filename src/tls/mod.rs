@@ -41,6 +41,14 @@ pub enum TlsError {
         /// What is wrong.
         reason: String,
     },
+    /// A certificate to trust cannot be used as a trust anchor.
+    #[error("{path}: not a usable CA certificate ({reason})")]
+    BadCa {
+        /// The PEM file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The certificate and key files a listener presents.
@@ -82,6 +90,40 @@ pub fn load(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
         ),
     })?;
     Ok(certified)
+}
+
+/// A TLS client configuration (rtsps:// sources) trusting the system's CAs (as `rustls-native-certs` finds them)
+/// and the PEM certificates in `extra` (a private CA, or a camera's self-signed certificate), on the same crypto
+/// provider as the listeners.
+pub fn client_config(extra: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = extra {
+        let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|_| TlsError::NoCertificate(path.into()))?;
+        if certs.is_empty() {
+            return Err(TlsError::NoCertificate(path.into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| TlsError::BadCa {
+                path: path.into(),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// The crypto provider of every TLS listener (aws-lc-rs).

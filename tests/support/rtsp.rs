@@ -1,5 +1,6 @@
 //! A tiny RTSP server for pull tests (an IP camera): it serves one H.264 stream over TCP-interleaved RTP, the RTP
-//! made by ffmpeg from a file (looping, in real time), or answers DESCRIBE with a redirect.
+//! made by ffmpeg from a file (looping, in real time), plainly or inside TLS (rtsps), or answers DESCRIBE with a
+//! redirect.
 
 #![allow(dead_code)]
 
@@ -8,7 +9,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::broadcast;
 
 pub struct RtspServer {
@@ -42,6 +43,11 @@ async fn udp_pair() -> (UdpSocket, UdpSocket) {
 impl RtspServer {
     /// Serve `file`'s video (H.264, copied) at `rtsp://127.0.0.1:<port>/<anything>`.
     pub async fn serving(file: &Path) -> RtspServer {
+        RtspServer::serving_with(file, None).await
+    }
+
+    /// `serving`, inside TLS with `tls` when given (`rtsps://`).
+    pub async fn serving_with(file: &Path, tls: Option<tokio_rustls::TlsAcceptor>) -> RtspServer {
         let dir = tempfile::tempdir().unwrap();
         let (rtp, rtcp) = udp_pair().await;
         let rtp_port = rtp.local_addr().unwrap().port();
@@ -105,13 +111,18 @@ impl RtspServer {
         let port = listener.local_addr().unwrap().port();
         let serve = tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(session(
-                    sock,
-                    Answer::Media {
-                        sdp: sdp.clone(),
-                        packets: tx.clone(),
-                    },
-                ));
+                let answer = Answer::Media {
+                    sdp: sdp.clone(),
+                    packets: tx.clone(),
+                };
+                match tls.clone() {
+                    None => drop(tokio::spawn(session(sock, answer))),
+                    Some(acceptor) => drop(tokio::spawn(async move {
+                        if let Ok(sock) = acceptor.accept(sock).await {
+                            session(sock, answer).await;
+                        }
+                    })),
+                }
             }
         });
         RtspServer {
@@ -157,8 +168,11 @@ enum Answer {
 }
 
 /// One client connection: answer its requests; after PLAY, send the packets interleaved on channel 0.
-async fn session(sock: TcpStream, answer: Answer) {
-    let (mut rd, wr) = sock.into_split();
+async fn session<S>(sock: S, answer: Answer)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let (mut rd, wr) = tokio::io::split(sock);
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];

@@ -235,7 +235,7 @@ pub async fn tasks(State(st): State<ApiState>, p: Peer, tls: OverTls, headers: H
 pub struct NewTask {
     /// App the robot anchor joins; its key signs the robot's UserSig.
     pub sdkappid: u64,
-    /// Source to pull: an http, https, rtmp, srt or rtsp URL.
+    /// Source to pull: an http, https, rtmp, srt, rtsp or rtsps URL.
     pub stream_url: String,
     /// String room id to join: 1-64 letters, digits, `_` or `-`.
     pub room: String,

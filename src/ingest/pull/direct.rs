@@ -1,7 +1,8 @@
 //! Sources libav reaches without the http(s) source proxy: rtmp and srt (libav connects to the address the
 //! gateway resolved and checked, so a DNS answer that changes before libav connects is never used; neither
-//! protocol redirects) and rtsp (through a relay of its own to the checked address, which refuses redirects:
-//! [`super::rtsp`]).
+//! protocol redirects) and rtsp/rtsps (through a relay of its own to the checked address, which refuses redirects:
+//! [`super::rtsp`]; for rtsps the relay speaks TLS to the camera, verifying its certificate, and libav plain RTSP to
+//! the relay).
 
 use super::proxy::ProxySession;
 use super::runner::TaskRun;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use url::Url;
 
 /// The schemes handled here.
-pub const SCHEMES: &[&str] = &["rtmp", "srt", "rtsp"];
+pub const SCHEMES: &[&str] = &["rtmp", "srt", "rtsp", "rtsps"];
 
 /// Protocols libav may use for an rtmp source.
 const RTMP_PROTOCOLS: &str = "rtmp,tcp";
@@ -20,6 +21,8 @@ const SRT_PROTOCOLS: &str = "srt";
 const RTSP_PROTOCOLS: &str = "rtsp,tcp";
 /// The RTSP port when the URL names none.
 const RTSP_PORT: u16 = 554;
+/// The RTSPS port when the URL names none.
+const RTSPS_PORT: u16 = 322;
 
 /// Check `url`'s host against `policy` and set libav's options for its protocol: the URL libav opens, and the
 /// relay session of an rtsp source. `Err(None)`: the task was stopped; `Err(Some(reason))`: what callers see.
@@ -45,7 +48,7 @@ pub(super) fn prepare(
             opts.set("timeout", &read_timeout.as_micros().to_string());
             opts.set("connect_timeout", &connect_ms.to_string());
         }
-        "rtsp" => {
+        "rtsp" | "rtsps" => {
             opts.set("protocol_whitelist", RTSP_PROTOCOLS);
             opts.set("format_whitelist", "rtsp");
             opts.set("rtsp_transport", "tcp");
@@ -69,13 +72,19 @@ pub(super) fn prepare(
         }
     };
     match url.scheme() {
-        "rtsp" => {
-            let target = std::net::SocketAddr::new(ip, url.port().unwrap_or(RTSP_PORT));
+        "rtsp" | "rtsps" => {
+            let tls = url.scheme() == "rtsps";
+            let port = url.port().unwrap_or(if tls { RTSPS_PORT } else { RTSP_PORT });
+            let target = std::net::SocketAddr::new(ip, port);
+            // The certificate is checked against the URL's host name (or address).
+            let name = tls.then(|| url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string());
             let session = sources
-                .rtsp_relay(policy, &task.id[..8], target)
+                .rtsp_relay(policy, &task.id[..8], target, name)
                 .map_err(|_| Some(source::NOT_OPENED.to_string()))?;
-            // The camera's credentials stay in the URL (libav answers its authentication challenges).
+            // The camera's credentials stay in the URL (libav answers its authentication challenges); libav speaks
+            // plain RTSP to the relay.
             let mut local = url.clone();
+            let _ = local.set_scheme("rtsp");
             let _ = local.set_ip_host(session.addr().ip());
             let _ = local.set_port(Some(session.addr().port()));
             Ok((local, Some(session)))

@@ -59,6 +59,8 @@ pub(crate) struct SourceAccess {
     http_trusted: reqwest::Client,
     /// `None` only when loopback cannot be bound.
     proxy: Option<proxy::SourceProxy>,
+    /// What rtsps:// relays trust (`None` when `pull.ca_file` cannot be read: rtsps sources then fail).
+    rtsps: Option<tokio_rustls::TlsConnector>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -75,7 +77,16 @@ impl SourceAccess {
                 None
             }
         };
+        let extra = (!config.pull.ca_file.as_os_str().is_empty()).then_some(config.pull.ca_file.as_path());
+        let rtsps = match crate::tls::client_config(extra) {
+            Ok(c) => Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(c))),
+            Err(e) => {
+                tracing::error!(error = %e, "pull.ca_file cannot be used; rtsps:// pull tasks will fail");
+                None
+            }
+        };
         SourceAccess {
+            rtsps,
             pull: config.pull.clone(),
             http,
             http_trusted,
@@ -123,7 +134,16 @@ impl SourceAccess {
         policy: policy::AddressPolicy,
         label: &str,
         target: std::net::SocketAddr,
+        tls_name: Option<String>,
     ) -> Result<proxy::ProxySession, ()> {
+        let tls = match tls_name {
+            None => None,
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name)
+                    .map_err(|e| tracing::warn!(error = %e, "an rtsps:// host that TLS cannot name"))?;
+                Some((self.rtsps.clone().ok_or(())?, name))
+            }
+        };
         let bound = std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| {
             l.set_nonblocking(true)?;
             Ok((l.local_addr()?, l))
@@ -133,7 +153,7 @@ impl SourceAccess {
         let timeout = Duration::from_secs(self.pull.open_timeout_secs.max(1));
         let task = self.runtime.spawn(async move {
             if let Ok(listener) = tokio::net::TcpListener::from_std(listener) {
-                super::rtsp::relay(listener, target, timeout, events).await;
+                super::rtsp::relay(listener, super::rtsp::Upstream { target, tls }, timeout, events).await;
             }
         });
         session.end_with(task.abort_handle());

@@ -512,6 +512,14 @@ fn open_error(e: &ff::Error, timed_out: bool, proxy: &[ProxyEvent]) -> String {
             "the RTSP server answered with {what}; RTSP redirects are not followed (use the address it redirects to)"
         );
     }
+    if let Some(why) = proxy.iter().find_map(|ev| match ev {
+        ProxyEvent::TlsFailed { why } => Some(why),
+        _ => None,
+    }) {
+        return format!(
+            "TLS with the RTSPS server failed: {why} (a camera's own certificate or CA goes in pull.ca_file)"
+        );
+    }
     if timed_out || proxy.iter().any(|ev| matches!(ev, ProxyEvent::Unreachable { .. })) {
         return source::NOT_OPENED.into();
     }

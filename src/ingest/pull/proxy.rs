@@ -294,6 +294,11 @@ pub enum ProxyEvent {
         /// The server's 3xx status code.
         status: u16,
     },
+    /// The TLS handshake with an rtsps server failed (its certificate does not verify, most often).
+    TlsFailed {
+        /// rustls's reason.
+        why: String,
+    },
 }
 
 /// One opening of a source: its policy and what the proxy saw.

@@ -174,25 +174,51 @@ fn atoi(word: &str) -> i32 {
     value as i32
 }
 
-/// Relay the one connection libav makes to `listener` to `target`, ending it (recorded in `events`) when the
-/// server redirects or speaks something else than RTSP.
-pub(super) async fn relay(listener: TcpListener, target: SocketAddr, connect_timeout: Duration, events: EventSink) {
+/// Where a relay connects: the checked address, and for rtsps the TLS client and the name the certificate must
+/// carry.
+pub(super) struct Upstream {
+    /// The checked address and port.
+    pub target: SocketAddr,
+    /// rtsps: TLS to the camera, verified for this name.
+    pub tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+}
+
+/// Relay the one connection libav makes to `listener` to `up`, ending it (recorded in `events`) when the server
+/// redirects or speaks something else than RTSP (or, for rtsps, when its certificate does not verify).
+pub(super) async fn relay(listener: TcpListener, up: Upstream, connect_timeout: Duration, events: EventSink) {
     let Ok(Ok((client, _))) = tokio::time::timeout(ACCEPT_WITHIN, listener.accept()).await else {
         return;
     };
     drop(listener);
-    let server = match tokio::time::timeout(connect_timeout, TcpStream::connect(target)).await {
+    let server = match tokio::time::timeout(connect_timeout, TcpStream::connect(up.target)).await {
         Ok(Ok(s)) => s,
         _ => {
             events.record(ProxyEvent::Unreachable {
-                host: target.ip().to_string(),
+                host: up.target.ip().to_string(),
             });
             return;
         }
     };
     let _ = (client.set_nodelay(true), server.set_nodelay(true));
+    match up.tls {
+        None => pump(client, server, events).await,
+        Some((connector, name)) => match tokio::time::timeout(connect_timeout, connector.connect(name, server)).await {
+            Ok(Ok(tls)) => pump(client, tls, events).await,
+            Ok(Err(e)) => events.record(ProxyEvent::TlsFailed { why: e.to_string() }),
+            Err(_) => events.record(ProxyEvent::Unreachable {
+                host: up.target.ip().to_string(),
+            }),
+        },
+    }
+}
+
+/// Move libav's requests to the server as they are, and the server's answers to libav once judged.
+async fn pump<S>(client: TcpStream, server: S, events: EventSink)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let (mut client_rd, mut client_wr) = client.into_split();
-    let (mut server_rd, mut server_wr) = server.into_split();
+    let (mut server_rd, mut server_wr) = tokio::io::split(server);
     let upstream = tokio::io::copy(&mut client_rd, &mut server_wr);
     let downstream = async {
         let mut scanner = RtspScanner::default();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use url::Url;
 
 /// Schemes a source URL may use.
-pub const SCHEMES: &[&str] = &["http", "https", "rtmp", "srt", "rtsp"];
+pub const SCHEMES: &[&str] = &["http", "https", "rtmp", "srt", "rtsp", "rtsps"];
 /// The options an `srt://` source may carry in its query (libsrt's, as ffmpeg names them): the stream id, the
 /// encryption and the latency. Anything else (a local port or address, listener or rendezvous mode) is refused:
 /// a pull task only ever calls out.
@@ -42,8 +42,8 @@ pub enum SourceError {
     /// The URL does not parse, is empty or too long, has no host, or a redirect's `Location` is bad.
     #[error("not a valid URL: {0}")]
     BadUrl(String),
-    /// The scheme (of the URL or a redirect) is not http, https, rtmp, srt or rtsp; carries it.
-    #[error("scheme {0:?} is not supported: use http, https, rtmp, srt or rtsp")]
+    /// The scheme (of the URL or a redirect) is not http, https, rtmp, srt, rtsp or rtsps; carries it.
+    #[error("scheme {0:?} is not supported: use http, https, rtmp, srt, rtsp or rtsps")]
     BadScheme(String),
     /// The address is kept for the log (`Debug`); the message names only the host the caller gave.
     #[error("the source host {host} has a private, loopback or link-local address (pull.allow_private_cidrs or pull.allow_private_sources allow it)")]
@@ -137,7 +137,7 @@ pub fn parse_source_url(raw: &str) -> Result<Url, SourceError> {
     if url.host_str().is_none_or(|h| h.is_empty()) {
         return Err(SourceError::BadUrl("no host".into()));
     }
-    if ["srt", "rtsp"].contains(&url.scheme()) && url.fragment().is_some() {
+    if ["srt", "rtsp", "rtsps"].contains(&url.scheme()) && url.fragment().is_some() {
         return Err(SourceError::BadUrl(format!(
             "a {}:// source has no #fragment",
             url.scheme()
@@ -296,7 +296,7 @@ pub async fn preflight(client: &reqwest::Client, url: &Url, policy: &AddressPoli
     let mut current = url.clone();
     for _ in 0..=MAX_REDIRECTS {
         check_destination(&current, policy).await?;
-        if ["rtmp", "srt", "rtsp"].contains(&current.scheme()) {
+        if ["rtmp", "srt", "rtsp", "rtsps"].contains(&current.scheme()) {
             return Ok(current);
         }
         let host = current.host_str().unwrap_or_default().to_string();

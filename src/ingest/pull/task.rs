@@ -18,7 +18,7 @@ pub struct TaskSpec {
     pub room_id_type: u8,
     /// TRTC's UserId: the robot anchor's user id in the room.
     pub user_id: String,
-    /// TRTC's StreamUrl: the source (http, https, rtmp, srt or rtsp).
+    /// TRTC's StreamUrl: the source (http, https, rtmp, srt, rtsp or rtsps).
     pub stream_url: String,
     /// TRTC's SeekSecond: where the first loop starts in the source, seconds (0: the start).
     #[serde(default)]
