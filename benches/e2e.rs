@@ -160,7 +160,8 @@ async fn cpu_percent(pid: u32, d: Duration) -> f64 {
 fn buckets(metrics: &str, name: &str) -> Vec<(f64, f64)> {
     let mut b: Vec<(f64, f64)> = metrics
         .lines()
-        .filter(|l| l.starts_with(&format!("{name}_bucket")) && l.contains("kind=\"video\""))
+        // The video series of a histogram with kinds (the gateway delay), or the only series of one without.
+        .filter(|l| l.starts_with(&format!("{name}_bucket")) && (l.contains("kind=\"video\"") || !l.contains("kind=")))
         .filter_map(|l| {
             let le = l.split("le=\"").nth(1)?.split('"').next()?;
             let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };

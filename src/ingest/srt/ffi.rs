@@ -70,7 +70,8 @@ struct MsgCtrl {
     msgttl: c_int,
     inorder: c_int,
     boundary: c_int,
-    /// When the sender handed the message to SRT, on libsrt's clock here (µs); 0 if unknown.
+    /// On receipt: when the message was due for delivery (its TSBPD time: its arrival as the sender's timestamp
+    /// places it, plus the latency), on libsrt's clock (µs); 0 if unknown.
     srctime: i64,
     pktseq: i32,
     msgno: i32,
@@ -295,6 +296,17 @@ impl Socket {
         set_flag_str(self.0, opt, value)
     }
 
+    /// An integer option (the negotiated latency).
+    pub fn get_int(&self, opt: SockOpt) -> Result<i32, SrtError> {
+        let mut value: i32 = 0;
+        let mut len = 4 as c_int;
+        // SAFETY: libsrt writes at most `len` (4) bytes into `value`.
+        check("srt_getsockflag", unsafe {
+            srt_getsockflag(self.0, opt as c_int, (&mut value as *mut i32).cast(), &mut len)
+        })?;
+        Ok(value)
+    }
+
     /// A string option (the stream id).
     pub fn get_str(&self, opt: SockOpt) -> Result<String, SrtError> {
         let mut buf = [0u8; 1024];
@@ -364,7 +376,7 @@ impl Socket {
     }
 
     /// Receive one message into `buf` (non-blocking socket: `Ok(None)` when none is waiting): its length and how
-    /// long ago the sender handed it to SRT (network plus the latency buffer), when libsrt knows.
+    /// long after its delivery time (TSBPD: arrival plus the latency) it was read, when libsrt knows.
     pub fn recv(&self, buf: &mut [u8]) -> Result<Option<(usize, Option<std::time::Duration>)>, SrtError> {
         let len = buf.len().min(i32::MAX as usize) as c_int;
         // SAFETY: libsrt writes at most `len` bytes into `buf` and fills `ctrl`, a properly laid-out
@@ -379,8 +391,8 @@ impl Socket {
             let e = SrtError::last("srt_recvmsg2");
             return if e.code == E_ASYNC_RCV { Ok(None) } else { Err(e) };
         }
-        let held = (srctime > 0 && now >= srctime).then(|| std::time::Duration::from_micros((now - srctime) as u64));
-        Ok(Some((n.clamp(0, len) as usize, held)))
+        let late = (srctime > 0).then(|| std::time::Duration::from_micros(now.saturating_sub(srctime).max(0) as u64));
+        Ok(Some((n.clamp(0, len) as usize, late)))
     }
 }
 

@@ -300,6 +300,7 @@ struct Connection {
     to_publish: mpsc::Sender<Bytes>,
     peer: Option<SocketAddr>,
     label: String,
+    latency: Duration,
     dropped: u64,
     _slot: ConnectionSlot,
 }
@@ -356,6 +357,10 @@ impl IoLoop {
                 tracing::warn!(?peer, error = %e, "SRT connection cannot be watched; closed");
                 return;
             }
+            // The receive latency both sides agreed on (the larger of ours and the caller's).
+            let latency = socket
+                .get_int(SockOpt::RcvLatency)
+                .map_or(Duration::ZERO, |ms| Duration::from_millis(ms.max(0) as u64));
             let (tx, rx) = mpsc::channel(QUEUE);
             let ctx = self.gate.ctx.clone();
             let (key, userid, label) = (a.key, a.userid, a.label.clone());
@@ -368,6 +373,7 @@ impl IoLoop {
                     to_publish: tx,
                     peer,
                     label: a.label,
+                    latency,
                     dropped: 0,
                     _slot: a.slot,
                 },
@@ -400,10 +406,11 @@ impl IoLoop {
                 }
             }
         }
-        if let Some(h) = held {
-            // From the encoder handing the batch's first message to SRT to our reading it: the network and SRT's
-            // latency buffer, what SRT adds before the gateway's own delay begins.
-            metrics::histogram!("roomgate_srt_receive_delay_seconds").record(h.as_secs_f64());
+        if let Some(late) = held {
+            // From the batch's first message arriving (as SRT's clock places it) to our reading it: the latency
+            // buffer SRT holds it in (the negotiated latency) and how late after that we read it. What SRT adds
+            // before the gateway's own delay begins (the network's one-way delay is not in it).
+            metrics::histogram!("roomgate_srt_receive_delay_seconds").record((late + c.latency).as_secs_f64());
         }
         if !batch.is_empty() {
             match c.to_publish.try_send(batch.freeze()) {
