@@ -932,6 +932,34 @@ async fn an_rtsps_camera_plays_when_its_certificate_is_trusted_and_fails_with_th
     assert!(video.len() >= 30, "{} video frames over RTSPS", video.len());
     assert_eq!(decode_h264_size_of(video.iter().copied()), Some((1280, 720)));
     stop(&t.api, &task).await;
+    drop(t);
+
+    // A camera's own self-signed certificate, marked CA as `openssl req -x509` makes it and without the name the
+    // URL uses (WebPKI refuses such a certificate as a server's): put in pull.ca_file, it is pinned and plays.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["camera.local".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let own = params.self_signed(&key).unwrap();
+    let (cert, key_file, pin) = (
+        dir.path().join("own.pem"),
+        dir.path().join("own.key"),
+        dir.path().join("pin.pem"),
+    );
+    std::fs::write(&cert, own.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(&pin, own.pem()).unwrap();
+    let certs = roomgate::tls::Certificates::load(roomgate::tls::TlsFiles { cert, key: key_file }).unwrap();
+    let camera =
+        support::rtsp::RtspServer::serving_with(&testdata().join("sample-720p30.mp4"), Some(certs.acceptor(&[]))).await;
+    let url = format!("rtsps://127.0.0.1:{}/live/main", camera.port);
+    let t = Pulling::start_with(move |c| c.pull.ca_file = pin).await;
+    let task = start_task(&t.api, start_params("pull-rtsps2", "camera", &url)).await;
+    t.gw.wait_anchor("pull-rtsps2", "camera", Duration::from_secs(15))
+        .await
+        .expect("the pinned camera's robot enters the room");
+    let got = watch(&t.gw, "pull-rtsps2", 30, 0).await;
+    assert!(video_of(&got).len() >= 30, "a pinned certificate plays");
+    stop(&t.api, &task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

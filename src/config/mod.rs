@@ -261,8 +261,8 @@ pub struct PullConfig {
     /// Days a finished, failed or stopped task is kept in the store (Describe answers for it) before it is
     /// deleted; 0 keeps them forever.
     pub ended_task_retention_days: u64,
-    /// PEM certificates trusted for `rtsps://` sources besides the system's CAs (a private CA, or a camera's
-    /// self-signed certificate); empty: the system's only.
+    /// PEM certificates trusted for `rtsps://` sources besides the system's CAs: CAs, and certificates pinned as
+    /// they are (a camera's self-signed one); empty: the system's CAs only.
     pub ca_file: PathBuf,
 }
 

@@ -92,14 +92,21 @@ pub fn load(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     Ok(certified)
 }
 
-/// A TLS client configuration (rtsps:// sources) trusting the system's CAs (as `rustls-native-certs` finds them)
-/// and the PEM certificates in `extra` (a private CA, or a camera's self-signed certificate), on the same crypto
-/// provider as the listeners.
+/// A TLS client configuration (rtsps:// sources) on the same crypto provider as the listeners. A server is
+/// trusted when its chain verifies for its name against the system's CAs (as `rustls-native-certs` finds them)
+/// and the CAs among the PEM certificates in `extra`, or when it presents exactly one of the certificates in
+/// `extra` (pinned: a camera's self-signed certificate, whatever its CA flag or names, which WebPKI would refuse
+/// as an end entity). The handshake's signature is checked either way.
 pub fn client_config(extra: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
         let _ = roots.add(cert);
     }
+    if roots.is_empty() || !native.errors.is_empty() {
+        tracing::warn!(roots = roots.len(), errors = ?native.errors, "system CA certificates (for rtsps:// sources)");
+    }
+    let mut pinned = Vec::new();
     if let Some(path) = extra {
         let pem = std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.into(),
@@ -112,18 +119,79 @@ pub fn client_config(extra: Option<&Path>) -> Result<rustls::ClientConfig, TlsEr
             return Err(TlsError::NoCertificate(path.into()));
         }
         for cert in certs {
-            roots.add(cert).map_err(|e| TlsError::BadCa {
-                path: path.into(),
-                reason: e.to_string(),
-            })?;
+            // A certificate that cannot anchor a chain (a v1 certificate...) can still be pinned.
+            let _ = roots.add(cert.clone());
+            pinned.push(cert);
         }
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+    let provider = Arc::new(provider());
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .ok();
+    let verifier = PinnedOrWebPki {
+        webpki,
+        pinned,
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("aws-lc-rs supports the default protocol versions")
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(config)
+}
+
+/// Server certificate checks of `client_config`: an exact pinned certificate, or WebPKI (chain and name).
+#[derive(Debug)]
+struct PinnedOrWebPki {
+    /// `None` when there is no trust anchor at all (only pins then).
+    webpki: Option<Arc<rustls::client::WebPkiServerVerifier>>,
+    pinned: Vec<CertificateDer<'static>>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinnedOrWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) {
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        match &self.webpki {
+            Some(v) => v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// The crypto provider of every TLS listener (aws-lc-rs).

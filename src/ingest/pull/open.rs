@@ -512,13 +512,16 @@ fn open_error(e: &ff::Error, timed_out: bool, proxy: &[ProxyEvent]) -> String {
             "the RTSP server answered with {what}; RTSP redirects are not followed (use the address it redirects to)"
         );
     }
-    if let Some(why) = proxy.iter().find_map(|ev| match ev {
-        ProxyEvent::TlsFailed { why } => Some(why),
+    if let Some((why, certificate)) = proxy.iter().find_map(|ev| match ev {
+        ProxyEvent::TlsFailed { why, certificate } => Some((why, *certificate)),
         _ => None,
     }) {
-        return format!(
-            "TLS with the RTSPS server failed: {why} (a camera's own certificate or CA goes in pull.ca_file)"
-        );
+        let hint = if certificate {
+            " (a camera's own certificate or CA goes in pull.ca_file)"
+        } else {
+            ""
+        };
+        return format!("TLS with the RTSPS server failed: {why}{hint}");
     }
     if timed_out || proxy.iter().any(|ev| matches!(ev, ProxyEvent::Unreachable { .. })) {
         return source::NOT_OPENED.into();

@@ -296,8 +296,10 @@ pub enum ProxyEvent {
     },
     /// The TLS handshake with an rtsps server failed (its certificate does not verify, most often).
     TlsFailed {
-        /// rustls's reason.
+        /// rustls's reason (at most 200 characters).
         why: String,
+        /// It was the certificate (not the protocol version, the cipher suites...).
+        certificate: bool,
     },
 }
 

@@ -204,7 +204,16 @@ pub(super) async fn relay(listener: TcpListener, up: Upstream, connect_timeout: 
         None => pump(client, server, events).await,
         Some((connector, name)) => match tokio::time::timeout(connect_timeout, connector.connect(name, server)).await {
             Ok(Ok(tls)) => pump(client, tls, events).await,
-            Ok(Err(e)) => events.record(ProxyEvent::TlsFailed { why: e.to_string() }),
+            // A TLS refusal (most often the certificate) is the task's reason; a reset or close is not reaching it.
+            Ok(Err(e)) => match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                Some(tls) => events.record(ProxyEvent::TlsFailed {
+                    why: tls.to_string().chars().take(200).collect(),
+                    certificate: matches!(tls, rustls::Error::InvalidCertificate(_)),
+                }),
+                None => events.record(ProxyEvent::Unreachable {
+                    host: up.target.ip().to_string(),
+                }),
+            },
             Err(_) => events.record(ProxyEvent::Unreachable {
                 host: up.target.ip().to_string(),
             }),

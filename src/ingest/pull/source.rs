@@ -137,6 +137,14 @@ pub fn parse_source_url(raw: &str) -> Result<Url, SourceError> {
     if url.host_str().is_none_or(|h| h.is_empty()) {
         return Err(SourceError::BadUrl("no host".into()));
     }
+    if url.scheme() == "rtsps" {
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_string();
+        if rustls::pki_types::ServerName::try_from(host).is_err() {
+            return Err(SourceError::BadUrl(
+                "an rtsps:// host must be a DNS name or an IP address".into(),
+            ));
+        }
+    }
     if ["srt", "rtsp", "rtsps"].contains(&url.scheme()) && url.fragment().is_some() {
         return Err(SourceError::BadUrl(format!(
             "a {}:// source has no #fragment",
