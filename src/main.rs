@@ -11,7 +11,7 @@ use std::path::PathBuf;
 #[command(
     name = "roomgate",
     version,
-    about = "Self-hosted media ingest gateway: RTMP and WHIP publishers and pull tasks (Cloud API StartStreamIngest) become virtual anchors in rooms, watched over WHEP, with signed event callbacks (TRTC-compatible)"
+    about = "Self-hosted media ingest gateway: RTMP, SRT and WHIP publishers and pull tasks (Cloud API StartStreamIngest) become virtual anchors in rooms, watched over WHEP, with signed event callbacks (TRTC-compatible)"
 )]
 struct Cli {
     /// Config file (TOML). Every key can also be set as ROOMGATE_<KEY PATH>, e.g. ROOMGATE_RTMP_LISTEN.
@@ -42,7 +42,7 @@ enum Command {
         #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "testdata/sample-720p30.mp4")]
         demo_task: Option<PathBuf>,
     },
-    /// Print OBS settings (RTMP server + stream key, WHIP server + Bearer token) for an anchor of a room.
+    /// Print OBS settings (RTMP server + stream key, SRT URL, WHIP server + Bearer token) for an anchor of a room.
     Obs {
         #[arg(long)]
         sdkappid: Option<u64>,
