@@ -307,18 +307,6 @@ impl Socket {
         Ok(value)
     }
 
-    /// A string option (the stream id).
-    pub fn get_str(&self, opt: SockOpt) -> Result<String, SrtError> {
-        let mut buf = [0u8; 1024];
-        let mut len = buf.len() as c_int;
-        // SAFETY: libsrt writes at most `len` bytes into `buf` and sets `len` to what it wrote.
-        check("srt_getsockflag", unsafe {
-            srt_getsockflag(self.0, opt as c_int, buf.as_mut_ptr().cast(), &mut len)
-        })?;
-        let len = (len.max(0) as usize).min(buf.len());
-        Ok(String::from_utf8_lossy(&buf[..len]).trim_end_matches('\0').to_string())
-    }
-
     /// Bind to `addr`.
     pub fn bind(&self, addr: SocketAddr) -> Result<(), SrtError> {
         let sa = socket2::SockAddr::from(addr);

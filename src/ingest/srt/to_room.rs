@@ -153,12 +153,12 @@ impl SrtPublish {
         u64::try_from(ext - self.origin.unwrap_or(origin)).ok()
     }
 
-    fn on_video(&mut self, pes: &Pes, received_at: Instant) -> Result<bool, Refusal> {
+    fn on_video(&mut self, pes: &Pes, received_at: Instant) -> Result<(), Refusal> {
         if pes.dts.is_some_and(|dts| Some(dts) != pes.pts) {
             return Err(Refusal::BFrames);
         }
         let Some(pts) = self.time_90k(pes.pts) else {
-            return Ok(false);
+            return Ok(());
         };
         let (mut has_sps, mut has_pps, mut idr) = (false, false, false);
         for nal in annex_b_nals(&pes.data) {
@@ -188,10 +188,10 @@ impl SrtPublish {
                 tracing::warn!(anchor = %self.label, "H.264 pictures before the first SPS and PPS are dropped");
                 self.warned.no_sps = true;
             }
-            return Ok(false);
+            return Ok(());
         };
         if self.waiting_keyframe && !idr {
-            return Ok(false);
+            return Ok(());
         }
         self.waiting_keyframe = false;
         let data: std::sync::Arc<[u8]> = if idr && !(has_sps && has_pps) {
@@ -213,15 +213,14 @@ impl SrtPublish {
             data,
             received_at,
         });
-        Ok(true)
+        Ok(())
     }
 
-    async fn on_audio(&mut self, pes: &Pes, received_at: Instant) -> Result<bool, Refusal> {
+    async fn on_audio(&mut self, pes: &Pes, received_at: Instant) -> Result<(), Refusal> {
         let Some(pts) = self.time_90k(pes.pts) else {
-            return Ok(false);
+            return Ok(());
         };
-        let Some((_, kind)) = self.audio else { return Ok(false) };
-        let mut media = false;
+        let Some((_, kind)) = self.audio else { return Ok(()) };
         match kind {
             StreamKind::Aac => {
                 let mut samples = 0u64;
@@ -262,7 +261,6 @@ impl SrtPublish {
                     self.audio_bridge
                         .push(pes.data.slice_ref(frame.payload), at_90k / 90, received_at)?;
                     samples += 1024;
-                    media = true;
                 }
             }
             StreamKind::Mp3 => {
@@ -275,7 +273,6 @@ impl SrtPublish {
                 }
                 self.counters.audio_frames.increment(1);
                 self.audio_bridge.push(pes.data.clone(), pts / 90, received_at)?;
-                media = true;
             }
             StreamKind::Opus { channels } => {
                 if !self.opus_info_set {
@@ -308,12 +305,11 @@ impl SrtPublish {
                         received_at,
                     });
                     at += samples as u64;
-                    media = true;
                 }
             }
             _ => {}
         }
-        Ok(media)
+        Ok(())
     }
 
     fn bad_audio(&mut self, what: &str) {
