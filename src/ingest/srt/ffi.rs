@@ -161,7 +161,10 @@ unsafe extern "C" fn log_line(
             }
         };
         let (area, message) = (text(area), text(message));
-        if level <= 2 {
+        if message.contains("srt_accept: listener socket") && message.contains("already closed") {
+            // Our accept thread, woken by the listener's closing at shutdown: expected.
+            tracing::debug!(target: "libsrt", area, "{message}");
+        } else if level <= 2 {
             tracing::error!(target: "libsrt", area, suppressed, "{message}");
         } else {
             tracing::warn!(target: "libsrt", area, suppressed, "{message}");
@@ -345,7 +348,8 @@ impl Socket {
         Ok(())
     }
 
-    /// Accept a pending caller (non-blocking listener: `Ok(None)` when there is none).
+    /// Accept a pending caller: a blocking listener waits for one; a non-blocking one gives `Ok(None)` when none
+    /// is pending.
     pub fn accept(&self) -> Result<Option<(Socket, Option<SocketAddr>)>, SrtError> {
         // SAFETY: as in `local_addr`.
         unsafe {
@@ -360,6 +364,15 @@ impl Socket {
                 Socket::from_raw(s)?,
                 socket_addr((&storage as *const libc::sockaddr_storage).cast()),
             )))
+        }
+    }
+
+    /// Close the socket now, from any thread (a listener: wakes a blocked `accept`, which then fails); the drop
+    /// later closes nothing more.
+    pub fn shut(&self) {
+        // SAFETY: the id is ours; closing it twice (here, then in `drop`) only makes the second call fail.
+        unsafe {
+            srt_close(self.0);
         }
     }
 

@@ -3,9 +3,11 @@
 //! This file is the I/O edge. libsrt runs the protocol (handshake, retransmission, AES, latency buffer) on its
 //! own threads; roomgate decides who may publish in libsrt's listen callback, before the handshake completes, so
 //! a refused caller gets an SRT reject code (1400 bad request, 1401 bad credentials, 1402 overload, 1403
-//! forbidden, 1404 unknown app, 1405 not `m=publish`) and never sends media. One thread of ours waits on
-//! libsrt's epoll for the listener and every connection and hands what each connection received, a batch per
-//! wake-up, to that publish's task, where `to_room::SrtPublish` demuxes it into the room.
+//! forbidden, 1404 unknown app, 1405 not `m=publish`) and never sends media. Two threads of ours: `srt-accept`
+//! waits in libsrt's blocking accept; `srt-io` waits on libsrt's epoll for the open connections and hands what
+//! each received, a batch per wake-up, to that publish's task, where `to_room::SrtPublish` demuxes it into the
+//! room. With no connection open, `srt-io` sleeps on a channel: libsrt's epoll wait looks for events every
+//! 10 ms, and an idle listener should cost nothing.
 
 pub mod ffi;
 pub mod stream_id;
@@ -31,8 +33,11 @@ use tokio::sync::mpsc;
 const QUEUE: usize = 32;
 /// The most one read of a connection hands over at once.
 const BATCH: usize = 64 * 1024;
-/// How long the I/O thread waits for events before it looks at ended publishes and stale admissions.
-const TICK_MS: i64 = 250;
+/// How long the I/O thread waits, with no connection open, before it looks at stale admissions.
+const IDLE_TICK: Duration = Duration::from_millis(250);
+/// How long the I/O thread waits for events of open connections before it takes newly accepted ones and looks at
+/// ended publishes (libsrt's wait polls every 10 ms anyway).
+const TICK_MS: i64 = 20;
 /// An admitted caller not accepted within this time (its handshake failed after the callback, e.g. a passphrase
 /// mismatch) is forgotten and its slot given back.
 const ADMISSION_TTL: Duration = Duration::from_secs(3);
@@ -101,17 +106,21 @@ impl Rejection {
     }
 }
 
-/// The running SRT listener; dropping it stops its thread and closes every connection. The drop waits for the
-/// thread (at most a tick): libsrt's own teardown at process exit must not meet a thread still inside libsrt.
+/// The running SRT listener; dropping it closes the listener, stops its threads and closes every connection. The
+/// drop waits for the threads (at most a tick): libsrt's own teardown at process exit must not meet a thread
+/// still inside libsrt.
 pub struct SrtListener {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    listener: Arc<Socket>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for SrtListener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        // Wakes the accept thread out of libsrt's accept.
+        self.listener.shut();
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -122,7 +131,8 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
     let cfg = &ctx.config.srt;
     let listener = Socket::new()?;
     listener.set_int(SockOpt::TransType, 0)?; // live
-    listener.set_int(SockOpt::RcvSyn, 0)?;
+                                              // A blocking accept (on a thread of its own); accepted sockets are made non-blocking for the epoll.
+    listener.set_int(SockOpt::RcvSyn, 1)?;
     listener.set_int(SockOpt::SndSyn, 0)?;
     listener.set_int(SockOpt::Latency, cfg.latency_ms as i32)?;
     listener.set_int(SockOpt::RcvLatency, cfg.latency_ms as i32)?;
@@ -146,35 +156,75 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
         listener.listen(128, on_handshake, cell as *const GateCell as *mut c_void)?;
     }
     let epoll = Epoll::new()?;
-    epoll.add(listener.raw(), ffi::EPOLL_IN | ffi::EPOLL_ERR)?;
     let stop = Arc::new(AtomicBool::new(false));
+    let listener = Arc::new(listener);
+    let (accepted_tx, accepted) = std::sync::mpsc::channel();
     let io = IoLoop {
         gate,
-        listener,
+        accepted,
         epoll,
         runtime,
         conns: HashMap::new(),
     };
+    let thread_error = |e: std::io::Error| SrtError {
+        what: "thread",
+        code: 0,
+        message: e.to_string(),
+    };
+    let mut guard = SrtListener {
+        stop: stop.clone(),
+        listener: listener.clone(),
+        threads: Vec::new(),
+    };
     let flag = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name("srt-io".into())
-        .spawn(move || {
-            io.run(&flag);
-            *cell.0.lock().expect("gate cell") = None;
-        })
-        .map_err(|e| SrtError {
-            what: "thread",
-            code: 0,
-            message: e.to_string(),
-        })?;
+    guard.threads.push(
+        std::thread::Builder::new()
+            .name("srt-io".into())
+            .spawn(move || {
+                io.run(&flag);
+                *cell.0.lock().expect("gate cell") = None;
+            })
+            .map_err(thread_error)?,
+    );
+    let flag = stop.clone();
+    guard.threads.push(
+        std::thread::Builder::new()
+            .name("srt-accept".into())
+            .spawn(move || accept_loop(&listener, &accepted_tx, &flag))
+            .map_err(thread_error)?,
+    );
     tracing::info!(addr = %bound, latency_ms = cfg.latency_ms, "SRT listener ready");
-    Ok((
-        bound,
-        SrtListener {
-            stop,
-            thread: Some(thread),
-        },
-    ))
+    Ok((bound, guard))
+}
+
+/// The accept thread: waits in libsrt's blocking accept and hands each new connection to the I/O thread, until
+/// the listener is closed.
+fn accept_loop(listener: &Socket, to_io: &std::sync::mpsc::Sender<(Socket, Option<SocketAddr>)>, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok(Some((socket, peer))) => {
+                let unblocked = socket
+                    .set_int(SockOpt::RcvSyn, 0)
+                    .and_then(|()| socket.set_int(SockOpt::SndSyn, 0));
+                if let Err(e) = unblocked {
+                    tracing::warn!(?peer, error = %e, "SRT connection cannot be made non-blocking; closed");
+                    continue;
+                }
+                if to_io.send((socket, peer)).is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                tracing::warn!(error = %e, "SRT accept failed");
+                // Not a busy loop on a listener that keeps failing.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
 
 /// libsrt's listen callback: runs on libsrt's receiving thread during each caller's handshake.
@@ -305,10 +355,10 @@ struct Connection {
     _slot: ConnectionSlot,
 }
 
-/// The I/O thread's state: the listener, the epoll set and the open connections.
+/// The I/O thread's state: newly accepted connections, the epoll set and the open connections.
 struct IoLoop {
     gate: Arc<Gate>,
-    listener: Socket,
+    accepted: std::sync::mpsc::Receiver<(Socket, Option<SocketAddr>)>,
     epoll: Epoll,
     runtime: tokio::runtime::Handle,
     conns: HashMap<RawSocket, Connection>,
@@ -320,15 +370,23 @@ impl IoLoop {
         let mut buf = vec![0u8; 1500];
         let mut last_sweep = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            let n = self.epoll.wait(&mut events, TICK_MS);
-            for ev in &events[..n] {
-                if ev.fd == self.listener.raw() {
-                    self.accept_one();
-                } else {
+            if self.conns.is_empty() {
+                // Nothing to read: sleep until a connection is accepted (libsrt's epoll wait would poll).
+                match self.accepted.recv_timeout(IDLE_TICK) {
+                    Ok((socket, peer)) => self.take(socket, peer),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                let n = self.epoll.wait(&mut events, TICK_MS);
+                for ev in &events[..n] {
                     self.read(ev.fd, ev.events, &mut buf);
                 }
+                while let Ok((socket, peer)) = self.accepted.try_recv() {
+                    self.take(socket, peer);
+                }
             }
-            if last_sweep.elapsed() >= Duration::from_millis(TICK_MS as u64) {
+            if last_sweep.elapsed() >= IDLE_TICK {
                 last_sweep = Instant::now();
                 self.sweep();
             }
@@ -337,17 +395,9 @@ impl IoLoop {
         tracing::info!("SRT listener stopped");
     }
 
-    /// Accept one pending caller (the listener stays readable while more wait: the next wait reports it again).
-    fn accept_one(&mut self) {
+    /// Start the publish of an accepted connection, if the listen callback admitted it.
+    fn take(&mut self, socket: Socket, peer: Option<SocketAddr>) {
         {
-            let (socket, peer) = match self.listener.accept() {
-                Ok(Some(accepted)) => accepted,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "SRT accept failed");
-                    return;
-                }
-            };
             let admission = self.gate.admitted.lock().expect("admissions").remove(&socket.raw());
             let Some(a) = admission else {
                 tracing::warn!(?peer, "SRT connection without an admission closed");
