@@ -126,12 +126,12 @@ impl Drop for SrtListener {
     }
 }
 
-/// Bind the SRT listener of `ctx.config.srt` and start its thread; publish tasks are spawned on `runtime`.
+/// Bind the SRT listener of `ctx.config.srt` and start its threads; publish tasks are spawned on `runtime`.
 pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(SocketAddr, SrtListener), SrtError> {
     let cfg = &ctx.config.srt;
     let listener = Socket::new()?;
-    listener.set_int(SockOpt::TransType, 0)?; // live
-                                              // A blocking accept (on a thread of its own); accepted sockets are made non-blocking for the epoll.
+    // Live mode; a blocking accept (on a thread of its own; accepted sockets are made non-blocking for the epoll).
+    listener.set_int(SockOpt::TransType, 0)?;
     listener.set_int(SockOpt::RcvSyn, 1)?;
     listener.set_int(SockOpt::SndSyn, 0)?;
     listener.set_int(SockOpt::Latency, cfg.latency_ms as i32)?;
@@ -177,12 +177,16 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
         threads: Vec::new(),
     };
     let flag = stop.clone();
+    let teardown = Teardown {
+        cell,
+        listener: listener.clone(),
+    };
     guard.threads.push(
         std::thread::Builder::new()
             .name("srt-io".into())
             .spawn(move || {
+                let _teardown = teardown;
                 io.run(&flag);
-                *cell.0.lock().expect("gate cell") = None;
             })
             .map_err(thread_error)?,
     );
@@ -197,20 +201,40 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
     Ok((bound, guard))
 }
 
+/// What the I/O thread leaves behind when it ends, even by a panic: no more admissions (the listen callback
+/// rejects every caller) and a closed listener (which also ends the accept thread), so callers are not let into
+/// a listener nobody reads.
+struct Teardown {
+    cell: &'static GateCell,
+    listener: Arc<Socket>,
+}
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        if let Ok(mut gate) = self.cell.0.lock() {
+            *gate = None;
+        }
+        self.listener.shut();
+    }
+}
+
 /// The accept thread: waits in libsrt's blocking accept and hands each new connection to the I/O thread, until
 /// the listener is closed.
-fn accept_loop(listener: &Socket, to_io: &std::sync::mpsc::Sender<(Socket, Option<SocketAddr>)>, stop: &AtomicBool) {
+fn accept_loop(listener: &Socket, to_io: &std::sync::mpsc::Sender<Accepted>, stop: &AtomicBool) {
+    let mut failures = 0u32;
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok(Some((socket, peer))) => {
+                failures = 0;
+                // A caller that hung up at once has a broken socket that refuses options: it still goes to the
+                // I/O thread, marked unusable, which closes it and gives back its admission and slot.
                 let unblocked = socket
                     .set_int(SockOpt::RcvSyn, 0)
                     .and_then(|()| socket.set_int(SockOpt::SndSyn, 0));
-                if let Err(e) = unblocked {
-                    tracing::warn!(?peer, error = %e, "SRT connection cannot be made non-blocking; closed");
-                    continue;
+                if let Err(e) = &unblocked {
+                    tracing::debug!(?peer, error = %e, "SRT connection cannot be made non-blocking; closed");
                 }
-                if to_io.send((socket, peer)).is_err() {
+                if to_io.send((socket, peer, unblocked.is_ok())).is_err() {
                     break;
                 }
             }
@@ -219,9 +243,13 @@ fn accept_loop(listener: &Socket, to_io: &std::sync::mpsc::Sender<(Socket, Optio
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                tracing::warn!(error = %e, "SRT accept failed");
-                // Not a busy loop on a listener that keeps failing.
-                std::thread::sleep(Duration::from_millis(100));
+                // One failure is a caller that left between its handshake and our accept; a run of them is a
+                // listener in trouble: no busy loop then.
+                failures += 1;
+                if failures > 1 {
+                    tracing::warn!(error = %e, "SRT accept failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
             }
         }
     }
@@ -355,10 +383,13 @@ struct Connection {
     _slot: ConnectionSlot,
 }
 
+/// A connection the accept thread took: its socket, its peer, and whether it is usable (made non-blocking).
+type Accepted = (Socket, Option<SocketAddr>, bool);
+
 /// The I/O thread's state: newly accepted connections, the epoll set and the open connections.
 struct IoLoop {
     gate: Arc<Gate>,
-    accepted: std::sync::mpsc::Receiver<(Socket, Option<SocketAddr>)>,
+    accepted: std::sync::mpsc::Receiver<Accepted>,
     epoll: Epoll,
     runtime: tokio::runtime::Handle,
     conns: HashMap<RawSocket, Connection>,
@@ -373,7 +404,7 @@ impl IoLoop {
             if self.conns.is_empty() {
                 // Nothing to read: sleep until a connection is accepted (libsrt's epoll wait would poll).
                 match self.accepted.recv_timeout(IDLE_TICK) {
-                    Ok((socket, peer)) => self.take(socket, peer),
+                    Ok((socket, peer, usable)) => self.take(socket, peer, usable),
                     Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                     Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
                 }
@@ -382,8 +413,8 @@ impl IoLoop {
                 for ev in &events[..n] {
                     self.read(ev.fd, ev.events, &mut buf);
                 }
-                while let Ok((socket, peer)) = self.accepted.try_recv() {
-                    self.take(socket, peer);
+                while let Ok((socket, peer, usable)) = self.accepted.try_recv() {
+                    self.take(socket, peer, usable);
                 }
             }
             if last_sweep.elapsed() >= IDLE_TICK {
@@ -396,13 +427,17 @@ impl IoLoop {
     }
 
     /// Start the publish of an accepted connection, if the listen callback admitted it.
-    fn take(&mut self, socket: Socket, peer: Option<SocketAddr>) {
+    fn take(&mut self, socket: Socket, peer: Option<SocketAddr>, usable: bool) {
         {
             let admission = self.gate.admitted.lock().expect("admissions").remove(&socket.raw());
             let Some(a) = admission else {
                 tracing::warn!(?peer, "SRT connection without an admission closed");
                 return;
             };
+            if !usable {
+                // Closed with its admission (and the slot in it) dropped here.
+                return;
+            }
             if let Err(e) = self.epoll.add(socket.raw(), ffi::EPOLL_IN | ffi::EPOLL_ERR) {
                 tracing::warn!(?peer, error = %e, "SRT connection cannot be watched; closed");
                 return;
