@@ -16,10 +16,14 @@
 //! approach); `opus-quality[:BITRATE]` measures every Opus complexity (benches/support/opus_quality.rs). Both
 //! run alone when named.
 //!
-//! Per scenario the JSON reports gateway CPU (streams only, with viewers, per stream, per viewer), RSS split into
-//! private (`RssAnon`) and file-backed (`RssFile`) pages, private memory per viewer, the media payload viewers
-//! received and that egress per core of gateway CPU spent on viewers, frames sent/received, first frame p50/p95
-//! and added delay p50/p99.
+//! Per scenario the JSON reports gateway CPU (idle, streams only, with viewers, per stream, per viewer) and its
+//! context switches per second in the same phases, RSS split into private (`RssAnon`) and file-backed (`RssFile`)
+//! pages, private memory per viewer, the media payload viewers received and that egress per core of gateway CPU
+//! spent on viewers, frames sent/received, first frame p50/p95 and added delay p50/p99.
+//!
+//! `BENCH_GATEWAY_CPUS=<list>` starts the gateway under `taskset -c <list>`; run the bench itself on the other CPUs
+//! (`taskset -c 1 cargo bench ...`) so the viewers it wakes on loopback do not preempt the gateway.
+//! `BENCH_GATEWAY_BIN=<path>` runs another build of the gateway (e.g. an older commit's, for a before/after).
 //!
 //! `NxMxT+J` adds J viewers that POST at once to room 0 two seconds into the measurement window (a handshake storm
 //! while M watch); their POST -> first frame is reported as `joiners_first_frame_ms_p50/p95` (null without J).
@@ -96,14 +100,58 @@ fn sig(user: &str) -> String {
     UserSig::generate(SDKAPPID, KEY, user, unix_now(), 3600, None)
 }
 
-/// utime + stime of a process, in seconds.
+/// CPU time of a process (every thread, those that ended included), in seconds, from its CPU-time clock
+/// (nanoseconds; `/proc/<pid>/stat`'s 10 ms ticks would leave ±0.2 % of a core over a 5 s window).
 fn cpu_seconds(pid: u32) -> f64 {
+    let mut clock: libc::clockid_t = 0;
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: both out-pointers point at live locals of the right types.
+    let ok = unsafe {
+        libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) == 0 && libc::clock_gettime(clock, &mut t) == 0
+    };
+    if ok {
+        t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
+    } else {
+        cpu_ticks_seconds(pid)
+    }
+}
+
+/// utime + stime of a process, in seconds (10 ms ticks).
+fn cpu_ticks_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 =
         f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
     ticks / 100.0
+}
+
+/// Context switches of every thread of a process so far (voluntary and not): how often its threads sleep and
+/// are woken, the cost of hand-offs and timers that CPU % alone hides.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// CPU % of one core and context switches per second of `pid` over `d`.
+async fn cpu_and_switches(pid: u32, d: Duration) -> (f64, f64) {
+    let (s0, t0) = (context_switches(pid), Instant::now());
+    let cpu = cpu_percent(pid, d).await;
+    // Threads that end inside the window take their counts with them.
+    let switches = context_switches(pid).saturating_sub(s0) as f64 / t0.elapsed().as_secs_f64();
+    (cpu, switches)
 }
 
 fn rss_mb(pid: u32) -> f64 {
@@ -246,7 +294,20 @@ async fn start_gateway(dir: &std::path::Path, rtmp: &str, srt_port: u16, rtc_por
         ),
     )
     .unwrap();
-    let gw: Child = Command::new(env!("CARGO_BIN_EXE_roomgate"))
+    // `BENCH_GATEWAY_CPUS=0` runs the gateway on CPU 0 only (`taskset`, which execs it: same pid); start the bench
+    // itself on the others (`taskset -c 1 cargo bench ...`), so that its viewers and pushers, woken by the
+    // gateway's sends on loopback, do not preempt the gateway inside those sends.
+    // `BENCH_GATEWAY_BIN=<path>` measures another build of the gateway (an older commit's) with this bench.
+    let bin = std::env::var("BENCH_GATEWAY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_roomgate").to_string());
+    let mut gw = match std::env::var("BENCH_GATEWAY_CPUS") {
+        Ok(cpus) if !cpus.is_empty() => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpus, &bin]);
+            c
+        }
+        _ => Command::new(&bin),
+    };
+    let gw: Child = gw
         .args(["--config", cfg.to_str().unwrap(), "serve"])
         .stdout(Stdio::null())
         .spawn()
@@ -411,6 +472,8 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let srt_port = free_port();
     let (mut gw, http) = start_gateway(dir.path(), &rtmp, srt_port, free_port(), "").await;
     let pid = gw.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (cpu_idle, switches_idle) = cpu_and_switches(pid, Duration::from_secs(3)).await;
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
     let mut whip_publishers = Vec::new();
     if s.source == Source::Whip {
@@ -463,7 +526,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cpu_streams_only = cpu_percent(pid, Duration::from_secs(5)).await;
+    let (cpu_streams_only, switches_streams_only) = cpu_and_switches(pid, Duration::from_secs(5)).await;
     let rss_anon_streams_only = status_mb(pid, "RssAnon:");
 
     // Viewers: time from POST to the first video frame that decodes.
@@ -499,7 +562,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     );
     let window = Instant::now();
     let storm = (s.joining > 0).then(|| tokio::spawn(join_at_once(http.clone(), s.joining)));
-    let cpu_all = cpu_percent(pid, Duration::from_secs(s.seconds)).await;
+    let (cpu_all, switches_all) = cpu_and_switches(pid, Duration::from_secs(s.seconds)).await;
     let secs = window.elapsed().as_secs_f64();
     let (joined, mut joiners_ms) = match storm {
         Some(t) => t.await.unwrap(),
@@ -534,6 +597,10 @@ async fn run(s: &Scenario) -> serde_json::Value {
         "rooms": s.rooms,
         "viewers_per_room": s.viewers,
         "seconds": s.seconds,
+        "gateway_cpu_percent_idle": round(cpu_idle),
+        "gateway_context_switches_per_s_idle": round(switches_idle),
+        "gateway_context_switches_per_s_streams_only": round(switches_streams_only),
+        "gateway_context_switches_per_s_with_viewers": round(switches_all),
         "gateway_cpu_percent_streams_only": round(cpu_streams_only),
         "gateway_cpu_percent_with_viewers": round(cpu_all),
         "cpu_percent_per_stream": round(cpu_streams_only / s.rooms as f64),

@@ -170,3 +170,64 @@ async fn one_address_cannot_take_every_rtmp_slot() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_still_serves(&gw).await;
 }
+
+/// The AudioSpecificConfig and raw AAC frames of an ffmpeg-muxed file.
+fn aac_of_test_file() -> ([u8; 2], Vec<Vec<u8>>) {
+    use roomgate::media::ts::{StreamKind, TsDemuxer, TsEvent};
+    let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/x264_aac.ts")).unwrap();
+    let mut events = Vec::new();
+    TsDemuxer::new().push(&data, &mut events);
+    let (mut config, mut frames) = ([0; 2], Vec::new());
+    for e in events {
+        if let TsEvent::Pes(p) = e {
+            if p.kind == StreamKind::Aac {
+                for f in roomgate::media::aac::adts_frames(&p.data) {
+                    let f = f.unwrap();
+                    config = f.config;
+                    frames.push(f.payload.to_vec());
+                }
+            }
+        }
+    }
+    (config, frames)
+}
+
+/// The audio of a push is transcoded on its connection's task: an authenticated publisher whose audio messages
+/// each pack 2000 AAC frames (40 s of audio) gets each cut after a few thousand samples, counted as a transcode
+/// error, and the gateway goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_messages_packed_with_frames_are_cut() {
+    use support::rtmp_client::Tag;
+    let gw = start_gateway_with(gateway_config).await;
+    let addr = gw.rtmp_addr.unwrap();
+    let (config, frames) = aac_of_test_file();
+    let packed: Vec<u8> = frames.iter().cycle().take(2000).flatten().copied().collect();
+    let mut tags = vec![Tag::Audio([&[0xAF, 0][..], &config].concat())];
+    for _ in 0..10 {
+        tags.push(Tag::Audio([&[0xAF, 1][..], &packed].concat()));
+    }
+    let key = format!("packed?sdkappid={SDKAPPID}&userid=u1&usersig={}", usersig("u1"));
+    let publishing = tokio::task::spawn_blocking(move || support::rtmp_client::publish_tags(addr, "push", &key, tags));
+    let anchor = gw
+        .wait_anchor("packed", "u1", Duration::from_secs(10))
+        .await
+        .expect("the publisher is in the room");
+    let errors = || async {
+        let metrics = http_get(gw.http_addr, "/metrics").await.1;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("roomgate_transcode_errors_total{kind=\"audio\"}"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    wait_until_async("ten cut audio messages", Duration::from_secs(20), || async {
+        errors().await >= 10
+    })
+    .await;
+    // At most 8192 samples of each: 9 Opus packets a message (all of one would be 2134).
+    let opus = anchor.track(roomgate::media::Codec::Opus).stats().frames;
+    assert!(opus <= 10 * 9, "{opus} Opus packets from ten messages");
+    let out = publishing.await.unwrap();
+    assert!(out.publish_accepted);
+    assert_still_serves(&gw).await;
+}

@@ -1,19 +1,25 @@
 //! `AudioBridge`: the audio side of a pushed stream (RTMP, SRT). Compressed audio in, Opus into the anchor,
-//! through a transcoder on its own thread that is started on the first frame and started again when the codec
-//! or its configuration changes mid-stream.
+//! through a transcoder that runs inline on the publish's task (a frame costs a fraction of a millisecond, less
+//! than handing it to a thread and back), started on the first frame and started again when the codec or its
+//! configuration changes mid-stream.
 
 use crate::ingest::Refusal;
-use crate::media::transcode::{AudioInputCodec, AudioTranscoder, OpusSettings, TranscodeError};
+use crate::media::transcode::{AudioInputCodec, AudioTranscoder, OpusSettings};
 use crate::room::AnchorHandle;
 use bytes::Bytes;
 use std::time::Instant;
+
+/// Transcoder starts (the first, then one per configuration change) allowed per minute; more end the publish.
+/// Each opens a decoder and an encoder on the publish's task.
+const STARTS_PER_MINUTE: usize = 5;
 
 /// The audio transcoder of one publish and what it was started for.
 pub struct AudioBridge {
     label: String,
     opus: OpusSettings,
     current: Option<(AudioInputCodec, AudioTranscoder)>,
-    overload_warned: bool,
+    /// When the transcoder was started, over the last minute.
+    starts: Vec<Instant>,
 }
 
 impl AudioBridge {
@@ -23,7 +29,7 @@ impl AudioBridge {
             label,
             opus,
             current: None,
-            overload_warned: false,
+            starts: Vec::new(),
         }
     }
 
@@ -33,46 +39,38 @@ impl AudioBridge {
     }
 
     /// Make sure a transcoder for `codec` publishes into `anchor`: a new configuration (first one, or a change
-    /// mid-stream) gets a fresh decoder once the old one has published what it had (waited for off the tokio
-    /// workers).
-    pub async fn ensure(&mut self, codec: AudioInputCodec, anchor: &AnchorHandle) -> Result<(), Refusal> {
+    /// mid-stream) gets a fresh decoder (the old one holds nothing back: it transcoded each frame as it came).
+    pub fn ensure(&mut self, codec: AudioInputCodec, anchor: &AnchorHandle) -> Result<(), Refusal> {
         if self.codec() == Some(&codec) {
             return Ok(());
         }
-        if let Some((_, old)) = self.current.take() {
-            let _ = tokio::task::spawn_blocking(move || old.finish()).await;
+        self.current = None;
+        let now = Instant::now();
+        self.starts
+            .retain(|t| now.duration_since(*t) < std::time::Duration::from_secs(60));
+        self.starts.push(now);
+        if self.starts.len() > STARTS_PER_MINUTE {
+            return Err(Refusal::Malformed(format!(
+                "the audio configuration changed more than {} times in a minute",
+                STARTS_PER_MINUTE - 1
+            )));
         }
-        let t = AudioTranscoder::start(codec.clone(), self.opus, anchor.sink(), self.label.clone())
-            .opened()
-            .await
+        let t = AudioTranscoder::inline(&codec, self.opus, anchor.sink(), self.label.clone())
             .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
         self.current = Some((codec, t));
         Ok(())
     }
 
-    /// Hand one compressed frame (`ts_ms`: its time in ms) to the transcoder; dropped (and counted, and logged
-    /// once) when the transcoder is behind, or when none runs.
+    /// Transcode one compressed frame (`ts_ms`: its time in ms) into the anchor now; nothing when no transcoder
+    /// runs. A frame libav cannot decode is skipped (logged and counted by the transcoder).
     pub fn push(&mut self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), Refusal> {
         let Some((_, t)) = &self.current else { return Ok(()) };
-        match t.push(data, ts_ms, received_at) {
-            Ok(()) => Ok(()),
-            Err(TranscodeError::Overloaded) => {
-                metrics::counter!("roomgate_transcode_dropped_total", "kind" => "audio").increment(1);
-                if !self.overload_warned {
-                    tracing::warn!(anchor = %self.label, "audio transcoder overloaded; dropping audio");
-                    self.overload_warned = true;
-                }
-                Ok(())
-            }
-            Err(e) => Err(Refusal::Malformed(format!("audio transcoder: {e}"))),
-        }
+        t.push(data, ts_ms, received_at)
+            .map_err(|e| Refusal::Malformed(format!("audio transcoder: {e}")))
     }
 
-    /// Let the transcoder publish what it still holds (waited for off the tokio workers), so the end of the
-    /// stream is not cut.
-    pub async fn finish(&mut self) {
-        if let Some((_, t)) = self.current.take() {
-            let _ = tokio::task::spawn_blocking(move || t.finish()).await;
-        }
+    /// End the transcoder (what it made is published already).
+    pub fn finish(&mut self) {
+        self.current = None;
     }
 }

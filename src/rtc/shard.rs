@@ -28,6 +28,10 @@ pub(super) struct RtcSession {
     video_needs_keyframe: bool,
 }
 
+/// Timeouts already due that one poll of a session handles at once; any more go through the timer set, so a
+/// session that keeps asking cannot hold the shard.
+const DUE_NOW_PER_POLL: u32 = 4;
+
 /// The engine's side of one ICE-TCP connection.
 pub(super) struct TcpPeer {
     writer: mpsc::Sender<(Instant, Vec<u8>)>,
@@ -335,6 +339,9 @@ impl Shard {
     }
 
     fn poll_session(&mut self, id: SessionId) {
+        // Timeouts already due are handled here rather than through the timer set and another turn of the loop:
+        // str0m asks for one after every written frame (packetizing happens on a timeout).
+        let mut due_now = DUE_NOW_PER_POLL;
         loop {
             let Some(s) = self.sessions.get_mut(&id) else {
                 return;
@@ -356,6 +363,16 @@ impl Shard {
             };
             match out {
                 Output::Timeout(t) => {
+                    let now = Instant::now();
+                    if t <= now && due_now > 0 {
+                        due_now -= 1;
+                        match catch_unwind(AssertUnwindSafe(|| s.rtc.handle_input(Input::Timeout(now)))) {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(e)) => self.close(id, format!("WebRTC error: {e}")),
+                            Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
+                        }
+                        return;
+                    }
                     if s.deadline != Some(t) {
                         if let Some(old) = s.deadline.take() {
                             self.timers.remove(&(old, id));

@@ -26,9 +26,20 @@ impl Outcome {
     }
 }
 
+/// One FLV tag body to send after the publish is accepted.
+pub enum Tag {
+    Video(Vec<u8>),
+    Audio(Vec<u8>),
+}
+
 /// Connect to `app`, publish `stream_key`, send `video_tags` (FLV video tag bodies), then read until the
 /// server closes (or 5 s pass).
 pub fn publish(addr: SocketAddr, app: &str, stream_key: &str, video_tags: Vec<Vec<u8>>) -> Outcome {
+    publish_tags(addr, app, stream_key, video_tags.into_iter().map(Tag::Video).collect())
+}
+
+/// `publish` with audio and video tags, in order.
+pub fn publish_tags(addr: SocketAddr, app: &str, stream_key: &str, tags: Vec<Tag>) -> Outcome {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut hs = Handshake::new(PeerType::Client);
@@ -98,8 +109,13 @@ pub fn publish(addr: SocketAddr, app: &str, stream_key: &str, video_tags: Vec<Ve
     }
     if accepted {
         after.clear();
-        for (i, tag) in video_tags.into_iter().enumerate() {
-            if let Ok(r) = session.publish_video_data(Bytes::from(tag), RtmpTimestamp::new(i as u32 * 33), false) {
+        for (i, tag) in tags.into_iter().enumerate() {
+            let at = RtmpTimestamp::new(i as u32 * 33);
+            let sent = match tag {
+                Tag::Video(t) => session.publish_video_data(Bytes::from(t), at, false),
+                Tag::Audio(t) => session.publish_audio_data(Bytes::from(t), at, false),
+            };
+            if let Ok(r) = sent {
                 send(&mut s, r);
             }
         }

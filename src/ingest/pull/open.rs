@@ -432,7 +432,7 @@ fn choose_audio(
             .as_ref()
             .map(|p| p.bit_rate.saturating_mul(1000))
             .filter(|b| *b >= 6000);
-        match AudioTranscoder::start_tuned(
+        match AudioTranscoder::start(
             AudioInputCodec::Stream(params.clone()),
             run.env.config.opus_settings(spec.sdk_app_id, bitrate),
             anchor.sink(),

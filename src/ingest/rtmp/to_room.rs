@@ -145,7 +145,7 @@ impl ToRoom {
                     channels: Some(asc.channels as u32),
                     ..Default::default()
                 });
-                self.audio.ensure(AudioInputCodec::Aac { config }, &self.anchor).await?;
+                self.audio.ensure(AudioInputCodec::Aac { config }, &self.anchor)?;
                 return Ok(());
             }
             AudioTag::AacRaw(data) => {
@@ -166,16 +166,15 @@ impl ToRoom {
             AudioTag::Unsupported(id) => return Err(Refusal::AudioCodec(flv::audio_format_name(id).into())),
         };
         if let Some(c) = codec {
-            self.audio.ensure(c, &self.anchor).await?;
+            self.audio.ensure(c, &self.anchor)?;
         }
         self.counters.audio_frames.increment(1);
         self.audio.push(data, ts as u64, received_at)
     }
 
-    /// Leave the room once the transcoder has published the audio it still holds (waited for off the tokio
-    /// workers), so the end of the stream is not cut.
+    /// End the audio transcoder and leave the room.
     pub async fn finish(mut self, reason: LeaveReason) {
-        self.audio.finish().await;
+        self.audio.finish();
         self.anchor.leave(reason);
     }
 }

@@ -18,8 +18,6 @@ const HEADROOM_90K: i64 = 90_000;
 /// A timestamp this far from the previous one (10 s) is a discontinuity (an encoder restart, a spliced stream):
 /// the timeline goes on from where it was instead of jumping.
 const JUMP_90K: i64 = 10 * 90_000;
-/// AAC configuration changes allowed per minute (each restarts the transcoder); more end the publish.
-const AAC_CHANGES_PER_MINUTE: usize = 5;
 
 /// The room side of one accepted SRT publish.
 pub struct SrtPublish {
@@ -36,7 +34,6 @@ pub struct SrtPublish {
     waiting_keyframe: bool,
     audio_bridge: AudioBridge,
     aac_config: Option<[u8; 2]>,
-    aac_changes: Vec<Instant>,
     last_ext: Option<i64>,
     opus_info_set: bool,
     warned: Warned,
@@ -68,7 +65,6 @@ impl SrtPublish {
             pps: None,
             waiting_keyframe: true,
             aac_config: None,
-            aac_changes: Vec::new(),
             last_ext: None,
             opus_info_set: false,
             warned: Warned::default(),
@@ -233,15 +229,6 @@ impl SrtPublish {
                         continue;
                     }
                     if self.aac_config != Some(frame.config) {
-                        let now = Instant::now();
-                        self.aac_changes
-                            .retain(|t| now.duration_since(*t) < std::time::Duration::from_secs(60));
-                        self.aac_changes.push(now);
-                        if self.aac_changes.len() > AAC_CHANGES_PER_MINUTE {
-                            return Err(Refusal::Malformed(format!(
-                                "the AAC configuration changed more than {AAC_CHANGES_PER_MINUTE} times in a minute"
-                            )));
-                        }
                         self.anchor.set_audio_info(TrackInfo {
                             source_codec: "aac".into(),
                             sample_rate: Some(AUDIO_CLOCK),
@@ -251,8 +238,7 @@ impl SrtPublish {
                         });
                         let config = Bytes::copy_from_slice(&frame.config);
                         self.audio_bridge
-                            .ensure(AudioInputCodec::Aac { config }, &self.anchor)
-                            .await?;
+                            .ensure(AudioInputCodec::Aac { config }, &self.anchor)?;
                         self.aac_config = Some(frame.config);
                     }
                     self.counters.audio_frames.increment(1);
@@ -269,7 +255,7 @@ impl SrtPublish {
                         source_codec: "mp3".into(),
                         ..Default::default()
                     });
-                    self.audio_bridge.ensure(AudioInputCodec::Mp3, &self.anchor).await?;
+                    self.audio_bridge.ensure(AudioInputCodec::Mp3, &self.anchor)?;
                 }
                 self.counters.audio_frames.increment(1);
                 self.audio_bridge.push(pes.data.clone(), pts / 90, received_at)?;
@@ -320,9 +306,9 @@ impl SrtPublish {
         }
     }
 
-    /// Leave the room once the transcoder has published the audio it still holds.
+    /// End the audio transcoder and leave the room.
     pub async fn finish(mut self, reason: LeaveReason) {
-        self.audio_bridge.finish().await;
+        self.audio_bridge.finish();
         self.anchor.leave(reason);
     }
 }
@@ -386,5 +372,34 @@ mod tests {
         assert_eq!(pts.len(), 15, "every picture of the file");
         assert!(pts.windows(2).all(|w| w[1] - w[0] == 3000));
         assert_eq!(anchor.audio_info().source_codec, "opus");
+    }
+
+    #[tokio::test]
+    async fn aac_becomes_opus_in_the_room_960_samples_apart() {
+        let (hub, mut p) = publish();
+        let anchor = hub
+            .participant(
+                &RoomKey {
+                    sdkappid: 1,
+                    room: RoomRef::Str("r".into()),
+                },
+                "a",
+            )
+            .unwrap();
+        let mut audio = anchor.audio.subscribe();
+        let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/x264_aac.ts")).unwrap();
+        for chunk in data.chunks(1316) {
+            p.on_data(chunk, Instant::now()).await.unwrap();
+        }
+        let mut pts = vec![];
+        while let Ok(Some(f)) = tokio::time::timeout(std::time::Duration::from_millis(100), audio.recv()).await {
+            assert_eq!(f.codec, crate::media::Codec::Opus);
+            pts.push(f.pts);
+        }
+        // 48 AAC frames of 1024 samples at 48 kHz: 51 Opus packets of 960, less what the decoder and the last
+        // partial packet hold back.
+        assert!(pts.len() >= 45, "{} Opus packets", pts.len());
+        assert!(pts.windows(2).all(|w| w[1] - w[0] == 960), "{pts:?}");
+        assert_eq!(anchor.audio_info().source_codec, "aac");
     }
 }

@@ -1,4 +1,5 @@
-//! `AudioTranscoder`: AAC, MP3 or any audio libav decodes in, Opus out (48 kHz stereo, 20 ms packets), on its own thread.
+//! `AudioTranscoder`: AAC, MP3 or any audio libav decodes in, Opus out (48 kHz stereo, 20 ms packets), on its own
+//! thread or inline on the pusher's task.
 //!
 //! Timestamps: the first output packet starts at the source timestamp of the first input; each packet then
 //! advances by exactly 960 samples, so the output is smooth. Where the source timeline jumps (a gap or a
@@ -18,6 +19,12 @@ pub const OPUS_FRAME_SAMPLES: usize = 960;
 const CHANNELS: usize = 2;
 /// Input frames buffered before the transcoder is considered overloaded (about 5 s of AAC).
 const INPUT_QUEUE: usize = 256;
+/// The most samples (per channel) one input may decode into: a frame is 1024 (AAC), 1152 (MP3) or 2048 (HE-AAC);
+/// an input holding many frames is cut here, which bounds what one push costs (an inline transcoder runs on its
+/// publisher's task).
+pub const MAX_SAMPLES_PER_INPUT: usize = 8192;
+/// The most channels transcoded (7.1); more cost more per frame than any real stream needs.
+pub const MAX_CHANNELS: usize = 8;
 /// A source timeline jump larger than this re-aligns the output timestamps.
 const RESYNC_SAMPLES: i64 = 40 * AUDIO_CLOCK as i64 / 1000;
 
@@ -36,6 +43,13 @@ pub enum TranscodeError {
     /// The input queue is full and the input was dropped (only from a non-blocking push).
     #[error("the transcoder is overloaded; audio frame dropped")]
     Overloaded,
+    /// One input decoded into more than `MAX_SAMPLES_PER_INPUT` samples (a real frame has at most a few thousand);
+    /// the rest of it was dropped.
+    #[error("an audio input holds more than {MAX_SAMPLES_PER_INPUT} samples; the rest of it was dropped")]
+    InputTooLong,
+    /// The audio has more channels than are transcoded (`MAX_CHANNELS`).
+    #[error("{0} audio channels; at most {MAX_CHANNELS} are transcoded")]
+    TooManyChannels(usize),
 }
 
 /// The compressed audio formats a transcoder takes.
@@ -114,20 +128,35 @@ pub struct OpusSettings {
     pub complexity: u8,
 }
 
-/// Handle to a running transcoder thread. Dropping it lets the thread finish what is queued on its own.
+/// A running transcoder: on a thread of its own (pull sources, which read and pace on their own threads), or
+/// inline, on the caller's task (pushed streams: a frame's decode and encode take well under a millisecond, less
+/// than the two thread hand-offs a frame would otherwise cost). Dropping a threaded one lets its thread finish
+/// what is queued on its own.
 pub struct AudioTranscoder {
-    worker: Worker<Input>,
+    runner: Runner,
+}
+
+/// Where an `AudioTranscoder`'s pipeline runs.
+enum Runner {
+    Thread(Worker<Input>),
+    /// Behind a lock only so that `push` takes `&self` like the threaded one (one pusher: never contended).
+    Inline(Box<std::sync::Mutex<Inline>>),
+}
+
+/// A pipeline run by whoever pushes into it, and where its Opus goes.
+struct Inline {
+    pipeline: Pipeline,
+    sink: Box<dyn FrameSink>,
+    label: String,
+    seconds: metrics::Histogram,
+    /// The first frame that could not be transcoded was logged; the others are only counted.
+    warned: bool,
 }
 
 impl AudioTranscoder {
     /// Start the thread, which opens decoder and encoder (the `Opening` reports how that went) and publishes
-    /// Opus frames into `sink`.
-    pub fn start(codec: AudioInputCodec, opus: OpusSettings, sink: impl FrameSink, label: String) -> Opening<Self> {
-        Self::start_tuned(codec, opus, sink, label, None)
-    }
-
-    /// `start` with live volume/tempo adjustments.
-    pub fn start_tuned(
+    /// Opus frames into `sink`; `tuning`, when given, adjusts volume and tempo live.
+    pub fn start(
         codec: AudioInputCodec,
         opus: OpusSettings,
         sink: impl FrameSink,
@@ -145,35 +174,90 @@ impl AudioTranscoder {
                     sink.publish(f);
                 })
             },
-            |worker| AudioTranscoder { worker },
+            |worker| AudioTranscoder {
+                runner: Runner::Thread(worker),
+            },
         )
     }
 
-    /// Queue one compressed audio frame with its source timestamp (ms). Never blocks.
+    /// A transcoder that runs on the caller's task or thread: `push` decodes and encodes at once and publishes
+    /// into `sink` before it returns. Opening the codecs allocates only (no I/O), so it is done here.
+    pub fn inline(
+        codec: &AudioInputCodec,
+        opus: OpusSettings,
+        sink: impl FrameSink,
+        label: String,
+    ) -> Result<Self, TranscodeError> {
+        super::init_libav();
+        Ok(AudioTranscoder {
+            runner: Runner::Inline(Box::new(std::sync::Mutex::new(Inline {
+                pipeline: Pipeline::new(codec, opus, None)?,
+                sink: Box::new(sink),
+                label,
+                seconds: metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio"),
+                warned: false,
+            }))),
+        })
+    }
+
+    /// Hand over one compressed audio frame with its source timestamp (ms). Never blocks: a threaded transcoder
+    /// queues it (`Overloaded` when its queue is full); an inline one transcodes it now (a frame libav cannot
+    /// decode is skipped, logged and counted, as on a thread).
     pub fn push(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
-        self.worker.push(Input {
+        let input = Input {
             data,
             ts_ms,
             received_at,
-        })
+        };
+        match &self.runner {
+            Runner::Thread(worker) => worker.push(input),
+            Runner::Inline(inline) => {
+                let started = Instant::now();
+                let mut guard = inline.lock().map_err(|_| TranscodeError::Stopped)?;
+                let Inline {
+                    pipeline,
+                    sink,
+                    label,
+                    seconds,
+                    warned,
+                } = &mut *guard;
+                if let Err(e) = pipeline.push(&input, &mut |f| {
+                    sink.publish(f);
+                }) {
+                    if !*warned {
+                        *warned = true;
+                        tracing::warn!(anchor = %label, kind = "audio", error = %e, "a frame could not be transcoded; skipped (further ones are only counted)");
+                    }
+                    metrics::counter!("roomgate_transcode_errors_total", "kind" => "audio").increment(1);
+                }
+                seconds.record(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+        }
     }
 
     /// Queue one frame, waiting while the queue is full (sources that can be slowed down, such as files).
     pub fn push_blocking(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
-        self.worker.push_blocking(Input {
-            data,
-            ts_ms,
-            received_at,
-        })
+        match &self.runner {
+            Runner::Thread(worker) => worker.push_blocking(Input {
+                data,
+                ts_ms,
+                received_at,
+            }),
+            Runner::Inline(_) => self.push(data, ts_ms, received_at),
+        }
     }
 
-    /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only).
+    /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only). An inline
+    /// transcoder holds nothing back.
     pub fn finish(mut self) {
-        self.worker.finish();
+        if let Runner::Thread(worker) = &mut self.runner {
+            worker.finish();
+        }
     }
 }
 
-/// Decoder → resampler → FIFO → encoder. Runs only on the transcoder thread.
+/// Decoder → resampler → FIFO → encoder. Used by one thread at a time: the transcoder's, or its pusher's.
 struct Pipeline {
     decoder: ff::decoder::Audio,
     resampler: Option<ff::software::resampling::Context>,
@@ -240,7 +324,19 @@ impl Pipeline {
         packet.set_pts(Some(input.ts_ms as i64));
         self.decoder.send_packet(&packet)?;
         let mut decoded = ff::frame::Audio::empty();
+        let mut samples = 0;
         while self.decoder.receive_frame(&mut decoded).is_ok() {
+            samples += decoded.samples();
+            let channels = decoded.channels() as usize;
+            if samples > MAX_SAMPLES_PER_INPUT || channels > MAX_CHANNELS {
+                // Drops what the decoder still holds of this input, so the next one starts clean.
+                self.decoder.flush();
+                return Err(if channels > MAX_CHANNELS {
+                    TranscodeError::TooManyChannels(channels)
+                } else {
+                    TranscodeError::InputTooLong
+                });
+            }
             let ts_ms = decoded.pts().unwrap_or(input.ts_ms as i64);
             self.resample_into_fifo(&decoded, ts_ms)?;
             // A frame is in hand when the input that completes it arrived.
@@ -345,5 +441,94 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::aac::adts_frames;
+    use crate::media::ts::{StreamKind, TsDemuxer, TsEvent};
+    use std::sync::{Arc, Mutex};
+
+    /// Keeps what is published.
+    #[derive(Clone, Default)]
+    struct Kept(Arc<Mutex<Vec<Frame>>>);
+
+    impl FrameSink for Kept {
+        fn publish(&self, frame: Frame) -> bool {
+            self.0.lock().unwrap().push(frame);
+            true
+        }
+        fn set_video_info(&self, _: crate::media::TrackInfo) {}
+    }
+
+    /// The AudioSpecificConfig and the raw AAC frames of the ffmpeg-muxed test file.
+    fn aac_frames() -> ([u8; 2], Vec<Vec<u8>>) {
+        let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/x264_aac.ts")).unwrap();
+        let mut events = Vec::new();
+        TsDemuxer::new().push(&data, &mut events);
+        let (mut config, mut frames) = ([0; 2], Vec::new());
+        for e in events {
+            if let TsEvent::Pes(p) = e {
+                if p.kind == StreamKind::Aac {
+                    for f in adts_frames(&p.data) {
+                        let f = f.unwrap();
+                        config = f.config;
+                        frames.push(f.payload.to_vec());
+                    }
+                }
+            }
+        }
+        (config, frames)
+    }
+
+    fn inline(config: [u8; 2], kept: &Kept) -> AudioTranscoder {
+        let codec = AudioInputCodec::Aac {
+            config: Bytes::copy_from_slice(&config),
+        };
+        let opus = OpusSettings {
+            bitrate: 64_000,
+            complexity: 1,
+        };
+        AudioTranscoder::inline(&codec, opus, kept.clone(), "test".into()).unwrap()
+    }
+
+    #[test]
+    fn an_inline_transcoder_publishes_before_push_returns() {
+        let (config, frames) = aac_frames();
+        assert!(frames.len() >= 40);
+        let kept = Kept::default();
+        let t = inline(config, &kept);
+        for (i, f) in frames.iter().enumerate() {
+            t.push(
+                Bytes::copy_from_slice(f),
+                i as u64 * 1024 * 1000 / 48_000,
+                Instant::now(),
+            )
+            .unwrap();
+        }
+        let out = kept.0.lock().unwrap();
+        assert!(out.len() >= frames.len() * 1024 / 960 - 3, "{} Opus packets", out.len());
+        assert!(out.windows(2).all(|w| w[1].pts - w[0].pts == OPUS_FRAME_SAMPLES as u64));
+    }
+
+    #[test]
+    fn an_input_packed_with_frames_is_cut_and_the_next_one_transcodes() {
+        let (config, frames) = aac_frames();
+        let kept = Kept::default();
+        let t = inline(config, &kept);
+        // Twenty raw AAC frames in one input (20480 samples): libav would decode them all in one push.
+        let packed: Vec<u8> = frames[..20].concat();
+        t.push(Bytes::from(packed), 0, Instant::now()).unwrap();
+        let after_packed = kept.0.lock().unwrap().len();
+        // 8192 samples (the cap) at most: 9 Opus packets; all twenty frames would make 21.
+        assert!(after_packed <= 9, "{after_packed} Opus packets from one input");
+        // Ordinary frames afterwards are transcoded as usual.
+        for (i, f) in frames[20..].iter().enumerate() {
+            t.push(Bytes::copy_from_slice(f), 500 + i as u64 * 21, Instant::now())
+                .unwrap();
+        }
+        assert!(kept.0.lock().unwrap().len() >= after_packed + (frames.len() - 20) * 1024 / 960 - 3);
     }
 }
