@@ -4,7 +4,7 @@
 //! configuration changes mid-stream.
 
 use crate::ingest::Refusal;
-use crate::media::transcode::{AudioInputCodec, AudioTranscoder, OpusSettings};
+use crate::media::transcode::{AudioInputCodec, InlineTranscoder, OpusSettings};
 use crate::room::AnchorHandle;
 use bytes::Bytes;
 use std::time::Instant;
@@ -17,7 +17,7 @@ const STARTS_PER_MINUTE: usize = 5;
 pub struct AudioBridge {
     label: String,
     opus: OpusSettings,
-    current: Option<(AudioInputCodec, AudioTranscoder)>,
+    current: Option<(AudioInputCodec, InlineTranscoder)>,
     /// When the transcoder was started, over the last minute.
     starts: Vec<Instant>,
 }
@@ -55,7 +55,7 @@ impl AudioBridge {
                 STARTS_PER_MINUTE - 1
             )));
         }
-        let t = AudioTranscoder::inline(&codec, self.opus, anchor.sink(), self.label.clone())
+        let t = InlineTranscoder::new(&codec, self.opus, anchor.sink(), self.label.clone())
             .map_err(|e| Refusal::AudioCodec(format!("cannot transcode ({e})")))?;
         self.current = Some((codec, t));
         Ok(())
@@ -63,14 +63,9 @@ impl AudioBridge {
 
     /// Transcode one compressed frame (`ts_ms`: its time in ms) into the anchor now; nothing when no transcoder
     /// runs. A frame libav cannot decode is skipped (logged and counted by the transcoder).
-    pub fn push(&mut self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), Refusal> {
-        let Some((_, t)) = &self.current else { return Ok(()) };
-        t.push(data, ts_ms, received_at)
-            .map_err(|e| Refusal::Malformed(format!("audio transcoder: {e}")))
-    }
-
-    /// End the transcoder (what it made is published already).
-    pub fn finish(&mut self) {
-        self.current = None;
+    pub fn push(&mut self, data: Bytes, ts_ms: u64, received_at: Instant) {
+        if let Some((_, t)) = &mut self.current {
+            t.push(data, ts_ms, received_at);
+        }
     }
 }

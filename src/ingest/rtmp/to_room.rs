@@ -169,12 +169,12 @@ impl ToRoom {
             self.audio.ensure(c, &self.anchor)?;
         }
         self.counters.audio_frames.increment(1);
-        self.audio.push(data, ts as u64, received_at)
+        self.audio.push(data, ts as u64, received_at);
+        Ok(())
     }
 
-    /// End the audio transcoder and leave the room.
-    pub async fn finish(mut self, reason: LeaveReason) {
-        self.audio.finish();
+    /// Leave the room (the audio transcoder has published all it made).
+    pub async fn finish(self, reason: LeaveReason) {
         self.anchor.leave(reason);
     }
 }

@@ -245,7 +245,7 @@ impl SrtPublish {
                     // Each frame's time from the PES's on the 90 kHz clock: 1024 samples a frame, no drift.
                     let at_90k = pts + samples * 90_000 / frame.sample_rate.max(1) as u64;
                     self.audio_bridge
-                        .push(pes.data.slice_ref(frame.payload), at_90k / 90, received_at)?;
+                        .push(pes.data.slice_ref(frame.payload), at_90k / 90, received_at);
                     samples += 1024;
                 }
             }
@@ -258,7 +258,7 @@ impl SrtPublish {
                     self.audio_bridge.ensure(AudioInputCodec::Mp3, &self.anchor)?;
                 }
                 self.counters.audio_frames.increment(1);
-                self.audio_bridge.push(pes.data.clone(), pts / 90, received_at)?;
+                self.audio_bridge.push(pes.data.clone(), pts / 90, received_at);
             }
             StreamKind::Opus { channels } => {
                 if !self.opus_info_set {
@@ -306,9 +306,8 @@ impl SrtPublish {
         }
     }
 
-    /// End the audio transcoder and leave the room.
-    pub async fn finish(mut self, reason: LeaveReason) {
-        self.audio_bridge.finish();
+    /// Leave the room (the audio transcoder has published all it made).
+    pub async fn finish(self, reason: LeaveReason) {
         self.anchor.leave(reason);
     }
 }
@@ -318,23 +317,38 @@ mod tests {
     use super::*;
     use crate::room::{RoomHub, RoomKey, RoomRef, SourceKind};
 
-    fn publish() -> (std::sync::Arc<RoomHub>, SrtPublish) {
+    /// A publish into a fresh room, with the hub (which must outlive it) and its anchor.
+    fn publish() -> (std::sync::Arc<RoomHub>, SrtPublish, std::sync::Arc<crate::room::Anchor>) {
         let hub = RoomHub::new();
         let key = RoomKey {
             sdkappid: 1,
             room: RoomRef::Str("r".into()),
         };
-        let anchor = hub.join(key, "a", SourceKind::Srt);
+        let handle = hub.join(key, "a", SourceKind::Srt);
+        let anchor = handle.participant().clone();
         let opus = OpusSettings {
             bitrate: 64_000,
             complexity: 1,
         };
-        (hub, SrtPublish::new(anchor, "1/r/a".into(), opus))
+        (hub, SrtPublish::new(handle, "1/r/a".into(), opus), anchor)
+    }
+
+    /// Feed a test file to the publish in 1316-byte reads (what an SRT message carries).
+    async fn feed(p: &mut SrtPublish, file: &str) {
+        let data = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("testdata")
+                .join(file),
+        )
+        .unwrap();
+        for chunk in data.chunks(1316) {
+            p.on_data(chunk, Instant::now()).await.unwrap();
+        }
     }
 
     #[tokio::test]
     async fn the_timeline_goes_on_across_jumps_and_wraps() {
-        let (_hub, mut p) = publish();
+        let (_hub, mut p, _) = publish();
         let base = (1u64 << 33) - 3000; // one frame before the 33-bit wrap
         assert_eq!(p.time_90k(Some(base)), Some(90_000));
         assert_eq!(p.time_90k(Some(0)), Some(93_000), "across the wrap");
@@ -350,21 +364,9 @@ mod tests {
 
     #[tokio::test]
     async fn an_ffmpeg_stream_becomes_pictures_and_opus_in_the_room() {
-        let (hub, mut p) = publish();
-        let anchor = hub
-            .participant(
-                &RoomKey {
-                    sdkappid: 1,
-                    room: RoomRef::Str("r".into()),
-                },
-                "a",
-            )
-            .unwrap();
+        let (_hub, mut p, anchor) = publish();
         let mut video = anchor.video.subscribe();
-        let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/x264_opus.ts")).unwrap();
-        for chunk in data.chunks(1316) {
-            p.on_data(chunk, Instant::now()).await.unwrap();
-        }
+        feed(&mut p, "x264_opus.ts").await;
         let mut pts = vec![];
         while let Ok(Some(f)) = tokio::time::timeout(std::time::Duration::from_millis(100), video.recv()).await {
             pts.push(f.pts);
@@ -376,21 +378,9 @@ mod tests {
 
     #[tokio::test]
     async fn aac_becomes_opus_in_the_room_960_samples_apart() {
-        let (hub, mut p) = publish();
-        let anchor = hub
-            .participant(
-                &RoomKey {
-                    sdkappid: 1,
-                    room: RoomRef::Str("r".into()),
-                },
-                "a",
-            )
-            .unwrap();
+        let (_hub, mut p, anchor) = publish();
         let mut audio = anchor.audio.subscribe();
-        let data = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/x264_aac.ts")).unwrap();
-        for chunk in data.chunks(1316) {
-            p.on_data(chunk, Instant::now()).await.unwrap();
-        }
+        feed(&mut p, "x264_aac.ts").await;
         let mut pts = vec![];
         while let Ok(Some(f)) = tokio::time::timeout(std::time::Duration::from_millis(100), audio.recv()).await {
             assert_eq!(f.codec, crate::media::Codec::Opus);

@@ -128,29 +128,10 @@ pub struct OpusSettings {
     pub complexity: u8,
 }
 
-/// A running transcoder: on a thread of its own (pull sources, which read and pace on their own threads), or
-/// inline, on the caller's task (pushed streams: a frame's decode and encode take well under a millisecond, less
-/// than the two thread hand-offs a frame would otherwise cost). Dropping a threaded one lets its thread finish
-/// what is queued on its own.
+/// Handle to a running transcoder thread (pull sources, which read and pace on threads of their own). Dropping it
+/// lets the thread finish what is queued on its own.
 pub struct AudioTranscoder {
-    runner: Runner,
-}
-
-/// Where an `AudioTranscoder`'s pipeline runs.
-enum Runner {
-    Thread(Worker<Input>),
-    /// Behind a lock only so that `push` takes `&self` like the threaded one (one pusher: never contended).
-    Inline(Box<std::sync::Mutex<Inline>>),
-}
-
-/// A pipeline run by whoever pushes into it, and where its Opus goes.
-struct Inline {
-    pipeline: Pipeline,
-    sink: Box<dyn FrameSink>,
-    label: String,
-    seconds: metrics::Histogram,
-    /// The first frame that could not be transcoded was logged; the others are only counted.
-    warned: bool,
+    worker: Worker<Input>,
 }
 
 impl AudioTranscoder {
@@ -174,86 +155,84 @@ impl AudioTranscoder {
                     sink.publish(f);
                 })
             },
-            |worker| AudioTranscoder {
-                runner: Runner::Thread(worker),
-            },
+            |worker| AudioTranscoder { worker },
         )
     }
 
-    /// A transcoder that runs on the caller's task or thread: `push` decodes and encodes at once and publishes
-    /// into `sink` before it returns. Opening the codecs allocates only (no I/O), so it is done here.
-    pub fn inline(
+    /// Queue one compressed audio frame with its source timestamp (ms). Never blocks.
+    pub fn push(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
+        self.worker.push(Input {
+            data,
+            ts_ms,
+            received_at,
+        })
+    }
+
+    /// Queue one frame, waiting while the queue is full (sources that can be slowed down, such as files).
+    pub fn push_blocking(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
+        self.worker.push_blocking(Input {
+            data,
+            ts_ms,
+            received_at,
+        })
+    }
+
+    /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only).
+    pub fn finish(mut self) {
+        self.worker.finish();
+    }
+}
+
+/// The same pipeline run by whoever pushes into it (pushed streams, on their connection's task): a frame's decode
+/// and encode take well under a millisecond, less than the two thread hand-offs per frame a thread costs, and one
+/// input is cut at `MAX_SAMPLES_PER_INPUT`, so no push runs long.
+pub struct InlineTranscoder {
+    pipeline: Pipeline,
+    sink: Box<dyn FrameSink>,
+    label: String,
+    seconds: metrics::Histogram,
+    /// The first frame that could not be transcoded was logged; the others are only counted.
+    warned: bool,
+}
+
+impl InlineTranscoder {
+    /// Open decoder and encoder here (they allocate, no I/O); Opus frames go into `sink`.
+    pub fn new(
         codec: &AudioInputCodec,
         opus: OpusSettings,
         sink: impl FrameSink,
         label: String,
     ) -> Result<Self, TranscodeError> {
         super::init_libav();
-        Ok(AudioTranscoder {
-            runner: Runner::Inline(Box::new(std::sync::Mutex::new(Inline {
-                pipeline: Pipeline::new(codec, opus, None)?,
-                sink: Box::new(sink),
-                label,
-                seconds: metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio"),
-                warned: false,
-            }))),
+        Ok(InlineTranscoder {
+            pipeline: Pipeline::new(codec, opus, None)?,
+            sink: Box::new(sink),
+            label,
+            seconds: metrics::histogram!("roomgate_transcode_seconds", "kind" => "audio"),
+            warned: false,
         })
     }
 
-    /// Hand over one compressed audio frame with its source timestamp (ms). Never blocks: a threaded transcoder
-    /// queues it (`Overloaded` when its queue is full); an inline one transcodes it now (a frame libav cannot
-    /// decode is skipped, logged and counted, as on a thread).
-    pub fn push(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
+    /// Transcode one compressed audio frame (`ts_ms`: its source time in ms) and publish what it completes before
+    /// returning. A frame that cannot be transcoded is skipped: counted, and the first one logged.
+    pub fn push(&mut self, data: Bytes, ts_ms: u64, received_at: Instant) {
+        let started = Instant::now();
         let input = Input {
             data,
             ts_ms,
             received_at,
         };
-        match &self.runner {
-            Runner::Thread(worker) => worker.push(input),
-            Runner::Inline(inline) => {
-                let started = Instant::now();
-                let mut guard = inline.lock().map_err(|_| TranscodeError::Stopped)?;
-                let Inline {
-                    pipeline,
-                    sink,
-                    label,
-                    seconds,
-                    warned,
-                } = &mut *guard;
-                if let Err(e) = pipeline.push(&input, &mut |f| {
-                    sink.publish(f);
-                }) {
-                    if !*warned {
-                        *warned = true;
-                        tracing::warn!(anchor = %label, kind = "audio", error = %e, "a frame could not be transcoded; skipped (further ones are only counted)");
-                    }
-                    metrics::counter!("roomgate_transcode_errors_total", "kind" => "audio").increment(1);
-                }
-                seconds.record(started.elapsed().as_secs_f64());
-                Ok(())
+        let sink = &self.sink;
+        if let Err(e) = self.pipeline.push(&input, &mut |f| {
+            sink.publish(f);
+        }) {
+            if !self.warned {
+                self.warned = true;
+                tracing::warn!(anchor = %self.label, kind = "audio", error = %e, "a frame could not be transcoded; skipped (further ones are only counted)");
             }
+            metrics::counter!("roomgate_transcode_errors_total", "kind" => "audio").increment(1);
         }
-    }
-
-    /// Queue one frame, waiting while the queue is full (sources that can be slowed down, such as files).
-    pub fn push_blocking(&self, data: Bytes, ts_ms: u64, received_at: Instant) -> Result<(), TranscodeError> {
-        match &self.runner {
-            Runner::Thread(worker) => worker.push_blocking(Input {
-                data,
-                ts_ms,
-                received_at,
-            }),
-            Runner::Inline(_) => self.push(data, ts_ms, received_at),
-        }
-    }
-
-    /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only). An inline
-    /// transcoder holds nothing back.
-    pub fn finish(mut self) {
-        if let Runner::Thread(worker) = &mut self.runner {
-            worker.finish();
-        }
+        self.seconds.record(started.elapsed().as_secs_f64());
     }
 }
 
@@ -483,7 +462,7 @@ mod tests {
         (config, frames)
     }
 
-    fn inline(config: [u8; 2], kept: &Kept) -> AudioTranscoder {
+    fn inline(config: [u8; 2], kept: &Kept) -> InlineTranscoder {
         let codec = AudioInputCodec::Aac {
             config: Bytes::copy_from_slice(&config),
         };
@@ -491,7 +470,7 @@ mod tests {
             bitrate: 64_000,
             complexity: 1,
         };
-        AudioTranscoder::inline(&codec, opus, kept.clone(), "test".into()).unwrap()
+        InlineTranscoder::new(&codec, opus, kept.clone(), "test".into()).unwrap()
     }
 
     #[test]
@@ -499,14 +478,13 @@ mod tests {
         let (config, frames) = aac_frames();
         assert!(frames.len() >= 40);
         let kept = Kept::default();
-        let t = inline(config, &kept);
+        let mut t = inline(config, &kept);
         for (i, f) in frames.iter().enumerate() {
             t.push(
                 Bytes::copy_from_slice(f),
                 i as u64 * 1024 * 1000 / 48_000,
                 Instant::now(),
-            )
-            .unwrap();
+            );
         }
         let out = kept.0.lock().unwrap();
         assert!(out.len() >= frames.len() * 1024 / 960 - 3, "{} Opus packets", out.len());
@@ -517,17 +495,16 @@ mod tests {
     fn an_input_packed_with_frames_is_cut_and_the_next_one_transcodes() {
         let (config, frames) = aac_frames();
         let kept = Kept::default();
-        let t = inline(config, &kept);
+        let mut t = inline(config, &kept);
         // Twenty raw AAC frames in one input (20480 samples): libav would decode them all in one push.
         let packed: Vec<u8> = frames[..20].concat();
-        t.push(Bytes::from(packed), 0, Instant::now()).unwrap();
+        t.push(Bytes::from(packed), 0, Instant::now());
         let after_packed = kept.0.lock().unwrap().len();
         // 8192 samples (the cap) at most: 9 Opus packets; all twenty frames would make 21.
         assert!(after_packed <= 9, "{after_packed} Opus packets from one input");
         // Ordinary frames afterwards are transcoded as usual.
         for (i, f) in frames[20..].iter().enumerate() {
-            t.push(Bytes::copy_from_slice(f), 500 + i as u64 * 21, Instant::now())
-                .unwrap();
+            t.push(Bytes::copy_from_slice(f), 500 + i as u64 * 21, Instant::now());
         }
         assert!(kept.0.lock().unwrap().len() >= after_packed + (frames.len() - 20) * 1024 / 960 - 3);
     }

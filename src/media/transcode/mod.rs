@@ -1,14 +1,14 @@
 //! libav transcoders for what WebRTC cannot carry. A video transcoder, and the audio one of a pull task, owns a
 //! dedicated OS thread and talks to the async world through bounded channels: their work per frame is long or
 //! their source blocks. The audio of a pushed stream is transcoded inline on its connection's task
-//! (`AudioTranscoder::inline`): decoding and encoding a frame takes a fraction of a millisecond, less than the
+//! (`InlineTranscoder`): decoding and encoding a frame takes a fraction of a millisecond, less than the
 //! two thread hand-offs per frame a thread costs.
 
 pub mod audio;
 pub mod video;
 mod worker;
 
-pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, OpusSettings, TranscodeError};
+pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, InlineTranscoder, OpusSettings, TranscodeError};
 pub use video::{VideoInput, VideoTranscoder, MAX_PIXELS};
 
 use ffmpeg_next as ff;
