@@ -1,4 +1,5 @@
-//! FLV tag, AVC configuration/NALU, SPS and AudioSpecificConfig parsers: any input is an error or a value.
+//! FLV tag, AVC configuration/NALU, SPS and AudioSpecificConfig parsers and the H.264 RTP payloader: any input is an
+//! error or a value.
 #![no_main]
 
 use bytes::Bytes;
@@ -15,4 +16,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = cfg.to_annex_b(data, true);
     }
     let _ = h264::annex_b_nals(data).count();
+    // RTP payloads of an access unit: within the MTU (the first byte picks it), whatever the input.
+    let mtu = usize::from(data.first().copied().unwrap_or(0)) * 8;
+    for p in roomgate::media::rtp::h264_payloads(data, mtu) {
+        assert!(p.data.len() <= mtu);
+    }
 });

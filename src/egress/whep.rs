@@ -177,7 +177,10 @@ impl WhepService {
             .and_then(|s| u32::from_str_radix(&s, 16).ok())
             .unwrap_or(0x42e01f);
         let plid = self.answer_profile(req.sdkappid, anchor_plid, req.offer);
+        // RTP mode: the engine cuts each frame into payloads once for all viewers (`media::rtp`) and writes them to
+        // each session's send stream, which numbers, encrypts and keeps them for resends.
         let mut cfg = Rtc::builder()
+            .set_rtp_mode(true)
             .set_send_buffer_video(VIDEO_SEND_PACKETS)
             .clear_codecs()
             .enable_opus(true, false);

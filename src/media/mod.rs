@@ -1,9 +1,10 @@
 //! Media as roomgate carries it: one `Frame` shape for every source and every viewer, plus the pure codec helpers
-//! (FLV tags, MPEG-TS, H.264, AAC, VP8 keyframe headers) the sources use to get there and the libav transcoders for what WebRTC cannot carry.
+//! (FLV tags, MPEG-TS, H.264, AAC, VP8 keyframe headers) the sources use to get there, the RTP payloads viewers get, and the libav transcoders for what WebRTC cannot carry.
 
 pub mod aac;
 pub mod flv;
 pub mod h264;
+pub mod rtp;
 pub mod transcode;
 pub mod ts;
 pub mod vp8;

@@ -48,8 +48,13 @@ impl Negotiated {
     pub fn track(&mut self, kind: MediaKind, codec: Codec) -> Option<OutTrack> {
         let rtc = &mut self.rtc;
         self.kinds.iter().filter(|(_, k)| *k == kind).find_map(|(mid, _)| {
-            let w = rtc.writer(*mid)?;
-            let pt = w.payload_params().find(|p| p.spec().codec == codec)?.pt();
+            // From the m-line's negotiated payload types (not `Rtc::writer`, which an RTP-mode session refuses).
+            let remote = rtc.media(*mid)?.remote_pts();
+            let params = rtc.codec_config().params();
+            let pt = params
+                .iter()
+                .find(|p| remote.contains(&p.pt()) && p.spec().codec == codec)?
+                .pt();
             Some(OutTrack { mid: *mid, pt })
         })
     }

@@ -4,29 +4,55 @@
 
 use super::engine::{Command, Inbound, NewSession, OutTrack, SessionEvent, SessionId};
 use super::routes::Routes;
-use crate::media::{Codec, Frame};
+use crate::media::rtp::{self, RtpPayload};
+use crate::media::Frame;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use str0m::media::{Frequency, MediaTime};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
 use tokio::sync::mpsc;
 
 pub(super) struct RtcSession {
     rtc: Rtc,
     ufrag: String,
-    video: Option<OutTrack>,
-    audio: Option<OutTrack>,
+    video: Option<TrackTx>,
+    audio: Option<TrackTx>,
     events: mpsc::UnboundedSender<SessionEvent>,
     deadline: Option<Instant>,
     connected: bool,
     /// Video packets were lost on the way out: send nothing until the next keyframe.
     video_needs_keyframe: bool,
 }
+
+/// An outgoing track of a session in str0m's RTP mode: where its packets go and the sequence number of the next.
+/// The payloads are cut once per frame for every session of the shard (`media::rtp`); each session numbers them.
+#[derive(Debug, Clone, Copy)]
+struct TrackTx {
+    track: OutTrack,
+    seq: SeqNo,
+}
+
+impl TrackTx {
+    fn new(track: OutTrack) -> TrackTx {
+        // A random first sequence number (RFC 3550 5.1), in the first roll-over period.
+        TrackTx {
+            track,
+            seq: SeqNo::from(u64::from(rand::random::<u16>())),
+        }
+    }
+}
+
+/// The largest RTP payload: str0m's datagram target less the SRTP tag, rounded down to the cipher block, as its
+/// own packetizer computes it (header and extensions fit in what its MTU leaves).
+const PAYLOAD_MTU: usize = {
+    let rtp = str0m::DATAGRAM_MTU_TARGET - 16;
+    rtp - rtp % 16
+};
 
 /// Timeouts already due that one poll of a session handles at once; any more go through the timer set, so a
 /// session that keeps asking cannot hold the shard.
@@ -117,8 +143,8 @@ impl Shard {
                     RtcSession {
                         rtc,
                         ufrag,
-                        video,
-                        audio,
+                        video: video.map(TrackTx::new),
+                        audio: audio.map(TrackTx::new),
                         events,
                         deadline: None,
                         connected: false,
@@ -130,15 +156,21 @@ impl Shard {
                 self.drain(id);
             }
             Command::Remove(id) => self.close(id, "removed".into()),
-            Command::Frame(id, frame, live) => self.write_frame(id, frame, live),
+            Command::Frame(id, frame, live) => {
+                let payloads = rtp::payloads(&frame, PAYLOAD_MTU);
+                self.write_frame(id, &frame, &payloads, live);
+            }
             Command::Frames(id, frames) => {
                 for frame in frames {
-                    self.write_frame(id, frame, false);
+                    let payloads = rtp::payloads(&frame, PAYLOAD_MTU);
+                    self.write_frame(id, &frame, &payloads, false);
                 }
             }
             Command::FrameToMany(ids, frame) => {
+                // Cut once; every session sends the same payloads under its own header.
+                let payloads = rtp::payloads(&frame, PAYLOAD_MTU);
                 for &id in ids.iter() {
-                    self.write_frame(id, frame.clone(), true);
+                    self.write_frame(id, &frame, &payloads, true);
                 }
             }
             Command::RemoteCandidate(id, c) => {
@@ -282,45 +314,49 @@ impl Shard {
         }
     }
 
-    fn write_frame(&mut self, id: SessionId, frame: Frame, live: bool) {
+    /// Send one frame's payloads on a session: numbered in its sequence, stamped with the frame's time.
+    fn write_frame(&mut self, id: SessionId, frame: &Frame, payloads: &[RtpPayload], live: bool) {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        if !s.connected {
+        if !s.connected || payloads.is_empty() {
             return;
         }
-        let (track, freq) = match frame.codec {
-            Codec::H264 => (s.video, Frequency::NINETY_KHZ),
-            Codec::Opus => (s.audio, Frequency::FORTY_EIGHT_KHZ),
+        let video = frame.codec.is_video();
+        let Some(tx) = (if video { s.video.as_mut() } else { s.audio.as_mut() }) else {
+            return;
         };
-        let Some(track) = track else { return };
-        if frame.codec.is_video() {
+        if video {
             if s.video_needs_keyframe && !frame.keyframe {
                 return;
             }
             s.video_needs_keyframe = false;
         }
         let received_at = frame.received_at;
+        // The RTP time is the frame's time in the codec's clock (90 kHz, 48 kHz), as the frame API stamps it.
+        let time = frame.pts as u32;
+        let rtc = &mut s.rtc;
         let written = catch_unwind(AssertUnwindSafe(|| {
-            let Some(w) = s.rtc.writer(track.mid) else {
-                return Ok(());
+            let mut api = rtc.direct_api();
+            let Some(stream) = api.stream_tx_by_mid(tx.track.mid, None) else {
+                return false;
             };
-            w.write(
-                track.pt,
-                received_at,
-                MediaTime::new(frame.pts, freq),
-                frame.data.clone(),
-            )
+            for p in payloads {
+                let write = RtpWrite::new(tx.track.pt, tx.seq.inc(), time, received_at, p.data.clone())
+                    .marker(p.marker)
+                    .nackable(video);
+                stream.write_rtp(write);
+            }
+            true
         }));
         match written {
-            Ok(Ok(())) => {
+            Ok(true) => {
                 self.drain(id);
                 if live {
-                    let kind = usize::from(!frame.codec.is_video());
-                    self.delay[kind].record(received_at.elapsed().as_secs_f64());
+                    self.delay[usize::from(!video)].record(received_at.elapsed().as_secs_f64());
                 }
             }
-            Ok(Err(e)) => tracing::debug!(session = id, error = %e, "frame not written"),
+            Ok(false) => tracing::debug!(session = id, "no send stream for the track"),
             Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
         }
     }
