@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use roomgate::media::{aac::AudioSpecificConfig, flv, h264};
+use roomgate::media::{aac::AudioSpecificConfig, flv, h264, Codec, Frame};
 
 fuzz_target!(|data: &[u8]| {
     let b = Bytes::copy_from_slice(data);
@@ -18,7 +18,16 @@ fuzz_target!(|data: &[u8]| {
     let _ = h264::annex_b_nals(data).count();
     // RTP payloads of an access unit: within the MTU (the first byte picks it), whatever the input.
     let mtu = usize::from(data.first().copied().unwrap_or(0)) * 8;
-    for p in roomgate::media::rtp::h264_payloads(data, mtu) {
-        assert!(p.data.len() <= mtu);
+    for codec in [Codec::H264, Codec::Opus] {
+        let frame = Frame {
+            codec,
+            pts: 0,
+            keyframe: false,
+            data: data.into(),
+            received_at: std::time::Instant::now(),
+        };
+        let payloads = roomgate::media::rtp::payloads(&frame, mtu);
+        assert!(payloads.len() <= roomgate::media::rtp::MAX_PAYLOADS_PER_FRAME);
+        assert!(payloads.iter().all(|p| p.data.len() <= mtu));
     }
 });

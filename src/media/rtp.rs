@@ -22,11 +22,16 @@ const NAL_AUD: u8 = 9;
 const STAP_A: u8 = 24;
 const FU_A: u8 = 28;
 
-/// The RTP payloads of `frame`, each at most `mtu` bytes (an Opus packet is never split: it goes whole). Empty for
-/// an empty frame, or an `mtu` too small to carry a fragment.
+/// Most payloads one frame is cut into: an 8 MiB picture (the largest a source may send) in ~1.1 kB fragments.
+/// A frame of many tiny NAL units beyond that is dropped rather than sent as a flood of datagrams to every viewer.
+pub const MAX_PAYLOADS_PER_FRAME: usize = 8192;
+
+/// The RTP payloads of `frame`, each at most `mtu` bytes. Empty (nothing is sent) for an empty frame, an `mtu` too
+/// small to carry a fragment, an Opus packet larger than `mtu` (one cannot be split, and valid ones are at most
+/// 1275 bytes), or a picture that would need more than `MAX_PAYLOADS_PER_FRAME`.
 pub fn payloads(frame: &Frame, mtu: usize) -> Vec<RtpPayload> {
     match frame.codec {
-        Codec::Opus if frame.data.is_empty() => Vec::new(),
+        Codec::Opus if frame.data.is_empty() || frame.data.len() > mtu => Vec::new(),
         Codec::Opus => vec![RtpPayload {
             data: frame.data.clone(),
             marker: false,
@@ -46,21 +51,28 @@ pub fn h264_payloads(access_unit: &[u8], mtu: usize) -> Vec<RtpPayload> {
     let mut sps: Option<&[u8]> = None;
     let mut pps: Option<&[u8]> = None;
     for nal in h264::annex_b_nals(access_unit) {
+        if out.len() > MAX_PAYLOADS_PER_FRAME {
+            return Vec::new();
+        }
         let Some(&head) = nal.first() else { continue };
         match head & NAL_TYPE {
             // Delimiters mean nothing in RTP; 0 and 24-31 are not byte-stream units (24-29 are RTP's own
             // aggregation and fragmentation types: passed on, they would garble the viewer's depacketizer).
             NAL_AUD | 0 | 24..=31 => continue,
+            // A second SPS or PPS: what is held goes first, in order (a PPS must not reach the decoder before
+            // the SPS it refers to).
             NAL_SPS => {
-                if let Some(old) = sps.replace(nal) {
-                    nal_payloads(old, mtu, &mut out);
+                if sps.is_some() {
+                    parameter_sets(sps.take(), pps.take(), mtu, &mut out);
                 }
+                sps = Some(nal);
                 continue;
             }
             NAL_PPS => {
-                if let Some(old) = pps.replace(nal) {
-                    nal_payloads(old, mtu, &mut out);
+                if pps.is_some() {
+                    parameter_sets(sps.take(), pps.take(), mtu, &mut out);
                 }
+                pps = Some(nal);
                 continue;
             }
             _ => {}
@@ -69,6 +81,9 @@ pub fn h264_payloads(access_unit: &[u8], mtu: usize) -> Vec<RtpPayload> {
         nal_payloads(nal, mtu, &mut out);
     }
     parameter_sets(sps, pps, mtu, &mut out);
+    if out.len() > MAX_PAYLOADS_PER_FRAME {
+        return Vec::new();
+    }
     if let Some(last) = out.last_mut() {
         last.marker = true;
     }
@@ -79,10 +94,12 @@ pub fn h264_payloads(access_unit: &[u8], mtu: usize) -> Vec<RtpPayload> {
 fn parameter_sets(sps: Option<&[u8]>, pps: Option<&[u8]>, mtu: usize, out: &mut Vec<RtpPayload>) {
     match (sps, pps) {
         (Some(s), Some(p)) if 1 + 2 + s.len() + 2 + p.len() <= mtu => {
-            // The STAP-A header takes the highest NRI of the units it aggregates (RFC 6184 5.7.1); F is 0.
-            let nri = (s[0] | p[0]) & 0x60;
+            // The STAP-A header takes the highest NRI of the units it aggregates, and F if any has it (RFC 6184
+            // 5.7.1).
+            let nri = (s[0] & 0x60).max(p[0] & 0x60);
+            let forbidden = (s[0] | p[0]) & 0x80;
             let mut stap = Vec::with_capacity(5 + s.len() + p.len());
-            stap.push(nri | STAP_A);
+            stap.push(forbidden | nri | STAP_A);
             for unit in [s, p] {
                 stap.extend_from_slice(&(unit.len() as u16).to_be_bytes());
                 stap.extend_from_slice(unit);
@@ -225,6 +242,25 @@ mod tests {
     }
 
     #[test]
+    fn repeated_parameter_sets_keep_their_order_and_floods_of_tiny_units_are_dropped() {
+        let sps = [0x67, 0x42];
+        let pps0 = [0x68, 0xce];
+        let pps1 = [0x68, 0xcf];
+        let idr = [0x65, 1, 2];
+        let p = h264_payloads(&annex_b(&[&sps, &pps0, &pps1, &idr]), 1200);
+        assert_eq!(
+            depacketize(&p),
+            vec![sps.to_vec(), pps0.to_vec(), pps1.to_vec(), idr.to_vec()],
+            "no PPS before its SPS"
+        );
+        let tiny = [0x41, 1];
+        let flood = vec![&tiny[..]; MAX_PAYLOADS_PER_FRAME + 1];
+        assert!(h264_payloads(&annex_b(&flood), 1200).is_empty());
+        let most = vec![&tiny[..]; MAX_PAYLOADS_PER_FRAME];
+        assert_eq!(h264_payloads(&annex_b(&most), 1200).len(), MAX_PAYLOADS_PER_FRAME);
+    }
+
+    #[test]
     fn nothing_to_send_gives_no_payloads() {
         assert!(h264_payloads(&[], 1200).is_empty());
         assert!(h264_payloads(&[0, 0, 1], 1200).is_empty());
@@ -240,6 +276,10 @@ mod tests {
             received_at: Instant::now(),
         };
         assert!(payloads(&opus(&[]), 1200).is_empty());
+        assert!(
+            payloads(&opus(&[1; 1201]), 1200).is_empty(),
+            "an Opus packet cannot be split"
+        );
         let p = payloads(&opus(&[0xfc, 1, 2]), 1200);
         assert_eq!((&p[0].data[..], p[0].marker), (&[0xfc, 1, 2][..], false));
     }

@@ -226,6 +226,7 @@ impl RtcEngine {
                 delay: ["video", "audio"]
                     .map(|kind| metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => kind)),
                 batch: Default::default(),
+                replays: Default::default(),
             };
             tasks.push(tokio::spawn(shard.run(rx, inbound)));
         }

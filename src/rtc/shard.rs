@@ -31,7 +31,8 @@ pub(super) struct RtcSession {
 
 /// An outgoing track of a session in str0m's RTP mode: where its packets go and the sequence number of the next.
 /// The payloads are cut once per frame for every session of the shard (`media::rtp`); each session numbers them.
-#[derive(Debug, Clone, Copy)]
+/// Not `Copy`: a copy would hand out the same sequence numbers twice (the viewer's SRTP replay check drops them).
+#[derive(Debug)]
 struct TrackTx {
     track: OutTrack,
     seq: SeqNo,
@@ -53,6 +54,63 @@ const PAYLOAD_MTU: usize = {
     let rtp = str0m::DATAGRAM_MTU_TARGET - 16;
     rtp - rtp % 16
 };
+
+/// The payloads of frames replayed from a GOP cache, by the frame's bytes. Viewers that join at once (or ask for
+/// a keyframe) each get the same cached frames: they are cut once for all of them, and the sessions' resend windows
+/// share the payloads, instead of a copy of the GOP per joiner. Only replayed video is kept (live frames are cut
+/// once anyway; Opus payloads are the frame's own bytes), and an entry unused for `REPLAY_PAYLOADS_TTL` goes at the
+/// next replay or live keyframe, so what it holds is bounded by the GOPs being replayed now.
+#[derive(Default)]
+pub(super) struct ReplayPayloads {
+    entries: HashMap<usize, ReplayEntry>,
+}
+
+struct ReplayEntry {
+    /// Held so that the address the entry is keyed by cannot be reused by another frame while it exists.
+    data: Arc<[u8]>,
+    payloads: Arc<[RtpPayload]>,
+    used: Instant,
+}
+
+/// How long the payloads of a replayed frame are kept for the next joiner.
+const REPLAY_PAYLOADS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ReplayPayloads {
+    /// The payloads of `frame`, cut now or by an earlier replay of the same bytes.
+    fn get(&mut self, frame: &Frame, now: Instant) -> Arc<[RtpPayload]> {
+        if !frame.codec.is_video() || frame.data.is_empty() {
+            return rtp::payloads(frame, PAYLOAD_MTU).into();
+        }
+        let key = Arc::as_ptr(&frame.data) as *const u8 as usize;
+        if let Some(e) = self.entries.get_mut(&key) {
+            if Arc::ptr_eq(&e.data, &frame.data) {
+                e.used = now;
+                return e.payloads.clone();
+            }
+        }
+        let payloads: Arc<[RtpPayload]> = rtp::payloads(frame, PAYLOAD_MTU).into();
+        let entry = ReplayEntry {
+            data: frame.data.clone(),
+            payloads: payloads.clone(),
+            used: now,
+        };
+        self.entries.insert(key, entry);
+        payloads
+    }
+
+    /// Drop the entries no replay used for `REPLAY_PAYLOADS_TTL`.
+    fn expire(&mut self, now: Instant) {
+        if !self.entries.is_empty() {
+            self.entries
+                .retain(|_, e| now.saturating_duration_since(e.used) < REPLAY_PAYLOADS_TTL);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
 
 /// Timeouts already due that one poll of a session handles at once; any more go through the timer set, so a
 /// session that keeps asking cannot hold the shard.
@@ -91,6 +149,8 @@ pub(super) struct Shard {
     pub(super) delay: [metrics::Histogram; 2],
     /// A session's UDP packets from one `drain`, sent together (GSO) when it is done.
     pub(super) batch: super::udp::SegmentBatch,
+    /// Payloads of the GOP frames being replayed to joiners, shared by all of them.
+    pub(super) replays: ReplayPayloads,
 }
 
 impl Shard {
@@ -161,12 +221,17 @@ impl Shard {
                 self.write_frame(id, &frame, &payloads, live);
             }
             Command::Frames(id, frames) => {
+                let now = Instant::now();
+                self.replays.expire(now);
                 for frame in frames {
-                    let payloads = rtp::payloads(&frame, PAYLOAD_MTU);
+                    let payloads = self.replays.get(&frame, now);
                     self.write_frame(id, &frame, &payloads, false);
                 }
             }
             Command::FrameToMany(ids, frame) => {
+                if frame.keyframe {
+                    self.replays.expire(Instant::now());
+                }
                 // Cut once; every session sends the same payloads under its own header.
                 let payloads = rtp::payloads(&frame, PAYLOAD_MTU);
                 for &id in ids.iter() {
@@ -319,10 +384,15 @@ impl Shard {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
-        if !s.connected || payloads.is_empty() {
+        if !s.connected {
             return;
         }
         let video = frame.codec.is_video();
+        if payloads.is_empty() {
+            // A frame that cannot be sent (see `rtp::payloads`): the pictures after it would not decode.
+            s.video_needs_keyframe |= video;
+            return;
+        }
         let Some(tx) = (if video { s.video.as_mut() } else { s.audio.as_mut() }) else {
             return;
         };
@@ -356,7 +426,8 @@ impl Shard {
                     self.delay[usize::from(!video)].record(received_at.elapsed().as_secs_f64());
                 }
             }
-            Ok(false) => tracing::debug!(session = id, "no send stream for the track"),
+            // The player's m-line does not receive (str0m made no send stream for it): nothing can be sent.
+            Ok(false) => self.close(id, "the player does not receive this track".into()),
             Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
         }
     }
@@ -487,5 +558,51 @@ impl Shard {
         tracing::debug!(session = id, %reason, "WebRTC session closed");
         let _ = s.events.send(SessionEvent::Closed(reason));
         self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::Codec;
+    use std::time::Duration;
+
+    fn frame(codec: Codec, pts: u64, data: &Arc<[u8]>) -> Frame {
+        Frame {
+            codec,
+            pts,
+            keyframe: pts == 0,
+            data: data.clone(),
+            received_at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_gop_replayed_to_many_joiners_is_cut_once_and_expires_when_unused() {
+        let mut replays = ReplayPayloads::default();
+        let t0 = Instant::now();
+        let mut big = vec![0, 0, 0, 1, 0x65];
+        big.extend(std::iter::repeat_n(7u8, 3000));
+        let idr: Arc<[u8]> = big.into();
+        let delta: Arc<[u8]> = Arc::from(&[0, 0, 0, 1, 0x41, 1, 2][..]);
+        let first = replays.get(&frame(Codec::H264, 0, &idr), t0);
+        assert!(first.len() > 1, "fragmented");
+        // Another joiner, and a PLI replay restamped after the live edge: the same bytes, the same payloads.
+        let again = replays.get(&frame(Codec::H264, 0, &idr), t0 + Duration::from_millis(300));
+        let restamped = replays.get(&frame(Codec::H264, 9000, &idr), t0 + Duration::from_millis(600));
+        assert!(Arc::ptr_eq(&first, &again) && Arc::ptr_eq(&first, &restamped));
+        // Other bytes (even equal ones) are other frames.
+        let copy: Arc<[u8]> = Arc::from(&idr[..]);
+        assert!(!Arc::ptr_eq(&first, &replays.get(&frame(Codec::H264, 0, &copy), t0)));
+        replays.get(&frame(Codec::H264, 3000, &delta), t0);
+        // Opus payloads are the frame's own bytes: nothing to keep.
+        let opus: Arc<[u8]> = Arc::from(&[0xfc, 1][..]);
+        replays.get(&frame(Codec::Opus, 960, &opus), t0);
+        assert_eq!(replays.len(), 3);
+        // Unused for the TTL: gone; the one used 600 ms in stays a little longer.
+        replays.expire(t0 + REPLAY_PAYLOADS_TTL);
+        assert_eq!(replays.len(), 1);
+        replays.expire(t0 + Duration::from_millis(600) + REPLAY_PAYLOADS_TTL);
+        assert_eq!(replays.len(), 0);
     }
 }
