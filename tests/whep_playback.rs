@@ -6,6 +6,8 @@ use roomgate::room::{Anchor, RoomKey, SourceKind};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
+use str0m::media::{Direction, MediaKind};
+use support::whep_client;
 use support::whep_client::{audio_of, play, play_with, refusal, video_of, Received, Transport, WhepPlayer};
 use support::*;
 
@@ -267,6 +269,28 @@ async fn whep_errors_say_what_is_wrong() {
         assert!(e.body.contains(missing), "{}", e.body);
     }
     assert_eq!(post_raw(&url, &usersig("v1"), "not sdp").await, 400);
+    // An offer whose video or audio m-line does not receive: 406 at once (not a session that could never send).
+    for (video_dir, audio_dir, which) in [
+        (Direction::SendOnly, Direction::RecvOnly, "video"),
+        (Direction::RecvOnly, Direction::Inactive, "audio"),
+    ] {
+        whep_client::install_crypto();
+        let mut rtc = str0m::Rtc::builder().build(std::time::Instant::now());
+        let mut api = rtc.sdp_api();
+        api.add_media(MediaKind::Video, video_dir, None, None, None);
+        api.add_media(MediaKind::Audio, audio_dir, None, None, None);
+        let (offer, _) = api.apply().expect("an offer");
+        let e = whep_client::post_offer(&url, Some(&usersig("v1")), offer.to_sdp_string(), "WHEP POST")
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(e.status, 406, "{}", e.body);
+        assert!(
+            e.body.contains("track_not_received") && e.body.contains(which),
+            "{}",
+            e.body
+        );
+    }
 
     // public_playback: no token needed; Link lists the configured TURN server, but no credential goes to an
     // unauthenticated viewer.

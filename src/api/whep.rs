@@ -33,6 +33,7 @@ impl From<WhepError> for ApiError {
             WhepError::NoAnchor { .. } => (StatusCode::NOT_FOUND, "anchor_not_found"),
             WhepError::BadOffer(_) => (StatusCode::BAD_REQUEST, "bad_offer"),
             WhepError::MissingCodec(_) => (StatusCode::NOT_ACCEPTABLE, "codec_not_offered"),
+            WhepError::NotReceiving(_) => (StatusCode::NOT_ACCEPTABLE, "track_not_received"),
             WhepError::Resource(r) => resource_status(r),
             WhepError::Disabled => (StatusCode::SERVICE_UNAVAILABLE, "webrtc_disabled"),
             WhepError::Full(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_sessions"),

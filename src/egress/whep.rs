@@ -51,6 +51,9 @@ pub enum WhepError {
     /// The offer has no H.264 (packetization-mode 1) video or no Opus audio; names which.
     #[error("the offer has no {0}: roomgate sends H.264 (packetization-mode=1) video and Opus audio")]
     MissingCodec(&'static str),
+    /// The offer's m-line of that kind does not receive (`sendonly` or `inactive`): nothing could be sent on it.
+    #[error("the offer's {0} m-line does not receive: a WHEP player offers recvonly (or sendrecv) video and audio")]
+    NotReceiving(&'static str),
     /// PATCH or DELETE on the session resource failed.
     #[error("WHEP session: {0}")]
     Resource(#[from] ResourceError),
@@ -198,12 +201,18 @@ impl WhepService {
         let video = session
             .track(MediaKind::Video, RtcCodec::H264)
             .ok_or(WhepError::MissingCodec("H.264 video"))?;
-        if let Some(tx) = session.rtc.direct_api().stream_tx_by_mid(video.mid, None) {
-            tx.set_rtx_cache(VIDEO_SEND_PACKETS, VIDEO_RESEND_WINDOW, Some(0.15));
-        }
         let audio = session
             .track(MediaKind::Audio, RtcCodec::Opus)
             .ok_or(WhepError::MissingCodec("Opus audio"))?;
+        // str0m makes a send stream only for an m-line the player receives on.
+        let mut api = session.rtc.direct_api();
+        if api.stream_tx_by_mid(audio.mid, None).is_none() {
+            return Err(WhepError::NotReceiving("audio"));
+        }
+        let tx = api
+            .stream_tx_by_mid(video.mid, None)
+            .ok_or(WhepError::NotReceiving("video"))?;
+        tx.set_rtx_cache(VIDEO_SEND_PACKETS, VIDEO_RESEND_WINDOW, Some(0.15));
         let Negotiated { rtc, creds, answer, .. } = session;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();

@@ -426,7 +426,7 @@ impl Shard {
                     self.delay[usize::from(!video)].record(received_at.elapsed().as_secs_f64());
                 }
             }
-            // The player's m-line does not receive (str0m made no send stream for it): nothing can be sent.
+            // No send stream for the track (WHEP refuses such offers; kept so a session never writes to nothing).
             Ok(false) => self.close(id, "the player does not receive this track".into()),
             Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
         }
@@ -447,7 +447,7 @@ impl Shard {
 
     fn poll_session(&mut self, id: SessionId) {
         // Timeouts already due are handled here rather than through the timer set and another turn of the loop:
-        // str0m asks for one after every written frame (packetizing happens on a timeout).
+        // str0m asks for one after every written frame (queued packets leave on a timeout).
         let mut due_now = DUE_NOW_PER_POLL;
         loop {
             let Some(s) = self.sessions.get_mut(&id) else {
