@@ -22,12 +22,6 @@ use tokio::sync::mpsc;
 
 /// At most one GOP replay per viewer in this interval, however often it sends PLIs.
 const PLI_BURST_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a viewer's video packets are kept for resending (NACK). A NACK arrives about one round trip after the
-/// loss, and a retransmission later than ~1 s is behind the viewer's jitter buffer anyway; str0m's default keeps 3 s,
-/// which per viewer is 3 s of the anchor's video in memory.
-const VIDEO_RESEND_WINDOW: Duration = Duration::from_secs(1);
-/// Most video packets a viewer's session holds (unsent ones and the resend window): one second of 6 Mb/s video.
-const VIDEO_SEND_PACKETS: usize = 600;
 
 /// Why a WHEP request failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +178,7 @@ impl WhepService {
         // each session's send stream, which numbers, encrypts and keeps them for resends.
         let mut cfg = Rtc::builder()
             .set_rtp_mode(true)
-            .set_send_buffer_video(VIDEO_SEND_PACKETS)
+            .set_send_buffer_video(crate::rtc::VIDEO_SEND_PACKETS)
             .clear_codecs()
             .enable_opus(true, false);
         // No transport-wide congestion control: the gateway forwards the anchor's one encoding and has no bitrate
@@ -209,10 +203,10 @@ impl WhepService {
         if api.stream_tx_by_mid(audio.mid, None).is_none() {
             return Err(WhepError::NotReceiving("audio"));
         }
-        let tx = api
-            .stream_tx_by_mid(video.mid, None)
-            .ok_or(WhepError::NotReceiving("video"))?;
-        tx.set_rtx_cache(VIDEO_SEND_PACKETS, VIDEO_RESEND_WINDOW, Some(0.15));
+        // (The shard sets the video send stream's resend window when it takes the session.)
+        if api.stream_tx_by_mid(video.mid, None).is_none() {
+            return Err(WhepError::NotReceiving("video"));
+        }
         let Negotiated { rtc, creds, answer, .. } = session;
 
         let (events_tx, events_rx) = mpsc::unbounded_channel();

@@ -19,6 +19,7 @@ mod udp;
 pub use engine::{EngineFull, NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
 pub use negotiate::{negotiate, Negotiated};
 pub use resources::{random_token, PatchResult, ResourceError, SessionAnswer, SessionResources};
+pub use shard::VIDEO_SEND_PACKETS;
 
 use std::net::{IpAddr, SocketAddr};
 

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{RtpWrite, SeqNo};
 use str0m::{Event, IceConnectionState, Input, Output, Rtc};
@@ -27,6 +27,34 @@ pub(super) struct RtcSession {
     connected: bool,
     /// Video packets were lost on the way out: send nothing until the next keyframe.
     video_needs_keyframe: bool,
+    /// A GOP replay went into the video resend window since it was last made: the next live keyframe starts a new
+    /// one (see [`VIDEO_RESEND_WINDOW`]).
+    resend_window_inflated: bool,
+}
+
+/// How long a viewer's video packets are kept for resending (NACK), as libwebrtc's sender keeps them: a NACK arrives
+/// about one round trip after the loss, and a retransmission later than ~1 s is behind the viewer's jitter buffer
+/// anyway (str0m's default keeps 3 s).
+///
+/// str0m keeps the window in a ring of packet records (~430 bytes each; the payloads are shared) that grows to the
+/// most packets it ever held at once and never shrinks. A GOP replay (a viewer joining, or asking for a keyframe)
+/// puts up to a whole GOP into it at once, on top of the live second, which would then stay allocated for the
+/// session's life. So after a replay the window is made anew just before the next live keyframe is written: from
+/// there on the viewer needs nothing older (a keyframe starts a new GOP), and the new ring grows only to one second
+/// of live video. What this gives up is a resend of a packet lost within a round trip before that keyframe (once per
+/// replay), at worst a few frames the player skips while it waits for the keyframe, which follows at once.
+const VIDEO_RESEND_WINDOW: Duration = Duration::from_secs(1);
+/// Most video packets a viewer's session holds (unsent ones, and the resend window): one second of 6 Mb/s video.
+pub const VIDEO_SEND_PACKETS: usize = 600;
+/// The share of a session's video bytes that may be resends; above it, NACKs are not answered (a player cannot make
+/// the gateway send its stream over again).
+const RESEND_RATIO_CAP: f32 = 0.15;
+
+/// Give a session's video send stream an empty resend window (see [`VIDEO_RESEND_WINDOW`]).
+fn new_resend_window(rtc: &mut Rtc, mid: str0m::media::Mid) {
+    if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
+        tx.set_rtx_cache(VIDEO_SEND_PACKETS, VIDEO_RESEND_WINDOW, Some(RESEND_RATIO_CAP));
+    }
 }
 
 /// An outgoing track of a session in str0m's RTP mode: where its packets go and the sequence number of the next.
@@ -140,7 +168,8 @@ pub(super) struct Shard {
     pub(super) candidate_ips: Vec<std::net::IpAddr>,
     /// Candidate addresses that belong to this host (NAT 1:1 addresses do not).
     pub(super) owned_ips: Vec<std::net::IpAddr>,
-    pub(super) sessions: HashMap<SessionId, RtcSession>,
+    /// Boxed: an `Rtc` is several kilobytes, and the table keeps spare slots and moves its entries when it grows.
+    pub(super) sessions: HashMap<SessionId, Box<RtcSession>>,
     pub(super) tcp_writers: HashMap<SocketAddr, TcpPeer>,
     pub(super) timers: BTreeSet<(Instant, SessionId)>,
     /// Sessions alive on every shard.
@@ -198,9 +227,13 @@ impl Shard {
                     audio,
                     events,
                 } = *s;
+                let mut rtc = rtc;
+                if let Some(v) = &video {
+                    new_resend_window(&mut rtc, v.mid);
+                }
                 self.sessions.insert(
                     id,
-                    RtcSession {
+                    Box::new(RtcSession {
                         rtc,
                         ufrag,
                         video: video.map(TrackTx::new),
@@ -209,7 +242,8 @@ impl Shard {
                         deadline: None,
                         connected: false,
                         video_needs_keyframe: false,
-                    },
+                        resend_window_inflated: false,
+                    }),
                 );
                 // `roomgate_rtc_sessions` is read from this count when /metrics is scraped.
                 self.count.fetch_add(1, Ordering::Relaxed);
@@ -226,6 +260,9 @@ impl Shard {
                 for frame in frames {
                     let payloads = self.replays.get(&frame, now);
                     self.write_frame(id, &frame, &payloads, false);
+                }
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.resend_window_inflated = true;
                 }
             }
             Command::FrameToMany(ids, frame) => {
@@ -405,8 +442,12 @@ impl Shard {
         let received_at = frame.received_at;
         // The RTP time is the frame's time in the codec's clock (90 kHz, 48 kHz), as the frame API stamps it.
         let time = frame.pts as u32;
+        let renew_window = live && video && frame.keyframe && std::mem::take(&mut s.resend_window_inflated);
         let rtc = &mut s.rtc;
         let written = catch_unwind(AssertUnwindSafe(|| {
+            if renew_window {
+                new_resend_window(rtc, tx.track.mid);
+            }
             let mut api = rtc.direct_api();
             let Some(stream) = api.stream_tx_by_mid(tx.track.mid, None) else {
                 return false;
