@@ -36,15 +36,16 @@ pub(super) struct RtcSession {
 /// about one round trip after the loss, and a retransmission later than ~1 s is behind the viewer's jitter buffer
 /// anyway (str0m's default keeps 3 s).
 ///
-/// str0m keeps the window in a ring of packet records (~430 bytes each; the payloads are shared) that grows to the
-/// most packets it ever held at once and never shrinks. A GOP replay (a viewer joining, or asking for a keyframe)
-/// puts up to a whole GOP into it at once, on top of the live second, which would then stay allocated for the
-/// session's life. So after a replay the window is made anew just before the next live keyframe is written: from
-/// there on the viewer needs nothing older (a keyframe starts a new GOP), and the new ring grows only to one second
-/// of live video. What this gives up is a resend of a packet lost within a round trip before that keyframe (once per
-/// replay), at worst a few frames the player skips while it waits for the keyframe, which follows at once.
+/// str0m keeps the window in a ring of packet records (~430 bytes each; the payloads are shared) that grows, up to
+/// [`VIDEO_SEND_PACKETS`] records, to the most packets it ever held at once and never shrinks. A GOP replay (a viewer
+/// joining, or asking for a keyframe) puts up to a whole GOP into it at once, on top of the live second, which would
+/// then stay allocated for the session's life. So after a replay the window is made anew just before the next live
+/// keyframe is written: from there on the viewer needs nothing older (a keyframe starts a new GOP), and the new ring
+/// grows only to one second of live video. What this gives up is a resend of a packet lost within a round trip
+/// before that keyframe (once per replay), at worst a few frames the player skips while it waits for the keyframe,
+/// which follows at once. (A source that never sends another keyframe keeps the grown ring, as before.)
 const VIDEO_RESEND_WINDOW: Duration = Duration::from_secs(1);
-/// Most video packets a viewer's session holds (unsent ones, and the resend window): one second of 6 Mb/s video.
+/// Most video packets a viewer's resend ring holds (older ones are overwritten): one second of 6 Mb/s video.
 pub const VIDEO_SEND_PACKETS: usize = 600;
 /// The share of a session's video bytes that may be resends; above it, NACKs are not answered (a player cannot make
 /// the gateway send its stream over again).
@@ -227,10 +228,7 @@ impl Shard {
                     audio,
                     events,
                 } = *s;
-                let mut rtc = rtc;
-                if let Some(v) = &video {
-                    new_resend_window(&mut rtc, v.mid);
-                }
+                let video_mid = video.as_ref().map(|v| v.mid);
                 self.sessions.insert(
                     id,
                     Box::new(RtcSession {
@@ -247,6 +245,13 @@ impl Shard {
                 );
                 // `roomgate_rtc_sessions` is read from this count when /metrics is scraped.
                 self.count.fetch_add(1, Ordering::Relaxed);
+                if let (Some(mid), Some(s)) = (video_mid, self.sessions.get_mut(&id)) {
+                    let rtc = &mut s.rtc;
+                    if catch_unwind(AssertUnwindSafe(|| new_resend_window(rtc, mid))).is_err() {
+                        self.close(id, "internal error in the WebRTC stack (session ended)".into());
+                        return;
+                    }
+                }
                 self.drain(id);
             }
             Command::Remove(id) => self.close(id, "removed".into()),
@@ -257,12 +262,13 @@ impl Shard {
             Command::Frames(id, frames) => {
                 let now = Instant::now();
                 self.replays.expire(now);
+                let mut video_written = false;
                 for frame in frames {
                     let payloads = self.replays.get(&frame, now);
-                    self.write_frame(id, &frame, &payloads, false);
+                    video_written |= self.write_frame(id, &frame, &payloads, false) && frame.codec.is_video();
                 }
                 if let Some(s) = self.sessions.get_mut(&id) {
-                    s.resend_window_inflated = true;
+                    s.resend_window_inflated |= video_written;
                 }
             }
             Command::FrameToMany(ids, frame) => {
@@ -416,26 +422,27 @@ impl Shard {
         }
     }
 
-    /// Send one frame's payloads on a session: numbered in its sequence, stamped with the frame's time.
-    fn write_frame(&mut self, id: SessionId, frame: &Frame, payloads: &[RtpPayload], live: bool) {
+    /// Send one frame's payloads on a session: numbered in its sequence, stamped with the frame's time. Whether
+    /// they went into its send stream.
+    fn write_frame(&mut self, id: SessionId, frame: &Frame, payloads: &[RtpPayload], live: bool) -> bool {
         let Some(s) = self.sessions.get_mut(&id) else {
-            return;
+            return false;
         };
         if !s.connected {
-            return;
+            return false;
         }
         let video = frame.codec.is_video();
         if payloads.is_empty() {
             // A frame that cannot be sent (see `rtp::payloads`): the pictures after it would not decode.
             s.video_needs_keyframe |= video;
-            return;
+            return false;
         }
         let Some(tx) = (if video { s.video.as_mut() } else { s.audio.as_mut() }) else {
-            return;
+            return false;
         };
         if video {
             if s.video_needs_keyframe && !frame.keyframe {
-                return;
+                return false;
             }
             s.video_needs_keyframe = false;
         }
@@ -466,10 +473,17 @@ impl Shard {
                 if live {
                     self.delay[usize::from(!video)].record(received_at.elapsed().as_secs_f64());
                 }
+                true
             }
             // No send stream for the track (WHEP refuses such offers; kept so a session never writes to nothing).
-            Ok(false) => self.close(id, "the player does not receive this track".into()),
-            Err(_) => self.close(id, "internal error in the WebRTC stack (session ended)".into()),
+            Ok(false) => {
+                self.close(id, "the player does not receive this track".into());
+                false
+            }
+            Err(_) => {
+                self.close(id, "internal error in the WebRTC stack (session ended)".into());
+                false
+            }
         }
     }
 
