@@ -13,8 +13,9 @@
 //! with all viewers; per-viewer CPU local and relayed.
 //!
 //! `audio-floor[:T]` runs the AAC -> Opus work of one publisher in the ffmpeg CLI (the floor a publisher's CPU can
-//! approach); `opus-quality[:BITRATE]` measures every Opus complexity (benches/support/opus_quality.rs). Both
-//! run alone when named.
+//! approach); `opus-quality[:BITRATE]` measures every Opus complexity (benches/support/opus_quality.rs);
+//! `rtc-setup[:N]` builds N str0m sessions (what each WHEP/WHIP offer does) with str0m's own crypto provider and
+//! with the gateway's (`roomgate::rtc::crypto_provider`), three alternating rounds. Each runs alone when named.
 //!
 //! Per scenario the JSON reports gateway CPU (idle, streams only, with viewers, per stream, per viewer) and its
 //! context switches per second in the same phases, RSS split into private (`RssAnon`) and file-backed (`RssFile`)
@@ -786,6 +787,29 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// `NAME[:VALUE]` among `args` (a benchmark that runs alone): None if it is not named, else VALUE, or `default`
 /// when there is none.
+/// Microseconds per str0m session built with str0m's own crypto provider and with the gateway's, per round.
+fn run_rtc_setup(n: u32) -> serde_json::Value {
+    let ours = roomgate::rtc::crypto_provider();
+    let theirs = std::sync::Arc::new(str0m::crypto::from_feature_flags());
+    let build = |p: &std::sync::Arc<str0m::crypto::CryptoProvider>| {
+        let t = Instant::now();
+        for _ in 0..n {
+            let rtc = str0m::RtcConfig::new()
+                .set_crypto_provider(p.clone())
+                .build(Instant::now());
+            std::hint::black_box(rtc);
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    };
+    // Warm-up: aws-lc's one-time initialisation, the shared configuration's first build.
+    build(&ours);
+    build(&theirs);
+    let rounds: Vec<serde_json::Value> = (0..3)
+        .map(|_| json!({"str0m_provider_us": round(build(&theirs)), "gateway_provider_us": round(build(&ours))}))
+        .collect();
+    json!({"sessions_per_round": n, "rounds": rounds})
+}
+
 fn solo<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Option<T> {
     let a = args.iter().find(|a| a.starts_with(name))?;
     let value = a.strip_prefix(name).and_then(|v| v.strip_prefix(':'));
@@ -831,6 +855,11 @@ fn main() {
             "{}",
             serde_json::to_string_pretty(&runtime().block_on(run_cluster(viewers, secs))).unwrap()
         );
+        return;
+    }
+    // `rtc-setup[:N]`: the CPU time of building one str0m session, no gateway.
+    if let Some(n) = solo(&args, "rtc-setup", 300u32) {
+        println!("{}", serde_json::to_string_pretty(&run_rtc_setup(n.max(1))).unwrap());
         return;
     }
     // `opus-quality[:BITRATE]`: the encoder alone, no gateway (see benches/support/opus_quality.rs).

@@ -8,6 +8,7 @@
 //! own deadline is due, and a panic inside str0m ends that session only.
 
 pub mod demux;
+mod dtls;
 mod engine;
 mod negotiate;
 pub mod resources;
@@ -20,6 +21,12 @@ pub use engine::{EngineFull, NewSession, OutTrack, RtcEngine, SessionEvent, Sess
 pub use negotiate::{negotiate, Negotiated};
 pub use resources::{random_token, PatchResult, ResourceError, SessionAnswer, SessionResources};
 pub use shard::VIDEO_SEND_PACKETS;
+
+/// The crypto provider WebRTC sessions are built with: str0m's, with one DTLS configuration shared by every
+/// session (`dtls`).
+pub fn crypto_provider() -> std::sync::Arc<str0m::crypto::CryptoProvider> {
+    dtls::provider()
+}
 
 use std::net::{IpAddr, SocketAddr};
 
