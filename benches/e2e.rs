@@ -785,8 +785,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// `NAME[:VALUE]` among `args` (a benchmark that runs alone): None if it is not named, else VALUE, or `default`
-/// when there is none.
 /// Microseconds per str0m session built with str0m's own crypto provider and with the gateway's, per round.
 fn run_rtc_setup(n: u32) -> serde_json::Value {
     let ours = roomgate::rtc::crypto_provider();
@@ -810,6 +808,8 @@ fn run_rtc_setup(n: u32) -> serde_json::Value {
     json!({"sessions_per_round": n, "rounds": rounds})
 }
 
+/// `NAME[:VALUE]` among `args` (a benchmark that runs alone): None if it is not named, else VALUE, or `default`
+/// when there is none.
 fn solo<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Option<T> {
     let a = args.iter().find(|a| a.starts_with(name))?;
     let value = a.strip_prefix(name).and_then(|v| v.strip_prefix(':'));

@@ -134,8 +134,6 @@ pub struct RtcEngine {
     /// Where the engine listens, as bound (the config may ask for port 0).
     pub addrs: EngineAddrs,
     candidates: Vec<Candidate>,
-    /// What every session's cryptography comes from (one DTLS configuration for all: `rtc::dtls`).
-    crypto: Arc<str0m::crypto::CryptoProvider>,
     sessions: Arc<AtomicUsize>,
     /// Sessions added and not yet closed (counted at `add`, before the engine task sees them, so a burst of
     /// requests cannot overshoot `rtc.max_sessions`).
@@ -151,7 +149,7 @@ impl RtcEngine {
     /// Bind the UDP socket (and TCP listener) and start the engine.
     pub async fn start(cfg: &RtcConfig) -> std::io::Result<(RtcEngine, Vec<JoinHandle<()>>)> {
         static CRYPTO: std::sync::Once = std::sync::Once::new();
-        CRYPTO.call_once(|| (*super::dtls::provider()).clone().install_process_default());
+        CRYPTO.call_once(|| (*super::crypto_provider()).clone().install_process_default());
 
         let udp = Arc::new(super::udp::UdpEndpoint::new(
             UdpSocket::bind(SocketAddr::new(cfg.bind, cfg.udp_port)).await?,
@@ -241,7 +239,6 @@ impl RtcEngine {
                     tcp: tcp_addr,
                 },
                 candidates,
-                crypto: super::dtls::provider(),
                 sessions,
                 admitted,
             },
@@ -252,11 +249,6 @@ impl RtcEngine {
     /// The host candidates every session announces (UDP and passive TCP for each candidate address).
     pub fn local_candidates(&self) -> &[Candidate] {
         &self.candidates
-    }
-
-    /// The crypto provider new sessions are built with.
-    pub(super) fn crypto(&self) -> Arc<str0m::crypto::CryptoProvider> {
-        self.crypto.clone()
     }
 
     /// Add a session without the `max` check of `try_add` (it still counts toward it).

@@ -28,7 +28,7 @@ pub fn negotiate(engine: &RtcEngine, offer: &str, config: RtcConfig) -> Result<N
         pass: random_token(24),
     };
     let mut rtc = config
-        .set_crypto_provider(engine.crypto())
+        .set_crypto_provider(super::crypto_provider())
         .set_ice_lite(true)
         .set_local_ice_credentials(creds.clone())
         .build(std::time::Instant::now());
