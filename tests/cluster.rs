@@ -609,7 +609,7 @@ impl ProcessNode {
              relay_listen = \"127.0.0.1:0\"\n{extra}",
             redis.url()
         );
-        let config = support::process::roomgate_config(dir.path(), http, rtmp, 0, &cluster);
+        let config = support::process::roomgate_config(dir.path(), http, rtmp, 0, 0, &cluster);
         let rtmp_url = format!(
             "rtmp://127.0.0.1:{rtmp}/push/{room}?sdkappid={SDKAPPID}&userid=cam&usersig={}",
             usersig("cam")

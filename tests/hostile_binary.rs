@@ -25,7 +25,7 @@ async fn idle_from(host: u8, to: SocketAddr) -> Option<tokio::net::TcpStream> {
 async fn idle_connections_under_a_1024_file_limit_do_not_stop_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let (http, rtmp, rtc) = (free_port(), free_port(), free_port());
-    let cfg = roomgate_config(dir.path(), http, rtmp, rtc, "");
+    let cfg = roomgate_config(dir.path(), http, rtmp, rtc, 0, "");
     // The soft limit systemd gives services by default; the hard limit stays what the machine allows.
     let mut serve = std::process::Command::new("sh");
     serve

@@ -36,7 +36,7 @@ async fn tasks_resume_after_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let http = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let config = roomgate_config(dir.path(), port, 0, 0, "[pull]\nallow_private_sources = true\n");
+    let config = roomgate_config(dir.path(), port, 0, 0, 0, "[pull]\nallow_private_sources = true\n");
     let api = CloudClient::new(http);
     let gw = serve(&config, http).await;
     let url = nginx.url("/sample-720p30.mp4");

@@ -349,3 +349,59 @@ async fn a_caller_that_only_handshakes_takes_nobodys_place() {
     drop(silent);
     ff.kill().await;
 }
+
+/// The names of libsrt's receiving and sending threads (`SRT:RcvQ:w1`, `SRT:SndQ:w1`) among process `pid`'s.
+fn libsrt_queue_threads(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_string())
+        .filter(|name| name.starts_with("SRT:RcvQ") || name.starts_with("SRT:SndQ"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_srt_port_runs_no_libsrt_thread_until_a_caller_comes() {
+    // libsrt's receiving thread wakes every 10 ms even with nothing to receive; the gateway holds the port itself
+    // and gives it to libsrt only when a datagram comes. Its own process, so no other test's listener counts.
+    let dir = tempfile::tempdir().unwrap();
+    let http = support::nginx::free_port();
+    let srt = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = support::process::roomgate_config(dir.path(), http, 0, 0, srt, "");
+    let http_addr = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+    let gw = support::process::serve(&config, http_addr).await;
+    let pid = gw.0.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        libsrt_queue_threads(pid),
+        Vec::<String>::new(),
+        "no libsrt queue thread while idle"
+    );
+
+    // The first caller is answered as if libsrt had listened all along, and its publish plays.
+    let id = access_id("srtidle", "cam", &usersig("cam"));
+    let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let ff = push_srt(
+        &format!("srt://127.0.0.1:{srt}?streamid={id}"),
+        "320x240",
+        30,
+        QUICK_X264,
+    );
+    wait_until_async("the SRT publish reaches the room", Duration::from_secs(20), || async {
+        let (_, room) = get_json(http_addr, "/v1/rooms/1400000001/srtidle").await;
+        room["anchors"][0]["video"]["codec"] == "h264"
+    })
+    .await;
+    assert!(
+        libsrt_queue_threads(pid)
+            .iter()
+            .any(|name| name.starts_with("SRT:RcvQ")),
+        "libsrt runs once a caller came: {:?}",
+        libsrt_queue_threads(pid)
+    );
+    ff.kill().await;
+}

@@ -26,16 +26,16 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Write `dir/roomgate.toml` for `roomgate serve` and return its path: data in `dir/data`, HTTP, RTMP and WebRTC
-/// (UDP and TCP alike) on these loopback ports (0: any free one), the test app and API key, then `extra` (more
-/// TOML tables).
-pub fn roomgate_config(dir: &Path, http: u16, rtmp: u16, rtc: u16, extra: &str) -> PathBuf {
+/// Write `dir/roomgate.toml` for `roomgate serve` and return its path: data in `dir/data`, HTTP, RTMP, WebRTC
+/// (UDP and TCP alike) and SRT on these loopback ports (0: any free one), the test app and API key, then `extra`
+/// (more TOML tables).
+pub fn roomgate_config(dir: &Path, http: u16, rtmp: u16, rtc: u16, srt: u16, extra: &str) -> PathBuf {
     let path = dir.join("roomgate.toml");
     let toml = format!(
         "data_dir = \"{data}\"\nlog = \"warn\"\n\
          http = {{ listen = \"127.0.0.1:{http}\" }}\n\
          rtmp = {{ listen = \"127.0.0.1:{rtmp}\" }}\n\
-         srt = {{ listen = \"127.0.0.1:0\" }}\n\
+         srt = {{ listen = \"127.0.0.1:{srt}\" }}\n\
          rtc = {{ bind = \"127.0.0.1\", udp_port = {rtc}, tcp_port = {rtc} }}\n\
          apps = [{{ sdkappid = {SDKAPPID}, secret_key = \"{KEY}\" }}]\n\
          api_keys = [{{ secret_id = \"{SECRET_ID}\", secret_key = \"{SECRET_KEY}\" }}]\n\

@@ -94,6 +94,7 @@ extern "C" {
     fn srt_cleanup() -> c_int;
     fn srt_create_socket() -> RawSocket;
     fn srt_bind(u: RawSocket, name: *const libc::sockaddr, namelen: c_int) -> c_int;
+    fn srt_bind_acquire(u: RawSocket, udpsock: c_int) -> c_int;
     fn srt_listen(u: RawSocket, backlog: c_int) -> c_int;
     fn srt_listen_callback(lsn: RawSocket, hook: ListenCallback, opaque: *mut c_void) -> c_int;
     fn srt_accept(u: RawSocket, addr: *mut libc::sockaddr, addrlen: *mut c_int) -> RawSocket;
@@ -316,6 +317,19 @@ impl Socket {
         // SAFETY: `sa` is a valid sockaddr of `sa.len()` bytes for the duration of the call.
         check("srt_bind", unsafe {
             srt_bind(self.0, sa.as_ptr().cast(), sa.len() as c_int)
+        })?;
+        Ok(())
+    }
+
+    /// Bind to a UDP socket the caller bound: libsrt takes it over (its receiving and sending threads start
+    /// here) and closes it with the last SRT socket using it.
+    pub fn bind_acquire(&self, udp: std::os::fd::OwnedFd) -> Result<(), SrtError> {
+        use std::os::fd::IntoRawFd;
+        // SAFETY: the descriptor is a bound UDP socket whose ownership passes to libsrt. On failure it is left
+        // open rather than closed: libsrt may already have attached it, and a double close is worse than one
+        // descriptor held until exit.
+        check("srt_bind_acquire", unsafe {
+            srt_bind_acquire(self.0, udp.into_raw_fd())
         })?;
         Ok(())
     }

@@ -4,7 +4,8 @@
 //! own threads; roomgate decides who may publish in libsrt's listen callback, before the handshake completes, so
 //! a refused caller gets an SRT reject code (1400 bad request, 1401 bad credentials, 1402 overload, 1403
 //! forbidden, 1404 unknown app, 1405 not `m=publish`) and never sends media. Two threads of ours: `srt-accept`
-//! waits in libsrt's blocking accept; `srt-io` waits on libsrt's epoll for the open connections and hands what
+//! waits for the port's first datagram before libsrt is given the port (see `start`), then in libsrt's
+//! blocking accept; `srt-io` waits on libsrt's epoll for the open connections and hands what
 //! each received, a batch per wake-up, to that publish's task, where `to_room::SrtPublish` demuxes it into the
 //! room. With no connection open, `srt-io` sleeps on a channel: libsrt's epoll wait looks for events every
 //! 10 ms, and an idle listener should cost nothing.
@@ -112,14 +113,17 @@ impl Rejection {
 pub struct SrtListener {
     stop: Arc<AtomicBool>,
     listener: Arc<Socket>,
+    /// Dropped to wake the accept thread while it still waits for the first datagram.
+    wake: Option<std::os::unix::net::UnixStream>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for SrtListener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accept thread out of libsrt's accept.
+        // Wakes the accept thread out of libsrt's accept, or out of its wait for the first datagram.
         self.listener.shut();
+        self.wake.take();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -127,6 +131,13 @@ impl Drop for SrtListener {
 }
 
 /// Bind the SRT listener of `ctx.config.srt` and start its threads; publish tasks are spawned on `runtime`.
+///
+/// The port is bound here, on a plain UDP socket, but libsrt is only given it once the first datagram arrives:
+/// libsrt's receiving thread polls its socket every 10 ms even when nothing comes (about 100 wake-ups a second),
+/// and a gateway whose users never publish over SRT should not pay that. The first caller's handshake is not
+/// read by us: it waits in the socket for libsrt, so the caller is answered as if libsrt had listened all along
+/// (if libsrt's receiving thread reads it in the microseconds before the listener is set up, the caller repeats
+/// it 250 ms later, as callers do). Once started, libsrt stays started for the process's life.
 pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(SocketAddr, SrtListener), SrtError> {
     let cfg = &ctx.config.srt;
     let listener = Socket::new()?;
@@ -138,11 +149,19 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
     listener.set_int(SockOpt::RcvLatency, cfg.latency_ms as i32)?;
     listener.set_int(SockOpt::EnforcedEncryption, 1)?;
     listener.set_int(SockOpt::RcvBuf, RECEIVE_BUFFER)?;
-    if cfg.listen.is_ipv6() {
-        listener.set_int(SockOpt::Ipv6Only, 0)?;
-    }
-    listener.bind(cfg.listen)?;
-    let bound = listener.local_addr()?;
+    let io_error = |what: &'static str| {
+        move |e: std::io::Error| SrtError {
+            what,
+            code: 0,
+            message: e.to_string(),
+        }
+    };
+    let udp = bind_udp(cfg.listen).map_err(io_error("bind"))?;
+    let bound = udp
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .ok_or_else(|| io_error("getsockname")(std::io::Error::other("not an IP address")))?;
     let gate = Arc::new(Gate {
         slots: ConnectionCounter::new(cfg.max_connections, cfg.max_connections_per_ip),
         ctx: ctx.clone(),
@@ -151,14 +170,11 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
         all: crate::limits::PerIpRate::new(HANDSHAKES_PER_MINUTE),
     });
     let cell: &'static GateCell = Box::leak(Box::new(GateCell(Mutex::new(Some(gate.clone())))));
-    // SAFETY: `cell` is never freed, and is a Mutex (usable from libsrt's threads).
-    unsafe {
-        listener.listen(128, on_handshake, cell as *const GateCell as *mut c_void)?;
-    }
     let epoll = Epoll::new()?;
     let stop = Arc::new(AtomicBool::new(false));
     let listener = Arc::new(listener);
     let (accepted_tx, accepted) = std::sync::mpsc::channel();
+    let (wake, woken) = std::os::unix::net::UnixStream::pair().map_err(io_error("socketpair"))?;
     let io = IoLoop {
         gate,
         accepted,
@@ -166,14 +182,10 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
         runtime,
         conns: HashMap::new(),
     };
-    let thread_error = |e: std::io::Error| SrtError {
-        what: "thread",
-        code: 0,
-        message: e.to_string(),
-    };
     let mut guard = SrtListener {
         stop: stop.clone(),
         listener: listener.clone(),
+        wake: Some(wake),
         threads: Vec::new(),
     };
     let flag = stop.clone();
@@ -188,17 +200,83 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
                 let _teardown = teardown;
                 io.run(&flag);
             })
-            .map_err(thread_error)?,
+            .map_err(io_error("thread"))?,
     );
     let flag = stop.clone();
     guard.threads.push(
         std::thread::Builder::new()
             .name("srt-accept".into())
-            .spawn(move || accept_loop(&listener, &accepted_tx, &flag))
-            .map_err(thread_error)?,
+            .spawn(move || {
+                if !first_datagram(&udp, &woken) || flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                // SAFETY: `cell` is never freed, and is a Mutex (usable from libsrt's threads).
+                let listening = listener.bind_acquire(udp.into()).and_then(|()| unsafe {
+                    listener.listen(128, on_handshake, cell as *const GateCell as *mut c_void)
+                });
+                match listening {
+                    Ok(()) => tracing::debug!("SRT listener woken by its first datagram; libsrt started"),
+                    Err(e) => {
+                        if !flag.load(Ordering::Relaxed) {
+                            tracing::error!(error = %e, "SRT listener could not start; SRT callers get no answer");
+                        }
+                        return;
+                    }
+                }
+                accept_loop(&listener, &accepted_tx, &flag)
+            })
+            .map_err(io_error("thread"))?,
     );
     tracing::info!(addr = %bound, latency_ms = cfg.latency_ms, "SRT listener ready");
     Ok((bound, guard))
+}
+
+/// The SRT port's UDP socket, bound as libsrt would bind it (an IPv6 address also takes IPv4 callers), but
+/// without `SO_REUSEADDR`: a second process cannot bind the same port and take half the datagrams.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let udp = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        udp.set_only_v6(false)?;
+    }
+    udp.bind(&addr.into())?;
+    Ok(udp)
+}
+
+/// Wait, with libsrt not started, until a datagram is waiting on `udp` (true) or the other end of `stop` is
+/// dropped (false). The datagram is left in the socket for libsrt to read.
+fn first_datagram(udp: &socket2::Socket, stop: &std::os::unix::net::UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fds = [
+        libc::pollfd {
+            fd: udp.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is an array of two valid pollfd, both descriptors open during the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // Cannot wait: start libsrt now rather than never answer.
+            tracing::warn!(error = %e, "cannot wait for the first SRT datagram; starting libsrt now");
+            return true;
+        }
+        if fds[1].revents != 0 {
+            return false;
+        }
+        if fds[0].revents != 0 {
+            return true;
+        }
+    }
 }
 
 /// What the I/O thread leaves behind when it ends, even by a panic: no more admissions (the listen callback
