@@ -204,31 +204,30 @@ mod smallvec_like {
     }
 }
 
-/// Split Annex-B data into NAL units (without start codes).
+/// Split Annex-B data into NAL units (without start codes; the zeros before a start code, the longer start code's
+/// or trailing ones, are not part of the NAL before it, except for the last NAL).
+///
+/// Every H.264 frame crosses this at least twice (spotting keyframes and parameter sets on ingest, cutting RTP
+/// payloads on egress), so the start codes are found with memchr's vectorised substring search rather than a
+/// byte-by-byte loop (which was 4 % of a WHIP publisher's cost in a profile).
 pub fn annex_b_nals(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    let mut out = Vec::with_capacity(starts.len());
-    for (k, &s) in starts.iter().enumerate() {
-        let mut e = if k + 1 < starts.len() {
-            starts[k + 1] - 3
-        } else {
-            data.len()
+    static START_CODE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(&[0, 0, 1]));
+    let mut starts = START_CODE.find_iter(data).map(|i| i + 3).peekable();
+    std::iter::from_fn(move || {
+        let s = starts.next()?;
+        let e = match starts.peek() {
+            Some(&next) => {
+                let mut e = next - 3;
+                while e > s && data[e - 1] == 0 {
+                    e -= 1;
+                }
+                e
+            }
+            None => data.len(),
         };
-        while e > s && data[e - 1] == 0 && k + 1 < starts.len() {
-            e -= 1;
-        }
-        out.push(&data[s..e]);
-    }
-    out.into_iter()
+        Some(&data[s..e])
+    })
 }
 
 /// The `slice_type` of a coded slice NAL unit (types 1 and 5), e.g. to spot B slices (`% 5 == 1`).
@@ -448,6 +447,63 @@ mod tests {
         assert_eq!((info.width, info.height), (1280, 720));
         assert_eq!(info.profile_level_id(), "42c01f");
         assert_eq!(info.profile_name(), "Constrained Baseline");
+    }
+
+    #[test]
+    fn annex_b_nals_match_a_byte_by_byte_split() {
+        // The byte-by-byte split this replaced: start codes found left to right without overlap, a NAL's
+        // trailing zeros (those of a 4-byte start code) dropped unless it is the last.
+        fn reference(data: &[u8]) -> Vec<&[u8]> {
+            let mut starts = Vec::new();
+            let mut i = 0;
+            while i + 3 <= data.len() {
+                if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+                    starts.push(i + 3);
+                    i += 3;
+                } else {
+                    i += 1;
+                }
+            }
+            let mut out = Vec::new();
+            for (k, &s) in starts.iter().enumerate() {
+                let mut e = if k + 1 < starts.len() {
+                    starts[k + 1] - 3
+                } else {
+                    data.len()
+                };
+                while e > s && data[e - 1] == 0 && k + 1 < starts.len() {
+                    e -= 1;
+                }
+                out.push(&data[s..e]);
+            }
+            out
+        }
+        // Bytes drawn mostly from {0, 1} so start codes, runs of zeros and adjacent codes are frequent.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for len in 0..400 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    match x % 8 {
+                        0..=3 => 0,
+                        4 | 5 => 1,
+                        6 => 0x65,
+                        _ => (x >> 8) as u8,
+                    }
+                })
+                .collect();
+            assert_eq!(annex_b_nals(&data).collect::<Vec<_>>(), reference(&data), "{data:?}");
+        }
+        for fixed in [
+            &b"\0\0\x01"[..],
+            b"\0\0\0\x01\x67\0\0\x01\x68\0\0",
+            b"\0\0\x01\0\0\x01",
+            b"\x01\0\0",
+        ] {
+            assert_eq!(annex_b_nals(fixed).collect::<Vec<_>>(), reference(fixed), "{fixed:?}");
+        }
     }
 
     #[test]
