@@ -382,7 +382,8 @@ async fn an_idle_srt_port_runs_no_libsrt_thread_until_a_caller_comes() {
         "no libsrt queue thread while idle"
     );
 
-    // The first caller is answered as if libsrt had listened all along, and its publish plays.
+    // The first caller wakes libsrt, gets in (its first handshake read by libsrt or repeated), and its publish
+    // reaches the room.
     let id = access_id("srtidle", "cam", &usersig("cam"));
     let id: String = url::form_urlencoded::byte_serialize(id.as_bytes()).collect();
     let ff = push_srt(

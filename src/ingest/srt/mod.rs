@@ -135,9 +135,10 @@ impl Drop for SrtListener {
 /// The port is bound here, on a plain UDP socket, but libsrt is only given it once the first datagram arrives:
 /// libsrt's receiving thread polls its socket every 10 ms even when nothing comes (about 100 wake-ups a second),
 /// and a gateway whose users never publish over SRT should not pay that. The first caller's handshake is not
-/// read by us: it waits in the socket for libsrt, so the caller is answered as if libsrt had listened all along
-/// (if libsrt's receiving thread reads it in the microseconds before the listener is set up, the caller repeats
-/// it 250 ms later, as callers do). Once started, libsrt stays started for the process's life.
+/// read by us: it waits in the socket for libsrt. libsrt's receiving thread starts in `srt_bind_acquire` and may
+/// read it before `srt_listen` has set the listener up (a race either side can win), in which case libsrt drops
+/// it and the caller repeats its handshake 250 ms later, as callers do: the first connection after start may take
+/// up to 250 ms longer. Once started, libsrt stays started for the process's life.
 pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(SocketAddr, SrtListener), SrtError> {
     let cfg = &ctx.config.srt;
     let listener = Socket::new()?;
@@ -231,8 +232,8 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
     Ok((bound, guard))
 }
 
-/// The SRT port's UDP socket, bound as libsrt would bind it (an IPv6 address also takes IPv4 callers), but
-/// without `SO_REUSEADDR`: a second process cannot bind the same port and take half the datagrams.
+/// The SRT port's UDP socket, bound as libsrt 1.5 binds its own (an IPv6 address also takes IPv4 callers; no
+/// `SO_REUSEADDR`, so a second process cannot bind the same port and take half the datagrams).
 fn bind_udp(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
     let udp = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
     if addr.is_ipv6() {
