@@ -113,17 +113,16 @@ impl Rejection {
 pub struct SrtListener {
     stop: Arc<AtomicBool>,
     listener: Arc<Socket>,
-    /// Dropped to wake the accept thread while it still waits for the first datagram.
-    wake: Option<std::os::unix::net::UnixStream>,
+    /// Closed to wake the accept thread while it still waits for the first datagram (see `Dormant`).
+    dormant: Dormant,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for SrtListener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wakes the accept thread out of libsrt's accept, or out of its wait for the first datagram.
-        self.listener.shut();
-        self.wake.take();
+        // Wakes the accept thread out of its wait for the first datagram, or out of libsrt's accept.
+        self.dormant.close(&self.listener);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -176,6 +175,7 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
     let listener = Arc::new(listener);
     let (accepted_tx, accepted) = std::sync::mpsc::channel();
     let (wake, woken) = std::os::unix::net::UnixStream::pair().map_err(io_error("socketpair"))?;
+    let dormant = Dormant(Arc::new(Mutex::new(Some(wake))));
     let io = IoLoop {
         gate,
         accepted,
@@ -186,13 +186,14 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
     let mut guard = SrtListener {
         stop: stop.clone(),
         listener: listener.clone(),
-        wake: Some(wake),
+        dormant: dormant.clone(),
         threads: Vec::new(),
     };
     let flag = stop.clone();
     let teardown = Teardown {
         cell,
         listener: listener.clone(),
+        dormant: dormant.clone(),
     };
     guard.threads.push(
         std::thread::Builder::new()
@@ -208,13 +209,20 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
         std::thread::Builder::new()
             .name("srt-accept".into())
             .spawn(move || {
-                if !first_datagram(&udp, &woken) || flag.load(Ordering::Relaxed) {
+                if !first_datagram(&udp, &woken) {
+                    return;
+                }
+                // Under the lock `Dormant::close` takes: either the listener is closed first and not started
+                // here, or it is started here and closed after (which wakes `accept_loop`).
+                let Ok(open) = dormant.0.lock() else { return };
+                if open.is_none() {
                     return;
                 }
                 // SAFETY: `cell` is never freed, and is a Mutex (usable from libsrt's threads).
                 let listening = listener.bind_acquire(udp.into()).and_then(|()| unsafe {
                     listener.listen(128, on_handshake, cell as *const GateCell as *mut c_void)
                 });
+                drop(open);
                 match listening {
                     Ok(()) => tracing::debug!("SRT listener woken by its first datagram; libsrt started"),
                     Err(e) => {
@@ -286,6 +294,7 @@ fn first_datagram(udp: &socket2::Socket, stop: &std::os::unix::net::UnixStream) 
 struct Teardown {
     cell: &'static GateCell,
     listener: Arc<Socket>,
+    dormant: Dormant,
 }
 
 impl Drop for Teardown {
@@ -293,7 +302,22 @@ impl Drop for Teardown {
         if let Ok(mut gate) = self.cell.0.lock() {
             *gate = None;
         }
-        self.listener.shut();
+        self.dormant.close(&self.listener);
+    }
+}
+
+/// The write end of the pipe the accept thread watches while libsrt is not started, shared by the listener's
+/// drop and the I/O thread's teardown: closing takes it (which wakes the thread) and closes the listener under
+/// one lock, which the accept thread holds while it hands the port to libsrt. So a closed listener is never
+/// started (which would fail and leave the port bound), and a listener being started is closed after.
+#[derive(Clone)]
+struct Dormant(Arc<Mutex<Option<std::os::unix::net::UnixStream>>>);
+
+impl Dormant {
+    fn close(&self, listener: &Socket) {
+        let mut open = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        open.take();
+        listener.shut();
     }
 }
 
