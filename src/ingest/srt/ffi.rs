@@ -40,8 +40,6 @@ pub enum SockOpt {
     TransType = 50,
     /// Reject a caller whose encryption does not match ours (bool).
     EnforcedEncryption = 53,
-    /// Accept only IPv6 on an IPv6 listener (int: -1 system default, 0 both, 1 v6 only).
-    Ipv6Only = 54,
     /// Milliseconds of silence (no packet, keepalives included) before the connection is declared broken.
     PeerIdleTimeout = 55,
 }
@@ -93,7 +91,6 @@ extern "C" {
     fn srt_startup() -> c_int;
     fn srt_cleanup() -> c_int;
     fn srt_create_socket() -> RawSocket;
-    fn srt_bind(u: RawSocket, name: *const libc::sockaddr, namelen: c_int) -> c_int;
     fn srt_bind_acquire(u: RawSocket, udpsock: c_int) -> c_int;
     fn srt_listen(u: RawSocket, backlog: c_int) -> c_int;
     fn srt_listen_callback(lsn: RawSocket, hook: ListenCallback, opaque: *mut c_void) -> c_int;
@@ -309,16 +306,6 @@ impl Socket {
             srt_getsockflag(self.0, opt as c_int, (&mut value as *mut i32).cast(), &mut len)
         })?;
         Ok(value)
-    }
-
-    /// Bind to `addr`.
-    pub fn bind(&self, addr: SocketAddr) -> Result<(), SrtError> {
-        let sa = socket2::SockAddr::from(addr);
-        // SAFETY: `sa` is a valid sockaddr of `sa.len()` bytes for the duration of the call.
-        check("srt_bind", unsafe {
-            srt_bind(self.0, sa.as_ptr().cast(), sa.len() as c_int)
-        })?;
-        Ok(())
     }
 
     /// Bind to a UDP socket the caller bound: libsrt takes it over (its receiving and sending threads start

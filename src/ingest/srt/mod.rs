@@ -159,9 +159,8 @@ pub fn start(ctx: Arc<SrtContext>, runtime: tokio::runtime::Handle) -> Result<(S
     let udp = bind_udp(cfg.listen).map_err(io_error("bind"))?;
     let bound = udp
         .local_addr()
-        .ok()
-        .and_then(|a| a.as_socket())
-        .ok_or_else(|| io_error("getsockname")(std::io::Error::other("not an IP address")))?;
+        .and_then(|a| a.as_socket().ok_or_else(|| std::io::Error::other("not an IP address")))
+        .map_err(io_error("getsockname"))?;
     let gate = Arc::new(Gate {
         slots: ConnectionCounter::new(cfg.max_connections, cfg.max_connections_per_ip),
         ctx: ctx.clone(),
