@@ -278,8 +278,6 @@ impl Gateway {
             // The other nodes see this node's rooms, refreshed at once when an anchor joins or leaves.
             let snapshot_hub = hub.clone();
             registry.share_rooms(move || api::rooms::snapshot(&snapshot_hub));
-            let rooms_hub = hub.clone();
-            registry.track_rooms(move || rooms_hub.rooms().iter().map(|r| r.key.clone()).collect());
             // Joins are announced to the other nodes (a publisher entering here replaces one with its identity
             // there), and theirs are applied here.
             let (mut events, member) = (hub.observe(), registry.clone());

@@ -387,6 +387,49 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
     );
 }
 
+/// A node's refresh loop puts its room memberships in Redis right (after an outage, a restart, a prune). Under
+/// load it once ran between a node deciding it was in a room and its hub's room list showing that room, took the
+/// node out of the room, and the room was dismissed (102) while that node's anchor was still publishing. The
+/// memberships a refresh keeps are the decided ones, whatever the hub's list says at that moment (here it has
+/// none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_keeps_a_node_in_the_rooms_it_decided_to_be_in() {
+    use roomgate::cluster::{Load, Registry, Seal};
+    use roomgate::room::{RoomKey, RoomRef};
+    let redis = Redis::start();
+    let registry = |id: &str| {
+        Registry::new(
+            &redis.url(),
+            Seal::new(SECRET),
+            id.into(),
+            format!("http://{id}.example:8080"),
+            Load::default,
+        )
+        .expect("registry")
+    };
+    let (a, b) = (registry("node-a"), registry("node-b"));
+    let room = RoomKey {
+        sdkappid: 1400000001,
+        room: RoomRef::Str("both".into()),
+    };
+    assert!(
+        a.enter_room(&room).await.expect("Redis"),
+        "A is the room's first node: 101"
+    );
+    assert!(!b.enter_room(&room).await.expect("Redis"), "B is not: no second 101");
+    // B's refresh loop runs at once (its first tick), then again when poked.
+    let refresh = tokio::spawn(b.clone().run());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.poke();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !a.leave_room(&room).await.expect("Redis"),
+        "B's anchor is still in the room: no 102 when A's last anchor leaves"
+    );
+    assert!(b.leave_room(&room).await.expect("Redis"), "B's was the last: 102");
+    refresh.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_room_of_a_node_that_dies_is_dismissed_by_another() {
     let cb = WithCallbacks::start().await;

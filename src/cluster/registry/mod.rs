@@ -77,9 +77,11 @@ pub struct Registry {
     rooms: std::sync::OnceLock<RoomsSnapshot>,
     /// Wakes the refresh loop early (an anchor joined or left).
     changed: tokio::sync::Notify,
-    /// Rooms whose entry this node has decided (`enter_room` ran for them, in Redis or, during an outage, alone):
-    /// only those are put back by `sync_rooms`, so it never takes a room's first entry from `enter_room`.
-    entered: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The rooms this node has decided it is in (`enter_room` ran for them and `leave_room` not yet, in Redis or,
+    /// during an outage, alone): what `sync_rooms` makes its memberships in Redis match. Held across each
+    /// decision's Redis round trip and across a whole sync, so a sync never sees a decision half made (it would
+    /// take the node out of a room it just entered, or give a room a second 102).
+    entered: tokio::sync::Mutex<std::collections::HashSet<String>>,
     /// The other nodes' rooms as last read, and when.
     remote_cache: std::sync::Mutex<Option<(std::time::Instant, RemoteRead)>>,
     /// Held by the one request reading the other nodes' rooms from Redis.
@@ -93,8 +95,6 @@ pub struct Registry {
     /// Held by the refresh loop while it writes, and by `leave`: a refresh in flight cannot write the entry back
     /// after the node left.
     refreshing: tokio::sync::Mutex<()>,
-    /// The rooms this node has anchors in (set once by the gateway), for `sync_rooms`.
-    local_rooms: std::sync::OnceLock<Box<dyn Fn() -> Vec<crate::room::RoomKey> + Send + Sync>>,
     /// Where room events this node decides for dead nodes go (the outbox's room events).
     decided: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::room::RoomEvent>>,
 }
@@ -150,7 +150,6 @@ impl Registry {
             rooms: std::sync::OnceLock::new(),
             changed: tokio::sync::Notify::new(),
             decided: std::sync::OnceLock::new(),
-            local_rooms: std::sync::OnceLock::new(),
             entered: Default::default(),
             left: Default::default(),
             refreshing: Default::default(),
@@ -193,11 +192,6 @@ impl Registry {
         }
     }
 
-    /// Where this node's rooms come from (its hub), for keeping its memberships right.
-    pub fn track_rooms(&self, local: impl Fn() -> Vec<crate::room::RoomKey> + Send + Sync + 'static) {
-        let _ = self.local_rooms.set(Box::new(local));
-    }
-
     /// Send the room events this node decides for others (a dead node's rooms it empties) to `out`.
     pub fn decide_rooms_into(&self, out: tokio::sync::mpsc::UnboundedSender<crate::room::RoomEvent>) {
         let _ = self.decided.set(out);
@@ -207,8 +201,9 @@ impl Registry {
     /// the cluster: 101). Always true on a single node.
     pub async fn enter_room(&self, key: &crate::room::RoomKey) -> Result<bool, ClusterError> {
         let code = super::rooms::room_code(key);
+        let mut entered = self.entered.lock().await;
         let first = self.enter_room_code(&code).await;
-        self.entered.lock().expect("entered lock").insert(code);
+        entered.insert(code);
         first
     }
 
@@ -239,10 +234,15 @@ impl Registry {
     /// dismissed for the cluster: 102). Always true on a single node.
     pub async fn leave_room(&self, key: &crate::room::RoomKey) -> Result<bool, ClusterError> {
         let code = super::rooms::room_code(key);
-        self.entered.lock().expect("entered lock").remove(&code);
+        let mut entered = self.entered.lock().await;
+        entered.remove(&code);
         let Some(mut c) = self.redis.clone() else {
             return Ok(true);
         };
+        if self.left.load(std::sync::atomic::Ordering::SeqCst) {
+            // `leave` took this node out of its rooms and sent the 102 of each it emptied.
+            return Ok(false);
+        }
         let (nodes,): (i64,) = redis::pipe()
             .atomic()
             .cmd("SREM")
@@ -447,20 +447,18 @@ impl Registry {
         Ok(())
     }
 
-    /// Make this node's room memberships in Redis match the rooms it has anchors in (`local`): after a Redis
-    /// outage, a restart with the same id, or a prune during a stall. Rooms it no longer has are left (a 102 when
-    /// that empties them); rooms missing are joined (no 101: the room was already announced).
-    async fn sync_rooms(&self, c: &mut RedisLink, local: &[crate::room::RoomKey]) -> Result<(), ClusterError> {
-        let here: std::collections::HashSet<String> = local.iter().map(super::rooms::room_code).collect();
-        let entered: Vec<String> = {
-            let entered = self.entered.lock().expect("entered lock");
-            here.iter().filter(|code| entered.contains(*code)).cloned().collect()
-        };
+    /// Make this node's room memberships in Redis match the rooms it decided it is in (`entered`): after a Redis
+    /// outage, a restart with the same id, or a prune during a stall. Rooms it is no longer in are left (a 102 when
+    /// that empties them); rooms missing are joined (no 101: the room was already announced). The decisions are
+    /// the truth, not the hub's room list: that list runs ahead of them (a room is in it before `enter_room` ran,
+    /// out of it before `leave_room` ran), and acting on it took nodes out of rooms they had just entered.
+    async fn sync_rooms(&self, c: &mut RedisLink) -> Result<(), ClusterError> {
+        let entered = self.entered.lock().await;
         let recorded: Vec<String> = redis::cmd("SMEMBERS")
             .arg(super::rooms::node_in_key(&self.me.id))
             .query_async(c)
             .await?;
-        for code in recorded.iter().filter(|code| !here.contains(*code)) {
+        for code in recorded.iter().filter(|code| !entered.contains(*code)) {
             self.leave_room_code(c, &self.me.id, code).await?;
         }
         for code in entered.iter().filter(|code| !recorded.contains(*code)) {
@@ -484,6 +482,7 @@ impl Registry {
     /// and out of its rooms (the 102 of each room it was the last in goes to its outbox).
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let _no_refresh = self.refreshing.lock().await;
+        let _no_decision = self.entered.lock().await;
         self.left.store(true, std::sync::atomic::Ordering::SeqCst);
         let Some(mut c) = self.redis.clone() else {
             return Ok(());
@@ -524,8 +523,7 @@ impl Registry {
             let refreshed = async {
                 self.refresh().await?;
                 let mut c = self.redis.clone().expect("clustered");
-                let local = self.local_rooms.get().map(|f| f()).unwrap_or_default();
-                self.sync_rooms(&mut c, &local).await?;
+                self.sync_rooms(&mut c).await?;
                 self.prune(&mut c).await
             }
             .await;
