@@ -390,8 +390,8 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
 /// A node's refresh loop puts its room memberships in Redis right (after an outage, a restart, a prune). Under
 /// load it once ran between a node deciding it was in a room and its hub's room list showing that room, took the
 /// node out of the room, and the room was dismissed (102) while that node's anchor was still publishing. The
-/// memberships a refresh keeps are the decided ones, whatever the hub's list says at that moment (here it has
-/// none).
+/// memberships a refresh restores and keeps are the decided ones, whatever the hub's list says at that moment
+/// (here it has none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_keeps_a_node_in_the_rooms_it_decided_to_be_in() {
     use roomgate::cluster::{Load, Registry, Seal};
@@ -408,6 +408,8 @@ async fn a_refresh_keeps_a_node_in_the_rooms_it_decided_to_be_in() {
         .expect("registry")
     };
     let (a, b) = (registry("node-a"), registry("node-b"));
+    let (decided, mut b_dismissed) = tokio::sync::mpsc::unbounded_channel();
+    b.decide_rooms_into(decided);
     let room = RoomKey {
         sdkappid: 1400000001,
         room: RoomRef::Str("both".into()),
@@ -417,17 +419,68 @@ async fn a_refresh_keeps_a_node_in_the_rooms_it_decided_to_be_in() {
         "A is the room's first node: 101"
     );
     assert!(!b.enter_room(&room).await.expect("Redis"), "B is not: no second 101");
-    // B's refresh loop runs at once (its first tick), then again when poked.
+    // B taken out behind its back (as a prune during a stall does): its refresh must put it back, which also
+    // shows that the refresh ran.
+    let b_in_room = || {
+        redis
+            .command(&["SISMEMBER", "roomgate:room:1400000001:s:both", "node-b"])
+            .is_some_and(|r| r.starts_with(":1"))
+    };
+    redis.command(&["SREM", "roomgate:room:1400000001:s:both", "node-b"]);
+    redis.command(&["SREM", "roomgate:node:node-b:in", "1400000001:s:both"]);
+    assert!(!b_in_room());
     let refresh = tokio::spawn(b.clone().run());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    while !b_in_room() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "B's refresh put it back in the room it decided to be in"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // More refreshes keep it there.
     b.poke();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !a.leave_room(&room).await.expect("Redis"),
         "B's anchor is still in the room: no 102 when A's last anchor leaves"
     );
+    assert!(b_dismissed.try_recv().is_err(), "B's refresh dismissed no room");
     assert!(b.leave_room(&room).await.expect("Redis"), "B's was the last: 102");
     refresh.abort();
+}
+
+/// A node that left the cluster (a graceful stop) sent the 102 of each room it emptied: its last anchor leaving
+/// afterwards sends no second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_left_sends_no_second_102_when_its_last_anchor_leaves() {
+    use roomgate::cluster::{Load, Registry, Seal};
+    use roomgate::room::{RoomEvent, RoomKey, RoomRef};
+    let redis = Redis::start();
+    let a = Registry::new(
+        &redis.url(),
+        Seal::new(SECRET),
+        "node-a".into(),
+        "http://a.example:8080".into(),
+        Load::default,
+    )
+    .expect("registry");
+    let (decided, mut dismissed) = tokio::sync::mpsc::unbounded_channel();
+    a.decide_rooms_into(decided);
+    let room = RoomKey {
+        sdkappid: 1400000001,
+        room: RoomRef::Num(7),
+    };
+    assert!(a.enter_room(&room).await.expect("Redis"));
+    a.leave().await.expect("Redis");
+    assert!(
+        matches!(dismissed.try_recv(), Ok(RoomEvent::RoomDismissed { key, .. }) if key == room),
+        "leaving dismissed the room it was alone in"
+    );
+    assert!(
+        !a.leave_room(&room).await.expect("Redis"),
+        "no second 102 from the anchor leaving after"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,9 @@ pub struct Registry {
     last_load: std::sync::Mutex<Load>,
     /// Set by `leave`: the node is stopping and writes nothing more to Redis.
     left: std::sync::atomic::AtomicBool,
+    /// Set by `leave` once it took the node out of all its rooms (and sent the 102s that emptied them): a later
+    /// last anchor out has nothing left to decide.
+    rooms_left: std::sync::atomic::AtomicBool,
     /// Held by the refresh loop while it writes, and by `leave`: a refresh in flight cannot write the entry back
     /// after the node left.
     refreshing: tokio::sync::Mutex<()>,
@@ -152,6 +155,7 @@ impl Registry {
             decided: std::sync::OnceLock::new(),
             entered: Default::default(),
             left: Default::default(),
+            rooms_left: Default::default(),
             refreshing: Default::default(),
             remote_cache: Default::default(),
             remote_read: Default::default(),
@@ -239,7 +243,7 @@ impl Registry {
         let Some(mut c) = self.redis.clone() else {
             return Ok(true);
         };
-        if self.left.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.rooms_left.load(std::sync::atomic::Ordering::SeqCst) {
             // `leave` took this node out of its rooms and sent the 102 of each it emptied.
             return Ok(false);
         }
@@ -454,16 +458,18 @@ impl Registry {
     /// out of it before `leave_room` ran), and acting on it took nodes out of rooms they had just entered.
     async fn sync_rooms(&self, c: &mut RedisLink) -> Result<(), ClusterError> {
         let entered = self.entered.lock().await;
-        let recorded: Vec<String> = redis::cmd("SMEMBERS")
+        let recorded: std::collections::HashSet<String> = redis::cmd("SMEMBERS")
             .arg(super::rooms::node_in_key(&self.me.id))
             .query_async(c)
             .await?;
         for code in recorded.iter().filter(|code| !entered.contains(*code)) {
             self.leave_room_code(c, &self.me.id, code).await?;
         }
+        // Every missing membership back in one round trip (after Redis lost its data, that is all of them).
+        let mut rejoin = redis::pipe();
+        rejoin.atomic();
         for code in entered.iter().filter(|code| !recorded.contains(*code)) {
-            redis::pipe()
-                .atomic()
+            rejoin
                 .cmd("SADD")
                 .arg(super::rooms::room_key(code))
                 .arg(&self.me.id)
@@ -471,9 +477,10 @@ impl Registry {
                 .cmd("SADD")
                 .arg(super::rooms::node_in_key(&self.me.id))
                 .arg(code)
-                .ignore()
-                .query_async::<()>(c)
-                .await?;
+                .ignore();
+        }
+        if !rejoin.is_empty() {
+            rejoin.query_async::<()>(c).await?;
         }
         Ok(())
     }
@@ -487,6 +494,10 @@ impl Registry {
         let Some(mut c) = self.redis.clone() else {
             return Ok(());
         };
+        // Rooms first: if this fails, the entry is still there, so the node is pruned (and its rooms left by
+        // another node) once it expires, and this node's own decisions still send the 102s meanwhile.
+        self.leave_rooms_of(&mut c, &self.me.id).await?;
+        self.rooms_left.store(true, std::sync::atomic::Ordering::SeqCst);
         redis::pipe()
             .cmd("DEL")
             .arg(node_key(&self.me.id))
@@ -498,7 +509,7 @@ impl Registry {
             .ignore()
             .query_async::<()>(&mut c)
             .await?;
-        self.leave_rooms_of(&mut c, &self.me.id).await
+        Ok(())
     }
 
     /// Keep the entry fresh until the task is aborted. A failure is logged once per outage and retried at the
