@@ -16,8 +16,26 @@ pub fn hide_no_proxy_from_libav() {
     }
 }
 
+/// glibc gives each thread that allocates an arena of its own (up to eight per core), and the media path allocates
+/// a frame on the thread that reads it and frees it on whichever worker sends it last, so every arena keeps pages
+/// of freed frames that only its own thread reuses. One arena for the process measured ~0.5 MB (5 %) less private
+/// memory for an RTMP publisher with a WHEP viewer, at the same CPU, and the same pull-transcode CPU (README,
+/// "One malloc arena"); small allocations stay lock-free in each thread's cache. Called before any thread starts;
+/// an `arena_max` in `GLIBC_TUNABLES` is left to rule.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let tuned = std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.arena_max"));
+        if !tuned {
+            // SAFETY: mallopt only sets a limit read when a thread next picks an arena; no thread runs yet.
+            unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+        }
+    }
+}
+
 /// Run the gateway until Ctrl-C.
 pub fn serve(mut config: Config) -> Result<(), String> {
+    one_malloc_arena();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("log filter: {e}"))?)
         .init();
