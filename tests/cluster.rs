@@ -1101,3 +1101,76 @@ async fn a_task_of_a_node_killed_with_sigkill_resumes_on_another_at_its_position
     let recs = cb.wait(Duration::from_secs(15), |r| statuses(r) == [0, 2, 0]).await;
     assert_eq!(statuses(&recs), [0, 2, 0], "701 statuses of the task");
 }
+
+/// Redis refusing writes (here `min-replicas-to-write` with no replica; an outage does the same) while a node's
+/// last anchor leaves: the node dismisses the room on its own word (102). Its next anchor there creates the room
+/// again (101) although Redis still counted the node in it, and the refresh that puts Redis right sends no second 102.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_dismissed_while_redis_refused_writes_is_created_again_and_dismissed_once() {
+    use roomgate::cluster::{Load, Registry, Seal};
+    use roomgate::room::{RoomKey, RoomRef};
+    let redis = Redis::start();
+    let registry = |id: &str| {
+        Registry::new(
+            &redis.url(),
+            Seal::new(SECRET),
+            id.into(),
+            format!("http://{id}.example:8080"),
+            Load::default,
+        )
+        .expect("registry")
+    };
+    let refuse_writes = |on: bool| {
+        let n = if on { "1" } else { "0" };
+        assert!(redis
+            .command(&["CONFIG", "SET", "min-replicas-to-write", n])
+            .is_some_and(|r| r.starts_with("+OK")));
+    };
+    let room = RoomKey {
+        sdkappid: 1400000001,
+        room: RoomRef::Str("flaky".into()),
+    };
+    // Entered again before any refresh.
+    let a = registry("node-a");
+    assert!(a.enter_room(&room).await.expect("Redis"), "101");
+    refuse_writes(true);
+    assert!(
+        a.leave_room(&room).await.is_err(),
+        "Redis refused the leave: this node's own 102 goes out"
+    );
+    refuse_writes(false);
+    assert!(
+        a.enter_room(&room).await.expect("Redis"),
+        "the room announced as gone is created again: 101"
+    );
+    assert!(a.leave_room(&room).await.expect("Redis"), "and dismissed again: 102");
+
+    // Not entered again: the refresh takes the node out of the room in Redis, without a second 102.
+    let b = registry("node-b");
+    let (decided, mut dismissed) = tokio::sync::mpsc::unbounded_channel();
+    b.decide_rooms_into(decided);
+    assert!(b.enter_room(&room).await.expect("Redis"), "101");
+    refuse_writes(true);
+    assert!(b.leave_room(&room).await.is_err(), "this node's own 102 goes out");
+    refuse_writes(false);
+    let recorded = || {
+        redis
+            .command(&["SISMEMBER", "roomgate:room:1400000001:s:flaky", "node-b"])
+            .is_some_and(|r| r.starts_with(":1"))
+    };
+    assert!(recorded(), "Redis still counts B in the room");
+    let refresh = tokio::spawn(b.clone().run());
+    let start = Instant::now();
+    while recorded() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "B's refresh took it out of the room in Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        dismissed.try_recv().is_err(),
+        "no second 102 for the room B dismissed alone"
+    );
+    refresh.abort();
+}

@@ -77,11 +77,10 @@ pub struct Registry {
     rooms: std::sync::OnceLock<RoomsSnapshot>,
     /// Wakes the refresh loop early (an anchor joined or left).
     changed: tokio::sync::Notify,
-    /// The rooms this node has decided it is in (`enter_room` ran for them and `leave_room` not yet, in Redis or,
-    /// during an outage, alone): what `sync_rooms` makes its memberships in Redis match. Held across each
-    /// decision's Redis round trip and across a whole sync, so a sync never sees a decision half made (it would
-    /// take the node out of a room it just entered, or give a room a second 102).
-    entered: tokio::sync::Mutex<std::collections::HashSet<String>>,
+    /// What this node decided about its rooms. Held across each decision's Redis round trip and across a whole
+    /// sync, so a sync never sees a decision half made (it would take the node out of a room it just entered, or
+    /// give a room a second 102).
+    decisions: tokio::sync::Mutex<Decisions>,
     /// The other nodes' rooms as last read, and when.
     remote_cache: std::sync::Mutex<Option<(std::time::Instant, RemoteRead)>>,
     /// Held by the one request reading the other nodes' rooms from Redis.
@@ -100,6 +99,17 @@ pub struct Registry {
     refreshing: tokio::sync::Mutex<()>,
     /// Where room events this node decides for dead nodes go (the outbox's room events).
     decided: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<crate::room::RoomEvent>>,
+}
+
+/// What a node decided about its rooms, which `sync_rooms` makes its memberships in Redis match.
+#[derive(Default)]
+struct Decisions {
+    /// The rooms it is in: `enter_room` ran for them and `leave_room` not yet (in Redis or, during an outage, alone).
+    entered: std::collections::HashSet<String>,
+    /// Rooms it left while Redis refused the write: their 102 went out on this node's word alone, and Redis may
+    /// still count the node in them. Entering one again is announced again (101), and the sync that takes the node
+    /// out of it in Redis sends no second 102.
+    left_alone: std::collections::HashSet<String>,
 }
 
 fn node_key(id: &str) -> String {
@@ -153,7 +163,7 @@ impl Registry {
             rooms: std::sync::OnceLock::new(),
             changed: tokio::sync::Notify::new(),
             decided: std::sync::OnceLock::new(),
-            entered: Default::default(),
+            decisions: Default::default(),
             left: Default::default(),
             rooms_left: Default::default(),
             refreshing: Default::default(),
@@ -205,10 +215,12 @@ impl Registry {
     /// the cluster: 101). Always true on a single node.
     pub async fn enter_room(&self, key: &crate::room::RoomKey) -> Result<bool, ClusterError> {
         let code = super::rooms::room_code(key);
-        let mut entered = self.entered.lock().await;
+        let mut d = self.decisions.lock().await;
         let first = self.enter_room_code(&code).await;
-        entered.insert(code);
-        first
+        // A room this node dismissed on its own word was announced as gone: it is created again.
+        let again = d.left_alone.remove(&code);
+        d.entered.insert(code);
+        first.map(|first| first || again)
     }
 
     async fn enter_room_code(&self, code: &str) -> Result<bool, ClusterError> {
@@ -238,8 +250,8 @@ impl Registry {
     /// dismissed for the cluster: 102). Always true on a single node.
     pub async fn leave_room(&self, key: &crate::room::RoomKey) -> Result<bool, ClusterError> {
         let code = super::rooms::room_code(key);
-        let mut entered = self.entered.lock().await;
-        entered.remove(&code);
+        let mut d = self.decisions.lock().await;
+        d.entered.remove(&code);
         let Some(mut c) = self.redis.clone() else {
             return Ok(true);
         };
@@ -247,7 +259,7 @@ impl Registry {
             // `leave` took this node out of its rooms and sent the 102 of each it emptied.
             return Ok(false);
         }
-        let (nodes,): (i64,) = redis::pipe()
+        let left: Result<(i64,), _> = redis::pipe()
             .atomic()
             .cmd("SREM")
             .arg(super::rooms::room_key(&code))
@@ -260,7 +272,15 @@ impl Registry {
             .arg(&code)
             .ignore()
             .query_async(&mut c)
-            .await?;
+            .await;
+        // The caller sends this node's own 102 when Redis does not answer (`rooms::decide`).
+        let nodes = match left {
+            Ok((nodes,)) => nodes,
+            Err(e) => {
+                d.left_alone.insert(code);
+                return Err(e.into());
+            }
+        };
         Ok(nodes == 0)
     }
 
@@ -271,14 +291,20 @@ impl Registry {
             .query_async(c)
             .await?;
         for code in codes {
-            self.leave_room_code(c, node, &code).await?;
+            self.leave_room_code(c, node, &code, true).await?;
         }
         Ok(())
     }
 
     /// Take `node` out of room `code`; when that removed it and emptied the room, send its 102 (so a room is
     /// dismissed once, however many nodes do this).
-    async fn leave_room_code(&self, c: &mut RedisLink, node: &str, code: &str) -> Result<(), ClusterError> {
+    async fn leave_room_code(
+        &self,
+        c: &mut RedisLink,
+        node: &str,
+        code: &str,
+        announce: bool,
+    ) -> Result<(), ClusterError> {
         let (removed, nodes): (i64, i64) = redis::pipe()
             .atomic()
             .cmd("SREM")
@@ -292,7 +318,7 @@ impl Registry {
             .ignore()
             .query_async(c)
             .await?;
-        if removed == 1 && nodes == 0 {
+        if announce && removed == 1 && nodes == 0 {
             if let (Some(key), Some(out)) = (super::rooms::room_of(code), self.decided.get()) {
                 tracing::info!(node, room = %code, "a room left by a node that is gone is empty: dismissed");
                 let _ = out.send(crate::room::RoomEvent::RoomDismissed {
@@ -451,20 +477,26 @@ impl Registry {
         Ok(())
     }
 
-    /// Make this node's room memberships in Redis match the rooms it decided it is in (`entered`): after a Redis
+    /// Make this node's room memberships in Redis match the rooms it decided it is in (`Decisions`): after a Redis
     /// outage, a restart with the same id, or a prune during a stall. Rooms it is no longer in are left (a 102 when
     /// that empties them); rooms missing are joined (no 101: the room was already announced). The decisions are
     /// the truth, not the hub's room list: that list runs ahead of them (a room is in it before `enter_room` ran,
     /// out of it before `leave_room` ran), and acting on it took nodes out of rooms they had just entered.
     async fn sync_rooms(&self, c: &mut RedisLink) -> Result<(), ClusterError> {
-        let entered = self.entered.lock().await;
+        let mut d = self.decisions.lock().await;
         let recorded: std::collections::HashSet<String> = redis::cmd("SMEMBERS")
             .arg(super::rooms::node_in_key(&self.me.id))
             .query_async(c)
             .await?;
+        let Decisions { entered, left_alone } = &mut *d;
         for code in recorded.iter().filter(|code| !entered.contains(*code)) {
-            self.leave_room_code(c, &self.me.id, code).await?;
+            // A room left during an outage had its 102 then.
+            let announce = !left_alone.contains(code);
+            self.leave_room_code(c, &self.me.id, code, announce).await?;
+            left_alone.remove(code);
         }
+        // Rooms that Redis no longer counts this node in need nothing more.
+        left_alone.retain(|code| recorded.contains(code));
         // Every missing membership back in one round trip (after Redis lost its data, that is all of them).
         let mut rejoin = redis::pipe();
         rejoin.atomic();
@@ -489,7 +521,7 @@ impl Registry {
     /// and out of its rooms (the 102 of each room it was the last in goes to its outbox).
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let _no_refresh = self.refreshing.lock().await;
-        let _no_decision = self.entered.lock().await;
+        let _no_decision = self.decisions.lock().await;
         self.left.store(true, std::sync::atomic::Ordering::SeqCst);
         let Some(mut c) = self.redis.clone() else {
             return Ok(());
