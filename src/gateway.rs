@@ -122,8 +122,9 @@ pub fn metrics_handle() -> PrometheusHandle {
                     let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
                         std::thread::sleep(METRICS_UPKEEP_EVERY);
                         upkeep.run_upkeep();
-                        // The folded samples are freed by crossbeam's epoch collector, from a list this thread keeps
-                        // until it holds 64 batches (a minute of upkeeps): hand them over now.
+                        // The folded samples' blocks are freed by crossbeam's epoch collector, which cannot collect
+                        // them while the fold itself holds the epoch: a pin and flush of our own advances the epoch
+                        // and collects them now rather than at some later pin.
                         crossbeam_epoch::pin().flush();
                     });
                     if let Err(e) = spawned {

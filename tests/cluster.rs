@@ -1168,9 +1168,72 @@ async fn a_room_dismissed_while_redis_refused_writes_is_created_again_and_dismis
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // What the refresh decides comes just after Redis changed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         dismissed.try_recv().is_err(),
         "no second 102 for the room B dismissed alone"
+    );
+    refresh.abort();
+
+    // A graceful stop before any refresh: no second 102 either.
+    let c = registry("node-c");
+    let (decided, mut dismissed) = tokio::sync::mpsc::unbounded_channel();
+    c.decide_rooms_into(decided);
+    assert!(c.enter_room(&room).await.expect("Redis"), "101");
+    refuse_writes(true);
+    assert!(c.leave_room(&room).await.is_err(), "this node's own 102 goes out");
+    refuse_writes(false);
+    c.leave().await.expect("Redis");
+    assert!(
+        dismissed.try_recv().is_err(),
+        "no second 102 when the node leaves the cluster"
+    );
+}
+
+/// A node dismissed a room on its own word (Redis refused the write) while another node still had an anchor in
+/// it: when its refresh finds that out, the room is announced again (101), so the 102 that follows when the other
+/// node's anchor leaves closes a room the receiver knows about.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_dismissed_alone_that_another_node_still_has_is_created_again() {
+    use roomgate::cluster::{Load, Registry, Seal};
+    use roomgate::room::{RoomEvent, RoomKey, RoomRef};
+    let redis = Redis::start();
+    let registry = |id: &str| {
+        Registry::new(
+            &redis.url(),
+            Seal::new(SECRET),
+            id.into(),
+            format!("http://{id}.example:8080"),
+            Load::default,
+        )
+        .expect("registry")
+    };
+    let room = RoomKey {
+        sdkappid: 1400000001,
+        room: RoomRef::Num(42),
+    };
+    let (a, b) = (registry("node-a"), registry("node-b"));
+    let (decided, mut announced) = tokio::sync::mpsc::unbounded_channel();
+    a.decide_rooms_into(decided);
+    assert!(a.enter_room(&room).await.expect("Redis"), "101");
+    assert!(!b.enter_room(&room).await.expect("Redis"), "B joins the room");
+    assert!(redis
+        .command(&["CONFIG", "SET", "min-replicas-to-write", "1"])
+        .is_some_and(|r| r.starts_with("+OK")));
+    assert!(a.leave_room(&room).await.is_err(), "A's own 102 goes out");
+    assert!(redis
+        .command(&["CONFIG", "SET", "min-replicas-to-write", "0"])
+        .is_some_and(|r| r.starts_with("+OK")));
+    let refresh = tokio::spawn(a.clone().run());
+    let event = tokio::time::timeout(Duration::from_secs(10), announced.recv()).await;
+    assert!(
+        matches!(event, Ok(Some(RoomEvent::RoomCreated { ref key, .. })) if *key == room),
+        "A's refresh announces the room B still has again: {event:?}"
+    );
+    assert!(
+        b.leave_room(&room).await.expect("Redis"),
+        "B's leaving dismisses it: 102"
     );
     refresh.abort();
 }

@@ -284,26 +284,35 @@ impl Registry {
         Ok(nodes == 0)
     }
 
-    /// Take node `node` out of every room it was in, sending the 102 of each room this empties.
-    async fn leave_rooms_of(&self, c: &mut RedisLink, node: &str) -> Result<(), ClusterError> {
+    /// Take node `node` out of every room it was in, sending the 102 of each room this empties (see
+    /// `leave_room_code` for the rooms in `dismissed_alone`).
+    async fn leave_rooms_of(
+        &self,
+        c: &mut RedisLink,
+        node: &str,
+        dismissed_alone: &std::collections::HashSet<String>,
+    ) -> Result<(), ClusterError> {
         let codes: Vec<String> = redis::cmd("SMEMBERS")
             .arg(super::rooms::node_in_key(node))
             .query_async(c)
             .await?;
         for code in codes {
-            self.leave_room_code(c, node, &code, true).await?;
+            let alone = dismissed_alone.contains(&code);
+            self.leave_room_code(c, node, &code, alone).await?;
         }
         Ok(())
     }
 
     /// Take `node` out of room `code`; when that removed it and emptied the room, send its 102 (so a room is
-    /// dismissed once, however many nodes do this).
+    /// dismissed once, however many nodes do this). `dismissed_alone`: this node already sent the room's 102 on its
+    /// own word (Redis refused its leave); then an emptied room needs no second one, and a room that other nodes
+    /// still have anchors in was dismissed wrongly and is announced again (101).
     async fn leave_room_code(
         &self,
         c: &mut RedisLink,
         node: &str,
         code: &str,
-        announce: bool,
+        dismissed_alone: bool,
     ) -> Result<(), ClusterError> {
         let (removed, nodes): (i64, i64) = redis::pipe()
             .atomic()
@@ -318,7 +327,16 @@ impl Registry {
             .ignore()
             .query_async(c)
             .await?;
-        if announce && removed == 1 && nodes == 0 {
+        if dismissed_alone && removed == 1 && nodes > 0 {
+            if let (Some(key), Some(out)) = (super::rooms::room_of(code), self.decided.get()) {
+                tracing::info!(room = %code, "a room dismissed during a Redis outage still has anchors: created again");
+                let _ = out.send(crate::room::RoomEvent::RoomCreated {
+                    key,
+                    userid: String::new(),
+                });
+            }
+        }
+        if !dismissed_alone && removed == 1 && nodes == 0 {
             if let (Some(key), Some(out)) = (super::rooms::room_of(code), self.decided.get()) {
                 tracing::info!(node, room = %code, "a room left by a node that is gone is empty: dismissed");
                 let _ = out.send(crate::room::RoomEvent::RoomDismissed {
@@ -469,7 +487,7 @@ impl Registry {
             .await?;
             if claimed == 1 {
                 tracing::info!(node = %id, "a node stopped refreshing its entry: taken out of the cluster");
-                if let Err(e) = self.leave_rooms_of(c, &id).await {
+                if let Err(e) = self.leave_rooms_of(c, &id, &Default::default()).await {
                     tracing::warn!(node = %id, error = %e, "cannot take a dead node out of its rooms");
                 }
             }
@@ -490,9 +508,8 @@ impl Registry {
             .await?;
         let Decisions { entered, left_alone } = &mut *d;
         for code in recorded.iter().filter(|code| !entered.contains(*code)) {
-            // A room left during an outage had its 102 then.
-            let announce = !left_alone.contains(code);
-            self.leave_room_code(c, &self.me.id, code, announce).await?;
+            let alone = left_alone.contains(code);
+            self.leave_room_code(c, &self.me.id, code, alone).await?;
             left_alone.remove(code);
         }
         // Rooms that Redis no longer counts this node in need nothing more.
@@ -521,14 +538,15 @@ impl Registry {
     /// and out of its rooms (the 102 of each room it was the last in goes to its outbox).
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let _no_refresh = self.refreshing.lock().await;
-        let _no_decision = self.decisions.lock().await;
+        let mut d = self.decisions.lock().await;
         self.left.store(true, std::sync::atomic::Ordering::SeqCst);
         let Some(mut c) = self.redis.clone() else {
             return Ok(());
         };
         // Rooms first: if this fails, the entry is still there, so the node is pruned (and its rooms left by
         // another node) once it expires, and this node's own decisions still send the 102s meanwhile.
-        self.leave_rooms_of(&mut c, &self.me.id).await?;
+        self.leave_rooms_of(&mut c, &self.me.id, &d.left_alone).await?;
+        d.left_alone.clear();
         self.rooms_left.store(true, std::sync::atomic::Ordering::SeqCst);
         redis::pipe()
             .cmd("DEL")
