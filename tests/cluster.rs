@@ -387,6 +387,28 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
     );
 }
 
+/// A node's registry alone (no gateway around it) on `redis`, as node `id`.
+fn bare_registry(redis: &Redis, id: &str) -> std::sync::Arc<roomgate::cluster::Registry> {
+    use roomgate::cluster::{Load, Registry, Seal};
+    Registry::new(
+        &redis.url(),
+        Seal::new(SECRET),
+        id.into(),
+        format!("http://{id}.example:8080"),
+        Load::default,
+    )
+    .expect("registry")
+}
+
+/// Make `redis` refuse writes (`min-replicas-to-write` with no replica: a MULTI fails as in an outage, and the
+/// data stays), or take them again.
+fn refuse_writes(redis: &Redis, on: bool) {
+    let n = if on { "1" } else { "0" };
+    assert!(redis
+        .command(&["CONFIG", "SET", "min-replicas-to-write", n])
+        .is_some_and(|r| r.starts_with("+OK")));
+}
+
 /// A node's refresh loop puts its room memberships in Redis right (after an outage, a restart, a prune). Under
 /// load it once ran between a node deciding it was in a room and its hub's room list showing that room, took the
 /// node out of the room, and the room was dismissed (102) while that node's anchor was still publishing. The
@@ -394,20 +416,9 @@ async fn a_room_with_anchors_on_two_nodes_gives_one_101_and_one_102() {
 /// (here it has none).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_keeps_a_node_in_the_rooms_it_decided_to_be_in() {
-    use roomgate::cluster::{Load, Registry, Seal};
     use roomgate::room::{RoomKey, RoomRef};
     let redis = Redis::start();
-    let registry = |id: &str| {
-        Registry::new(
-            &redis.url(),
-            Seal::new(SECRET),
-            id.into(),
-            format!("http://{id}.example:8080"),
-            Load::default,
-        )
-        .expect("registry")
-    };
-    let (a, b) = (registry("node-a"), registry("node-b"));
+    let (a, b) = (bare_registry(&redis, "node-a"), bare_registry(&redis, "node-b"));
     let (decided, mut b_dismissed) = tokio::sync::mpsc::unbounded_channel();
     b.decide_rooms_into(decided);
     let room = RoomKey {
@@ -454,17 +465,9 @@ async fn a_refresh_keeps_a_node_in_the_rooms_it_decided_to_be_in() {
 /// afterwards sends no second one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_left_sends_no_second_102_when_its_last_anchor_leaves() {
-    use roomgate::cluster::{Load, Registry, Seal};
     use roomgate::room::{RoomEvent, RoomKey, RoomRef};
     let redis = Redis::start();
-    let a = Registry::new(
-        &redis.url(),
-        Seal::new(SECRET),
-        "node-a".into(),
-        "http://a.example:8080".into(),
-        Load::default,
-    )
-    .expect("registry");
+    let a = bare_registry(&redis, "node-a");
     let (decided, mut dismissed) = tokio::sync::mpsc::unbounded_channel();
     a.decide_rooms_into(decided);
     let room = RoomKey {
@@ -1107,38 +1110,21 @@ async fn a_task_of_a_node_killed_with_sigkill_resumes_on_another_at_its_position
 /// again (101) although Redis still counted the node in it, and the refresh that puts Redis right sends no second 102.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_dismissed_while_redis_refused_writes_is_created_again_and_dismissed_once() {
-    use roomgate::cluster::{Load, Registry, Seal};
     use roomgate::room::{RoomKey, RoomRef};
     let redis = Redis::start();
-    let registry = |id: &str| {
-        Registry::new(
-            &redis.url(),
-            Seal::new(SECRET),
-            id.into(),
-            format!("http://{id}.example:8080"),
-            Load::default,
-        )
-        .expect("registry")
-    };
-    let refuse_writes = |on: bool| {
-        let n = if on { "1" } else { "0" };
-        assert!(redis
-            .command(&["CONFIG", "SET", "min-replicas-to-write", n])
-            .is_some_and(|r| r.starts_with("+OK")));
-    };
     let room = RoomKey {
         sdkappid: 1400000001,
         room: RoomRef::Str("flaky".into()),
     };
     // Entered again before any refresh.
-    let a = registry("node-a");
+    let a = bare_registry(&redis, "node-a");
     assert!(a.enter_room(&room).await.expect("Redis"), "101");
-    refuse_writes(true);
+    refuse_writes(&redis, true);
     assert!(
         a.leave_room(&room).await.is_err(),
         "Redis refused the leave: this node's own 102 goes out"
     );
-    refuse_writes(false);
+    refuse_writes(&redis, false);
     assert!(
         a.enter_room(&room).await.expect("Redis"),
         "the room announced as gone is created again: 101"
@@ -1146,13 +1132,13 @@ async fn a_room_dismissed_while_redis_refused_writes_is_created_again_and_dismis
     assert!(a.leave_room(&room).await.expect("Redis"), "and dismissed again: 102");
 
     // Not entered again: the refresh takes the node out of the room in Redis, without a second 102.
-    let b = registry("node-b");
+    let b = bare_registry(&redis, "node-b");
     let (decided, mut dismissed) = tokio::sync::mpsc::unbounded_channel();
     b.decide_rooms_into(decided);
     assert!(b.enter_room(&room).await.expect("Redis"), "101");
-    refuse_writes(true);
+    refuse_writes(&redis, true);
     assert!(b.leave_room(&room).await.is_err(), "this node's own 102 goes out");
-    refuse_writes(false);
+    refuse_writes(&redis, false);
     let recorded = || {
         redis
             .command(&["SISMEMBER", "roomgate:room:1400000001:s:flaky", "node-b"])
@@ -1177,13 +1163,13 @@ async fn a_room_dismissed_while_redis_refused_writes_is_created_again_and_dismis
     refresh.abort();
 
     // A graceful stop before any refresh: no second 102 either.
-    let c = registry("node-c");
+    let c = bare_registry(&redis, "node-c");
     let (decided, mut dismissed) = tokio::sync::mpsc::unbounded_channel();
     c.decide_rooms_into(decided);
     assert!(c.enter_room(&room).await.expect("Redis"), "101");
-    refuse_writes(true);
+    refuse_writes(&redis, true);
     assert!(c.leave_room(&room).await.is_err(), "this node's own 102 goes out");
-    refuse_writes(false);
+    refuse_writes(&redis, false);
     c.leave().await.expect("Redis");
     assert!(
         dismissed.try_recv().is_err(),
@@ -1196,35 +1182,20 @@ async fn a_room_dismissed_while_redis_refused_writes_is_created_again_and_dismis
 /// node's anchor leaves closes a room the receiver knows about.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_dismissed_alone_that_another_node_still_has_is_created_again() {
-    use roomgate::cluster::{Load, Registry, Seal};
     use roomgate::room::{RoomEvent, RoomKey, RoomRef};
     let redis = Redis::start();
-    let registry = |id: &str| {
-        Registry::new(
-            &redis.url(),
-            Seal::new(SECRET),
-            id.into(),
-            format!("http://{id}.example:8080"),
-            Load::default,
-        )
-        .expect("registry")
-    };
     let room = RoomKey {
         sdkappid: 1400000001,
         room: RoomRef::Num(42),
     };
-    let (a, b) = (registry("node-a"), registry("node-b"));
+    let (a, b) = (bare_registry(&redis, "node-a"), bare_registry(&redis, "node-b"));
     let (decided, mut announced) = tokio::sync::mpsc::unbounded_channel();
     a.decide_rooms_into(decided);
     assert!(a.enter_room(&room).await.expect("Redis"), "101");
     assert!(!b.enter_room(&room).await.expect("Redis"), "B joins the room");
-    assert!(redis
-        .command(&["CONFIG", "SET", "min-replicas-to-write", "1"])
-        .is_some_and(|r| r.starts_with("+OK")));
+    refuse_writes(&redis, true);
     assert!(a.leave_room(&room).await.is_err(), "A's own 102 goes out");
-    assert!(redis
-        .command(&["CONFIG", "SET", "min-replicas-to-write", "0"])
-        .is_some_and(|r| r.starts_with("+OK")));
+    refuse_writes(&redis, false);
     let refresh = tokio::spawn(a.clone().run());
     let event = tokio::time::timeout(Duration::from_secs(10), announced.recv()).await;
     assert!(

@@ -327,24 +327,22 @@ impl Registry {
             .ignore()
             .query_async(c)
             .await?;
-        if dismissed_alone && removed == 1 && nodes > 0 {
-            if let (Some(key), Some(out)) = (super::rooms::room_of(code), self.decided.get()) {
-                tracing::info!(room = %code, "a room dismissed during a Redis outage still has anchors: created again");
-                let _ = out.send(crate::room::RoomEvent::RoomCreated {
-                    key,
-                    userid: String::new(),
-                });
-            }
-        }
-        if !dismissed_alone && removed == 1 && nodes == 0 {
-            if let (Some(key), Some(out)) = (super::rooms::room_of(code), self.decided.get()) {
+        let (Some(key), Some(out)) = (super::rooms::room_of(code), self.decided.get()) else {
+            return Ok(());
+        };
+        let userid = String::new();
+        let event = match (removed == 1, nodes == 0, dismissed_alone) {
+            (true, true, false) => {
                 tracing::info!(node, room = %code, "a room left by a node that is gone is empty: dismissed");
-                let _ = out.send(crate::room::RoomEvent::RoomDismissed {
-                    key,
-                    userid: String::new(),
-                });
+                crate::room::RoomEvent::RoomDismissed { key, userid }
             }
-        }
+            (true, false, true) => {
+                tracing::info!(room = %code, "a room dismissed during a Redis outage still has anchors: created again");
+                crate::room::RoomEvent::RoomCreated { key, userid }
+            }
+            _ => return Ok(()),
+        };
+        let _ = out.send(event);
         Ok(())
     }
 
