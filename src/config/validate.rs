@@ -115,7 +115,7 @@ impl Config {
             ));
         }
         if !self.pull.ca_file.as_os_str().is_empty() {
-            crate::tls::client_config(Some(&self.pull.ca_file))
+            crate::tls::read_certificates(&self.pull.ca_file)
                 .map_err(|e| ConfigError::Invalid(format!("pull.ca_file: {e}")))?;
         }
         if self.srt.enabled && (self.srt.latency_ms > 10_000 || self.srt.idle_timeout_secs > 86_400) {

@@ -29,7 +29,8 @@ const STORE_RETRY_EVERY: Duration = Duration::from_secs(1);
 pub struct Outbox {
     store: Arc<Store>,
     config: Arc<Config>,
-    http: reqwest::Client,
+    /// Built at the first delivery: a gateway without callbacks holds no HTTP client (nor the system's CAs).
+    http: std::sync::OnceLock<reqwest::Client>,
     queues: Mutex<HashMap<String, VecDeque<CallbackRecord>>>,
     unstored: Arc<Unstored>,
     /// Wakes `keep_storing` when something is added to `unstored`.
@@ -69,20 +70,28 @@ enum Submitted {
 impl Outbox {
     /// An outbox over `store`, delivering by `config.callbacks`; starts no task of its own.
     pub fn new(store: Arc<Store>, config: Arc<Config>) -> Arc<Outbox> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.callbacks.timeout_secs))
-            .connect_timeout(Duration::from_secs(config.callbacks.timeout_secs))
-            .user_agent(concat!("roomgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("static client settings");
         let unstored = Arc::new(Unstored::new(config.callbacks.memory_queue_max));
         Arc::new(Outbox {
             store,
             config,
-            http,
+            http: std::sync::OnceLock::new(),
             queues: Mutex::default(),
             unstored,
             unstored_added: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// The callbacks' HTTP client (the gateway's shared TLS settings), built on first use.
+    fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            let timeout = Duration::from_secs(self.config.callbacks.timeout_secs);
+            reqwest::Client::builder()
+                .tls_backend_preconfigured(crate::tls::https_client_config())
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .user_agent(concat!("roomgate/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .expect("static client settings")
         })
     }
 
@@ -290,7 +299,7 @@ impl Outbox {
             rec.attempts += 1;
             let sent_at = std::time::Instant::now();
             let result = self
-                .http
+                .http()
                 .post(&app.callback_url)
                 .header("Content-Type", "application/json")
                 .header("Sign", sign(&app.callback_key, &rec.body))

@@ -13,7 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 /// Why a certificate or key cannot be used.
@@ -92,40 +92,61 @@ pub fn load(files: &TlsFiles) -> Result<CertifiedKey, TlsError> {
     Ok(certified)
 }
 
+/// The system's CA certificates (as `rustls-native-certs` finds them: `SSL_CERT_FILE`, `SSL_CERT_DIR`, then the
+/// distribution's bundle), read once, when a TLS client first needs them. A gateway that never calls an https://
+/// callback nor opens an https or rtsps source never reads them; one that does holds one copy (each reqwest
+/// client used to load its own: four copies, ~0.4 MB of a gateway's private memory, at start).
+fn system_roots() -> Arc<rustls::RootCertStore> {
+    static ROOTS: OnceLock<Arc<rustls::RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() || !native.errors.is_empty() {
+                tracing::warn!(roots = roots.len(), errors = ?native.errors, "system CA certificates");
+            }
+            Arc::new(roots)
+        })
+        .clone()
+}
+
+/// The PEM certificates of `path` (for `pull.ca_file`); an error when the file cannot be read or holds none.
+pub fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::NoCertificate(path.into()))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate(path.into()));
+    }
+    Ok(certs)
+}
+
 /// A TLS client configuration (rtsps:// sources) on the same crypto provider as the listeners. A server is
-/// trusted when its chain verifies for its name against the system's CAs (as `rustls-native-certs` finds them)
-/// and the CAs among the PEM certificates in `extra`, or when it presents exactly one of the certificates in
-/// `extra` (pinned: a camera's self-signed certificate, whatever its CA flag or names, which WebPKI would refuse
-/// as an end entity). The handshake's signature is checked either way.
+/// trusted when its chain verifies for its name against the system's CAs (`system_roots`) and the CAs among the
+/// PEM certificates in `extra`, or when it presents exactly one of the certificates in `extra` (pinned: a
+/// camera's self-signed certificate, whatever its CA flag or names, which WebPKI would refuse as an end entity).
+/// The handshake's signature is checked either way.
 pub fn client_config(extra: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if roots.is_empty() || !native.errors.is_empty() {
-        tracing::warn!(roots = roots.len(), errors = ?native.errors, "system CA certificates (for rtsps:// sources)");
-    }
+    let mut roots = system_roots();
     let mut pinned = Vec::new();
     if let Some(path) = extra {
-        let pem = std::fs::read(path).map_err(|source| TlsError::Read {
-            path: path.into(),
-            source,
-        })?;
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|_| TlsError::NoCertificate(path.into()))?;
-        if certs.is_empty() {
-            return Err(TlsError::NoCertificate(path.into()));
-        }
+        let certs = read_certificates(path)?;
+        let store = Arc::make_mut(&mut roots);
         for cert in certs {
             // A certificate that cannot anchor a chain (a v1 certificate...) can still be pinned.
-            let _ = roots.add(cert.clone());
+            let _ = store.add(cert.clone());
             pinned.push(cert);
         }
     }
     let provider = Arc::new(provider());
-    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .ok();
     let verifier = PinnedOrWebPki {
@@ -140,6 +161,20 @@ pub fn client_config(extra: Option<&Path>) -> Result<rustls::ClientConfig, TlsEr
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     Ok(config)
+}
+
+/// The TLS of the gateway's HTTP clients (callbacks, pull pre-flights): the system's CAs, HTTP/1.1, built once
+/// and shared (clones share the verifier, its roots and the session cache). reqwest takes it preconfigured, so
+/// it does not load a platform verifier of its own per client.
+pub fn https_client_config() -> rustls::ClientConfig {
+    static CONFIG: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let mut config = client_config(None).expect("no file to read without extra certificates");
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            config
+        })
+        .clone()
 }
 
 /// Server certificate checks of `client_config`: an exact pinned certificate, or WebPKI (chain and name).

@@ -9,7 +9,7 @@ use crate::room::RoomHub;
 use crate::store::{now_ms, Store};
 use std::future::Future;
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// The gateway as a runner sees it.
@@ -55,12 +55,14 @@ impl TaskEvents {
 /// over and waits without entering the runtime.
 pub(crate) struct SourceAccess {
     pull: crate::config::PullConfig,
-    http: reqwest::Client,
-    http_trusted: reqwest::Client,
+    /// The pre-flight clients (untrusted, trusted sources), built at the first pre-flight: a gateway that pulls
+    /// nothing holds no HTTP client nor the system's CAs.
+    http: [OnceLock<reqwest::Client>; 2],
     /// `None` only when loopback cannot be bound.
     proxy: Option<proxy::SourceProxy>,
-    /// What rtsps:// relays trust (`None` when `pull.ca_file` cannot be read: rtsps sources then fail).
-    rtsps: Option<tokio_rustls::TlsConnector>,
+    /// What rtsps:// relays trust, read at the first rtsps source (`None` when `pull.ca_file` cannot be read
+    /// then: rtsps sources fail, logged).
+    rtsps: OnceLock<Option<tokio_rustls::TlsConnector>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -68,8 +70,6 @@ impl SourceAccess {
     /// Must be called inside the tokio runtime.
     pub fn new(config: &Config) -> SourceAccess {
         let timeout = Duration::from_secs(config.pull.open_timeout_secs.max(1));
-        let http = source::preflight_client(timeout, policy::AddressPolicy::from_config(&config.pull, false));
-        let http_trusted = source::preflight_client(timeout, policy::AddressPolicy::from_config(&config.pull, true));
         let proxy = match proxy::SourceProxy::start(timeout) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -77,19 +77,10 @@ impl SourceAccess {
                 None
             }
         };
-        let extra = (!config.pull.ca_file.as_os_str().is_empty()).then_some(config.pull.ca_file.as_path());
-        let rtsps = match crate::tls::client_config(extra) {
-            Ok(c) => Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(c))),
-            Err(e) => {
-                tracing::error!(error = %e, "pull.ca_file cannot be used; rtsps:// pull tasks will fail");
-                None
-            }
-        };
         SourceAccess {
-            rtsps,
+            rtsps: OnceLock::new(),
             pull: config.pull.clone(),
-            http,
-            http_trusted,
+            http: [OnceLock::new(), OnceLock::new()],
             proxy,
             runtime: tokio::runtime::Handle::current(),
         }
@@ -102,11 +93,27 @@ impl SourceAccess {
 
     /// The pre-flight client for that policy.
     pub fn preflight_client(&self, trusted: bool) -> &reqwest::Client {
-        if trusted {
-            &self.http_trusted
-        } else {
-            &self.http
-        }
+        self.http[usize::from(trusted)].get_or_init(|| {
+            let timeout = Duration::from_secs(self.pull.open_timeout_secs.max(1));
+            source::preflight_client(timeout, self.policy(trusted))
+        })
+    }
+
+    /// The TLS connector of rtsps:// relays (the system's CAs and `pull.ca_file`), built on first use.
+    fn rtsps(&self) -> Option<tokio_rustls::TlsConnector> {
+        self.rtsps
+            .get_or_init(|| {
+                let ca_file = &self.pull.ca_file;
+                let extra = (!ca_file.as_os_str().is_empty()).then_some(ca_file.as_path());
+                match crate::tls::client_config(extra) {
+                    Ok(c) => Some(tokio_rustls::TlsConnector::from(Arc::new(c))),
+                    Err(e) => {
+                        tracing::error!(error = %e, "pull.ca_file cannot be used; rtsps:// pull tasks will fail");
+                        None
+                    }
+                }
+            })
+            .clone()
     }
 
     /// A proxy session for one opening of an http(s) source under `policy`; `Err` (logged) when libav's
@@ -141,7 +148,7 @@ impl SourceAccess {
             Some(name) => {
                 let name = rustls::pki_types::ServerName::try_from(name)
                     .map_err(|e| tracing::warn!(error = %e, "an rtsps:// host that TLS cannot name"))?;
-                Some((self.rtsps.clone().ok_or(())?, name))
+                Some((self.rtsps().ok_or(())?, name))
             }
         };
         let bound = std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| {

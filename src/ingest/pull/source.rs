@@ -264,6 +264,7 @@ impl reqwest::dns::Resolve for PolicyResolver {
 /// resolved by `PolicyResolver`, short timeouts.
 pub fn preflight_client(connect_timeout: std::time::Duration, policy: AddressPolicy) -> reqwest::Client {
     reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::tls::https_client_config())
         .redirect(reqwest::redirect::Policy::none())
         .dns_resolver(Arc::new(PolicyResolver { policy }))
         .no_proxy()
