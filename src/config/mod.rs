@@ -377,7 +377,8 @@ pub struct RtcConfig {
     pub turn_secret: String,
     /// Lifetime of those credentials.
     pub turn_ttl_secs: u64,
-    /// Seconds without ICE/DTLS traffic before a session is dropped.
+    /// Seconds a session has to connect (ICE and DTLS); a WHIP publisher's session also ends after this long
+    /// without media.
     pub session_timeout_secs: u64,
     /// WebRTC sessions (WHIP publishers + WHEP viewers) at once; more get 503 with Retry-After.
     pub max_sessions: usize,

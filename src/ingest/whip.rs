@@ -1,8 +1,9 @@
 //! `WhipService`: WHIP publishing (`POST /v2/pub/<sdkappid>/<room>?SessionID=<userid>`, Bearer UserSig).
 //!
-//! The publisher's H.264 and Opus are forwarded without decoding: str0m depacketizes each RTP frame, and a
-//! `ToRoom` task turns it into a room frame (Annex-B, parameter sets in front of keyframes, timestamps on
-//! one clock for audio and video). Viewer keyframe requests become PLIs (at most one a second); the anchor
+//! The publisher's H.264 and Opus are forwarded without decoding: str0m depacketizes each RTP frame, and the
+//! session's `ToRoom`, on the engine shard that runs it, turns it into a room frame (Annex-B, parameter sets in
+//! front of keyframes, timestamps on one clock for audio and video) with no hand-off to another task. The
+//! publisher's own task only watches: viewer keyframe requests become PLIs (at most one a second); the anchor
 //! leaves when DELETE, the peer, or a media timeout ends the session; B-frames end it as for RTMP.
 //!
 //! Publishers that can send only VP8 (some browsers) are accepted too: their video goes through a
@@ -14,15 +15,16 @@ use crate::access::authorize_publish;
 use crate::auth::unix_now;
 use crate::config::Config;
 use crate::media::h264::{self, SpsInfo};
-use crate::media::transcode::{TranscodeError, VideoInput, VideoTranscoder};
-use crate::media::{Codec, Frame, AUDIO_CLOCK, VIDEO_CLOCK};
+use crate::media::transcode::{KeyframeTrigger, TranscodeError, VideoInput, VideoTranscoder};
+use crate::media::{Codec, Frame, FrameSink, AUDIO_CLOCK, VIDEO_CLOCK};
 use crate::room::RoomRef;
-use crate::room::{AnchorHandle, LeaveReason, RoomHub, RoomKey, SourceKind, TrackInfo};
+use crate::room::{AnchorHandle, AnchorSink, LeaveReason, RoomHub, RoomKey, SourceKind, TrackInfo};
 use crate::rtc::{
-    negotiate, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionAnswer, SessionEvent, SessionId,
-    SessionResources,
+    negotiate, MediaSink, MediaVerdict, Negotiated, NewSession, PatchResult, ResourceError, RtcEngine, SessionAnswer,
+    SessionEvent, SessionId, SessionResources,
 };
 use bytes::Bytes;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::format::Codec as RtcCodec;
@@ -121,7 +123,8 @@ impl WhipService {
         Ok(userid)
     }
 
-    /// Authorize the publisher, answer the offer and join the room as an anchor; media flows on its own task.
+    /// Authorize the publisher, answer the offer and join the room as an anchor; its frames go into the room
+    /// on the engine shard that runs the session, and a task of its own watches it.
     pub async fn publish(self: &Arc<Self>, req: PublishRequest<'_>) -> Result<SessionAnswer, WhipError> {
         let userid = self.authorize(&req)?;
         let room = RoomRef::Str(req.room.clone());
@@ -221,19 +224,25 @@ impl WhipService {
             ..Default::default()
         });
         tracing::info!(sdkappid = req.sdkappid, room = %req.room, userid, session = engine_id, "WHIP publish started");
-        metrics::gauge!("roomgate_whip_sessions").increment(1.0);
-        let mut publisher = ToRoom::new(anchor, video_mid, transcoder, label);
-        publisher.max_pixels = self.config.video.max_pixels;
+        let keyframes = transcoder.as_ref().map(VideoTranscoder::keyframe_trigger);
+        let mut to_room = ToRoom::new(anchor.sink(), video_mid, transcoder, label.clone());
+        to_room.max_pixels = self.config.video.max_pixels;
+        let received = to_room.received.clone();
+        // Before the answer goes out: the peer cannot send media before it has it.
+        self.engine.set_media_sink(engine_id, Box::new(to_room)).await;
+        let publisher = Publisher {
+            anchor,
+            id: engine_id,
+            resource: resource.clone(),
+            video_mid,
+            keyframes,
+            received,
+            label,
+        };
         let timeout = Duration::from_secs(self.config.rtc.session_timeout_secs.max(1));
+        metrics::gauge!("roomgate_whip_sessions").increment(1.0);
         unwind.armed = false;
-        tokio::spawn(run(
-            self.clone(),
-            resource.clone(),
-            engine_id,
-            publisher,
-            events_rx,
-            timeout,
-        ));
+        tokio::spawn(run(self.clone(), publisher, events_rx, timeout));
         Ok(SessionAnswer {
             resource,
             etag,
@@ -262,46 +271,67 @@ impl WhipService {
     }
 }
 
-/// One publishing session: engine events in, room frames out.
+/// A publishing session as its task sees it: the anchor it holds and what it needs to answer viewers' keyframe
+/// requests and watch the media timeout. The frames themselves go from the engine's shard into the room through
+/// [`ToRoom`], without this task.
+struct Publisher {
+    anchor: AnchorHandle,
+    id: SessionId,
+    resource: String,
+    video_mid: Option<Mid>,
+    /// VP8 publishers: viewers' keyframe requests go to the transcoder instead of the peer.
+    keyframes: Option<KeyframeTrigger>,
+    /// Frames the session received so far (counted by its `ToRoom`).
+    received: Arc<AtomicU64>,
+    label: String,
+}
+
+/// One publishing session: ends it on the engine's word, a media timeout, a replacement; turns viewers' keyframe
+/// requests into PLIs (at most one a second).
 async fn run(
     svc: Arc<WhipService>,
-    resource: String,
-    id: SessionId,
-    mut publisher: ToRoom,
+    publisher: Publisher,
     mut events: mpsc::UnboundedReceiver<SessionEvent>,
     timeout: Duration,
 ) {
-    let mut keyframe_requests = publisher.anchor.keyframe_requests();
-    let mut kicked = publisher.anchor.kick_signal();
+    let Publisher {
+        anchor,
+        id,
+        resource,
+        video_mid,
+        keyframes,
+        received,
+        label,
+    } = publisher;
+    let mut keyframe_requests = anchor.keyframe_requests();
+    let mut kicked = anchor.kick_signal();
     let mut last_pli: Option<Instant> = None;
+    // The media timeout is watched by the count of frames, a few times per timeout (not a wake-up per frame).
+    let mut check = tokio::time::interval(timeout / 4);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut seen, mut last_media) = (0, Instant::now());
     let reason = loop {
         tokio::select! {
-            ev = tokio::time::timeout(timeout, events.recv()) => match ev {
-                Err(_) => break LeaveReason::Timeout,
-                Ok(None) | Ok(Some(SessionEvent::Closed(_))) => break LeaveReason::Normal,
-                Ok(Some(SessionEvent::Media(d))) => match publisher.on_media(&d) {
-                    Err(r) => {
-                        r.count("whip");
-                        tracing::warn!(anchor = %publisher.label, reason = %r, "WHIP publish ended");
-                        break LeaveReason::Ended(r.to_string());
-                    }
-                    // The VP8 decoder lost its references: ask the publisher for a keyframe (1/s at most).
-                    Ok(MediaOutcome::NeedKeyframe) => {
-                        if let Some(mid) = publisher.video_mid {
-                            if last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
-                                last_pli = Some(Instant::now());
-                                svc.engine.request_keyframe(id, mid).await;
-                            }
-                        }
-                    }
-                    Ok(MediaOutcome::Taken) => {}
-                },
-                Ok(Some(_)) => {}
+            ev = events.recv() => match ev {
+                None | Some(SessionEvent::Closed(_)) => break LeaveReason::Normal,
+                Some(SessionEvent::Ended(r)) => break LeaveReason::Ended(r),
+                // The timeout counts from the connection too: ICE and DTLS get their own `timeout`, then media.
+                Some(SessionEvent::Connected) => last_media = Instant::now(),
+                Some(_) => {}
             },
+            _ = check.tick() => {
+                let now = Instant::now();
+                let n = received.load(Ordering::Relaxed);
+                if n != seen {
+                    (seen, last_media) = (n, now);
+                } else if now.saturating_duration_since(last_media) >= timeout {
+                    break LeaveReason::Timeout;
+                }
+            }
             Some(()) = keyframe_requests.recv() => {
-                if let Some(t) = &publisher.transcoder {
-                    t.request_keyframe();
-                } else if let Some(mid) = publisher.video_mid {
+                if let Some(k) = &keyframes {
+                    k.request();
+                } else if let Some(mid) = video_mid {
                     if last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) {
                         last_pli = Some(Instant::now());
                         svc.engine.request_keyframe(id, mid).await;
@@ -310,19 +340,19 @@ async fn run(
             }
             _ = kicked.changed() => {
                 if kicked.borrow().is_some() {
-                    tracing::info!(anchor = %publisher.label, "WHIP publisher replaced by a new one");
+                    tracing::info!(anchor = %label, "WHIP publisher replaced by a new one");
                     break LeaveReason::Replaced;
                 }
             }
         }
     };
     if reason == LeaveReason::Timeout {
-        tracing::warn!(anchor = %publisher.label, "WHIP publisher sent no media in {timeout:?}; session ended");
+        tracing::warn!(anchor = %label, "WHIP publisher sent no media in {timeout:?}; session ended");
     }
     svc.engine.remove(id).await;
     svc.resources.remove(&resource);
     metrics::gauge!("roomgate_whip_sessions").decrement(1.0);
-    publisher.anchor.leave(reason);
+    anchor.leave(reason);
 }
 
 /// What became of one depacketized frame.
@@ -370,10 +400,14 @@ impl RtpClock {
     }
 }
 
-/// Turns depacketized WebRTC frames into room frames for one anchor.
+/// Turns depacketized WebRTC frames into room frames for one anchor; runs on the engine shard of its session.
 struct ToRoom {
-    anchor: AnchorHandle,
+    anchor: AnchorSink,
     video_mid: Option<Mid>,
+    /// Frames taken so far: the session's task watches it for the media timeout.
+    received: Arc<AtomicU64>,
+    /// When the VP8 decoder last asked the publisher for a keyframe.
+    last_pli: Option<Instant>,
     /// VP8 publishers only: their video is transcoded to H.264 here.
     transcoder: Option<VideoTranscoder>,
     /// The VP8 decoder needs a keyframe before its output is worth anything.
@@ -392,10 +426,12 @@ struct ToRoom {
 }
 
 impl ToRoom {
-    fn new(anchor: AnchorHandle, video_mid: Option<Mid>, transcoder: Option<VideoTranscoder>, label: String) -> Self {
+    fn new(anchor: AnchorSink, video_mid: Option<Mid>, transcoder: Option<VideoTranscoder>, label: String) -> Self {
         ToRoom {
             anchor,
             video_mid,
+            received: Arc::default(),
+            last_pli: None,
             transcoder,
             vp8_needs_keyframe: true,
             max_pixels: crate::media::transcode::MAX_PIXELS,
@@ -515,6 +551,28 @@ impl ToRoom {
     fn set_info(&mut self, info: SpsInfo) {
         self.info = Some(info);
         self.anchor.set_video_info(TrackInfo::from(&info));
+    }
+}
+
+impl MediaSink for ToRoom {
+    fn media(&mut self, d: &MediaData) -> MediaVerdict {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        match self.on_media(d) {
+            Ok(MediaOutcome::Taken) => MediaVerdict::Taken,
+            // The VP8 decoder lost its references: ask the publisher for a keyframe (1/s at most).
+            Ok(MediaOutcome::NeedKeyframe) => match self.video_mid {
+                Some(mid) if self.last_pli.is_none_or(|t| t.elapsed() >= PLI_INTERVAL) => {
+                    self.last_pli = Some(Instant::now());
+                    MediaVerdict::RequestKeyframe(mid)
+                }
+                _ => MediaVerdict::Taken,
+            },
+            Err(r) => {
+                r.count("whip");
+                tracing::warn!(anchor = %self.label, reason = %r, "WHIP publish ended");
+                MediaVerdict::End(r.to_string())
+            }
+        }
     }
 }
 

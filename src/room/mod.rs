@@ -440,7 +440,7 @@ impl AnchorHandle {
 
     /// Send a frame to its track's viewers; false once the anchor has left (or was replaced).
     pub fn publish(&self, frame: Frame) -> bool {
-        self.sink().publish(frame)
+        publish(&self.hub, &self.room.key, &self.participant, frame)
     }
 
     /// Replace what the video track is reported to carry.
@@ -506,21 +506,27 @@ impl FrameSink for AnchorSink {
     }
 
     fn publish(&self, frame: Frame) -> bool {
-        let codec = frame.codec;
-        let ok = self.participant.track(codec).publish(frame);
-        if ok && !self.participant.active(codec).swap(true, Ordering::Relaxed) {
-            self.hub.emit_if_current(
-                &self.key,
-                &self.participant,
-                RoomEvent::MediaStarted {
-                    key: self.key.clone(),
-                    userid: self.participant.userid.clone(),
-                    codec,
-                },
-            );
-        }
-        ok
+        publish(&self.hub, &self.key, &self.participant, frame)
     }
+}
+
+/// Publish `frame` into the anchor's track of its codec (nothing is cloned but the frame's `Arc`); the first frame
+/// of a kind announces it (201/203) while the anchor is its room's.
+fn publish(hub: &RoomHub, key: &RoomKey, participant: &Arc<Anchor>, frame: Frame) -> bool {
+    let codec = frame.codec;
+    let ok = participant.track(codec).publish(frame);
+    if ok && !participant.active(codec).swap(true, Ordering::Relaxed) {
+        hub.emit_if_current(
+            key,
+            participant,
+            RoomEvent::MediaStarted {
+                key: key.clone(),
+                userid: participant.userid.clone(),
+                codec,
+            },
+        );
+    }
+    ok
 }
 
 #[cfg(test)]

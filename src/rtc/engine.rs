@@ -3,7 +3,8 @@
 //! Sessions are spread over `rtc.workers` shards by id, so the media of many viewers is packetized and encrypted
 //! on several cores and a storm of DTLS handshakes on one shard leaves the others' media alone. Shard 0 reads the
 //! UDP socket and hands each packet to the shard that owns its session (`Routes`); every shard sends on the
-//! socket itself. An ICE-TCP connection talks to its session's shard directly.
+//! socket itself. An ICE-TCP connection talks to its session's shard directly. A publishing session's frames are
+//! taken on its shard by the `MediaSink` its owner set, so a packet becomes a room frame without another task.
 
 use super::routes::Routes;
 use super::shard::Shard;
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use str0m::media::{Mid, Pt};
+use str0m::media::{MediaData, Mid, Pt};
 use str0m::net::TcpType;
 use str0m::{Candidate, IceCreds, Rtc};
 use tokio::net::UdpSocket;
@@ -52,6 +53,26 @@ pub struct NewSession {
     pub events: mpsc::UnboundedSender<SessionEvent>,
 }
 
+/// Takes a publishing session's depacketized frames where str0m hands them out, on the session's shard: a frame
+/// goes from the peer's packets into the room without waking another task. It must not block (it runs among the
+/// other sessions of the shard); what it cannot finish at once it hands to a thread or task of its own.
+pub trait MediaSink: Send {
+    /// One depacketized frame from the peer.
+    fn media(&mut self, data: &MediaData) -> MediaVerdict;
+}
+
+/// What a [`MediaSink`] made of a frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MediaVerdict {
+    /// Taken (or dropped on purpose): go on.
+    Taken,
+    /// Ask the peer for a keyframe (PLI) on this m-line.
+    RequestKeyframe(Mid),
+    /// End the session: the peer sends what the gateway refuses (the reason goes to the owner as
+    /// [`SessionEvent::Ended`]).
+    End(String),
+}
+
 /// What a session's owner hears from the engine.
 #[derive(Debug)]
 pub enum SessionEvent {
@@ -59,15 +80,17 @@ pub enum SessionEvent {
     Connected,
     /// The peer asked for a keyframe (PLI/FIR).
     KeyframeRequest,
+    /// The session's [`MediaSink`] refused the peer's media; `Closed` follows.
+    Ended(String),
     /// The session is gone (peer left, timed out, failed, or was removed).
     Closed(String),
-    /// A depacketized frame from a publishing peer.
-    Media(Box<str0m::media::MediaData>),
 }
 
 pub(crate) enum Command {
     Add(SessionId, Box<NewSession>),
     Remove(SessionId),
+    /// Where a publishing session's frames go from now on.
+    SetMediaSink(SessionId, Box<dyn MediaSink>),
     /// `live`: fresh from the source (counts in the gateway-delay histogram), not replayed from a cache.
     Frame(SessionId, Frame, bool),
     /// One live frame for several sessions (the viewers of one anchor): one message, one wake-up.
@@ -295,6 +318,12 @@ impl RtcEngine {
     /// End a session (its owner hears `Closed`); nothing happens when it is gone already.
     pub async fn remove(&self, id: SessionId) {
         let _ = self.shards.of(id).send(Command::Remove(id)).await;
+    }
+
+    /// Hand the frames a publishing session receives to `sink`, on the session's shard (until then they are dropped;
+    /// set it before the answer goes out and none is lost: the peer cannot connect before it has the answer).
+    pub async fn set_media_sink(&self, id: SessionId, sink: Box<dyn MediaSink>) {
+        let _ = self.shards.of(id).send(Command::SetMediaSink(id, sink)).await;
     }
 
     /// Queue a frame for a session. Waits when the engine is saturated (the caller's track subscription then

@@ -1,11 +1,12 @@
-//! The WebRTC engine: every session (WHEP viewer, later WHIP publisher) on one UDP socket and one ICE-TCP
+//! The WebRTC engine: every session (WHEP viewers, WHIP publishers) on one UDP socket and one ICE-TCP
 //! listener, driven by str0m.
 //!
 //! `rtc.workers` shard tasks own the `Rtc` state machines, sessions spread over them by id (`engine.rs`); the first
 //! reads the UDP socket and every shard sends on it; TCP connections are small tasks that frame and unframe RFC 4571
 //! packets (`tcp.rs`). A new peer is routed by the local ufrag in its first STUN request, then by its address (a
 //! hash lookup in the shared `Routes`, never a scan of the sessions). Each session is fed a timeout only when its
-//! own deadline is due, and a panic inside str0m ends that session only.
+//! own deadline is due; a publisher's frames go to its
+//! `MediaSink` on the shard. A panic inside str0m or a media sink ends that session only.
 
 pub mod demux;
 mod dtls;
@@ -17,7 +18,7 @@ mod shard;
 mod tcp;
 mod udp;
 
-pub use engine::{EngineFull, NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
+pub use engine::{EngineFull, MediaSink, MediaVerdict, NewSession, OutTrack, RtcEngine, SessionEvent, SessionId};
 pub use negotiate::{negotiate, Negotiated};
 pub use resources::{random_token, PatchResult, ResourceError, SessionAnswer, SessionResources};
 pub use shard::VIDEO_SEND_PACKETS;

@@ -1,8 +1,9 @@
 //! One engine shard: a task that owns some of the sessions (str0m `Rtc`s), their timers and the ICE-TCP peers
 //! that talk to them. It takes commands (new sessions, frames, packets), feeds str0m bytes and time, and sends
-//! what str0m gives back: UDP batched per session (GSO), TCP through each peer's bounded queue.
+//! what str0m gives back: UDP batched per session (GSO), TCP through each peer's bounded queue. A publishing
+//! session's frames go to its `MediaSink` here, as str0m completes them.
 
-use super::engine::{Command, Inbound, NewSession, OutTrack, SessionEvent, SessionId};
+use super::engine::{Command, Inbound, MediaSink, MediaVerdict, NewSession, OutTrack, SessionEvent, SessionId};
 use super::routes::Routes;
 use crate::media::rtp::{self, RtpPayload};
 use crate::media::Frame;
@@ -23,6 +24,8 @@ pub(super) struct RtcSession {
     video: Option<TrackTx>,
     audio: Option<TrackTx>,
     events: mpsc::UnboundedSender<SessionEvent>,
+    /// A publishing peer's frames go here, on this shard (`None` for viewers).
+    media: Option<Box<dyn MediaSink>>,
     deadline: Option<Instant>,
     connected: bool,
     /// Video packets were lost on the way out: send nothing until the next keyframe.
@@ -237,6 +240,7 @@ impl Shard {
                         video: video.map(TrackTx::new),
                         audio: audio.map(TrackTx::new),
                         events,
+                        media: None,
                         deadline: None,
                         connected: false,
                         video_needs_keyframe: false,
@@ -255,6 +259,11 @@ impl Shard {
                 self.drain(id);
             }
             Command::Remove(id) => self.close(id, "removed".into()),
+            Command::SetMediaSink(id, sink) => {
+                if let Some(s) = self.sessions.get_mut(&id) {
+                    s.media = Some(sink);
+                }
+            }
             Command::Frame(id, frame, live) => {
                 let payloads = rtp::payloads(&frame, PAYLOAD_MTU);
                 self.write_frame(id, &frame, &payloads, live);
@@ -587,7 +596,34 @@ impl Shard {
                         return;
                     }
                     Event::MediaData(d) => {
-                        let _ = s.events.send(SessionEvent::Media(Box::new(d)));
+                        let Some(sink) = s.media.as_mut() else { continue };
+                        match catch_unwind(AssertUnwindSafe(|| sink.media(&d))) {
+                            Ok(MediaVerdict::Taken) => {}
+                            Ok(MediaVerdict::RequestKeyframe(mid)) => {
+                                // The PLI leaves with the session's next output, in this same poll.
+                                let rtc = &mut s.rtc;
+                                let asked = catch_unwind(AssertUnwindSafe(|| {
+                                    rtc.writer(mid)
+                                        .map(|mut w| w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli))
+                                }));
+                                if asked.is_err() {
+                                    self.close(id, "internal error in the WebRTC stack (session ended)".into());
+                                    return;
+                                }
+                            }
+                            Ok(MediaVerdict::End(reason)) => {
+                                let _ = s.events.send(SessionEvent::Ended(reason.clone()));
+                                self.close(id, reason);
+                                return;
+                            }
+                            Err(_) => {
+                                let reason = String::from("internal error in the publisher's media (session ended)");
+                                tracing::error!(session = id, "{reason}");
+                                let _ = s.events.send(SessionEvent::Ended(reason.clone()));
+                                self.close(id, reason);
+                                return;
+                            }
+                        }
                     }
                     Event::KeyframeRequest(_) => {
                         // Resume at the next keyframe rather than send pictures the peer cannot decode.

@@ -9,7 +9,7 @@ pub mod video;
 mod worker;
 
 pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, InlineTranscoder, OpusSettings, TranscodeError};
-pub use video::{VideoInput, VideoTranscoder, MAX_PIXELS};
+pub use video::{KeyframeTrigger, VideoInput, VideoTranscoder, MAX_PIXELS};
 
 use ffmpeg_next as ff;
 

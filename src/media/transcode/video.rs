@@ -84,6 +84,17 @@ struct Input {
     received_at: Instant,
 }
 
+/// Makes a transcoder's next output picture a keyframe; cheap to clone, and does nothing once the transcoder is gone.
+#[derive(Clone)]
+pub struct KeyframeTrigger(Arc<AtomicBool>);
+
+impl KeyframeTrigger {
+    /// Ask for a keyframe (a viewer joined or lost packets).
+    pub fn request(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Handle to a running video transcoder thread. Dropping it lets the thread finish what is queued on its own.
 pub struct VideoTranscoder {
     worker: Worker<Input>,
@@ -141,6 +152,11 @@ impl VideoTranscoder {
     /// Make the next output picture a keyframe (a viewer joined or lost packets).
     pub fn request_keyframe(&self) {
         self.force_keyframe.store(true, Ordering::Relaxed);
+    }
+
+    /// A handle that asks for keyframes, for code that hears viewers while another part owns the transcoder.
+    pub fn keyframe_trigger(&self) -> KeyframeTrigger {
+        KeyframeTrigger(self.force_keyframe.clone())
     }
 
     /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only).
