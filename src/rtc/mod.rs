@@ -5,7 +5,7 @@
 //! reads the UDP socket and every shard sends on it; TCP connections are small tasks that frame and unframe RFC 4571
 //! packets (`tcp.rs`). A new peer is routed by the local ufrag in its first STUN request, then by its address (a
 //! hash lookup in the shared `Routes`, never a scan of the sessions). Each session is fed a timeout only when its
-//! own deadline is due; a publisher's frames go to its
+//! own deadline is due, at the shard's next wake-up or at most `TIMER_SLACK` after it; a publisher's frames go to its
 //! `MediaSink` on the shard. A panic inside str0m or a media sink ends that session only.
 
 pub mod demux;

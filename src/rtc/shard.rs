@@ -144,6 +144,14 @@ impl ReplayPayloads {
     }
 }
 
+/// How late a session's timeout may run. str0m asks for one about every 50 ms per session (RTCP reports, NACK
+/// checks, DTLS retransmits, the wait for reordered packets after a loss), none of which minds a few ms more; a shard with media
+/// flowing wakes for packets and frames every few milliseconds anyway, and runs every timeout due by then
+/// (`Shard::run`). So it wakes for a timer only when nothing else woke it within this slack after the deadline.
+/// Packets str0m queues (a written frame, a resend) do not wait for it: they leave within the same poll
+/// (`DUE_NOW_PER_POLL` timeouts due at once), or at the top of the next turn of the loop.
+const TIMER_SLACK: Duration = Duration::from_millis(10);
+
 /// Timeouts already due that one poll of a session handles at once; any more go through the timer set, so a
 /// session that keeps asking cannot hold the shard.
 const DUE_NOW_PER_POLL: u32 = 4;
@@ -190,7 +198,9 @@ impl Shard {
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>, mut inbound: mpsc::Receiver<Inbound>) {
         let mut buf = vec![0u8; 2048];
         loop {
-            let next = self.timers.first().map(|(t, _)| *t);
+            // Timeouts due by now run first, whatever woke the shard: most need no wake-up of their own.
+            self.timeouts();
+            let next = self.timers.first().map(|(t, _)| *t + TIMER_SLACK);
             let sleep = async {
                 match next {
                     Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
@@ -213,7 +223,8 @@ impl Shard {
                     }
                     Err(e) => tracing::debug!(error = %e, "UDP receive error"),
                 },
-                _ = sleep => self.timeouts(),
+                // Only a wake-up: the timeouts now due run at the top of the loop.
+                _ = sleep => {}
             }
         }
         for id in self.sessions.keys().copied().collect::<Vec<_>>() {
