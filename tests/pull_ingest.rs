@@ -105,6 +105,9 @@ async fn an_mp4_task_plays_to_a_whep_viewer_until_stopped() {
     assert!(r["PositionMs"].as_i64().unwrap() > 0, "{r}");
 
     stop(&t.api, &task).await;
+    // Stopped once, it is finished: a second Stop says so at once, even while the robot may still be leaving.
+    let r = t.api.call("StopStreamIngest", task_params(&task)).await;
+    assert_eq!(error_code(&r), Some("FailedOperation.TaskFinished"), "{r}");
     t.gw.wait_left("pull-mp4", "robot", Duration::from_secs(5)).await;
     let r = describe_until(&t.api, &task, Duration::from_secs(5), |r| r["Status"] == "NotExist").await;
     assert_eq!(r["State"], "stopped", "{r}");

@@ -25,6 +25,11 @@ pub(crate) struct Desired {
 }
 
 impl Desired {
+    /// Told to stop for good (a StopStreamIngest), not suspended to resume elsewhere or after a restart.
+    pub fn stopped_by_api(&self) -> bool {
+        self.stop && !self.suspended
+    }
+
     /// Audio is changed on its way (volume or tempo), so it cannot pass through untouched.
     pub fn tunes_audio(&self) -> bool {
         self.volume != 100 || self.tempo != 1.0

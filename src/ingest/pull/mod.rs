@@ -216,10 +216,12 @@ impl PullService {
 
     /// Stop a running task. It leaves its room at once (a hung source is interrupted). The store says `stopped`
     /// before this returns, so a crash right after the answer does not resume the task; if that write fails, the
-    /// task goes on and the error is returned.
+    /// task goes on and the error is returned. A task already stopped is finished (`TaskFinished`), even while its
+    /// runner is still winding down.
     pub async fn stop(&self, task_id: &str) -> Result<(), PullError> {
         let task = self.tasks.lock().expect("tasks lock").get(task_id).cloned();
         match task {
+            Some(t) if t.control.snapshot().stopped_by_api() => Err(PullError::TaskFinished),
             Some(t) => {
                 let store = self.env.store.clone();
                 let id = t.id.clone();
