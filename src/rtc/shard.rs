@@ -145,12 +145,21 @@ impl ReplayPayloads {
 }
 
 /// How late a session's timeout may run. str0m asks for one about every 50 ms per session (RTCP reports, NACK
-/// checks, DTLS retransmits, the wait for reordered packets after a loss), none of which minds a few ms more; a shard with media
-/// flowing wakes for packets and frames every few milliseconds anyway, and runs every timeout due by then
-/// (`Shard::run`). So it wakes for a timer only when nothing else woke it within this slack after the deadline.
+/// checks, DTLS retransmits, the wait for reordered packets after a loss), none of which minds a few ms more; a
+/// shard with media flowing wakes for packets and frames every few milliseconds anyway, and runs every timeout due
+/// by then (`Shard::run`). So it wakes for a timer only when nothing else woke it within this slack after the deadline.
 /// Packets str0m queues (a written frame, a resend) do not wait for it: they leave within the same poll
 /// (`DUE_NOW_PER_POLL` timeouts due at once), or at the top of the next turn of the loop.
 const TIMER_SLACK: Duration = Duration::from_millis(10);
+
+/// Ask the peer for a keyframe (PLI) on the m-line `mid`: whether it was asked; `Err` if str0m panicked.
+fn request_pli(rtc: &mut Rtc, mid: str0m::media::Mid) -> Result<bool, ()> {
+    catch_unwind(AssertUnwindSafe(|| {
+        rtc.writer(mid)
+            .is_some_and(|mut w| w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli).is_ok())
+    }))
+    .map_err(|_| ())
+}
 
 /// Timeouts already due that one poll of a session handles at once; any more go through the timer set, so a
 /// session that keeps asking cannot hold the shard.
@@ -312,12 +321,7 @@ impl Shard {
             }
             Command::RequestKeyframe(id, mid) => {
                 if let Some(s) = self.sessions.get_mut(&id) {
-                    let asked = catch_unwind(AssertUnwindSafe(|| {
-                        s.rtc
-                            .writer(mid)
-                            .map(|mut w| w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli))
-                    }));
-                    if matches!(asked, Ok(Some(Ok(())))) {
+                    if matches!(request_pli(&mut s.rtc, mid), Ok(true)) {
                         self.drain(id);
                     }
                 }
@@ -608,28 +612,20 @@ impl Shard {
                     }
                     Event::MediaData(d) => {
                         let Some(sink) = s.media.as_mut() else { continue };
-                        match catch_unwind(AssertUnwindSafe(|| sink.media(&d))) {
-                            Ok(MediaVerdict::Taken) => {}
-                            Ok(MediaVerdict::RequestKeyframe(mid)) => {
-                                // The PLI leaves with the session's next output, in this same poll.
-                                let rtc = &mut s.rtc;
-                                let asked = catch_unwind(AssertUnwindSafe(|| {
-                                    rtc.writer(mid)
-                                        .map(|mut w| w.request_keyframe(None, str0m::media::KeyframeRequestKind::Pli))
-                                }));
-                                if asked.is_err() {
+                        let verdict = catch_unwind(AssertUnwindSafe(|| sink.media(&d))).unwrap_or_else(|_| {
+                            tracing::error!(session = id, "the publisher's media sink panicked; session ended");
+                            MediaVerdict::End("internal error in the publisher's media (session ended)".into())
+                        });
+                        match verdict {
+                            MediaVerdict::Taken => {}
+                            // The PLI leaves with the session's next output, in this same poll.
+                            MediaVerdict::RequestKeyframe(mid) => {
+                                if request_pli(&mut s.rtc, mid).is_err() {
                                     self.close(id, "internal error in the WebRTC stack (session ended)".into());
                                     return;
                                 }
                             }
-                            Ok(MediaVerdict::End(reason)) => {
-                                let _ = s.events.send(SessionEvent::Ended(reason.clone()));
-                                self.close(id, reason);
-                                return;
-                            }
-                            Err(_) => {
-                                let reason = String::from("internal error in the publisher's media (session ended)");
-                                tracing::error!(session = id, "{reason}");
+                            MediaVerdict::End(reason) => {
                                 let _ = s.events.send(SessionEvent::Ended(reason.clone()));
                                 self.close(id, reason);
                                 return;

@@ -93,20 +93,25 @@ impl KeyframeTrigger {
     pub fn request(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
+
+    /// Whether a keyframe was asked for since the last call (the transcoder thread's side).
+    fn take(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
 }
 
 /// Handle to a running video transcoder thread. Dropping it lets the thread finish what is queued on its own.
 pub struct VideoTranscoder {
     worker: Worker<Input>,
-    force_keyframe: Arc<AtomicBool>,
+    keyframes: KeyframeTrigger,
 }
 
 impl VideoTranscoder {
     /// Start the thread, which opens the decoder (the `Opening` reports how that went), publishes H.264 frames
     /// into `sink` and keeps the anchor's video info (size, profile) up to date.
     pub fn start(input: VideoInput, sink: impl FrameSink, label: String) -> super::Opening<Self> {
-        let force_keyframe = Arc::new(AtomicBool::new(false));
-        let force = force_keyframe.clone();
+        let keyframes = KeyframeTrigger(Arc::new(AtomicBool::new(false)));
+        let force = keyframes.clone();
         let source_codec = input.codec.name().to_string();
         let mut size = None;
         super::worker::spawn(
@@ -116,7 +121,7 @@ impl VideoTranscoder {
             label,
             move || VideoPipeline::new(&input),
             move |pipeline, input: Input| {
-                let keyframe = force.swap(false, Ordering::Relaxed);
+                let keyframe = force.take();
                 pipeline.push(&input, keyframe, &mut |f| {
                     if f.keyframe {
                         publish_info(&sink, &f, &source_codec, &mut size);
@@ -124,7 +129,7 @@ impl VideoTranscoder {
                     sink.publish(f);
                 })
             },
-            |worker| VideoTranscoder { worker, force_keyframe },
+            |worker| VideoTranscoder { worker, keyframes },
         )
     }
 
@@ -151,12 +156,12 @@ impl VideoTranscoder {
 
     /// Make the next output picture a keyframe (a viewer joined or lost packets).
     pub fn request_keyframe(&self) {
-        self.force_keyframe.store(true, Ordering::Relaxed);
+        self.keyframes.request();
     }
 
     /// A handle that asks for keyframes, for code that hears viewers while another part owns the transcoder.
     pub fn keyframe_trigger(&self) -> KeyframeTrigger {
-        KeyframeTrigger(self.force_keyframe.clone())
+        self.keyframes.clone()
     }
 
     /// Let the thread transcode what is queued and wait until it has (blocks: threads of our own only).
