@@ -493,7 +493,8 @@ impl Shard {
         }));
         match written {
             Ok(true) => {
-                self.drain(id);
+                // str0m sends queued packets on a timeout: run it now rather than poll first only to be told so.
+                self.input(id, Input::Timeout(Instant::now()));
                 if live {
                     self.delay[usize::from(!video)].record(received_at.elapsed().as_secs_f64());
                 }
@@ -526,7 +527,8 @@ impl Shard {
 
     fn poll_session(&mut self, id: SessionId) {
         // Timeouts already due are handled here rather than through the timer set and another turn of the loop:
-        // str0m asks for one after every written frame (queued packets leave on a timeout).
+        // str0m asks for one whenever it has queued packets (resends, a PLI), which leave on a timeout. After a
+        // written frame, `write_frame` runs that timeout itself.
         let mut due_now = DUE_NOW_PER_POLL;
         loop {
             let Some(s) = self.sessions.get_mut(&id) else {
