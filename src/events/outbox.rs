@@ -81,10 +81,14 @@ impl Outbox {
         })
     }
 
-    /// The callbacks' HTTP client (the gateway's shared TLS settings), built on first use.
-    fn http(&self) -> &reqwest::Client {
-        self.http.get_or_init(|| {
-            let timeout = Duration::from_secs(self.config.callbacks.timeout_secs);
+    /// The callbacks' HTTP client (the gateway's shared TLS settings), built on first use. Building it may read
+    /// and parse the system's CA bundle (a few ms of file I/O), so that runs on a blocking thread, not a worker.
+    async fn http(&self) -> &reqwest::Client {
+        if let Some(client) = self.http.get() {
+            return client;
+        }
+        let timeout = Duration::from_secs(self.config.callbacks.timeout_secs);
+        let client = blocking(move || {
             reqwest::Client::builder()
                 .tls_backend_preconfigured(crate::tls::https_client_config())
                 .timeout(timeout)
@@ -93,6 +97,9 @@ impl Outbox {
                 .build()
                 .expect("static client settings")
         })
+        .await;
+        // Two first deliveries may both build one; the first stored is kept (the CAs are read once either way).
+        self.http.get_or_init(|| client)
     }
 
     /// Whether `sdkappid` wants callbacks.
@@ -300,6 +307,7 @@ impl Outbox {
             let sent_at = std::time::Instant::now();
             let result = self
                 .http()
+                .await
                 .post(&app.callback_url)
                 .header("Content-Type", "application/json")
                 .header("Sign", sign(&app.callback_key, &rec.body))
