@@ -285,6 +285,24 @@ async fn source_video_frames(http: &str) -> u64 {
 /// (`srt_port`; `rtc_port`, UDP and TCP; 0: any) and the tables in `more`: HTTP on a free port, RTC on loopback,
 /// per-IP limits a bench would hit raised, the bench app.
 async fn start_gateway(dir: &std::path::Path, rtmp: &str, srt_port: u16, rtc_port: u16, more: &str) -> (Child, String) {
+    // A free port may be taken by another process before the gateway binds it: such a gateway exits at once, and
+    // another port is tried.
+    for _ in 0..5 {
+        if let Some(up) = try_start_gateway(dir, rtmp, srt_port, rtc_port, more).await {
+            return up;
+        }
+    }
+    panic!("gateway did not start on five different HTTP ports");
+}
+
+/// One try of `start_gateway`: `None` if the gateway exited before it answered (e.g. its HTTP port was taken).
+async fn try_start_gateway(
+    dir: &std::path::Path,
+    rtmp: &str,
+    srt_port: u16,
+    rtc_port: u16,
+    more: &str,
+) -> Option<(Child, String)> {
     let http_port = free_port();
     let cfg = dir.join("roomgate.toml");
     std::fs::write(
@@ -308,7 +326,7 @@ async fn start_gateway(dir: &std::path::Path, rtmp: &str, srt_port: u16, rtc_por
         }
         _ => Command::new(&bin),
     };
-    let gw: Child = gw
+    let mut gw: Child = gw
         .args(["--config", cfg.to_str().unwrap(), "serve"])
         .stdout(Stdio::null())
         .spawn()
@@ -316,10 +334,14 @@ async fn start_gateway(dir: &std::path::Path, rtmp: &str, srt_port: u16, rtc_por
     let http = format!("http://127.0.0.1:{http_port}");
     let start = Instant::now();
     while reqwest::get(format!("{http}/healthz")).await.is_err() {
+        if let Some(status) = gw.try_wait().expect("gateway status") {
+            eprintln!("bench: the gateway exited ({status}) before it answered; trying another port");
+            return None;
+        }
         assert!(start.elapsed() < Duration::from_secs(10), "gateway did not come up");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (gw, http)
+    Some((gw, http))
 }
 
 /// Make (once, under target/) the 1080p30 sources of the pull scenario.
