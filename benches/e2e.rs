@@ -285,14 +285,14 @@ async fn source_video_frames(http: &str) -> u64 {
 /// (`srt_port`; `rtc_port`, UDP and TCP; 0: any) and the tables in `more`: HTTP on a free port, RTC on loopback,
 /// per-IP limits a bench would hit raised, the bench app.
 async fn start_gateway(dir: &std::path::Path, rtmp: &str, srt_port: u16, rtc_port: u16, more: &str) -> (Child, String) {
-    // A free port may be taken by another process before the gateway binds it: such a gateway exits at once, and
-    // another port is tried.
+    // A free HTTP port may be taken by another process before the gateway binds it: such a gateway exits at once
+    // (its error is on stderr), and it is started again on another. (The other ports are the caller's.)
     for _ in 0..5 {
         if let Some(up) = try_start_gateway(dir, rtmp, srt_port, rtc_port, more).await {
             return up;
         }
     }
-    panic!("gateway did not start on five different HTTP ports");
+    panic!("the gateway exited at start five times (its errors are above)");
 }
 
 /// One try of `start_gateway`: `None` if the gateway exited before it answered (e.g. its HTTP port was taken).
@@ -333,15 +333,25 @@ async fn try_start_gateway(
         .expect("gateway starts");
     let http = format!("http://127.0.0.1:{http_port}");
     let start = Instant::now();
-    while reqwest::get(format!("{http}/healthz")).await.is_err() {
+    loop {
+        let answered = reqwest::get(format!("{http}/healthz"))
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        // Checked after the answer too: another server on a port taken from under the gateway may have answered.
         if let Some(status) = gw.try_wait().expect("gateway status") {
-            eprintln!("bench: the gateway exited ({status}) before it answered; trying another port");
+            eprintln!("bench: the gateway exited ({status}) before it answered; starting it again");
             return None;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "gateway did not come up");
+        if answered {
+            return Some((gw, http));
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = gw.kill();
+            let _ = gw.wait();
+            panic!("gateway did not come up within 10 s");
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Some((gw, http))
 }
 
 /// Make (once, under target/) the 1080p30 sources of the pull scenario.

@@ -30,7 +30,7 @@ pub struct Outbox {
     store: Arc<Store>,
     config: Arc<Config>,
     /// Built at the first delivery: a gateway without callbacks holds no HTTP client (nor the system's CAs).
-    http: std::sync::OnceLock<reqwest::Client>,
+    http: tokio::sync::OnceCell<reqwest::Client>,
     queues: Mutex<HashMap<String, VecDeque<CallbackRecord>>>,
     unstored: Arc<Unstored>,
     /// Wakes `keep_storing` when something is added to `unstored`.
@@ -74,32 +74,33 @@ impl Outbox {
         Arc::new(Outbox {
             store,
             config,
-            http: std::sync::OnceLock::new(),
+            http: tokio::sync::OnceCell::new(),
             queues: Mutex::default(),
             unstored,
             unstored_added: tokio::sync::Notify::new(),
         })
     }
 
-    /// The callbacks' HTTP client (the gateway's shared TLS settings), built on first use. Building it may read
-    /// and parse the system's CA bundle (a few ms of file I/O), so that runs on a blocking thread, not a worker.
+    /// The callbacks' HTTP client (the gateway's shared TLS settings), built once, at first use. Building it may
+    /// read and parse the system's CA bundle (a few ms of file I/O), so that runs on a blocking thread; deliveries
+    /// that need it meanwhile wait for that one build.
     async fn http(&self) -> &reqwest::Client {
-        if let Some(client) = self.http.get() {
-            return client;
-        }
         let timeout = Duration::from_secs(self.config.callbacks.timeout_secs);
-        let client = blocking(move || {
-            reqwest::Client::builder()
-                .tls_backend_preconfigured(crate::tls::https_client_config())
-                .timeout(timeout)
-                .connect_timeout(timeout)
-                .user_agent(concat!("roomgate/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .expect("static client settings")
-        })
-        .await;
-        // Two first deliveries may both build one; the first stored is kept (the CAs are read once either way).
-        self.http.get_or_init(|| client)
+        self.http
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || {
+                    reqwest::Client::builder()
+                        .tls_backend_preconfigured(crate::tls::https_client_config())
+                        .timeout(timeout)
+                        .connect_timeout(timeout)
+                        .user_agent(concat!("roomgate/", env!("CARGO_PKG_VERSION")))
+                        .build()
+                        .expect("static client settings")
+                })
+                .await
+                .expect("building the callbacks' HTTP client")
+            })
+            .await
     }
 
     /// Whether `sdkappid` wants callbacks.
@@ -304,10 +305,9 @@ impl Outbox {
                 return;
             };
             rec.attempts += 1;
+            let http = self.http().await;
             let sent_at = std::time::Instant::now();
-            let result = self
-                .http()
-                .await
+            let result = http
                 .post(&app.callback_url)
                 .header("Content-Type", "application/json")
                 .header("Sign", sign(&app.callback_key, &rec.body))
