@@ -38,7 +38,9 @@ pub struct Outbox {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.expect("store task")
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking task of the outbox")
 }
 
 /// When to try a callback next, after `attempts` failed ones (the first at `first_try_ms`), at `now_ms`: at once
@@ -87,8 +89,8 @@ impl Outbox {
     async fn http(&self) -> &reqwest::Client {
         let timeout = Duration::from_secs(self.config.callbacks.timeout_secs);
         self.http
-            .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || {
+            .get_or_init(|| {
+                blocking(move || {
                     reqwest::Client::builder()
                         .tls_backend_preconfigured(crate::tls::https_client_config())
                         .timeout(timeout)
@@ -97,8 +99,6 @@ impl Outbox {
                         .build()
                         .expect("static client settings")
                 })
-                .await
-                .expect("building the callbacks' HTTP client")
             })
             .await
     }

@@ -148,9 +148,9 @@ impl ReplayPayloads {
 /// checks, DTLS retransmits, the wait for reordered packets after a loss), none of which minds a few ms more; a
 /// shard with media flowing wakes for packets and frames every few milliseconds anyway, and runs every timeout due
 /// by then (`Shard::run`). So it wakes for a timer only when nothing else woke it within this slack after the deadline.
-/// Packets str0m queues do not wait for it: a written frame's leave at once (`write_frame` runs the timeout they
-/// need), a NACK's resends within the receive that brought it, and anything else due now within the same poll
-/// (`DUE_NOW_PER_POLL` timeouts) or at the top of the next turn of the loop.
+/// Packets str0m queues do not wait for it: a written frame's packets leave at once (`write_frame` runs the
+/// timeout they need), a NACK's resends within the receive that brought it, and anything else due now within the
+/// same poll (`DUE_NOW_PER_POLL` timeouts) or at the top of the next turn of the loop.
 const TIMER_SLACK: Duration = Duration::from_millis(10);
 
 /// Ask the peer for a keyframe (PLI) on the m-line `mid`: whether it was asked; `Err` if str0m panicked.
