@@ -717,7 +717,7 @@ async fn tempo_two_plays_twice_as_fast() {
         (1400..=1600).contains(&median),
         "video pts step {median} (1500 expected)"
     );
-    // Audio is resampled to the same speed: 20 ms Opus packets covering half the source's duration.
+    // Audio is resampled to the same speed: Opus packets covering half the source's duration.
     let span = (apts.last().unwrap() - apts.first().unwrap()) as f64 / 48_000.0;
     assert!(
         (2.0..=3.4).contains(&span),

@@ -74,15 +74,22 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
         "the keyframe decodes on its own to 1280x720"
     );
 
-    assert!(a.len() > 400, "50 Opus packets per second, got {}", a.len());
+    // Transcoded audio comes in packets of `audio.opus_frame_ms` (40 ms by default): 25 a second.
+    let frame_ms = roomgate::config::DEFAULT_OPUS_FRAME_MS;
+    let step = u64::from(frame_ms) * 48;
+    assert!(
+        a.len() > 9_000 / frame_ms as usize,
+        "{frame_ms} ms Opus packets for 10 s, got {}",
+        a.len()
+    );
     let (samples, peak) = decode_opus(&a);
     assert!(
-        samples >= a.len() * 960 * 9 / 10,
-        "Opus decodes to 20 ms frames: {samples} samples"
+        samples >= a.len() * step as usize * 9 / 10,
+        "Opus decodes to {frame_ms} ms frames: {samples} samples"
     );
     assert!(peak > 0.05, "the sine is audible after transcoding (peak {peak})");
     for w in a.windows(2) {
-        assert_eq!(w[1].pts - w[0].pts, 960, "Opus timestamps advance by 20 ms");
+        assert_eq!(w[1].pts - w[0].pts, step, "Opus timestamps advance by {frame_ms} ms");
     }
 
     // A/V alignment: ffmpeg -re sends both in real time, so after 10 s the media time of a frame's end minus
@@ -98,7 +105,7 @@ async fn baseline_720p_push_becomes_an_anchor_with_h264_and_opus() {
                 .collect(),
         )
     };
-    let av = offset(&a, 20.0) - offset(&v, 0.0);
+    let av = offset(&a, f64::from(frame_ms)) - offset(&v, 0.0);
     eprintln!("A/V offset after 10 s: {av:.1} ms");
     assert!(av.abs() < 40.0, "A/V offset after 10 s is {av:.1} ms");
 

@@ -449,6 +449,8 @@ pub struct AudioConfig {
     pub opus_bitrate: u32,
     /// Opus encoder complexity 0-10 (CPU against quality at `opus_bitrate`); an app may set its own.
     pub opus_complexity: u8,
+    /// Milliseconds of audio per Opus packet: 10, 20, 40 or 60; an app may set its own.
+    pub opus_frame_ms: u8,
 }
 
 /// The Opus complexity used when the configuration sets none, chosen by measurement (`make bench
@@ -456,6 +458,13 @@ pub struct AudioConfig {
 /// log-spectral distance of complexity 10 on a tone, a speech-like and a music-like signal at 64 kb/s. It costs
 /// 0.76 % of a core per stereo stream against 0.91 % at 10; 5 and below lose 5 dB of SNR on a pure tone.
 pub const DEFAULT_OPUS_COMPLEXITY: u8 = 7;
+
+/// The Opus frame duration used when the configuration sets none, chosen by measurement (README, "Benchmark"):
+/// a viewer of transcoded audio gets 25 packets a second instead of WebRTC's usual 50, which at `1x100` took a
+/// seventh off the gateway's CPU (every packet is a poll, an encryption and a send per viewer) and ~12 kb/s of
+/// headers off each viewer's stream, at the same quality; the cost is 20 ms more audio delay, small next to what
+/// RTMP, SRT and pulled sources already carry. Interactive uses may set 20.
+pub const DEFAULT_OPUS_FRAME_MS: u8 = 40;
 
 /// Video that roomgate decodes (VP8 publishers, pull sources it transcodes).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -499,6 +508,9 @@ pub struct AppConfig {
     /// Opus complexity for this app's transcoded audio; `audio.opus_complexity` when not set.
     #[serde(default)]
     pub opus_complexity: Option<u8>,
+    /// Opus frame duration (ms) of this app's transcoded audio; `audio.opus_frame_ms` when not set.
+    #[serde(default)]
+    pub opus_frame_ms: Option<u8>,
     /// WHEP players must offer the anchor's own H.264 profile (406 otherwise). Off: a player that offers H.264
     /// of another profile is answered with that format and gets the anchor's stream (decoders cope; SRS and
     /// MediaMTX do the same).
@@ -619,6 +631,7 @@ impl Default for AudioConfig {
         AudioConfig {
             opus_bitrate: 64_000,
             opus_complexity: DEFAULT_OPUS_COMPLEXITY,
+            opus_frame_ms: DEFAULT_OPUS_FRAME_MS,
         }
     }
 }
@@ -641,13 +654,14 @@ impl Config {
 
     /// How audio of app `sdkappid` is encoded to Opus (`bitrate` overrides the configured one when set).
     pub fn opus_settings(&self, sdkappid: u64, bitrate: Option<u32>) -> crate::media::transcode::OpusSettings {
+        let app = self.app(sdkappid);
         crate::media::transcode::OpusSettings {
             bitrate: bitrate.unwrap_or(self.audio.opus_bitrate),
-            complexity: self
-                .app(sdkappid)
+            complexity: app
                 .and_then(|a| a.opus_complexity)
                 .unwrap_or(self.audio.opus_complexity)
                 .min(10),
+            frame_ms: app.and_then(|a| a.opus_frame_ms).unwrap_or(self.audio.opus_frame_ms),
         }
     }
 

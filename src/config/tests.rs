@@ -123,6 +123,25 @@ fn opus_settings_follow_the_app_then_the_default() {
 }
 
 #[test]
+fn opus_frame_duration_follows_the_app_then_the_default_and_is_checked() {
+    let c = load(
+        "[audio]\nopus_frame_ms = 60\n[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\nopus_frame_ms = 20\n\
+         [[apps]]\nsdkappid = 8\nsecret_key = \"k\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.opus_settings(7, None).frame_ms, 20);
+    assert_eq!(c.opus_settings(7, None).frame_samples(), 960);
+    assert_eq!(c.opus_settings(8, None).frame_ms, 60);
+    assert_eq!(Config::default().opus_settings(1, None).frame_ms, DEFAULT_OPUS_FRAME_MS);
+    for bad in [
+        "[audio]\nopus_frame_ms = 30\n",
+        "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\nopus_frame_ms = 5\n",
+    ] {
+        assert!(load(bad).unwrap_err().contains("opus_frame_ms"), "{bad}");
+    }
+}
+
+#[test]
 fn a_callback_url_needs_a_callback_key() {
     let app = "[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\ncallback_url = \"http://127.0.0.1:9/cb\"\n";
     let e = load(app).unwrap_err();

@@ -104,6 +104,17 @@ impl Config {
                 "audio.opus_complexity (and an app's opus_complexity) must be within 0..=10".into(),
             ));
         }
+        let frame_ms_ok = |ms: u8| crate::media::transcode::OPUS_FRAME_MS.contains(&ms);
+        if !frame_ms_ok(self.audio.opus_frame_ms)
+            || self
+                .apps
+                .iter()
+                .any(|a| a.opus_frame_ms.is_some_and(|m| !frame_ms_ok(m)))
+        {
+            return Err(ConfigError::Invalid(
+                "audio.opus_frame_ms (and an app's opus_frame_ms) must be 10, 20, 40 or 60".into(),
+            ));
+        }
         if !(6_000..=510_000).contains(&self.audio.opus_bitrate) {
             return Err(ConfigError::Invalid(
                 "audio.opus_bitrate must be within 6000..=510000".into(),

@@ -23,7 +23,7 @@ pub const AUDIO_CLOCK: u32 = 48_000;
 pub enum Codec {
     /// H.264 without B-frames. Frame data is Annex-B (start codes); keyframes carry SPS and PPS in front.
     H264,
-    /// One Opus packet (20 ms at 48 kHz, stereo).
+    /// One Opus packet (48 kHz, stereo; 20 ms from WebRTC publishers, `audio.opus_frame_ms` when transcoded).
     Opus,
 }
 

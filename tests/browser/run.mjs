@@ -29,7 +29,10 @@ try {
     const size = await page.evaluate(() => { const v = document.getElementById("video"); return { width: v.videoWidth, height: v.videoHeight, frames: Number(document.body.dataset.framesDecoded) }; });
     await page.waitForTimeout(1500); // let the stats fill in for the screenshot
     await shot("player");
-    say({ ok: true, ...size, latency: await page.textContent("#s-latency"), bitrate: await page.textContent("#s-bitrate") });
+    // Two more seconds of audio, then what the decoder made of it.
+    await page.waitForTimeout(2000);
+    const audio = await page.evaluate(() => ({ audio_samples: Number(document.body.dataset.audioSamples || 0), audio_concealed: Number(document.body.dataset.audioConcealed || 0) }));
+    say({ ok: true, ...size, ...audio, latency: await page.textContent("#s-latency"), bitrate: await page.textContent("#s-bitrate") });
   } else if (scenario === "share") {
     // A link from the token tool, opened by someone who is not admin: it must play with its own viewer token.
     await page.goto(`${base}${args.path}`);

@@ -20,7 +20,7 @@ pub const IDLE_CLOSE: Duration = Duration::from_secs(10);
 pub const RECONNECT_FOR: Duration = Duration::from_secs(20);
 /// Connecting and the handshake together.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// No byte from the owner for this long: the link is dead (an anchor sends audio every 20 ms).
+/// No byte from the owner for this long: the link is dead (an anchor sends audio every 20 to 60 ms).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which anchor a link carries: its room and user id.

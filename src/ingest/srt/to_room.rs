@@ -329,6 +329,7 @@ mod tests {
         let opus = OpusSettings {
             bitrate: 64_000,
             complexity: 1,
+            frame_ms: 20,
         };
         (hub, SrtPublish::new(handle, "1/r/a".into(), opus), anchor)
     }

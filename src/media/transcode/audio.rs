@@ -1,8 +1,8 @@
-//! `AudioTranscoder`: AAC, MP3 or any audio libav decodes in, Opus out (48 kHz stereo, 20 ms packets), on its own
-//! thread or inline on the pusher's task.
+//! `AudioTranscoder`: AAC, MP3 or any audio libav decodes in, Opus out (48 kHz stereo, one frame of
+//! `OpusSettings::frame_ms` per packet), on its own thread or inline on the pusher's task.
 //!
 //! Timestamps: the first output packet starts at the source timestamp of the first input; each packet then
-//! advances by exactly 960 samples, so the output is smooth. Where the source timeline jumps (a gap or a
+//! advances by exactly its frame's samples (1920 for 40 ms), so the output is smooth. Where the source timeline jumps (a gap or a
 //! discontinuity of more than 40 ms), the output follows it, so audio stays aligned with the anchor's video,
 //! which uses the same clock origin.
 
@@ -14,8 +14,9 @@ use bytes::Bytes;
 use ffmpeg_next as ff;
 use std::time::Instant;
 
-/// Opus frame: 20 ms at 48 kHz.
-pub const OPUS_FRAME_SAMPLES: usize = 960;
+/// The Opus frame durations (ms) the encoder may use: one frame per packet, each a size every WebRTC player
+/// decodes (RFC 7587 allows 2.5 to 120 ms; below 10 the packet headers outweigh the audio).
+pub const OPUS_FRAME_MS: [u8; 4] = [10, 20, 40, 60];
 const CHANNELS: usize = 2;
 /// Input frames buffered before the transcoder is considered overloaded (about 5 s of AAC).
 const INPUT_QUEUE: usize = 256;
@@ -118,14 +119,24 @@ struct Input {
     received_at: Instant,
 }
 
-/// How transcoded audio is encoded: the Opus bitrate and the encoder's complexity (0-10: CPU against quality at
-/// that bitrate; libopus defaults to 10, SRS uses 1).
+/// How transcoded audio is encoded: the Opus bitrate, the encoder's complexity (0-10: CPU against quality at
+/// that bitrate; libopus defaults to 10, SRS uses 1) and the frame duration (longer frames: fewer packets for
+/// every viewer to encrypt and send, for that much more audio delay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpusSettings {
     /// Bit/s.
     pub bitrate: u32,
     /// Encoder complexity, 0-10 (`audio.opus_complexity`, or the app's own).
     pub complexity: u8,
+    /// Milliseconds of audio per packet, one of [`OPUS_FRAME_MS`] (`audio.opus_frame_ms`, or the app's own).
+    pub frame_ms: u8,
+}
+
+impl OpusSettings {
+    /// Samples (per channel, 48 kHz) in one packet.
+    pub fn frame_samples(&self) -> usize {
+        usize::from(self.frame_ms) * AUDIO_CLOCK as usize / 1000
+    }
 }
 
 /// Handle to a running transcoder thread (pull sources, which read and pace on threads of their own). Dropping it
@@ -243,6 +254,8 @@ struct Pipeline {
     encoder: ff::encoder::Audio,
     /// Interleaved stereo f32 samples waiting to fill an Opus frame.
     fifo: Vec<f32>,
+    /// Samples (per channel) in one Opus frame.
+    frame_samples: usize,
     /// Output timestamp (48 kHz) of the first sample in `fifo`; set by the first input.
     next_pts: Option<i64>,
     tuning: Option<std::sync::Arc<AudioTuning>>,
@@ -285,14 +298,22 @@ impl Pipeline {
         enc.set_time_base(ff::Rational::new(1, AUDIO_CLOCK as i32));
         let mut opts = ff::Dictionary::new();
         opts.set("application", "audio");
-        opts.set("frame_duration", "20");
+        // A duration outside the allowed ones (not from a validated configuration) falls back to 20 ms.
+        let frame_ms = if OPUS_FRAME_MS.contains(&opus.frame_ms) {
+            opus.frame_ms
+        } else {
+            20
+        };
+        opts.set("frame_duration", &frame_ms.to_string());
         opts.set("compression_level", &opus.complexity.min(10).to_string());
         let encoder = enc.open_as_with(enc_codec, opts)?;
+        let frame_samples = usize::from(frame_ms) * AUDIO_CLOCK as usize / 1000;
         Ok(Pipeline {
             decoder,
             resampler: None,
             encoder,
-            fifo: Vec::with_capacity(OPUS_FRAME_SAMPLES * CHANNELS * 4),
+            fifo: Vec::with_capacity(frame_samples * CHANNELS * 4),
+            frame_samples,
             next_pts: None,
             tuning,
         })
@@ -390,12 +411,12 @@ impl Pipeline {
     }
 
     fn encode_ready(&mut self, received_at: Instant, out: &mut dyn FnMut(Frame)) -> Result<(), TranscodeError> {
-        let per_frame = OPUS_FRAME_SAMPLES * CHANNELS;
+        let per_frame = self.frame_samples * CHANNELS;
         while self.fifo.len() >= per_frame {
             let pts = self.next_pts.unwrap_or(0).max(0);
             let mut frame = ff::frame::Audio::new(
                 ff::format::Sample::F32(ff::format::sample::Type::Packed),
-                OPUS_FRAME_SAMPLES,
+                self.frame_samples,
                 ff::ChannelLayout::STEREO,
             );
             frame.set_rate(AUDIO_CLOCK);
@@ -403,12 +424,12 @@ impl Pipeline {
             for (dst, src) in frame.data_mut(0).chunks_exact_mut(4).zip(self.fifo.drain(..per_frame)) {
                 dst.copy_from_slice(&src.to_ne_bytes());
             }
-            self.next_pts = Some(pts + OPUS_FRAME_SAMPLES as i64);
+            self.next_pts = Some(pts + self.frame_samples as i64);
             self.encoder.send_frame(&frame)?;
             let mut packet = ff::Packet::empty();
             while self.encoder.receive_packet(&mut packet).is_ok() {
                 if let Some(data) = packet.data() {
-                    // One Opus packet per 960 samples; its time is that of the samples it was cut from.
+                    // One Opus packet per frame; its time is that of the samples it was cut from.
                     out(Frame {
                         codec: Codec::Opus,
                         pts: pts as u64,
@@ -463,12 +484,17 @@ mod tests {
     }
 
     fn inline(config: [u8; 2], kept: &Kept) -> InlineTranscoder {
+        inline_with_frames(config, kept, 20)
+    }
+
+    fn inline_with_frames(config: [u8; 2], kept: &Kept, frame_ms: u8) -> InlineTranscoder {
         let codec = AudioInputCodec::Aac {
             config: Bytes::copy_from_slice(&config),
         };
         let opus = OpusSettings {
             bitrate: 64_000,
             complexity: 1,
+            frame_ms,
         };
         InlineTranscoder::new(&codec, opus, kept.clone(), "test".into()).unwrap()
     }
@@ -488,7 +514,40 @@ mod tests {
         }
         let out = kept.0.lock().unwrap();
         assert!(out.len() >= frames.len() * 1024 / 960 - 3, "{} Opus packets", out.len());
-        assert!(out.windows(2).all(|w| w[1].pts - w[0].pts == OPUS_FRAME_SAMPLES as u64));
+        assert!(out.windows(2).all(|w| w[1].pts - w[0].pts == 960));
+    }
+
+    #[test]
+    fn each_packet_holds_one_frame_of_the_configured_duration() {
+        let (config, frames) = aac_frames();
+        for frame_ms in OPUS_FRAME_MS {
+            let kept = Kept::default();
+            let mut t = inline_with_frames(config, &kept, frame_ms);
+            for (i, f) in frames.iter().enumerate() {
+                t.push(
+                    Bytes::copy_from_slice(f),
+                    i as u64 * 1024 * 1000 / 48_000,
+                    Instant::now(),
+                );
+            }
+            let out = kept.0.lock().unwrap();
+            let step = u64::from(frame_ms) * 48;
+            let expected = frames.len() * 1024 / step as usize;
+            assert!(
+                out.len() + 3 >= expected && out.len() <= expected + 1,
+                "{frame_ms} ms: {} packets for {expected} frames' worth",
+                out.len()
+            );
+            // The packet says so itself (its TOC byte), and the timestamps advance by as much, without gaps.
+            for f in out.iter() {
+                assert_eq!(
+                    crate::media::ts::opus_packet_samples(&f.data),
+                    Some(step as u32),
+                    "{frame_ms} ms"
+                );
+            }
+            assert!(out.windows(2).all(|w| w[1].pts - w[0].pts == step), "{frame_ms} ms");
+        }
     }
 
     #[test]

@@ -8,7 +8,9 @@ pub mod audio;
 pub mod video;
 mod worker;
 
-pub use audio::{AudioInputCodec, AudioTranscoder, AudioTuning, InlineTranscoder, OpusSettings, TranscodeError};
+pub use audio::{
+    AudioInputCodec, AudioTranscoder, AudioTuning, InlineTranscoder, OpusSettings, TranscodeError, OPUS_FRAME_MS,
+};
 pub use video::{KeyframeTrigger, VideoInput, VideoTranscoder, MAX_PIXELS};
 
 use ffmpeg_next as ff;
