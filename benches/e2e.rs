@@ -55,9 +55,9 @@ mod whip_client;
 const SDKAPPID: u64 = 1400000001;
 const KEY: &str = "bench-secret-key";
 
-/// The gateway's Opus settings as ffmpeg CLI options (64 kb/s stereo 48 kHz, 20 ms frames): the audio floor and
+/// The gateway's default Opus settings as ffmpeg CLI options (64 kb/s stereo 48 kHz, 40 ms frames): the audio floor and
 /// the CLI transcode the pull tasks are compared with encode as the gateway does.
-const FFMPEG_OPUS: &str = "-c:a libopus -b:a 64k -ar 48000 -ac 2 -application audio -frame_duration 20";
+const FFMPEG_OPUS: &str = "-c:a libopus -b:a 64k -ar 48000 -ac 2 -application audio -frame_duration 40";
 
 /// The gateway's x264 settings for the 1080p30 pull source, as ffmpeg CLI options.
 const FFMPEG_X264_1080P30: &str = concat!(

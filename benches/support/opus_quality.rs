@@ -5,7 +5,8 @@
 //! audio, 20 ms frames) and back through libavcodec's Opus decoder. Reported per complexity: the encoder's CPU
 //! (% of one core for real-time audio), the SNR and the log-spectral distance (LSD, dB, lower is better; both
 //! spectra floored 60 dB under each frame's peak) of the decoded signal against the input, after aligning the
-//! codec delay. No PESQ/POLQA here: these are proxies that
+//! codec delay. Then the same at the default complexity for each allowed frame duration (`audio.opus_frame_ms`),
+//! with the packets per second and their mean size. No PESQ/POLQA here: these are proxies that
 //! move with the quality the encoder keeps.
 
 use ffmpeg_next as ff;
@@ -14,7 +15,8 @@ use std::f64::consts::TAU;
 use std::time::Instant;
 
 const RATE: usize = 48_000;
-const FRAME: usize = 960;
+/// Samples at the end left out of the comparison (the encoder's last, padded frame).
+const TAIL: usize = 960;
 const SECONDS: usize = 10;
 
 /// Uniform noise in [-1, 1) from a xorshift64 generator started at `seed`: the same noise on every run, so
@@ -103,8 +105,18 @@ fn music_like() -> Vec<[f32; 2]> {
         .collect()
 }
 
-/// Encode `x` with libopus at `bitrate`/`complexity` and decode it; (decoded samples, encoder seconds).
-fn roundtrip(x: &[[f32; 2]], bitrate: u32, complexity: u8) -> (Vec<[f32; 2]>, f64) {
+/// What one pass through the codec gave: the decoded samples, the encoder's seconds, and the packets' count and
+/// bytes.
+struct Roundtrip {
+    decoded: Vec<[f32; 2]>,
+    encoder_secs: f64,
+    packets: usize,
+    bytes: usize,
+}
+
+/// Encode `x` with libopus at `bitrate`/`complexity` in frames of `frame_ms` and decode it.
+fn roundtrip(x: &[[f32; 2]], bitrate: u32, complexity: u8, frame_ms: u8) -> Roundtrip {
+    let frame = usize::from(frame_ms) * RATE / 1000;
     let codec = ff::encoder::find_by_name("libopus").expect("libopus");
     let mut enc = ff::codec::Context::new_with_codec(codec).encoder().audio().unwrap();
     enc.set_rate(RATE as i32);
@@ -115,7 +127,7 @@ fn roundtrip(x: &[[f32; 2]], bitrate: u32, complexity: u8) -> (Vec<[f32; 2]>, f6
     enc.set_time_base(ff::Rational::new(1, RATE as i32));
     let mut opts = ff::Dictionary::new();
     opts.set("application", "audio");
-    opts.set("frame_duration", "20");
+    opts.set("frame_duration", &frame_ms.to_string());
     opts.set("compression_level", &complexity.to_string());
     let mut enc = enc.open_as_with(codec, opts).unwrap();
     let dec_codec = ff::decoder::find(ff::codec::Id::OPUS).expect("opus decoder");
@@ -132,6 +144,7 @@ fn roundtrip(x: &[[f32; 2]], bitrate: u32, complexity: u8) -> (Vec<[f32; 2]>, f6
     let mut dec = dctx.decoder().audio().unwrap();
     let mut out = Vec::with_capacity(x.len() + RATE);
     let mut spent = 0.0;
+    let (mut count, mut bytes) = (0, 0);
     let mut pkt = ff::Packet::empty();
     let mut decoded = ff::frame::Audio::empty();
     let mut drain = |dec: &mut ff::decoder::Audio, out: &mut Vec<[f32; 2]>| {
@@ -146,14 +159,14 @@ fn roundtrip(x: &[[f32; 2]], bitrate: u32, complexity: u8) -> (Vec<[f32; 2]>, f6
             }
         }
     };
-    for (k, chunk) in x.chunks_exact(FRAME).enumerate() {
+    for (k, chunk) in x.chunks_exact(frame).enumerate() {
         let mut f = ff::frame::Audio::new(
             ff::format::Sample::F32(ff::format::sample::Type::Packed),
-            FRAME,
+            frame,
             ff::ChannelLayout::STEREO,
         );
         f.set_rate(RATE as u32);
-        f.set_pts(Some((k * FRAME) as i64));
+        f.set_pts(Some((k * frame) as i64));
         f.plane_mut::<(f32, f32)>(0)
             .iter_mut()
             .zip(chunk)
@@ -165,12 +178,19 @@ fn roundtrip(x: &[[f32; 2]], bitrate: u32, complexity: u8) -> (Vec<[f32; 2]>, f6
             packets.push(pkt.clone());
         }
         spent += t0.elapsed().as_secs_f64();
+        count += packets.len();
+        bytes += packets.iter().map(|p| p.size()).sum::<usize>();
         for p in packets {
             dec.send_packet(&p).unwrap();
             drain(&mut dec, &mut out);
         }
     }
-    (out, spent)
+    Roundtrip {
+        decoded: out,
+        encoder_secs: spent,
+        packets: count,
+        bytes,
+    }
 }
 
 /// The lag (samples) at which `y` best matches `x` (the codec's delay).
@@ -225,7 +245,7 @@ fn fft(re: &mut [f64], im: &mut [f64]) {
 /// (SNR dB, LSD dB) of `y` (aligned) against `x`, both channels, skipping the first half second.
 fn distortion(x: &[[f32; 2]], y: &[[f32; 2]]) -> (f64, f64) {
     let lag = delay(x, y);
-    let range = RATE / 2..(x.len() - FRAME).min(y.len().saturating_sub(lag));
+    let range = RATE / 2..(x.len() - TAIL).min(y.len().saturating_sub(lag));
     let (mut sig, mut err) = (0.0, 0.0);
     for i in range.clone() {
         for c in 0..2 {
@@ -273,7 +293,7 @@ fn distortion(x: &[[f32; 2]], y: &[[f32; 2]]) -> (f64, f64) {
     (10.0 * (sig / err.max(1e-12)).log10(), lsd_sum / frames.max(1) as f64)
 }
 
-/// Every complexity 0..=10 for every signal at `bitrate`.
+/// Every complexity 0..=10 for every signal at `bitrate`, then every frame duration at the default complexity.
 pub fn run(bitrate: u32) -> serde_json::Value {
     roomgate::media::transcode::init_libav();
     let signals: [(&str, Vec<[f32; 2]>); 3] = [
@@ -281,25 +301,48 @@ pub fn run(bitrate: u32) -> serde_json::Value {
         ("speech_like", speech_like()),
         ("music_like", music_like()),
     ];
-    let mut rows = Vec::new();
-    for complexity in 0..=10u8 {
+    // One row: per signal SNR/LSD, and the encoder's CPU, packets per second and mean packet size over all three.
+    let measure = |complexity: u8, frame_ms: u8| {
         let mut per_signal = serde_json::Map::new();
-        let mut cpu = 0.0;
+        let (mut cpu, mut packets, mut bytes) = (0.0, 0, 0);
         for (name, x) in &signals {
-            let (y, spent) = roundtrip(x, bitrate, complexity);
-            let (snr, lsd) = distortion(x, &y);
-            cpu += spent / SECONDS as f64 * 100.0;
+            let r = roundtrip(x, bitrate, complexity, frame_ms);
+            let (snr, lsd) = distortion(x, &r.decoded);
+            cpu += r.encoder_secs / SECONDS as f64 * 100.0;
+            (packets, bytes) = (packets + r.packets, bytes + r.bytes);
             per_signal.insert(
                 name.to_string(),
                 json!({"snr_db": (snr * 100.0).round() / 100.0, "lsd_db": (lsd * 1000.0).round() / 1000.0}),
             );
         }
+        let n = signals.len() as f64;
+        let pps = packets as f64 / n / SECONDS as f64;
+        let mean = bytes as f64 / packets.max(1) as f64;
+        (per_signal, cpu / n, pps, mean)
+    };
+    let mut rows = Vec::new();
+    for complexity in 0..=10u8 {
+        let (per_signal, cpu, _, _) = measure(complexity, 20);
         eprintln!("bench: opus complexity {complexity}: {per_signal:?}");
         rows.push(json!({
             "complexity": complexity,
-            "encoder_cpu_pct_of_core": (cpu / signals.len() as f64 * 1000.0).round() / 1000.0,
+            "encoder_cpu_pct_of_core": (cpu * 1000.0).round() / 1000.0,
             "signals": per_signal,
         }));
     }
-    json!({"scenario": "opus-quality", "bitrate": bitrate, "seconds_per_signal": SECONDS, "complexities": rows})
+    let complexity = roomgate::config::DEFAULT_OPUS_COMPLEXITY;
+    let mut frames = Vec::new();
+    for frame_ms in roomgate::media::transcode::OPUS_FRAME_MS {
+        let (per_signal, cpu, pps, mean) = measure(complexity, frame_ms);
+        eprintln!("bench: opus {frame_ms} ms frames at complexity {complexity}: {per_signal:?}");
+        frames.push(json!({
+            "frame_ms": frame_ms,
+            "encoder_cpu_pct_of_core": (cpu * 1000.0).round() / 1000.0,
+            "packets_per_s": (pps * 10.0).round() / 10.0,
+            "mean_packet_bytes": mean.round(),
+            "signals": per_signal,
+        }));
+    }
+    json!({"scenario": "opus-quality", "bitrate": bitrate, "seconds_per_signal": SECONDS, "complexities": rows,
+        "frame_durations": {"complexity": complexity, "rows": frames}})
 }
