@@ -224,9 +224,11 @@ async fn audio_messages_packed_with_frames_are_cut() {
         errors().await >= 10
     })
     .await;
-    // At most 8192 samples of each: 9 Opus packets a message (all of one would be 2134).
-    let opus = anchor.track(roomgate::media::Codec::Opus).stats().frames;
-    assert!(opus <= 10 * 9, "{opus} Opus packets from ten messages");
+    // At most 8192 samples of each: 9 Opus packets of 20 ms a message, 5 of the default 40 ms (all of one would
+    // be 2134 or 1067).
+    let per_message = 8192 / (usize::from(roomgate::config::DEFAULT_OPUS_FRAME_MS) * 48) + 1;
+    let opus = anchor.track(roomgate::media::Codec::Opus).stats().frames as usize;
+    assert!(opus <= 10 * per_message, "{opus} Opus packets from ten messages");
     let out = publishing.await.unwrap();
     assert!(out.publish_accepted);
     assert_still_serves(&gw).await;

@@ -441,7 +441,7 @@ impl Default for RtcConfig {
     }
 }
 
-/// Transcoded audio: Opus bitrate and complexity.
+/// Transcoded audio: Opus bitrate, complexity and frame duration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AudioConfig {
@@ -460,10 +460,11 @@ pub struct AudioConfig {
 pub const DEFAULT_OPUS_COMPLEXITY: u8 = 7;
 
 /// The Opus frame duration used when the configuration sets none, chosen by measurement (README, "Benchmark"):
-/// a viewer of transcoded audio gets 25 packets a second instead of WebRTC's usual 50, which at `1x100` took a
-/// seventh off the gateway's CPU (every packet is a poll, an encryption and a send per viewer) and ~12 kb/s of
+/// a viewer of transcoded audio gets 25 packets a second instead of WebRTC's usual 50, which at `1x100` took an
+/// eighth off the gateway's CPU (every packet is a poll, an encryption and a send per viewer) and ~13 kb/s of
 /// headers off each viewer's stream, at the same quality; the cost is 20 ms more audio delay, small next to what
-/// RTMP, SRT and pulled sources already carry. Interactive uses may set 20.
+/// RTMP, SRT and pulled sources already carry. Interactive uses may set 20. Shortened where the packets would
+/// not fit a datagram (`OpusSettings::effective_frame_ms`).
 pub const DEFAULT_OPUS_FRAME_MS: u8 = 40;
 
 /// Video that roomgate decodes (VP8 publishers, pull sources it transcodes).

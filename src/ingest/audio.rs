@@ -39,7 +39,8 @@ impl AudioBridge {
     }
 
     /// Make sure a transcoder for `codec` publishes into `anchor`: a new configuration (first one, or a change
-    /// mid-stream) gets a fresh decoder (the old one holds nothing back: it transcoded each frame as it came).
+    /// mid-stream) gets a fresh decoder (the old one transcoded each frame as it came; what it drops is the part
+    /// of an Opus frame, under `audio.opus_frame_ms`, not yet filled).
     pub fn ensure(&mut self, codec: AudioInputCodec, anchor: &AnchorHandle) -> Result<(), Refusal> {
         if self.codec() == Some(&codec) {
             return Ok(());

@@ -132,10 +132,34 @@ pub struct OpusSettings {
     pub frame_ms: u8,
 }
 
+/// The largest packet, in bytes at the configured bitrate, a frame longer than 20 ms may make. A packet must fit
+/// one datagram (~1100 bytes of RTP payload; a larger one is not sent) and VBR packets run above the nominal size
+/// (a third above it on average on `make bench BENCH=opus-quality`'s signals, more on transients), so 40 and 60 ms
+/// frames are used only where they stay small: 40 ms up to 80 kb/s, 60 ms up to 53 kb/s. 10 and 20 ms are used
+/// as configured, as before there was a choice.
+const MAX_LONG_FRAME_BYTES: u64 = 400;
+
 impl OpusSettings {
+    /// The frame duration the encoder uses: `frame_ms` when it is one of [`OPUS_FRAME_MS`] and its packets stay
+    /// small at this bitrate (see [`MAX_LONG_FRAME_BYTES`]), else the longest that does (20 ms for a value that
+    /// is not allowed at all).
+    pub fn effective_frame_ms(&self) -> u8 {
+        let wanted = if OPUS_FRAME_MS.contains(&self.frame_ms) {
+            self.frame_ms
+        } else {
+            20
+        };
+        let small = |ms: u8| ms <= 20 || u64::from(self.bitrate) * u64::from(ms) / 8000 <= MAX_LONG_FRAME_BYTES;
+        OPUS_FRAME_MS
+            .into_iter()
+            .filter(|&ms| ms <= wanted && small(ms))
+            .max()
+            .unwrap_or(20)
+    }
+
     /// Samples (per channel, 48 kHz) in one packet.
     pub fn frame_samples(&self) -> usize {
-        usize::from(self.frame_ms) * AUDIO_CLOCK as usize / 1000
+        usize::from(self.effective_frame_ms()) * AUDIO_CLOCK as usize / 1000
     }
 }
 
@@ -298,16 +322,19 @@ impl Pipeline {
         enc.set_time_base(ff::Rational::new(1, AUDIO_CLOCK as i32));
         let mut opts = ff::Dictionary::new();
         opts.set("application", "audio");
-        // A duration outside the allowed ones (not from a validated configuration) falls back to 20 ms.
-        let frame_ms = if OPUS_FRAME_MS.contains(&opus.frame_ms) {
-            opus.frame_ms
-        } else {
-            20
-        };
+        let frame_ms = opus.effective_frame_ms();
+        if frame_ms != opus.frame_ms {
+            tracing::info!(
+                configured = opus.frame_ms,
+                used = frame_ms,
+                bitrate = opus.bitrate,
+                "Opus frame duration shortened: packets that long would not fit a datagram at this bitrate"
+            );
+        }
         opts.set("frame_duration", &frame_ms.to_string());
         opts.set("compression_level", &opus.complexity.min(10).to_string());
         let encoder = enc.open_as_with(enc_codec, opts)?;
-        let frame_samples = usize::from(frame_ms) * AUDIO_CLOCK as usize / 1000;
+        let frame_samples = opus.frame_samples();
         Ok(Pipeline {
             decoder,
             resampler: None,
@@ -491,8 +518,9 @@ mod tests {
         let codec = AudioInputCodec::Aac {
             config: Bytes::copy_from_slice(&config),
         };
+        // 48 kb/s: every duration is used as asked (see `MAX_LONG_FRAME_BYTES`).
         let opus = OpusSettings {
-            bitrate: 64_000,
+            bitrate: 48_000,
             complexity: 1,
             frame_ms,
         };
@@ -515,6 +543,32 @@ mod tests {
         let out = kept.0.lock().unwrap();
         assert!(out.len() >= frames.len() * 1024 / 960 - 3, "{} Opus packets", out.len());
         assert!(out.windows(2).all(|w| w[1].pts - w[0].pts == 960));
+    }
+
+    #[test]
+    fn long_frames_only_where_their_packets_stay_small() {
+        let at = |bitrate, frame_ms| {
+            OpusSettings {
+                bitrate,
+                complexity: 7,
+                frame_ms,
+            }
+            .effective_frame_ms()
+        };
+        assert_eq!(at(64_000, 40), 40);
+        assert_eq!(at(48_000, 60), 60);
+        assert_eq!(at(64_000, 60), 40, "60 ms at 64 kb/s: 480-byte packets");
+        assert_eq!(at(128_000, 40), 20);
+        assert_eq!(at(320_000, 20), 20, "10 and 20 ms as configured");
+        assert_eq!(at(510_000, 10), 10);
+        assert_eq!(at(64_000, 30), 20, "not an Opus frame duration");
+        assert_eq!(at(64_000, 0), 20);
+        let settings = OpusSettings {
+            bitrate: 128_000,
+            complexity: 7,
+            frame_ms: 60,
+        };
+        assert_eq!(settings.frame_samples(), 960);
     }
 
     #[test]
