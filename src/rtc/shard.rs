@@ -153,6 +153,23 @@ impl ReplayPayloads {
 /// same poll (`DUE_NOW_PER_POLL` timeouts) or at the top of the next turn of the loop.
 const TIMER_SLACK: Duration = Duration::from_millis(10);
 
+/// The instant a frame's RTP time stands for, which str0m's sender reports pair with that time (players line
+/// audio up with video by them): when the frame was in hand, less, for Opus, the packet's own duration, since a
+/// packet's time is that of its first sample and it is complete only with its last (40 ms later for transcoded
+/// audio by default). Without it, audio would play that much behind the picture.
+fn capture_instant(frame: &Frame) -> Instant {
+    match frame.codec {
+        crate::media::Codec::Opus => crate::media::ts::opus_packet_samples(&frame.data)
+            .and_then(|n| {
+                frame
+                    .received_at
+                    .checked_sub(Duration::from_micros(u64::from(n) * 1_000_000 / 48_000))
+            })
+            .unwrap_or(frame.received_at),
+        crate::media::Codec::H264 => frame.received_at,
+    }
+}
+
 /// Ask the peer for a keyframe (PLI) on the m-line `mid`: whether it was asked; `Err` if str0m panicked.
 fn request_pli(rtc: &mut Rtc, mid: str0m::media::Mid) -> Result<bool, ()> {
     catch_unwind(AssertUnwindSafe(|| {
@@ -472,6 +489,7 @@ impl Shard {
             s.video_needs_keyframe = false;
         }
         let received_at = frame.received_at;
+        let wallclock = capture_instant(frame);
         // The RTP time is the frame's time in the codec's clock (90 kHz, 48 kHz), as the frame API stamps it.
         let time = frame.pts as u32;
         let renew_window = live && video && frame.keyframe && std::mem::take(&mut s.resend_window_inflated);
@@ -485,7 +503,7 @@ impl Shard {
                 return false;
             };
             for p in payloads {
-                let write = RtpWrite::new(tx.track.pt, tx.seq.inc(), time, received_at, p.data.clone())
+                let write = RtpWrite::new(tx.track.pt, tx.seq.inc(), time, wallclock, p.data.clone())
                     .marker(p.marker)
                     .nackable(video);
                 stream.write_rtp(write);
@@ -676,6 +694,19 @@ mod tests {
             data: data.clone(),
             received_at: Instant::now(),
         }
+    }
+
+    #[test]
+    fn an_opus_packet_stands_for_the_instant_of_its_first_sample() {
+        // TOC 0xFC: CELT fullband 20 ms, code 0 (one frame); 0xFD: code 1 (two frames, 40 ms).
+        let one = frame(Codec::Opus, 960, &Arc::from(&[0xFC, 1, 2][..]));
+        assert_eq!(one.received_at - capture_instant(&one), Duration::from_millis(20));
+        let two = frame(Codec::Opus, 960, &Arc::from(&[0xFD, 1, 2][..]));
+        assert_eq!(two.received_at - capture_instant(&two), Duration::from_millis(40));
+        let malformed = frame(Codec::Opus, 960, &Arc::from(&[][..]));
+        assert_eq!(capture_instant(&malformed), malformed.received_at);
+        let picture = frame(Codec::H264, 0, &Arc::from(&[0, 0, 0, 1, 0x65][..]));
+        assert_eq!(capture_instant(&picture), picture.received_at);
     }
 
     #[test]
