@@ -122,13 +122,19 @@ async fn the_player_page_plays_an_rtmp_push() {
     let mut b = Browser::start("play", &gw, &in_room("webroom", "anchor", "cam1"));
     let report = b.next(Duration::from_secs(60)).await;
     assert_played(&report, (640, 360));
-    // The transcoded audio (40 ms Opus packets by default) decodes in the browser: seconds of it, nearly none
-    // made up by the decoder's concealment.
+    // The transcoded audio decodes in the browser: seconds of it, nearly none made up by the decoder's
+    // concealment, in packets of `audio.opus_frame_ms` (40 ms, 1920 samples, by default).
     let samples = report["audio_samples"].as_u64().unwrap_or(0);
+    let packets = report["audio_packets"].as_u64().unwrap_or(0).max(1);
     let concealed = report["audio_concealed"].as_u64().unwrap_or(u64::MAX);
-    eprintln!("player: {report}");
     assert!(samples > 2 * 48_000, "{report}");
     assert!(concealed < samples / 10, "{report}");
+    let per_packet = u64::from(roomgate::config::DEFAULT_OPUS_FRAME_MS) * 48;
+    assert!(
+        (per_packet * 3 / 4..per_packet * 5 / 4).contains(&(samples / packets)),
+        "{} samples per packet: {report}",
+        samples / packets
+    );
     b.finish().await;
     push.kill().await;
 }

@@ -31,7 +31,7 @@ try {
     await shot("player");
     // Two more seconds of audio, then what the decoder made of it.
     await page.waitForTimeout(2000);
-    const audio = await page.evaluate(() => ({ audio_samples: Number(document.body.dataset.audioSamples || 0), audio_concealed: Number(document.body.dataset.audioConcealed || 0) }));
+    const audio = await page.evaluate(() => ({ audio_packets: Number(document.body.dataset.audioPackets || 0), audio_samples: Number(document.body.dataset.audioSamples || 0), audio_concealed: Number(document.body.dataset.audioConcealed || 0) }));
     say({ ok: true, ...size, ...audio, latency: await page.textContent("#s-latency"), bitrate: await page.textContent("#s-bitrate") });
   } else if (scenario === "share") {
     // A link from the token tool, opened by someone who is not admin: it must play with its own viewer token.

@@ -120,7 +120,8 @@ async function stats(s) {
   s.stalled = frames === s.last.frames ? s.stalled + 1 : 0;
   s.last = { frames, bytes, t: now };
   document.body.dataset.framesDecoded = frames;
-  // Audio as the player's decoder saw it (read by the browser tests): samples out, and how many were made up.
+  // Audio as the player's decoder saw it (read by the browser tests): packets in, samples out, how many made up.
+  document.body.dataset.audioPackets = a?.packetsReceived || 0;
   document.body.dataset.audioSamples = a?.totalSamplesReceived || 0;
   document.body.dataset.audioConcealed = a?.concealedSamples || 0;
   if (s.stalled >= 5 && session === s) {
