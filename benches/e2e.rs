@@ -171,7 +171,7 @@ fn status_mb(pid: u32, field: &str) -> f64 {
 }
 
 /// `audio-floor:T`: the AAC -> Opus work of one RTMP publisher with nothing else around it (the ffmpeg CLI
-/// demuxing the bench sample, decoding AAC, resampling and encoding Opus 64 kb/s stereo 20 ms in real time), at
+/// demuxing the bench sample, decoding AAC, resampling and encoding Opus 64 kb/s stereo 40 ms in real time), at
 /// the default complexity and at SRS's (1): the floor a publisher's CPU can approach.
 async fn run_audio_floor(seconds: u64) -> serde_json::Value {
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
