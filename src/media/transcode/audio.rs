@@ -527,12 +527,8 @@ mod tests {
         InlineTranscoder::new(&codec, opus, kept.clone(), "test".into()).unwrap()
     }
 
-    #[test]
-    fn an_inline_transcoder_publishes_before_push_returns() {
-        let (config, frames) = aac_frames();
-        assert!(frames.len() >= 40);
-        let kept = Kept::default();
-        let mut t = inline(config, &kept);
+    /// Push AAC `frames` (1024 samples each, 48 kHz) in order, stamped as they would come.
+    fn feed(t: &mut InlineTranscoder, frames: &[Vec<u8>]) {
         for (i, f) in frames.iter().enumerate() {
             t.push(
                 Bytes::copy_from_slice(f),
@@ -540,6 +536,14 @@ mod tests {
                 Instant::now(),
             );
         }
+    }
+
+    #[test]
+    fn an_inline_transcoder_publishes_before_push_returns() {
+        let (config, frames) = aac_frames();
+        assert!(frames.len() >= 40);
+        let kept = Kept::default();
+        feed(&mut inline(config, &kept), &frames);
         let out = kept.0.lock().unwrap();
         assert!(out.len() >= frames.len() * 1024 / 960 - 3, "{} Opus packets", out.len());
         assert!(out.windows(2).all(|w| w[1].pts - w[0].pts == 960));
@@ -576,14 +580,7 @@ mod tests {
         let (config, frames) = aac_frames();
         for frame_ms in OPUS_FRAME_MS {
             let kept = Kept::default();
-            let mut t = inline_with_frames(config, &kept, frame_ms);
-            for (i, f) in frames.iter().enumerate() {
-                t.push(
-                    Bytes::copy_from_slice(f),
-                    i as u64 * 1024 * 1000 / 48_000,
-                    Instant::now(),
-                );
-            }
+            feed(&mut inline_with_frames(config, &kept, frame_ms), &frames);
             let out = kept.0.lock().unwrap();
             let step = u64::from(frame_ms) * 48;
             let expected = frames.len() * 1024 / step as usize;
