@@ -41,6 +41,7 @@ impl Config {
             });
         }
         let mut value = toml::Value::try_from(normalized).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let shape = key_shape();
         for (var, raw) in env {
             let Some(rest) = var.strip_prefix("ROOMGATE_") else {
                 continue;
@@ -51,14 +52,14 @@ impl Config {
             // Containers set unrelated ROOMGATE_-prefixed variables: only names under our own keys are ours
             // (and then a typo in them is an error); anything else is ignored with a warning.
             let path = rest.to_ascii_lowercase();
-            let ours = value
+            let ours = shape
                 .as_table()
                 .is_some_and(|t| t.keys().any(|k| path == *k || path.starts_with(&format!("{k}_"))));
             if !ours {
                 eprintln!("roomgate: ignoring environment variable {var}: it names no configuration key or table");
                 continue;
             }
-            if let Err(why) = set_by_env_path(&mut value, &path, &raw) {
+            if let Err(why) = set_by_env_path(&mut value, Some(&shape), &path, &raw) {
                 // Kubernetes injects <SERVICE>_PORT, <SERVICE>_SERVICE_HOST, ... for a Service named like us.
                 if is_service_link(&path) {
                     eprintln!("roomgate: ignoring environment variable {var}: a Kubernetes service link, not a key");
@@ -114,23 +115,48 @@ fn is_service_link(path: &str) -> bool {
             }))
 }
 
-/// Resolve `path` (lower case, `_`-joined) against the keys that exist and set the value there. Key names
-/// contain `_` themselves, so each step tries the keys of the current table as prefixes.
-fn set_by_env_path(node: &mut toml::Value, path: &str, raw: &str) -> Result<(), String> {
+/// Every key the configuration has, optional ones included (an unset `Option` is left out of the serialized
+/// tree, so the environment could not name it otherwise), each with a value of its type; an array holds one
+/// element that stands for all. A new optional key needs its example here.
+fn key_shape() -> toml::Value {
+    let config = Config {
+        apps: vec![AppConfig {
+            opus_complexity: Some(0),
+            opus_frame_ms: Some(0),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    toml::Value::try_from(config).expect("the default configuration serializes")
+}
+
+/// Resolve `path` (lower case, `_`-joined) against the keys that exist, or that `shape` says may exist, and set
+/// the value there. Key names contain `_` themselves, so each step tries the keys of the current table as
+/// prefixes.
+fn set_by_env_path(node: &mut toml::Value, shape: Option<&toml::Value>, path: &str, raw: &str) -> Result<(), String> {
     match node {
         toml::Value::Table(t) => {
+            let shape = shape.and_then(toml::Value::as_table);
             let mut keys: Vec<String> = t.keys().cloned().collect();
+            keys.extend(
+                shape
+                    .into_iter()
+                    .flat_map(|s| s.keys())
+                    .filter(|k| !t.contains_key(*k))
+                    .cloned(),
+            );
             keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
             for k in keys {
+                let like = shape.and_then(|s| s.get(&k));
                 if path == k {
-                    let typed = typed_like(t.get(&k), raw)?;
+                    let typed = typed_like(t.get(&k).or(like), raw)?;
                     t.insert(k, typed);
                     return Ok(());
                 }
                 if let Some(rest) = path.strip_prefix(&format!("{k}_")) {
-                    let child = t.get_mut(&k).expect("key listed");
+                    let Some(child) = t.get_mut(&k) else { continue };
                     if child.is_table() || child.is_array() {
-                        return set_by_env_path(child, rest, raw);
+                        return set_by_env_path(child, like, rest, raw);
                     }
                 }
             }
@@ -145,7 +171,8 @@ fn set_by_env_path(node: &mut toml::Value, path: &str, raw: &str) -> Result<(), 
             let elem = a
                 .get_mut(idx)
                 .ok_or_else(|| format!("index {idx} is past the {len} elements"))?;
-            set_by_env_path(elem, rest, raw)
+            let shape = shape.and_then(toml::Value::as_array).and_then(|s| s.first());
+            set_by_env_path(elem, shape, rest, raw)
         }
         _ => Err("not a table".into()),
     }

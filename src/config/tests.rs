@@ -123,6 +123,30 @@ fn opus_settings_follow_the_app_then_the_default() {
 }
 
 #[test]
+fn optional_keys_can_be_set_from_the_environment_too() {
+    // Unset, they are not in the serialized tree the variables are resolved against.
+    let c = Config::load(
+        None,
+        env(&[
+            ("ROOMGATE_APPS_0_SDKAPPID", "7"),
+            ("ROOMGATE_APPS_0_SECRET_KEY", "k"),
+            ("ROOMGATE_APPS_0_OPUS_FRAME_MS", "20"),
+            ("ROOMGATE_APPS_0_OPUS_COMPLEXITY", "3"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.opus_settings(7, None).frame_ms, 20);
+    assert_eq!(c.opus_settings(7, None).complexity, 3);
+    let e = Config::load(None, env(&[("ROOMGATE_APPS_0_OPUS_FRAME_MS", "x")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ROOMGATE_APPS_0_OPUS_FRAME_MS") && e.contains("integer"),
+        "{e}"
+    );
+}
+
+#[test]
 fn opus_frame_duration_follows_the_app_then_the_default_and_is_checked() {
     let c = load(
         "[audio]\nopus_frame_ms = 60\n[[apps]]\nsdkappid = 7\nsecret_key = \"k\"\nopus_frame_ms = 20\n\
