@@ -587,12 +587,13 @@ async fn the_ingest_cli_starts_lists_follows_and_stops_tasks() {
     gw.wait_anchor("cli-room", "cli-robot", Duration::from_secs(10))
         .await
         .expect("the CLI-started robot is in the room");
-    let (ok, out, _) = cli(args("list")).await;
-    assert!(ok && out.contains(&task) && out.contains("cli-room"), "{out}");
-    let (ok, out, _) = cli(args(&format!("describe {task}"))).await;
-    assert!(ok && out.contains("\"InProgress\""), "{out}");
-    let (ok, out, _) = cli(args(&format!("stop {task}"))).await;
-    assert!(ok && out.contains("stopped"), "{out}");
+    // On failure, what the CLI printed on stderr too (a stop once failed with nothing on stdout in CI).
+    let (ok, out, err) = cli(args("list")).await;
+    assert!(ok && out.contains(&task) && out.contains("cli-room"), "{out}{err}");
+    let (ok, out, err) = cli(args(&format!("describe {task}"))).await;
+    assert!(ok && out.contains("\"InProgress\""), "{out}{err}");
+    let (ok, out, err) = cli(args(&format!("stop {task}"))).await;
+    assert!(ok && out.contains("stopped"), "{out}{err}");
     let (ok, _, err) = cli(args(&format!("stop {task}"))).await;
     assert!(!ok && err.contains("FailedOperation.TaskFinished"), "{err}");
 
