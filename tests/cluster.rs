@@ -178,12 +178,13 @@ async fn a_redis_outage_is_a_clear_error_and_nodes_register_again_when_it_is_bac
     let (status, _) = http_get(a.http_addr, "/v1/rooms").await;
     assert_eq!(status, 200);
     let outage = Instant::now();
-    // 5 s of 30 fps video and of audio in 40 ms packets (`audio.opus_frame_ms`).
+    // 5 s of 30 fps video and of audio in packets of `audio.opus_frame_ms`.
+    let audio = 5_000 / usize::from(roomgate::config::DEFAULT_OPUS_FRAME_MS);
     let (frames, player) = player
-        .gather_keep(Duration::from_secs(8), |f| whep_client::at_least(f, 150, 125))
+        .gather_keep(Duration::from_secs(8), move |f| whep_client::at_least(f, 150, audio))
         .await;
     assert!(
-        whep_client::at_least(&frames, 150, 125),
+        whep_client::at_least(&frames, 150, audio),
         "5 s of media during the outage: {} frames in {:?}",
         frames.len(),
         outage.elapsed()

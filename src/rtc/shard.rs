@@ -6,7 +6,7 @@
 use super::engine::{Command, Inbound, MediaSink, MediaVerdict, NewSession, OutTrack, SessionEvent, SessionId};
 use super::routes::Routes;
 use crate::media::rtp::{self, RtpPayload};
-use crate::media::Frame;
+use crate::media::{Frame, AUDIO_CLOCK};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -163,7 +163,7 @@ fn capture_instant(frame: &Frame) -> Instant {
             .and_then(|n| {
                 frame
                     .received_at
-                    .checked_sub(Duration::from_micros(u64::from(n) * 1_000_000 / 48_000))
+                    .checked_sub(Duration::from_micros(u64::from(n) * 1_000_000 / u64::from(AUDIO_CLOCK)))
             })
             .unwrap_or(frame.received_at),
         crate::media::Codec::H264 => frame.received_at,

@@ -2,9 +2,9 @@
 //! `OpusSettings::frame_ms` per packet), on its own thread or inline on the pusher's task.
 //!
 //! Timestamps: the first output packet starts at the source timestamp of the first input; each packet then
-//! advances by exactly its frame's samples (1920 for 40 ms), so the output is smooth. Where the source timeline jumps (a gap or a
-//! discontinuity of more than 40 ms), the output follows it, so audio stays aligned with the anchor's video,
-//! which uses the same clock origin.
+//! advances by exactly its frame's samples (1920 for 40 ms), so the output is smooth. Where the source timeline
+//! jumps (a gap or a discontinuity of more than 40 ms), the output follows it, so audio stays aligned with the
+//! anchor's video, which uses the same clock origin.
 
 use super::worker::Worker;
 use super::Opening;
