@@ -22,7 +22,7 @@ test: deps
 
 # End-to-end benchmark (release build, prints JSON): N rooms x M WHEP viewers for T s, RTMP, SRT or WHIP anchors, and
 # pull tasks (transcode vs the ffmpeg CLI, passthrough),
-# e.g. make bench BENCH="20x5x30 srt:1x1x15 whip:10x5x20 pull:20"
+# e.g. make bench BENCH="20x5x30 srt:1x1x15 whip:10x5x20 pull:20" (2m:1x100x20: the goals' 2 Mb/s stream)
 bench: deps
 	$(CARGO) bench --bench e2e -- $(BENCH)
 

@@ -25,6 +25,10 @@
 //! `BENCH_GATEWAY_CPUS=<list>` starts the gateway under `taskset -c <list>`; run the bench itself on the other CPUs
 //! (`taskset -c 1 cargo bench ...`) so the viewers it wakes on loopback do not preempt the gateway.
 //! `BENCH_GATEWAY_BIN=<path>` runs another build of the gateway (e.g. an older commit's, for a before/after).
+//! `2m:NxMxT[+J]` pushes the stream the performance goals are stated for instead of the testdata sample (~0.78 Mb/s):
+//! 720p30 H.264 baseline at 2 Mb/s, 2 s GOP, AAC 128 kb/s, made once with the SRS ruler's ffmpeg command
+//! (`../shared/bench/README.md`) into `target/bench-media/`. `BENCH_RTMP_SAMPLE=<flv>` has RTMP and SRT scenarios
+//! push any other file (looped, copied): a longer GOP, a higher bitrate.
 //!
 //! `NxMxT+J` adds J viewers that POST at once to room 0 two seconds into the measurement window (a handshake storm
 //! while M watch); their POST -> first frame is reported as `joiners_first_frame_ms_p50/p95` (null without J).
@@ -91,6 +95,8 @@ struct Scenario {
     /// Viewers that POST all at once (to room 0) 2 s into the measurement window: a handshake storm while the
     /// others watch (`1x100x20+50`).
     joining: usize,
+    /// RTMP and SRT: push the goals' 2 Mb/s stream (`2m:`, `ruler_sample`) rather than the testdata sample.
+    two_mbit: bool,
 }
 
 fn free_port() -> u16 {
@@ -354,6 +360,23 @@ async fn try_start_gateway(
     }
 }
 
+/// The stream the performance goals are stated for (720p30 baseline 2 Mb/s, 2 s GOP, AAC), made with the SRS
+/// ruler's command (30 s; looped when pushed) the first time a `2m:` scenario runs.
+fn ruler_sample() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-media");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("720p30-2M-gop60.flv");
+    if !path.exists() {
+        let cmd = format!(
+            "ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 -t 30 -c:v libx264 -preset veryfast -profile:v baseline -tune zerolatency -b:v 2M -maxrate 2.2M -bufsize 2M -g 60 -keyint_min 60 -sc_threshold 0 -c:a aac -b:a 128k -ac 2 -f flv {}.part && mv {0}.part {0}",
+            path.display()
+        );
+        let ok = Command::new("sh").arg("-c").arg(&cmd).status().unwrap().success();
+        assert!(ok, "making {} failed", path.display());
+    }
+    path
+}
+
 /// Make (once, under target/) the 1080p30 sources of the pull scenario.
 fn pull_media() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-media");
@@ -507,7 +530,11 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let pid = gw.id();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (cpu_idle, switches_idle) = cpu_and_switches(pid, Duration::from_secs(3)).await;
-    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv");
+    let sample = match std::env::var_os("BENCH_RTMP_SAMPLE") {
+        _ if s.two_mbit => ruler_sample().into_os_string(),
+        Some(path) => path,
+        None => concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/sample-720p30-baseline.flv").into(),
+    };
     let mut whip_publishers = Vec::new();
     if s.source == Source::Whip {
         for i in 0..s.rooms {
@@ -542,7 +569,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
                     format!("rtmp://127.0.0.1:{rtmp_port}/push/room{i}?sdkappid={SDKAPPID}&userid=cam{i}&usersig={sig}"),
                 ),
             };
-            ffmpeg_looping(sample)
+            ffmpeg_looping(&sample)
                 .args(["-c", "copy", "-f", format, &url])
                 .stdout(Stdio::null())
                 .spawn()
@@ -564,16 +591,23 @@ async fn run(s: &Scenario) -> serde_json::Value {
 
     // Viewers: time from POST to the first video frame that decodes.
     let mut players: Vec<(Instant, WhepPlayer)> = Vec::new();
+    let mut firsts = Vec::new();
     for i in 0..s.rooms {
         for j in 0..s.viewers {
             players.push(view(&http, &format!("room{i}"), &format!("v{i}_{j}")).await);
+            keep_first_frames(&players, &mut firsts);
         }
     }
     let first_frames = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while firsts.iter().any(Option::is_none) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            keep_first_frames(&players, &mut firsts);
+        }
         let mut startup_ms = Vec::new();
-        for (t0, p) in &players {
+        for ((t0, _), f) in players.iter().zip(firsts) {
             // Decoded here (libav) only to prove the first frame is a picture.
-            if let Some(f) = first_video_frame(p).filter(|f| decode_ok(&f.data)) {
+            if let Some(f) = f.filter(|f| decode_ok(&f.data)) {
                 startup_ms.push(f.at.duration_since(*t0).as_secs_f64() * 1000.0);
             }
         }
@@ -595,7 +629,25 @@ async fn run(s: &Scenario) -> serde_json::Value {
     );
     let window = Instant::now();
     let storm = (s.joining > 0).then(|| tokio::spawn(join_at_once(http.clone(), s.joining)));
-    let (cpu_all, switches_all) = cpu_and_switches(pid, Duration::from_secs(s.seconds)).await;
+    // The players hand over every frame they receive: count them as they come, so the bench does not hold the
+    // whole window's media (500 viewers of 2 Mb/s are over 100 MB a second).
+    let (mut received, mut received_bytes) = (0u64, 0u64);
+    let mut count = |players: &[(Instant, WhepPlayer)]| {
+        for (_, p) in players {
+            for f in p.frames.try_iter() {
+                received_bytes += f.data.len() as u64;
+                received += f.video as u64;
+            }
+        }
+    };
+    let measured = cpu_and_switches(pid, Duration::from_secs(s.seconds));
+    tokio::pin!(measured);
+    let (cpu_all, switches_all) = loop {
+        tokio::select! {
+            r = &mut measured => break r,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => count(&players),
+        }
+    };
     let secs = window.elapsed().as_secs_f64();
     let (joined, mut joiners_ms) = match storm {
         Some(t) => t.await.unwrap(),
@@ -605,13 +657,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let pushers_cpu = (pushers.iter().map(|p| cpu_seconds(p.id())).sum::<f64>() - pushers0) / secs * 100.0;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let sent = (source_video_frames(&http).await - sent0) * s.viewers as u64;
-    let (mut received, mut received_bytes) = (0u64, 0u64);
-    for (_, p) in &players {
-        for f in p.frames.try_iter() {
-            received_bytes += f.data.len() as u64;
-            received += f.video as u64;
-        }
-    }
+    count(&players);
     let metrics = get_text(format!("{http}/metrics")).await;
     let rss = rss_mb(pid);
     let (rss_anon, rss_file) = (status_mb(pid, "RssAnon:"), status_mb(pid, "RssFile:"));
@@ -627,6 +673,7 @@ async fn run(s: &Scenario) -> serde_json::Value {
     let viewers = (s.rooms * s.viewers) as f64;
     json!({
         "source": match s.source { Source::Whip => "whip", Source::Srt => "srt", _ => "rtmp" },
+        "sample": if s.source == Source::Whip { "whip".into() } else { sample.to_string_lossy().into_owned() },
         "rooms": s.rooms,
         "viewers_per_room": s.viewers,
         "seconds": s.seconds,
@@ -785,6 +832,20 @@ async fn view(http: &str, room: &str, viewer: &str) -> (Instant, WhepPlayer) {
     (t0, p)
 }
 
+/// Keep the first video frame each player received and drop the rest of what they handed over: the players send
+/// every frame's bytes, and hundreds of 2 Mb/s viewers set up one after another would pile up gigabytes before the
+/// window opens. (The time a frame came is stamped by the player, so a late look here does not change it.)
+fn keep_first_frames(players: &[(Instant, WhepPlayer)], firsts: &mut Vec<Option<whep_client::Received>>) {
+    firsts.resize_with(players.len(), || None);
+    for ((_, p), first) in players.iter().zip(firsts.iter_mut()) {
+        for f in p.frames.try_iter() {
+            if first.is_none() && f.video {
+                *first = Some(f);
+            }
+        }
+    }
+}
+
 /// The first video frame `p` receives within 10 s, if any: what a viewer's start-up is measured to.
 fn first_video_frame(p: &WhepPlayer) -> Option<whep_client::Received> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -912,12 +973,17 @@ fn main() {
                         viewers: 0,
                         seconds: t.parse().ok()?,
                         joining: 0,
+                        two_mbit: false,
                     });
                 }
+                let (two_mbit, a) = match a.strip_prefix("2m:") {
+                    Some(rest) => (true, rest),
+                    None => (false, a.as_str()),
+                };
                 let (source, a) = match (a.strip_prefix("whip:"), a.strip_prefix("srt:")) {
                     (Some(rest), _) => (Source::Whip, rest),
                     (_, Some(rest)) => (Source::Srt, rest),
-                    _ => (Source::Rtmp, a.as_str()),
+                    _ => (Source::Rtmp, a),
                 };
                 let (a, joining) = match a.split_once('+') {
                     Some((a, j)) => (a, j.parse().ok()?),
@@ -930,6 +996,7 @@ fn main() {
                     viewers: p[1] as usize,
                     seconds: p[2],
                     joining,
+                    two_mbit: two_mbit && source != Source::Whip,
                 })
             })
             .collect();
@@ -941,6 +1008,7 @@ fn main() {
                     viewers: 1,
                     seconds: 15,
                     joining: 0,
+                    two_mbit: false,
                 },
                 Scenario {
                     source: Source::Rtmp,
@@ -948,6 +1016,7 @@ fn main() {
                     viewers: 5,
                     seconds: 20,
                     joining: 0,
+                    two_mbit: false,
                 },
                 Scenario {
                     source: Source::Srt,
@@ -955,6 +1024,7 @@ fn main() {
                     viewers: 1,
                     seconds: 15,
                     joining: 0,
+                    two_mbit: false,
                 },
                 Scenario {
                     source: Source::Whip,
@@ -962,6 +1032,7 @@ fn main() {
                     viewers: 1,
                     seconds: 15,
                     joining: 0,
+                    two_mbit: false,
                 },
                 Scenario {
                     source: Source::Whip,
@@ -969,6 +1040,7 @@ fn main() {
                     viewers: 5,
                     seconds: 20,
                     joining: 0,
+                    two_mbit: false,
                 },
                 Scenario {
                     source: Source::Pull,
@@ -976,6 +1048,7 @@ fn main() {
                     viewers: 0,
                     seconds: 20,
                     joining: 0,
+                    two_mbit: false,
                 },
             ]
         } else {
