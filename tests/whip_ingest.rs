@@ -65,6 +65,39 @@ async fn whip_publisher_is_watched_over_whep() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publishers_largest_opus_packets_reach_viewers_whole() {
+    let gw = start_gateway().await;
+    // Opus at 510 kb/s constant: every packet 1275 bytes, the most one frame takes, above the size video is cut to.
+    let spec = MediaSpec {
+        opus_cbr: Some(510_000),
+        ..MediaSpec::default()
+    };
+    let _publisher = publishing(&gw, "loud", "mic", spec).await;
+    let anchor = gw
+        .wait_anchor("loud", "mic", Duration::from_secs(10))
+        .await
+        .expect("the publisher is an anchor");
+    wait_until("video and audio flow", Duration::from_secs(10), || {
+        anchor.video.has_cached_keyframe() && anchor.audio.has_media()
+    })
+    .await;
+    let got = gw.watch("loud", "v1", Duration::from_secs(8), 30, 50).await;
+    let audio = audio_of(&got);
+    let largest = audio.iter().map(|p| p.len()).max().unwrap_or(0);
+    assert_eq!(
+        (audio.len() >= 50, largest),
+        (true, 1275),
+        "{} packets reached the viewer, the largest {largest} bytes",
+        audio.len()
+    );
+    let (samples, peak) = decode_opus_of(audio);
+    assert!(
+        samples >= 45 * 960 && peak > 0.05,
+        "they decode: {samples} samples, peak {peak}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vp8_only_publisher_is_transcoded_to_h264_for_viewers() {
     let gw = start_gateway().await;
     let spec = MediaSpec {

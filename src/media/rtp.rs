@@ -26,12 +26,18 @@ const FU_A: u8 = 28;
 /// A frame of many tiny NAL units beyond that is dropped rather than sent as a flood of datagrams to every viewer.
 pub const MAX_PAYLOADS_PER_FRAME: usize = 8192;
 
-/// The RTP payloads of `frame`, each at most `mtu` bytes. Empty (nothing is sent) for an empty frame, an `mtu` too
-/// small to carry a fragment, an Opus packet larger than `mtu` (one cannot be split, and valid ones are at most
-/// 1275 bytes), or a picture that would need more than `MAX_PAYLOADS_PER_FRAME`.
+/// The largest Opus packet sent whole whatever the MTU: the most one Opus frame takes (RFC 6716 3.2.1; 510 kb/s at
+/// 20 ms). An Opus packet cannot be split, so one above the fragment size goes in a datagram a little larger
+/// (~1 330 bytes with header and SRTP tag: within any Ethernet path, as it was on the way in from its source).
+pub const OPUS_PACKET_MAX: usize = 1275;
+
+/// The RTP payloads of `frame`: H.264 in payloads of at most `mtu` bytes, an Opus packet whole up to
+/// `OPUS_PACKET_MAX` (or `mtu`, if larger). Empty (nothing is sent) for an empty frame, an `mtu` too small to carry
+/// a fragment, a larger Opus packet (several frames in one, which no WebRTC source sends), or a picture that would
+/// need more than `MAX_PAYLOADS_PER_FRAME`.
 pub fn payloads(frame: &Frame, mtu: usize) -> Vec<RtpPayload> {
     match frame.codec {
-        Codec::Opus if frame.data.is_empty() || frame.data.len() > mtu => Vec::new(),
+        Codec::Opus if frame.data.is_empty() || frame.data.len() > mtu.max(OPUS_PACKET_MAX) => Vec::new(),
         Codec::Opus => vec![RtpPayload {
             data: frame.data.clone(),
             marker: false,
@@ -276,10 +282,13 @@ mod tests {
             received_at: Instant::now(),
         };
         assert!(payloads(&opus(&[]), 1200).is_empty());
-        assert!(
-            payloads(&opus(&[1; 1201]), 1200).is_empty(),
-            "an Opus packet cannot be split"
+        assert_eq!(
+            payloads(&opus(&[1; OPUS_PACKET_MAX]), 1100)[0].data.len(),
+            OPUS_PACKET_MAX,
+            "an Opus packet cannot be split: the largest one frame makes goes whole"
         );
+        assert!(payloads(&opus(&[1; OPUS_PACKET_MAX + 1]), 1100).is_empty());
+        assert_eq!(payloads(&opus(&[1; 1400]), 1400).len(), 1);
         let p = payloads(&opus(&[0xfc, 1, 2]), 1200);
         assert_eq!((&p[0].data[..], p[0].marker), (&[0xfc, 1, 2][..], false));
     }

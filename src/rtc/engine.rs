@@ -250,6 +250,7 @@ impl RtcEngine {
                     .map(|kind| metrics::histogram!("roomgate_gateway_delay_seconds", "kind" => kind)),
                 batch: Default::default(),
                 replays: Default::default(),
+                unsendable_logged: None,
             };
             tasks.push(tokio::spawn(shard.run(rx, inbound)));
         }

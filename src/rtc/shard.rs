@@ -219,6 +219,8 @@ pub(super) struct Shard {
     pub(super) batch: super::udp::SegmentBatch,
     /// Payloads of the GOP frames being replayed to joiners, shared by all of them.
     pub(super) replays: ReplayPayloads,
+    /// When `unsendable` last logged.
+    pub(super) unsendable_logged: Option<Instant>,
 }
 
 impl Shard {
@@ -324,6 +326,9 @@ impl Shard {
                 }
                 // Cut once; every session sends the same payloads under its own header.
                 let payloads = rtp::payloads(&frame, PAYLOAD_MTU);
+                if payloads.is_empty() && !frame.data.is_empty() {
+                    self.unsendable(&frame);
+                }
                 for &id in ids.iter() {
                     self.write_frame(id, &frame, &payloads, true);
                 }
@@ -437,6 +442,26 @@ impl Shard {
             },
         );
         self.input(id, input);
+    }
+
+    /// A live frame no viewer can be sent (`rtp::payloads`): counted, and logged at most once a minute per shard.
+    fn unsendable(&mut self, frame: &Frame) {
+        let kind = if frame.codec.is_video() { "video" } else { "audio" };
+        metrics::counter!("roomgate_rtc_unsendable_frames_total", "kind" => kind).increment(1);
+        let now = Instant::now();
+        if self
+            .unsendable_logged
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            self.unsendable_logged = Some(now);
+            tracing::warn!(
+                kind,
+                bytes = frame.data.len(),
+                "a frame cannot be sent to viewers (an Opus packet over {} bytes, or a picture of too many NAL units): \
+                 dropped",
+                rtp::OPUS_PACKET_MAX
+            );
+        }
     }
 
     fn timeouts(&mut self) {

@@ -27,6 +27,9 @@ pub struct MediaSpec {
     pub vp8: bool,
     /// VP8 only: rewrite every keyframe header to declare this picture size (a hostile publisher).
     pub declared_vp8_size: Option<(u16, u16)>,
+    /// Opus at this constant bitrate instead of 64 kb/s VBR (510 000: every packet 1275 bytes, the most one frame
+    /// takes), each sent whole in one RTP packet.
+    pub opus_cbr: Option<u32>,
 }
 
 impl Default for MediaSpec {
@@ -39,6 +42,7 @@ impl Default for MediaSpec {
             skip_first_keyframe: false,
             vp8: false,
             declared_vp8_size: None,
+            opus_cbr: None,
         }
     }
 }
@@ -140,9 +144,13 @@ pub fn make_media(spec: MediaSpec, seconds: u32) -> (Vec<EncodedVideo>, Vec<Vec<
     a.set_channel_layout(ff::ChannelLayout::STEREO);
     a.set_channels(2);
     a.set_format(ff::format::Sample::I16(ff::format::sample::Type::Packed));
-    a.set_bit_rate(64000);
+    a.set_bit_rate(spec.opus_cbr.unwrap_or(64000) as usize);
     a.set_time_base(ff::Rational::new(1, 48000));
-    let mut a = a.open_as(codec).unwrap();
+    let mut opus_opts = ff::Dictionary::new();
+    if spec.opus_cbr.is_some() {
+        opus_opts.set("vbr", "off");
+    }
+    let mut a = a.open_as_with(codec, opus_opts).unwrap();
     let mut audio = Vec::new();
     for k in 0..seconds * 50 {
         let mut f = ff::frame::Audio::new(
@@ -180,15 +188,18 @@ pub fn offer_sdp(cfg: str0m::RtcConfig) -> String {
 /// POST an offer (send-only H.264, or VP8 with `spec.vp8`, + Opus) to `url` and publish `spec` media, looping, until dropped.
 pub async fn publish(url: &str, token: Option<&str>, spec: MediaSpec) -> Result<WhipPublisher, Refused> {
     install_crypto();
-    let mut rtc = if spec.vp8 {
-        Rtc::builder()
-            .clear_codecs()
-            .enable_vp8(true)
-            .enable_opus(true, false)
-            .build(Instant::now())
+    let builder = if spec.vp8 {
+        Rtc::builder().clear_codecs().enable_vp8(true).enable_opus(true, false)
     } else {
-        Rtc::builder().build(Instant::now())
+        Rtc::builder()
     };
+    // str0m cuts an Opus packet larger than its MTU into several RTP packets (which no decoder takes back):
+    // large ones go whole in a larger datagram, as browsers send them.
+    let builder = match spec.opus_cbr {
+        Some(_) => builder.set_mtu(1400..=1500),
+        None => builder,
+    };
+    let mut rtc = builder.build(Instant::now());
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     rtc.add_local_candidate(Candidate::host(sock.local_addr().unwrap(), "udp").unwrap());
     let mut api = rtc.sdp_api();
