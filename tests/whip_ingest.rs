@@ -67,7 +67,7 @@ async fn whip_publisher_is_watched_over_whep() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publishers_largest_opus_packets_reach_viewers_whole() {
     let gw = start_gateway().await;
-    // Opus at 510 kb/s constant: every packet 1275 bytes, the most one frame takes, above the size video is cut to.
+    // Opus at 510 kb/s constant: every packet 1275 bytes (near the largest), above the size video is cut to.
     let spec = MediaSpec {
         opus_cbr: Some(510_000),
         ..MediaSpec::default()

@@ -26,10 +26,11 @@ const FU_A: u8 = 28;
 /// A frame of many tiny NAL units beyond that is dropped rather than sent as a flood of datagrams to every viewer.
 pub const MAX_PAYLOADS_PER_FRAME: usize = 8192;
 
-/// The largest Opus packet sent whole whatever the MTU: the most one Opus frame takes (RFC 6716 3.2.1; 510 kb/s at
-/// 20 ms). An Opus packet cannot be split, so one above the fragment size goes in a datagram a little larger
-/// (~1 330 bytes with header and SRTP tag: within any Ethernet path, as it was on the way in from its source).
-pub const OPUS_PACKET_MAX: usize = 1275;
+/// The largest Opus packet sent whole whatever the MTU: the TOC byte and the longest frame (1 275 bytes, RFC 6716
+/// 3.2.1; libopus makes up to this at 510 kb/s and 20 ms). An Opus packet cannot be split, so one above the fragment
+/// size goes in a datagram a little larger (~1 330 bytes with header and SRTP tag: within any Ethernet path, as it
+/// was on the way in from its source), on its own (`rtc::udp`).
+pub const OPUS_PACKET_MAX: usize = 1276;
 
 /// The RTP payloads of `frame`: H.264 in payloads of at most `mtu` bytes, an Opus packet whole up to
 /// `OPUS_PACKET_MAX` (or `mtu`, if larger). Empty (nothing is sent) for an empty frame, an `mtu` too small to carry

@@ -444,7 +444,8 @@ impl Shard {
         self.input(id, input);
     }
 
-    /// A live frame no viewer can be sent (`rtp::payloads`): counted, and logged at most once a minute per shard.
+    /// A live frame no viewer can be sent (`rtp::payloads`): counted (by each shard with viewers of it), and logged
+    /// at most once a minute per shard.
     fn unsendable(&mut self, frame: &Frame) {
         let kind = if frame.codec.is_video() { "video" } else { "audio" };
         metrics::counter!("roomgate_rtc_unsendable_frames_total", "kind" => kind).increment(1);
@@ -457,8 +458,8 @@ impl Shard {
             tracing::warn!(
                 kind,
                 bytes = frame.data.len(),
-                "a frame cannot be sent to viewers (an Opus packet over {} bytes, or a picture of too many NAL units): \
-                 dropped",
+                "a frame cannot be sent to viewers (an Opus packet over {} bytes, or a picture with no NAL unit to send \
+                 or too many): dropped",
                 rtp::OPUS_PACKET_MAX
             );
         }

@@ -35,6 +35,11 @@ pub struct SegmentBatch {
 
 /// The kernel's limits for one GSO send.
 const MAX_SEGMENTS: usize = 64;
+/// Datagrams above this size go alone, sent plainly. The kernel refuses a GSO send whose segments do not fit the
+/// route's path MTU (EINVAL), which would turn GSO off for every viewer; video is cut well below this, and only an
+/// Opus packet near the largest (`rtp::OPUS_PACKET_MAX`, a datagram of ~1 330 bytes) is above it. 1 232 is the IPv6
+/// minimum MTU less the IPv6 and UDP headers.
+const SEGMENT_MAX: usize = 1232;
 const MAX_BATCH_BYTES: usize = 65_000;
 
 impl SegmentBatch {
@@ -45,6 +50,7 @@ impl SegmentBatch {
             None => {
                 self.to = Some((dest, source));
                 self.size = data.len();
+                self.closed = data.len() > SEGMENT_MAX;
             }
             Some(to) => {
                 let fits = to == (dest, source)
@@ -389,10 +395,24 @@ mod tests {
         assert_eq!(n, MAX_SEGMENTS);
         let mut b = SegmentBatch::default();
         let mut bytes = 0;
-        while b.push(&[0; 1400], at(1), None) {
-            bytes += 1400;
+        while b.push(&[0; 1200], at(1), None) {
+            bytes += 1200;
         }
-        assert!(bytes <= MAX_BATCH_BYTES && bytes + 1400 > MAX_BATCH_BYTES);
+        assert!(bytes <= MAX_BATCH_BYTES && bytes + 1200 > MAX_BATCH_BYTES);
+    }
+
+    #[test]
+    fn a_datagram_above_the_segment_limit_goes_alone() {
+        let mut b = SegmentBatch::default();
+        assert!(b.push(&[0; SEGMENT_MAX + 1], at(1), None));
+        assert!(!b.push(&[0; 100], at(1), None), "nothing joins it");
+        assert_eq!(b.count, 1);
+        let mut b = SegmentBatch::default();
+        assert!(b.push(&[0; 1200], at(1), None));
+        assert!(
+            !b.push(&[0; SEGMENT_MAX + 1], at(1), None),
+            "it does not join a batch either"
+        );
     }
 
     /// One GSO send arrives as the separate datagrams it was gathered from, in order, wildcard-bound or not.

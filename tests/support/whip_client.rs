@@ -27,8 +27,8 @@ pub struct MediaSpec {
     pub vp8: bool,
     /// VP8 only: rewrite every keyframe header to declare this picture size (a hostile publisher).
     pub declared_vp8_size: Option<(u16, u16)>,
-    /// Opus at this constant bitrate instead of 64 kb/s VBR (510 000: every packet 1275 bytes, the most one frame
-    /// takes), each sent whole in one RTP packet.
+    /// Opus at this constant bitrate instead of 64 kb/s VBR (510 000: every packet 1275 bytes, near the largest Opus
+    /// packet), each sent whole in one RTP packet.
     pub opus_cbr: Option<u32>,
 }
 

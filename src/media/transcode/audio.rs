@@ -133,7 +133,7 @@ pub struct OpusSettings {
 }
 
 /// The largest packet, in bytes at the configured bitrate, a frame longer than 20 ms may make. A packet must fit
-/// one datagram (up to `rtp::OPUS_PACKET_MAX`, 1275 bytes; a larger one is not sent) and VBR packets run above the
+/// one datagram (up to `rtp::OPUS_PACKET_MAX`, 1276 bytes; a larger one is not sent) and VBR packets run above the
 /// nominal size (a third above it on average on `make bench BENCH=opus-quality`'s signals, more on transients), so
 /// 40 and 60 ms frames are used only where they stay small: 40 ms up to 80 kb/s, 60 ms up to 53 kb/s. 10 and 20 ms
 /// are used as configured, as before there was a choice.
