@@ -360,41 +360,43 @@ async fn try_start_gateway(
     }
 }
 
-/// The stream the performance goals are stated for (720p30 baseline 2 Mb/s, 2 s GOP, AAC), made with the SRS
-/// ruler's command (30 s; looped when pushed) the first time a `2m:` scenario runs.
-fn ruler_sample() -> std::path::PathBuf {
+/// `target/bench-media/<name>`, made the first time it is needed by `ffmpeg <args> <file>` (written aside and
+/// renamed, so an interrupted run leaves nothing half made; `args` name the format with `-f`).
+fn bench_media(name: &str, args: &str) -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-media");
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("720p30-2M-gop60.flv");
+    let path = dir.join(name);
     if !path.exists() {
         let cmd = format!(
-            "ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 -t 30 -c:v libx264 -preset veryfast -profile:v baseline -tune zerolatency -b:v 2M -maxrate 2.2M -bufsize 2M -g 60 -keyint_min 60 -sc_threshold 0 -c:a aac -b:a 128k -ac 2 -f flv {}.part && mv {0}.part {0}",
-            path.display()
-        );
-        let ok = Command::new("sh").arg("-c").arg(&cmd).status().unwrap().success();
-        assert!(ok, "making {} failed", path.display());
-    }
-    path
-}
-
-/// Make (once, under target/) the 1080p30 sources of the pull scenario.
-fn pull_media() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-media");
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, args) in [
-        ("1080p30-high-bframes.mp4", "-profile:v high -bf 3"),
-        ("1080p30-baseline.mp4", "-profile:v baseline -bf 0"),
-    ] {
-        let path = dir.join(name);
-        if path.exists() {
-            continue;
-        }
-        let cmd = format!(
-            "ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 -t 10 -c:v libx264 -preset veryfast {args} -g 60 -b:v 4M -c:a aac -b:a 128k -ac 2 -movflags +faststart {}",
+            "ffmpeg -hide_banner -loglevel error -y {args} {0}.part && mv {0}.part {0}",
             path.display()
         );
         let ok = Command::new("sh").arg("-c").arg(&cmd).status().unwrap().success();
         assert!(ok, "making {name} failed");
+    }
+    path
+}
+
+/// The stream the performance goals are stated for (720p30 baseline 2 Mb/s, 2 s GOP, AAC), made with the SRS
+/// ruler's command (30 s; looped when pushed) the first time a `2m:` scenario runs.
+fn ruler_sample() -> std::path::PathBuf {
+    bench_media(
+        "720p30-2M-gop60.flv",
+        "-f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 -t 30 -c:v libx264 -preset veryfast -profile:v baseline -tune zerolatency -b:v 2M -maxrate 2.2M -bufsize 2M -g 60 -keyint_min 60 -sc_threshold 0 -c:a aac -b:a 128k -ac 2 -f flv",
+    )
+}
+
+/// Make (once, under target/) the 1080p30 sources of the pull scenario; their folder.
+fn pull_media() -> std::path::PathBuf {
+    let mut dir = std::path::PathBuf::new();
+    for (name, profile) in [
+        ("1080p30-high-bframes.mp4", "-profile:v high -bf 3"),
+        ("1080p30-baseline.mp4", "-profile:v baseline -bf 0"),
+    ] {
+        let args = format!(
+            "-f lavfi -i testsrc2=size=1920x1080:rate=30 -f lavfi -i sine=frequency=440:sample_rate=44100 -t 10 -c:v libx264 -preset veryfast {profile} -g 60 -b:v 4M -c:a aac -b:a 128k -ac 2 -movflags +faststart -f mp4"
+        );
+        dir = bench_media(name, &args).parent().unwrap().to_path_buf();
     }
     dir
 }
